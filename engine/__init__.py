@@ -1,0 +1,1 @@
+"""Runtime of text4vis-serve: decoding, sampling, preprocessing, backends, the classify pipeline."""

@@ -1,0 +1,52 @@
+"""A vocabulary ready to score against: labels and their frozen text-embedding matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from models.classifiers import text_classifier
+from models.prompts import DEFAULT_TEMPLATE
+from models.text_encoder import TextEncoder
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float  # softmax over all classes of 100 x cosine
+    score: float  # cosine similarity between the video and the class embedding
+
+
+@dataclass(frozen=True)
+class Classifier:
+    labels: tuple[str, ...]
+    matrix: torch.Tensor  # [C, D], rows L2-normalized
+    templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)
+    text_model: str = ""
+
+    def __post_init__(self) -> None:
+        if self.matrix.ndim != 2 or self.matrix.shape[0] != len(self.labels):
+            raise ValueError(f"matrix {tuple(self.matrix.shape)} does not fit {len(self.labels)} labels")
+
+    @classmethod
+    def from_labels(
+        cls, encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,)
+    ) -> Classifier:
+        """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`)."""
+        if len(set(labels)) != len(labels):
+            dupes = sorted({label for label in labels if list(labels).count(label) > 1})
+            raise ValueError(f"duplicate labels: {', '.join(dupes[:5])}")
+        matrix = text_classifier(encoder, labels, templates)
+        return cls(tuple(labels), matrix, tuple(templates), encoder.model_id)
+
+    def predictions(self, logits: torch.Tensor, top_k: int = 5) -> list[Prediction]:
+        """Top ``top_k`` (0 = all) of ``logits [C]`` (100 x cosine), sorted by probability."""
+        probs = logits.double().softmax(dim=-1)
+        k = len(self.labels) if top_k <= 0 else min(top_k, len(self.labels))
+        top = torch.topk(probs, k)
+        return [
+            Prediction(self.labels[i], float(probs[i]), float(logits[i]) / 100.0)
+            for i in top.indices.tolist()
+        ]

@@ -1,0 +1,99 @@
+"""File -> predictions: sample, decode, preprocess, encode, pool, score.
+
+Used as is by ``t4v classify``; the server runs the same stages with a batcher between
+preprocess and encode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.backends.base import FrameEncoder
+from engine.classifier import Classifier, Prediction
+from engine.errors import InputError
+from engine.preprocess import PreprocessConfig, preprocess_frames
+from engine.sampling import sample_indices
+from engine.video import Decoder, open_media
+from models.video_classifier import class_logits, video_embedding
+
+MAX_FRAMES = 64
+
+
+@dataclass
+class VideoResult:
+    file: str
+    frame_indices: list[int]  # clip-major: clips x T indices
+    predictions: list[Prediction]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SampledClip:
+    """Decoded, preprocessed frames of one file, before encoding."""
+
+    pixels: torch.Tensor  # [crops * U, 3, S, S] for the U distinct sampled frames
+    gather: torch.Tensor  # [crops * clips, T] rows of ``pixels`` forming each view
+    frame_indices: list[int]
+    timing_ms: dict[str, float]
+
+
+class VideoPipeline:
+    """The stages of one classification, each usable on its own."""
+
+    def __init__(
+        self,
+        encoder: FrameEncoder,
+        head: nn.Module,
+        preprocess: PreprocessConfig,
+        decoder: Decoder = "auto",
+    ) -> None:
+        self.encoder = encoder
+        self.head = head.float().eval()
+        self.preprocess = preprocess
+        self.decoder: Decoder = decoder
+
+    def sample(self, path: Path, frames: int = 8, clips: int = 1, crops: int = 1) -> SampledClip:
+        """Decode the sampled frames of ``path`` (each distinct frame once) and preprocess them."""
+        if not 1 <= frames <= MAX_FRAMES:
+            raise InputError(f"frames must be 1..{MAX_FRAMES}, got {frames}")
+        t0 = time.perf_counter()
+        with open_media(path, self.decoder) as media:
+            indices = sample_indices(media.info.num_frames, frames, clips)
+            unique, inverse = np.unique(indices, return_inverse=True)
+            raw = media.read(unique.tolist())
+        t1 = time.perf_counter()
+        pixels = preprocess_frames(raw, self.preprocess, crops)  # [crops, U, 3, S, S]
+        t2 = time.perf_counter()
+        inverse_t = torch.from_numpy(inverse.reshape(clips, frames))
+        gather = torch.cat([inverse_t + c * len(unique) for c in range(crops)])
+        return SampledClip(
+            pixels=pixels.flatten(0, 1),
+            gather=gather,
+            frame_indices=indices.reshape(-1).tolist(),
+            timing_ms={"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
+        )
+
+    @torch.inference_mode()
+    def pool(self, frame_emb: torch.Tensor, gather: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the distinct frames -> one normalized video embedding (views fused)."""
+        return video_embedding(self.head, frame_emb[gather])
+
+    def classify(
+        self, path: Path, classifier: Classifier, frames: int = 8, clips: int = 1, crops: int = 1,
+        top_k: int = 5,
+    ) -> VideoResult:
+        clip = self.sample(path, frames, clips, crops)
+        t0 = time.perf_counter()
+        emb = self.encoder.encode(clip.pixels)
+        t1 = time.perf_counter()
+        logits = class_logits(self.pool(emb, clip.gather), classifier.matrix)
+        preds = classifier.predictions(logits, top_k)
+        t2 = time.perf_counter()
+        timing = {**clip.timing_ms, "encode": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}
+        return VideoResult(str(path), clip.frame_indices, preds, {k: round(v, 2) for k, v in timing.items()})

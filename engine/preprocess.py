@@ -1,0 +1,145 @@
+"""Frame preprocessing in torch: resize the short side, crop, normalize.
+
+The resize reproduces Pillow's bicubic ``Image.resize`` bit for bit (its fixed-point,
+separable, horizontal-then-vertical algorithm), vectorized over all frames: a served
+video gets exactly the pixels the reference PIL pipelines feed their models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+_PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
+_BICUBIC_SUPPORT = 2.0
+
+
+class PreprocessMode(StrEnum):
+    CLIP = "clip"  # CLIP's own transform: short side to the input size, center crop
+    TEXT4VIS = "text4vis"  # fine-tuned checkpoints: short side to 256 (for 224), center crop
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    resize: int  # short side after resizing
+    crop: int  # square crop size = the model's input size
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_mode(
+        cls, mode: PreprocessMode | str, image_size: int,
+        mean: tuple[float, float, float], std: tuple[float, float, float],
+    ) -> PreprocessConfig:
+        mode = PreprocessMode(mode)
+        resize = image_size if mode is PreprocessMode.CLIP else image_size * 256 // 224
+        return cls(resize=resize, crop=image_size, mean=mean, std=std)
+
+
+def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """torchvision's ``Resize(short)`` output size: the long side is truncated, not rounded."""
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
+def crop_offsets(height: int, width: int, crop: int, crops: int = 1) -> list[tuple[int, int]]:
+    """``(top, left)`` of the crops: the center one (torchvision's rounding), or three.
+
+    Three crops lie along the long side at offsets ``0, 2, 4`` times ``(long - crop) // 4``
+    (the reference ``GroupFullResSample``), the short side centered the same way:
+    left/center/right for landscape, top/center/bottom for portrait.
+    """
+    if height < crop or width < crop:
+        raise ValueError(f"frame {width}x{height} is smaller than the {crop} crop")
+    if crops == 1:
+        return [(int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0)))]
+    if crops != 3:
+        raise ValueError("crops must be 1 or 3")
+    h_step, w_step = (height - crop) // 4, (width - crop) // 4
+    if width >= height:
+        return [(2 * h_step, k * w_step) for k in (0, 2, 4)]
+    return [(k * h_step, 2 * w_step) for k in (0, 2, 4)]
+
+
+def preprocess_frames(frames: np.ndarray | torch.Tensor, cfg: PreprocessConfig, crops: int = 1) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> float32 ``[crops, N, 3, crop, crop]``, normalized.
+
+    Runs on the device of ``frames`` when given a tensor (a GPU, where one is used).
+    """
+    x = torch.as_tensor(frames)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames [N, H, W, 3], got {x.dtype} {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2)
+    h, w = resized_size(x.shape[2], x.shape[3], cfg.resize)
+    x = pil_bicubic_resize(x, h, w)
+    views = [x[:, :, top : top + cfg.crop, left : left + cfg.crop] for top, left in crop_offsets(h, w, cfg.crop, crops)]
+    out = torch.stack(views).float().div_(255.0)
+    mean = torch.tensor(cfg.mean, device=out.device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=out.device).view(1, 1, 3, 1, 1)
+    return out.sub_(mean).div_(std)
+
+
+def pil_bicubic_resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` -> ``[N, C, height, width]``, equal to Pillow's BICUBIC resize."""
+    if (height, width) == tuple(x.shape[-2:]):
+        return x
+    # both passes gather whole rows (dim -2), which is far faster than gathering columns
+    if width != x.shape[-1]:
+        x = _resample(x.transpose(-1, -2).to(torch.int32).contiguous(), width, dim=-2).transpose(-1, -2)
+    if height != x.shape[-2]:
+        x = _resample(x.to(torch.int32).contiguous(), height, dim=-2)
+    return x.to(torch.uint8)
+
+
+def _resample(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
+    """One pass along ``dim``; Pillow rounds to uint8 between the two passes, and so do we."""
+    index, weight = _pil_coefficients(x.shape[dim], out_size)
+    shape = [1] * x.ndim
+    shape[dim] = out_size
+    acc = torch.full(
+        (*x.shape[:dim], out_size, *x.shape[dim:][1:]), 1 << (_PRECISION_BITS - 1), dtype=torch.int32,
+        device=x.device,
+    )
+    for k in range(index.shape[1]):  # a handful of taps; int32 as in Pillow, which cannot overflow here
+        taps = torch.index_select(x, dim, torch.from_numpy(index[:, k]).to(x.device))
+        acc.addcmul_(taps, torch.from_numpy(weight[:, k]).to(x.device).view(shape))
+    return (acc >> _PRECISION_BITS).clamp_(0, 255)
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    a = -0.5
+    x = np.abs(x)
+    return np.where(
+        x < 1.0,
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1,
+        np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0),
+    )
+
+
+@lru_cache(maxsize=64)
+def _pil_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tap indices and fixed-point weights ``[out_size, taps]`` as Pillow's ``precompute_coeffs``."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = _BICUBIC_SUPPORT * filterscale
+    taps = int(math.ceil(support)) * 2 + 1
+    index = np.zeros((out_size, taps), dtype=np.int64)
+    weight = np.zeros((out_size, taps), dtype=np.int32)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        w = _bicubic((np.arange(xmax) + xmin - center + 0.5) / filterscale)
+        total = w.sum()
+        if total != 0.0:
+            w = w / total
+        fixed = np.trunc(w * (1 << _PRECISION_BITS) + np.where(w < 0, -0.5, 0.5)).astype(np.int32)
+        index[xx, :xmax] = np.arange(xmin, xmin + xmax)
+        weight[xx, :xmax] = fixed
+    return index, weight

@@ -1,0 +1,239 @@
+"""Open a video or an image and decode only the frames asked for.
+
+Videos go to decord (fast keyframe seeking) and fall back to PyAV for what decord
+cannot open or decode. Still images (JPEG, PNG, WebP, ...) are 1-frame videos;
+animated GIF/WebP are videos, read by Pillow. Frames come back as uint8 ``[N, H, W, 3]`` RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from engine.errors import MediaError
+
+log = logging.getLogger(__name__)
+
+Decoder = Literal["auto", "decord", "pyav"]
+DECODERS: tuple[Decoder, ...] = ("auto", "decord", "pyav")
+IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+
+try:  # decord has wheels for x86-64 Linux only; PyAV covers the rest
+    import decord
+
+    HAVE_DECORD = True
+except ImportError:  # pragma: no cover - depends on the platform
+    HAVE_DECORD = False
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a probe learns without decoding the frames."""
+
+    kind: Literal["video", "image", "animation"]
+    num_frames: int
+    width: int
+    height: int
+    fps: float | None
+    decoder: str
+
+
+class MediaReader(ABC):
+    """An open file; :meth:`read` decodes frames by index, in the order given."""
+
+    info: MediaInfo
+
+    @abstractmethod
+    def read(self, indices: Sequence[int]) -> np.ndarray: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _check(self, indices: Sequence[int]) -> None:
+        if not len(indices):
+            raise ValueError("no frame indices")
+        bad = [i for i in indices if not 0 <= i < self.info.num_frames]
+        if bad:
+            raise ValueError(f"frame indices {bad[:4]} outside 0..{self.info.num_frames - 1}")
+
+
+def open_media(path: Path, decoder: Decoder = "auto", threads: int = 1) -> MediaReader:
+    """Open ``path`` as an image or a video. Raises :class:`MediaError` for anything undecodable."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
+    if not path.is_file():
+        raise MediaError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path.name}: the file is empty")
+    image = _PillowReader.try_open(path)
+    if image is not None:
+        return image
+    if decoder in ("auto", "decord") and HAVE_DECORD:
+        try:
+            return _DecordReader(path, threads, fallback=decoder == "auto")
+        except MediaError:
+            if decoder == "decord":
+                raise
+    elif decoder == "decord":
+        raise MediaError("decord is not installed on this platform; use the pyav decoder")
+    return _PyAVReader(path, threads)
+
+
+def read_frames(path: Path, indices: Sequence[int], decoder: Decoder = "auto") -> np.ndarray:
+    """Convenience: open, read ``indices``, close."""
+    with open_media(path, decoder) as media:
+        return media.read(indices)
+
+
+class _PillowReader(MediaReader):
+    def __init__(self, path: Path, image: Image.Image) -> None:
+        self._path = path
+        self._image = image
+        frames = int(getattr(image, "n_frames", 1))
+        self.info = MediaInfo(
+            kind="animation" if frames > 1 else "image",
+            num_frames=frames,
+            width=image.width,
+            height=image.height,
+            fps=_gif_fps(image) if frames > 1 else None,
+            decoder="pillow",
+        )
+
+    @classmethod
+    def try_open(cls, path: Path) -> _PillowReader | None:
+        try:
+            image = Image.open(path)
+        except (UnidentifiedImageError, OSError, ValueError):
+            return None
+        if image.format not in IMAGE_FORMATS:
+            image.close()
+            return None
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            image.close()
+            raise MediaError(f"{path.name}: the {image.format} image is truncated or corrupt ({exc})") from None
+        return cls(path, image)
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        self._check(indices)
+        decoded: dict[int, np.ndarray] = {}
+        try:
+            for i in sorted(set(indices)):
+                self._image.seek(i)
+                decoded[i] = np.asarray(self._image.convert("RGB"))
+        except (OSError, ValueError, EOFError) as exc:
+            raise MediaError(f"{self._path.name}: frame decoding failed ({exc})") from None
+        return np.stack([decoded[i] for i in indices])
+
+    def close(self) -> None:
+        self._image.close()
+
+
+class _DecordReader(MediaReader):
+    def __init__(self, path: Path, threads: int, fallback: bool) -> None:
+        self._path = path
+        self._fallback = fallback
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
+            n = len(self._vr)
+            fps = float(self._vr.get_avg_fps())
+        except Exception as exc:  # noqa: BLE001 - decord raises DECORDError, RuntimeError, ...
+            raise MediaError(f"{path.name}: decord cannot open it ({_short(exc)})") from None
+        if n < 1:
+            raise MediaError(f"{path.name}: the video has no frames")
+        width, height = _stream_size(path)
+        self.info = MediaInfo("video", n, width, height, fps or None, "decord")
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        self._check(indices)
+        try:
+            return self._vr.get_batch(list(indices)).asnumpy()
+        except Exception as exc:  # noqa: BLE001
+            if not self._fallback:
+                raise MediaError(f"{self._path.name}: decoding failed ({_short(exc)})") from None
+            log.info("decord failed on %s (%s); decoding with PyAV", self._path.name, _short(exc))
+            with _PyAVReader(self._path, threads=1, num_frames=self.info.num_frames) as pyav:
+                return pyav.read(indices)
+
+    def close(self) -> None:
+        del self._vr
+
+
+class _PyAVReader(MediaReader):
+    def __init__(self, path: Path, threads: int, num_frames: int | None = None) -> None:
+        self._path = path
+        self._threads = threads
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise MediaError(f"{path.name}: no video stream")
+                stream = container.streams.video[0]
+                n = num_frames or stream.frames or sum(1 for p in container.demux(stream) if p.size)
+                fps = float(stream.average_rate) if stream.average_rate else None
+                width, height = stream.codec_context.width, stream.codec_context.height
+        except MediaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError, FileNotFoundError, ...
+            raise MediaError(f"{path.name}: not a video or image that can be decoded ({_short(exc)})") from None
+        if n < 1 or not width or not height:
+            raise MediaError(f"{path.name}: the video has no decodable frames")
+        self.info = MediaInfo("video", int(n), width, height, fps, "pyav")
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        self._check(indices)
+        wanted, last = set(indices), max(indices)
+        decoded: dict[int, np.ndarray] = {}
+        count = 0
+        try:
+            with av.open(str(self._path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = self._threads
+                for count, frame in enumerate(container.decode(stream)):  # noqa: B007
+                    if count in wanted:  # convert only the sampled frames
+                        decoded[count] = frame.to_ndarray(format="rgb24")
+                    if count >= last:
+                        break
+        except Exception as exc:  # noqa: BLE001
+            raise MediaError(f"{self._path.name}: decoding failed ({_short(exc)})") from None
+        if len(decoded) < len(wanted):
+            raise MediaError(
+                f"{self._path.name}: truncated or corrupt: decoded {count + 1} of the "
+                f"{self.info.num_frames} frames its header announces"
+            )
+        return np.stack([decoded[i] for i in indices])
+
+
+def _stream_size(path: Path) -> tuple[int, int]:
+    try:
+        with av.open(str(path)) as container:
+            ctx = container.streams.video[0].codec_context
+            return ctx.width, ctx.height
+    except Exception:  # noqa: BLE001 - size is informative only; decord already opened the file
+        return 0, 0
+
+
+def _gif_fps(image: Image.Image) -> float | None:
+    duration = image.info.get("duration")
+    return 1000.0 / duration if duration else None
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:160]

@@ -1,0 +1,49 @@
+"""VideoClassifier: frame encoder -> temporal head -> normalized video embedding -> 100 x cosine."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOGIT_SCALE = 100.0  # Text4Vis scores with a fixed 100, not CLIP's learned scale
+
+
+def video_embedding(head: nn.Module, frame_emb: torch.Tensor) -> torch.Tensor:
+    """Fuse views: ``frame_emb [views, T, D]`` -> one normalized video embedding ``[D]``.
+
+    Each view goes through the head; views are averaged before the normalization.
+    """
+    return F.normalize(head(frame_emb).float().mean(dim=0), dim=-1)
+
+
+def class_logits(video_emb: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """``100 * normalize(v) @ W.T`` for ``video_emb [..., D]`` and ``classifier [C, D]``."""
+    return LOGIT_SCALE * F.normalize(video_emb, dim=-1) @ classifier.T
+
+
+class VideoClassifier(nn.Module):
+    """The whole model in one module: pixels ``[B, views, T, 3, H, W]`` -> logits ``[B, C]``.
+
+    The classifier ``W [C, D]`` is a buffer: frozen, never a parameter.
+    """
+
+    def __init__(self, visual: nn.Module, head: nn.Module, classifier: torch.Tensor) -> None:
+        super().__init__()
+        self.visual = visual
+        self.head = head
+        self.register_buffer("classifier", F.normalize(classifier.float(), dim=-1))
+
+    def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` -> ``[N, D]`` frame embeddings (not normalized)."""
+        return self.visual(pixels)
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, views, T, 3, H, W]`` -> normalized video embeddings ``[B, D]``."""
+        b, v, t = pixels.shape[:3]
+        frames = self.encode_frames(pixels.flatten(0, 2)).view(b * v, t, -1)
+        pooled = self.head(frames).float().view(b, v, -1).mean(dim=1)
+        return F.normalize(pooled, dim=-1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return class_logits(self.embed(pixels), self.classifier)

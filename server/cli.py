@@ -1,0 +1,220 @@
+"""``t4v``: the operator CLI. It is the composition root: it may import every layer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.classifier import Classifier
+from engine.errors import InputError
+from engine.pipeline import VideoResult
+from engine.preprocess import PreprocessMode
+from engine.runtime import ModelOptions, build_runtime
+from engine.sampling import parse_views
+from engine.video import open_media
+from models.errors import ModelLoadError
+from models.presets import LABEL_PRESETS, preset_labels
+from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-serve operator CLI.")
+err = Console(stderr=True)
+
+
+class UsageProblem(Exception):
+    """Bad command-line input found after parsing (missing file, empty label list, ...)."""
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what loads and runs.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@app.command()
+def classify(
+    videos: Annotated[list[Path], typer.Argument(help="Videos or images to classify.", show_default=False)],
+    model: Annotated[str | None, typer.Option(help="open_clip architecture (default ViT-B-16).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="open_clip pretrained tag (default openai).")] = None,
+    clip_checkpoint: Annotated[
+        Path | None, typer.Option(help="Local CLIP weights (open_clip or OpenAI format).")
+    ] = None,
+    text4vis_checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint released with Text4Vis (visual + temporal head).")
+    ] = None,
+    temporal: Annotated[
+        str | None, typer.Option(help="Temporal head: mean | transf (default: what the checkpoint holds).")
+    ] = None,
+    labels: Annotated[str | None, typer.Option(help='Comma-separated class names: "a,b,c".')] = None,
+    labels_file: Annotated[Path | None, typer.Option(help=".csv (id,name) or .txt, one per line.")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Built-in labels: {', '.join(LABEL_PRESETS)}.")] = None,
+    template: Annotated[str | None, typer.Option(help=f'Prompt template (default "{DEFAULT_TEMPLATE}").')] = None,
+    templates_file: Annotated[
+        Path | None, typer.Option(help="Prompt templates, one per line (averaged: prompt ensemble).")
+    ] = None,
+    template_set: Annotated[
+        str | None, typer.Option(help=f"Built-in templates: {', '.join(TEMPLATE_SETS)}.")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Frames sampled per clip (T).")] = 8,
+    views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
+    preprocess: Annotated[
+        str | None, typer.Option(help="clip | text4vis (default text4vis with a Text4Vis checkpoint).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    decoder: Annotated[str, typer.Option(help="auto (decord, then PyAV) | decord | pyav.")] = "auto",
+    random_init: Annotated[
+        bool, typer.Option(help="Run RANDOM weights on purpose (benchmarks, tests). Never the default.")
+    ] = False,
+) -> None:
+    """Classify videos or images against class names given as text (zero-shot)."""
+    try:
+        clips, crops = _check_views(views)
+        label_list = _labels(labels, labels_file, preset)
+        templates = _templates(template, templates_file, template_set)
+        options = _model_options(
+            model, pretrained, clip_checkpoint, text4vis_checkpoint, temporal, preprocess, device,
+            precision, decoder, random_init,
+        )
+        if top_k < 0:
+            raise UsageProblem("--top-k must be 0 (all) or positive")
+        for path in videos:  # fail before loading a model on inputs we can already tell are bad
+            with open_media(path, options.decoder):
+                pass
+        runtime = build_runtime(options)
+        classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates)
+    except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
+        _fail(exc)
+    results: list[VideoResult] = []
+    failed = False
+    for path in videos:
+        try:
+            results.append(runtime.pipeline.classify(path, classifier, frames, clips, crops, top_k))
+        except (InputError, ValueError) as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            failed = True
+    if as_json:
+        typer.echo(json.dumps({"model": runtime.info.as_dict(), "results": [_result_json(r) for r in results]}))
+    else:
+        _print_tables(results)
+    if failed:
+        raise typer.Exit(2)
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _check_views(views: str) -> tuple[int, int]:
+    try:
+        return parse_views(views)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+def _labels(labels: str | None, labels_file: Path | None, preset: str | None) -> list[str]:
+    if sum(x is not None for x in (labels, labels_file, preset)) != 1:
+        raise UsageProblem("give exactly one of --labels, --labels-file or --preset")
+    if preset is not None:
+        try:
+            return preset_labels(preset)
+        except KeyError as exc:
+            raise UsageProblem(str(exc.args[0])) from None
+    if labels_file is not None:
+        if not labels_file.is_file():
+            raise UsageProblem(f"labels file not found: {labels_file}")
+        found = read_labels(labels_file)
+    else:
+        assert labels is not None
+        found = [label.strip() for label in labels.split(",") if label.strip()]
+    if not found:
+        raise UsageProblem("the label list is empty")
+    return found
+
+
+def _templates(template: str | None, templates_file: Path | None, template_set: str | None) -> list[str]:
+    given = [x for x in (template, templates_file, template_set) if x is not None]
+    if len(given) > 1:
+        raise UsageProblem("give at most one of --template, --templates-file, --template-set")
+    if templates_file is not None:
+        if not templates_file.is_file():
+            raise UsageProblem(f"templates file not found: {templates_file}")
+        found = read_templates(templates_file)
+        if not found:
+            raise UsageProblem(f"{templates_file} holds no templates")
+        return found
+    if template_set is not None:
+        if template_set not in TEMPLATE_SETS:
+            raise UsageProblem(f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}")
+        return list(TEMPLATE_SETS[template_set])
+    return [validate_template(template or DEFAULT_TEMPLATE)]
+
+
+def _model_options(
+    model: str | None, pretrained: str | None, clip_checkpoint: Path | None, text4vis_checkpoint: Path | None,
+    temporal: str | None, preprocess: str | None, device: str, precision: str, decoder: str, random_init: bool,
+) -> ModelOptions:
+    for path in (clip_checkpoint, text4vis_checkpoint):
+        if path is not None and not path.is_file():
+            raise UsageProblem(f"checkpoint file not found: {path}")
+    _choice("--temporal", temporal, ("mean", "transf"))
+    _choice("--preprocess", preprocess, tuple(m.value for m in PreprocessMode))
+    _choice("--precision", precision, ("fp32", "fp16", "bf16"))
+    _choice("--decoder", decoder, ("auto", "decord", "pyav"))
+    return ModelOptions(
+        arch=model,
+        pretrained=pretrained,
+        clip_checkpoint=clip_checkpoint,
+        text4vis_checkpoint=text4vis_checkpoint,
+        temporal=temporal,  # type: ignore[arg-type]
+        preprocess=PreprocessMode(preprocess) if preprocess else None,
+        random_init=random_init,
+        device=device,
+        precision=precision,  # type: ignore[arg-type]
+        decoder=decoder,  # type: ignore[arg-type]
+    )
+
+
+def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise UsageProblem(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _result_json(result: VideoResult) -> dict[str, object]:
+    return {
+        "file": result.file,
+        "frame_indices": result.frame_indices,
+        "predictions": [
+            {"label": p.label, "probability": p.probability, "score": p.score} for p in result.predictions
+        ],
+        "timing_ms": result.timing_ms,
+    }
+
+
+def _print_tables(results: list[VideoResult]) -> None:
+    out = Console()
+    for result in results:
+        out.print(result.file, markup=False, highlight=False)
+        table = Table()
+        table.add_column("label")
+        table.add_column("probability", justify="right")
+        table.add_column("cosine", justify="right")
+        for p in result.predictions:
+            table.add_row(p.label, f"{p.probability:.4f}", f"{p.score:.4f}")
+        out.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry for python -m
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

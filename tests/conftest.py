@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+
+from models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
+from tests.media import moving_square_frames, write_video
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+VIDEOS = SHARED_DATA / "videos"
+REAL_CLIPS = ["arm_wrestling.mp4", "k400_sample_340x256.mp4", "ucf101_sample_320x240.avi"]
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data absent: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised CLIP (open_clip format) saved to a local file."""
+    torch.manual_seed(1234)
+    model = open_clip.create_model(TINY_ARCH)
+    path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_path: Path) -> LoadedClip:
+    return load_clip(ClipSource(arch=TINY_ARCH, checkpoint=tiny_clip_path))
+
+
+@pytest.fixture(scope="session")
+def synthetic_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "square.mp4"
+    return write_video(path, moving_square_frames(40))

@@ -1,0 +1,46 @@
+"""Test media written on the fly: videos with PyAV, images with Pillow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+def moving_square_frames(n: int, width: int = 96, height: int = 64, seed: int = 0) -> np.ndarray:
+    """``n`` RGB frames of a coloured square moving over a gradient, uint8 ``[n, H, W, 3]``."""
+    rng = np.random.default_rng(seed)
+    color = rng.integers(64, 256, size=3)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], -1)
+    frames = np.repeat(base[None].astype(np.uint8), n, axis=0)
+    side = max(4, min(width, height) // 4)
+    for i in range(n):
+        left = (i * 3) % max(width - side, 1)
+        top = (i * 2) % max(height - side, 1)
+        frames[i, top : top + side, left : left + side] = color
+    return frames
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264") -> Path:
+    """Encode ``frames`` (uint8 ``[N, H, W, 3]``, even sizes) into ``path``."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast", "g": "12"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_gif(path: Path, frames: np.ndarray, duration_ms: int = 40) -> Path:
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return path
