@@ -30,6 +30,7 @@ IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
 try:  # decord has wheels for x86-64 Linux only; PyAV covers the rest
     import decord
 
+    decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg would write to our stderr
     HAVE_DECORD = True
 except ImportError:  # pragma: no cover - depends on the platform
     HAVE_DECORD = False
@@ -116,9 +117,13 @@ class _PillowReader(MediaReader):
 
     @classmethod
     def try_open(cls, path: Path) -> _PillowReader | None:
+        """A reader if ``path`` is an image, None if it is not; MediaError for a broken image."""
+        looks_like_image = _sniff_image(path)
         try:
             image = Image.open(path)
-        except (UnidentifiedImageError, OSError, ValueError):
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            if looks_like_image:
+                raise MediaError(f"{path.name}: the image is truncated or corrupt ({exc})") from None
             return None
         if image.format not in IMAGE_FORMATS:
             image.close()
@@ -149,15 +154,17 @@ class _DecordReader(MediaReader):
     def __init__(self, path: Path, threads: int, fallback: bool) -> None:
         self._path = path
         self._fallback = fallback
+        # PyAV looks first: it fails quietly on what is not a video, where decord's own FFmpeg
+        # writes to the process's stderr
+        width, height = _PyAVReader(path, threads=1, count_frames=False).info_size
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
             n = len(self._vr)
             fps = float(self._vr.get_avg_fps())
         except Exception as exc:  # noqa: BLE001 - decord raises DECORDError, RuntimeError, ...
-            raise MediaError(f"{path.name}: decord cannot open it ({_short(exc)})") from None
+            raise MediaError(f"{path.name}: truncated or corrupt video (decord: {_short(exc)})") from None
         if n < 1:
             raise MediaError(f"{path.name}: the video has no frames")
-        width, height = _stream_size(path)
         self.info = MediaInfo("video", n, width, height, fps or None, "decord")
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
@@ -166,7 +173,7 @@ class _DecordReader(MediaReader):
             return self._vr.get_batch(list(indices)).asnumpy()
         except Exception as exc:  # noqa: BLE001
             if not self._fallback:
-                raise MediaError(f"{self._path.name}: decoding failed ({_short(exc)})") from None
+                raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
             log.info("decord failed on %s (%s); decoding with PyAV", self._path.name, _short(exc))
             with _PyAVReader(self._path, threads=1, num_frames=self.info.num_frames) as pyav:
                 return pyav.read(indices)
@@ -176,7 +183,9 @@ class _DecordReader(MediaReader):
 
 
 class _PyAVReader(MediaReader):
-    def __init__(self, path: Path, threads: int, num_frames: int | None = None) -> None:
+    def __init__(
+        self, path: Path, threads: int, num_frames: int | None = None, count_frames: bool = True
+    ) -> None:
         self._path = path
         self._threads = threads
         try:
@@ -184,16 +193,19 @@ class _PyAVReader(MediaReader):
                 if not container.streams.video:
                     raise MediaError(f"{path.name}: no video stream")
                 stream = container.streams.video[0]
-                n = num_frames or stream.frames or sum(1 for p in container.demux(stream) if p.size)
+                n = num_frames or stream.frames
+                if not n and count_frames:  # no count in the header: count the packets
+                    n = sum(1 for p in container.demux(stream) if p.size)
                 fps = float(stream.average_rate) if stream.average_rate else None
                 width, height = stream.codec_context.width, stream.codec_context.height
         except MediaError:
             raise
         except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError, FileNotFoundError, ...
             raise MediaError(f"{path.name}: not a video or image that can be decoded ({_short(exc)})") from None
-        if n < 1 or not width or not height:
+        if not width or not height or (count_frames and n < 1):
             raise MediaError(f"{path.name}: the video has no decodable frames")
-        self.info = MediaInfo("video", int(n), width, height, fps, "pyav")
+        self.info_size = (width, height)
+        self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav")
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         self._check(indices)
@@ -211,7 +223,7 @@ class _PyAVReader(MediaReader):
                     if count >= last:
                         break
         except Exception as exc:  # noqa: BLE001
-            raise MediaError(f"{self._path.name}: decoding failed ({_short(exc)})") from None
+            raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
         if len(decoded) < len(wanted):
             raise MediaError(
                 f"{self._path.name}: truncated or corrupt: decoded {count + 1} of the "
@@ -220,13 +232,13 @@ class _PyAVReader(MediaReader):
         return np.stack([decoded[i] for i in indices])
 
 
-def _stream_size(path: Path) -> tuple[int, int]:
-    try:
-        with av.open(str(path)) as container:
-            ctx = container.streams.video[0].codec_context
-            return ctx.width, ctx.height
-    except Exception:  # noqa: BLE001 - size is informative only; decord already opened the file
-        return 0, 0
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _sniff_image(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(16)
+    return head.startswith(_IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def _gif_fps(image: Image.Image) -> float | None:

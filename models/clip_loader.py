@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,8 +107,10 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a checkpoint we can read"
-        try:
-            obj = torch.jit.load(str(path), map_location="cpu").state_dict()
+        try:  # OpenAI's released .pt files are TorchScript archives
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                obj = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception:  # noqa: BLE001
             raise ModelLoadError(f"cannot read {path} as a PyTorch checkpoint: {_one_line(exc)}") from None
     extras: dict[str, Any] = {}

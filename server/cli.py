@@ -24,7 +24,6 @@ from models.presets import LABEL_PRESETS, preset_labels
 from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-serve operator CLI.")
-err = Console(stderr=True)
 
 
 class UsageProblem(Exception):
@@ -98,7 +97,7 @@ def classify(
         try:
             results.append(runtime.pipeline.classify(path, classifier, frames, clips, crops, top_k))
         except (InputError, ValueError) as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            _error_line(exc)
             failed = True
     if as_json:
         typer.echo(json.dumps({"model": runtime.info.as_dict(), "results": [_result_json(r) for r in results]}))
@@ -108,8 +107,14 @@ def classify(
         raise typer.Exit(2)
 
 
+def _error_line(exc: BaseException) -> None:
+    """One line on stderr, never wrapped: scripts grep it."""
+    message = " ".join(str(exc).split())
+    sys.stderr.write(f"error: {message}\n")
+
+
 def _fail(exc: BaseException) -> None:
-    err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    _error_line(exc)
     raise typer.Exit(2)
 
 

@@ -1,0 +1,140 @@
+"""`t4v classify` as a user runs it: a real process, real files, exit codes and stderr."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from models.clip_loader import TINY_ARCH
+from server.cli import app
+from tests.conftest import shared_path
+
+T4V = [sys.executable, "-m", "server.cli"]
+
+
+def t4v(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*T4V, *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_clean_failure(proc_or_result, fragment: str) -> None:  # noqa: ANN001
+    code = getattr(proc_or_result, "returncode", getattr(proc_or_result, "exit_code", None))
+    stderr = proc_or_result.stderr.strip()
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("error: ") and fragment in stderr, stderr
+
+
+@pytest.fixture(scope="module")
+def base_args(tiny_clip_path: Path) -> list[str]:
+    return ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--labels", "arm wrestling,yoga,surfing"]
+
+
+def test_classify_json_on_real_clips(base_args: list[str], tmp_path: Path) -> None:
+    clips = [shared_path("videos", "arm_wrestling.mp4"), shared_path("videos", "ucf101_sample_320x240.avi")]
+    proc = t4v("classify", *map(str, clips), *base_args, "--json", "--top-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [r["file"] for r in out["results"]] == list(map(str, clips))
+    first = out["results"][0]
+    assert first["frame_indices"] == [0, 35, 70, 105, 140, 175, 210, 245]
+    assert len(first["predictions"]) == 2
+    probs = [p["probability"] for p in first["predictions"]]
+    assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+    assert out["model"]["arch"] == TINY_ARCH and out["model"]["temporal"] == "mean"
+
+
+def test_not_a_video(base_args: list[str], tmp_path: Path) -> None:
+    bad = tmp_path / "report.mp4"
+    bad.write_text("this is text, not a video\n" * 50)
+    assert_clean_failure(t4v("classify", str(bad), *base_args), "not a video or image")
+
+
+def test_truncated_video(base_args: list[str], tmp_path: Path) -> None:
+    """Cut in half: the index at the end is gone (cut.mp4), or the index is at the front and the
+    frames it lists are gone (fastcut.mp4, written with +faststart)."""
+    src = shared_path("videos", "k400_sample_340x256.mp4")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2])
+    fast = tmp_path / "fast.mp4"
+    with av.open(str(src)) as inp, av.open(str(fast), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    fastcut = tmp_path / "fastcut.mp4"
+    fastcut.write_bytes(fast.read_bytes()[: len(fast.read_bytes()) // 2])
+    assert_clean_failure(t4v("classify", str(cut), *base_args), "cut.mp4")
+    for decoder in ("auto", "pyav", "decord"):
+        proc = t4v("classify", str(fastcut), *base_args, "--decoder", decoder)
+        assert_clean_failure(proc, "fastcut.mp4: truncated or corrupt video")
+
+
+def test_unknown_architecture(tmp_path: Path) -> None:
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    assert_clean_failure(t4v("classify", str(clip), "--model", "ViT-Q-99", "--labels", "a,b"), "unknown architecture")
+
+
+def test_checkpoint_that_does_not_fit(tiny_clip_path: Path) -> None:
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    proc = t4v("classify", str(clip), "--model", "ViT-B-32", "--clip-checkpoint", str(tiny_clip_path), "--labels", "a")
+    assert_clean_failure(proc, "does not fit the model")
+
+
+def invoke(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(app, ["classify", *args])
+
+
+def test_empty_file(base_args: list[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert_clean_failure(invoke(str(empty), *base_args), "empty")
+
+
+def test_missing_file(base_args: list[str], tmp_path: Path) -> None:
+    assert_clean_failure(invoke(str(tmp_path / "nope.mp4"), *base_args), "not found")
+
+
+def test_damaged_text4vis_checkpoint(base_args: list[str], tmp_path: Path) -> None:
+    ckpt = tmp_path / "t4v.pt"
+    torch.save({"epoch": 1, "model_state_dict": {"module.visual.proj": torch.zeros(3, 3)}}, ckpt)
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    result = invoke(str(clip), *base_args, "--text4vis-checkpoint", str(ckpt))
+    assert_clean_failure(result, "missing keys")
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--views", "4x2"], "crops 1 or 3"),
+        (["--temporal", "transf"], "needs trained weights"),
+        (["--temporal", "lstm"], "--temporal must be one of"),
+        (["--template", "no placeholder"], "placeholder"),
+        (["--frames", "0"], "frames must be"),
+        (["--labels-file", "missing.csv"], "exactly one of"),
+    ],
+)
+def test_bad_options(base_args: list[str], extra: list[str], fragment: str) -> None:
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    assert_clean_failure(invoke(str(clip), *base_args, *extra), fragment)
+
+
+def test_duplicate_labels(tiny_clip_path: Path) -> None:
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    result = invoke(str(clip), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--labels", "a,b,a")
+    assert_clean_failure(result, "duplicate labels: a")
+
+
+def test_labels_file_and_table_output(tiny_clip_path: Path) -> None:
+    clip = shared_path("videos", "ucf101_sample_320x240.avi")
+    labels = shared_path("labels", "ucf_labels.csv")
+    result = invoke(str(clip), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path),
+                    "--labels-file", str(labels), "--top-k", "3")
+    assert result.exit_code == 0, result.stderr
+    assert "probability" in result.stdout and str(clip) in result.stdout

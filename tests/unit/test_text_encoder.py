@@ -1,0 +1,35 @@
+import torch
+
+from models.clip_loader import LoadedClip
+from models.prompts import DEFAULT_TEMPLATE, KINETICS_TEMPLATES, read_labels
+from models.text_encoder import TextEncoder
+from tests.conftest import shared_path
+
+
+def _prompts() -> list[str]:
+    labels = read_labels(shared_path("labels", "kinetics_400_labels.csv"))[:60]
+    return [t.format(label) for label in labels for t in (DEFAULT_TEMPLATE, KINETICS_TEMPLATES[3])]
+
+
+def test_longest_padding_equals_77_padding(tiny_clip: LoadedClip) -> None:
+    enc = TextEncoder(tiny_clip, batch_size=32)
+    assert enc.trimmable
+    prompts = _prompts()
+    trimmed = enc.encode(prompts)
+    padded = enc.encode(prompts, trim=False)
+    assert trimmed.shape == (len(prompts), 64)
+    assert (trimmed - padded).abs().max() <= 1e-5
+
+
+def test_equals_open_clip_encode_text(tiny_clip: LoadedClip) -> None:
+    prompts = ["a video of a person dancing.", "a", "a video of a person " + "very " * 20 + "long."]
+    with torch.no_grad():
+        ref = tiny_clip.model.encode_text(tiny_clip.tokenizer(prompts), normalize=True)
+    torch.testing.assert_close(TextEncoder(tiny_clip).encode(prompts), ref, rtol=0, atol=1e-5)
+
+
+def test_token_counts(tiny_clip: LoadedClip) -> None:
+    enc = TextEncoder(tiny_clip)
+    counts = enc.token_counts(["a", "a video of a person dancing.", "word " * 100])
+    assert counts[0] == 3  # start, "a", end
+    assert counts[2] > enc.context_length
