@@ -73,7 +73,7 @@ def build_runtime(opts: ModelOptions) -> Runtime:
     clip = load_clip(
         ClipSource(opts.arch, opts.pretrained, opts.clip_checkpoint, opts.random_init), device="cpu"
     )
-    visual = clip.model.visual
+    visual: torch.nn.Module = clip.model.visual
     if opts.text4vis_checkpoint is not None:
         ckpt = read_text4vis_checkpoint(opts.text4vis_checkpoint)
         head = apply_text4vis_checkpoint(visual, ckpt, opts.temporal)

@@ -76,7 +76,7 @@ def apply_text4vis_checkpoint(
         if ckpt.head_kind == "transf":
             log.warning("ignoring the trained transf head of %s: running the mean head", ckpt.source)
         return build_temporal_head("mean", 0)
-    dim = int(clip_visual.output_dim)
+    dim = int(getattr(clip_visual, "output_dim"))  # noqa: B009 - open_clip towers set it dynamically
     head = build_temporal_head("transf", dim, layers=ckpt.head_layers)
     load_strict(head, ckpt.head, f"Text4Vis checkpoint {ckpt.source} (fusion_model.*)")
     return head

@@ -69,7 +69,7 @@ class ClipSource:
 class LoadedClip:
     """A CLIP model in eval mode with what is needed to use it."""
 
-    model: nn.Module
+    model: Any  # an open_clip CLIP; its towers are reached by attribute
     tokenizer: Tokenizer
     arch: str
     model_id: str  # identifies the weights; text-embedding caches key on it
@@ -171,7 +171,7 @@ def load_clip(source: ClipSource, device: str | torch.device = "cpu") -> LoadedC
     elif src.checkpoint is not None:
         model, arch = _from_checkpoint(src.checkpoint, src.arch)
         src = ClipSource(arch, None, src.checkpoint)
-        model_id = f"{arch}/sha256:{file_digest(src.checkpoint)}"
+        model_id = f"{arch}/sha256:{file_digest(source.checkpoint)}"  # type: ignore[arg-type]
     else:
         assert src.arch is not None and src.pretrained is not None
         model = _from_hub(src.arch, src.pretrained)

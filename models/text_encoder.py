@@ -8,6 +8,7 @@ and saves most of the work (prompts are ~10 tokens, the context is 77).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ class TextEncoder:
     """Encode prompts into L2-normalized CLIP text embeddings, float32 on CPU."""
 
     def __init__(self, clip: LoadedClip, batch_size: int = 128) -> None:
-        self.model: nn.Module = clip.model
+        self.model: Any = clip.model  # open_clip CLIP: attributes are reached dynamically
         self.tokenizer: Tokenizer = clip.tokenizer
         self.model_id = clip.model_id
         self.batch_size = batch_size
@@ -66,7 +67,8 @@ class TextEncoder:
 
     def _pool_index(self, tokens: torch.Tensor) -> torch.Tensor:
         if getattr(self.model, "text_pool_type", "argmax") == "eos":
-            return (tokens == self.model.text_eos_id).int().argmax(dim=-1)
+            is_eos: torch.Tensor = tokens == self.model.text_eos_id
+            return is_eos.int().argmax(dim=-1)
         return tokens.argmax(dim=-1)
 
     def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -46,4 +46,5 @@ class VideoClassifier(nn.Module):
         return F.normalize(pooled, dim=-1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return class_logits(self.embed(pixels), self.classifier)
+        classifier = self.get_buffer("classifier")
+        return class_logits(self.embed(pixels), classifier)

@@ -217,9 +217,5 @@ def _print_tables(results: list[VideoResult]) -> None:
         out.print(table)
 
 
-def main() -> None:  # pragma: no cover - console entry for python -m
+if __name__ == "__main__":  # pragma: no cover - python -m server.cli
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

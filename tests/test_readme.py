@@ -1,0 +1,33 @@
+"""The README's commands exist and say what they do."""
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from server.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    first_block = ROOT.joinpath("README.md").read_text().split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.strip()]
+    assert commands == ["make serve", "make test"]
+    makefile = ROOT.joinpath("Makefile").read_text()
+    for target in ("serve", "test"):
+        assert re.search(rf"^{target}:", makefile, re.M)
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    lines = [x for x in ROOT.joinpath(".ci/run").read_text().splitlines() if x and not x.startswith("#")]
+    assert lines[-1] == "make test"
+
+
+def test_documented_classify_options_exist() -> None:
+    readme = ROOT.joinpath("README.md").read_text()
+    documented = set(re.findall(r"(--[a-z][a-z0-9-]+)", readme.split("## `t4v classify`")[1].split("## ")[0]))
+    result = CliRunner().invoke(app, ["classify", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    missing = {opt for opt in documented if opt not in result.stdout}
+    assert not missing
