@@ -1,7 +1,7 @@
 """File -> predictions: sample, decode, preprocess, encode, pool, score.
 
-Used as is by ``t4v classify``; the server runs the same stages with a batcher between
-preprocess and encode.
+``t4v classify`` runs the stages in a row; the server runs :func:`sample_clip` in decode worker
+processes, batches the encoding of many requests, and finishes with :meth:`VideoPipeline.score`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from engine.backends.base import FrameEncoder
 from engine.classifier import Classifier, Prediction
 from engine.errors import InputError
-from engine.preprocess import PreprocessConfig, preprocess_frames
+from engine.preprocess import PreprocessConfig, normalize, resize_and_crop
 from engine.sampling import sample_indices
 from engine.video import Decoder, open_media
 from models.video_classifier import class_logits, video_embedding
@@ -35,12 +35,37 @@ class VideoResult:
 
 @dataclass
 class SampledClip:
-    """Decoded, preprocessed frames of one file, before encoding."""
+    """Decoded, resized and cropped frames of one file, before normalization and encoding."""
 
-    pixels: torch.Tensor  # [crops * U, 3, S, S] for the U distinct sampled frames
+    pixels: torch.Tensor  # uint8 [crops * U, 3, S, S] for the U distinct sampled frames
     gather: torch.Tensor  # [crops * clips, T] rows of ``pixels`` forming each view
     frame_indices: list[int]
     timing_ms: dict[str, float]
+
+
+def sample_clip(
+    path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
+    decoder: Decoder = "auto",
+) -> SampledClip:
+    """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them."""
+    if not 1 <= frames <= MAX_FRAMES:
+        raise InputError(f"frames must be 1..{MAX_FRAMES}, got {frames}")
+    t0 = time.perf_counter()
+    with open_media(path, decoder) as media:
+        indices = sample_indices(media.info.num_frames, frames, clips)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        raw = media.read(unique.tolist())
+    t1 = time.perf_counter()
+    pixels = resize_and_crop(raw, preprocess, crops)  # [crops, U, 3, S, S]
+    t2 = time.perf_counter()
+    inverse_t = torch.from_numpy(inverse.reshape(clips, frames))
+    gather = torch.cat([inverse_t + c * len(unique) for c in range(crops)])
+    return SampledClip(
+        pixels=pixels.flatten(0, 1),
+        gather=gather,
+        frame_indices=indices.reshape(-1).tolist(),
+        timing_ms={"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
+    )
 
 
 class VideoPipeline:
@@ -59,30 +84,19 @@ class VideoPipeline:
         self.decoder: Decoder = decoder
 
     def sample(self, path: Path, frames: int = 8, clips: int = 1, crops: int = 1) -> SampledClip:
-        """Decode the sampled frames of ``path`` (each distinct frame once) and preprocess them."""
-        if not 1 <= frames <= MAX_FRAMES:
-            raise InputError(f"frames must be 1..{MAX_FRAMES}, got {frames}")
-        t0 = time.perf_counter()
-        with open_media(path, self.decoder) as media:
-            indices = sample_indices(media.info.num_frames, frames, clips)
-            unique, inverse = np.unique(indices, return_inverse=True)
-            raw = media.read(unique.tolist())
-        t1 = time.perf_counter()
-        pixels = preprocess_frames(raw, self.preprocess, crops)  # [crops, U, 3, S, S]
-        t2 = time.perf_counter()
-        inverse_t = torch.from_numpy(inverse.reshape(clips, frames))
-        gather = torch.cat([inverse_t + c * len(unique) for c in range(crops)])
-        return SampledClip(
-            pixels=pixels.flatten(0, 1),
-            gather=gather,
-            frame_indices=indices.reshape(-1).tolist(),
-            timing_ms={"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
-        )
+        return sample_clip(path, self.preprocess, frames, clips, crops, self.decoder)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 crops ``[N, 3, S, S]`` -> frame embeddings ``[N, D]``."""
+        return self.encoder.encode(normalize(pixels, self.preprocess))
 
     @torch.inference_mode()
-    def pool(self, frame_emb: torch.Tensor, gather: torch.Tensor) -> torch.Tensor:
-        """Embeddings of the distinct frames -> one normalized video embedding (views fused)."""
-        return video_embedding(self.head, frame_emb[gather])
+    def score(
+        self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5
+    ) -> list[Prediction]:
+        """Embeddings of the distinct frames -> video embedding (views fused) -> top-k predictions."""
+        logits = class_logits(video_embedding(self.head, frame_emb[gather]), classifier.matrix)
+        return classifier.predictions(logits, top_k)
 
     def classify(
         self, path: Path, classifier: Classifier, frames: int = 8, clips: int = 1, crops: int = 1,
@@ -90,10 +104,9 @@ class VideoPipeline:
     ) -> VideoResult:
         clip = self.sample(path, frames, clips, crops)
         t0 = time.perf_counter()
-        emb = self.encoder.encode(clip.pixels)
+        emb = self.encode(clip.pixels)
         t1 = time.perf_counter()
-        logits = class_logits(self.pool(emb, clip.gather), classifier.matrix)
-        preds = classifier.predictions(logits, top_k)
+        preds = self.score(emb, clip.gather, classifier, top_k)
         t2 = time.perf_counter()
         timing = {**clip.timing_ms, "encode": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}
         return VideoResult(str(path), clip.frame_indices, preds, {k: round(v, 2) for k, v in timing.items()})
