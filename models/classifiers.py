@@ -26,8 +26,12 @@ def text_classifier(
     if not templates:
         raise ValueError("no templates")
     prompts = [p for label in labels for p in format_prompts(label, templates)]
-    emb = encoder.encode(prompts).view(len(labels), len(templates), -1)
-    return F.normalize(emb.mean(dim=1), dim=-1)
+    return ensemble(encoder.encode(prompts).view(len(labels), len(templates), -1))
+
+
+def ensemble(prompt_emb: torch.Tensor) -> torch.Tensor:
+    """``[C, K, D]`` embeddings of K prompts per class -> ``[C, D]``: normalize each, average, normalize."""
+    return F.normalize(F.normalize(prompt_emb.float(), dim=-1).mean(dim=1), dim=-1)
 
 
 def random_normal_classifier(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:

@@ -40,3 +40,11 @@ def tiny_clip(tiny_clip_path: Path) -> LoadedClip:
 def synthetic_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("media") / "square.mp4"
     return write_video(path, moving_square_frames(40))
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from tests.redis_server import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

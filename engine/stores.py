@@ -1,0 +1,286 @@
+"""Where vocabularies and text embeddings live: SQLite (embedded default) or Redis (shared).
+
+Both stores implement :class:`VocabStore` and run the same test suite. A version bump is atomic
+(an SQLite write transaction, a Redis Lua script); a PUT whose content equals the stored one
+changes nothing; ``if_match`` guards against lost updates.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class PreconditionFailed(Exception):
+    """``If-Match`` named an ETag that is not the stored one."""
+
+
+@dataclass(frozen=True)
+class VocabRecord:
+    name: str
+    version: int
+    etag: str
+    text_model: str
+    labels: tuple[str, ...]
+    templates: tuple[str, ...]
+    matrix: np.ndarray  # float32 [C, D]
+    updated_at: float
+
+
+class VocabStore(ABC):
+    """Storage only: validation and encoding live in the registry."""
+
+    @abstractmethod
+    def get(self, name: str) -> VocabRecord | None: ...
+
+    @abstractmethod
+    def head(self, name: str) -> tuple[int, str] | None:
+        """``(version, etag)`` without the matrix: the cheap check made on every read."""
+
+    @abstractmethod
+    def put(self, record: VocabRecord, if_match: str | None = None) -> tuple[VocabRecord, bool]:
+        """Store ``record`` as the next version; ``(stored, changed)``. ``record.version`` is ignored.
+
+        Same etag as stored: nothing changes, the stored record comes back with ``changed=False``.
+        """
+
+    @abstractmethod
+    def delete(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def names(self) -> list[str]: ...
+
+    @abstractmethod
+    def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None: ...
+
+    def subscribe(self, on_change: Callable[[str], None]) -> None:  # noqa: B027 - optional
+        """Call ``on_change(name)`` when another replica changes a vocabulary (where supported)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
+
+
+def _vec(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.float32).copy()
+
+
+class SQLiteStore(VocabStore):
+    """One file, WAL mode: several processes on one machine may share it."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS vocabs (name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+                "etag TEXT NOT NULL, text_model TEXT NOT NULL, labels TEXT NOT NULL, templates TEXT NOT NULL, "
+                "dim INTEGER NOT NULL, matrix BLOB NOT NULL, updated_at REAL NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (text_model TEXT NOT NULL, prompt TEXT NOT NULL, "
+                "vec BLOB NOT NULL, PRIMARY KEY (text_model, prompt))"
+            )
+
+    def get(self, name: str) -> VocabRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at "
+                "FROM vocabs WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else self._record(row)
+
+    @staticmethod
+    def _record(row: tuple) -> VocabRecord:  # type: ignore[type-arg]
+        name, version, etag, text_model, labels, templates, dim, matrix, updated_at = row
+        return VocabRecord(
+            name, version, etag, text_model, tuple(json.loads(labels)), tuple(json.loads(templates)),
+            _vec(matrix).reshape(-1, dim), updated_at,
+        )
+
+    def head(self, name: str) -> tuple[int, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT version, etag FROM vocabs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def put(self, record: VocabRecord, if_match: str | None = None) -> tuple[VocabRecord, bool]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT version, etag FROM vocabs WHERE name = ?", (record.name,)).fetchone()
+                if if_match is not None and (row is None or row[1] != if_match):
+                    raise PreconditionFailed(f"vocabulary {record.name!r} is not at ETag {if_match}")
+                if row is not None and row[1] == record.etag:
+                    self._db.execute("COMMIT")
+                    stored = None
+                else:
+                    version = 1 if row is None else int(row[0]) + 1
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO vocabs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (record.name, version, record.etag, record.text_model, json.dumps(record.labels),
+                         json.dumps(record.templates), record.matrix.shape[1],
+                         np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at),
+                    )
+                    self._db.execute("COMMIT")
+                    stored = VocabRecord(**{**record.__dict__, "version": version})
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if stored is None:
+            current = self.get(record.name)
+            assert current is not None
+            return current, False
+        return stored, True
+
+    def delete(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM vocabs WHERE name = ?", (name,)).rowcount > 0
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT name FROM vocabs ORDER BY name")]
+
+    def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:
+        wanted = list(dict.fromkeys(prompts))
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT prompt, vec FROM embeddings WHERE text_model = ? AND prompt IN ({marks})",
+                    (text_model, *chunk),
+                )
+                found.update((p, _vec(v)) for p, v in rows)
+        return found
+
+    def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+                [(text_model, p, np.asarray(v, dtype=np.float32).tobytes()) for p, v in embeddings.items()],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+_PUT_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], 'etag')
+if ARGV[1] ~= '' and cur ~= ARGV[1] then return {-1, 0} end
+if cur == ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))} end
+local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'etag', ARGV[2], 'text_model', ARGV[3], 'labels', ARGV[4], 'templates', ARGV[5],
+           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8])
+redis.call('SADD', KEYS[2], ARGV[9])
+redis.call('PUBLISH', ARGV[10], ARGV[9])
+return {1, v}
+"""
+
+_DELETE_SCRIPT = """
+local n = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if n > 0 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return n
+"""
+
+
+class RedisStore(VocabStore):
+    """Shared by every replica: vocabularies as hashes, embeddings in one hash per text model."""
+
+    def __init__(self, url: str, prefix: str = "t4v") -> None:
+        import redis
+
+        self._redis: Any = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)  # bytes replies
+        self._redis.ping()
+        self._prefix = prefix
+        self._channel = f"{prefix}:changes"
+        self._put = self._redis.register_script(_PUT_SCRIPT)
+        self._delete = self._redis.register_script(_DELETE_SCRIPT)
+        self._pubsub_thread: Any = None
+        self._pubsub: Any = None
+
+    def _key(self, name: str) -> str:
+        return f"{self._prefix}:vocab:{name}"
+
+    @property
+    def _names_key(self) -> str:
+        return f"{self._prefix}:vocabs"
+
+    def get(self, name: str) -> VocabRecord | None:
+        h = self._redis.hgetall(self._key(name))
+        if not h:
+            return None
+        dim = int(h[b"dim"])
+        return VocabRecord(
+            name, int(h[b"version"]), h[b"etag"].decode(), h[b"text_model"].decode(),
+            tuple(json.loads(h[b"labels"])), tuple(json.loads(h[b"templates"])),
+            _vec(h[b"matrix"]).reshape(-1, dim), float(h[b"updated_at"]),
+        )
+
+    def head(self, name: str) -> tuple[int, str] | None:
+        version, etag = self._redis.hmget(self._key(name), ["version", "etag"])
+        return None if version is None or etag is None else (int(version), etag.decode())
+
+    def put(self, record: VocabRecord, if_match: str | None = None) -> tuple[VocabRecord, bool]:
+        status, version = self._put(
+            keys=[self._key(record.name), self._names_key],
+            args=[if_match or "", record.etag, record.text_model, json.dumps(record.labels),
+                  json.dumps(record.templates), record.matrix.shape[1],
+                  np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
+                  record.name, self._channel],
+        )
+        if status == -1:
+            raise PreconditionFailed(f"vocabulary {record.name!r} is not at ETag {if_match}")
+        if status == 0:
+            current = self.get(record.name)
+            assert current is not None
+            return current, False
+        return VocabRecord(**{**record.__dict__, "version": int(version)}), True
+
+    def delete(self, name: str) -> bool:
+        return bool(self._delete(keys=[self._key(name), self._names_key], args=[name, self._channel]))
+
+    def names(self) -> list[str]:
+        return sorted(n.decode() for n in self._redis.smembers(self._names_key))
+
+    def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:
+        wanted = list(dict.fromkeys(prompts))
+        if not wanted:
+            return {}
+        values = self._redis.hmget(f"{self._prefix}:emb:{text_model}", wanted)
+        return {p: _vec(v) for p, v in zip(wanted, values, strict=True) if v is not None}
+
+    def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None:
+        if embeddings:
+            self._redis.hset(
+                f"{self._prefix}:emb:{text_model}",
+                mapping={p: np.asarray(v, dtype=np.float32).tobytes() for p, v in embeddings.items()},
+            )
+
+    def subscribe(self, on_change: Callable[[str], None]) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(**{self._channel: lambda message: on_change(message["data"].decode())})
+        self._pubsub = pubsub
+        self._pubsub_thread = pubsub.run_in_thread(sleep_time=0.2, daemon=True)
+
+    def close(self) -> None:
+        if self._pubsub_thread is not None:
+            self._pubsub_thread.stop()
+            self._pubsub_thread.join(timeout=2)
+            self._pubsub.close()
+            self._pubsub_thread = None
+        self._redis.close()

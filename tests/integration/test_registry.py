@@ -1,0 +1,157 @@
+"""One suite, two stores: SQLite (embedded default) and a real redis-server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.errors import InputError
+from engine.registry import VocabNotFound, VocabRegistry
+from engine.stores import PreconditionFailed, RedisStore, SQLiteStore, VocabStore
+from models.classifiers import text_classifier
+from models.clip_loader import LoadedClip
+from models.text_encoder import TextEncoder
+
+
+class CountingEncoder(TextEncoder):
+    def __init__(self, clip: LoadedClip) -> None:
+        super().__init__(clip)
+        self.encoded: list[str] = []
+
+    def encode(self, prompts, trim=True):  # noqa: ANN001, ANN201
+        self.encoded.extend(prompts)
+        return super().encode(prompts, trim)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    """Makes stores that share one backing database (two 'replicas')."""
+    opened: list[VocabStore] = []
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+
+    def make() -> VocabStore:
+        if request.param == "sqlite":
+            store: VocabStore = SQLiteStore(tmp_path / "vocab.db")
+        else:
+            store = RedisStore(request.getfixturevalue("redis_url"), prefix=prefix)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def registry(store_factory, tiny_clip: LoadedClip) -> Iterator[VocabRegistry]:  # noqa: ANN001
+    yield VocabRegistry(store_factory(), CountingEncoder(tiny_clip), max_labels=50)
+
+
+def test_put_get_versions_and_idempotence(registry: VocabRegistry, tiny_clip: LoadedClip) -> None:
+    enc = registry.text_encoder
+    assert isinstance(enc, CountingEncoder)
+    rec, changed = registry.put("sports", ["yoga", "surfing", "ApplyEyeMakeup"])
+    assert changed and rec.version == 1 and rec.labels == ("yoga", "surfing", "ApplyEyeMakeup")
+    expected = text_classifier(TextEncoder(tiny_clip), rec.labels, rec.templates)
+    np.testing.assert_allclose(rec.matrix, expected.numpy(), atol=1e-6)
+    assert len(enc.encoded) == 3
+
+    again, changed = registry.put("sports", ["yoga", "surfing", "ApplyEyeMakeup"])
+    assert not changed and again.version == 1 and again.etag == rec.etag
+    assert len(enc.encoded) == 3  # nothing re-encoded
+
+    grown, changed = registry.put("sports", ["yoga", "surfing", "ApplyEyeMakeup", "skiing"])
+    assert changed and grown.version == 2 and grown.etag != rec.etag
+    assert enc.encoded[3:] == ["a video of a person skiing."]  # only the new prompt
+
+    clf, version = registry.classifier("sports")
+    assert version == 2 and clf.labels[-1] == "skiing"
+    assert registry.names() == ["sports"]
+
+
+def test_if_match(registry: VocabRegistry) -> None:
+    rec, _ = registry.put("v", ["a", "b"])
+    with pytest.raises(PreconditionFailed):
+        registry.put("v", ["a", "b", "c"], if_match="stale")
+    with pytest.raises(PreconditionFailed):
+        registry.put("new", ["a"], if_match=rec.etag)
+    updated, _ = registry.put("v", ["a", "b", "c"], if_match=rec.etag)
+    assert updated.version == 2
+    assert registry.get("v").labels == ("a", "b", "c")  # a refused PUT lost nothing
+
+
+def test_delete(registry: VocabRegistry) -> None:
+    registry.put("gone", ["a"])
+    assert registry.delete("gone") and not registry.delete("gone")
+    with pytest.raises(VocabNotFound):
+        registry.classifier("gone")
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "templates", "fragment"),
+    [
+        ("bad name!", ["a"], None, "must match"),
+        ("x" * 65, ["a"], None, "must match"),
+        ("ok", [], None, "empty"),
+        ("ok", ["a", "a"], None, "duplicate labels: a"),
+        ("ok", ["a", "  "], None, "non-empty"),
+        ("ok", [f"l{i}" for i in range(51)], None, "at most 50"),
+        ("ok", ["a"], ["no placeholder"], "placeholder"),
+        ("ok", ["ab " * 90], None, "tokens"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_lost(
+    registry: VocabRegistry, name: str, labels: list[str], templates: list[str] | None, fragment: str
+) -> None:
+    registry.put("ok", ["kept"])
+    with pytest.raises(InputError, match=fragment):
+        registry.put(name, labels, templates)
+    assert registry.get("ok").labels == ("kept",)
+
+
+def test_embedding_cache_is_shared_and_keyed_by_prompt(store_factory, tiny_clip: LoadedClip) -> None:  # noqa: ANN001
+    store = store_factory()
+    first = VocabRegistry(store, CountingEncoder(tiny_clip))
+    first.put("a", ["yoga", "surfing"])
+    second = VocabRegistry(store_factory(), CountingEncoder(tiny_clip))
+    second.put("b", ["surfing", "yoga", "skiing"])
+    assert second.text_encoder.encoded == ["a video of a person skiing."]  # type: ignore[attr-defined]
+    second.put("c", ["yoga"], templates=["a photo of {}."])
+    assert second.text_encoder.encoded[-1] == "a photo of yoga."  # type: ignore[attr-defined]
+    assert second.embedding_stats.hits == 2 and second.embedding_stats.misses == 2
+
+
+def test_replicas_see_each_other(store_factory, tiny_clip: LoadedClip) -> None:  # noqa: ANN001
+    one = VocabRegistry(store_factory(), TextEncoder(tiny_clip))
+    two = VocabRegistry(store_factory(), TextEncoder(tiny_clip))
+    one.put("shared", ["a", "b"])
+    clf, version = two.classifier("shared")
+    assert (clf.labels, version) == (("a", "b"), 1)
+    one.put("shared", ["a", "b", "c"])
+    time.sleep(0.1)
+    clf, version = two.classifier("shared")
+    assert (clf.labels, version) == (("a", "b", "c"), 2)
+
+
+def test_concurrent_puts_bump_versions_atomically(store_factory, tiny_clip: LoadedClip) -> None:  # noqa: ANN001
+    registries = [VocabRegistry(store_factory(), TextEncoder(tiny_clip)) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: registries[i % 4].put("race", ["a", f"label {i}"]), range(12)))
+    versions = sorted(r.version for r, changed in results if changed)
+    assert versions == list(range(1, 13))
+    assert registries[0].get("race").version == 12
+
+
+def test_text_model_mismatch_is_refused(registry: VocabRegistry) -> None:
+    rec, _ = registry.put("v", ["a"])
+    other = type(rec)(**{**rec.__dict__, "text_model": "ViT-L-14/openai"})
+    with pytest.raises(InputError, match="encoded by ViT-L-14/openai"):
+        registry.to_classifier(other)
+    assert torch.is_tensor(registry.to_classifier(rec).matrix)
