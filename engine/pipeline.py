@@ -16,10 +16,10 @@ from torch import nn
 
 from engine.backends.base import FrameEncoder
 from engine.classifier import Classifier, Prediction
-from engine.errors import InputError
+from engine.errors import InputError, MediaError
 from engine.preprocess import PreprocessConfig, normalize, resize_and_crop
 from engine.sampling import sample_indices
-from engine.video import Decoder, open_media
+from engine.video import Decoder, open_media, renamed
 from models.video_classifier import class_logits, video_embedding
 
 MAX_FRAMES = 64
@@ -45,16 +45,22 @@ class SampledClip:
 
 def sample_clip(
     path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
-    decoder: Decoder = "auto",
+    decoder: Decoder = "auto", name: str | None = None,
 ) -> SampledClip:
-    """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them."""
+    """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
+
+    ``name``: how error messages call the file (the server passes the upload's file name).
+    """
     if not 1 <= frames <= MAX_FRAMES:
         raise InputError(f"frames must be 1..{MAX_FRAMES}, got {frames}")
     t0 = time.perf_counter()
-    with open_media(path, decoder) as media:
-        indices = sample_indices(media.info.num_frames, frames, clips)
-        unique, inverse = np.unique(indices, return_inverse=True)
-        raw = media.read(unique.tolist())
+    try:
+        with open_media(path, decoder, name=name) as media:
+            indices = sample_indices(media.info.num_frames, frames, clips)
+            unique, inverse = np.unique(indices, return_inverse=True)
+            raw = media.read(unique.tolist())
+    except MediaError as exc:
+        raise renamed(exc, path, name) from None
     t1 = time.perf_counter()
     pixels = resize_and_crop(raw, preprocess, crops)  # [crops, U, 3, S, S]
     t2 = time.perf_counter()

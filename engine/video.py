@@ -73,8 +73,24 @@ class MediaReader(ABC):
             raise ValueError(f"frame indices {bad[:4]} outside 0..{self.info.num_frames - 1}")
 
 
-def open_media(path: Path, decoder: Decoder = "auto", threads: int = 1) -> MediaReader:
-    """Open ``path`` as an image or a video. Raises :class:`MediaError` for anything undecodable."""
+def open_media(path: Path, decoder: Decoder = "auto", threads: int = 1, name: str | None = None) -> MediaReader:
+    """Open ``path`` as an image or a video. Raises :class:`MediaError` for anything undecodable.
+
+    ``name`` is how messages call the file (an upload's own name rather than a spool path).
+    """
+    try:
+        return _open(path, decoder, threads)
+    except MediaError as exc:
+        raise renamed(exc, path, name) from None
+
+
+def renamed(exc: MediaError, path: Path, name: str | None) -> MediaError:
+    """Keep server paths out of messages: the full path and the file name become ``name``."""
+    name = name or path.name
+    return MediaError(str(exc).replace(str(path), name).replace(path.name, name))
+
+
+def _open(path: Path, decoder: Decoder, threads: int) -> MediaReader:
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
     if not path.is_file():

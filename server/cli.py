@@ -107,6 +107,58 @@ def classify(
         raise typer.Exit(2)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (T4V_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (T4V_PORT).")] = None,
+    model: Annotated[str | None, typer.Option(help="open_clip architecture (T4V_MODEL).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="open_clip pretrained tag (T4V_PRETRAINED).")] = None,
+    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local CLIP weights (T4V_CLIP_CHECKPOINT).")] = None,
+    text4vis_checkpoint: Annotated[
+        Path | None, typer.Option(help="Text4Vis checkpoint (T4V_TEXT4VIS_CHECKPOINT).")
+    ] = None,
+    temporal: Annotated[str | None, typer.Option(help="mean | transf (T4V_TEMPORAL).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="clip | text4vis (T4V_PREPROCESS).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (T4V_DEVICE).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (T4V_PRECISION).")] = None,
+    random_init: Annotated[
+        bool | None, typer.Option("--random-init", help="Serve RANDOM weights on purpose (T4V_RANDOM_INIT).")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Share vocabularies via Redis (T4V_REDIS_URL).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="SQLite store and uploads (T4V_DATA_DIR).")] = None,
+    preset: Annotated[
+        list[str] | None, typer.Option(help="Register a built-in vocabulary at start-up (T4V_PRESETS).")
+    ] = None,
+    vocab_file: Annotated[Path | None, typer.Option(help="Vocabularies to register (T4V_VOCAB_FILE).")] = None,
+    max_upload_bytes: Annotated[int | None, typer.Option(help="T4V_MAX_UPLOAD_BYTES.")] = None,
+    max_batch_frames: Annotated[int | None, typer.Option(help="T4V_MAX_BATCH_FRAMES.")] = None,
+    max_delay_ms: Annotated[float | None, typer.Option(help="T4V_MAX_DELAY_MS.")] = None,
+    max_queue_frames: Annotated[int | None, typer.Option(help="T4V_MAX_QUEUE_FRAMES.")] = None,
+    decode_workers: Annotated[int | None, typer.Option(help="T4V_DECODE_WORKERS (0: threads).")] = None,
+) -> None:
+    """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
+    given = {k: v for k, v in locals().items() if v is not None}  # only what was passed
+    import uvicorn
+    from pydantic import ValidationError
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    if "preset" in given:
+        given["presets"] = given.pop("preset")
+    try:
+        settings = Settings(**given)
+        runtime = build_runtime(settings.model_options())  # fail here, before binding the port
+    except ValidationError as exc:
+        _fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
+    except (ModelLoadError, ValueError) as exc:
+        _fail(exc)
+    uvicorn.run(
+        create_app(settings, runtime), host=settings.host, port=settings.port,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s, log_level="info",
+    )
+
+
 def _error_line(exc: BaseException) -> None:
     """One line on stderr, never wrapped: scripts grep it."""
     message = " ".join(str(exc).split())

@@ -1,0 +1,78 @@
+"""Decoding off the event loop: worker processes (or threads) that turn a file into crops."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.batcher import DeadlineExceeded
+from engine.errors import MediaError
+from engine.pipeline import SampledClip, sample_clip
+from engine.preprocess import PreprocessConfig
+from engine.video import Decoder
+
+
+@dataclass
+class DecodeJob:
+    path: Path
+    preprocess: PreprocessConfig
+    frames: int
+    clips: int
+    crops: int
+    decoder: Decoder
+    name: str | None = None  # for messages
+
+
+def _run(job: DecodeJob) -> tuple[np.ndarray, np.ndarray, list[int], dict[str, float]]:
+    # numpy, not tensors, crosses the process boundary (plain pickling, no shared-memory handles)
+    clip = sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name)
+    return clip.pixels.numpy(), clip.gather.numpy(), clip.frame_indices, clip.timing_ms
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class DecodePool:
+    """``workers`` processes (spawned: safe with torch and CUDA), or 2 threads when ``workers == 0``."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor = self._make()
+
+    def _make(self) -> Executor:
+        if self.workers == 0:
+            return ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+        ctx = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker)
+
+    def warmup(self) -> None:
+        """Start the processes now (imports take seconds) rather than on the first request."""
+        for f in [self._executor.submit(_init_worker) for _ in range(max(self.workers, 1))]:
+            f.result()
+
+    async def decode(self, job: DecodeJob, timeout_s: float) -> SampledClip:
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._executor, _run, job)
+            pixels, gather, indices, timing = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(f"decoding took longer than {timeout_s:.0f} s") from None
+        except BrokenProcessPool:
+            # a decoder crashed its process on this file: replace the pool, refuse the file
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._make()
+            raise MediaError(f"{job.name or job.path.name}: the decoder crashed on this file") from None
+        return SampledClip(torch.from_numpy(pixels), torch.from_numpy(gather), indices, timing)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,48 @@
+"""The FastAPI application: routes, error mapping, limits, metrics, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from engine.runtime import Runtime
+from server import errors
+from server.middleware import BodyLimit, RequestMetrics
+from server.routes import classify, health, vocab
+from server.service import Service
+from server.settings import Settings
+
+JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only /classify takes large uploads
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. ``runtime`` may be given already loaded (``t4v serve`` loads it first to
+    fail fast); otherwise it loads in the background after start-up."""
+    settings = settings or Settings()
+    service = Service(settings, runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="text4vis-serve",
+        version="0.1.0",
+        description="Video and image classification against vocabularies of plain-text class names.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    errors.install(app)
+    app.include_router(classify.router)
+    app.include_router(vocab.router)
+    app.include_router(health.router)
+    limit = settings.max_upload_bytes
+    app.add_middleware(BodyLimit, limit_for=lambda path: limit if path == "/classify" else JSON_BODY_LIMIT)
+    app.add_middleware(RequestMetrics, metrics=service.metrics)
+    return app

@@ -1,0 +1,54 @@
+"""Injected dependencies (``Annotated`` aliases)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from engine.batcher import DynamicBatcher
+from engine.decode_pool import DecodePool
+from engine.registry import VocabRegistry
+from engine.runtime import Runtime
+from server.errors import NotReady
+from server.service import Service
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def _ready(service: ServiceDep) -> Service:
+    if not service.ready:
+        raise NotReady(service.error or "the model is loading")
+    return service
+
+
+def get_registry(service: Annotated[Service, Depends(_ready)]) -> VocabRegistry:
+    assert service.registry is not None
+    return service.registry
+
+
+def get_runtime(service: Annotated[Service, Depends(_ready)]) -> Runtime:
+    assert service.runtime is not None
+    return service.runtime
+
+
+def get_batcher(service: Annotated[Service, Depends(_ready)]) -> DynamicBatcher:
+    assert service.batcher is not None
+    return service.batcher
+
+
+def get_decoder(service: Annotated[Service, Depends(_ready)]) -> DecodePool:
+    assert service.decoder is not None
+    return service.decoder
+
+
+RegistryDep = Annotated[VocabRegistry, Depends(get_registry)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+BatcherDep = Annotated[DynamicBatcher, Depends(get_batcher)]
+DecoderDep = Annotated[DecodePool, Depends(get_decoder)]

@@ -1,0 +1,55 @@
+"""Domain errors -> HTTP status, in exactly one place. Unknown errors: a generic 500, logged."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from engine.batcher import DeadlineExceeded, Overloaded
+from engine.errors import InputError, MediaError
+from engine.registry import VocabNotFound
+from engine.stores import PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(Exception):
+    """The model is still loading or warming up."""
+
+
+class PayloadTooLarge(Exception):
+    """The upload is over the limit."""
+
+
+STATUS: list[tuple[type[Exception], int]] = [
+    (MediaError, 415),
+    (InputError, 422),
+    (VocabNotFound, 404),
+    (PreconditionFailed, 412),
+    (PayloadTooLarge, 413),
+    (Overloaded, 503),
+    (DeadlineExceeded, 503),
+    (NotReady, 503),
+]
+RETRY_AFTER = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1"}
+
+
+def install(app: FastAPI) -> None:
+    for exc_type, status in STATUS:
+        app.add_exception_handler(exc_type, _handler(status, RETRY_AFTER.get(exc_type)))
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _handler(status: int, retry_after: str | None):  # noqa: ANN202
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    return handle
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error"}, status_code=500)

@@ -1,0 +1,38 @@
+"""Prometheus metrics, one registry per app (tests run several apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("t4v_http_requests", "HTTP requests", ["route", "method", "status"], registry=r)
+        self.latency = Histogram(
+            "t4v_http_request_seconds", "HTTP request latency", ["route", "method"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.batch_frames = Histogram(
+            "t4v_batch_frames", "Frames per encoder call", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+        )
+        self.batch_requests = Histogram(
+            "t4v_batch_requests", "Requests per encoder call", registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+        )
+        self.queue_frames = Gauge("t4v_queue_frames", "Frames waiting for the encoder", registry=r)
+        self.embedding_cache = Counter(
+            "t4v_text_embedding_cache", "Text-embedding cache lookups", ["result"], registry=r
+        )
+        self.decode_seconds = Histogram(
+            "t4v_decode_seconds", "Decode + resize + crop time per request", registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+    def on_batch(self, requests: int, frames: int) -> None:
+        self.batch_frames.observe(frames)
+        self.batch_requests.observe(requests)
+
+    def on_embedding_cache(self, hits: int, misses: int) -> None:
+        self.embedding_cache.labels("hit").inc(hits)
+        self.embedding_cache.labels("miss").inc(misses)

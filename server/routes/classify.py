@@ -1,0 +1,110 @@
+"""``POST /classify``: validate, decode in a worker, batch-encode, score. No model call here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from engine.classifier import Classifier
+from engine.decode_pool import DecodeJob
+from engine.errors import InputError
+from engine.sampling import parse_views
+from server.deps import BatcherDep, DecoderDep, RegistryDep, RuntimeDep, ServiceDep
+from server.schemas import ClassifyOut, PredictionOut, VocabRef, errors
+
+router = APIRouter(tags=["classify"])
+
+
+def _parse_labels(labels: str) -> list[str]:
+    try:
+        value = json.loads(labels)
+    except json.JSONDecodeError:
+        raise InputError('labels must be a JSON array of strings, e.g. ["dancing", "surfing"]') from None
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise InputError('labels must be a JSON array of strings, e.g. ["dancing", "surfing"]')
+    return value
+
+
+@router.post("/classify", response_model=ClassifyOut, responses=errors(404, 413, 415, 422, 503))
+async def classify(
+    service: ServiceDep,
+    registry: RegistryDep,
+    runtime: RuntimeDep,
+    batcher: BatcherDep,
+    decoder: DecoderDep,
+    file: Annotated[UploadFile, File(description="A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).")],
+    vocab: Annotated[str | None, Form(description="A registered vocabulary name.")] = None,
+    labels: Annotated[str | None, Form(description='Ad-hoc labels: a JSON array, e.g. ["a", "b"].')] = None,
+    top_k: Annotated[int, Form(ge=0, le=100_000, description="Predictions to return; 0 = all.")] = 5,
+    frames: Annotated[int | None, Form(ge=1, le=64, description="Frames sampled per clip (T).")] = None,
+    views: Annotated[str, Form(description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")] = "1x1",
+) -> ClassifyOut:
+    """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
+    t0 = time.perf_counter()
+    settings = service.settings
+    if (vocab is None) == (labels is None):
+        raise InputError("give exactly one of vocab or labels")
+    frames = frames or settings.default_frames
+    if frames > settings.max_frames:
+        raise InputError(f"frames must be at most {settings.max_frames}")
+    try:
+        clips, crops = parse_views(views)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    max_clips, max_crops = parse_views(settings.max_views)
+    if clips > max_clips or crops > max_crops:
+        raise InputError(f"views must be at most {settings.max_views}")
+
+    classifier: Classifier
+    ref: VocabRef | None = None
+    if vocab is not None:
+        classifier, version = await asyncio.to_thread(registry.classifier, vocab)
+        ref = VocabRef(name=vocab, version=version)
+    else:
+        assert labels is not None
+        classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels))
+    t1 = time.perf_counter()
+
+    with tempfile.NamedTemporaryFile(dir=service.upload_dir, suffix=_suffix(file.filename)) as tmp:
+        await asyncio.to_thread(shutil.copyfileobj, file.file, tmp, 1 << 20)
+        await asyncio.to_thread(tmp.flush)
+        pipeline = runtime.pipeline
+        job = DecodeJob(Path(tmp.name), pipeline.preprocess, frames, clips, crops, pipeline.decoder,
+                        name=_display_name(file.filename))
+        clip = await decoder.decode(job, settings.request_timeout_s)
+    service.metrics.decode_seconds.observe(clip.timing_ms["decode"] / 1e3 + clip.timing_ms["preprocess"] / 1e3)
+    t2 = time.perf_counter()
+    emb = await batcher.embed(clip.pixels, timeout_s=settings.request_timeout_s)
+    t3 = time.perf_counter()
+    preds = pipeline.score(emb, clip.gather, classifier, top_k)
+    t4 = time.perf_counter()
+    timing = {
+        "vocab": (t1 - t0) * 1e3, **clip.timing_ms, "queue_and_decode": (t2 - t1) * 1e3,
+        "encode": (t3 - t2) * 1e3, "classify": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3,
+    }
+    return ClassifyOut(
+        vocab=ref,
+        predictions=[PredictionOut(label=p.label, probability=p.probability, score=p.score) for p in preds],
+        model=classifier.text_model,
+        frame_indices=clip.frame_indices,
+        timing_ms={k: round(v, 2) for k, v in timing.items()},
+    )
+
+
+def _display_name(filename: str | None) -> str:
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in name if c.isprintable())[:100] or "upload"
+
+
+def _suffix(filename: str | None) -> str:
+    if not filename or "." not in filename:
+        return ""
+    suffix = "." + filename.rsplit(".", 1)[1][:10]
+    return suffix if suffix[1:].isalnum() else ""

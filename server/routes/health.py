@@ -1,0 +1,41 @@
+"""Health, readiness, metrics and the model description."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server.deps import RuntimeDep, ServiceDep
+from server.schemas import ModelOut, Status, errors
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live", response_model=Status)
+async def live() -> Status:
+    """The process is up."""
+    return Status(status="ok")
+
+
+@router.get("/health/ready", response_model=Status, responses={503: {"model": Status, "description": "Not ready"}})
+async def ready(service: ServiceDep) -> Response:
+    """200 once the model is loaded and warmed up; 503 before (or if start-up failed)."""
+    if service.ready:
+        return JSONResponse(Status(status="ready").model_dump())
+    status = Status(status="failed" if service.error else "loading", detail=service.error)
+    return JSONResponse(status.model_dump(), status_code=503, headers={"Retry-After": "5"})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(service: ServiceDep) -> Response:
+    """Prometheus metrics."""
+    if service.batcher is not None:
+        service.metrics.queue_frames.set(service.batcher.queued_frames)
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/models", response_model=list[ModelOut], responses=errors(503))
+async def models(runtime: RuntimeDep) -> list[ModelOut]:
+    """What runs: architecture, weights, backend, device, precision."""
+    return [ModelOut(**runtime.info.as_dict())]

@@ -1,0 +1,79 @@
+"""``/vocab``: define, read, list and delete vocabularies."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Response
+
+from engine.errors import InputError
+from engine.registry import VocabNotFound
+from engine.stores import VocabRecord
+from models.presets import preset_labels
+from server.deps import RegistryDep
+from server.schemas import VocabIn, VocabList, VocabOut, VocabSummary, errors
+
+router = APIRouter(prefix="/vocab", tags=["vocabularies"])
+NamePath = Annotated[str, Path(description="Vocabulary name, [A-Za-z0-9_.-]{1,64}.")]
+
+
+def _out(record: VocabRecord, response: Response) -> VocabOut:
+    response.headers["ETag"] = f'"{record.etag}"'
+    return VocabOut(
+        name=record.name, version=record.version, labels=list(record.labels), templates=list(record.templates),
+        text_model=record.text_model, etag=record.etag,
+    )
+
+
+def _unquote(etag: str | None) -> str | None:
+    if etag is None:
+        return None
+    etag = etag.strip()
+    return etag[2:].strip('"') if etag.startswith("W/") else etag.strip('"')
+
+
+@router.put(
+    "/{name}", response_model=VocabOut, status_code=201,
+    responses={200: {"model": VocabOut, "description": "Replaced (or unchanged)"}, **errors(412, 422, 503)},
+)
+async def put_vocab(
+    name: NamePath, body: VocabIn, registry: RegistryDep, response: Response,
+    if_match: Annotated[str | None, Header(description="Replace only if the stored ETag is this one.")] = None,
+) -> VocabOut:
+    """Define a vocabulary: its labels are encoded (only those not cached) into a new version."""
+    labels = body.labels
+    if body.preset is not None:
+        try:
+            labels = preset_labels(body.preset)
+        except KeyError as exc:
+            raise InputError(str(exc.args[0])) from None
+    assert labels is not None
+    existed = await asyncio.to_thread(registry.store.head, name)
+    record, _ = await asyncio.to_thread(registry.put, name, labels, body.templates, _unquote(if_match))
+    response.status_code = 200 if existed is not None else 201
+    return _out(record, response)
+
+
+@router.get("", response_model=VocabList, responses=errors(503))
+async def list_vocabs(registry: RegistryDep) -> VocabList:
+    """Every vocabulary with its version and size."""
+    records = await asyncio.to_thread(lambda: [registry.store.get(n) for n in registry.names()])
+    return VocabList(vocabularies=[
+        VocabSummary(name=r.name, version=r.version, num_labels=len(r.labels), text_model=r.text_model, etag=r.etag)
+        for r in records if r is not None
+    ])
+
+
+@router.get("/{name}", response_model=VocabOut, responses=errors(404, 422, 503))
+async def get_vocab(name: NamePath, registry: RegistryDep, response: Response) -> VocabOut:
+    """One vocabulary, with an ETag header for later If-Match."""
+    return _out(await asyncio.to_thread(registry.get, name), response)
+
+
+@router.delete("/{name}", status_code=204, response_class=Response, responses=errors(404, 422, 503))
+async def delete_vocab(name: NamePath, registry: RegistryDep) -> Response:
+    """Delete a vocabulary (its cached text embeddings stay, for the next PUT)."""
+    if not await asyncio.to_thread(registry.delete, name):
+        raise VocabNotFound(f"no vocabulary named {name!r}")
+    return Response(status_code=204)

@@ -1,0 +1,91 @@
+"""Everything a running server holds: runtime, registry, batcher, decode pool; start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from engine.batcher import DynamicBatcher
+from engine.decode_pool import DecodePool
+from engine.registry import VocabRegistry
+from engine.runtime import Runtime, build_runtime
+from engine.stores import RedisStore, SQLiteStore, VocabStore
+from models.presets import preset_labels
+from server.metrics import Metrics
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.runtime = runtime
+        self.registry: VocabRegistry | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.decoder: DecodePool | None = None
+        self.ready = False
+        self.error: str | None = None
+        self._startup: asyncio.Task[None] | None = None
+        self.upload_dir = settings.data_dir / "uploads"
+
+    async def start(self) -> None:
+        """Begin loading in the background: /health/live answers at once, /health/ready when warm."""
+        self._startup = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        try:
+            if self.runtime is None:
+                self.runtime = await asyncio.to_thread(build_runtime, self.settings.model_options())
+            runtime = self.runtime
+            self.upload_dir.mkdir(parents=True, exist_ok=True)
+            store = await asyncio.to_thread(self._open_store)
+            self.registry = VocabRegistry(store, runtime.text_encoder, self.settings.max_labels,
+                                          on_embedding_cache=self.metrics.on_embedding_cache)
+            self.batcher = DynamicBatcher(
+                runtime.pipeline.encode, self.settings.max_batch_frames, self.settings.max_delay_ms,
+                self.settings.max_queue_frames, on_batch=self.metrics.on_batch,
+            )
+            await self.batcher.start()
+            self.decoder = DecodePool(self.settings.decode_workers)
+            size = runtime.pipeline.preprocess.crop
+            await self.batcher.embed(torch.zeros(2, 3, size, size, dtype=torch.uint8))  # warm-up
+            await asyncio.to_thread(self.decoder.warmup)
+            await asyncio.to_thread(self._register_startup_vocabs)
+            self.ready = True
+            log.info("ready: %s on %s (%s)", runtime.info.model_id, runtime.info.device, runtime.info.backend)
+        except Exception as exc:  # noqa: BLE001 - reported by /health/ready and the log
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("start-up failed")
+
+    def _open_store(self) -> VocabStore:
+        if self.settings.redis_url:
+            return RedisStore(self.settings.redis_url)
+        return SQLiteStore(self.settings.data_dir / "vocab.db")
+
+    def _register_startup_vocabs(self) -> None:
+        assert self.registry is not None
+        for name in self.settings.presets:
+            self.registry.put(name, preset_labels(name))
+        if self.settings.vocab_file is not None:
+            for name, spec in json.loads(Path(self.settings.vocab_file).read_text()).items():
+                self.registry.put(name, spec["labels"], spec.get("templates"))
+
+    async def wait_ready(self) -> None:
+        if self._startup is not None:
+            await self._startup
+
+    async def stop(self) -> None:
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.decoder is not None:
+            self.decoder.close()
+        if self.registry is not None:
+            self.registry.store.close()
