@@ -32,24 +32,33 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await _send_413(send, limit)
         received = 0
+        exceeded = False
         started = False
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: dict[str, Any]) -> None:
+        async def guarded_send(message: dict[str, Any]) -> None:
+            # the framework may turn our exception into its own error response (FastAPI answers
+            # 400 for any failure while parsing a body): once over the limit, the answer is 413
             nonlocal started
+            if exceeded:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_413(send, limit)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not started:
                 await _send_413(send, limit)

@@ -1,0 +1,285 @@
+"""The HTTP API in-process (httpx ASGITransport): vocabularies, classify, limits, errors, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.runtime import Runtime
+from tests.conftest import shared_path
+from tests.server_helpers import make_app, running, tiny_runtime
+
+LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup"]
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_clip_path: Path) -> Runtime:
+    return tiny_runtime(tiny_clip_path)
+
+
+def clip_bytes(name: str = "arm_wrestling.mp4") -> bytes:
+    return shared_path("videos", name).read_bytes()
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def test_vocab_lifecycle(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            r = await c.put("/vocab/sports", json={"labels": LABELS})
+            assert r.status_code == 201, r.text
+            body = r.json()
+            assert body["version"] == 1 and body["labels"] == LABELS and r.headers["etag"] == f'"{body["etag"]}"'
+            assert body["templates"] == ["a video of a person {}."] and body["text_model"] == runtime.info.model_id
+
+            again = await c.put("/vocab/sports", json={"labels": LABELS})
+            assert again.status_code == 200 and again.json()["version"] == 1
+            assert again.headers["etag"] == r.headers["etag"]
+
+            stale = await c.put("/vocab/sports", json={"labels": ["x"]}, headers={"If-Match": '"nope"'})
+            assert stale.status_code == 412
+            ok = await c.put("/vocab/sports", json={"labels": [*LABELS, "skiing"], "templates": ["a photo of {}."]},
+                             headers={"If-Match": r.headers["etag"]})
+            assert ok.status_code == 200 and ok.json()["version"] == 2
+
+            listing = (await c.get("/vocab")).json()["vocabularies"]
+            assert [(v["name"], v["version"], v["num_labels"]) for v in listing] == [("sports", 2, 5)]
+            got = await c.get("/vocab/sports")
+            assert got.status_code == 200 and got.json()["templates"] == ["a photo of {}."]
+            assert (await c.delete("/vocab/sports")).status_code == 204
+            assert (await c.get("/vocab/sports")).status_code == 404
+            assert (await c.delete("/vocab/sports")).status_code == 404
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "fragment"),
+    [
+        ("sp ace", {"labels": ["a"]}, "must match"),
+        ("ok", {"labels": []}, "empty"),
+        ("ok", {"labels": ["a", "a"]}, "duplicate"),
+        ("ok", {"labels": ["a", ""]}, "non-empty"),
+        ("ok", {"labels": ["ab " * 90]}, "tokens"),
+        ("ok", {"labels": [f"l{i}" for i in range(11)]}, "at most 10"),
+        ("ok", {"labels": ["a"], "templates": ["nothing"]}, "placeholder"),
+        ("ok", {"labels": ["a"], "preset": "kinetics400"}, "exactly one"),
+        ("ok", {"preset": "nope"}, "unknown label preset"),
+        ("ok", {"labels": "a,b"}, "list"),
+    ],
+)
+def test_bad_vocab_is_422_and_nothing_lost(
+    tmp_path: Path, runtime: Runtime, name: str, body: dict, fragment: str
+) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_labels=10)) as c:
+            assert (await c.put("/vocab/ok", json={"labels": ["kept"]})).status_code == 201
+            r = await c.put(f"/vocab/{name}", json=body)
+            assert r.status_code == 422, r.text
+            assert fragment in json.dumps(r.json()["detail"])
+            assert (await c.get("/vocab/ok")).json()["labels"] == ["kept"]
+
+    run(go())
+
+
+def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, runtime: Runtime) -> None:
+    from engine.classifier import Classifier
+
+    clf = Classifier.from_labels(runtime.text_encoder, LABELS)
+    offline = runtime.pipeline.classify(shared_path("videos", "arm_wrestling.mp4"), clf, top_k=0)
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            await c.put("/vocab/sports", json={"labels": LABELS})
+            files = {"file": ("arm_wrestling.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post("/classify", files=files, data={"vocab": "sports", "top_k": "0"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["vocab"] == {"name": "sports", "version": 1}
+            assert body["frame_indices"] == offline.frame_indices
+            assert body["model"] == runtime.info.model_id
+            got = {p["label"]: p["probability"] for p in body["predictions"]}
+            for p in offline.predictions:
+                assert abs(got[p.label] - p.probability) < 1e-6
+            adhoc = await c.post("/classify", files=files, data={"labels": json.dumps(LABELS), "top_k": "2"})
+            assert adhoc.status_code == 200 and adhoc.json()["vocab"] is None
+            assert [p["label"] for p in adhoc.json()["predictions"]] == [p.label for p in offline.predictions[:2]]
+            multi = await c.post("/classify", files=files, data={"vocab": "sports", "views": "4x3", "frames": "16"})
+            assert multi.status_code == 200 and len(multi.json()["frame_indices"]) == 64
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("data", "content", "status", "fragment"),
+    [
+        ({"vocab": "missing"}, None, 404, "no vocabulary named 'missing'"),
+        ({}, None, 422, "exactly one of vocab or labels"),
+        ({"labels": "not json"}, None, 422, "JSON array"),
+        ({"labels": '{"a": 1}'}, None, 422, "JSON array"),
+        ({"vocab": "sports", "views": "9x3"}, None, 422, "at most 4x3"),
+        ({"vocab": "sports", "frames": "64"}, None, 422, "at most 32"),
+        ({"vocab": "sports", "top_k": "-1"}, None, 422, "greater than or equal"),
+        ({"vocab": "sports"}, b"definitely not a video" * 100, 415, "notes.mp4: not a video or image"),
+        ({"vocab": "sports"}, b"", 415, "empty"),
+    ],
+)
+def test_classify_bad_input(
+    tmp_path: Path, runtime: Runtime, data: dict, content: bytes | None, status: int, fragment: str
+) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            await c.put("/vocab/sports", json={"labels": LABELS})
+            files = {"file": ("notes.mp4", clip_bytes() if content is None else content, "video/mp4")}
+            r = await c.post("/classify", files=files, data=data)
+            assert r.status_code == status, r.text
+            assert fragment in json.dumps(r.json()["detail"])
+            assert str(tmp_path) not in r.text  # no server paths in messages
+
+    run(go())
+
+
+def test_truncated_upload_is_415(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            data = clip_bytes("k400_sample_340x256.mp4")
+            files = {"file": ("cut.mp4", data[: len(data) // 2], "video/mp4")}
+            r = await c.post("/classify", files=files, data={"labels": '["a", "b"]'})
+            assert r.status_code == 415 and "cut.mp4" in r.json()["detail"]
+
+    run(go())
+
+
+def test_upload_cap_is_413(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_upload_bytes=64 * 1024)) as c:
+            files = {"file": ("big.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post("/classify", files=files, data={"labels": '["a"]'})
+            assert r.status_code == 413 and "larger than 65536 bytes" in r.json()["detail"]
+
+            async def chunks():  # noqa: ANN202 - no Content-Length: the cap is counted while streaming
+                yield (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n'
+                       b"Content-Type: video/mp4\r\n\r\n")
+                for _ in range(100):
+                    yield b"x" * 4096
+                yield b"\r\n--xyz--\r\n"
+
+            streamed = await c.post("/classify", content=chunks(),
+                                    headers={"content-type": "multipart/form-data; boundary=xyz"})
+            assert streamed.status_code == 413
+
+    run(go())
+
+
+def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime: Runtime) -> None:
+    """N concurrent classify requests -> fewer encoder calls than N; each equals the request alone."""
+    clips = ["arm_wrestling.mp4", "k400_sample_340x256.mp4", "ucf101_sample_320x240.avi"] * 2
+
+    async def go() -> None:
+        app = make_app(tmp_path, runtime, max_delay_ms=300.0, max_batch_frames=64)
+        async with running(app) as c:
+            await c.put("/vocab/sports", json={"labels": LABELS})
+
+            async def post(name: str) -> dict:
+                files = {"file": (name, clip_bytes(name), "video/mp4")}
+                r = await c.post("/classify", files=files, data={"vocab": "sports", "top_k": "0"})
+                assert r.status_code == 200, r.text
+                return {p["label"]: p["probability"] for p in r.json()["predictions"]}
+
+            alone = {name: await post(name) for name in set(clips)}
+            stats = app.state.service.batcher.stats
+            before = stats.batches
+            together = await asyncio.gather(*(post(name) for name in clips))
+            calls = stats.batches - before
+            assert calls < len(clips), f"{calls} encoder calls for {len(clips)} requests"
+            for name, probs in zip(clips, together, strict=True):
+                for label, p in probs.items():
+                    assert abs(p - alone[name][label]) < 1e-5
+
+    run(go())
+
+
+def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        app = make_app(tmp_path, runtime, max_queue_frames=8, max_batch_frames=8)
+        async with running(app) as c:
+            batcher = app.state.service.batcher
+            fast = batcher._encode
+
+            def slow(pixels):  # noqa: ANN001, ANN202 - a GPU busy for 0.3 s per batch
+                time.sleep(0.3)
+                return fast(pixels)
+
+            batcher._encode = slow
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            data = {"labels": '["a", "b"]', "frames": "8"}
+            results = await asyncio.gather(*(c.post("/classify", files=files, data=data) for _ in range(6)))
+            codes = sorted(r.status_code for r in results)
+            assert 200 in codes and 503 in codes, codes
+            busy = next(r for r in results if r.status_code == 503)
+            assert busy.headers["retry-after"] == "1" and "queued" in busy.json()["detail"]
+
+    run(go())
+
+
+def test_health_models_metrics(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            assert (await c.get("/health/live")).json() == {"status": "ok", "detail": None}
+            assert (await c.get("/health/ready")).status_code == 200
+            models = (await c.get("/models")).json()
+            assert models[0]["arch"] == runtime.info.arch and models[0]["backend"] == "torch"
+            await c.put("/vocab/v", json={"labels": ["a", "b"]})
+            await c.put("/vocab/w", json={"labels": ["b", "c"]})
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            await c.post("/classify", files=files, data={"vocab": "v"})
+            text = (await c.get("/metrics")).text
+            assert 't4v_http_requests_total{method="POST",route="/classify",status="200"} 1.0' in text
+            assert 't4v_text_embedding_cache_total{result="hit"} 1.0' in text
+            assert 't4v_text_embedding_cache_total{result="miss"} 3.0' in text
+            assert "t4v_batch_frames_count" in text and "t4v_decode_seconds_count 1.0" in text
+            assert "t4v_queue_frames" in text
+
+    run(go())
+
+
+def test_not_ready_until_loaded(tmp_path: Path, tiny_clip_path: Path) -> None:
+    """Without a pre-built runtime the app loads in the background; ready flips from 503 to 200."""
+    import httpx
+
+    from models.clip_loader import TINY_ARCH
+    from server.app import create_app
+    from tests.server_helpers import settings
+
+    async def go() -> None:
+        app = create_app(settings(tmp_path, model=TINY_ARCH, clip_checkpoint=tiny_clip_path))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t4v") as c:
+                first = await c.get("/health/ready")
+                vocab = await c.put("/vocab/a", json={"labels": ["a"]})
+                await app.state.service.wait_ready()
+                assert first.status_code == 503 and first.json()["status"] == "loading"
+                assert vocab.status_code == 503 and "Retry-After" in vocab.headers
+                assert (await c.get("/health/ready")).status_code == 200
+
+    run(go())
+
+
+def test_startup_presets_and_vocab_file(tmp_path: Path, runtime: Runtime) -> None:
+    vocab_file = tmp_path / "vocabs.json"
+    vocab_file.write_text(json.dumps({"mine": {"labels": ["a", "b"], "templates": ["a photo of {}."]}}))
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, presets=["kinetics400"], vocab_file=vocab_file)) as c:
+            k400 = (await c.get("/vocab/kinetics400")).json()
+            assert len(k400["labels"]) == 400 and k400["labels"][0] == "abseiling"
+            assert (await c.get("/vocab/mine")).json()["templates"] == ["a photo of {}."]
+
+    run(go())
