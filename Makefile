@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 VIDEO ?= ../shared/data/videos/arm_wrestling.mp4
 MODEL_ARGS ?= --model ViT-B-16 --pretrained openai
 
-.PHONY: install serve test lint bench
+.PHONY: install serve test lint bench redis
 
 install: $(VENV)/.installed
 
@@ -20,10 +20,14 @@ $(VENV)/.installed: pyproject.toml
 serve: install
 	$(BIN)/t4v classify $(VIDEO) $(MODEL_ARGS) --preset kinetics400 --top-k 5
 
-test: install
+test: install redis
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# the tests start their own redis-server on a free port; install it from Debian's packages if missing
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .

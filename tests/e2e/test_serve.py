@@ -1,0 +1,88 @@
+"""Real uvicorn processes (t4v serve), a real redis-server, real uploads over TCP."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.clip_loader import TINY_ARCH
+from tests.conftest import shared_path
+from tests.redis_server import free_port
+
+
+@contextmanager
+def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
+    port = free_port()
+    log = (tmp / f"serve-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--model", TINY_ARCH, "--clip-checkpoint", str(checkpoint),
+         "--port", str(port), "--data-dir", str(tmp / f"data-{port}"), "--decode-workers", "1", *extra],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{(tmp / f'serve-{port}.log').read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        log.close()
+        # uvicorn finishes its graceful shutdown, then re-raises the signal it caught
+        assert code in (0, -signal.SIGTERM), (tmp / f"serve-{port}.log").read_text()
+        assert "Application shutdown complete" in (tmp / f"serve-{port}.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_replicas_share_vocabularies_through_redis(tmp_path: Path, tiny_clip_path: Path, redis_url: str) -> None:
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    with serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as a, \
+            serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as b:
+        r = httpx.put(f"{a}/vocab/e2e", json={"labels": ["yoga", "surfing"]}, timeout=30)
+        assert r.status_code == 201, r.text
+        with clip.open("rb") as f:
+            got = httpx.post(f"{b}/classify", files={"file": (clip.name, f, "video/mp4")},
+                             data={"vocab": "e2e"}, timeout=60)
+        assert got.status_code == 200, got.text
+        assert got.json()["vocab"] == {"name": "e2e", "version": 1}
+        grown = httpx.put(f"{a}/vocab/e2e", json={"labels": ["yoga", "surfing", "skiing"]}, timeout=30)
+        assert grown.status_code == 200
+        with clip.open("rb") as f:
+            again = httpx.post(f"{b}/classify", files={"file": (clip.name, f, "video/mp4")},
+                               data={"vocab": "e2e", "top_k": "0"}, timeout=60)
+        assert again.json()["vocab"]["version"] == 2
+        assert {p["label"] for p in again.json()["predictions"]} == {"yoga", "surfing", "skiing"}
+        assert (httpx.get(f"{b}/vocab/e2e", timeout=10)).json()["version"] == 2
+
+
+def test_serve_fails_fast_on_a_checkpoint_that_does_not_fit(tiny_clip_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--model", "ViT-B-32", "--clip-checkpoint", str(tiny_clip_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "does not fit the model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_serve_rejects_unsafe_settings() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--random-init", "--max-batch-frames", "64",
+         "--max-queue-frames", "8"], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "max_queue_frames must be at least max_batch_frames" in proc.stderr
