@@ -1,0 +1,212 @@
+"""End-to-end serving benchmark on this machine, with its baselines measured in the same run.
+
+    python bench/serve.py [--model ViT-B-32] [--clients 8] [--requests 24] [--decode-workers 1]
+
+1. naive loop: per video, decord + open_clip's own preprocessing + encode_image, no server;
+2. decode-only capacity: the server's decode stage (sample + decode + resize + crop) alone, in
+   --decode-workers processes;
+3. encode-only capacity: the encoder alone on batches of --max-batch-frames frames;
+4. the server (`t4v serve`, random weights, CPU, 8 frames) with --clients concurrent clients
+   uploading the real clips: videos/s, p50/p95/p99 latency, mean batch size;
+5. PUT /vocab of the 400 Kinetics-400 labels: cold (nothing cached) and cached.
+Each figure is the median of --runs runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from engine.pipeline import sample_clip
+from engine.preprocess import PreprocessConfig
+from engine.sampling import sample_indices
+from models.clip_loader import ClipSource, load_clip
+from models.presets import preset_labels
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def clips() -> list[Path]:
+    found = sorted(p for p in SHARED_VIDEOS.glob("*") if p.suffix in {".mp4", ".avi"})
+    if not found:
+        sys.exit(f"no clips in {SHARED_VIDEOS}")
+    return found
+
+
+def naive_loop(model: str, videos: list[Path], n: int) -> float:
+    """videos/s of a sequential loop: decord -> PIL -> open_clip preprocess -> encode_image."""
+    import decord
+    import open_clip
+    from PIL import Image
+
+    clip = load_clip(ClipSource(arch=model, random_init=True))
+    preprocess = open_clip.image_transform(clip.image_size, is_train=False)
+    text = torch.nn.functional.normalize(torch.randn(400, clip.embed_dim), dim=-1)
+
+    def one(path: Path) -> None:
+        vr = decord.VideoReader(str(path))
+        frames = vr.get_batch(sample_indices(len(vr), 8).reshape(-1).tolist()).asnumpy()
+        x = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+        with torch.inference_mode():
+            v = torch.nn.functional.normalize(clip.model.encode_image(x).mean(0), dim=-1)
+            (100 * v @ text.T).softmax(-1)
+
+    one(videos[0])
+    t0 = time.perf_counter()
+    for i in range(n):
+        one(videos[i % len(videos)])
+    return n / (time.perf_counter() - t0)
+
+
+def _decode(path: Path, cfg: PreprocessConfig) -> int:
+    torch.set_num_threads(1)
+    return int(sample_clip(path, cfg, 8).pixels.shape[0])
+
+
+def decode_capacity(videos: list[Path], n: int, workers: int) -> float:
+    import open_clip
+
+    cfg = PreprocessConfig.for_mode("clip", 224, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_decode, videos, [cfg] * len(videos)))  # start + warm
+        t0 = time.perf_counter()
+        list(pool.map(_decode, [videos[i % len(videos)] for i in range(n)], [cfg] * n))
+        return n / (time.perf_counter() - t0)
+
+
+def encode_capacity(model: str, batch_frames: int, seconds: float = 8.0) -> float:
+    clip = load_clip(ClipSource(arch=model, random_init=True))
+    x = torch.randn(batch_frames, 3, clip.image_size, clip.image_size)
+    with torch.inference_mode():
+        clip.model.visual(x)
+        t0, frames = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            clip.model.visual(x)
+            frames += batch_frames
+    return frames / (time.perf_counter() - t0) / 8  # videos of 8 frames
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(args: argparse.Namespace, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--model", args.model, "--random-init", "--port", str(port),
+           "--data-dir", str(data_dir), "--decode-workers", str(args.decode_workers),
+           "--max-batch-frames", str(args.max_batch_frames), "--max-delay-ms", str(args.max_delay_ms),
+           "--max-queue-frames", str(max(512, args.max_batch_frames))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    sys.exit("server did not become ready")
+
+
+async def load(url: str, videos: list[Path], clients: int, n: int) -> tuple[float, list[float]]:
+    data = [(p.name, p.read_bytes()) for p in videos]
+    latencies: list[float] = []
+    next_i = 0
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal next_i
+        while next_i < n:
+            name, body = data[next_i % len(data)]
+            next_i += 1
+            t0 = time.perf_counter()
+            r = await c.post(f"{url}/classify", files={"file": (name, body)}, data={"vocab": "kinetics400"})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(timeout=300) as c:
+        await asyncio.gather(*(client(c) for _ in range(clients)))  # warm-up round
+        next_i, latencies = 0, []
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(c) for _ in range(clients)))
+        return n / (time.perf_counter() - t0), latencies
+
+
+def batch_mean(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("t4v_batch_frames_sum", "t4v_batch_frames_count"))}
+    return values["t4v_batch_frames_sum"] / max(values["t4v_batch_frames_count"], 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument("--max-batch-frames", type=int, default=32)
+    parser.add_argument("--max-delay-ms", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    videos = clips()
+    med = statistics.median
+
+    naive = med(naive_loop(args.model, videos, args.requests // 2) for _ in range(args.runs))
+    decode = med(decode_capacity(videos, args.requests, args.decode_workers) for _ in range(args.runs))
+    encode = med(encode_capacity(args.model, args.max_batch_frames) for _ in range(args.runs))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        proc = start_server(args, Path(tmp), port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            labels = preset_labels("kinetics400")
+            t0 = time.perf_counter()
+            r = httpx.put(f"{url}/vocab/kinetics400", json={"labels": labels}, timeout=300)
+            cold = time.perf_counter() - t0
+            r.raise_for_status()
+            cached = []
+            for i in range(5):
+                t0 = time.perf_counter()
+                httpx.put(f"{url}/vocab/k400-copy{i}", json={"labels": labels}, timeout=300).raise_for_status()
+                cached.append(time.perf_counter() - t0)
+            runs = [asyncio.run(load(url, videos, args.clients, args.requests)) for _ in range(args.runs)]
+            served = med(r[0] for r in runs)
+            lat = np.array(runs[[r[0] for r in runs].index(served)][1]) * 1e3
+            mean_batch = batch_mean(url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    bound = min(decode, encode)
+    print(f"serving benchmark: {args.model} random weights, CPU ({torch.get_num_threads()} threads), 8 frames, "
+          f"{len(videos)} real clips, median of {args.runs} runs")
+    print(f"  naive loop (decord + open_clip, sequential):  {naive:6.2f} videos/s")
+    print(f"  decode-only capacity ({args.decode_workers} processes):         {decode:6.2f} videos/s")
+    print(f"  encode-only capacity (batch {args.max_batch_frames} frames):       {encode:6.2f} videos/s")
+    print(f"  server, {args.clients} clients, {args.requests} requests:           {served:6.2f} videos/s")
+    print(f"    latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, "
+          f"p99 {np.percentile(lat, 99):.0f} ms; mean batch {mean_batch:.1f} frames")
+    print(f"    server / min(decode, encode) = {served / bound:.2f} (target >= 0.9)")
+    print(f"    server / naive loop          = {served / naive:.2f} (target >= 1.3)")
+    print(f"  PUT /vocab 400 Kinetics labels: cold {cold * 1e3:.0f} ms, "
+          f"cached {med(cached) * 1e3:.0f} ms (median of 5)")
+
+
+if __name__ == "__main__":
+    main()
