@@ -135,6 +135,13 @@ def serve(
     max_delay_ms: Annotated[float | None, typer.Option(help="T4V_MAX_DELAY_MS.")] = None,
     max_queue_frames: Annotated[int | None, typer.Option(help="T4V_MAX_QUEUE_FRAMES.")] = None,
     decode_workers: Annotated[int | None, typer.Option(help="T4V_DECODE_WORKERS (0: threads).")] = None,
+    decoder: Annotated[str | None, typer.Option(help="auto | decord | pyav (T4V_DECODER).")] = None,
+    max_labels: Annotated[int | None, typer.Option(help="T4V_MAX_LABELS.")] = None,
+    default_frames: Annotated[int | None, typer.Option(help="T4V_DEFAULT_FRAMES.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="T4V_MAX_FRAMES.")] = None,
+    max_views: Annotated[str | None, typer.Option(help="T4V_MAX_VIEWS, e.g. 4x3.")] = None,
+    request_timeout_s: Annotated[float | None, typer.Option(help="T4V_REQUEST_TIMEOUT_S.")] = None,
+    shutdown_timeout_s: Annotated[int | None, typer.Option(help="T4V_SHUTDOWN_TIMEOUT_S.")] = None,
 ) -> None:
     """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
     given = {k: v for k, v in locals().items() if v is not None}  # only what was passed

@@ -31,3 +31,16 @@ def test_documented_classify_options_exist() -> None:
     assert result.exit_code == 0
     missing = {opt for opt in documented if opt not in result.stdout}
     assert not missing
+
+
+def test_configuration_table_is_complete() -> None:
+    from server.settings import Settings
+
+    readme = ROOT.joinpath("README.md").read_text()
+    table = readme.split("### Configuration")[1].split("\n## ")[0]
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in Settings.model_fields:
+        assert f"`T4V_{name.upper()}`" in table, name
+        option = "--preset" if name == "presets" else f"--{name.replace('_', '-')}"
+        assert option in table and option in result.stdout, option
