@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]
+Template = Annotated[str, StringConstraints(min_length=2, max_length=300, pattern=r"^[^{}]*\{\}[^{}]*$")]
+_TEMPLATES = Field(
+    None, min_length=1, max_length=64, description='Prompt templates with one "{}" (default "a video of a person {}.").'
+)
 
 
-class VocabIn(BaseModel):
-    labels: list[str] | None = Field(None, description="Class names; give labels or preset.", max_length=100_000)
-    templates: list[str] | None = Field(
-        None, description='Prompt templates with one "{}" (default: "a video of a person {}.").', max_length=64
+class VocabLabelsIn(BaseModel):
+    """A vocabulary from class names."""
+
+    model_config = ConfigDict(extra="forbid")
+    labels: list[Label] = Field(
+        min_length=1, max_length=100_000, json_schema_extra={"uniqueItems": True},
+        description="Class names, unique, at most the server's max_labels; each prompt at most 77 tokens.",
     )
-    preset: str | None = Field(None, description="A built-in label set instead of labels, e.g. kinetics400.")
+    templates: list[Template] | None = _TEMPLATES
 
-    @model_validator(mode="after")
-    def _one_source(self) -> VocabIn:
-        if (self.labels is None) == (self.preset is None):
-            raise ValueError("give exactly one of labels or preset")
-        return self
+
+class VocabPresetIn(BaseModel):
+    """A vocabulary from a built-in label set."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["kinetics400"] = Field(description="A built-in label set.")
+    templates: list[Template] | None = _TEMPLATES
+
+
+VocabIn = VocabLabelsIn | VocabPresetIn
 
 
 class VocabOut(BaseModel):
@@ -82,7 +98,7 @@ class ErrorOut(BaseModel):
 def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI ``responses`` entries for the error codes a route can answer."""
     text = {
-        404: "Unknown vocabulary", 412: "If-Match names a stale ETag", 413: "Upload too large",
+        400: "Malformed body", 404: "Unknown vocabulary", 412: "If-Match names a stale ETag", 413: "Upload too large",
         415: "Not a decodable video or image", 422: "Invalid input", 503: "Overloaded or not ready",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}

@@ -32,7 +32,7 @@ def _parse_labels(labels: str) -> list[str]:
     return value
 
 
-@router.post("/classify", response_model=ClassifyOut, responses=errors(404, 413, 415, 422, 503))
+@router.post("/classify", response_model=ClassifyOut, responses=errors(400, 404, 413, 415, 422, 503))
 async def classify(
     service: ServiceDep,
     registry: RegistryDep,
@@ -40,16 +40,18 @@ async def classify(
     batcher: BatcherDep,
     decoder: DecoderDep,
     file: Annotated[UploadFile, File(description="A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).")],
-    vocab: Annotated[str | None, Form(description="A registered vocabulary name.")] = None,
-    labels: Annotated[str | None, Form(description='Ad-hoc labels: a JSON array, e.g. ["a", "b"].')] = None,
+    vocab: Annotated[str, Form(description="A registered vocabulary name (give vocab or labels).")] = "",
+    labels: Annotated[str, Form(description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')] = "",
     top_k: Annotated[int, Form(ge=0, le=100_000, description="Predictions to return; 0 = all.")] = 5,
-    frames: Annotated[int | None, Form(ge=1, le=64, description="Frames sampled per clip (T).")] = None,
+    frames: Annotated[
+        int, Form(ge=0, le=64, description="Frames sampled per clip (T); 0 = the server's default_frames.")
+    ] = 0,
     views: Annotated[str, Form(description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")] = "1x1",
 ) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
     t0 = time.perf_counter()
     settings = service.settings
-    if (vocab is None) == (labels is None):
+    if bool(vocab) == bool(labels):
         raise InputError("give exactly one of vocab or labels")
     frames = frames or settings.default_frames
     if frames > settings.max_frames:
@@ -64,11 +66,10 @@ async def classify(
 
     classifier: Classifier
     ref: VocabRef | None = None
-    if vocab is not None:
+    if vocab:
         classifier, version = await asyncio.to_thread(registry.classifier, vocab)
         ref = VocabRef(name=vocab, version=version)
     else:
-        assert labels is not None
         classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels))
     t1 = time.perf_counter()
 

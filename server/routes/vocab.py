@@ -7,15 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 
-from engine.errors import InputError
 from engine.registry import VocabNotFound
 from engine.stores import VocabRecord
 from models.presets import preset_labels
 from server.deps import RegistryDep
-from server.schemas import VocabIn, VocabList, VocabOut, VocabSummary, errors
+from server.schemas import VocabIn, VocabList, VocabOut, VocabPresetIn, VocabSummary, errors
 
 router = APIRouter(prefix="/vocab", tags=["vocabularies"])
-NamePath = Annotated[str, Path(description="Vocabulary name, [A-Za-z0-9_.-]{1,64}.")]
+NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 def _out(record: VocabRecord, response: Response) -> VocabOut:
@@ -35,20 +34,14 @@ def _unquote(etag: str | None) -> str | None:
 
 @router.put(
     "/{name}", response_model=VocabOut, status_code=201,
-    responses={200: {"model": VocabOut, "description": "Replaced (or unchanged)"}, **errors(412, 422, 503)},
+    responses={200: {"model": VocabOut, "description": "Replaced (or unchanged)"}, **errors(400, 412, 422, 503)},
 )
 async def put_vocab(
     name: NamePath, body: VocabIn, registry: RegistryDep, response: Response,
     if_match: Annotated[str | None, Header(description="Replace only if the stored ETag is this one.")] = None,
 ) -> VocabOut:
     """Define a vocabulary: its labels are encoded (only those not cached) into a new version."""
-    labels = body.labels
-    if body.preset is not None:
-        try:
-            labels = preset_labels(body.preset)
-        except KeyError as exc:
-            raise InputError(str(exc.args[0])) from None
-    assert labels is not None
+    labels = preset_labels(body.preset) if isinstance(body, VocabPresetIn) else body.labels
     existed = await asyncio.to_thread(registry.store.head, name)
     record, _ = await asyncio.to_thread(registry.put, name, labels, body.templates, _unquote(if_match))
     response.status_code = 200 if existed is not None else 201

@@ -62,16 +62,18 @@ def test_vocab_lifecycle(tmp_path: Path, runtime: Runtime) -> None:
 @pytest.mark.parametrize(
     ("name", "body", "fragment"),
     [
-        ("sp ace", {"labels": ["a"]}, "must match"),
-        ("ok", {"labels": []}, "empty"),
-        ("ok", {"labels": ["a", "a"]}, "duplicate"),
-        ("ok", {"labels": ["a", ""]}, "non-empty"),
+        ("sp ace", {"labels": ["a"]}, "String should match pattern"),
+        ("ok", {"labels": []}, "at least 1 item"),
+        ("ok", {"labels": ["a", "a"]}, "duplicate labels: a"),
+        ("ok", {"labels": ["a", ""]}, "at least 1 character"),
         ("ok", {"labels": ["ab " * 90]}, "tokens"),
         ("ok", {"labels": [f"l{i}" for i in range(11)]}, "at most 10"),
-        ("ok", {"labels": ["a"], "templates": ["nothing"]}, "placeholder"),
-        ("ok", {"labels": ["a"], "preset": "kinetics400"}, "exactly one"),
-        ("ok", {"preset": "nope"}, "unknown label preset"),
-        ("ok", {"labels": "a,b"}, "list"),
+        ("ok", {"labels": ["a"], "templates": ["nothing"]}, "String should match pattern"),
+        ("ok", {"labels": ["a"], "templates": ["{} and {}"]}, "String should match pattern"),
+        ("ok", {"labels": ["a"], "preset": "kinetics400"}, "Extra inputs are not permitted"),
+        ("ok", {"preset": "nope"}, "Input should be 'kinetics400'"),
+        ("ok", {"labels": "a,b"}, "valid list"),
+        ("ok", {}, "Field required"),
     ],
 )
 def test_bad_vocab_is_422_and_nothing_lost(
