@@ -17,7 +17,7 @@ from torch import nn
 from engine.backends.base import FrameEncoder
 from engine.classifier import Classifier, Prediction
 from engine.errors import InputError, MediaError
-from engine.preprocess import PreprocessConfig, normalize, resize_and_crop
+from engine.preprocess import PreprocessConfig, resize_and_crop
 from engine.sampling import sample_indices
 from engine.video import Decoder, open_media, renamed
 from models.video_classifier import class_logits, video_embedding
@@ -93,8 +93,8 @@ class VideoPipeline:
         return sample_clip(path, self.preprocess, frames, clips, crops, self.decoder)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 crops ``[N, 3, S, S]`` -> frame embeddings ``[N, D]``."""
-        return self.encoder.encode(normalize(pixels, self.preprocess))
+        """uint8 crops ``[N, 3, S, S]`` -> frame embeddings ``[N, D]`` (the encoder normalizes)."""
+        return self.encoder.encode(pixels)
 
     @torch.inference_mode()
     def score(

@@ -87,7 +87,7 @@ def build_runtime(opts: ModelOptions) -> Runtime:
         head = build_temporal_head("mean", clip.embed_dim)
         default_mode = PreprocessMode.CLIP
     mode = PreprocessMode(opts.preprocess or default_mode)
-    encoder = TorchFrameEncoder(visual, device=device, precision=opts.precision,
+    encoder = TorchFrameEncoder(visual, clip.mean, clip.std, device=device, precision=opts.precision,
                                 max_batch_size=opts.max_batch_size)
     pipeline = VideoPipeline(
         encoder,

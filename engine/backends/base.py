@@ -1,4 +1,8 @@
-"""The backend contract, kept small on purpose (TEI's ``Backend``: health, max batch, embed)."""
+"""The backend contract, kept small on purpose (TEI's ``Backend``: health, max batch, embed).
+
+Input is uint8 crops, not normalized floats: 4x fewer bytes cross to a GPU, and the CLIP
+normalization runs where the encoder runs (on the device, or inside an exported graph).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,15 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
 DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+class BackendUnavailable(Exception):
+    """The backend cannot run here (library missing, no GPU, ...); the message says why."""
+
+
 @runtime_checkable
 class FrameEncoder(Protocol):
-    """Normalized pixels ``float32 [N, 3, S, S]`` -> frame embeddings ``float32 [N, D]`` on the CPU."""
+    """uint8 crops ``[N, 3, S, S]`` (RGB) -> frame embeddings ``float32 [N, D]`` on the CPU."""
 
-    name: str  # "torch", "onnxruntime", ...
+    name: str  # "torch", "onnxruntime", "tensorrt"
     device: str  # where it runs: "cpu", "cuda:0", ...
     precision: Precision
     embed_dim: int
@@ -29,3 +37,32 @@ class FrameEncoder(Protocol):
         ...
 
     def healthy(self) -> bool: ...
+
+
+class Normalize(torch.nn.Module):
+    """uint8 ``[N, 3, H, W]`` -> float, CLIP-normalized: ``(x / 255 - mean) / std``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() / 255.0 - self.mean) / self.std
+
+
+class PixelEncoder(torch.nn.Module):
+    """Normalize + the visual tower: the module the torch backend runs and the exporter writes."""
+
+    def __init__(self, visual: torch.nn.Module, mean: tuple[float, float, float], std: tuple[float, float, float]):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.visual = visual
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(pixels)
+        dtype = next(self.visual.parameters()).dtype
+        return self.visual(x.to(dtype)).float()
