@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -72,15 +73,24 @@ def classify(
     random_init: Annotated[
         bool, typer.Option(help="Run RANDOM weights on purpose (benchmarks, tests). Never the default.")
     ] = False,
+    engine: Annotated[Path | None, typer.Option(help="An engine directory written by t4v export.")] = None,
+    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | tensorrt.")] = "auto",
+    providers: Annotated[
+        str, typer.Option(help="onnxruntime providers in order of preference.")
+    ] = "tensorrt,cuda,cpu",
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: the cores).")] = 0,
 ) -> None:
     """Classify videos or images against class names given as text (zero-shot)."""
     try:
         clips, crops = _check_views(views)
         label_list = _labels(labels, labels_file, preset)
         templates = _templates(template, templates_file, template_set)
-        options = _model_options(
-            model, pretrained, clip_checkpoint, text4vis_checkpoint, temporal, preprocess, device,
-            precision, decoder, random_init,
+        options = _with_engine(
+            _model_options(
+                model, pretrained, clip_checkpoint, text4vis_checkpoint, temporal, preprocess, device,
+                precision, decoder, random_init,
+            ),
+            engine, backend, providers, threads,
         )
         if top_k < 0:
             raise UsageProblem("--top-k must be 0 (all) or positive")
@@ -105,6 +115,35 @@ def classify(
         _print_tables(results)
     if failed:
         raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="Engine directory to write.")],
+    model: Annotated[str | None, typer.Option(help="open_clip architecture (default ViT-B-16).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="open_clip pretrained tag (default openai).")] = None,
+    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local CLIP weights.")] = None,
+    text4vis_checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint released with Text4Vis.")] = None,
+    temporal: Annotated[str | None, typer.Option(help="mean | transf (default: the checkpoint's).")] = None,
+    preprocess: Annotated[str | None, typer.Option(help="clip | text4vis (recorded in the manifest).")] = None,
+    random_init: Annotated[bool, typer.Option(help="Export RANDOM weights on purpose (benchmarks).")] = False,
+    format: Annotated[str, typer.Option("--format", help="onnx | tensorrt (TensorRT also writes the ONNX).")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16.")] = "fp32",
+    max_batch: Annotated[int, typer.Option(help="Largest batch of frames (the dynamic axis' bound).")] = 64,
+) -> None:
+    """Export the visual encoder (+ temporal head) to an engine directory that serve/classify run."""
+    from engine.runtime import export_from_options
+
+    try:
+        options = _model_options(model, pretrained, clip_checkpoint, text4vis_checkpoint, temporal, preprocess,
+                                 "cpu", "fp32", "auto", random_init)
+        _choice("--format", format, ("onnx", "tensorrt"))
+        _choice("--precision", precision, ("fp32", "fp16"))
+        manifest = export_from_options(options, out, format, precision, max_batch)  # type: ignore[arg-type]
+    except (UsageProblem, ModelLoadError, InputError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {out}: {', '.join(manifest.files.values())} ({manifest.architecture}, {manifest.temporal} "
+               f"head, {manifest.precision}, batch 1..{manifest.max_batch})")
 
 
 @app.command()
@@ -142,6 +181,15 @@ def serve(
     max_views: Annotated[str | None, typer.Option(help="T4V_MAX_VIEWS, e.g. 4x3.")] = None,
     request_timeout_s: Annotated[float | None, typer.Option(help="T4V_REQUEST_TIMEOUT_S.")] = None,
     shutdown_timeout_s: Annotated[int | None, typer.Option(help="T4V_SHUTDOWN_TIMEOUT_S.")] = None,
+    engine_dir: Annotated[Path | None, typer.Option("--engine", help="Engine directory (T4V_ENGINE_DIR).")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto | torch | onnxruntime | tensorrt (T4V_BACKEND).")] = None,
+    providers: Annotated[
+        list[str] | None, typer.Option("--provider", help="onnxruntime provider, repeat in order (T4V_PROVIDERS).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (T4V_THREADS).")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile", help="torch.compile the torch backend (T4V_COMPILE).")
+    ] = None,
 ) -> None:
     """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
     given = {k: v for k, v in locals().items() if v is not None}  # only what was passed
@@ -153,6 +201,8 @@ def serve(
 
     if "preset" in given:
         given["presets"] = given.pop("preset")
+    if "providers" in given:
+        given["providers"] = tuple(given["providers"])
     try:
         settings = Settings(**given)
         runtime = build_runtime(settings.model_options())  # fail here, before binding the port
@@ -245,6 +295,18 @@ def _model_options(
         precision=precision,  # type: ignore[arg-type]
         decoder=decoder,  # type: ignore[arg-type]
     )
+
+
+def _with_engine(
+    options: ModelOptions, engine: Path | None, backend: str, providers: str, threads: int
+) -> ModelOptions:
+    if engine is not None and not (engine / "manifest.json").is_file():
+        raise UsageProblem(f"{engine} is not an engine directory (no manifest.json): see t4v export")
+    _choice("--backend", backend, ("auto", "torch", "onnxruntime", "tensorrt"))
+    names = tuple(p.strip() for p in providers.split(",") if p.strip())
+    for name in names:
+        _choice("--providers", name, ("tensorrt", "cuda", "cpu"))
+    return replace(options, engine_dir=engine, backend=backend, providers=names, threads=threads)
 
 
 def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> None:

@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Visual encoder precision.")
     decoder: Literal["auto", "decord", "pyav"] = Field("auto", description="Video decoder.")
+    engine_dir: Path | None = Field(None, description="Engine directory from `t4v export` (ONNX/TensorRT).")
+    backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = Field(
+        "auto", description="Encoder backend; auto: TensorRT, then ONNX Runtime for an engine, else torch."
+    )
+    providers: tuple[Literal["tensorrt", "cuda", "cpu"], ...] = Field(
+        ("tensorrt", "cuda", "cpu"), description="ONNX Runtime execution providers, in order of preference."
+    )
+    threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0: the cores).")
+    compile: bool = Field(False, description="torch.compile the torch backend (CUDA hosts).")
 
     # vocabularies
     redis_url: str | None = Field(None, description="Share vocabularies through Redis; SQLite in data_dir if unset.")
@@ -64,6 +73,8 @@ class Settings(BaseSettings):
         for path in (self.clip_checkpoint, self.text4vis_checkpoint, self.vocab_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"file not found: {path}")
+        if self.engine_dir is not None and not (self.engine_dir / "manifest.json").is_file():
+            raise ValueError(f"{self.engine_dir} is not an engine directory (no manifest.json)")
         return self
 
     def model_options(self) -> ModelOptions:
@@ -72,5 +83,6 @@ class Settings(BaseSettings):
             text4vis_checkpoint=self.text4vis_checkpoint, temporal=self.temporal,
             preprocess=self.preprocess,  # type: ignore[arg-type]
             random_init=self.random_init, device=self.device, precision=self.precision, decoder=self.decoder,
-            max_batch_size=self.max_batch_frames,
+            max_batch_size=self.max_batch_frames, engine_dir=self.engine_dir, backend=self.backend,
+            providers=self.providers, threads=self.threads, compile=self.compile,
         )

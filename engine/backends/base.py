@@ -10,12 +10,14 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from models.errors import ModelLoadError
+
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
 DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(ModelLoadError):
     """The backend cannot run here (library missing, no GPU, ...); the message says why."""
 
 

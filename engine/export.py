@@ -1,0 +1,173 @@
+"""Engine directories: the visual encoder compiled (ONNX, TensorRT), the temporal head, a manifest.
+
+```
+DIR/manifest.json   what was exported, from which weights, with which tools
+DIR/visual.onnx     uint8 pixels [batch, 3, S, S] -> float32 embeddings [batch, D]; batch is dynamic
+DIR/visual.plan     the TensorRT engine (format tensorrt), one profile: 1 / max/2 / max
+DIR/head.pt         the temporal head: {"kind", "layers", "state_dict"} (runs in torch: it is tiny)
+```
+The graph takes uint8 crops and normalizes inside: a quarter of the bytes to move to a GPU,
+and the normalization constants travel with the engine instead of living in server config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from engine.backends.base import DTYPES, PixelEncoder, Precision
+from engine.backends.tensorrt_backend import build_engine, require_tensorrt
+from models.errors import ModelLoadError
+from models.temporal import build_temporal_head
+
+log = logging.getLogger(__name__)
+
+ExportFormat = Literal["onnx", "tensorrt"]
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    architecture: str
+    text_model: str  # the CLIP whose text encoder vocabularies must come from
+    embed_dim: int
+    input_size: int
+    input: dict[str, str]
+    mean: list[float]
+    std: list[float]
+    preprocess: str
+    temporal: str
+    temporal_layers: int
+    precision: str
+    max_batch: int
+    files: dict[str, str]
+    weights_sha256: str
+    source: dict[str, str | None]
+    tools: dict[str, str]
+    created_at: str
+    format_version: int = FORMAT_VERSION
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, directory: Path) -> None:
+        (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST
+        if not path.is_file():
+            raise ModelLoadError(f"{directory} is not an engine directory (no {MANIFEST})")
+        try:
+            data = json.loads(path.read_text())
+            manifest = cls(**data)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ModelLoadError(f"{path} is not a valid manifest: {exc}") from None
+        if manifest.format_version != FORMAT_VERSION:
+            raise ModelLoadError(f"{path} has format_version {manifest.format_version}; this build reads 1")
+        return manifest
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    h = hashlib.sha256()
+    for module in modules:
+        for key, value in sorted(module.state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("torch", "open-clip-torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def export_onnx(encoder: PixelEncoder, path: Path, input_size: int, max_batch: int) -> None:
+    example = torch.zeros(2, 3, input_size, input_size, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder, (example,), str(path), input_names=["pixels"], output_names=["embeddings"],
+            dynamic_shapes={"pixels": {0: batch}}, dynamo=True, optimize=True, verbose=False,
+        )
+
+
+def export_engine(
+    visual: nn.Module,
+    head: nn.Module,
+    out: Path,
+    *,
+    architecture: str,
+    text_model: str,
+    input_size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    preprocess: str,
+    fmt: ExportFormat = "onnx",
+    precision: Precision = "fp32",
+    max_batch: int = 64,
+    source: dict[str, str | None] | None = None,
+) -> Manifest:
+    """Write an engine directory for ``visual`` + ``head``. TensorRT builds from the ONNX graph."""
+    if precision == "bf16":
+        raise ValueError("bf16 engines are not supported; export fp32 or fp16")
+    if not 1 <= max_batch <= 4096:
+        raise ValueError("max_batch must be 1..4096")
+    if fmt == "tensorrt":
+        require_tensorrt()  # before minutes of export work
+    out.mkdir(parents=True, exist_ok=True)
+    visual = visual.eval()
+    digest = weights_digest(visual, head)
+    onnx_visual = visual if precision == "fp32" else _copy_as(visual, DTYPES[precision])
+    encoder = PixelEncoder(onnx_visual, mean, std).eval()
+    files = {"onnx": "visual.onnx", "head": "head.pt"}
+    t0 = time.perf_counter()
+    export_onnx(encoder, out / files["onnx"], input_size, max_batch)
+    log.info("ONNX export: %.1f s", time.perf_counter() - t0)
+    if fmt == "tensorrt":
+        # TensorRT gets the fp32 graph; its FP16 flag picks fp16 kernels layer by layer
+        if precision != "fp32":
+            export_onnx(PixelEncoder(visual, mean, std).eval(), out / "visual_fp32.onnx", input_size, max_batch)
+        build_engine(out / ("visual_fp32.onnx" if precision != "fp32" else files["onnx"]), out / "visual.plan",
+                     input_size, max_batch, fp16=precision == "fp16")
+        files["tensorrt"] = "visual.plan"
+    kind = getattr(head, "kind", "mean")
+    layers = len(getattr(getattr(head, "transformer", None), "resblocks", [])) or 6
+    torch.save({"kind": kind, "layers": layers, "state_dict": head.state_dict()}, out / files["head"])
+    manifest = Manifest(
+        architecture=architecture, text_model=text_model, embed_dim=int(getattr(visual, "output_dim")),  # noqa: B009
+        input_size=input_size, input={"name": "pixels", "dtype": "uint8", "layout": "NCHW, RGB"},
+        mean=list(mean), std=list(std), preprocess=preprocess, temporal=kind, temporal_layers=layers,
+        precision=precision, max_batch=max_batch, files=files, weights_sha256=digest, source=source or {},
+        tools=_versions(), created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    manifest.write(out)
+    return manifest
+
+
+def load_head(directory: Path, manifest: Manifest) -> nn.Module:
+    saved: dict[str, Any] = torch.load(directory / manifest.files["head"], map_location="cpu", weights_only=True)
+    head = build_temporal_head(saved["kind"], manifest.embed_dim, layers=saved["layers"])
+    head.load_state_dict(saved["state_dict"])
+    return head.eval()
+
+
+def _copy_as(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).to(dtype)

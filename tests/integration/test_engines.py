@@ -1,0 +1,154 @@
+"""Exported engines against the torch reference: ONNX Runtime on CPU, manifests, refusals.
+
+Tolerances: embeddings within 1e-4 absolute (fp32), probabilities within 1e-4; fp16 graphs keep
+the direction of every embedding (cosine >= 0.999). TensorRT runs only where it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from engine.backends.tensorrt_backend import tensorrt_available
+from engine.classifier import Classifier
+from engine.export import Manifest
+from engine.runtime import ModelOptions, build_runtime, export_from_options
+from models.clip_loader import TINY_ARCH
+from models.errors import ModelLoadError
+from models.temporal import TransformerHead
+from server.cli import app
+from tests.conftest import shared_path
+from tests.unit.test_checkpoint import released_state
+
+LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tmp_path_factory: pytest.TempPathFactory, tiny_clip_path: Path) -> Path:
+    out = tmp_path_factory.mktemp("engine") / "tiny"
+    export_from_options(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path), out, max_batch=16)
+    return out
+
+
+def _pixels(n: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+
+
+def test_manifest(tiny_engine: Path, tiny_clip_path: Path) -> None:
+    m = Manifest.read(tiny_engine)
+    assert (m.architecture, m.embed_dim, m.input_size, m.max_batch) == (TINY_ARCH, 64, 224, 16)
+    assert m.input["dtype"] == "uint8" and m.precision == "fp32" and m.temporal == "mean"
+    assert m.text_model.startswith(f"{TINY_ARCH}/sha256:") and len(m.weights_sha256) == 64
+    assert "torch" in m.tools and "onnxruntime" in m.tools and m.created_at.endswith("Z")
+    assert (tiny_engine / "visual.onnx").is_file() and (tiny_engine / "head.pt").is_file()
+
+
+def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> None:
+    ref = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu"))
+    ort = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
+    assert ort.info.backend == "onnxruntime" and ort.pipeline.encoder.device == "cpu"
+    for n in (1, 5, 16, 37):  # 37 > max_batch 16: the encoder splits it
+        diff = (ort.pipeline.encoder.encode(_pixels(n)) - ref.pipeline.encoder.encode(_pixels(n))).abs().max()
+        assert diff <= 1e-4, (n, float(diff))
+    clf = Classifier.from_labels(ref.text_encoder, LABELS)
+    video = shared_path("videos", "ucf101_sample_320x240.avi")
+    a = {p.label: p.probability for p in ref.pipeline.classify(video, clf, top_k=0).predictions}
+    b = {p.label: p.probability for p in ort.pipeline.classify(video, clf, top_k=0).predictions}
+    assert max(abs(a[k] - b[k]) for k in a) <= 1e-4
+
+
+def test_text4vis_checkpoint_exported_and_served_like_torch(tmp_path: Path, tiny_clip_path: Path) -> None:
+    torch.manual_seed(5)
+    visual = open_clip.create_model(TINY_ARCH).visual
+    head = TransformerHead(64)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ckpt = tmp_path / "t4v.pt"
+    torch.save({"epoch": 1, "model_state_dict": released_state(visual, head)}, ckpt)
+    base = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export", *base, "--text4vis-checkpoint", str(ckpt), "--out", str(tmp_path / "e")])
+    assert exported.exit_code == 0, exported.stderr
+    assert Manifest.read(tmp_path / "e").temporal == "transf"
+    assert Manifest.read(tmp_path / "e").preprocess == "text4vis"
+    video = str(shared_path("videos", "arm_wrestling.mp4"))
+    args = [video, *base, "--labels", ",".join(LABELS), "--views", "2x3", "--top-k", "0", "--json"]
+    torch_out = runner.invoke(app, ["classify", *args, "--text4vis-checkpoint", str(ckpt)])
+    engine_out = runner.invoke(app, ["classify", *args, "--engine", str(tmp_path / "e")])
+    assert torch_out.exit_code == 0 and engine_out.exit_code == 0, engine_out.stderr
+    a = json.loads(torch_out.stdout)["results"][0]["predictions"]
+    b = json.loads(engine_out.stdout)["results"][0]["predictions"]
+    assert [p["label"] for p in a] == [p["label"] for p in b]
+    assert max(abs(x["probability"] - y["probability"]) for x, y in zip(a, b, strict=True)) <= 1e-4
+
+
+def test_engine_refuses_another_text_model(tiny_engine: Path, tmp_path: Path) -> None:
+    torch.manual_seed(99)
+    other = tmp_path / "other.pt"
+    torch.save(open_clip.create_model(TINY_ARCH).state_dict(), other)
+    with pytest.raises(ModelLoadError, match="refusing to pair them"):
+        build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=other, engine_dir=tiny_engine))
+
+
+def test_fp16_graph_keeps_direction(tmp_path: Path, tiny_clip_path: Path) -> None:
+    opts = ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path)
+    export_from_options(opts, tmp_path / "fp16", precision="fp16", max_batch=8)
+    ref = build_runtime(opts)
+    half = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "fp16"))
+    x = _pixels(6)
+    cos = F.cosine_similarity(half.pipeline.encoder.encode(x), ref.pipeline.encoder.encode(x))
+    assert cos.min() >= 0.999
+
+
+def test_tensorrt_unavailable_is_a_clear_refusal(tiny_engine: Path, tiny_clip_path: Path, tmp_path: Path) -> None:
+    if tensorrt_available():
+        pytest.skip("TensorRT is installed here: the refusal path does not apply")
+    base = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
+    video = str(shared_path("videos", "arm_wrestling.mp4"))
+    r = CliRunner().invoke(app, ["classify", video, *base, "--labels", "a", "--engine", str(tiny_engine),
+                                 "--backend", "tensorrt"])
+    assert r.exit_code == 2 and "holds no TensorRT engine" in r.stderr
+    r = CliRunner().invoke(app, ["export", *base, "--format", "tensorrt", "--out", str(tmp_path / "trt")])
+    assert r.exit_code == 2 and "TensorRT is not installed" in r.stderr
+
+
+@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT and a CUDA GPU are needed; neither is on this machine")
+def test_tensorrt_matches_torch(tmp_path: Path, tiny_clip_path: Path) -> None:  # pragma: no cover - GPU hosts
+    opts = ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path)
+    export_from_options(opts, tmp_path / "trt", fmt="tensorrt", precision="fp16", max_batch=16)
+    ref = build_runtime(opts)
+    trt = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "trt",
+                                     backend="tensorrt"))
+    x = _pixels(20)
+    assert F.cosine_similarity(trt.pipeline.encoder.encode(x), ref.pipeline.encoder.encode(x)).min() >= 0.999
+
+
+def test_export_of_unloadable_weights_fails_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nope")
+    r = CliRunner().invoke(app, ["export", "--model", TINY_ARCH, "--clip-checkpoint", str(bad), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_server_runs_an_engine(tiny_engine: Path, tiny_clip_path: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from server.app import create_app
+    from tests.server_helpers import running, settings
+
+    async def go() -> None:
+        app_ = create_app(settings(tmp_path, model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
+        async with running(app_) as c:
+            assert (await c.get("/models")).json()[0]["backend"] == "onnxruntime"
+            files = {"file": ("a.avi", shared_path("videos", "ucf101_sample_320x240.avi").read_bytes())}
+            r = await c.post("/classify", files=files, data={"labels": json.dumps(LABELS)})
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 5
+
+    asyncio.run(go())
