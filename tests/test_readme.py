@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from server.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTION = {"presets": "--preset", "providers": "--provider", "engine_dir": "--engine"}  # serve's names
 
 
 def test_readme_opens_with_the_two_commands() -> None:
@@ -42,5 +43,5 @@ def test_configuration_table_is_complete() -> None:
     assert result.exit_code == 0
     for name in Settings.model_fields:
         assert f"`T4V_{name.upper()}`" in table, name
-        option = "--preset" if name == "presets" else f"--{name.replace('_', '-')}"
+        option = OPTION.get(name, f"--{name.replace('_', '-')}")
         assert option in table and option in result.stdout, option
