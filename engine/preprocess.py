@@ -15,6 +15,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from models.sampling import crop_offsets as crop_offsets  # re-exported: the crops are part of preprocessing
+from models.sampling import resized_size as resized_size
+
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
 _BICUBIC_SUPPORT = 2.0
 
@@ -39,32 +42,6 @@ class PreprocessConfig:
         mode = PreprocessMode(mode)
         resize = image_size if mode is PreprocessMode.CLIP else image_size * 256 // 224
         return cls(resize=resize, crop=image_size, mean=mean, std=std)
-
-
-def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
-    """torchvision's ``Resize(short)`` output size: the long side is truncated, not rounded."""
-    if height <= width:
-        return short, int(short * width / height)
-    return int(short * height / width), short
-
-
-def crop_offsets(height: int, width: int, crop: int, crops: int = 1) -> list[tuple[int, int]]:
-    """``(top, left)`` of the crops: the center one (torchvision's rounding), or three.
-
-    Three crops lie along the long side at offsets ``0, 2, 4`` times ``(long - crop) // 4``
-    (the reference ``GroupFullResSample``), the short side centered the same way:
-    left/center/right for landscape, top/center/bottom for portrait.
-    """
-    if height < crop or width < crop:
-        raise ValueError(f"frame {width}x{height} is smaller than the {crop} crop")
-    if crops == 1:
-        return [(int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0)))]
-    if crops != 3:
-        raise ValueError("crops must be 1 or 3")
-    h_step, w_step = (height - crop) // 4, (width - crop) // 4
-    if width >= height:
-        return [(2 * h_step, k * w_step) for k in (0, 2, 4)]
-    return [(k * h_step, 2 * w_step) for k in (0, 2, 4)]
 
 
 def preprocess_frames(frames: np.ndarray | torch.Tensor, cfg: PreprocessConfig, crops: int = 1) -> torch.Tensor:

@@ -2,28 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-
-def sample_indices(n_frames: int, num_frames: int = 8, clips: int = 1) -> np.ndarray:
-    """Frame indices ``[clips, num_frames]`` as the reference test loader picks them.
-
-    ``tick = n_frames / T``; clip starts ``linspace(0, tick - 1, clips)`` as int;
-    index ``int(start + tick * x) % n_frames`` for ``x = 0..T-1``. With one clip this is
-    ``int(tick * x)``. Fewer frames than ``T`` repeat frames.
-    """
-    if n_frames < 1:
-        raise ValueError("a video needs at least one frame")
-    if num_frames < 1 or clips < 1:
-        raise ValueError("num_frames and clips must be positive")
-    tick = n_frames / float(num_frames)
-    # cast toward zero as the reference's np.linspace(..., dtype=int) did under NumPy 1.x
-    # (NumPy 2 floors instead; the two differ only for videos shorter than T frames)
-    starts = np.linspace(0, tick - 1, num=clips).astype(int)
-    return np.array(
-        [[int(start + tick * x) % n_frames for x in range(num_frames)] for start in starts.tolist()],
-        dtype=np.int64,
-    )
+from models.sampling import sample_indices as sample_indices  # re-exported: the method's arithmetic
 
 
 def parse_views(views: str) -> tuple[int, int]:

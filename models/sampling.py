@@ -1,0 +1,60 @@
+"""Which frames and which crops: the method's pure arithmetic, shared by serving and training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sample_indices(n_frames: int, num_frames: int = 8, clips: int = 1) -> np.ndarray:
+    """Frame indices ``[clips, num_frames]`` as the reference test loader picks them.
+
+    ``tick = n_frames / T``; clip starts ``linspace(0, tick - 1, clips)`` as int;
+    index ``int(start + tick * x) % n_frames`` for ``x = 0..T-1``. With one clip this is
+    ``int(tick * x)``. Fewer frames than ``T`` repeat frames.
+    """
+    if n_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    if num_frames < 1 or clips < 1:
+        raise ValueError("num_frames and clips must be positive")
+    tick = n_frames / float(num_frames)
+    # cast toward zero as the reference's np.linspace(..., dtype=int) did under NumPy 1.x
+    # (NumPy 2 floors instead; the two differ only for videos shorter than T frames)
+    starts = np.linspace(0, tick - 1, num=clips).astype(int)
+    return np.array(
+        [[int(start + tick * x) % n_frames for x in range(num_frames)] for start in starts.tolist()],
+        dtype=np.int64,
+    )
+
+
+def train_indices(n_frames: int, num_frames: int, rng: np.random.Generator) -> list[int]:
+    """TSN sampling for training: T equal segments, one frame at a random offset in each."""
+    if n_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    segment = n_frames / num_frames
+    return [min(int(segment * i + rng.uniform(0, segment)), n_frames - 1) for i in range(num_frames)]
+
+
+def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """torchvision's ``Resize(short)`` output size: the long side is truncated, not rounded."""
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
+def crop_offsets(height: int, width: int, crop: int, crops: int = 1) -> list[tuple[int, int]]:
+    """``(top, left)`` of the crops: the center one (torchvision's rounding), or three.
+
+    Three crops lie along the long side at offsets ``0, 2, 4`` times ``(long - crop) // 4``
+    (the reference ``GroupFullResSample``), the short side centered the same way:
+    left/center/right for landscape, top/center/bottom for portrait.
+    """
+    if height < crop or width < crop:
+        raise ValueError(f"frame {width}x{height} is smaller than the {crop} crop")
+    if crops == 1:
+        return [(int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0)))]
+    if crops != 3:
+        raise ValueError("crops must be 1 or 3")
+    h_step, w_step = (height - crop) // 4, (width - crop) // 4
+    if width >= height:
+        return [(2 * h_step, k * w_step) for k in (0, 2, 4)]
+    return [(k * h_step, 2 * w_step) for k in (0, 2, 4)]
