@@ -25,14 +25,21 @@ def class_logits(video_emb: torch.Tensor, classifier: torch.Tensor) -> torch.Ten
 class VideoClassifier(nn.Module):
     """The whole model in one module: pixels ``[B, views, T, 3, H, W]`` -> logits ``[B, C]``.
 
-    The classifier ``W [C, D]`` is a buffer: frozen, never a parameter.
+    The classifier ``W [C, D]`` is a buffer: frozen, never a parameter (``trainable_classifier``
+    makes it one, for the paper's ablation; its rows are normalized in every forward).
     """
 
-    def __init__(self, visual: nn.Module, head: nn.Module, classifier: torch.Tensor) -> None:
+    def __init__(
+        self, visual: nn.Module, head: nn.Module, classifier: torch.Tensor, trainable_classifier: bool = False
+    ) -> None:
         super().__init__()
         self.visual = visual
         self.head = head
-        self.register_buffer("classifier", F.normalize(classifier.float(), dim=-1))
+        weights = F.normalize(classifier.float(), dim=-1)
+        if trainable_classifier:
+            self.classifier = nn.Parameter(weights)
+        else:
+            self.register_buffer("classifier", weights)
 
     def encode_frames(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[N, 3, H, W]`` -> ``[N, D]`` frame embeddings (not normalized)."""
@@ -46,5 +53,6 @@ class VideoClassifier(nn.Module):
         return F.normalize(pooled, dim=-1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        classifier = self.get_buffer("classifier")
-        return class_logits(self.embed(pixels), classifier)
+        classifier = self.classifier
+        assert isinstance(classifier, torch.Tensor)
+        return class_logits(self.embed(pixels), F.normalize(classifier, dim=-1))

@@ -117,6 +117,65 @@ def classify(
         raise typer.Exit(2)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def train(ctx: typer.Context) -> None:
+    """Fine-tune the visual encoder against a frozen text classifier: t4v train --config FILE [--field value ...].
+
+    Every config field is a flag (t4v train --help lists them); torchrun runs it on several GPUs/nodes:
+    torchrun --nproc_per_node 8 -m models.training.train --config FILE. With --export-engine the
+    final checkpoint is exported to OUTPUT/engine (ONNX).
+    """
+    from models.training.config import flag_parser, parse_args
+    from models.training.train import train as run
+
+    if "--help" in ctx.args or "-h" in ctx.args:
+        typer.echo(flag_parser().format_help())
+        return
+    try:
+        cfg = parse_args(list(ctx.args))
+        metrics = run(cfg)
+    except (ModelLoadError, InputError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "step_losses"}))
+    if cfg.export_engine:
+        from engine.runtime import export_from_options
+
+        options = ModelOptions(arch=cfg.arch, pretrained=None if cfg.clip_checkpoint or cfg.random_init else
+                               cfg.pretrained, clip_checkpoint=cfg.clip_checkpoint, random_init=cfg.random_init,
+                               text4vis_checkpoint=cfg.output / "last.pt")
+        manifest = export_from_options(options, cfg.output / "engine")
+        typer.echo(f"engine: {cfg.output / 'engine'} ({manifest.temporal} head)")
+
+
+@app.command("eval")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A Text4Vis-layout checkpoint (e.g. OUTPUT/last.pt).")],
+    list_file: Annotated[Path, typer.Option("--list", help="'path label' lines or a folder per class.")],
+    labels_file: Annotated[Path, typer.Option("--labels", help="Class names (.csv id,name or .txt).")],
+    model: Annotated[str, typer.Option(help="open_clip architecture of the base CLIP.")] = "ViT-B-16",
+    pretrained: Annotated[str | None, typer.Option(help="Pretrained tag of the base CLIP.")] = "openai",
+    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local base CLIP weights.")] = None,
+    random_init: Annotated[bool, typer.Option(help="Random base CLIP (tests).")] = False,
+    root: Annotated[Path | None, typer.Option(help="Prefix of relative paths in the list.")] = None,
+    frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
+    views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
+    template: Annotated[list[str] | None, typer.Option(help="Prompt template(s).")] = None,
+) -> None:
+    """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view)."""
+    from models.training.evaluate import evaluate_checkpoint
+
+    try:
+        clips, crops = _check_views(views)
+        result = evaluate_checkpoint(
+            checkpoint, list_file, labels_file, arch=model,
+            pretrained=None if clip_checkpoint or random_init else pretrained, clip_checkpoint=clip_checkpoint,
+            random_init=random_init, templates=template, frames=frames, clips=clips, crops=crops, root=root,
+        )
+    except (UsageProblem, ModelLoadError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    typer.echo(json.dumps(result))
+
+
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="Engine directory to write.")],

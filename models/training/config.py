@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +54,7 @@ class TrainConfig(BaseModel):
     # output
     output: Path = Path("runs/train")
     resume: Path | None = Field(None, description="A checkpoint (last.pt) to continue from exactly.")
+    stop_after: int | None = Field(None, ge=1, description="Stop after this epoch (a planned interruption).")
     export_engine: bool = Field(False, description="Write an ONNX engine directory at the end (needs engine).")
     device: str = "auto"
 
@@ -71,9 +73,9 @@ def flag_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None, help="YAML or TOML file of the fields below.")
     for name, field in TrainConfig.model_fields.items():
         flag = f"--{name.replace('_', '-')}"
-        annotation = field.annotation
-        kinds = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
-        kind = kinds[0]
+        kind = field.annotation
+        if get_origin(kind) in (Union, UnionType):  # X | None -> X
+            kind = next(a for a in get_args(kind) if a is not type(None))
         if kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=field.description)
@@ -82,7 +84,7 @@ def flag_parser() -> argparse.ArgumentParser:
         elif get_origin(kind) is Literal:
             parser.add_argument(flag, dest=name, choices=get_args(kind), default=None, help=field.description)
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=field.description)
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=field.description)  # type: ignore[arg-type]
     return parser
 
 

@@ -1,0 +1,138 @@
+"""Training and evaluation data: list files or class folders, TSN sampling, augmentation.
+
+Every random choice of sample ``i`` in epoch ``e`` comes from a generator seeded with
+``(seed, e, i)``: the data a process sees does not depend on how many processes there are, on
+DataLoader workers, or on where a run was interrupted (resume and DDP tests rely on it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import Dataset
+
+from models.prompts import clean_label
+from models.sampling import crop_offsets, resized_size, sample_indices, train_indices
+
+log = logging.getLogger(__name__)
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+def read_samples(source: Path, classes: list[str], root: Path | None = None) -> list[Sample]:
+    """``path label`` lines (label: an index into ``classes``), or one sub-folder per class."""
+    if source.is_dir():
+        index = {clean_label(name): i for i, name in enumerate(classes)}
+        samples = []
+        for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+            label = index.get(clean_label(folder.name))
+            if label is None:
+                raise ValueError(f"folder {folder.name!r} is not one of the {len(classes)} classes")
+            samples += [Sample(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES]
+        return samples
+    samples = []
+    for n, line in enumerate(source.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            path_text, label_text = line.rsplit(maxsplit=1)
+            label = int(label_text)
+        except ValueError:
+            raise ValueError(f"{source}:{n}: expected 'path label', got {line!r}") from None
+        if not 0 <= label < len(classes):
+            raise ValueError(f"{source}:{n}: label {label} outside 0..{len(classes) - 1}")
+        path = Path(path_text)
+        samples.append(Sample(root / path if root and not path.is_absolute() else path, label))
+    return samples
+
+
+def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
+    """K samples per class, chosen with ``seed`` (all of a class when it has fewer)."""
+    rng = np.random.default_rng(seed)
+    chosen: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        members = [s for s in samples if s.label == label]
+        picks = rng.choice(len(members), size=min(shots, len(members)), replace=False)
+        chosen += [members[i] for i in sorted(picks)]
+    return chosen
+
+
+def read_video(path: Path, indices: list[int] | None = None) -> tuple[int, np.ndarray | None]:
+    """``(frame count, frames at indices)`` with decord, or PyAV where decord fails."""
+    try:
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+        vr = decord.VideoReader(str(path), num_threads=1)
+        n = len(vr)
+        return n, None if indices is None else vr.get_batch(indices).asnumpy()
+    except Exception:  # noqa: BLE001 - decord missing or unable: PyAV decodes everything
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        if not frames:
+            raise ValueError(f"{path}: no decodable frames") from None
+        return len(frames), None if indices is None else np.stack([frames[i] for i in indices])
+
+
+class VideoDataset(Dataset):
+    """Train: TSN frames, random resized crop, flip, RandAugment (one draw per clip, all frames alike).
+    Eval: the test-time frames of ``clips`` views, short side to 256/224 of the input, ``crops`` crops."""
+
+    def __init__(
+        self, samples: list[Sample], frames: int, input_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+        train: bool, seed: int = 0, rand_augment: bool = True, clips: int = 1, crops: int = 1,
+    ) -> None:
+        self.samples = samples
+        self.frames = frames
+        self.input_size = input_size
+        self.mean, self.std = list(mean), list(std)
+        self.train = train
+        self.seed = seed
+        self.clips, self.crops = clips, crops
+        self.epoch = 0
+        steps: list[T.Transform] = [T.RandomResizedCrop(input_size, antialias=True), T.RandomHorizontalFlip()]
+        if rand_augment:
+            steps.append(T.RandAugment(num_ops=2, magnitude=9))
+        self.augment = T.Compose(steps)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        n, _ = read_video(sample.path)
+        if self.train:
+            _, raw = read_video(sample.path, train_indices(n, self.frames, rng))
+            assert raw is not None
+            clip = torch.from_numpy(raw).permute(0, 3, 1, 2)  # [T, 3, H, W]
+            torch.manual_seed(int(rng.integers(2**31)))  # torchvision's draws, tied to (seed, epoch, i)
+            pixels = self.augment(clip).unsqueeze(0)  # one view
+        else:
+            idx = sample_indices(n, self.frames, self.clips)
+            _, raw = read_video(sample.path, idx.reshape(-1).tolist())
+            assert raw is not None
+            x = torch.from_numpy(raw).permute(0, 3, 1, 2)
+            h, w = resized_size(x.shape[2], x.shape[3], self.input_size * 256 // 224)
+            x = TF.resize(x, [h, w], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+            views = [x[:, :, t : t + self.input_size, left : left + self.input_size]
+                     for t, left in crop_offsets(h, w, self.input_size, self.crops)]
+            pixels = torch.stack(views).view(self.crops, self.clips, self.frames, 3, self.input_size, self.input_size)
+            pixels = pixels.flatten(0, 1)  # [views, T, 3, S, S]
+        pixels = TF.normalize(pixels.float() / 255.0, self.mean, self.std)
+        return pixels, sample.label

@@ -1,0 +1,269 @@
+"""``main(argv)``: fine-tune CLIP's visual encoder (and the temporal head) against a frozen
+text classifier. One process, or ``torchrun`` DDP on one or several nodes (gloo on CPU, nccl on
+GPU); only rank 0 writes. Run ``python -m models.training.train --help`` for every flag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
+from models.clip_loader import ClipSource, load_clip
+from models.prompts import read_labels
+from models.temporal import build_temporal_head
+from models.training.classifier_init import build_classifier, visual_features
+from models.training.config import TrainConfig, parse_args
+from models.training.data import VideoDataset, few_shot, read_samples
+from models.training.evaluate import evaluate
+from models.training.plot import plot_metrics
+from models.video_classifier import VideoClassifier
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point for ``t4v train`` and ``torchrun -m models.training.train``; returns the last metrics."""
+    return train(parse_args(argv))
+
+
+def _distributed(device: str) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _lr_lambda(warmup: int, total: int):  # noqa: ANN202
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        backbone = name.startswith("visual.")
+        decay = p.ndim >= 2 and "embedding" not in name and name != "classifier"
+        groups.setdefault((backbone, decay), []).append(p)
+    return [
+        {"params": ps, "lr": cfg.lr * (cfg.lr_ratio if backbone else 1.0),
+         "weight_decay": cfg.weight_decay if decay else 0.0, "backbone": backbone}
+        for (backbone, decay), ps in groups.items()
+    ]
+
+
+def _released_state(model: VideoClassifier) -> dict[str, torch.Tensor]:
+    state = {f"visual.{k}": v.detach().cpu() for k, v in model.visual.state_dict().items()}
+    state.update({f"fusion_model.{k}": v.detach().cpu() for k, v in model.head.state_dict().items()})
+    state["logit_scale"] = torch.tensor(math.log(100.0))
+    return state
+
+
+def _rng_state() -> dict[str, Any]:
+    """Tensors, lists and numbers only, so the checkpoint still loads with ``weights_only=True``."""
+    numpy_state: Any = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = numpy_state
+    version, inner, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": [version, list(inner), gauss],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, inner, gauss = state["python"]
+    random.setstate((version, tuple(inner), gauss))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    rank, world = _distributed(device)
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    lead = rank == 0
+    per_rank = cfg.batch_size // world
+    if cfg.batch_size % (world * cfg.accumulate):
+        raise ValueError(f"batch_size {cfg.batch_size} must divide by processes x accumulate "
+                         f"= {world * cfg.accumulate}")
+    micro = per_rank // cfg.accumulate
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    classes = read_labels(cfg.labels)
+    clip = load_clip(ClipSource(cfg.arch, None if cfg.clip_checkpoint or cfg.random_init else cfg.pretrained,
+                                cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
+    samples = read_samples(cfg.train_list, classes, cfg.root)
+    if cfg.shots:
+        samples = few_shot(samples, cfg.shots, cfg.seed)
+    steps_per_epoch = len(samples) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(samples)} training videos make no batch of {cfg.batch_size}")
+    make = lambda s, train: VideoDataset(  # noqa: E731
+        s, cfg.frames, cfg.input_size, clip.mean, clip.std, train, cfg.seed, cfg.rand_augment)
+    train_set = make(samples, True)
+
+    lda_data = None
+    if cfg.classifier == "lda":
+        lda_loader = DataLoader(make(few_shot(samples, cfg.lda_shots, cfg.seed), False), batch_size=micro)
+        lda_data = visual_features(clip.model.visual.to(device).eval(), lda_loader, device)
+    weights = build_classifier(cfg.classifier, clip, classes, cfg.templates, cfg.seed, lda_data,
+                               cfg.other_text_model)
+    head = build_temporal_head(cfg.temporal, clip.embed_dim)
+    model = VideoClassifier(clip.model.visual, head, weights, trainable_classifier=cfg.unfreeze_classifier)
+    model = model.to(device).train()
+
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-8)
+    total = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_epochs * steps_per_epoch, total))
+    use_amp = cfg.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch = 0
+    out = cfg.output
+    if cfg.resume is not None:
+        start_epoch = _resume(cfg.resume, model, optimizer, scheduler, scaler)
+    net: torch.nn.Module = DistributedDataParallel(model) if world > 1 else model
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    val_loader = None
+    if cfg.val_list is not None:
+        val_classes = read_labels(cfg.val_labels) if cfg.val_labels else classes
+        val_samples = read_samples(cfg.val_list, val_classes, cfg.root)[rank::world]
+        val_loader = DataLoader(make(val_samples, False), batch_size=max(1, micro), num_workers=cfg.workers)
+        val_weights = weights if cfg.val_labels is None else build_classifier(
+            "text", clip, val_classes, cfg.templates, cfg.seed)
+
+    metrics: dict[str, Any] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                        TimeElapsedColumn(), disable=not lead or not sys.stderr.isatty())
+    with progress:
+        for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
+            train_set.set_epoch(epoch)
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(samples))
+            batches = []
+            for step in range(steps_per_epoch):
+                mine = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+                batches += [mine[k * micro:(k + 1) * micro].tolist() for k in range(cfg.accumulate)]
+            loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers)
+            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
+            net.train()
+            losses, t0 = [], time.perf_counter()
+            it = iter(loader)
+            for _step in range(steps_per_epoch):
+                loss_sum = torch.zeros((), dtype=torch.float64)
+                for k in range(cfg.accumulate):
+                    pixels, labels = next(it)
+                    pixels, labels = pixels.to(device), labels.to(device)
+                    sync = k == cfg.accumulate - 1 or world == 1
+                    ctx = net.no_sync() if not sync and isinstance(net, DistributedDataParallel) else _null()
+                    with ctx, torch.autocast("cuda", enabled=use_amp):
+                        logits = net(pixels).float()
+                        ce = F.cross_entropy(logits, labels, reduction="sum")
+                        scaler.scale(ce / per_rank).backward()
+                    loss_sum += ce.detach().double().cpu()
+                if cfg.clip_grad:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                if world > 1:
+                    dist.all_reduce(loss_sum)
+                losses.append(float(loss_sum) / cfg.batch_size)
+                rate = len(losses) * cfg.batch_size / (time.perf_counter() - t0)
+                progress.update(task, advance=1, status=f"loss {losses[-1]:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                                                       f"{rate:.1f} videos/s")
+            metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(np.mean(losses)),
+                       "step_losses": losses, "lr": scheduler.get_last_lr()[0],
+                       "seconds": time.perf_counter() - t0}
+            if val_loader is not None:
+                evaluated = model if cfg.val_labels is None else VideoClassifier(model.visual, model.head, val_weights)
+                metrics.update({f"val_{k}": v for k, v in evaluate(evaluated, val_loader, device,
+                                                                   len(val_weights)).items()})
+            if lead:
+                _save(out, model, optimizer, scheduler, scaler, epoch + 1, cfg, metrics)
+                with (out / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                plot_metrics(out / "metrics.jsonl", out / "metrics.png")
+                log.info("epoch %d: loss %.4f", epoch + 1, metrics["loss"])
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,
+          scaler: torch.amp.GradScaler, epoch: int, cfg: TrainConfig, metrics: dict[str, Any]) -> None:
+    """``last.pt``: the released layout (``epoch``, ``model_state_dict``) plus what resuming needs."""
+    state = {
+        "epoch": epoch,
+        "model_state_dict": _released_state(model),
+        "classifier": model.classifier.detach().cpu(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(),
+        "config": cfg.model_dump(mode="json"),
+        "metrics": {k: v for k, v in metrics.items() if k != "step_losses"},
+    }
+    tmp = out / "last.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "last.pt")  # atomic: an interrupted save never leaves a broken checkpoint
+
+
+def _resume(path: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,
+            scaler: torch.amp.GradScaler) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    head = apply_text4vis_checkpoint(model.visual, read_text4vis_checkpoint(path), getattr(model.head, "kind", None))
+    model.head.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        model.classifier.copy_(state["classifier"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    return int(state["epoch"])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    main()

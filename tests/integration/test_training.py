@@ -1,0 +1,166 @@
+"""Training on generated videos (moving coloured squares), a tiny random CLIP, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from typer.testing import CliRunner
+
+from models.classifiers import text_classifier
+from models.clip_loader import TINY_ARCH, ClipSource, load_clip
+from models.text_encoder import TextEncoder
+from models.training.classifier_init import projected_text_classifier
+from models.training.config import TrainConfig, parse_args
+from models.training.data import few_shot, read_samples
+from models.training.train import main
+from server.cli import app
+from tests.training_data import make_dataset
+
+CLASSES = ["moving right", "moving down", "moving left"]
+HELD_OUT = ["moving up", "moving right"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("shapes")
+    train_list, labels = make_dataset(root, CLASSES, per_class=4)
+    return root, train_list, labels
+
+
+def args(data: tuple[Path, Path, Path], out: Path, *extra: str) -> list[str]:
+    root, train_list, labels = data
+    return ["--train-list", str(train_list), "--labels", str(labels), "--root", str(root), "--arch", TINY_ARCH,
+            "--random-init", "--frames", "4", "--epochs", "4", "--warmup-epochs", "1", "--batch-size", "6",
+            "--lr", "1e-3", "--lr-ratio", "1", "--no-rand-augment", "--workers", "0", "--output", str(out), *extra]
+
+
+def losses(out: Path) -> list[float]:
+    """Every step's loss, in order."""
+    rows = [json.loads(line)["step_losses"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [loss for row in rows for loss in row]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    main(args(data, out))
+    return out
+
+
+def test_smoke_loss_goes_down_and_classifier_stays_frozen(smoke_run: Path) -> None:
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    curve = [r["loss"] for r in rows]
+    assert len(curve) == 4 and curve[-1] < curve[0] * 0.5, curve
+    saved = torch.load(smoke_run / "last.pt", weights_only=False)
+    clip = load_clip(ClipSource(arch=TINY_ARCH, random_init=True, seed=0))
+    before = F.normalize(text_classifier(TextEncoder(clip), CLASSES), dim=-1)
+    assert torch.equal(saved["classifier"], before)  # bit-identical after 4 epochs of training
+    assert not any(torch.equal(saved["model_state_dict"][f"visual.{k}"], v)
+                   for k, v in clip.model.visual.state_dict().items() if v.ndim >= 2)  # the encoder did train
+    assert (smoke_run / "metrics.png").stat().st_size > 1000
+    assert saved["epoch"] == 4 and set(saved["model_state_dict"]) >= {"logit_scale", "visual.proj"}
+
+
+def test_checkpoint_reloads_and_classifies(smoke_run: Path, data: tuple[Path, Path, Path]) -> None:
+    root, train_list, labels = data
+    video = root / "moving_left_0.mp4"
+    r = CliRunner().invoke(app, ["classify", str(video), "--model", TINY_ARCH, "--random-init", "--text4vis-checkpoint",
+                                 str(smoke_run / "last.pt"), "--labels-file", str(labels), "--frames", "4", "--json"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"]["temporal"] == "transf" and len(out["results"][0]["predictions"]) == 3
+    e = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), "--list", str(train_list), "--labels", str(labels),
+                                 "--root", str(root), "--model", TINY_ARCH, "--random-init", "--frames", "4",
+                                 "--views", "2x3"])
+    assert e.exit_code == 0, e.stderr
+    result = json.loads(e.stdout)
+    assert result["videos"] == 12 and 0 <= result["top1"] <= result["top5"] <= 1
+
+
+def test_resume_reproduces_the_uninterrupted_run(
+    smoke_run: Path, data: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "interrupted"
+    main(args(data, out, "--stop-after", "2"))
+    main(args(data, out, "--resume", str(out / "last.pt")))
+    assert losses(out) == pytest.approx(losses(smoke_run), rel=1e-5)
+    a = torch.load(smoke_run / "last.pt", weights_only=False)["model_state_dict"]
+    b = torch.load(out / "last.pt", weights_only=False)["model_state_dict"]
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(smoke_run: Path, data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """torchrun, 2 processes x 3 videos = the same global batch of 6: the same loss curve (gloo, CPU)."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "models.training.train", *args(data, out, "--epochs", "4", "--stop-after", "2")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert losses(out) == pytest.approx(losses(smoke_run)[:4], rel=1e-4)  # 2 epochs x 2 steps
+
+
+def test_config_file_and_flags(tmp_path: Path, data: tuple[Path, Path, Path]) -> None:
+    cfg_file = tmp_path / "train.yaml"
+    cfg_file.write_text(yaml.safe_dump({"train_list": "a.txt", "labels": "l.txt", "epochs": 7, "temporal": "mean"}))
+    cfg = parse_args(["--config", str(cfg_file), "--epochs", "3", "--lr-ratio", "0.5", "--no-amp"])
+    assert (cfg.epochs, cfg.temporal, cfg.lr_ratio, cfg.amp) == (3, "mean", 0.5, False)
+    toml = tmp_path / "train.toml"
+    toml.write_text('train_list = "a.txt"\nlabels = "l.txt"\nclassifier = "orthogonal"\n')
+    assert TrainConfig.load(toml, {}).classifier == "orthogonal"
+    with pytest.raises(ValueError):
+        TrainConfig.load(toml, {"epochs": 0})
+
+
+def test_few_shot_protocol(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    root, train_list, _ = data
+    samples = read_samples(train_list, CLASSES, root)
+    chosen = few_shot(samples, 2, seed=3)
+    assert len(chosen) == 6 and all(sum(s.label == c for s in chosen) == 2 for c in range(3))
+    assert chosen == few_shot(samples, 2, seed=3) and chosen != few_shot(samples, 2, seed=4)
+    metrics = main(args(data, tmp_path / "fewshot", "--shots", "2", "--epochs", "1", "--warmup-epochs", "0"))
+    assert metrics["epoch"] == 1 and len(metrics["step_losses"]) == 1  # 6 videos = one batch of 6
+
+
+def test_zero_shot_protocol_evaluates_unseen_classes(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    held = tmp_path / "held"
+    val_list, val_labels = make_dataset(held, HELD_OUT, per_class=2, seed=9)
+    val_list.write_text("".join(f"{held / line}\n" for line in val_list.read_text().splitlines()))  # absolute
+    metrics = main(args(data, tmp_path / "zs", "--epochs", "1", "--warmup-epochs", "0",
+                        "--val-list", str(val_list), "--val-labels", str(val_labels)))
+    assert metrics["val_videos"] == 4 and 0 <= metrics["val_top1"] <= 1 and "val_mean_class_acc" in metrics
+
+
+@pytest.mark.parametrize("kind", ["random", "orthogonal", "lda"])
+def test_other_classifier_inits_train(kind: str, data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / kind
+    main(args(data, out, "--classifier", kind, "--epochs", "1", "--warmup-epochs", "0", "--lda-shots", "2"))
+    w = torch.load(out / "last.pt", weights_only=False)["classifier"]
+    assert w.shape == (3, 64) and torch.allclose(w.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_projected_text_classifier() -> None:
+    def fake_sentence_encoder(texts: list[str]) -> torch.Tensor:  # a deterministic 384-d "text model"
+        return torch.stack([torch.tensor([float(ord(c)) for c in t.ljust(384)[:384]]) for t in texts])
+
+    w = projected_text_classifier(fake_sentence_encoder, ["yoga", "surfing"], dim=64, seed=1)
+    assert w.shape == (2, 64) and torch.allclose(w.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(w, projected_text_classifier(fake_sentence_encoder, ["yoga", "surfing"], 64, 1))
+
+
+def test_unfreeze_classifier_ablation_changes_it(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "unfrozen"
+    main(args(data, out, "--unfreeze-classifier", "--epochs", "2", "--warmup-epochs", "0", "--stop-after", "1"))
+    first = torch.load(out / "last.pt", weights_only=False)["classifier"]
+    main(args(data, out, "--unfreeze-classifier", "--epochs", "2", "--warmup-epochs", "0",
+              "--resume", str(out / "last.pt")))
+    assert not torch.equal(first, torch.load(out / "last.pt", weights_only=False)["classifier"])
