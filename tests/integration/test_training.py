@@ -164,3 +164,15 @@ def test_unfreeze_classifier_ablation_changes_it(data: tuple[Path, Path, Path], 
     main(args(data, out, "--unfreeze-classifier", "--epochs", "2", "--warmup-epochs", "0",
               "--resume", str(out / "last.pt")))
     assert not torch.equal(first, torch.load(out / "last.pt", weights_only=False)["classifier"])
+
+
+def test_t4v_train_cli_exports_an_engine(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(app, ["train", *args(data, out, "--epochs", "1", "--warmup-epochs", "0"),
+                                 "--temporal", "mean", "--export-engine"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["epoch"] == 1
+    manifest = json.loads((out / "engine" / "manifest.json").read_text())
+    assert manifest["temporal"] == "mean" and manifest["source"]["text4vis_checkpoint"] == str(out / "last.pt")
+    bad = CliRunner().invoke(app, ["train", "--labels", "x.txt"])
+    assert bad.exit_code == 2 and "train_list" in bad.stderr
