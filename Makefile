@@ -4,28 +4,30 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_ARGS ?= --model ViT-B-16 --pretrained openai
 
-.PHONY: install serve test lint bench redis
+.PHONY: install serve test lint bench system-deps
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e clients
 	touch $@
 
 # the HTTP server on 127.0.0.1:8000 with the Kinetics-400 vocabulary registered
 serve: install
 	$(BIN)/t4v serve $(MODEL_ARGS) --preset kinetics400
 
-test: install redis
+test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# the tests start their own redis-server on a free port; install it from Debian's packages if missing
-redis:
-	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+# the tests start their own redis-server on a free port and drive Debian's Chromium (the web page);
+# both come from Debian's packages when missing (Playwright never downloads a browser here)
+system-deps:
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .

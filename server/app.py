@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from engine.runtime import Runtime
 from server import errors
@@ -14,6 +17,7 @@ from server.routes import classify, health, vocab
 from server.service import Service
 from server.settings import Settings
 
+STATIC = Path(__file__).parent / "static"
 JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only /classify takes large uploads
 
 
@@ -42,6 +46,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(classify.router)
     app.include_router(vocab.router)
     app.include_router(health.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
     limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: limit if path == "/classify" else JSON_BODY_LIMIT)
     app.add_middleware(RequestMetrics, metrics=service.metrics)

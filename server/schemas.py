@@ -73,6 +73,7 @@ class ClassifyOut(BaseModel):
     model: str = Field(description="Text model id the classifier was built with.")
     frame_indices: list[int] = Field(description="Sampled frames, clips x T, clip-major.")
     timing_ms: dict[str, float]
+    thumbnails: list[str] | None = Field(None, description="JPEG data URLs of the sampled frames, when asked.")
 
 
 class ModelOut(BaseModel):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import shutil
 import tempfile
@@ -10,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import torch
 from fastapi import APIRouter, File, Form, UploadFile
+from PIL import Image
 
 from engine.classifier import Classifier
 from engine.decode_pool import DecodeJob
@@ -47,6 +51,9 @@ async def classify(
         int, Form(ge=0, le=64, description="Frames sampled per clip (T); 0 = the server's default_frames.")
     ] = 0,
     views: Annotated[str, Form(description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")] = "1x1",
+    thumbnails: Annotated[
+        bool, Form(description="Also return the first view's frames as small JPEG data URLs.")
+    ] = False,
 ) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
     t0 = time.perf_counter()
@@ -96,7 +103,19 @@ async def classify(
         model=classifier.text_model,
         frame_indices=clip.frame_indices,
         timing_ms={k: round(v, 2) for k, v in timing.items()},
+        thumbnails=await asyncio.to_thread(_thumbnails, clip.pixels[clip.gather[0]]) if thumbnails else None,
     )
+
+
+def _thumbnails(frames: torch.Tensor, size: int = 96) -> list[str]:
+    """uint8 ``[T, 3, S, S]`` -> JPEG data URLs of ``size`` px."""
+    urls = []
+    for frame in frames:
+        image = Image.fromarray(frame.permute(1, 2, 0).numpy()).resize((size, size), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
+        urls.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return urls
 
 
 def _display_name(filename: str | None) -> str:

@@ -1,0 +1,20 @@
+"""Client for text4vis-serve: ``Client`` / ``AsyncClient``, typed results and errors."""
+
+from t4v_client.client import AsyncClient, Client
+from t4v_client.errors import (
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ServerError,
+    T4VError,
+    Unavailable,
+    UnsupportedMedia,
+)
+from t4v_client.models import ClassifyResult, Health, Prediction, Vocabulary, VocabularySummary
+
+__all__ = [
+    "AsyncClient", "Client", "ClassifyResult", "Health", "InvalidInput", "NotFound", "PayloadTooLarge",
+    "Prediction", "PreconditionFailed", "ServerError", "T4VError", "Unavailable", "UnsupportedMedia",
+    "Vocabulary", "VocabularySummary",
+]

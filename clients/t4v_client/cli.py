@@ -1,0 +1,151 @@
+"""``t4v-client``: the HTTP API from a shell, with readable tables or ``--json``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from t4v_client.client import Client
+from t4v_client.errors import T4VError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
+vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
+app.add_typer(vocab_app, name="vocab")
+URL = Annotated[str, typer.Option("--url", envvar="T4V_URL", help="Server base URL.")]
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+out = Console()
+
+
+def _fail(exc: Exception) -> None:
+    sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+    raise typer.Exit(1 if isinstance(exc, T4VError) and (exc.status or 500) >= 500 else 2)
+
+
+def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
+    if labels_file is not None:
+        text = labels_file.read_text(encoding="utf-8")
+        if labels_file.suffix == ".csv":
+            rows = [r for r in csv.reader(text.splitlines()) if r]
+            if rows and [c.strip().lower() for c in rows[0]][:2] == ["id", "name"]:
+                rows = rows[1:]
+            return [r[-1].strip() for r in rows]
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return [x.strip() for x in (labels or "").split(",") if x.strip()]
+
+
+@app.command()
+def classify(
+    file: Annotated[Path, typer.Argument(help="A video or an image.")],
+    vocab: Annotated[str | None, typer.Option(help="A registered vocabulary.")] = None,
+    labels: Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')] = None,
+    top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = all.")] = 5,
+    frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
+    views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
+    url: URL = "http://127.0.0.1:8000",
+    as_json: JSON = False,
+) -> None:
+    """Classify FILE against --vocab NAME or --labels."""
+    try:
+        with Client(url) as client:
+            result = client.classify(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
+                                     top_k=top_k, frames=frames, views=views)
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    ref = f"  vocab {result.vocab.name} v{result.vocab.version}" if result.vocab else ""
+    table = Table(title=f"{file.name}{ref}")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("cosine", justify="right")
+    for p in result.predictions:
+        table.add_row(p.label, f"{p.probability:.4f}", f"{p.score:.4f}")
+    out.print(table)
+
+
+@vocab_app.command("put")
+def vocab_put(
+    name: str,
+    labels: Annotated[str | None, typer.Option(help='"a,b,c".')] = None,
+    labels_file: Annotated[Path | None, typer.Option(help=".csv (id,name) or .txt, one per line.")] = None,
+    preset: Annotated[str | None, typer.Option(help="A built-in label set, e.g. kinetics400.")] = None,
+    template: Annotated[list[str] | None, typer.Option(help="Prompt template; repeat for an ensemble.")] = None,
+    if_match: Annotated[str | None, typer.Option(help="Only replace this ETag.")] = None,
+    url: URL = "http://127.0.0.1:8000",
+    as_json: JSON = False,
+) -> None:
+    """Define or replace vocabulary NAME."""
+    try:
+        with Client(url) as client:
+            v = client.put_vocab(name, None if preset else _labels(labels, labels_file), template, if_match, preset)
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(v.model_dump_json() if as_json else f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}")
+
+
+@vocab_app.command("get")
+def vocab_get(name: str, url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> None:
+    """Show vocabulary NAME."""
+    try:
+        with Client(url) as client:
+            v = client.get_vocab(name)
+    except T4VError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(v.model_dump_json())
+    else:
+        out.print(f"{v.name} v{v.version} ({v.text_model}), etag {v.etag}\ntemplates: {v.templates}")
+        out.print(", ".join(v.labels), markup=False)
+
+
+@vocab_app.command("list")
+def vocab_list(url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> None:
+    """List the vocabularies."""
+    try:
+        with Client(url) as client:
+            items = client.list_vocabs()
+    except T4VError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps([v.model_dump() for v in items]))
+        return
+    table = Table()
+    for column in ("name", "version", "labels", "text model"):
+        table.add_column(column)
+    for v in items:
+        table.add_row(v.name, str(v.version), str(v.num_labels), v.text_model)
+    out.print(table)
+
+
+@vocab_app.command("delete")
+def vocab_delete(name: str, url: URL = "http://127.0.0.1:8000") -> None:
+    """Delete vocabulary NAME."""
+    try:
+        with Client(url) as client:
+            client.delete_vocab(name)
+    except T4VError as exc:
+        _fail(exc)
+    typer.echo(f"deleted {name}")
+
+
+@app.command()
+def health(url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> None:
+    """Liveness and readiness; exit 0 only when ready."""
+    with Client(url) as client:
+        h = client.health()
+    typer.echo(h.model_dump_json() if as_json else f"live: {h.live}, ready: {h.ready}" +
+               (f" ({h.detail})" if h.detail else ""))
+    if not h.ready:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,48 @@
+"""Typed results (they mirror the server's OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+    score: float
+
+
+class VocabRef(BaseModel):
+    name: str
+    version: int
+
+
+class ClassifyResult(BaseModel):
+    vocab: VocabRef | None
+    predictions: list[Prediction]
+    model: str
+    frame_indices: list[int]
+    timing_ms: dict[str, float]
+    thumbnails: list[str] | None = None
+
+
+class Vocabulary(BaseModel):
+    name: str
+    version: int
+    labels: list[str]
+    templates: list[str]
+    text_model: str
+    etag: str
+
+
+class VocabularySummary(BaseModel):
+    name: str
+    version: int
+    num_labels: int
+    text_model: str
+    etag: str
+
+
+class Health(BaseModel):
+    live: bool
+    ready: bool
+    detail: str | None = None

@@ -1,0 +1,117 @@
+// The page talks to the same JSON API as every other client; errors are shown in plain words.
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+  $("status").textContent = "";
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+async function readError(response) {
+  let detail = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") detail = body.detail;
+    else if (Array.isArray(body.detail)) detail = body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+  } catch (_) { /* not JSON: keep the status line */ }
+  const advice = { 413: "The file is too large for this server.", 415: "This file is not a video or image the server can read.",
+                   503: "The server is busy or still starting; try again in a moment.", 404: "That vocabulary does not exist." };
+  return advice[response.status] ? `${advice[response.status]} (${detail})` : detail;
+}
+
+async function loadVocabs(selected) {
+  const response = await fetch("/vocab");
+  if (!response.ok) { showError(await readError(response)); return; }
+  const { vocabularies } = await response.json();
+  const select = $("vocab-select");
+  select.innerHTML = "";
+  if (vocabularies.length === 0) select.add(new Option("(none yet)", ""));
+  for (const v of vocabularies) select.add(new Option(`${v.name} (${v.num_labels} labels, v${v.version})`, v.name));
+  if (selected) select.value = selected;
+}
+
+async function saveVocab() {
+  clearError();
+  const name = $("vocab-name").value.trim();
+  const labels = $("vocab-labels").value.split("\n").map((s) => s.trim()).filter(Boolean);
+  if (!name) { showError("Give the vocabulary a name (letters, digits, . _ -)."); return; }
+  if (labels.length === 0) { showError("Type at least one label, one per line."); return; }
+  $("status").textContent = "Encoding the labels…";
+  const response = await fetch(`/vocab/${encodeURIComponent(name)}`, {
+    method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ labels }),
+  });
+  if (!response.ok) { showError(await readError(response)); return; }
+  const vocab = await response.json();
+  $("status").textContent = `Saved “${vocab.name}”, version ${vocab.version}, ${vocab.labels.length} labels.`;
+  await loadVocabs(vocab.name);
+}
+
+function render(result) {
+  const chart = $("chart");
+  chart.innerHTML = "";
+  const top = Math.max(...result.predictions.map((p) => p.probability), 1e-9);
+  for (const p of result.predictions) {
+    const row = document.createElement("div");
+    row.className = "bar-row";
+    const label = document.createElement("span");
+    label.className = "bar-label";
+    label.textContent = p.label;
+    label.title = p.label;
+    const track = document.createElement("div");
+    track.className = "bar-track";
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${(100 * p.probability) / top}%`;
+    bar.dataset.probability = p.probability;
+    track.appendChild(bar);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = `${(100 * p.probability).toFixed(1)}%`;
+    row.append(label, track, value);
+    chart.appendChild(row);
+  }
+  const thumbs = $("thumbs");
+  thumbs.innerHTML = "";
+  (result.thumbnails || []).forEach((src, i) => {
+    const img = document.createElement("img");
+    img.src = src;
+    img.alt = `frame ${result.frame_indices[i]}`;
+    thumbs.appendChild(img);
+  });
+  $("results").hidden = false;
+}
+
+async function classify() {
+  clearError();
+  const file = $("file").files[0];
+  const vocab = $("vocab-select").value;
+  if (!vocab) { showError("Choose or create a vocabulary first."); return; }
+  if (!file) { showError("Choose a video or an image to classify."); return; }
+  const form = new FormData();
+  form.append("file", file);
+  form.append("vocab", vocab);
+  form.append("top_k", $("top-k").value || "5");
+  form.append("thumbnails", "true");
+  $("status").textContent = "Classifying…";
+  $("classify").disabled = true;
+  try {
+    const response = await fetch("/classify", { method: "POST", body: form });
+    if (!response.ok) { showError(await readError(response)); return; }
+    const result = await response.json();
+    $("status").textContent = `Done in ${Math.round(result.timing_ms.total)} ms.`;
+    render(result);
+  } catch (err) {
+    showError(`Could not reach the server (${err}).`);
+  } finally {
+    $("classify").disabled = false;
+  }
+}
+
+$("vocab-save").addEventListener("click", saveVocab);
+$("classify").addEventListener("click", classify);
+loadVocabs();

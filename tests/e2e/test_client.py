@@ -1,0 +1,73 @@
+"""The Python client and `t4v-client` against a real running server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from t4v_client import AsyncClient, Client, NotFound, PayloadTooLarge, PreconditionFailed, UnsupportedMedia
+from tests.conftest import shared_path
+
+
+def test_client_round_trip(live_server: str, tmp_path: Path) -> None:
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    with Client(live_server) as c:
+        assert c.health().ready
+        v = c.put_vocab("client-sports", ["arm wrestling", "surfing", "yoga"])
+        assert v.version == 1 and c.get_vocab("client-sports").etag == v.etag
+        assert "client-sports" in [x.name for x in c.list_vocabs()]
+        result = c.classify(clip, vocab="client-sports", top_k=0, thumbnails=True)
+        assert result.vocab is not None and result.vocab.version == 1 and len(result.predictions) == 3
+        assert abs(sum(p.probability for p in result.predictions) - 1) < 1e-6
+        assert result.thumbnails and result.thumbnails[0].startswith("data:image/jpeg;base64,")
+        adhoc = c.classify(clip.read_bytes(), labels=["a", "b"], filename="clip.mp4")
+        assert adhoc.vocab is None and {p.label for p in adhoc.predictions} == {"a", "b"}
+        with pytest.raises(PreconditionFailed):
+            c.put_vocab("client-sports", ["x"], if_match="stale")
+        v2 = c.put_vocab("client-sports", ["x", "y"], if_match=v.etag)
+        assert v2.version == 2
+        with pytest.raises(UnsupportedMedia, match="notes.txt"):
+            c.classify(b"plain text, not a video" * 10, vocab="client-sports", filename="notes.txt")
+        with pytest.raises(PayloadTooLarge):
+            c.classify(b"\0" * (5 * 2**20), vocab="client-sports", filename="big.mp4")
+        c.delete_vocab("client-sports")
+        with pytest.raises(NotFound):
+            c.get_vocab("client-sports")
+
+
+def test_async_client_concurrent(live_server: str) -> None:
+    clip = shared_path("videos", "ucf101_sample_320x240.avi")
+
+    async def go() -> list[str]:
+        async with AsyncClient(live_server) as c:
+            await c.put_vocab("async-v", ["a", "b", "c"])
+            results = await asyncio.gather(*(c.classify(clip, vocab="async-v") for _ in range(4)))
+            await c.delete_vocab("async-v")
+            return [r.predictions[0].label for r in results]
+
+    tops = asyncio.run(go())
+    assert len(set(tops)) == 1  # the same clip, the same answer, batched or not
+
+
+def test_cli(live_server: str, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("arm wrestling\nsurfing\n")
+    cli = [sys.executable, "-m", "t4v_client.cli"]
+    put = subprocess.run([*cli, "vocab", "put", "cli-v", "--labels-file", str(labels), "--url", live_server],
+                         capture_output=True, text=True, timeout=60)
+    assert put.returncode == 0 and "cli-v v1: 2 labels" in put.stdout, put.stderr
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    out = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-v", "--json", "--url", live_server],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert {p["label"] for p in json.loads(out.stdout)["predictions"]} == {"arm wrestling", "surfing"}
+    table = subprocess.run([*cli, "vocab", "list", "--url", live_server], capture_output=True, text=True, timeout=60)
+    assert "cli-v" in table.stdout
+    missing = subprocess.run([*cli, "vocab", "get", "nope", "--url", live_server], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: no vocabulary named 'nope'"
