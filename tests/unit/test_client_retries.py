@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+
 from t4v_client import Client, InvalidInput, NotFound, Unavailable
 
 
