@@ -27,18 +27,27 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_documented_classify_options_exist() -> None:
     readme = ROOT.joinpath("README.md").read_text()
-    documented = set(re.findall(r"(--[a-z][a-z0-9-]+)", readme.split("## `t4v classify`")[1].split("## ")[0]))
+    documented = set(re.findall(r"(--[a-z][a-z0-9-]+)", readme.split("### Offline: `t4v classify`")[1].split("## ")[0]))
     result = CliRunner().invoke(app, ["classify", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     missing = {opt for opt in documented if opt not in result.stdout}
     assert not missing
 
 
+def test_sections_in_the_promised_order() -> None:
+    readme = ROOT.joinpath("README.md").read_text()
+    titles = re.findall(r"^## (.+)$", readme, re.M)
+    wanted = ["What it does", "The HTTP API", "The Python client", "Compose on a GPU host", "Exporting an engine",
+              "Training", "Configuration", "Benchmarks"]
+    positions = [next(i for i, t in enumerate(titles) if t.startswith(w)) for w in wanted]
+    assert positions == sorted(positions), titles
+
+
 def test_configuration_table_is_complete() -> None:
     from server.settings import Settings
 
     readme = ROOT.joinpath("README.md").read_text()
-    table = readme.split("### Configuration")[1].split("\n## ")[0]
+    table = readme.split("## Configuration")[1].split("\n## ")[0]
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for name in Settings.model_fields:
