@@ -68,3 +68,36 @@ class PixelEncoder(torch.nn.Module):
         x = self.normalize(pixels)
         dtype = next(self.visual.parameters()).dtype
         return self.visual(x.to(dtype)).float()
+
+
+class ChunkedEncoder:
+    """What every backend shares: input checks, splitting into ``max_batch_size`` chunks, health.
+    Subclasses set the contract's attributes and implement :meth:`_encode_chunk`."""
+
+    name: str
+    device: str
+    precision: Precision
+    embed_dim: int
+    input_size: int
+    max_batch_size: int
+    _ok: bool = True
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 pixels [N, 3, S, S], got {pixels.dtype} {tuple(pixels.shape)}")
+        try:
+            return torch.cat([self._encode_chunk(chunk) for chunk in pixels.split(self.max_batch_size)])
+        except Exception:
+            self._ok = False
+            raise
+
+    def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[n <= max_batch_size, 3, S, S]`` -> float32 ``[n, D]`` on the CPU."""
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        self.encode(torch.zeros(1, 3, self.input_size, self.input_size, dtype=torch.uint8))
+        self._ok = True
+
+    def healthy(self) -> bool:
+        return self._ok

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import BackendUnavailable, Precision
+from engine.backends.base import BackendUnavailable, ChunkedEncoder, Precision
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def session_options(threads: int = 0, full_optimization: bool = True):  # noqa: 
     return so
 
 
-class OnnxFrameEncoder:
+class OnnxFrameEncoder(ChunkedEncoder):
     name = "onnxruntime"
 
     def __init__(
@@ -74,23 +74,7 @@ class OnnxFrameEncoder:
         self.input_size = input_size
         self.max_batch_size = max_batch_size
         self._input = self.session.get_inputs()[0].name
-        self._ok = True
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 pixels [N, 3, S, S], got {pixels.dtype} {tuple(pixels.shape)}")
-        out = []
-        try:
-            for chunk in pixels.split(self.max_batch_size):
-                (emb,) = self.session.run(None, {self._input: np.ascontiguousarray(chunk.numpy())})
-                out.append(torch.from_numpy(emb.astype(np.float32, copy=False)))
-        except Exception:
-            self._ok = False
-            raise
-        return torch.cat(out)
-
-    def warmup(self) -> None:
-        self.encode(torch.zeros(1, 3, self.input_size, self.input_size, dtype=torch.uint8))
-
-    def healthy(self) -> bool:
-        return self._ok
+    def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        (emb,) = self.session.run(None, {self._input: np.ascontiguousarray(pixels.numpy())})
+        return torch.from_numpy(emb.astype(np.float32, copy=False))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from engine.backends.base import BackendUnavailable, Precision
+from engine.backends.base import BackendUnavailable, ChunkedEncoder, Precision
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def build_engine(onnx_path: Path, plan_path: Path, input_size: int, max_batch: i
     plan_path.write_bytes(bytes(serialized))
 
 
-class TensorRTFrameEncoder:
+class TensorRTFrameEncoder(ChunkedEncoder):
     name = "tensorrt"
 
     def __init__(
@@ -86,29 +86,17 @@ class TensorRTFrameEncoder:
         self._input = self._engine.get_tensor_name(0)
         self._output = self._engine.get_tensor_name(1)
         self._stream = torch.cuda.Stream(device=device)
-        self._ok = True
 
     @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 pixels [N, 3, S, S], got {pixels.dtype} {tuple(pixels.shape)}")
-        out = []
+    def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.cuda.stream(self._stream):
-            for chunk in pixels.split(self.max_batch_size):
-                x = chunk.to(self.device, non_blocking=True).contiguous()
-                y = torch.empty((x.shape[0], self.embed_dim), dtype=torch.float32, device=self.device)
-                self._context.set_input_shape(self._input, tuple(x.shape))
-                self._context.set_tensor_address(self._input, x.data_ptr())
-                self._context.set_tensor_address(self._output, y.data_ptr())
-                if not self._context.execute_async_v3(self._stream.cuda_stream):
-                    self._ok = False
-                    raise RuntimeError("TensorRT execution failed")
-                out.append(y.to("cpu", non_blocking=True))
+            x = pixels.to(self.device, non_blocking=True).contiguous()
+            y = torch.empty((x.shape[0], self.embed_dim), dtype=torch.float32, device=self.device)
+            self._context.set_input_shape(self._input, tuple(x.shape))
+            self._context.set_tensor_address(self._input, x.data_ptr())
+            self._context.set_tensor_address(self._output, y.data_ptr())
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed")
+            out = y.to("cpu", non_blocking=True)
         self._stream.synchronize()
-        return torch.cat(out)
-
-    def warmup(self) -> None:
-        self.encode(torch.zeros(1, 3, self.input_size, self.input_size, dtype=torch.uint8))
-
-    def healthy(self) -> bool:
-        return self._ok
+        return out
