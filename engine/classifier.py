@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class Classifier:
     ) -> Classifier:
         """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`)."""
         if len(set(labels)) != len(labels):
-            dupes = sorted({label for label in labels if list(labels).count(label) > 1})
+            dupes = sorted(label for label, n in Counter(labels).items() if n > 1)
             raise ValueError(f"duplicate labels: {', '.join(dupes[:5])}")
         matrix = text_classifier(encoder, labels, templates)
         return cls(tuple(labels), matrix, tuple(templates), encoder.model_id)

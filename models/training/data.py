@@ -8,6 +8,7 @@ DataLoader workers, or on where a run was interrupted (resume and DDP tests rely
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,21 +70,21 @@ def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
     return chosen
 
 
-def read_video(path: Path, indices: list[int] | None = None) -> tuple[int, np.ndarray | None]:
-    """``(frame count, frames at indices)`` with decord, or PyAV where decord fails."""
+def read_video(path: Path, choose: Callable[[int], list[int]]) -> np.ndarray:
+    """The frames ``choose(frame count)`` picks, opening the file once: decord, or PyAV where
+    decord fails (PyAV then decodes every frame)."""
     try:
         import decord
 
         decord.logging.set_level(decord.logging.QUIET)
         vr = decord.VideoReader(str(path), num_threads=1)
-        n = len(vr)
-        return n, None if indices is None else vr.get_batch(indices).asnumpy()
+        return vr.get_batch(choose(len(vr))).asnumpy()
     except Exception:  # noqa: BLE001 - decord missing or unable: PyAV decodes everything
         with av.open(str(path)) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         if not frames:
             raise ValueError(f"{path}: no decodable frames") from None
-        return len(frames), None if indices is None else np.stack([frames[i] for i in indices])
+        return np.stack([frames[i] for i in choose(len(frames))])
 
 
 class VideoDataset(Dataset):
@@ -116,17 +117,13 @@ class VideoDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        n, _ = read_video(sample.path)
         if self.train:
-            _, raw = read_video(sample.path, train_indices(n, self.frames, rng))
-            assert raw is not None
+            raw = read_video(sample.path, lambda n: train_indices(n, self.frames, rng))
             clip = torch.from_numpy(raw).permute(0, 3, 1, 2)  # [T, 3, H, W]
             torch.manual_seed(int(rng.integers(2**31)))  # torchvision's draws, tied to (seed, epoch, i)
             pixels = self.augment(clip).unsqueeze(0)  # one view
         else:
-            idx = sample_indices(n, self.frames, self.clips)
-            _, raw = read_video(sample.path, idx.reshape(-1).tolist())
-            assert raw is not None
+            raw = read_video(sample.path, lambda n: sample_indices(n, self.frames, self.clips).reshape(-1).tolist())
             x = torch.from_numpy(raw).permute(0, 3, 1, 2)
             h, w = resized_size(x.shape[2], x.shape[3], self.input_size * 256 // 224)
             x = TF.resize(x, [h, w], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
