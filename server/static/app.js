@@ -47,8 +47,8 @@ async function saveVocab() {
   });
   if (!response.ok) { showError(await readError(response)); return; }
   const vocab = await response.json();
+  await loadVocabs(vocab.name);  // select the new vocabulary before saying it is saved: no stale choice in between
   $("status").textContent = `Saved “${vocab.name}”, version ${vocab.version}, ${vocab.labels.length} labels.`;
-  await loadVocabs(vocab.name);
 }
 
 function render(result) {
