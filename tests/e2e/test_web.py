@@ -24,7 +24,7 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1000, "height": 1100})
-        page.goto(f"{live_server}/")
+        page.goto(f"{live_server}/", wait_until="networkidle")  # the vocabulary list has loaded
         assert page.title() == "text4vis-serve"
         page.click("#classify")  # nothing chosen yet: a plain-words error, no request
         expected = ("Choose a video or an image to classify." if page.locator("#vocab-select").input_value()
