@@ -57,6 +57,7 @@ class ModelInfo:
     device: str
     precision: str
     checkpoint: str | None
+    text_device: str  # where prompts are encoded (PUT /vocab): the GPU when there is one
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -107,7 +108,7 @@ def build_runtime(opts: ModelOptions) -> Runtime:
         PreprocessConfig.for_mode(mode, clip.image_size, clip.mean, clip.std),
         decoder=opts.decoder,
     )
-    text_encoder = TextEncoder(clip)
+    text_encoder = TextEncoder(clip, device=device)
     info = ModelInfo(
         arch=clip.arch,
         model_id=clip.model_id,
@@ -117,9 +118,10 @@ def build_runtime(opts: ModelOptions) -> Runtime:
         device=device,
         precision=opts.precision,
         checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
+        text_device=str(text_encoder.device),
     )
-    log.info("model %s (%s head, %s preprocessing) on %s %s via %s", info.model_id, info.temporal,
-             info.preprocess, info.device, info.precision, info.backend)
+    log.info("model %s (%s head, %s preprocessing) on %s %s via %s; text encoder on %s", info.model_id,
+             info.temporal, info.preprocess, info.device, info.precision, info.backend, info.text_device)
     return Runtime(pipeline, text_encoder, info)
 
 
@@ -165,14 +167,15 @@ def _engine_runtime(opts: ModelOptions, clip: LoadedClip, device: str) -> Runtim
     )
     if opts.preprocess is not None and opts.preprocess != manifest.preprocess:
         preprocess = PreprocessConfig.for_mode(opts.preprocess, manifest.input_size, mean, std)  # type: ignore[arg-type]
+    text_encoder = TextEncoder(clip, device=device)
     info = ModelInfo(
         arch=manifest.architecture, model_id=clip.model_id, temporal=manifest.temporal,
         preprocess=opts.preprocess or manifest.preprocess, backend=encoder.name, device=encoder.device,
-        precision=manifest.precision, checkpoint=str(directory),
+        precision=manifest.precision, checkpoint=str(directory), text_device=str(text_encoder.device),
     )
     log.warning("engine %s: %s on %s (%s), %s head", directory, info.backend, info.device, info.precision,
                 info.temporal)
-    return Runtime(VideoPipeline(encoder, head, preprocess, decoder=opts.decoder), TextEncoder(clip), info)
+    return Runtime(VideoPipeline(encoder, head, preprocess, decoder=opts.decoder), text_encoder, info)
 
 
 def export_from_options(

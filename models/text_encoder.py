@@ -18,11 +18,42 @@ from torch import nn
 from models.clip_loader import LoadedClip, Tokenizer
 
 
-class TextEncoder:
-    """Encode prompts into L2-normalized CLIP text embeddings, float32 on CPU."""
+def move_text_tower(model: nn.Module, device: str | torch.device) -> torch.device:
+    """Move every parameter and buffer of a CLIP model outside ``visual`` to ``device``.
 
-    def __init__(self, clip: LoadedClip, batch_size: int = 128) -> None:
+    The visual tower is placed by the frame encoder (or not used at all when an engine
+    runs it), so the text tower moves on its own rather than with ``model.to``.
+    """
+    target = torch.device(device)
+    for name, child in model.named_children():
+        if name != "visual":
+            child.to(target)
+    for name, param in list(model.named_parameters(recurse=False)):  # CLIP's own: positional_embedding, ...
+        setattr(model, name, nn.Parameter(param.detach().to(target), requires_grad=param.requires_grad))
+    for name, buffer in list(model.named_buffers(recurse=False)):  # the causal attn_mask
+        setattr(model, name, buffer.to(target))
+    return target
+
+
+def text_device(model: nn.Module) -> torch.device:
+    """Where the text tower lives (the first parameter outside ``visual``)."""
+    for name, param in model.named_parameters():
+        if not name.startswith("visual."):
+            return param.device
+    raise ValueError("this CLIP model has no text tower")
+
+
+class TextEncoder:
+    """Encode prompts into L2-normalized CLIP text embeddings; float32 on the CPU out.
+
+    ``device`` moves the text tower there first (the server puts it on the GPU beside the
+    visual encoder, so a large prompt ensemble is not encoded on the CPU); ``None`` leaves
+    it where it is.
+    """
+
+    def __init__(self, clip: LoadedClip, batch_size: int = 128, device: str | torch.device | None = None) -> None:
         self.model: Any = clip.model  # open_clip CLIP: attributes are reached dynamically
+        self.device = move_text_tower(clip.model, device) if device is not None else text_device(clip.model)
         self.tokenizer: Tokenizer = clip.tokenizer
         self.model_id = clip.model_id
         self.batch_size = batch_size
@@ -48,7 +79,7 @@ class TextEncoder:
         """Embeddings ``[len(prompts), D]``, normalized. ``trim=False`` pads every prompt to 77."""
         if not prompts:
             raise ValueError("no prompts to encode")
-        device = next(self.model.parameters()).device
+        device = self.device
         tokens = self.tokenizer(list(prompts))
         if not (trim and self.trimmable):
             chunks = [

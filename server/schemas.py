@@ -85,6 +85,7 @@ class ModelOut(BaseModel):
     device: str
     precision: str
     checkpoint: str | None
+    text_device: str = Field(description="Where vocabulary prompts are encoded.")
 
 
 class Status(BaseModel):

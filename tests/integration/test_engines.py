@@ -146,7 +146,8 @@ def test_server_runs_an_engine(tiny_engine: Path, tiny_clip_path: Path, tmp_path
     async def go() -> None:
         app_ = create_app(settings(tmp_path, model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
         async with running(app_) as c:
-            assert (await c.get("/models")).json()[0]["backend"] == "onnxruntime"
+            model = (await c.get("/models")).json()[0]
+            assert model["backend"] == "onnxruntime" and model["text_device"] == "cpu"
             files = {"file": ("a.avi", shared_path("videos", "ucf101_sample_320x240.avi").read_bytes())}
             r = await c.post("/classify", files=files, data={"labels": json.dumps(LABELS)})
             assert r.status_code == 200 and len(r.json()["predictions"]) == 5

@@ -237,6 +237,7 @@ def test_health_models_metrics(tmp_path: Path, runtime: Runtime) -> None:
             assert (await c.get("/health/ready")).status_code == 200
             models = (await c.get("/models")).json()
             assert models[0]["arch"] == runtime.info.arch and models[0]["backend"] == "torch"
+            assert models[0]["text_device"] == models[0]["device"] == "cpu"
             await c.put("/vocab/v", json={"labels": ["a", "b"]})
             await c.put("/vocab/w", json={"labels": ["b", "c"]})
             files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}

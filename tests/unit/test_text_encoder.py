@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import torch
 
-from models.clip_loader import LoadedClip
+from models.clip_loader import ClipSource, LoadedClip, load_clip
 from models.prompts import DEFAULT_TEMPLATE, KINETICS_TEMPLATES, read_labels
-from models.text_encoder import TextEncoder
+from models.text_encoder import TextEncoder, move_text_tower
 from tests.conftest import shared_path
 
 
@@ -33,3 +35,20 @@ def test_token_counts(tiny_clip: LoadedClip) -> None:
     counts = enc.token_counts(["a", "a video of a person dancing.", "word " * 100])
     assert counts[0] == 3  # start, "a", end
     assert counts[2] > enc.context_length
+
+
+def test_text_tower_moves_alone_and_encodes_where_it_is(tiny_clip: LoadedClip, tiny_clip_path: Path) -> None:
+    """The visual tower may live elsewhere (a GPU, fp16): prompts go where the text tower is."""
+    prompts = ["a video of a person dancing.", "a video of a person surfing."]
+    ref = TextEncoder(tiny_clip).encode(prompts)
+    clip = load_clip(ClipSource(arch=tiny_clip.arch, checkpoint=tiny_clip_path))  # ours to move
+    clip.model.visual.to("meta")  # stands in for "cuda": any device but the text tower's
+    enc = TextEncoder(clip)
+    assert enc.device == torch.device("cpu")
+    torch.testing.assert_close(enc.encode(prompts), ref, rtol=0, atol=0)
+
+    move_text_tower(clip.model, "meta")
+    placed = {name: p.device.type for name, p in [*clip.model.named_parameters(), *clip.model.named_buffers()]}
+    assert {d for n, d in placed.items() if not n.startswith("visual.")} == {"meta"}
+    assert TextEncoder(clip).device == torch.device("meta")
+    assert "attn_mask" in placed  # buffers move too (the causal mask is one)
