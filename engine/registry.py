@@ -19,7 +19,7 @@ import torch
 
 from engine.classifier import Classifier
 from engine.errors import InputError
-from engine.stores import VocabRecord, VocabStore
+from engine.stores import VocabRecord, VocabStore, VocabSummary
 from models.classifiers import ensemble
 from models.prompts import DEFAULT_TEMPLATE, format_prompts, validate_template
 from models.text_encoder import TextEncoder
@@ -144,6 +144,9 @@ class VocabRegistry:
 
     def names(self) -> list[str]:
         return self.store.names()
+
+    def summaries(self) -> list[VocabSummary]:
+        return self.store.summaries()
 
     def classifier(self, name: str) -> tuple[Classifier, int]:
         """The classifier of ``name`` and its version; decoded once per (version, etag)."""

@@ -35,6 +35,17 @@ class VocabRecord:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class VocabSummary:
+    """What a listing shows, read without the labels or the matrix."""
+
+    name: str
+    version: int
+    etag: str
+    text_model: str
+    num_labels: int
+
+
 class VocabStore(ABC):
     """Storage only: validation and encoding live in the registry."""
 
@@ -57,6 +68,10 @@ class VocabStore(ABC):
 
     @abstractmethod
     def names(self) -> list[str]: ...
+
+    @abstractmethod
+    def summaries(self) -> list[VocabSummary]:
+        """Every vocabulary, sorted by name, in one query that reads no matrix."""
 
     @abstractmethod
     def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]: ...
@@ -151,6 +166,15 @@ class SQLiteStore(VocabStore):
     def names(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT name FROM vocabs ORDER BY name")]
+
+    def summaries(self) -> list[VocabSummary]:
+        # rows of the matrix = its bytes / (4 * dim): SQLite reads a blob's length from the record
+        # header. No column stored after the matrix is read (updated_at would walk its overflow pages).
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, version, etag, text_model, length(matrix) / (4 * dim) FROM vocabs ORDER BY name"
+            ).fetchall()
+        return [VocabSummary(*row) for row in rows]
 
     def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(prompts))
@@ -256,6 +280,22 @@ class RedisStore(VocabStore):
 
     def names(self) -> list[str]:
         return sorted(n.decode() for n in self._redis.smembers(self._names_key))
+
+    def summaries(self) -> list[VocabSummary]:
+        names = self.names()
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:  # HSTRLEN: the matrix's size, not its bytes
+            pipe.hmget(self._key(name), ["version", "etag", "text_model", "dim"])
+            pipe.hstrlen(self._key(name), "matrix")
+        replies = pipe.execute()
+        out = []
+        for name, fields, nbytes in zip(names, replies[::2], replies[1::2], strict=True):
+            version, etag, text_model, dim = fields
+            if version is None:  # deleted between SMEMBERS and HMGET
+                continue
+            out.append(VocabSummary(name, int(version), etag.decode(), text_model.decode(),
+                                    int(nbytes) // (4 * int(dim))))
+        return out
 
     def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(prompts))

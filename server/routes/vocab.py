@@ -51,10 +51,10 @@ async def put_vocab(
 @router.get("", response_model=VocabList, responses=errors(503))
 async def list_vocabs(registry: RegistryDep) -> VocabList:
     """Every vocabulary with its version and size."""
-    records = await asyncio.to_thread(lambda: [registry.store.get(n) for n in registry.names()])
+    rows = await asyncio.to_thread(registry.summaries)
     return VocabList(vocabularies=[
-        VocabSummary(name=r.name, version=r.version, num_labels=len(r.labels), text_model=r.text_model, etag=r.etag)
-        for r in records if r is not None
+        VocabSummary(name=r.name, version=r.version, num_labels=r.num_labels, text_model=r.text_model, etag=r.etag)
+        for r in rows
     ])
 
 

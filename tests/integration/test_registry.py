@@ -94,6 +94,21 @@ def test_delete(registry: VocabRegistry) -> None:
         registry.classifier("gone")
 
 
+def test_summaries_match_the_records(registry: VocabRegistry) -> None:
+    registry.put("b-three", ["a", "b", "c"])
+    registry.put("a-one", ["x"])
+    registry.put("a-one", ["x", "y"])
+    registry.put("c-gone", ["z"])
+    registry.delete("c-gone")
+    rows = registry.summaries()
+    assert [r.name for r in rows] == ["a-one", "b-three"]
+    for row in rows:
+        full = registry.get(row.name)
+        assert (row.version, row.etag, row.text_model, row.num_labels) == (
+            full.version, full.etag, full.text_model, len(full.labels))
+    assert rows[0].version == 2 and rows[0].num_labels == 2
+
+
 @pytest.mark.parametrize(
     ("name", "labels", "templates", "fragment"),
     [
