@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +34,48 @@ class DecodeJob:
     crops: int
     decoder: Decoder
     name: str | None = None  # for messages
+    deadline: float | None = None  # time.time() after which nobody waits for the result
+
+
+class DecodeTimedOut(Exception):
+    """A worker gave up on a job at its deadline (or found it already past when it started)."""
+
+
+@contextmanager
+def _alarm_at(deadline: float | None) -> Iterator[None]:
+    """Raise DecodeTimedOut in this process's main thread at ``deadline``.
+
+    A worker process stops decoding a file nobody waits for any more, instead of staying
+    busy with it while other uploads queue. The alarm lands between Python bytecodes: a single
+    long C call (one decord batch) finishes first. Threads (``workers == 0``) get only the
+    check at the start.
+    """
+    if deadline is None:
+        yield
+        return
+    remaining = deadline - time.time()
+    if remaining <= 0:
+        raise DecodeTimedOut("the deadline passed while the job waited for a worker")
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise DecodeTimedOut("the deadline passed while decoding")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, remaining)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _run(job: DecodeJob) -> tuple[np.ndarray, np.ndarray, list[int], dict[str, float]]:
+    with _alarm_at(job.deadline):
+        clip = sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name)
     # numpy, not tensors, crosses the process boundary (plain pickling, no shared-memory handles)
-    clip = sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name)
     return clip.pixels.numpy(), clip.gather.numpy(), clip.frame_indices, clip.timing_ms
 
 
@@ -62,11 +104,12 @@ class DecodePool:
 
     async def decode(self, job: DecodeJob, timeout_s: float) -> SampledClip:
         loop = asyncio.get_running_loop()
+        job = replace(job, deadline=time.time() + timeout_s)  # the worker stops there too
         try:
             future = loop.run_in_executor(self._executor, _run, job)
             pixels, gather, indices, timing = await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(f"decoding took longer than {timeout_s:.0f} s") from None
+        except (TimeoutError, DecodeTimedOut):
+            raise DeadlineExceeded(f"decoding took longer than {timeout_s:g} s") from None
         except BrokenProcessPool:
             # a decoder crashed its process on this file: replace the pool, refuse the file
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,84 @@
+"""A decode worker stops at the request's deadline instead of finishing a file nobody waits for."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import decode_pool
+from engine.batcher import DeadlineExceeded
+from engine.decode_pool import DecodeJob, DecodePool, DecodeTimedOut, _run
+from engine.preprocess import PreprocessConfig
+from tests.conftest import shared_path
+
+PRE = PreprocessConfig(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def job(path: Path, deadline: float | None) -> DecodeJob:
+    return DecodeJob(path, PRE, 8, 1, 1, "pyav", path.name, deadline)
+
+
+def test_a_decode_past_its_deadline_is_interrupted(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(*args: object) -> None:  # a decoder that would take 10 s
+        for _ in range(1000):
+            time.sleep(0.01)
+
+    monkeypatch.setattr(decode_pool, "sample_clip", slow)
+    before = signal.getsignal(signal.SIGALRM)
+    t0 = time.monotonic()
+    with pytest.raises(DecodeTimedOut, match="while decoding"):
+        _run(job(Path("any.mp4"), time.time() + 0.2))
+    assert time.monotonic() - t0 < 5  # stopped near 0.2 s, not after 10 s
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) is before
+
+
+def test_a_job_already_late_is_not_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr(decode_pool, "sample_clip", lambda *a: calls.append(a))
+    with pytest.raises(DecodeTimedOut, match="waited for a worker"):
+        _run(job(Path("any.mp4"), time.time() - 1))
+    assert calls == []
+
+
+def test_in_time_the_alarm_is_cleared() -> None:
+    pixels, gather, indices, _ = _run(job(shared_path("videos", "arm_wrestling.mp4"), time.time() + 60))
+    assert pixels.shape == (8, 3, 32, 32) and len(indices) == 8
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_threads_only_check_at_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signals reach the main thread only: a thread worker runs to the end, unharmed."""
+    monkeypatch.setattr(decode_pool, "sample_clip", lambda *a: time.sleep(0.3))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with pytest.raises(AttributeError):  # the sleep's None has no .pixels: the decode ran through
+                _run(job(Path("any.mp4"), time.time() + 0.05))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert errors == []
+
+
+def test_pool_answers_deadline_exceeded_and_stays_usable() -> None:
+    async def go() -> None:
+        pool = DecodePool(0)
+        try:
+            clip = shared_path("videos", "arm_wrestling.mp4")
+            with pytest.raises(DeadlineExceeded, match="longer than 0.001 s"):
+                await pool.decode(job(clip, None), 0.001)
+            out = await pool.decode(job(clip, None), 60)
+            assert out.pixels.shape == (8, 3, 32, 32)
+        finally:
+            pool.close()
+
+    asyncio.run(go())
