@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.errors import MediaError
+from models.frames import upright
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class _PyAVReader(MediaReader):
                 stream.codec_context.thread_count = self._threads
                 for count, frame in enumerate(container.decode(stream)):  # noqa: B007
                     if count in wanted:  # convert only the sampled frames
-                        decoded[count] = frame.to_ndarray(format="rgb24")
+                        decoded[count] = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                     if count >= last:
                         break
         except Exception as exc:  # noqa: BLE001

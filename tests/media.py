@@ -24,12 +24,19 @@ def moving_square_frames(n: int, width: int = 96, height: int = 64, seed: int = 
     return frames
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264") -> Path:
-    """Encode ``frames`` (uint8 ``[N, H, W, 3]``, even sizes) into ``path``."""
+def write_video(
+    path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264", rotation: int = 0
+) -> Path:
+    """Encode ``frames`` (uint8 ``[N, H, W, 3]``, even sizes) into ``path``.
+
+    ``rotation``: a display rotation in degrees, counter-clockwise, as phones record portrait video.
+    """
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         if codec == "libx264":
             stream.options = {"preset": "ultrafast", "g": "12"}
         for frame in frames:

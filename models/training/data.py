@@ -19,6 +19,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
+from models.frames import upright
 from models.prompts import clean_label
 from models.sampling import crop_offsets, resized_size, sample_indices, train_indices
 
@@ -81,7 +82,7 @@ def read_video(path: Path, choose: Callable[[int], list[int]]) -> np.ndarray:
         return vr.get_batch(choose(len(vr))).asnumpy()
     except Exception:  # noqa: BLE001 - decord missing or unable: PyAV decodes everything
         with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            frames = [upright(f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(video=0)]
         if not frames:
             raise ValueError(f"{path}: no decodable frames") from None
         return np.stack([frames[i] for i in choose(len(frames))])

@@ -1,5 +1,6 @@
 """Decoding: sampled frames equal a full decode at those indices, for both decoders, on real clips."""
 
+import sys
 from pathlib import Path
 
 import av
@@ -10,6 +11,7 @@ from PIL import Image
 from engine.errors import MediaError
 from engine.sampling import sample_indices
 from engine.video import open_media
+from models.training.data import read_video
 from tests.conftest import REAL_CLIPS, shared_path
 from tests.media import moving_square_frames, write_gif, write_video
 
@@ -59,6 +61,27 @@ def test_generated_video_and_frame_count(tmp_path: Path) -> None:
         with open_media(path, decoder) as media:
             assert media.info.num_frames == 30
             assert media.read([0, 29]).shape == (2, 48, 64, 3)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotated_video_is_read_upright_by_every_decoder(
+    tmp_path: Path, rotation: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phones store portrait video as landscape frames plus a display rotation."""
+    frames = np.zeros((6, 32, 64, 3), np.uint8)
+    frames[:, :, :16] = 255  # a white band at the left edge of the coded frame
+    path = write_video(tmp_path / "phone.mp4", frames, rotation=rotation)
+    upright = np.rot90(frames[0], rotation // 90)  # counter-clockwise, as the display matrix says
+    got = {}
+    for decoder in ("decord", "pyav"):
+        with open_media(path, decoder) as media:
+            got[decoder] = media.read([0, 5])
+    got["training decord"] = read_video(path, lambda n: [0, 5])
+    monkeypatch.setitem(sys.modules, "decord", None)  # training's PyAV fallback
+    got["training pyav"] = read_video(path, lambda n: [0, 5])
+    for decoder, frames_read in got.items():
+        assert frames_read.shape[1:3] == upright.shape[:2], decoder
+        assert np.abs(frames_read[0].astype(int) - upright).mean() < 4, decoder
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP"])
