@@ -17,7 +17,7 @@ from typing import Literal
 
 import av
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import MediaError
 from models.frames import upright
@@ -123,11 +123,12 @@ class _PillowReader(MediaReader):
         self._path = path
         self._image = image
         frames = int(getattr(image, "n_frames", 1))
+        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a phone's portrait photo
         self.info = MediaInfo(
             kind="animation" if frames > 1 else "image",
             num_frames=frames,
-            width=image.width,
-            height=image.height,
+            width=image.height if turned else image.width,
+            height=image.width if turned else image.height,
             fps=_gif_fps(image) if frames > 1 else None,
             decoder="pillow",
         )
@@ -158,7 +159,7 @@ class _PillowReader(MediaReader):
         try:
             for i in sorted(set(indices)):
                 self._image.seek(i)
-                decoded[i] = np.asarray(self._image.convert("RGB"))
+                decoded[i] = np.asarray(ImageOps.exif_transpose(self._image).convert("RGB"))  # upright
         except (OSError, ValueError, EOFError) as exc:
             raise MediaError(f"{self._path.name}: frame decoding failed ({exc})") from None
         return np.stack([decoded[i] for i in indices])

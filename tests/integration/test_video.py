@@ -96,6 +96,20 @@ def test_still_images_are_one_frame(tmp_path: Path, fmt: str) -> None:
     np.testing.assert_array_equal(out[0], np.asarray(Image.open(path).convert("RGB")))
 
 
+@pytest.mark.parametrize(("orientation", "turns"), [(1, 0), (3, 2), (6, -1), (8, 1)])
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int, turns: int) -> None:
+    """A phone photo stores landscape pixels plus an EXIF Orientation (6: turn 90 degrees clockwise)."""
+    stored = moving_square_frames(1, 80, 60)[0]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    upright = np.rot90(stored, turns)  # numpy turns counter-clockwise
+    with open_media(path) as media:
+        assert (media.info.width, media.info.height) == (upright.shape[1], upright.shape[0])
+        np.testing.assert_array_equal(media.read([0])[0], upright)
+
+
 def test_animated_gif_is_a_video(tmp_path: Path) -> None:
     frames = moving_square_frames(12, 40, 30)
     path = write_gif(tmp_path / "anim.gif", frames)
