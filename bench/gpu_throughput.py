@@ -2,6 +2,8 @@
 
 MFU = achieved FLOP/s / the card's dense peak for the precision: ViT-B-16 costs 35.1 GFLOP per
 224px image. fp32 is measured with TF32 off and compared to the fp32 (non-tensor-core) peak.
+Last, the text side of PUT /vocab: the 400 Kinetics-400 labels, one template, text tower on the
+CPU (the baseline) vs on the GPU, as the server places it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import torch
 
 from engine.backends.torch_backend import TorchFrameEncoder
 from models.clip_loader import ClipSource, load_clip
+from models.presets import preset_labels
+from models.prompts import DEFAULT_TEMPLATE, format_prompts
+from models.text_encoder import TextEncoder
 
 GFLOP_PER_IMAGE = {"ViT-B-16": 35.1}
 # dense peak TFLOP/s by (name fragment, precision); datasheet figures, SXM parts
@@ -78,6 +83,25 @@ def main() -> None:
                       flush=True)
             del enc
             torch.cuda.empty_cache()
+    text_encode(args.model, args.runs)
+
+
+def text_encode(model: str, runs: int, gpu: str = "cuda") -> None:
+    prompts = [p for label in preset_labels("kinetics400") for p in format_prompts(label, [DEFAULT_TEMPLATE])]
+    seconds = {}
+    for device in ("cpu", gpu):
+        enc = TextEncoder(load_clip(ClipSource(arch=model, random_init=True)), device=device)
+        enc.encode(prompts[:64])  # warm-up
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            enc.encode(prompts)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        seconds[device] = statistics.median(times)
+    print(f"text encode, {len(prompts)} prompts ({model} text tower, fp32, median of {runs}): "
+          f"CPU {seconds['cpu']:.2f} s, {gpu} {seconds[gpu]:.3f} s, {seconds['cpu'] / seconds[gpu]:.1f}x")
 
 
 if __name__ == "__main__":
