@@ -7,9 +7,10 @@ animated GIF/WebP are videos, read by Pillow. Frames come back as uint8 ``[N, H,
 
 from __future__ import annotations
 
+import bisect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -202,10 +203,11 @@ class _DecordReader(MediaReader):
 
 class _PyAVReader(MediaReader):
     def __init__(
-        self, path: Path, threads: int, num_frames: int | None = None, count_frames: bool = True
+        self, path: Path, threads: int, num_frames: int | None = None, count_frames: bool = True, seek: bool = True
     ) -> None:
         self._path = path
         self._threads = threads
+        self._seek = seek  # False: always count frames from the start (the baseline in bench/decode.py)
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
@@ -227,27 +229,97 @@ class _PyAVReader(MediaReader):
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         self._check(indices)
-        wanted, last = set(indices), max(indices)
-        decoded: dict[int, np.ndarray] = {}
-        count = 0
         try:
-            with av.open(str(self._path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                stream.codec_context.thread_count = self._threads
-                for count, frame in enumerate(container.decode(stream)):  # noqa: B007
-                    if count in wanted:  # convert only the sampled frames
-                        decoded[count] = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
-                    if count >= last:
-                        break
+            decoded = None
+            if self._seek:
+                with av.open(str(self._path)) as container:
+                    decoded = _read_seeking(container, sorted(set(indices)), self._threads)
+            if decoded is None:  # no usable index or not constant-rate: count every frame from the start
+                with av.open(str(self._path)) as container:
+                    decoded = self._read_sequential(container, set(indices))
+        except MediaError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
+        return np.stack([decoded[i] for i in indices])
+
+    def _read_sequential(self, container: av.container.InputContainer, wanted: set[int]) -> dict[int, np.ndarray]:
+        stream = _video_stream(container, self._threads)
+        decoded: dict[int, np.ndarray] = {}
+        count, last = 0, max(wanted)
+        for count, frame in enumerate(container.decode(stream)):  # noqa: B007
+            if count in wanted:  # convert only the sampled frames
+                decoded[count] = _rgb(frame)
+            if count >= last:
+                break
         if len(decoded) < len(wanted):
             raise MediaError(
                 f"{self._path.name}: truncated or corrupt: decoded {count + 1} of the "
                 f"{self.info.num_frames} frames its header announces"
             )
-        return np.stack([decoded[i] for i in indices])
+        return decoded
+
+
+def _video_stream(container: av.container.InputContainer, threads: int) -> av.video.stream.VideoStream:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    return stream
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+
+
+def _read_seeking(
+    container: av.container.InputContainer, wanted: list[int], threads: int = 1
+) -> dict[int, np.ndarray] | None:
+    """The ``wanted`` frames (sorted display indices), jumping to the last keyframe before each
+    one instead of decoding everything between them; ``None`` where that cannot be done exactly.
+
+    The container's index (one entry per frame, in decode order) gives the keyframes; a keyframe's
+    position in it is its display index (closed GOPs). A frame's display index is its timestamp
+    over the frame duration, which holds for constant-rate video only. So every decoded frame is
+    checked: the first after a seek must be the keyframe sought, each next one the index after it;
+    anything else (variable rate, open GOPs, a bad index) answers ``None`` and the caller counts
+    frames from the start instead.
+    """
+    stream = _video_stream(container, threads)
+    entries = list(stream.index_entries or [])
+    rate, base = stream.average_rate, stream.time_base
+    if not rate or not base or len(entries) != (stream.frames or len(entries)) or len(entries) <= wanted[-1]:
+        return None
+    keys = [i for i, entry in enumerate(entries) if entry.is_keyframe]
+    if len(keys) < 2 or keys[0] != 0:
+        return None
+    ticks = 1 / float(rate * base)  # stream time units per frame
+    origin = stream.start_time or 0
+    want = set(wanted)
+    decoded: dict[int, np.ndarray] = {}
+    frames: Iterator[av.VideoFrame] | None = None
+    position = -1  # display index of the last frame decoded
+    for target in wanted:
+        if target in decoded:
+            continue
+        key = keys[bisect.bisect_right(keys, target) - 1]
+        expect = position + 1
+        if frames is None and key == 0:
+            frames = container.decode(stream)
+        elif frames is None or key > expect:  # a keyframe between here and the target: jump to it
+            container.seek(round(origin + key * ticks), stream=stream, backward=True)  # demuxers seek on pts
+            frames, expect = container.decode(stream), key
+        for frame in frames:
+            if frame.pts is None or round((frame.pts - origin) / ticks) != expect:
+                return None
+            position = expect
+            if position in want:
+                decoded[position] = _rgb(frame)
+            if position >= target:
+                break
+            expect += 1
+        if target not in decoded:
+            return None  # the file ended early: the sequential read says how
+    return decoded
 
 
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")

@@ -1,6 +1,7 @@
 """Decoding: sampled frames equal a full decode at those indices, for both decoders, on real clips."""
 
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -61,6 +62,76 @@ def test_generated_video_and_frame_count(tmp_path: Path) -> None:
         with open_media(path, decoder) as media:
             assert media.info.num_frames == 30
             assert media.read([0, 29]).shape == (2, 48, 64, 3)
+
+
+class _CountingSeeks:
+    """A PyAV container that counts seeks (the real one is a C type: it cannot be patched)."""
+
+    def __init__(self, container: av.container.InputContainer) -> None:
+        self._c, self.seeks = container, 0
+        self.streams = container.streams
+
+    def seek(self, *args: object, **kwargs: object) -> None:
+        self.seeks += 1
+        self._c.seek(*args, **kwargs)  # type: ignore[arg-type]
+
+    def decode(self, *args: object) -> object:
+        return self._c.decode(*args)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def short_gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 frames with a keyframe every 12: most sampled frames are reached by a seek."""
+    return write_video(tmp_path_factory.mktemp("gop") / "gop12.mp4", moving_square_frames(150, 64, 48))
+
+
+@pytest.mark.parametrize(
+    "indices",
+    [sample_indices(150, 8).reshape(-1).tolist(), sample_indices(150, 16).reshape(-1).tolist(),
+     sample_indices(150, 8, 4).reshape(-1).tolist(), [149], [0], [5, 140, 6, 140], [11, 12, 13, 120]],
+)
+def test_pyav_seeking_equals_counting_every_frame(short_gop_video: Path, indices: list[int]) -> None:
+    from engine.video import _read_seeking
+
+    wanted = sorted(set(indices))
+    with av.open(str(short_gop_video)) as container:
+        counting = _CountingSeeks(container)
+        seeking = _read_seeking(counting, wanted)  # type: ignore[arg-type]
+    assert seeking is not None, "this constant-rate H.264 clip should be read by seeking"
+    assert counting.seeks >= (1 if wanted[-1] >= 12 else 0)
+    with open_media(short_gop_video, "pyav") as media:
+        full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(short_gop_video)).decode(video=0)])
+        np.testing.assert_array_equal(media.read(indices), full[indices])
+    for i in wanted:
+        np.testing.assert_array_equal(seeking[i], full[i])
+
+
+def test_variable_frame_rate_falls_back_to_counting(tmp_path: Path) -> None:
+    """Timestamps that are not index x frame duration: seeking declines, counting reads right."""
+    frames = moving_square_frames(60, 64, 48)
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": "10", "bf": "0"}
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += 20 if i % 3 else 90  # a stuttering phone recording
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    from engine.video import _read_seeking
+
+    idx = sample_indices(60, 8).reshape(-1).tolist()
+    with av.open(str(path)) as container:
+        assert _read_seeking(container, sorted(idx)) is None
+    full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(path)).decode(video=0)])
+    with open_media(path, "pyav") as media:
+        np.testing.assert_array_equal(media.read(idx), full[idx])
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
