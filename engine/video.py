@@ -232,8 +232,11 @@ class _PyAVReader(MediaReader):
         try:
             decoded = None
             if self._seek:
-                with av.open(str(self._path)) as container:
-                    decoded = _read_seeking(container, sorted(set(indices)), self._threads)
+                try:
+                    with av.open(str(self._path)) as container:
+                        decoded = _read_seeking(container, sorted(set(indices)), self._threads)
+                except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
+                    log.debug("seeking in %s failed (%s); counting frames", self._path.name, _short(exc))
             if decoded is None:  # no usable index or not constant-rate: count every frame from the start
                 with av.open(str(self._path)) as container:
                     decoded = self._read_sequential(container, set(indices))

@@ -106,6 +106,17 @@ def test_pyav_seeking_equals_counting_every_frame(short_gop_video: Path, indices
         np.testing.assert_array_equal(seeking[i], full[i])
 
 
+@pytest.mark.parametrize(("ext", "codec"), [("mov", "libx264"), ("mkv", "libx264"), ("ts", "libx264"),
+                                           ("webm", "libvpx-vp9"), ("avi", "mpeg4")])
+def test_pyav_reads_right_in_every_container(tmp_path: Path, ext: str, codec: str) -> None:
+    """Containers index and seek differently (mkv/webm/ts have no per-frame index: counting)."""
+    path = write_video(tmp_path / f"clip.{ext}", moving_square_frames(150, 64, 48), codec=codec)
+    full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(path)).decode(video=0)])
+    idx = sample_indices(len(full), 8, 4).reshape(-1).tolist()
+    with open_media(path, "pyav") as media:
+        np.testing.assert_array_equal(media.read(idx), full[idx])
+
+
 def test_variable_frame_rate_falls_back_to_counting(tmp_path: Path) -> None:
     """Timestamps that are not index x frame duration: seeking declines, counting reads right."""
     frames = moving_square_frames(60, 64, 48)
