@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.batcher import DeadlineExceeded
+from engine.batcher import DeadlineExceeded, Overloaded
 from engine.errors import MediaError
 from engine.pipeline import SampledClip, sample_clip
 from engine.preprocess import PreprocessConfig
@@ -85,10 +85,16 @@ def _init_worker() -> None:
 
 
 class DecodePool:
-    """``workers`` processes (spawned: safe with torch and CUDA), or 2 threads when ``workers == 0``."""
+    """``workers`` processes (spawned: safe with torch and CUDA), or 2 threads when ``workers == 0``.
 
-    def __init__(self, workers: int) -> None:
+    At most ``max_pending`` jobs wait for or run in a worker; one more is refused at once
+    (``Overloaded``: a 503 with Retry-After) rather than queued until its deadline.
+    """
+
+    def __init__(self, workers: int, max_pending: int = 32) -> None:
         self.workers = workers
+        self.max_pending = max_pending
+        self.pending = 0  # changed on the event loop only
         self._executor = self._make()
 
     def _make(self) -> Executor:
@@ -103,8 +109,11 @@ class DecodePool:
             f.result()
 
     async def decode(self, job: DecodeJob, timeout_s: float) -> SampledClip:
+        if self.pending >= self.max_pending:
+            raise Overloaded(f"{self.pending} uploads are waiting for a decoder; retry shortly")
         loop = asyncio.get_running_loop()
         job = replace(job, deadline=time.time() + timeout_s)  # the worker stops there too
+        self.pending += 1
         try:
             future = loop.run_in_executor(self._executor, _run, job)
             pixels, gather, indices, timing = await asyncio.wait_for(future, timeout_s)
@@ -115,6 +124,8 @@ class DecodePool:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._make()
             raise MediaError(f"{job.name or job.path.name}: the decoder crashed on this file") from None
+        finally:
+            self.pending -= 1
         return SampledClip(torch.from_numpy(pixels), torch.from_numpy(gather), indices, timing)
 
     def close(self) -> None:

@@ -233,6 +233,7 @@ def serve(
     max_delay_ms: Annotated[float | None, typer.Option(help="T4V_MAX_DELAY_MS.")] = None,
     max_queue_frames: Annotated[int | None, typer.Option(help="T4V_MAX_QUEUE_FRAMES.")] = None,
     decode_workers: Annotated[int | None, typer.Option(help="T4V_DECODE_WORKERS (0: threads).")] = None,
+    max_decode_queue: Annotated[int | None, typer.Option(help="T4V_MAX_DECODE_QUEUE.")] = None,
     decoder: Annotated[str | None, typer.Option(help="auto | decord | pyav (T4V_DECODER).")] = None,
     max_labels: Annotated[int | None, typer.Option(help="T4V_MAX_LABELS.")] = None,
     default_frames: Annotated[int | None, typer.Option(help="T4V_DEFAULT_FRAMES.")] = None,

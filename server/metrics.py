@@ -21,6 +21,7 @@ class Metrics:
             "t4v_batch_requests", "Requests per encoder call", registry=r, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
         )
         self.queue_frames = Gauge("t4v_queue_frames", "Frames waiting for the encoder", registry=r)
+        self.decode_pending = Gauge("t4v_decode_pending", "Uploads waiting for or in a decode worker", registry=r)
         self.embedding_cache = Counter(
             "t4v_text_embedding_cache", "Text-embedding cache lookups", ["result"], registry=r
         )

@@ -52,7 +52,7 @@ class Service:
                 self.settings.max_queue_frames, on_batch=self.metrics.on_batch,
             )
             await self.batcher.start()
-            self.decoder = DecodePool(self.settings.decode_workers)
+            self.decoder = DecodePool(self.settings.decode_workers, self.settings.max_decode_queue)
             size = runtime.pipeline.preprocess.crop
             await self.batcher.embed(torch.zeros(2, 3, size, size, dtype=torch.uint8))  # warm-up
             await asyncio.to_thread(self.decoder.warmup)

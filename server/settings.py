@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     max_queue_frames: int = Field(512, ge=1, description="Frames waiting for the encoder; beyond: 503.")
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of one classify request.")
     decode_workers: int = Field(2, ge=0, le=64, description="Decode processes; 0 decodes in threads.")
+    max_decode_queue: int = Field(32, ge=1, description="Uploads waiting for or in a decode worker; beyond: 503.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -32,6 +32,8 @@ async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics."""
     if service.batcher is not None:
         service.metrics.queue_frames.set(service.batcher.queued_frames)
+    if service.decoder is not None:
+        service.metrics.decode_pending.set(service.decoder.pending)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -230,6 +230,31 @@ def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
     run(go())
 
 
+def test_full_decode_queue_is_fast_503(tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import decode_pool
+
+    real = decode_pool.sample_clip
+
+    def slow(*args):  # noqa: ANN002, ANN202 - a decoder busy for 0.4 s per upload
+        time.sleep(0.4)
+        return real(*args)
+
+    monkeypatch.setattr(decode_pool, "sample_clip", slow)
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_decode_queue=2)) as c:
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            data = {"labels": '["a", "b"]'}
+            results = await asyncio.gather(*(c.post("/classify", files=files, data=data) for _ in range(5)))
+            codes = sorted(r.status_code for r in results)
+            assert codes.count(200) >= 2 and 503 in codes, codes
+            busy = next(r for r in results if r.status_code == 503)
+            assert busy.headers["retry-after"] == "1" and "waiting for a decoder" in busy.json()["detail"]
+            assert 't4v_decode_pending 0.0' in (await c.get("/metrics")).text
+
+    run(go())
+
+
 def test_health_models_metrics(tmp_path: Path, runtime: Runtime) -> None:
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:

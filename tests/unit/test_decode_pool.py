@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import decode_pool
-from engine.batcher import DeadlineExceeded
+from engine.batcher import DeadlineExceeded, Overloaded
 from engine.decode_pool import DecodeJob, DecodePool, DecodeTimedOut, _run
 from engine.preprocess import PreprocessConfig
 from tests.conftest import shared_path
@@ -78,6 +78,35 @@ def test_pool_answers_deadline_exceeded_and_stays_usable() -> None:
                 await pool.decode(job(clip, None), 0.001)
             out = await pool.decode(job(clip, None), 60)
             assert out.pixels.shape == (8, 3, 32, 32)
+        finally:
+            pool.close()
+
+    asyncio.run(go())
+
+
+def test_a_full_decode_queue_refuses_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = decode_pool.sample_clip
+
+    def slow(*args: object) -> object:
+        time.sleep(0.5)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decode_pool, "sample_clip", slow)
+    clip = shared_path("videos", "arm_wrestling.mp4")
+
+    async def go() -> None:
+        pool = DecodePool(0, max_pending=2)
+        try:
+            busy = [asyncio.create_task(pool.decode(job(clip, None), 60)) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            assert pool.pending == 2
+            t0 = time.monotonic()
+            with pytest.raises(Overloaded, match="2 uploads are waiting"):
+                await pool.decode(job(clip, None), 60)
+            refused_in = time.monotonic() - t0
+            await asyncio.gather(*busy)
+            assert pool.pending == 0 and refused_in < 0.25  # refused before either decode ended
+            assert (await pool.decode(job(clip, None), 60)).pixels.shape == (8, 3, 32, 32)
         finally:
             pool.close()
 
