@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +72,13 @@ class VocabRegistry:
         self, name: str, labels: Sequence[str], templates: Sequence[str] | None
     ) -> tuple[list[str], list[str]]:
         """Clean and check a vocabulary; :class:`InputError` says what is wrong."""
+        clean, temps = self._clean(name, labels, templates)
+        self._check_tokens(clean, temps)
+        return clean, temps
+
+    def _clean(
+        self, name: str, labels: Sequence[str], templates: Sequence[str] | None
+    ) -> tuple[list[str], list[str]]:
         validate_name(name)
         clean = validate_labels(labels, self.max_labels)
         temps = list(templates) if templates else [DEFAULT_TEMPLATE]
@@ -82,14 +89,27 @@ class VocabRegistry:
                 validate_template(t)
             except ValueError as exc:
                 raise InputError(str(exc)) from None
+        return clean, temps
+
+    def _check_tokens(self, labels: list[str], templates: list[str], known: Container[str] = ()) -> None:
+        """Every prompt fits the text encoder. Prompts in ``known`` (cached embeddings: they were
+        encoded, so they fit) are skipped: counting runs ftfy on each prompt, the costly part."""
         limit = self.text_encoder.context_length
-        prompts = [(label, p) for label in clean for p in format_prompts(label, temps)]
-        counts = self.text_encoder.token_counts([p for _, p in prompts])
+        prompts = [(label, p) for label in labels for p in format_prompts(label, templates) if p not in known]
+        counts = self.text_encoder.token_counts([p for _, p in prompts]) if prompts else []
         too_long = [(label, p, n) for (label, p), n in zip(prompts, counts, strict=True) if n > limit]
         if too_long:
             label, prompt, n = too_long[0]
             raise InputError(f"prompt {prompt!r} for label {label!r} is {n} tokens; the text encoder takes {limit}")
-        return clean, temps
+
+    def _prepare(
+        self, name: str, labels: Sequence[str], templates: Sequence[str] | None
+    ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+        """Validated labels and templates, and the cached embeddings of their prompts."""
+        clean, temps = self._clean(name, labels, templates)
+        cached = self.store.get_embeddings(self.text_model, _prompts(clean, temps))
+        self._check_tokens(clean, temps, known=cached)
+        return clean, temps, cached
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -97,14 +117,14 @@ class VocabRegistry:
         self, name: str, labels: Sequence[str], templates: Sequence[str] | None = None, if_match: str | None = None
     ) -> tuple[VocabRecord, bool]:
         """Store a new version (or nothing, for identical content). ``(record, changed)``."""
-        clean, temps = self.validate(name, labels, templates)
+        clean, temps, cached = self._prepare(name, labels, templates)
         etag = vocab_etag(self.text_model, clean, temps)
         head = self.store.head(name)
         if head is not None and head[1] == etag and if_match in (None, etag):
             current = self.store.get(name)
             if current is not None and current.etag == etag:
                 return current, False  # idempotent: nothing encoded, nothing written
-        matrix = self._encode(clean, temps)
+        matrix = self._encode(clean, temps, cached)
         record = VocabRecord(name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time())
         stored, changed = self.store.put(record, if_match)
         self._forget(name)
@@ -116,9 +136,11 @@ class VocabRegistry:
         self._forget(name)
         return gone
 
-    def _encode(self, labels: list[str], templates: list[str]) -> np.ndarray:
-        prompts = [p for label in labels for p in format_prompts(label, templates)]
-        cached = self.store.get_embeddings(self.text_model, prompts)
+    def _encode(
+        self, labels: list[str], templates: list[str], cached: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        prompts = _prompts(labels, templates)
+        cached = dict(cached) if cached is not None else self.store.get_embeddings(self.text_model, prompts)
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]
         self.embedding_stats.hits += len(prompts) - len(missing)
         self.embedding_stats.misses += len(missing)
@@ -174,12 +196,17 @@ class VocabRegistry:
 
     def ad_hoc(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> Classifier:
         """A classifier for labels sent with the request (embeddings still cached)."""
-        clean, temps = self.validate("ad-hoc", labels, templates)
-        return Classifier(tuple(clean), torch.from_numpy(self._encode(clean, temps)), tuple(temps), self.text_model)
+        clean, temps, cached = self._prepare("ad-hoc", labels, templates)
+        matrix = self._encode(clean, temps, cached)
+        return Classifier(tuple(clean), torch.from_numpy(matrix), tuple(temps), self.text_model)
 
     def _forget(self, name: str) -> None:
         with self._cache_lock:
             self._cache.pop(name, None)
+
+
+def _prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
+    return [p for label in labels for p in format_prompts(label, templates)]
 
 
 def validate_name(name: str) -> None:

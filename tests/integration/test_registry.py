@@ -24,10 +24,15 @@ class CountingEncoder(TextEncoder):
     def __init__(self, clip: LoadedClip) -> None:
         super().__init__(clip)
         self.encoded: list[str] = []
+        self.counted: list[str] = []
 
     def encode(self, prompts, trim=True):  # noqa: ANN001, ANN201
         self.encoded.extend(prompts)
         return super().encode(prompts, trim)
+
+    def token_counts(self, prompts):  # noqa: ANN001, ANN201
+        self.counted.extend(prompts)
+        return super().token_counts(prompts)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -92,6 +97,19 @@ def test_delete(registry: VocabRegistry) -> None:
     assert registry.delete("gone") and not registry.delete("gone")
     with pytest.raises(VocabNotFound):
         registry.classifier("gone")
+
+
+def test_cached_prompts_skip_the_token_count(registry: VocabRegistry) -> None:
+    enc = registry.text_encoder
+    assert isinstance(enc, CountingEncoder)
+    registry.put("first", ["yoga", "surfing"])
+    assert enc.counted == ["a video of a person yoga.", "a video of a person surfing."]
+    registry.put("second", ["surfing", "skiing"])  # surfing is cached: it was encoded, it fits
+    registry.ad_hoc(["yoga", "diving"])
+    assert enc.counted[2:] == ["a video of a person skiing.", "a video of a person diving."]
+    with pytest.raises(InputError, match="tokens"):  # an uncached prompt is still counted
+        registry.put("third", ["surfing", "ab " * 90])
+    assert registry.get("second").labels == ("surfing", "skiing")
 
 
 def test_summaries_match_the_records(registry: VocabRegistry) -> None:
