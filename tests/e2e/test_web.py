@@ -46,6 +46,7 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         widths = [float(bars.nth(i).get_attribute("data-probability") or 0) for i in range(3)]
         assert widths == sorted(widths, reverse=True) and 0 < widths[0] <= 1
         assert page.locator("#thumbs img").count() == 8
+        page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete)")  # decoded
         assert page.locator("#thumbs img").first.evaluate("img => img.naturalWidth") == 96
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
