@@ -68,17 +68,10 @@ class VocabRegistry:
 
     # -- validation -------------------------------------------------------------------------
 
-    def validate(
-        self, name: str, labels: Sequence[str], templates: Sequence[str] | None
-    ) -> tuple[list[str], list[str]]:
-        """Clean and check a vocabulary; :class:`InputError` says what is wrong."""
-        clean, temps = self._clean(name, labels, templates)
-        self._check_tokens(clean, temps)
-        return clean, temps
-
     def _clean(
         self, name: str, labels: Sequence[str], templates: Sequence[str] | None
     ) -> tuple[list[str], list[str]]:
+        """Clean and check a vocabulary's name, labels and templates; :class:`InputError` says what is wrong."""
         validate_name(name)
         clean = validate_labels(labels, self.max_labels)
         temps = list(templates) if templates else [DEFAULT_TEMPLATE]

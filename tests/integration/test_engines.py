@@ -25,6 +25,7 @@ from models.temporal import TransformerHead
 from server.cli import app
 from tests.conftest import shared_path
 from tests.unit.test_checkpoint import released_state
+from tests.unit.test_temporal import trained_like
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
 
@@ -66,10 +67,7 @@ def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> N
 def test_text4vis_checkpoint_exported_and_served_like_torch(tmp_path: Path, tiny_clip_path: Path) -> None:
     torch.manual_seed(5)
     visual = open_clip.create_model(TINY_ARCH).visual
-    head = TransformerHead(64)
-    with torch.no_grad():
-        for p in head.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    head = trained_like(TransformerHead(64))
     ckpt = tmp_path / "t4v.pt"
     torch.save({"epoch": 1, "model_state_dict": released_state(visual, head)}, ckpt)
     base = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]

@@ -19,7 +19,7 @@ from models.temporal import TransformerHead
 from server.cli import app
 from tests.conftest import shared_path
 from tests.unit.test_checkpoint import released_state
-from tests.unit.test_temporal import reference_transf
+from tests.unit.test_temporal import reference_transf, trained_like
 
 LABELS = ["arm wrestling", "ApplyEyeMakeup", "playing guitar", "riding a bike", "yoga", "surfing water"]
 
@@ -72,10 +72,7 @@ def test_text4vis_checkpoint_multiview_matches_reference(tiny_clip_path: Path, t
     torch.manual_seed(11)
     clip = open_clip.create_model(TINY_ARCH, pretrained=str(tiny_clip_path)).eval()
     visual = open_clip.create_model(TINY_ARCH).visual.eval()  # "fine-tuned" visual: other weights
-    head = TransformerHead(64)
-    with torch.no_grad():
-        for p in head.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    head = trained_like(TransformerHead(64))
     ckpt = tmp_path / "text4vis.pt"
     torch.save({"epoch": 29, "model_state_dict": released_state(visual, head)}, ckpt)
 

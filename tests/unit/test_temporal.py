@@ -37,14 +37,18 @@ def reference_transf(sd: dict[str, torch.Tensor], x: torch.Tensor, layers: int) 
     return (y + x).mean(dim=1)
 
 
-@pytest.mark.parametrize(("dim", "frames"), [(64, 8), (128, 16), (512, 8), (128, 32)])
-def test_transf_matches_reference(dim: int, frames: int) -> None:
-    torch.manual_seed(0)
-    head = TransformerHead(dim).eval()
-    # non-trivial weights everywhere (the default init zeroes biases and keeps LayerNorm identity)
+def trained_like(head: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial weights everywhere (the default init zeroes biases and keeps LayerNorm identity)."""
     with torch.no_grad():
         for p in head.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+    return head
+
+
+@pytest.mark.parametrize(("dim", "frames"), [(64, 8), (128, 16), (512, 8), (128, 32)])
+def test_transf_matches_reference(dim: int, frames: int) -> None:
+    torch.manual_seed(0)
+    head = trained_like(TransformerHead(dim)).eval()
     x = torch.randn(3, frames, dim)
     sd = {k: v.detach() for k, v in head.state_dict().items()}
     expected = reference_transf(sd, x, layers=6)
