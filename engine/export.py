@@ -1,13 +1,22 @@
 """Engine directories: the visual encoder compiled (ONNX, TensorRT), the temporal head, a manifest.
 
 ```
-DIR/manifest.json   what was exported, from which weights, with which tools
-DIR/visual.onnx     uint8 pixels [batch, 3, S, S] -> float32 embeddings [batch, D]; batch is dynamic
-DIR/visual.plan     the TensorRT engine (format tensorrt), one profile: 1 / max/2 / max
-DIR/head.pt         the temporal head: {"kind", "layers", "state_dict"} (runs in torch: it is tiny)
+DIR/manifest.json         what was exported, from which weights, with which tools
+DIR/visual.onnx           uint8 pixels [batch, 3, S, S] -> float32 embeddings [batch, D]; batch is dynamic
+DIR/visual.onnx.data      the graph's weights, when the exporter keeps them outside (large models)
+DIR/visual.<key>.plan     TensorRT engines (format tensorrt), one profile 1 / max/2 / max, one per
+                          GPU model and TensorRT version (<key>, e.g. nvidia-h200_trt10.16.1.11)
+DIR/head.pt               the temporal head: {"kind", "layers", "state_dict"} (runs in torch: it is tiny)
+DIR/ort-trt-cache/<key>/  ONNX Runtime's TensorRT engine cache, written by the server
 ```
 The graph takes uint8 crops and normalizes inside: a quarter of the bytes to move to a GPU,
 and the normalization constants travel with the engine instead of living in server config.
+An fp16 export is an fp16 graph, so every runtime (ONNX Runtime, TensorRT 10 and 11 with strongly
+typed networks) takes the precision from the graph.
+
+Exporting again into the same directory keeps what already matches (the same weights, precision,
+batch bound and input size) and only adds what is missing, typically the plan for this GPU: that
+is how compose's one-shot ``engine`` service builds a plan once per GPU model and TensorRT version.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -26,7 +36,7 @@ import torch
 from torch import nn
 
 from engine.backends.base import DTYPES, PixelEncoder, Precision
-from engine.backends.tensorrt_backend import build_engine, require_tensorrt
+from engine.backends.tensorrt_backend import build_engine, plan_key, require_tensorrt, tensorrt_version
 from models.errors import ModelLoadError
 from models.temporal import build_temporal_head
 
@@ -58,9 +68,12 @@ class Manifest:
     created_at: str
     format_version: int = FORMAT_VERSION
     notes: list[str] = field(default_factory=list)
+    plans: dict[str, str] = field(default_factory=dict)  # plan_key() -> TensorRT plan file
 
     def write(self, directory: Path) -> None:
-        (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp = directory / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(directory / MANIFEST)  # a server reading it never sees half a file
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:
@@ -88,11 +101,14 @@ def weights_digest(*modules: nn.Module) -> str:
 
 def _versions() -> dict[str, str]:
     out = {}
-    for dist in ("torch", "open-clip-torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt"):
+    for dist in ("torch", "open-clip-torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
+    trt = tensorrt_version()  # the module's version: the distribution is tensorrt-cu12, tensorrt-cu13, ...
+    if trt is not None:
+        out["tensorrt"] = trt
     return out
 
 
@@ -122,42 +138,87 @@ def export_engine(
     precision: Precision = "fp32",
     max_batch: int = 64,
     source: dict[str, str | None] | None = None,
+    force: bool = False,
 ) -> Manifest:
-    """Write an engine directory for ``visual`` + ``head``. TensorRT builds from the ONNX graph."""
+    """Write an engine directory for ``visual`` + ``head``; TensorRT builds from the ONNX graph.
+
+    What ``out`` already holds for the same weights, precision, batch bound and input size is kept
+    (unless ``force``): only the missing parts are written, e.g. the plan for this GPU."""
     if precision == "bf16":
         raise ValueError("bf16 engines are not supported; export fp32 or fp16")
     if not 1 <= max_batch <= 4096:
         raise ValueError("max_batch must be 1..4096")
-    if fmt == "tensorrt":
-        require_tensorrt()  # before minutes of export work
+    if fmt == "tensorrt":  # before minutes of export work: TensorRT and the GPU the plan will run on
+        require_tensorrt()
+        plan_key()
     out.mkdir(parents=True, exist_ok=True)
     visual = visual.eval()
     digest = weights_digest(visual, head)
+    manifest = None if force else _reusable(out, digest, precision, max_batch, input_size, text_model)
+    if manifest is None:
+        manifest = _export_onnx_and_head(visual, head, out, digest, architecture=architecture,
+                                         text_model=text_model, input_size=input_size, mean=mean, std=std,
+                                         preprocess=preprocess, precision=precision, max_batch=max_batch,
+                                         source=source or {})
+    else:
+        log.info("%s already holds these weights (%s, batch 1..%d): keeping its ONNX graph and head", out,
+                 precision, max_batch)
+    if fmt == "tensorrt":
+        key = plan_key()
+        plan = manifest.plans.get(key)
+        if plan is not None and (out / plan).is_file():
+            log.info("%s already has the TensorRT plan for %s: %s", out, key, plan)
+        else:
+            plan = f"visual.{key}.plan"
+            t0 = time.perf_counter()
+            build_engine(out / manifest.files["onnx"], out / plan, input_size, max_batch)
+            log.info("TensorRT plan %s: %.1f s", plan, time.perf_counter() - t0)
+            manifest.plans[key] = plan
+        manifest.tools = {**manifest.tools, **_versions()}
+    manifest.write(out)
+    return manifest
+
+
+def _reusable(
+    out: Path, digest: str, precision: str, max_batch: int, input_size: int, text_model: str
+) -> Manifest | None:
+    try:
+        old = Manifest.read(out)
+    except ModelLoadError:
+        return None
+    same = (old.weights_sha256, old.precision, old.max_batch, old.input_size, old.text_model) == (
+        digest, precision, max_batch, input_size, text_model)
+    files_there = all((out / name).is_file() for name in old.files.values())
+    return old if same and files_there else None
+
+
+def _export_onnx_and_head(
+    visual: nn.Module, head: nn.Module, out: Path, digest: str, *, architecture: str, text_model: str,
+    input_size: int, mean: tuple[float, float, float], std: tuple[float, float, float], preprocess: str,
+    precision: Precision, max_batch: int, source: dict[str, str | None],
+) -> Manifest:
+    for stale in [*out.glob("visual.*.plan"), out / "visual.onnx.data"]:
+        stale.unlink(missing_ok=True)  # plans and weights of what this directory held before
+    shutil.rmtree(out / "ort-trt-cache", ignore_errors=True)
     onnx_visual = visual if precision == "fp32" else _copy_as(visual, DTYPES[precision])
     encoder = PixelEncoder(onnx_visual, mean, std).eval()
     files = {"onnx": "visual.onnx", "head": "head.pt"}
     t0 = time.perf_counter()
+    log.info("exporting the visual encoder to ONNX (%s); a ViT-B takes a minute or two on a CPU", precision)
     export_onnx(encoder, out / files["onnx"], input_size, max_batch)
     log.info("ONNX export: %.1f s", time.perf_counter() - t0)
-    if fmt == "tensorrt":
-        # TensorRT gets the fp32 graph; its FP16 flag picks fp16 kernels layer by layer
-        if precision != "fp32":
-            export_onnx(PixelEncoder(visual, mean, std).eval(), out / "visual_fp32.onnx", input_size, max_batch)
-        build_engine(out / ("visual_fp32.onnx" if precision != "fp32" else files["onnx"]), out / "visual.plan",
-                     input_size, max_batch, fp16=precision == "fp16")
-        files["tensorrt"] = "visual.plan"
+    if (out / "visual.onnx.data").is_file():
+        files["onnx_data"] = "visual.onnx.data"
     kind = getattr(head, "kind", "mean")
     layers = len(getattr(getattr(head, "transformer", None), "resblocks", [])) or 6
     torch.save({"kind": kind, "layers": layers, "state_dict": head.state_dict()}, out / files["head"])
-    manifest = Manifest(
+    return Manifest(
         architecture=architecture, text_model=text_model, embed_dim=int(getattr(visual, "output_dim")),  # noqa: B009
         input_size=input_size, input={"name": "pixels", "dtype": "uint8", "layout": "NCHW, RGB"},
         mean=list(mean), std=list(std), preprocess=preprocess, temporal=kind, temporal_layers=layers,
-        precision=precision, max_batch=max_batch, files=files, weights_sha256=digest, source=source or {},
+        precision=precision, max_batch=max_batch, files=files, weights_sha256=digest, source=source,
         tools=_versions(), created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
-    manifest.write(out)
-    return manifest
 
 
 def load_head(directory: Path, manifest: Manifest) -> nn.Module:
