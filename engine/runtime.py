@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sysconfig
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from engine.backends.base import BackendUnavailable, FrameEncoder, PixelEncoder, Precision
 from engine.backends.onnx_backend import OnnxFrameEncoder
-from engine.backends.tensorrt_backend import TensorRTFrameEncoder, tensorrt_available
+from engine.backends.tensorrt_backend import (
+    TensorRTFrameEncoder,
+    plan_key,
+    require_tensorrt,
+    tensorrt_available,
+    tensorrt_version,
+)
 from engine.backends.torch_backend import TorchFrameEncoder
 from engine.export import ExportFormat, Manifest, export_engine, load_head
 from engine.pipeline import VideoPipeline
@@ -37,7 +46,7 @@ class ModelOptions:
     preprocess: PreprocessMode | None = None  # None: text4vis with a Text4Vis checkpoint, else clip
     random_init: bool = False
     device: str = "auto"
-    precision: Precision = "fp32"
+    precision: Precision | Literal["auto"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
     decoder: Decoder = "auto"
     max_batch_size: int = 64
     engine_dir: Path | None = None  # an exported engine directory (t4v export)
@@ -58,6 +67,7 @@ class ModelInfo:
     precision: str
     checkpoint: str | None
     text_device: str  # where prompts are encoded (PUT /vocab): the GPU when there is one
+    selection: str  # why this backend and precision run, in words
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -74,6 +84,27 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def resolve_precision(precision: str, device: str) -> tuple[Precision, str]:
+    """``auto`` is fp16 on CUDA (the precision OpenAI's CLIP weights were trained in; within the
+    tested tolerance of fp32, see bench/gpu_check.sh) and fp32 on the CPU. Returns it and why."""
+    if precision != "auto":
+        return precision, f"precision {precision} as asked"  # type: ignore[return-value]
+    if device.startswith("cuda"):
+        return "fp16", "precision fp16 (auto on CUDA)"
+    return "fp32", "precision fp32 (auto on the CPU)"
+
+
+def compile_problem(device: str) -> str | None:
+    """Why ``torch.compile`` cannot work here, or None. Its first call builds native code: Triton's
+    launcher (a C compiler) on CUDA, C++ kernels on the CPU; both need the Python headers."""
+    compilers = ("cc", "gcc", "clang") if device.startswith("cuda") else ("c++", "g++", "clang++")
+    if not any(shutil.which(c) for c in compilers):
+        return f"no {'C' if device.startswith('cuda') else 'C++'} compiler ({', '.join(compilers)}) on the PATH"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "the Python headers (Python.h) are not installed"
+    return None
 
 
 def build_runtime(opts: ModelOptions) -> Runtime:
@@ -100,8 +131,15 @@ def build_runtime(opts: ModelOptions) -> Runtime:
         head = build_temporal_head("mean", clip.embed_dim)
         default_mode = PreprocessMode.CLIP
     mode = PreprocessMode(opts.preprocess or default_mode)
-    encoder = TorchFrameEncoder(visual, clip.mean, clip.std, device=device, precision=opts.precision,
+    precision, why = resolve_precision(opts.precision, device)
+    if opts.compile:
+        problem = compile_problem(device)
+        if problem is not None:
+            raise ModelLoadError(f"--compile (T4V_COMPILE) cannot work here: {problem}; install them "
+                                 "(apt-get install gcc python3-dev) or serve without --compile")
+    encoder = TorchFrameEncoder(visual, clip.mean, clip.std, device=device, precision=precision,
                                 max_batch_size=opts.max_batch_size, compile=opts.compile)
+    why = f"torch backend ({'compiled' if opts.compile else 'eager'}; no engine directory given), {why}"
     pipeline = VideoPipeline(
         encoder,
         head,
@@ -116,12 +154,13 @@ def build_runtime(opts: ModelOptions) -> Runtime:
         preprocess=mode.value,
         backend=encoder.name,
         device=device,
-        precision=opts.precision,
+        precision=precision,
         checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
         text_device=str(text_encoder.device),
+        selection=why,
     )
-    log.info("model %s (%s head, %s preprocessing) on %s %s via %s; text encoder on %s", info.model_id,
-             info.temporal, info.preprocess, info.device, info.precision, info.backend, info.text_device)
+    log.info("model %s (%s head, %s preprocessing) on %s %s via %s; text encoder on %s. Why: %s", info.model_id,
+             info.temporal, info.preprocess, info.device, info.precision, info.backend, info.text_device, why)
     return Runtime(pipeline, text_encoder, info)
 
 
@@ -137,30 +176,34 @@ def _engine_runtime(opts: ModelOptions, clip: LoadedClip, device: str) -> Runtim
             f"text is {clip.model_id}: refusing to pair them; load the CLIP the engine came from"
         )
     head = load_head(directory, manifest)
-    backend = opts.backend
-    if backend == "auto":
-        backend = "tensorrt" if "tensorrt" in manifest.files and tensorrt_available() else "onnxruntime"
-    mean = tuple(manifest.mean)
-    std = tuple(manifest.std)
+    backend, why = choose_engine_backend(opts.backend, manifest, device)
+    gpu = device if device.startswith("cuda") else "cuda:0"
     encoder: FrameEncoder
     try:
         if backend == "tensorrt":
-            if "tensorrt" not in manifest.files:
+            if not manifest.plans:
                 raise ModelLoadError(f"{directory} holds no TensorRT engine: export with --format tensorrt")
+            require_tensorrt()
+            key = plan_key(gpu)
+            if key not in manifest.plans:
+                raise ModelLoadError(f"{directory} holds no TensorRT plan for {key} (it has {', '.join(manifest.plans)}"
+                                     "): build one here with t4v export --format tensorrt and the same options")
             encoder = TensorRTFrameEncoder(
-                directory / manifest.files["tensorrt"], manifest.embed_dim, manifest.input_size,
-                manifest.max_batch, manifest.precision,  # type: ignore[arg-type]
-                device=device if device.startswith("cuda") else "cuda:0",
+                directory / manifest.plans[key], manifest.embed_dim, manifest.input_size,
+                manifest.max_batch, manifest.precision, device=gpu,  # type: ignore[arg-type]
             )
         elif backend == "onnxruntime":
             encoder = OnnxFrameEncoder(
                 directory / manifest.files["onnx"], manifest.embed_dim, manifest.input_size,
                 manifest.precision, opts.providers, opts.threads, manifest.max_batch,  # type: ignore[arg-type]
+                device=gpu,
             )
         else:
             raise ModelLoadError(f"backend {backend!r} cannot run an engine directory; use onnxruntime or tensorrt")
     except BackendUnavailable as exc:
         raise ModelLoadError(str(exc)) from None
+    mean = tuple(manifest.mean)
+    std = tuple(manifest.std)
     preprocess = PreprocessConfig(
         resize=manifest.input_size * 256 // 224 if manifest.preprocess == "text4vis" else manifest.input_size,
         crop=manifest.input_size, mean=mean, std=std,  # type: ignore[arg-type]
@@ -172,14 +215,34 @@ def _engine_runtime(opts: ModelOptions, clip: LoadedClip, device: str) -> Runtim
         arch=manifest.architecture, model_id=clip.model_id, temporal=manifest.temporal,
         preprocess=opts.preprocess or manifest.preprocess, backend=encoder.name, device=encoder.device,
         precision=manifest.precision, checkpoint=str(directory), text_device=str(text_encoder.device),
+        selection=f"{why}; precision {manifest.precision} (the engine's graph)",
     )
-    log.warning("engine %s: %s on %s (%s), %s head", directory, info.backend, info.device, info.precision,
-                info.temporal)
+    log.warning("engine %s: %s on %s (%s), %s head; text encoder on %s. Why: %s", directory, info.backend,
+                info.device, info.precision, info.temporal, info.text_device, info.selection)
     return Runtime(VideoPipeline(encoder, head, preprocess, decoder=opts.decoder), text_encoder, info)
 
 
+def choose_engine_backend(asked: str, manifest: Manifest, device: str) -> tuple[str, str]:
+    """The backend for an engine directory and why: ``auto`` takes TensorRT when the directory has a
+    plan for this GPU model and TensorRT version, else ONNX Runtime (its own TensorRT/CUDA providers)."""
+    if asked != "auto":
+        return asked, f"backend {asked} as asked"
+    if not manifest.plans:
+        return "onnxruntime", "ONNX Runtime: the engine directory holds no TensorRT plan"
+    if tensorrt_version() is None:
+        return "onnxruntime", "ONNX Runtime: the engine has TensorRT plans but TensorRT is not installed"
+    if not device.startswith("cuda") or not tensorrt_available():
+        return "onnxruntime", f"ONNX Runtime: TensorRT plans need a CUDA GPU (device {device})"
+    key = plan_key(device)
+    if key not in manifest.plans:
+        return "onnxruntime", (f"ONNX Runtime: no TensorRT plan for {key} (the directory has "
+                               f"{', '.join(manifest.plans)}; t4v export --format tensorrt builds one)")
+    return "tensorrt", f"TensorRT plan {manifest.plans[key]} matches this GPU and TensorRT {tensorrt_version()}"
+
+
 def export_from_options(
-    opts: ModelOptions, out: Path, fmt: ExportFormat = "onnx", precision: Precision = "fp32", max_batch: int = 64
+    opts: ModelOptions, out: Path, fmt: ExportFormat = "onnx", precision: Precision = "fp32", max_batch: int = 64,
+    force: bool = False,
 ) -> Manifest:
     """Load what ``opts`` names (as ``t4v classify`` would, on the CPU) and write an engine directory."""
     runtime = build_runtime(replace(opts, device="cpu", precision="fp32", backend="torch", engine_dir=None))
@@ -197,4 +260,5 @@ def export_from_options(
         pixel_encoder.visual, runtime.pipeline.head, out, architecture=runtime.info.arch,
         text_model=runtime.info.model_id, input_size=cfg.crop, mean=cfg.mean, std=cfg.std,
         preprocess=runtime.info.preprocess, fmt=fmt, precision=precision, max_batch=max_batch, source=source,
+        force=force,
     )

@@ -68,7 +68,7 @@ def classify(
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16.")] = "auto",
     decoder: Annotated[str, typer.Option(help="auto (decord, then PyAV) | decord | pyav.")] = "auto",
     random_init: Annotated[
         bool, typer.Option(help="Run RANDOM weights on purpose (benchmarks, tests). Never the default.")
@@ -189,8 +189,14 @@ def export(
     format: Annotated[str, typer.Option("--format", help="onnx | tensorrt (TensorRT also writes the ONNX).")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32 | fp16.")] = "fp32",
     max_batch: Annotated[int, typer.Option(help="Largest batch of frames (the dynamic axis' bound).")] = 64,
+    force: Annotated[
+        bool, typer.Option(help="Rewrite everything, even what OUT already holds for these weights.")
+    ] = False,
 ) -> None:
-    """Export the visual encoder (+ temporal head) to an engine directory that serve/classify run."""
+    """Export the visual encoder (+ temporal head) to an engine directory that serve/classify run.
+
+    Run again with --format tensorrt on each GPU model: what OUT holds for the same weights is
+    kept, and a plan for this GPU and TensorRT version is added beside the others."""
     from engine.runtime import export_from_options
 
     try:
@@ -198,10 +204,13 @@ def export(
                                  "cpu", "fp32", "auto", random_init)
         _choice("--format", format, ("onnx", "tensorrt"))
         _choice("--precision", precision, ("fp32", "fp16"))
-        manifest = export_from_options(options, out, format, precision, max_batch)  # type: ignore[arg-type]
+        manifest = export_from_options(
+            options, out, format, precision, max_batch, force=force  # type: ignore[arg-type]
+        )
     except (UsageProblem, ModelLoadError, InputError, ValueError, RuntimeError) as exc:
         _fail(exc)
-    typer.echo(f"wrote {out}: {', '.join(manifest.files.values())} ({manifest.architecture}, {manifest.temporal} "
+    files = [*manifest.files.values(), *manifest.plans.values()]
+    typer.echo(f"wrote {out}: {', '.join(files)} ({manifest.architecture}, {manifest.temporal} "
                f"head, {manifest.precision}, batch 1..{manifest.max_batch})")
 
 
@@ -218,7 +227,9 @@ def serve(
     temporal: Annotated[str | None, typer.Option(help="mean | transf (T4V_TEMPORAL).")] = None,
     preprocess: Annotated[str | None, typer.Option(help="clip | text4vis (T4V_PREPROCESS).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (T4V_DEVICE).")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (T4V_PRECISION).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16 (T4V_PRECISION).")
+    ] = None,
     random_init: Annotated[
         bool | None, typer.Option("--random-init", help="Serve RANDOM weights on purpose (T4V_RANDOM_INIT).")
     ] = None,
@@ -341,7 +352,7 @@ def _model_options(
             raise UsageProblem(f"checkpoint file not found: {path}")
     _choice("--temporal", temporal, ("mean", "transf"))
     _choice("--preprocess", preprocess, tuple(m.value for m in PreprocessMode))
-    _choice("--precision", precision, ("fp32", "fp16", "bf16"))
+    _choice("--precision", precision, ("auto", "fp32", "fp16", "bf16"))
     _choice("--decoder", decoder, ("auto", "decord", "pyav"))
     return ModelOptions(
         arch=model,

@@ -86,6 +86,7 @@ class ModelOut(BaseModel):
     precision: str
     checkpoint: str | None
     text_device: str = Field(description="Where vocabulary prompts are encoded.")
+    selection: str = Field(description="Why this backend and precision run (the same sentence as the start-up log).")
 
 
 class Status(BaseModel):

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     preprocess: Literal["clip", "text4vis"] | None = Field(None, description="Preprocessing mode.")
     random_init: bool = Field(False, description="Serve RANDOM weights on purpose (benchmarks only).")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
-    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Visual encoder precision.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="Visual encoder precision; auto: fp16 on CUDA, fp32 on the CPU."
+    )
     decoder: Literal["auto", "decord", "pyav"] = Field("auto", description="Video decoder.")
     engine_dir: Path | None = Field(None, description="Engine directory from `t4v export` (ONNX/TensorRT).")
     backend: Literal["auto", "torch", "onnxruntime", "tensorrt"] = Field(

@@ -1,0 +1,65 @@
+"""What runs where, and why: GPU defaults, torch.compile's toolchain, ONNX Runtime provider options."""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from engine.backends.onnx_backend import provider_options
+from engine.runtime import ModelOptions, build_runtime, compile_problem, resolve_precision
+from models.clip_loader import TINY_ARCH
+from models.errors import ModelLoadError
+
+
+def test_precision_auto_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
+    assert resolve_precision("auto", "cuda") == ("fp16", "precision fp16 (auto on CUDA)")
+    assert resolve_precision("auto", "cuda:1")[0] == "fp16"
+    assert resolve_precision("auto", "cpu") == ("fp32", "precision fp32 (auto on the CPU)")
+    assert resolve_precision("bf16", "cuda") == ("bf16", "precision bf16 as asked")
+
+
+def test_the_runtime_says_what_runs_and_why(tiny_clip_path: Path) -> None:
+    info = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu")).info
+    assert (info.backend, info.precision) == ("torch", "fp32")
+    assert info.selection == "torch backend (eager; no engine directory given), precision fp32 (auto on the CPU)"
+
+
+def test_compile_is_refused_at_start_up_without_a_compiler(
+    tiny_clip_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert compile_problem("cuda") == "no C compiler (cc, gcc, clang) on the PATH"
+    with pytest.raises(ModelLoadError, match=r"--compile \(T4V_COMPILE\) cannot work here: no C\+\+ compiler"):
+        build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu", compile=True))
+
+
+def test_compile_is_refused_without_the_python_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = sysconfig.get_paths()
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {**paths, "include": str(tmp_path)})
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    assert compile_problem("cuda") == "the Python headers (Python.h) are not installed"
+    (tmp_path / "Python.h").touch()
+    assert compile_problem("cuda") is None
+
+
+def test_onnxruntime_provider_options_on_a_gpu(tmp_path: Path) -> None:
+    """Names as onnxruntime-gpu 1.31.1's TensorRT provider reads them (checked in its library's strings)."""
+    trt = provider_options("tensorrt", device_id=1, cache_dir=tmp_path, input_name="pixels", input_size=224,
+                           max_batch=64)
+    assert trt == {
+        "device_id": "1", "trt_fp16_enable": "False",
+        "trt_profile_min_shapes": "pixels:1x3x224x224", "trt_profile_opt_shapes": "pixels:32x3x224x224",
+        "trt_profile_max_shapes": "pixels:64x3x224x224",
+        "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(tmp_path),
+        "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(tmp_path),
+    }
+    no_cache = provider_options("tensorrt", device_id=0, cache_dir=None, input_name="pixels", input_size=336,
+                                max_batch=1)
+    assert "trt_engine_cache_enable" not in no_cache and no_cache["trt_profile_opt_shapes"] == "pixels:1x3x336x336"
+    assert provider_options("cuda", device_id=2, cache_dir=None, input_name="pixels", input_size=224,
+                            max_batch=8) == {"device_id": "2"}
+    assert provider_options("cpu", device_id=0, cache_dir=None, input_name="pixels", input_size=224,
+                            max_batch=8) == {}
