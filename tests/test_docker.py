@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from server.settings import Settings
@@ -21,7 +22,7 @@ def _seconds(value: str) -> int:
 
 def test_compose_services_and_scaling() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"server", "lb", "redis"}
+    assert set(services) == {"engine", "server", "lb", "redis"}
     server = services["server"]
     assert "ports" not in server, "replicas publish no host port, so --scale works; nginx does"
     assert services["lb"]["ports"] and "server" in (ROOT / "docker" / "nginx.conf").read_text()
@@ -69,4 +70,147 @@ def test_dockerfiles_install_as_the_readme_does() -> None:
         for package in ("models", "engine", "server", "clients"):
             assert f"COPY {package} {package}" in text
         assert 'CMD ["t4v", "serve"]' in text
-    assert "python3.11" in (ROOT / "docker" / "Dockerfile").read_text()  # requires-python >= 3.11
+        assert re.search(r"^FROM python:3\.11-", text, re.M), name  # requires-python >= 3.11; CI tests 3.11
+
+
+# What the images install, and the CUDA major version each GPU wheel is built for.
+DOCKERFILES = {name: (ROOT / "docker" / name).read_text() for name in ("Dockerfile", "Dockerfile.cpu")}
+COMPOSE_V2_TOP_LEVEL = {"name", "services", "networks", "volumes", "configs", "secrets", "include"}
+
+
+def _pins(text: str) -> list[tuple[str, str]]:
+    """``name==version`` on the Dockerfile's pip lines."""
+    pip_lines = " ".join(line for line in text.replace("\\\n", " ").splitlines() if "pip install" in line)
+    return re.findall(r"([A-Za-z0-9_.\-]+)==([0-9][A-Za-z0-9_.+\-]*)", pip_lines)
+
+
+def _cuda_major() -> int:
+    match = re.search(r"^ARG CUDA_MAJOR=(\d+)$", DOCKERFILES["Dockerfile"], re.M)
+    assert match, "docker/Dockerfile declares the image's CUDA major version (ARG CUDA_MAJOR)"
+    return int(match.group(1))
+
+
+def test_compose_is_v2_and_serves_the_engine_it_exports() -> None:
+    assert set(COMPOSE) - {k for k in COMPOSE if k.startswith("x-")} <= COMPOSE_V2_TOP_LEVEL
+    assert "Compose v2" in (ROOT / "docker" / "compose.yaml").read_text().splitlines()[0]
+    engine, server = COMPOSE["services"]["engine"], COMPOSE["services"]["server"]
+    command = engine["command"]
+    assert command[:2] == ["t4v", "export"] and engine["restart"] == "no"
+    out = command[command.index("--out") + 1]
+    assert server["environment"]["T4V_ENGINE_DIR"] == out and out.startswith("/engines/")
+    assert command[command.index("--format") + 1] == "${T4V_ENGINE_FORMAT:-tensorrt}"
+    assert command[command.index("--max-batch") + 1] == server["environment"]["T4V_MAX_BATCH_FRAMES"]
+    assert server["depends_on"]["engine"]["condition"] == "service_completed_successfully"
+    for service in (engine, server):
+        assert "engines:/engines" in service["volumes"] and service["deploy"]["resources"]["reservations"]
+    assert "/engines" in DOCKERFILES["Dockerfile"].split("USER")[0]  # created for the non-root user
+
+
+def test_nginx_promises_no_retry_of_uploads() -> None:
+    conf = (ROOT / "docker" / "nginx.conf").read_text()
+    assert "proxy_request_buffering off" in conf and "non_idempotent" not in conf
+    assert "is NOT retried" in conf or "Nothing with a body" in conf
+
+
+def test_one_cuda_major_version_in_the_gpu_image() -> None:
+    """The base image brings no CUDA (or the same major), TensorRT's distribution names it, and the
+    installed torch (the pyproject pin the image installs) requires that CUDA."""
+    from importlib import metadata
+
+    major = _cuda_major()
+    text = DOCKERFILES["Dockerfile"]
+    base = re.search(r"^FROM (\S+)", text, re.M)
+    assert base
+    cuda_base = re.match(r"nvidia/cuda:(\d+)\.", base.group(1))
+    assert cuda_base is None or int(cuda_base.group(1)) == major, base.group(1)
+    pins = dict(_pins(text))
+    trt = [name for name in pins if name.startswith("tensorrt")]
+    assert trt and all(name == f"tensorrt-cu{major}" for name in trt), trt
+    assert "onnxruntime-gpu" in pins and not any(name.endswith("cu12") for name in pins)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    torch_pin = re.search(r'"torch==([^"]+)"', pyproject)
+    assert torch_pin and metadata.version("torch") == torch_pin.group(1)
+    requires = " ".join(metadata.requires("torch") or [])
+    toolkit = re.search(r"cuda-toolkit\S*==(\d+)\.", requires)
+    assert toolkit and int(toolkit.group(1)) == major, requires
+
+
+def _index_files(name: str) -> list[dict[str, object]]:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"https://pypi.org/simple/{name}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["files"]
+
+
+def _version_files(name: str, version: str) -> list[dict[str, object]]:
+    stem = name.replace("-", "_").lower()
+    return [f for f in _index_files(name) if str(f["filename"]).lower().startswith(f"{stem}-{version}-")
+            or str(f["filename"]).lower() == f"{stem}-{version}.tar.gz"]
+
+
+class _HttpRange:
+    """A read-only file over HTTP range requests: zipfile reads a wheel's METADATA without the
+    whole wheel (torch's is about a gigabyte)."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url, self.size, self.pos = url, size, 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        import urllib.request
+
+        end = self.size if n < 0 else min(self.size, self.pos + n)
+        if end <= self.pos:
+            return b""
+        request = urllib.request.Request(self.url, headers={"Range": f"bytes={self.pos}-{end - 1}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            data = response.read()
+        self.pos += len(data)
+        return data
+
+
+def _wheel_requires(name: str, version: str) -> str:
+    """``Requires-Dist`` of the Linux x86_64 CPython 3.11 wheel of ``name==version``."""
+    import zipfile
+
+    wheels = [f for f in _version_files(name, version)
+              if "cp311" in str(f["filename"]) and "manylinux" in str(f["filename"]) and "x86_64" in str(f["filename"])]
+    assert len(wheels) == 1, f"{name}=={version} has no single CPython 3.11 Linux x86_64 wheel on PyPI"
+    (wheel,) = wheels
+    with zipfile.ZipFile(_HttpRange(str(wheel["url"]), int(wheel["size"]))) as archive:  # type: ignore[arg-type]
+        (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return "\n".join(line for line in archive.read(meta).decode().splitlines() if line.startswith("Requires"))
+
+
+@pytest.mark.network
+def test_every_dockerfile_pin_exists_on_the_package_index() -> None:
+    """Every ``name==version`` a Dockerfile installs is on PyPI. (Dockerfile.cpu takes torch from
+    torch's CPU index, which this machine cannot reach; the same version is checked on PyPI.)"""
+    missing = [f"{name}=={version} ({dockerfile})" for dockerfile, text in DOCKERFILES.items()
+               for name, version in _pins(text) if not _version_files(name, version)]
+    assert not missing, f"not on PyPI: {missing}"
+
+
+@pytest.mark.network
+def test_gpu_wheels_are_built_for_the_image_cuda() -> None:
+    major = _cuda_major()
+    pins = dict(_pins(DOCKERFILES["Dockerfile"]))
+    ort = _wheel_requires("onnxruntime-gpu", pins["onnxruntime-gpu"])
+    assert re.search(rf"nvidia-cuda-runtime~={major}\.", ort) and f"cudnn-cu{major}" in ort, ort
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    torch_version = re.search(r'"torch==([^"]+)"', pyproject)
+    assert torch_version
+    torch_requires = _wheel_requires("torch", torch_version.group(1))
+    assert re.search(rf"cuda-toolkit\S*=={major}\.", torch_requires), torch_requires
