@@ -104,15 +104,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    args: argparse.Namespace, data_dir: Path, port: int, extra: tuple[str, ...] = (), ready_s: float = 300,
+    log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """``t4v serve`` with random weights on ``port``, once ready (``extra``: more serve options)."""
     cmd = [sys.executable, "-m", "server.cli", "serve", "--model", args.model, "--random-init", "--port", str(port),
            "--data-dir", str(data_dir), "--decode-workers", str(args.decode_workers),
            "--max-batch-frames", str(args.max_batch_frames), "--max-delay-ms", str(args.max_delay_ms),
-           "--max-queue-frames", str(max(512, args.max_batch_frames))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--max-queue-frames", str(max(512, args.max_batch_frames)), *extra]
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + ready_s
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
                 return proc
@@ -120,7 +125,7 @@ def start_server(args: argparse.Namespace, data_dir: Path, port: int) -> subproc
             pass
         time.sleep(0.3)
     proc.kill()
-    sys.exit("server did not become ready")
+    raise RuntimeError(f"the server did not become ready in {ready_s:.0f} s" + (f" (its log: {log})" if log else ""))
 
 
 async def load(url: str, videos: list[Path], clients: int, n: int) -> tuple[float, list[float]]:
