@@ -7,6 +7,7 @@ the direction of every embedding (cosine >= 0.999). TensorRT runs only where it 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import open_clip
@@ -121,7 +122,7 @@ def test_tensorrt_unavailable_is_a_clear_refusal(tiny_engine: Path, tiny_clip_pa
 def test_tensorrt_matches_torch(tmp_path: Path, tiny_clip_path: Path) -> None:  # pragma: no cover - GPU hosts
     opts = ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path)
     export_from_options(opts, tmp_path / "trt", fmt="tensorrt", precision="fp16", max_batch=16)
-    ref = build_runtime(opts)
+    ref = build_runtime(replace(opts, precision="fp32"))
     trt = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "trt",
                                      backend="tensorrt"))
     x = _pixels(20)
