@@ -104,8 +104,10 @@ class DecodePool:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker)
 
     def warmup(self) -> None:
-        """Start the processes now (imports take seconds) rather than on the first request."""
-        for f in [self._executor.submit(_init_worker) for _ in range(max(self.workers, 1))]:
+        """Start the processes now (imports take seconds) rather than on the first request.
+        Threads need nothing (and must not run ``_init_worker``: it would make the whole process
+        single-threaded)."""
+        for f in [self._executor.submit(_init_worker) for _ in range(self.workers)]:
             f.result()
 
     async def decode(self, job: DecodeJob, timeout_s: float) -> SampledClip:

@@ -1,13 +1,12 @@
-"""File -> predictions: sample, decode, preprocess, encode, pool, score.
-
-``t4v classify`` runs the stages in a row; the server runs :func:`sample_clip` in decode worker
-processes, batches the encoding of many requests, and finishes with :meth:`VideoPipeline.score`.
+"""The stages of a classification: :func:`sample_clip` (decode + sample + resize + crop, run in
+decode workers), the encoder, and :meth:`VideoPipeline.score` (head + logits). The flow that joins
+them, for the server and ``t4v classify`` alike, is :class:`engine.service.ClassifyService`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,6 @@ from engine.video import Decoder, open_media, renamed
 from models.video_classifier import class_logits, video_embedding
 
 MAX_FRAMES = 64
-
-
-@dataclass
-class VideoResult:
-    file: str
-    frame_indices: list[int]  # clip-major: clips x T indices
-    predictions: list[Prediction]
-    timing_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,7 +66,7 @@ def sample_clip(
 
 
 class VideoPipeline:
-    """The stages of one classification, each usable on its own."""
+    """What a runtime serves with: the encoder, the temporal head, the preprocessing, the decoder."""
 
     def __init__(
         self,
@@ -89,13 +80,6 @@ class VideoPipeline:
         self.preprocess = preprocess
         self.decoder: Decoder = decoder
 
-    def sample(self, path: Path, frames: int = 8, clips: int = 1, crops: int = 1) -> SampledClip:
-        return sample_clip(path, self.preprocess, frames, clips, crops, self.decoder)
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 crops ``[N, 3, S, S]`` -> frame embeddings ``[N, D]`` (the encoder normalizes)."""
-        return self.encoder.encode(pixels)
-
     @torch.inference_mode()
     def score(
         self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5
@@ -103,16 +87,3 @@ class VideoPipeline:
         """Embeddings of the distinct frames -> video embedding (views fused) -> top-k predictions."""
         logits = class_logits(video_embedding(self.head, frame_emb[gather]), classifier.matrix)
         return classifier.predictions(logits, top_k)
-
-    def classify(
-        self, path: Path, classifier: Classifier, frames: int = 8, clips: int = 1, crops: int = 1,
-        top_k: int = 5,
-    ) -> VideoResult:
-        clip = self.sample(path, frames, clips, crops)
-        t0 = time.perf_counter()
-        emb = self.encode(clip.pixels)
-        t1 = time.perf_counter()
-        preds = self.score(emb, clip.gather, classifier, top_k)
-        t2 = time.perf_counter()
-        timing = {**clip.timing_ms, "encode": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}
-        return VideoResult(str(path), clip.frame_indices, preds, {k: round(v, 2) for k, v in timing.items()})

@@ -15,10 +15,10 @@ from rich.table import Table
 
 from engine.classifier import Classifier
 from engine.errors import InputError
-from engine.pipeline import VideoResult
 from engine.preprocess import PreprocessMode
 from engine.runtime import ModelOptions, build_runtime
 from engine.sampling import parse_views
+from engine.service import ClassifyResult, classify_files
 from engine.video import open_media
 from models.errors import ModelLoadError
 from models.presets import LABEL_PRESETS, preset_labels
@@ -101,14 +101,17 @@ def classify(
         classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates)
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
         _fail(exc)
-    results: list[VideoResult] = []
+    results: list[ClassifyResult] = []
     failed = False
-    for path in videos:
-        try:
-            results.append(runtime.pipeline.classify(path, classifier, frames, clips, crops, top_k))
-        except (InputError, ValueError) as exc:
-            _error_line(exc)
+    for outcome in classify_files(runtime.pipeline, classifier, videos, frames=frames, clips=clips, crops=crops,
+                                  top_k=top_k):
+        if isinstance(outcome, InputError | ValueError):
+            _error_line(outcome)
             failed = True
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append(outcome)
     if as_json:
         typer.echo(json.dumps({"model": runtime.info.as_dict(), "results": [_result_json(r) for r in results]}))
     else:
@@ -385,7 +388,7 @@ def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> None:
         raise UsageProblem(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _result_json(result: VideoResult) -> dict[str, object]:
+def _result_json(result: ClassifyResult) -> dict[str, object]:
     return {
         "file": result.file,
         "frame_indices": result.frame_indices,
@@ -396,7 +399,7 @@ def _result_json(result: VideoResult) -> dict[str, object]:
     }
 
 
-def _print_tables(results: list[VideoResult]) -> None:
+def _print_tables(results: list[ClassifyResult]) -> None:
     out = Console()
     for result in results:
         out.print(result.file, markup=False, highlight=False)

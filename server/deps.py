@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from engine.batcher import DynamicBatcher
-from engine.decode_pool import DecodePool
 from engine.registry import VocabRegistry
 from engine.runtime import Runtime
+from engine.service import ClassifyService
 from server.errors import NotReady
 from server.service import Service
 
@@ -38,17 +37,11 @@ def get_runtime(service: Annotated[Service, Depends(_ready)]) -> Runtime:
     return service.runtime
 
 
-def get_batcher(service: Annotated[Service, Depends(_ready)]) -> DynamicBatcher:
-    assert service.batcher is not None
-    return service.batcher
-
-
-def get_decoder(service: Annotated[Service, Depends(_ready)]) -> DecodePool:
-    assert service.decoder is not None
-    return service.decoder
+def get_engine(service: Annotated[Service, Depends(_ready)]) -> ClassifyService:
+    assert service.engine is not None
+    return service.engine
 
 
 RegistryDep = Annotated[VocabRegistry, Depends(get_registry)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-BatcherDep = Annotated[DynamicBatcher, Depends(get_batcher)]
-DecoderDep = Annotated[DecodePool, Depends(get_decoder)]
+EngineDep = Annotated[ClassifyService, Depends(get_engine)]

@@ -1,4 +1,4 @@
-"""Everything a running server holds: runtime, registry, batcher, decode pool; start and stop."""
+"""Everything a running server holds: runtime, registry, the classify service; start and stop."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
-from engine.batcher import DynamicBatcher
-from engine.decode_pool import DecodePool
 from engine.registry import VocabRegistry
 from engine.runtime import Runtime, build_runtime
+from engine.service import ClassifyService
 from engine.stores import RedisStore, SQLiteStore, VocabStore
 from models.presets import preset_labels
 from server.metrics import Metrics
@@ -27,8 +24,7 @@ class Service:
         self.metrics = Metrics()
         self.runtime = runtime
         self.registry: VocabRegistry | None = None
-        self.batcher: DynamicBatcher | None = None
-        self.decoder: DecodePool | None = None
+        self.engine: ClassifyService | None = None
         self.ready = False
         self.error: str | None = None
         self._startup: asyncio.Task[None] | None = None
@@ -47,15 +43,15 @@ class Service:
             store = await asyncio.to_thread(self._open_store)
             self.registry = VocabRegistry(store, runtime.text_encoder, self.settings.max_labels,
                                           on_embedding_cache=self.metrics.on_embedding_cache)
-            self.batcher = DynamicBatcher(
-                runtime.pipeline.encode, self.settings.max_batch_frames, self.settings.max_delay_ms,
-                self.settings.max_queue_frames, on_batch=self.metrics.on_batch,
+            s = self.settings
+            self.engine = ClassifyService(
+                runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.max_decode_queue,
+                max_batch_frames=s.max_batch_frames, max_delay_ms=s.max_delay_ms,
+                max_queue_frames=s.max_queue_frames, on_batch=self.metrics.on_batch,
+                on_decoded=self.metrics.decode_seconds.observe,
             )
-            await self.batcher.start()
-            self.decoder = DecodePool(self.settings.decode_workers, self.settings.max_decode_queue)
-            size = runtime.pipeline.preprocess.crop
-            await self.batcher.embed(torch.zeros(2, 3, size, size, dtype=torch.uint8))  # warm-up
-            await asyncio.to_thread(self.decoder.warmup)
+            log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
+            await self.engine.start()
             await asyncio.to_thread(self._register_startup_vocabs)
             self.ready = True
             log.info("ready: %s on %s (%s)", runtime.info.model_id, runtime.info.device, runtime.info.backend)
@@ -83,9 +79,7 @@ class Service:
     async def stop(self) -> None:
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
-        if self.batcher is not None:
-            await self.batcher.stop()
-        if self.decoder is not None:
-            self.decoder.close()
+        if self.engine is not None:
+            await self.engine.stop()
         if self.registry is not None:
             self.registry.store.close()

@@ -86,10 +86,12 @@ class ChunkedEncoder:
         if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.dtype != torch.uint8:
             raise ValueError(f"expected uint8 pixels [N, 3, S, S], got {pixels.dtype} {tuple(pixels.shape)}")
         try:
-            return torch.cat([self._encode_chunk(chunk) for chunk in pixels.split(self.max_batch_size)])
+            out = torch.cat([self._encode_chunk(chunk) for chunk in pixels.split(self.max_batch_size)])
         except Exception:
             self._ok = False
             raise
+        self._ok = True  # healthy() reports the last call
+        return out
 
     def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``[n <= max_batch_size, 3, S, S]`` -> float32 ``[n, D]`` on the CPU."""

@@ -1,4 +1,4 @@
-"""``POST /classify``: validate, decode in a worker, batch-encode, score. No model call here."""
+"""``POST /classify``: validate, resolve the vocabulary, hand the upload to the engine, map the result."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 from PIL import Image
 
 from engine.classifier import Classifier
-from engine.decode_pool import DecodeJob
 from engine.errors import InputError
 from engine.sampling import parse_views
-from server.deps import BatcherDep, DecoderDep, RegistryDep, RuntimeDep, ServiceDep
+from server.deps import EngineDep, RegistryDep, ServiceDep
 from server.schemas import ClassifyOut, PredictionOut, VocabRef, errors
 
 router = APIRouter(tags=["classify"])
@@ -40,9 +39,7 @@ def _parse_labels(labels: str) -> list[str]:
 async def classify(
     service: ServiceDep,
     registry: RegistryDep,
-    runtime: RuntimeDep,
-    batcher: BatcherDep,
-    decoder: DecoderDep,
+    engine: EngineDep,
     file: Annotated[UploadFile, File(description="A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).")],
     vocab: Annotated[str, Form(description="A registered vocabulary name (give vocab or labels).")] = "",
     labels: Annotated[str, Form(description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')] = "",
@@ -83,27 +80,19 @@ async def classify(
     with tempfile.NamedTemporaryFile(dir=service.upload_dir, suffix=_suffix(file.filename)) as tmp:
         await asyncio.to_thread(shutil.copyfileobj, file.file, tmp, 1 << 20)
         await asyncio.to_thread(tmp.flush)
-        pipeline = runtime.pipeline
-        job = DecodeJob(Path(tmp.name), pipeline.preprocess, frames, clips, crops, pipeline.decoder,
-                        name=_display_name(file.filename))
-        clip = await decoder.decode(job, settings.request_timeout_s)
-    service.metrics.decode_seconds.observe(clip.timing_ms["decode"] / 1e3 + clip.timing_ms["preprocess"] / 1e3)
-    t2 = time.perf_counter()
-    emb = await batcher.embed(clip.pixels, timeout_s=settings.request_timeout_s)
-    t3 = time.perf_counter()
-    preds = pipeline.score(emb, clip.gather, classifier, top_k)
-    t4 = time.perf_counter()
-    timing = {
-        "vocab": (t1 - t0) * 1e3, **clip.timing_ms, "queue_and_decode": (t2 - t1) * 1e3,
-        "encode": (t3 - t2) * 1e3, "classify": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3,
-    }
+        result = await engine.classify(Path(tmp.name), classifier, frames=frames, clips=clips, crops=crops,
+                                       top_k=top_k, timeout_s=settings.request_timeout_s,
+                                       name=_display_name(file.filename))
+    vocab_ms = (t1 - t0) * 1e3
     return ClassifyOut(
         vocab=ref,
-        predictions=[PredictionOut(label=p.label, probability=p.probability, score=p.score) for p in preds],
+        predictions=[PredictionOut(label=p.label, probability=p.probability, score=p.score)
+                     for p in result.predictions],
         model=classifier.text_model,
-        frame_indices=clip.frame_indices,
-        timing_ms={k: round(v, 2) for k, v in timing.items()},
-        thumbnails=await asyncio.to_thread(_thumbnails, clip.pixels[clip.gather[0]]) if thumbnails else None,
+        frame_indices=result.frame_indices,
+        timing_ms={"vocab": round(vocab_ms, 2), **result.timing_ms,
+                   "total": round(vocab_ms + result.timing_ms["total"], 2)},
+        thumbnails=await asyncio.to_thread(_thumbnails, result.first_view) if thumbnails else None,
     )
 
 

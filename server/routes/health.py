@@ -20,20 +20,23 @@ async def live() -> Status:
 
 @router.get("/health/ready", response_model=Status, responses={503: {"model": Status, "description": "Not ready"}})
 async def ready(service: ServiceDep) -> Response:
-    """200 once the model is loaded and warmed up; 503 before (or if start-up failed)."""
-    if service.ready:
+    """200 once the model is loaded and warmed up and while its encoder works; 503 before, if
+    start-up failed, or after the encoder failed."""
+    if service.ready and service.engine is not None and service.engine.healthy():
         return JSONResponse(Status(status="ready").model_dump())
-    status = Status(status="failed" if service.error else "loading", detail=service.error)
+    if service.ready:
+        status = Status(status="failed", detail="the encoder failed on its last batch (see the log)")
+    else:
+        status = Status(status="failed" if service.error else "loading", detail=service.error)
     return JSONResponse(status.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics."""
-    if service.batcher is not None:
-        service.metrics.queue_frames.set(service.batcher.queued_frames)
-    if service.decoder is not None:
-        service.metrics.decode_pending.set(service.decoder.pending)
+    if service.engine is not None:
+        service.metrics.queue_frames.set(service.engine.batcher.queued_frames)
+        service.metrics.decode_pending.set(service.engine.decode_pool.pending)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from engine.backends.tensorrt_backend import tensorrt_available
 from engine.classifier import Classifier
 from engine.export import Manifest
-from engine.runtime import ModelOptions, build_runtime, export_from_options
+from engine.runtime import ModelOptions, Runtime, build_runtime, export_from_options
+from engine.service import ClassifyResult, classify_files
 from models.clip_loader import TINY_ARCH
 from models.errors import ModelLoadError
 from models.temporal import TransformerHead
@@ -36,6 +37,12 @@ def tiny_engine(tmp_path_factory: pytest.TempPathFactory, tiny_clip_path: Path) 
     out = tmp_path_factory.mktemp("engine") / "tiny"
     export_from_options(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path), out, max_batch=16)
     return out
+
+
+def _classify(runtime: Runtime, video: Path, clf: Classifier, **options: int) -> ClassifyResult:
+    (result,) = classify_files(runtime.pipeline, clf, [video], top_k=0, **options)
+    assert isinstance(result, ClassifyResult), result
+    return result
 
 
 def _pixels(n: int) -> torch.Tensor:
@@ -60,8 +67,8 @@ def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> N
         assert diff <= 1e-4, (n, float(diff))
     clf = Classifier.from_labels(ref.text_encoder, LABELS)
     video = shared_path("videos", "ucf101_sample_320x240.avi")
-    a = {p.label: p.probability for p in ref.pipeline.classify(video, clf, top_k=0).predictions}
-    b = {p.label: p.probability for p in ort.pipeline.classify(video, clf, top_k=0).predictions}
+    a = {p.label: p.probability for p in _classify(ref, video, clf).predictions}
+    b = {p.label: p.probability for p in _classify(ort, video, clf).predictions}
     assert max(abs(a[k] - b[k]) for k in a) <= 1e-4
 
 

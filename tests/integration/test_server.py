@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.runtime import Runtime
+from engine.service import TIMING_KEYS, classify_files
 from tests.conftest import shared_path
 from tests.server_helpers import make_app, running, tiny_runtime
 
@@ -94,7 +95,8 @@ def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, run
     from engine.classifier import Classifier
 
     clf = Classifier.from_labels(runtime.text_encoder, LABELS)
-    offline = runtime.pipeline.classify(shared_path("videos", "arm_wrestling.mp4"), clf, top_k=0)
+    (offline,) = classify_files(runtime.pipeline, clf, [shared_path("videos", "arm_wrestling.mp4")], top_k=0)
+    assert not isinstance(offline, BaseException)
 
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
@@ -106,6 +108,8 @@ def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, run
             assert body["vocab"] == {"name": "sports", "version": 1}
             assert body["frame_indices"] == offline.frame_indices
             assert body["model"] == runtime.info.model_id
+            assert list(body["timing_ms"]) == ["vocab", *TIMING_KEYS] == ["vocab", *offline.timing_ms]
+            assert body["timing_ms"]["total"] >= body["timing_ms"]["encode"] > 0
             got = {p["label"]: p["probability"] for p in body["predictions"]}
             for p in offline.predictions:
                 assert abs(got[p.label] - p.probability) < 1e-6
@@ -195,7 +199,7 @@ def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime
                 return {p["label"]: p["probability"] for p in r.json()["predictions"]}
 
             alone = {name: await post(name) for name in set(clips)}
-            stats = app.state.service.batcher.stats
+            stats = app.state.service.engine.batcher.stats
             before = stats.batches
             together = await asyncio.gather(*(post(name) for name in clips))
             calls = stats.batches - before
@@ -211,7 +215,7 @@ def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
     async def go() -> None:
         app = make_app(tmp_path, runtime, max_queue_frames=8, max_batch_frames=8)
         async with running(app) as c:
-            batcher = app.state.service.batcher
+            batcher = app.state.service.engine.batcher
             fast = batcher._encode
 
             def slow(pixels):  # noqa: ANN001, ANN202 - a GPU busy for 0.3 s per batch

@@ -1,0 +1,138 @@
+"""The one classify flow, for the server and the CLI alike.
+
+    decode + sample + resize (worker processes)  ->  encode (the dynamic batcher: frames of
+    concurrent requests share one backend call)  ->  temporal head + scoring (a thread)
+
+:class:`ClassifyService` owns the three stages; the event loop only awaits them. The stages are
+bounded: at most ``max_decode_queue`` files wait for or sit in a decoder and at most
+``max_queue_frames`` frames wait for the encoder; past either, :class:`Overloaded` at once.
+
+Timing keys of every result (milliseconds), one set for the server and ``t4v classify``:
+
+``decode_wait``  waiting for a decode worker, and moving the frames back from it
+``decode``       opening the file and decoding the sampled frames (in the worker)
+``preprocess``   resize and crop (in the worker)
+``encode``       waiting for a batch and the visual encoder
+``classify``     temporal head, logits, top-k
+``total``        all of the above, end to end
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.batcher import DynamicBatcher
+from engine.classifier import Classifier, Prediction
+from engine.decode_pool import DecodeJob, DecodePool
+from engine.pipeline import VideoPipeline
+
+TIMING_KEYS = ("decode_wait", "decode", "preprocess", "encode", "classify", "total")
+
+
+@dataclass
+class ClassifyResult:
+    file: str
+    frame_indices: list[int]  # clip-major: clips x T indices
+    predictions: list[Prediction]
+    timing_ms: dict[str, float]  # TIMING_KEYS
+    first_view: torch.Tensor  # uint8 [T, 3, S, S]: the frames of the first view (thumbnails)
+
+
+class ClassifyService:
+    """Start it once (``await start()``), call :meth:`classify` from any number of tasks, ``stop()``."""
+
+    def __init__(
+        self,
+        pipeline: VideoPipeline,
+        *,
+        decode_workers: int = 2,
+        max_decode_queue: int = 32,
+        max_batch_frames: int = 64,
+        max_delay_ms: float = 10.0,
+        max_queue_frames: int = 512,
+        on_batch: Callable[[int, int], None] | None = None,
+        on_decoded: Callable[[float], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.decode_pool = DecodePool(decode_workers, max_decode_queue)
+        self.batcher = DynamicBatcher(pipeline.encoder.encode, max_batch_frames, max_delay_ms, max_queue_frames,
+                                      on_batch=on_batch)
+        self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postprocess")
+        self._on_decoded = on_decoded
+
+    async def start(self) -> None:
+        """Start the batcher, warm the encoder through it and start the decode workers."""
+        await self.batcher.start()
+        size = self.pipeline.preprocess.crop
+        await self.batcher.embed(torch.zeros(2, 3, size, size, dtype=torch.uint8))
+        await asyncio.to_thread(self.decode_pool.warmup)
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.decode_pool.close()
+        self._post.shutdown(wait=True)
+
+    def healthy(self) -> bool:
+        """False once the encoder has failed (``/health/ready`` reports it)."""
+        return self.pipeline.encoder.healthy()
+
+    async def classify(
+        self, media: Path, classifier: Classifier, *, frames: int = 8, clips: int = 1, crops: int = 1,
+        top_k: int = 5, timeout_s: float = 60.0, name: str | None = None,
+    ) -> ClassifyResult:
+        """Classify one video or image file; ``timeout_s`` bounds every stage together."""
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name)
+        clip = await self.decode_pool.decode(job, timeout_s)
+        t1 = time.perf_counter()
+        worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]
+        if self._on_decoded is not None:
+            self._on_decoded(worker_ms / 1e3)
+        emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
+        t2 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        predictions = await loop.run_in_executor(self._post, self.pipeline.score, emb, clip.gather, classifier, top_k)
+        t3 = time.perf_counter()
+        timing = {
+            "decode_wait": max((t1 - t0) * 1e3 - worker_ms, 0.0), **clip.timing_ms,
+            "encode": (t2 - t1) * 1e3, "classify": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
+        }
+        return ClassifyResult(
+            file=name or str(media), frame_indices=clip.frame_indices, predictions=predictions,
+            timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS}, first_view=clip.pixels[clip.gather[0]],
+        )
+
+
+def classify_files(
+    pipeline: VideoPipeline, classifier: Classifier, paths: list[Path], *, frames: int = 8, clips: int = 1,
+    crops: int = 1, top_k: int = 5, in_flight: int = 4,
+) -> list[ClassifyResult | BaseException]:
+    """The same flow, synchronously, for ``t4v classify``: files decode in threads while the encoder
+    takes the frames of several files in one batch. One result or exception per path, in order."""
+
+    async def run() -> list[ClassifyResult | BaseException]:
+        batch = pipeline.encoder.max_batch_size
+        service = ClassifyService(pipeline, decode_workers=0, max_decode_queue=in_flight, max_batch_frames=batch,
+                                  max_delay_ms=2.0, max_queue_frames=max(batch, in_flight * frames * clips * crops))
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(path: Path) -> ClassifyResult:
+            async with gate:
+                return await service.classify(path, classifier, frames=frames, clips=clips, crops=crops,
+                                              top_k=top_k, timeout_s=24 * 3600, name=str(path))
+
+        await service.start()
+        try:
+            return await asyncio.gather(*(one(path) for path in paths), return_exceptions=True)
+        finally:
+            await service.stop()
+
+    return asyncio.run(run())
