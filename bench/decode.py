@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from engine.sampling import sample_indices
-from engine.video import HAVE_DECORD, _PyAVReader, open_media
+from models.media import HAVE_DECORD, _PyAVReader, open_media
 
 OUT = Path(__file__).parent / "out"
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from engine.pipeline import sample_clip
-from engine.preprocess import PreprocessConfig
 from engine.sampling import sample_indices
 from models.clip_loader import ClipSource, load_clip
+from models.preprocess import PreprocessConfig
 from models.presets import preset_labels
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

@@ -18,17 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.errors import DeadlineExceeded, Overloaded
+
 log = logging.getLogger(__name__)
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-class Overloaded(Exception):
-    """The queue is full; retry later."""
-
-
-class DeadlineExceeded(Exception):
-    """The request waited past its deadline before its batch ran."""
 
 
 @dataclass(eq=False)  # identity, not tensor comparison

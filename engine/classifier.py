@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from engine.validation import check_prompt_lengths, validate_labels, validate_templates
 from models.classifiers import text_classifier
 from models.prompts import DEFAULT_TEMPLATE
 from models.text_encoder import TextEncoder
@@ -35,12 +35,12 @@ class Classifier:
     def from_labels(
         cls, encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,)
     ) -> Classifier:
-        """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`)."""
-        if len(set(labels)) != len(labels):
-            dupes = sorted(label for label, n in Counter(labels).items() if n > 1)
-            raise ValueError(f"duplicate labels: {', '.join(dupes[:5])}")
-        matrix = text_classifier(encoder, labels, templates)
-        return cls(tuple(labels), matrix, tuple(templates), encoder.model_id)
+        """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`), under
+        the server's rules (engine/validation.py): a prompt over the encoder's length is refused."""
+        clean, temps = validate_labels(labels), validate_templates(templates)
+        check_prompt_lengths(encoder, clean, temps)
+        matrix = text_classifier(encoder, clean, temps)
+        return cls(tuple(clean), matrix, tuple(temps), encoder.model_id)
 
     def predictions(self, logits: torch.Tensor, top_k: int = 5) -> list[Prediction]:
         """Top ``top_k`` (0 = all) of ``logits [C]`` (100 x cosine), sorted by probability."""

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.batcher import DeadlineExceeded, Overloaded
-from engine.errors import MediaError
+from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
 from engine.pipeline import SampledClip, sample_clip
-from engine.preprocess import PreprocessConfig
-from engine.video import Decoder
+from models.errors import MediaError
+from models.media import Decoder
+from models.preprocess import PreprocessConfig
 
 
 @dataclass
@@ -35,10 +35,6 @@ class DecodeJob:
     decoder: Decoder
     name: str | None = None  # for messages
     deadline: float | None = None  # time.time() after which nobody waits for the result
-
-
-class DecodeTimedOut(Exception):
-    """A worker gave up on a job at its deadline (or found it already past when it started)."""
 
 
 @contextmanager

@@ -1,9 +1,23 @@
-"""Errors about a client's input. Their messages are safe to show to the client."""
+"""The serving engine's errors (the input and model errors live in ``models/errors.py``)."""
+
+from models.errors import T4VError
 
 
-class InputError(Exception):
-    """The request or file is not acceptable (bad options, empty file, ...)."""
+class Overloaded(T4VError):
+    """A bounded queue is full; retry later."""
 
 
-class MediaError(InputError):
-    """The file is not a video or image that can be decoded (or it is truncated/corrupt)."""
+class DeadlineExceeded(T4VError):
+    """The request passed its deadline before it finished."""
+
+
+class DecodeTimedOut(T4VError):
+    """A decode worker gave up on a job at its deadline (or found it already past when it started)."""
+
+
+class VocabNotFound(T4VError):
+    """No vocabulary of that name."""
+
+
+class PreconditionFailed(T4VError):
+    """If-Match named a version that is no longer current."""

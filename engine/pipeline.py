@@ -15,10 +15,10 @@ from torch import nn
 
 from engine.backends.base import FrameEncoder
 from engine.classifier import Classifier, Prediction
-from engine.errors import InputError, MediaError
-from engine.preprocess import PreprocessConfig, resize_and_crop
 from engine.sampling import sample_indices
-from engine.video import Decoder, open_media, renamed
+from models.errors import InputError, MediaError
+from models.media import Decoder, open_media, renamed
+from models.preprocess import PreprocessConfig, resize_and_crop
 from models.video_classifier import class_logits, video_embedding
 
 MAX_FRAMES = 64

@@ -8,29 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine.classifier import Classifier
-from engine.errors import InputError
+from engine.errors import VocabNotFound
 from engine.stores import VocabRecord, VocabStore, VocabSummary
+from engine.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
 from models.classifiers import ensemble
-from models.prompts import DEFAULT_TEMPLATE, format_prompts, validate_template
+from models.errors import InputError
+from models.prompts import format_prompts
 from models.text_encoder import TextEncoder
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_TEMPLATES = 64
-MAX_LABEL_CHARS = 300
-
-
-class VocabNotFound(Exception):
-    """No vocabulary of that name."""
 
 
 @dataclass
@@ -73,27 +66,7 @@ class VocabRegistry:
     ) -> tuple[list[str], list[str]]:
         """Clean and check a vocabulary's name, labels and templates; :class:`InputError` says what is wrong."""
         validate_name(name)
-        clean = validate_labels(labels, self.max_labels)
-        temps = list(templates) if templates else [DEFAULT_TEMPLATE]
-        if len(temps) > MAX_TEMPLATES:
-            raise InputError(f"at most {MAX_TEMPLATES} templates")
-        for t in temps:
-            try:
-                validate_template(t)
-            except ValueError as exc:
-                raise InputError(str(exc)) from None
-        return clean, temps
-
-    def _check_tokens(self, labels: list[str], templates: list[str], known: Container[str] = ()) -> None:
-        """Every prompt fits the text encoder. Prompts in ``known`` (cached embeddings: they were
-        encoded, so they fit) are skipped: counting runs ftfy on each prompt, the costly part."""
-        limit = self.text_encoder.context_length
-        prompts = [(label, p) for label in labels for p in format_prompts(label, templates) if p not in known]
-        counts = self.text_encoder.token_counts([p for _, p in prompts]) if prompts else []
-        too_long = [(label, p, n) for (label, p), n in zip(prompts, counts, strict=True) if n > limit]
-        if too_long:
-            label, prompt, n = too_long[0]
-            raise InputError(f"prompt {prompt!r} for label {label!r} is {n} tokens; the text encoder takes {limit}")
+        return validate_labels(labels, self.max_labels), validate_templates(templates)
 
     def _prepare(
         self, name: str, labels: Sequence[str], templates: Sequence[str] | None
@@ -101,7 +74,7 @@ class VocabRegistry:
         """Validated labels and templates, and the cached embeddings of their prompts."""
         clean, temps = self._clean(name, labels, templates)
         cached = self.store.get_embeddings(self.text_model, _prompts(clean, temps))
-        self._check_tokens(clean, temps, known=cached)
+        check_prompt_lengths(self.text_encoder, clean, temps, known=cached)
         return clean, temps, cached
 
     # -- writes -----------------------------------------------------------------------------
@@ -200,27 +173,3 @@ class VocabRegistry:
 
 def _prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [p for label in labels for p in format_prompts(label, templates)]
-
-
-def validate_name(name: str) -> None:
-    if not NAME_PATTERN.match(name):
-        raise InputError(f"vocabulary name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
-
-
-def validate_labels(labels: Sequence[str], max_labels: int) -> list[str]:
-    if not labels:
-        raise InputError("the label list is empty")
-    if len(labels) > max_labels:
-        raise InputError(f"{len(labels)} labels; at most {max_labels}")
-    clean = []
-    for label in labels:
-        if not isinstance(label, str) or not label.strip():
-            raise InputError("labels must be non-empty strings")
-        if len(label) > MAX_LABEL_CHARS:
-            raise InputError(f"a label is longer than {MAX_LABEL_CHARS} characters")
-        clean.append(label.strip())
-    seen: set[str] = set()
-    dupes = [x for x in clean if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
-    if dupes:
-        raise InputError(f"duplicate labels: {', '.join(sorted(set(dupes))[:5])}")
-    return clean

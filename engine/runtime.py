@@ -23,11 +23,11 @@ from engine.backends.tensorrt_backend import (
 from engine.backends.torch_backend import TorchFrameEncoder
 from engine.export import ExportFormat, Manifest, export_engine, load_head
 from engine.pipeline import VideoPipeline
-from engine.preprocess import PreprocessConfig, PreprocessMode
-from engine.video import Decoder
 from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
 from models.clip_loader import ClipSource, LoadedClip, file_digest, load_clip
 from models.errors import ModelLoadError
+from models.media import Decoder
+from models.preprocess import PreprocessConfig, PreprocessMode
 from models.temporal import HeadKind, build_temporal_head
 from models.text_encoder import TextEncoder
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from models.errors import InputError
 from models.sampling import sample_indices as sample_indices  # re-exported: the method's arithmetic
 
 
@@ -11,7 +12,7 @@ def parse_views(views: str) -> tuple[int, int]:
         clips_text, crops_text = views.lower().split("x")
         clips, crops = int(clips_text), int(crops_text)
     except ValueError:
-        raise ValueError(f"views must look like CLIPSxCROPS, e.g. 1x1 or 4x3; got {views!r}") from None
+        raise InputError(f"views must look like CLIPSxCROPS, e.g. 1x1 or 4x3; got {views!r}") from None
     if not 1 <= clips <= 16 or crops not in (1, 3):
-        raise ValueError(f"views {views!r}: clips must be 1..16 and crops 1 or 3")
+        raise InputError(f"views {views!r}: clips must be 1..16 and crops 1 or 3")
     return clips, crops

@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-
-class PreconditionFailed(Exception):
-    """``If-Match`` named an ETag that is not the stored one."""
+from engine.errors import PreconditionFailed
 
 
 @dataclass(frozen=True)

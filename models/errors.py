@@ -1,7 +1,21 @@
-"""Errors raised while building models; the CLI and the server turn them into messages."""
+"""The project's errors. Every error raised on purpose is a :class:`T4VError` whose message is one
+readable sentence, safe to show to a client; ``server/errors.py`` maps each kind to its HTTP status
+in one table, and the CLI prints it on one line."""
 
 
-class ModelLoadError(Exception):
+class T4VError(Exception):
+    """Base of the errors this project raises on purpose."""
+
+
+class InputError(T4VError, ValueError):
+    """The request or file is not acceptable (bad options, empty file, ...); a ValueError too."""
+
+
+class MediaError(InputError):
+    """The file is not a video or image that can be decoded (or it is truncated/corrupt)."""
+
+
+class ModelLoadError(T4VError):
     """A model, its weights or a checkpoint could not be loaded as asked."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.errors import InputError
+
 
 def sample_indices(n_frames: int, num_frames: int = 8, clips: int = 1) -> np.ndarray:
     """Frame indices ``[clips, num_frames]`` as the reference test loader picks them.
@@ -13,7 +15,7 @@ def sample_indices(n_frames: int, num_frames: int = 8, clips: int = 1) -> np.nda
     ``int(tick * x)``. Fewer frames than ``T`` repeat frames.
     """
     if n_frames < 1:
-        raise ValueError("a video needs at least one frame")
+        raise InputError("a video needs at least one frame")
     if num_frames < 1 or clips < 1:
         raise ValueError("num_frames and clips must be positive")
     tick = n_frames / float(num_frames)
@@ -29,7 +31,7 @@ def sample_indices(n_frames: int, num_frames: int = 8, clips: int = 1) -> np.nda
 def train_indices(n_frames: int, num_frames: int, rng: np.random.Generator) -> list[int]:
     """TSN sampling for training: T equal segments, one frame at a random offset in each."""
     if n_frames < 1:
-        raise ValueError("a video needs at least one frame")
+        raise InputError("a video needs at least one frame")
     segment = n_frames / num_frames
     return [min(int(segment * i + rng.uniform(0, segment)), n_frames - 1) for i in range(num_frames)]
 

@@ -14,13 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.classifier import Classifier
-from engine.errors import InputError
-from engine.preprocess import PreprocessMode
 from engine.runtime import ModelOptions, build_runtime
 from engine.sampling import parse_views
 from engine.service import ClassifyResult, classify_files
-from engine.video import open_media
-from models.errors import ModelLoadError
+from models.errors import InputError, ModelLoadError
+from models.media import open_media
+from models.preprocess import PreprocessMode
 from models.presets import LABEL_PRESETS, preset_labels
 from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
 

@@ -1,4 +1,7 @@
-"""Domain errors -> HTTP status, in exactly one place. Unknown errors: a generic 500, logged."""
+"""Domain errors -> HTTP status, in exactly one place. Unknown errors: a generic 500, logged.
+
+(413 is answered by ``server/middleware.py`` while the body streams in, before any route runs.)
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,14 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from engine.batcher import DeadlineExceeded, Overloaded
-from engine.errors import InputError, MediaError
-from engine.registry import VocabNotFound
-from engine.stores import PreconditionFailed
+from engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, VocabNotFound
+from models.errors import InputError, MediaError, T4VError
 
 log = logging.getLogger(__name__)
 
 
-class NotReady(Exception):
+class NotReady(T4VError):
     """The model is still loading or warming up."""
-
-
-class PayloadTooLarge(Exception):
-    """The upload is over the limit."""
 
 
 STATUS: list[tuple[type[Exception], int]] = [
@@ -28,12 +25,11 @@ STATUS: list[tuple[type[Exception], int]] = [
     (InputError, 422),
     (VocabNotFound, 404),
     (PreconditionFailed, 412),
-    (PayloadTooLarge, 413),
     (Overloaded, 503),
     (DeadlineExceeded, 503),
     (NotReady, 503),
 ]
-RETRY_AFTER = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1"}
+RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1"}
 
 
 def install(app: FastAPI) -> None:

@@ -17,8 +17,8 @@ from fastapi import APIRouter, File, Form, UploadFile
 from PIL import Image
 
 from engine.classifier import Classifier
-from engine.errors import InputError
 from engine.sampling import parse_views
+from models.errors import InputError
 from server.deps import EngineDep, RegistryDep, ServiceDep
 from server.schemas import ClassifyOut, PredictionOut, VocabRef, errors
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Response
 
-from engine.registry import VocabNotFound
+from engine.errors import VocabNotFound
 from engine.stores import VocabRecord
 from models.presets import preset_labels
 from server.deps import RegistryDep

@@ -140,3 +140,13 @@ def test_labels_file_and_table_output(tiny_clip_path: Path) -> None:
                     "--labels-file", str(labels), "--top-k", "3")
     assert result.exit_code == 0, result.stderr
     assert "probability" in result.stdout and str(clip) in result.stdout
+
+
+def test_labels_follow_the_servers_rules(tiny_clip_path: Path, synthetic_video: Path) -> None:
+    """A prompt over the text encoder's 77 tokens is refused, as PUT /vocab refuses it (not truncated)."""
+    long_label = " ".join(["x"] * 100)  # 199 characters (under the 300 allowed), 100 tokens
+    base = ["classify", str(synthetic_video), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
+    result = CliRunner().invoke(app, [*base, "--labels", f"yoga,{long_label}"])
+    assert_clean_failure(result, "tokens; the text encoder takes 77")
+    result = CliRunner().invoke(app, [*base, "--labels", "yoga, yoga"])
+    assert_clean_failure(result, "duplicate labels: yoga")

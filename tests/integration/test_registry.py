@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import InputError
-from engine.registry import VocabNotFound, VocabRegistry
-from engine.stores import PreconditionFailed, RedisStore, SQLiteStore, VocabStore
+from engine.errors import PreconditionFailed, VocabNotFound
+from engine.registry import VocabRegistry
+from engine.stores import RedisStore, SQLiteStore, VocabStore
 from models.classifiers import text_classifier
 from models.clip_loader import LoadedClip
+from models.errors import InputError
 from models.text_encoder import TextEncoder
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import MediaError
 from engine.sampling import sample_indices
-from engine.video import open_media
+from models.errors import MediaError
+from models.media import open_media
 from models.training.data import read_video
 from tests.conftest import REAL_CLIPS, shared_path
 from tests.media import moving_square_frames, write_gif, write_video
@@ -91,7 +91,7 @@ def short_gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
      sample_indices(150, 8, 4).reshape(-1).tolist(), [149], [0], [5, 140, 6, 140], [11, 12, 13, 120]],
 )
 def test_pyav_seeking_equals_counting_every_frame(short_gop_video: Path, indices: list[int]) -> None:
-    from engine.video import _read_seeking
+    from models.media import _read_seeking
 
     wanted = sorted(set(indices))
     with av.open(str(short_gop_video)) as container:
@@ -135,7 +135,7 @@ def test_variable_frame_rate_falls_back_to_counting(tmp_path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    from engine.video import _read_seeking
+    from models.media import _read_seeking
 
     idx = sample_indices(60, 8).reshape(-1).tolist()
     with av.open(str(path)) as container:

@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from engine.batcher import DeadlineExceeded, DynamicBatcher, Overloaded, _Item, collect_batch
+from engine.batcher import DynamicBatcher, _Item, collect_batch
+from engine.errors import DeadlineExceeded, Overloaded
 
 
 def _item(n: int, loop: asyncio.AbstractEventLoop) -> _Item:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine import decode_pool
-from engine.batcher import DeadlineExceeded, Overloaded
-from engine.decode_pool import DecodeJob, DecodePool, DecodeTimedOut, _run
-from engine.preprocess import PreprocessConfig
+from engine.decode_pool import DecodeJob, DecodePool, _run
+from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
+from models.preprocess import PreprocessConfig
 from tests.conftest import shared_path
 
 PRE = PreprocessConfig(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

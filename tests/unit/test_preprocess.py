@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from engine.preprocess import (
+from models.media import read_frames
+from models.preprocess import (
     PreprocessConfig,
     PreprocessMode,
     crop_offsets,
@@ -15,7 +16,6 @@ from engine.preprocess import (
     preprocess_frames,
     resized_size,
 )
-from engine.video import read_frames
 from tests.conftest import REAL_CLIPS, shared_path
 
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD

@@ -20,7 +20,7 @@ import av
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from engine.errors import MediaError
+from models.errors import MediaError
 from models.frames import upright
 
 log = logging.getLogger(__name__)
