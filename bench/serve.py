@@ -29,11 +29,11 @@ import httpx
 import numpy as np
 import torch
 
-from engine.pipeline import sample_clip
 from engine.sampling import sample_indices
 from models.clip_loader import ClipSource, load_clip
 from models.preprocess import PreprocessConfig
 from models.presets import preset_labels
+from models.video_input import sample_clip
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
-from engine.pipeline import SampledClip, sample_clip
 from models.errors import MediaError
 from models.media import Decoder
 from models.preprocess import PreprocessConfig
+from models.video_input import SampledClip, sample_clip
 
 
 @dataclass

@@ -6,6 +6,7 @@ often under a ``module.`` prefix. The text encoder is the base CLIP's and is not
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import nn
 from models.clip_loader import load_strict, read_checkpoint
 from models.errors import CheckpointMismatchError, ModelLoadError
 from models.temporal import HeadKind, build_temporal_head
+from models.video_classifier import LOGIT_SCALE
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,18 @@ def apply_text4vis_checkpoint(
     return head
 
 
+def released_state(visual: nn.Module, head: nn.Module) -> dict[str, torch.Tensor]:
+    """``visual`` and ``head`` as a released checkpoint's ``model_state_dict`` (read back by the
+    reference code too), on the CPU. The one writer of that layout: training and export use it."""
+    def host(v: torch.Tensor) -> torch.Tensor:
+        return v.detach() if v.is_meta else v.detach().cpu()  # meta: a shape-only model (layout checks)
+
+    state = {f"visual.{k}": host(v) for k, v in visual.state_dict().items()}
+    state.update({f"fusion_model.{k}": host(v) for k, v in head.state_dict().items()})
+    state["logit_scale"] = torch.tensor(math.log(LOGIT_SCALE))  # the fixed scale the method scores with
+    return state
+
+
 def save_text4vis_checkpoint(path: Path, visual: nn.Module, head: nn.Module, epoch: int = 0) -> None:
-    """Write ``visual`` and ``head`` in the released layout (read back by the reference code too)."""
-    state = {f"visual.{k}": v for k, v in visual.state_dict().items()}
-    state.update({f"fusion_model.{k}": v for k, v in head.state_dict().items()})
-    state["logit_scale"] = torch.tensor(4.6052)  # ln(100): the fixed scale the method scores with
-    torch.save({"epoch": epoch, "model_state_dict": state}, path)
+    """Write ``visual`` and ``head`` in the released layout: ``{'epoch', 'model_state_dict'}``."""
+    torch.save({"epoch": epoch, "model_state_dict": released_state(visual, head)}, path)

@@ -14,7 +14,7 @@ from torch import nn
 
 HeadKind = Literal["mean", "transf"]
 HEAD_KINDS: tuple[HeadKind, ...] = ("mean", "transf")
-MAX_FRAMES = 77  # nn.Embedding(context_length, d) in the reference
+POSITIONS = 77  # nn.Embedding(context_length, d) in the reference
 
 
 class QuickGELU(nn.Module):
@@ -71,14 +71,14 @@ class TransformerHead(nn.Module):
 
     def __init__(self, embed_dim: int, layers: int = 6) -> None:
         super().__init__()
-        self.frame_position_embeddings = nn.Embedding(MAX_FRAMES, embed_dim)
+        self.frame_position_embeddings = nn.Embedding(POSITIONS, embed_dim)
         self.transformer = TemporalTransformer(embed_dim, layers, max(1, embed_dim // 64))
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        if t > MAX_FRAMES:
-            raise ValueError(f"the transf head takes at most {MAX_FRAMES} frames, got {t}")
+        if t > POSITIONS:
+            raise ValueError(f"the transf head takes at most {POSITIONS} frames, got {t}")
         positions = torch.arange(t, device=x.device)
         y = x + self.frame_position_embeddings(positions).to(x.dtype).unsqueeze(0)
         y = self.transformer(y.permute(1, 0, 2)).permute(1, 0, 2)  # time-major inside, as CLIP

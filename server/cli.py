@@ -162,8 +162,12 @@ def evaluate_command(
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
     template: Annotated[list[str] | None, typer.Option(help="Prompt template(s).")] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Also write one JSON line per video: file, label, top-5 probabilities.")
+    ] = None,
 ) -> None:
-    """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view)."""
+    """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view). It sees the
+    pixels the server sees: its probabilities are the server's for the same clip and checkpoint."""
     from models.training.evaluate import evaluate_checkpoint
 
     try:
@@ -172,6 +176,7 @@ def evaluate_command(
             checkpoint, list_file, labels_file, arch=model,
             pretrained=None if clip_checkpoint or random_init else pretrained, clip_checkpoint=clip_checkpoint,
             random_init=random_init, templates=template, frames=frames, clips=clips, crops=crops, root=root,
+            predictions=predictions,
         )
     except (UsageProblem, ModelLoadError, ValueError, FileNotFoundError) as exc:
         _fail(exc)

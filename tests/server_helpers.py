@@ -1,9 +1,14 @@
-"""In-process app fixtures: a tiny model, the real batcher and registry, httpx over ASGI."""
+"""Servers for tests: in-process apps (a tiny model, the real batcher and registry, httpx over
+ASGI) and real `t4v serve` processes (uvicorn on a free port)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -13,6 +18,7 @@ from engine.runtime import ModelOptions, Runtime, build_runtime
 from models.clip_loader import TINY_ARCH
 from server.app import create_app
 from server.settings import Settings
+from tests.redis_server import free_port
 
 
 def tiny_runtime(checkpoint: Path) -> Runtime:
@@ -37,3 +43,34 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def make_app(data_dir: Path, runtime: Runtime, **overrides: object) -> FastAPI:
     return create_app(settings(data_dir, **overrides), runtime)
+
+
+@contextmanager
+def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
+    port = free_port()
+    log = (tmp / f"serve-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--model", TINY_ARCH, "--clip-checkpoint", str(checkpoint),
+         "--port", str(port), "--data-dir", str(tmp / f"data-{port}"), "--decode-workers", "1", *extra],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{(tmp / f'serve-{port}.log').read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        log.close()
+        # uvicorn finishes its graceful shutdown, then re-raises the signal it caught
+        assert code in (0, -signal.SIGTERM), (tmp / f"serve-{port}.log").read_text()
+        assert "Application shutdown complete" in (tmp / f"serve-{port}.log").read_text()

@@ -12,16 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
-from models.frames import upright
+from models.media import open_media
+from models.preprocess import PreprocessConfig
 from models.prompts import clean_label
-from models.sampling import crop_offsets, resized_size, sample_indices, train_indices
+from models.sampling import train_indices
+from models.video_input import sample_clip, views
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
@@ -72,25 +73,18 @@ def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
 
 
 def read_video(path: Path, choose: Callable[[int], list[int]]) -> np.ndarray:
-    """The frames ``choose(frame count)`` picks, opening the file once: decord, or PyAV where
-    decord fails (PyAV then decodes every frame)."""
-    try:
-        import decord
-
-        decord.logging.set_level(decord.logging.QUIET)
-        vr = decord.VideoReader(str(path), num_threads=1)
-        return vr.get_batch(choose(len(vr))).asnumpy()
-    except Exception:  # noqa: BLE001 - decord missing or unable: PyAV decodes everything
-        with av.open(str(path)) as container:
-            frames = [upright(f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(video=0)]
-        if not frames:
-            raise ValueError(f"{path}: no decodable frames") from None
-        return np.stack([frames[i] for i in choose(len(frames))])
+    """The frames ``choose(frame count)`` picks, uint8 ``[N, H, W, 3]``, read by the server's reader
+    (``models/media.py``: decord or PyAV, upright, each distinct frame decoded once)."""
+    with open_media(path) as media:
+        indices = choose(media.info.num_frames)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        return media.read(unique.tolist())[inverse]
 
 
 class VideoDataset(Dataset):
     """Train: TSN frames, random resized crop, flip, RandAugment (one draw per clip, all frames alike).
-    Eval: the test-time frames of ``clips`` views, short side to 256/224 of the input, ``crops`` crops."""
+    Eval: exactly the pixels the server feeds the model (``models/video_input.py``): the test-time
+    frames of ``clips`` views, short side to 256/224 of the input as Pillow resizes, ``crops`` crops."""
 
     def __init__(
         self, samples: list[Sample], frames: int, input_size: int, mean: tuple[float, ...], std: tuple[float, ...],
@@ -124,13 +118,7 @@ class VideoDataset(Dataset):
             torch.manual_seed(int(rng.integers(2**31)))  # torchvision's draws, tied to (seed, epoch, i)
             pixels = self.augment(clip).unsqueeze(0)  # one view
         else:
-            raw = read_video(sample.path, lambda n: sample_indices(n, self.frames, self.clips).reshape(-1).tolist())
-            x = torch.from_numpy(raw).permute(0, 3, 1, 2)
-            h, w = resized_size(x.shape[2], x.shape[3], self.input_size * 256 // 224)
-            x = TF.resize(x, [h, w], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
-            views = [x[:, :, t : t + self.input_size, left : left + self.input_size]
-                     for t, left in crop_offsets(h, w, self.input_size, self.crops)]
-            pixels = torch.stack(views).view(self.crops, self.clips, self.frames, 3, self.input_size, self.input_size)
-            pixels = pixels.flatten(0, 1)  # [views, T, 3, S, S]
+            cfg = PreprocessConfig.for_mode("text4vis", self.input_size, self.mean, self.std)  # type: ignore[arg-type]
+            pixels = views(sample_clip(sample.path, cfg, self.frames, self.clips, self.crops))  # [views, T, 3, S, S]
         pixels = TF.normalize(pixels.float() / 255.0, self.mean, self.std)
         return pixels, sample.label

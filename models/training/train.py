@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
+from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint, released_state
 from models.clip_loader import ClipSource, load_clip
 from models.prompts import read_labels
 from models.temporal import build_temporal_head
@@ -72,13 +72,6 @@ def _param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, An
          "weight_decay": cfg.weight_decay if decay else 0.0, "backbone": backbone}
         for (backbone, decay), ps in groups.items()
     ]
-
-
-def _released_state(model: VideoClassifier) -> dict[str, torch.Tensor]:
-    state = {f"visual.{k}": v.detach().cpu() for k, v in model.visual.state_dict().items()}
-    state.update({f"fusion_model.{k}": v.detach().cpu() for k, v in model.head.state_dict().items()})
-    state["logit_scale"] = torch.tensor(math.log(100.0))
-    return state
 
 
 def _rng_state() -> dict[str, Any]:
@@ -236,7 +229,7 @@ def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, s
     """``last.pt``: the released layout (``epoch``, ``model_state_dict``) plus what resuming needs."""
     state = {
         "epoch": epoch,
-        "model_state_dict": _released_state(model),
+        "model_state_dict": released_state(model.visual, model.head),
         "classifier": model.classifier.detach().cpu(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),

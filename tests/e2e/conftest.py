@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_serve import serve
+from tests.server_helpers import serve
 
 
 @pytest.fixture(scope="session")

@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from models.clip_loader import TINY_ARCH
 from tests.conftest import shared_path
-from tests.redis_server import free_port
-
-
-@contextmanager
-def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
-    port = free_port()
-    log = (tmp / f"serve-{port}.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--model", TINY_ARCH, "--clip-checkpoint", str(checkpoint),
-         "--port", str(port), "--data-dir", str(tmp / f"data-{port}"), "--decode-workers", "1", *extra],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{(tmp / f'serve-{port}.log').read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-        log.close()
-        # uvicorn finishes its graceful shutdown, then re-raises the signal it caught
-        assert code in (0, -signal.SIGTERM), (tmp / f"serve-{port}.log").read_text()
-        assert "Application shutdown complete" in (tmp / f"serve-{port}.log").read_text()
+from tests.server_helpers import serve
 
 
 @pytest.mark.slow

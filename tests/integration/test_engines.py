@@ -25,9 +25,8 @@ from models.clip_loader import TINY_ARCH
 from models.errors import ModelLoadError
 from models.temporal import TransformerHead
 from server.cli import app
+from tests.checkpoints import prefixed_state, trained_like
 from tests.conftest import shared_path
-from tests.unit.test_checkpoint import released_state
-from tests.unit.test_temporal import trained_like
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
 
@@ -77,7 +76,7 @@ def test_text4vis_checkpoint_exported_and_served_like_torch(tmp_path: Path, tiny
     visual = open_clip.create_model(TINY_ARCH).visual
     head = trained_like(TransformerHead(64))
     ckpt = tmp_path / "t4v.pt"
-    torch.save({"epoch": 1, "model_state_dict": released_state(visual, head)}, ckpt)
+    torch.save({"epoch": 1, "model_state_dict": prefixed_state(visual, head)}, ckpt)
     base = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
     runner = CliRunner()
     exported = runner.invoke(app, ["export", *base, "--text4vis-checkpoint", str(ckpt), "--out", str(tmp_path / "e")])

@@ -17,9 +17,8 @@ from models.clip_loader import TINY_ARCH
 from models.prompts import KINETICS_TEMPLATES, clean_label
 from models.temporal import TransformerHead
 from server.cli import app
+from tests.checkpoints import prefixed_state, reference_transf, trained_like
 from tests.conftest import shared_path
-from tests.unit.test_checkpoint import released_state
-from tests.unit.test_temporal import reference_transf, trained_like
 
 LABELS = ["arm wrestling", "ApplyEyeMakeup", "playing guitar", "riding a bike", "yoga", "surfing water"]
 
@@ -74,7 +73,7 @@ def test_text4vis_checkpoint_multiview_matches_reference(tiny_clip_path: Path, t
     visual = open_clip.create_model(TINY_ARCH).visual.eval()  # "fine-tuned" visual: other weights
     head = trained_like(TransformerHead(64))
     ckpt = tmp_path / "text4vis.pt"
-    torch.save({"epoch": 29, "model_state_dict": released_state(visual, head)}, ckpt)
+    torch.save({"epoch": 29, "model_state_dict": prefixed_state(visual, head)}, ckpt)
 
     video = shared_path("videos", "arm_wrestling.mp4")
     out = run_cli(

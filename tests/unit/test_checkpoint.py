@@ -7,18 +7,17 @@ import open_clip
 import pytest
 import torch
 
-from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint, save_text4vis_checkpoint
+from models.checkpoint import (
+    apply_text4vis_checkpoint,
+    read_text4vis_checkpoint,
+    released_state,
+    save_text4vis_checkpoint,
+)
 from models.clip_loader import TINY_ARCH, LoadedClip
 from models.errors import CheckpointMismatchError, ModelLoadError
 from models.temporal import TransformerHead
+from tests.checkpoints import prefixed_state
 from tests.conftest import shared_path
-
-
-def released_state(visual: torch.nn.Module, head: torch.nn.Module, prefix: str = "module.") -> dict:
-    state = {f"{prefix}visual.{k}": v.clone() for k, v in visual.state_dict().items()}
-    state.update({f"{prefix}fusion_model.{k}": v.clone() for k, v in head.state_dict().items()})
-    state[f"{prefix}logit_scale"] = torch.tensor(4.6052)
-    return state
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def tiny_text4vis(tmp_path: Path) -> tuple[Path, torch.nn.Module, torch.nn.Modul
     visual = open_clip.create_model(TINY_ARCH).visual
     head = TransformerHead(64)
     path = tmp_path / "t4v.pt"
-    torch.save({"epoch": 29, "model_state_dict": released_state(visual, head)}, path)
+    torch.save({"epoch": 29, "model_state_dict": prefixed_state(visual, head)}, path)
     return path, visual, head
 
 
@@ -37,7 +36,7 @@ def test_our_layout_is_the_released_layout() -> None:
     with torch.device("meta"):  # shapes only, no memory
         visual = open_clip.create_model("ViT-B-16", device="meta").visual
         head = TransformerHead(512)
-    ours = {k: list(v.shape) for k, v in released_state(visual, head, prefix="").items()}
+    ours = {k: list(v.shape) for k, v in released_state(visual, head).items()}
     assert ours == layout
 
 

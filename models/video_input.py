@@ -1,0 +1,65 @@
+"""The pixels a model sees of a file, for serving, evaluation and training alike: sample the
+method's frame indices, decode each distinct frame once (``models/media.py``), resize and crop
+them as Pillow would (``models/preprocess.py``). Normalization runs where the encoder runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.errors import InputError, MediaError
+from models.media import Decoder, open_media, renamed
+from models.preprocess import PreprocessConfig, resize_and_crop
+from models.sampling import sample_indices
+
+MAX_FRAMES_PER_CLIP = 64  # frames per clip the method's sampling is used with (8, 16, 32 in the paper)
+
+
+@dataclass
+class SampledClip:
+    """Decoded, resized and cropped frames of one file, before normalization and encoding."""
+
+    pixels: torch.Tensor  # uint8 [crops * U, 3, S, S] for the U distinct sampled frames
+    gather: torch.Tensor  # [crops * clips, T] rows of ``pixels`` forming each view
+    frame_indices: list[int]
+    timing_ms: dict[str, float]
+
+
+def sample_clip(
+    path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
+    decoder: Decoder = "auto", name: str | None = None,
+) -> SampledClip:
+    """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
+
+    ``name``: how error messages call the file (the server passes the upload's file name).
+    """
+    if not 1 <= frames <= MAX_FRAMES_PER_CLIP:
+        raise InputError(f"frames must be 1..{MAX_FRAMES_PER_CLIP}, got {frames}")
+    t0 = time.perf_counter()
+    try:
+        with open_media(path, decoder, name=name) as media:
+            indices = sample_indices(media.info.num_frames, frames, clips)
+            unique, inverse = np.unique(indices, return_inverse=True)
+            raw = media.read(unique.tolist())
+    except MediaError as exc:
+        raise renamed(exc, path, name) from None
+    t1 = time.perf_counter()
+    pixels = resize_and_crop(raw, preprocess, crops)  # [crops, U, 3, S, S]
+    t2 = time.perf_counter()
+    inverse_t = torch.from_numpy(inverse.reshape(clips, frames))
+    gather = torch.cat([inverse_t + c * len(unique) for c in range(crops)])
+    return SampledClip(
+        pixels=pixels.flatten(0, 1),
+        gather=gather,
+        frame_indices=indices.reshape(-1).tolist(),
+        timing_ms={"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
+    )
+
+
+def views(clip: SampledClip) -> torch.Tensor:
+    """uint8 ``[crops * clips, T, 3, S, S]``: the frames of each view, in ``gather`` order."""
+    return clip.pixels[clip.gather]
