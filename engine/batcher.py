@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,32 +48,66 @@ class BatchStats:
     sizes: list[int] = field(default_factory=list)  # frames per batch, most recent last (bounded)
 
 
-async def collect_batch(
-    queue: asyncio.Queue[_Item], max_frames: int, max_delay_s: float
-) -> list[_Item]:
-    """Wait for one item, then gather more until ``max_frames`` would be exceeded or
-    ``max_delay_s`` has passed since the first arrived. An item that would overflow the batch
-    is put back at the front (it leads the next batch)."""
-    first = await queue.get()
+class FrameQueue:
+    """FIFO of requests, bounded and counted in frames (the one count of what waits)."""
+
+    def __init__(self, max_frames: int) -> None:
+        self.max_frames = max_frames
+        self.frames = 0
+        self._items: deque[_Item] = deque()
+        self._nonempty = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Item) -> None:
+        """Append ``item``, or raise :class:`Overloaded` at once if its frames do not fit."""
+        if self.frames + item.frames > self.max_frames:
+            raise Overloaded(f"{self.frames} frames are queued (limit {self.max_frames})")
+        self._items.append(item)
+        self.frames += item.frames
+        self._nonempty.set()
+
+    def peek(self) -> _Item:
+        return self._items[0]
+
+    def pop(self) -> _Item:
+        item = self._items.popleft()
+        self.frames -= item.frames
+        if not self._items:
+            self._nonempty.clear()
+        return item
+
+    async def wait(self) -> None:
+        """Until the queue holds an item."""
+        await self._nonempty.wait()
+
+
+async def collect_batch(queue: FrameQueue, max_frames: int, max_delay_s: float) -> list[_Item]:
+    """Wait for one item, then gather more until the next would pass ``max_frames`` or
+    ``max_delay_s`` has passed since the first was taken. An item that does not fit stays at the
+    front of the queue: it leads the next batch."""
+    while not queue:
+        await queue.wait()
+    first = queue.pop()
     batch, frames = [first], first.frames
     end = time.monotonic() + max_delay_s
     while frames < max_frames:
-        remaining = end - time.monotonic()
-        try:
-            item = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
-        except (TimeoutError, asyncio.QueueEmpty):
+        if not queue:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(queue.wait(), remaining)
+            except TimeoutError:
+                break
+            continue
+        if frames + queue.peek().frames > max_frames:
             break
-        if frames + item.frames > max_frames:
-            _push_front(queue, item)
-            break
+        item = queue.pop()
         batch.append(item)
         frames += item.frames
     return batch
-
-
-def _push_front(queue: asyncio.Queue[_Item], item: _Item) -> None:
-    queue._queue.appendleft(item)  # type: ignore[attr-defined]  # asyncio.Queue keeps a deque
-    queue._unfinished_tasks += 1  # type: ignore[attr-defined]
 
 
 class DynamicBatcher:
@@ -93,15 +128,14 @@ class DynamicBatcher:
         self.max_delay_s = max_delay_ms / 1e3
         self.max_queue_frames = max_queue_frames
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._queued_frames = 0
+        self._queue = FrameQueue(max_queue_frames)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self._task: asyncio.Task[None] | None = None
         self.stats = BatchStats()
 
     @property
     def queued_frames(self) -> int:
-        return self._queued_frames
+        return self._queue.frames
 
     async def start(self) -> None:
         if self._task is None:
@@ -113,23 +147,19 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while self._queue:
+            item = self._queue.pop()
             if not item.future.done():
                 item.future.set_exception(Overloaded("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
     async def embed(self, pixels: torch.Tensor, timeout_s: float = 30.0) -> torch.Tensor:
         """Embeddings ``[N, D]`` of ``pixels [N, ...]``; :class:`Overloaded` at once if the queue is full."""
-        n = int(pixels.shape[0])
-        if n == 0:
+        if int(pixels.shape[0]) == 0:
             raise ValueError("no frames to embed")
-        if self._queued_frames + n > self.max_queue_frames:
-            raise Overloaded(f"{self._queued_frames} frames are queued (limit {self.max_queue_frames})")
         loop = asyncio.get_running_loop()
         item = _Item(pixels, loop.create_future(), time.monotonic() + timeout_s)
-        self._queued_frames += n
-        self._queue.put_nowait(item)
+        self._queue.put(item)  # Overloaded at once when it does not fit
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), timeout_s)
         except TimeoutError:
@@ -139,8 +169,6 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await collect_batch(self._queue, self.max_batch_frames, self.max_delay_s)
-            for item in batch:
-                self._queued_frames -= item.frames
             now = time.monotonic()
             live = [i for i in batch if not i.future.done() and i.deadline > now]
             for item in batch:

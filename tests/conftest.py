@@ -15,9 +15,12 @@ REAL_CLIPS = ["arm_wrestling.mp4", "k400_sample_340x256.mp4", "ucf101_sample_320
 
 
 def shared_path(*parts: str) -> Path:
+    """A file of ../shared/data (real clips, class lists, templates). The few tests that need real
+    content use it; missing, it is a failure, never a skip: a clone without it must not pass
+    quietly. Tests that only need "a video" use ``tests.media.generated_videos`` instead."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared test data absent: {path}")
+        pytest.fail(f"test data missing: {path} (the tests read ../shared/data beside the checkout)")
     return path
 
 

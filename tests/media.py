@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 
 import av
@@ -51,3 +53,20 @@ def write_gif(path: Path, frames: np.ndarray, duration_ms: int = 40) -> Path:
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path
+
+
+@functools.cache
+def generated_videos() -> dict[str, Path]:
+    """Three real-looking clips written once per test session: two H.264 MP4s (340x256, 280 and 300
+    frames, as Kinetics clips are stored) and an MPEG-4 AVI (320x240, 164 frames, as UCF-101's).
+    Tests that only need "a video" use these; the real clips of ../shared/data are kept for the
+    tests that need real content."""
+    directory = Path(tempfile.mkdtemp(prefix="t4v-media-"))
+    specs = {"clip_a.mp4": (280, 340, 256, "libx264", 1), "clip_b.mp4": (300, 340, 256, "libx264", 2),
+             "clip_c.avi": (164, 320, 240, "mpeg4", 3)}
+    out = {}
+    for name, (n, width, height, codec, seed) in specs.items():
+        frames = moving_square_frames(n, width, height, seed=seed)
+        noise = np.random.default_rng(seed).integers(0, 3, size=frames.shape, dtype=np.uint8)
+        out[name] = write_video(directory / name, frames + noise, codec=codec)  # texture: a realistic bitrate
+    return out

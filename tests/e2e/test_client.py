@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from t4v_client import AsyncClient, Client, NotFound, PayloadTooLarge, PreconditionFailed, UnsupportedMedia
-from tests.conftest import shared_path
+from tests.media import generated_videos
 
 
 def test_client_round_trip(live_server: str, tmp_path: Path) -> None:
-    clip = shared_path("videos", "arm_wrestling.mp4")
+    clip = generated_videos()["clip_a.mp4"]
     with Client(live_server) as c:
         assert c.health().ready
         v = c.put_vocab("client-sports", ["arm wrestling", "surfing", "yoga"])
@@ -41,7 +41,7 @@ def test_client_round_trip(live_server: str, tmp_path: Path) -> None:
 
 
 def test_async_client_concurrent(live_server: str) -> None:
-    clip = shared_path("videos", "ucf101_sample_320x240.avi")
+    clip = generated_videos()["clip_c.avi"]
 
     async def go() -> list[str]:
         async with AsyncClient(live_server) as c:
@@ -61,7 +61,7 @@ def test_cli(live_server: str, tmp_path: Path) -> None:
     put = subprocess.run([*cli, "vocab", "put", "cli-v", "--labels-file", str(labels), "--url", live_server],
                          capture_output=True, text=True, timeout=60)
     assert put.returncode == 0 and "cli-v v1: 2 labels" in put.stdout, put.stderr
-    clip = shared_path("videos", "arm_wrestling.mp4")
+    clip = generated_videos()["clip_a.mp4"]
     out = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-v", "--json", "--url", live_server],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import shared_path
+from tests.media import generated_videos
 from tests.server_helpers import serve
 
 
 @pytest.mark.slow
 def test_two_replicas_share_vocabularies_through_redis(tmp_path: Path, tiny_clip_path: Path, redis_url: str) -> None:
-    clip = shared_path("videos", "arm_wrestling.mp4")
+    clip = generated_videos()["clip_a.mp4"]
     with serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as a, \
             serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as b:
         r = httpx.put(f"{a}/vocab/e2e", json={"labels": ["yoga", "surfing"]}, timeout=30)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_path
+from tests.media import generated_videos
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -18,7 +18,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    clip = shared_path("videos", "arm_wrestling.mp4")
+    clip = generated_videos()["clip_a.mp4"]
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video\n" * 20)
     with sync_playwright() as p:

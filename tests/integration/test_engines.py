@@ -26,7 +26,7 @@ from models.errors import ModelLoadError
 from models.temporal import TransformerHead
 from server.cli import app
 from tests.checkpoints import prefixed_state, trained_like
-from tests.conftest import shared_path
+from tests.media import generated_videos
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
 
@@ -65,7 +65,7 @@ def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> N
         diff = (ort.pipeline.encoder.encode(_pixels(n)) - ref.pipeline.encoder.encode(_pixels(n))).abs().max()
         assert diff <= 1e-4, (n, float(diff))
     clf = Classifier.from_labels(ref.text_encoder, LABELS)
-    video = shared_path("videos", "ucf101_sample_320x240.avi")
+    video = generated_videos()["clip_c.avi"]
     a = {p.label: p.probability for p in _classify(ref, video, clf).predictions}
     b = {p.label: p.probability for p in _classify(ort, video, clf).predictions}
     assert max(abs(a[k] - b[k]) for k in a) <= 1e-4
@@ -83,7 +83,7 @@ def test_text4vis_checkpoint_exported_and_served_like_torch(tmp_path: Path, tiny
     assert exported.exit_code == 0, exported.stderr
     assert Manifest.read(tmp_path / "e").temporal == "transf"
     assert Manifest.read(tmp_path / "e").preprocess == "text4vis"
-    video = str(shared_path("videos", "arm_wrestling.mp4"))
+    video = str(generated_videos()["clip_a.mp4"])
     args = [video, *base, "--labels", ",".join(LABELS), "--views", "2x3", "--top-k", "0", "--json"]
     torch_out = runner.invoke(app, ["classify", *args, "--text4vis-checkpoint", str(ckpt)])
     engine_out = runner.invoke(app, ["classify", *args, "--engine", str(tmp_path / "e")])
@@ -116,7 +116,7 @@ def test_tensorrt_unavailable_is_a_clear_refusal(tiny_engine: Path, tiny_clip_pa
     if tensorrt_available():
         pytest.skip("TensorRT is installed here: the refusal path does not apply")
     base = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
-    video = str(shared_path("videos", "arm_wrestling.mp4"))
+    video = str(generated_videos()["clip_a.mp4"])
     r = CliRunner().invoke(app, ["classify", video, *base, "--labels", "a", "--engine", str(tiny_engine),
                                  "--backend", "tensorrt"])
     assert r.exit_code == 2 and "holds no TensorRT engine" in r.stderr
@@ -153,7 +153,7 @@ def test_server_runs_an_engine(tiny_engine: Path, tiny_clip_path: Path, tmp_path
         async with running(app_) as c:
             model = (await c.get("/models")).json()[0]
             assert model["backend"] == "onnxruntime" and model["text_device"] == "cpu"
-            files = {"file": ("a.avi", shared_path("videos", "ucf101_sample_320x240.avi").read_bytes())}
+            files = {"file": ("a.avi", generated_videos()["clip_c.avi"].read_bytes())}
             r = await c.post("/classify", files=files, data={"labels": json.dumps(LABELS)})
             assert r.status_code == 200 and len(r.json()["predictions"]) == 5
 

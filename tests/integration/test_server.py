@@ -11,7 +11,7 @@ import pytest
 
 from engine.runtime import Runtime
 from engine.service import TIMING_KEYS, classify_files
-from tests.conftest import shared_path
+from tests.media import generated_videos
 from tests.server_helpers import make_app, running, tiny_runtime
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup"]
@@ -22,8 +22,8 @@ def runtime(tiny_clip_path: Path) -> Runtime:
     return tiny_runtime(tiny_clip_path)
 
 
-def clip_bytes(name: str = "arm_wrestling.mp4") -> bytes:
-    return shared_path("videos", name).read_bytes()
+def clip_bytes(name: str = "clip_a.mp4") -> bytes:
+    return generated_videos()[name].read_bytes()
 
 
 def run(coro):  # noqa: ANN001, ANN201
@@ -95,7 +95,7 @@ def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, run
     from engine.classifier import Classifier
 
     clf = Classifier.from_labels(runtime.text_encoder, LABELS)
-    (offline,) = classify_files(runtime.pipeline, clf, [shared_path("videos", "arm_wrestling.mp4")], top_k=0)
+    (offline,) = classify_files(runtime.pipeline, clf, [generated_videos()["clip_a.mp4"]], top_k=0)
     assert not isinstance(offline, BaseException)
 
     async def go() -> None:
@@ -154,7 +154,7 @@ def test_classify_bad_input(
 def test_truncated_upload_is_415(tmp_path: Path, runtime: Runtime) -> None:
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
-            data = clip_bytes("k400_sample_340x256.mp4")
+            data = clip_bytes("clip_b.mp4")
             files = {"file": ("cut.mp4", data[: len(data) // 2], "video/mp4")}
             r = await c.post("/classify", files=files, data={"labels": '["a", "b"]'})
             assert r.status_code == 415 and "cut.mp4" in r.json()["detail"]
@@ -185,7 +185,7 @@ def test_upload_cap_is_413(tmp_path: Path, runtime: Runtime) -> None:
 
 def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime: Runtime) -> None:
     """N concurrent classify requests -> fewer encoder calls than N; each equals the request alone."""
-    clips = ["arm_wrestling.mp4", "k400_sample_340x256.mp4", "ucf101_sample_320x240.avi"] * 2
+    clips = ["clip_a.mp4", "clip_b.mp4", "clip_c.avi"] * 2
 
     async def go() -> None:
         app = make_app(tmp_path, runtime, max_delay_ms=300.0, max_batch_frames=64)

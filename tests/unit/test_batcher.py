@@ -1,3 +1,6 @@
+"""The dynamic batcher, driven by events (an encoder that blocks until the test releases it),
+not by sleeps and wall-clock bounds: the same outcome on a loaded machine."""
+
 import asyncio
 import threading
 import time
@@ -5,7 +8,7 @@ import time
 import pytest
 import torch
 
-from engine.batcher import DynamicBatcher, _Item, collect_batch
+from engine.batcher import DynamicBatcher, FrameQueue, _Item, collect_batch
 from engine.errors import DeadlineExceeded, Overloaded
 
 
@@ -16,97 +19,130 @@ def _item(n: int, loop: asyncio.AbstractEventLoop) -> _Item:
 def test_collect_batch_respects_max_frames_and_order() -> None:
     async def run() -> list[list[int]]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        queue = FrameQueue(64)
         for n in (3, 4, 2, 5):
-            queue.put_nowait(_item(n, loop))
-        first = await collect_batch(queue, max_frames=8, max_delay_s=0.01)
-        second = await collect_batch(queue, max_frames=8, max_delay_s=0.01)
+            queue.put(_item(n, loop))
+        first = await collect_batch(queue, max_frames=8, max_delay_s=0)
+        second = await collect_batch(queue, max_frames=8, max_delay_s=0)
+        assert queue.frames == 0 and not queue
         return [[i.frames for i in first], [i.frames for i in second]]
 
     assert asyncio.run(run()) == [[3, 4], [2, 5]]
 
 
-def test_collect_batch_waits_at_most_the_delay() -> None:
-    async def run() -> tuple[int, float]:
+def test_collect_batch_takes_what_arrives_within_the_delay_and_no_more_than_fits() -> None:
+    async def run() -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
-        queue.put_nowait(_item(1, loop))
-        t0 = time.monotonic()
-        batch = await collect_batch(queue, max_frames=64, max_delay_s=0.05)
-        return len(batch), time.monotonic() - t0
+        queue = FrameQueue(64)
+        queue.put(_item(2, loop))
+        alone = await collect_batch(queue, max_frames=8, max_delay_s=0)  # no delay: what is there
+        assert [i.frames for i in alone] == [2]
+        queue.put(_item(2, loop))
+        task = asyncio.create_task(collect_batch(queue, max_frames=8, max_delay_s=3600))
+        await asyncio.sleep(0)  # the task took the first item and waits for more
+        assert not task.done() and not queue
+        queue.put(_item(4, loop))
+        queue.put(_item(2, loop))  # fills the batch to 8: it returns without waiting out the delay
+        batch = await task
+        assert [i.frames for i in batch] == [2, 4, 2]
 
-    size, waited = asyncio.run(run())
-    assert size == 1 and 0.04 <= waited < 0.5
+    asyncio.run(run())
 
 
-class CountingEncoder:
-    def __init__(self, delay_s: float = 0.0) -> None:
+def test_the_queue_is_bounded_in_frames() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        queue = FrameQueue(10)
+        queue.put(_item(6, loop))
+        with pytest.raises(Overloaded, match="6 frames are queued"):
+            queue.put(_item(5, loop))
+        queue.put(_item(4, loop))
+        assert queue.frames == 10 and len(queue) == 2
+
+    asyncio.run(run())
+
+
+class BlockingEncoder:
+    """Encodes once ``release`` is set; records each call's size and thread."""
+
+    def __init__(self) -> None:
         self.calls: list[int] = []
-        self.delay_s = delay_s
         self.threads: set[str] = set()
+        self.release = threading.Event()
+        self.entered = threading.Event()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(int(x.shape[0]))
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.delay_s)
+        self.entered.set()
+        assert self.release.wait(30)
         return x.sum(dim=1, keepdim=True) * 2  # a per-row function: results must land on their row
 
 
+async def _busy(batcher: DynamicBatcher, enc: BlockingEncoder) -> asyncio.Task[torch.Tensor]:
+    """A first request, now inside the (blocked) encoder."""
+    first = asyncio.create_task(batcher.embed(torch.zeros(8, 3)))
+    await asyncio.to_thread(enc.entered.wait, 30)
+    return first
+
+
 def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
-    enc = CountingEncoder(delay_s=0.02)
+    enc = BlockingEncoder()
 
     async def run() -> list[torch.Tensor]:
-        batcher = DynamicBatcher(enc, max_batch_frames=32, max_delay_ms=20, max_queue_frames=256)
+        batcher = DynamicBatcher(enc, max_batch_frames=32, max_delay_ms=0, max_queue_frames=256)
         await batcher.start()
-        inputs = [torch.full((8, 3), float(i)) for i in range(10)]
-        out = await asyncio.gather(*(batcher.embed(x) for x in inputs))
+        first = await _busy(batcher, enc)
+        inputs = [torch.full((8, 3), float(i)) for i in range(9)]
+        tasks = [asyncio.create_task(batcher.embed(x)) for x in inputs]
+        await asyncio.sleep(0)
+        assert batcher.queued_frames == 72  # all nine wait while the encoder is busy
+        enc.release.set()
+        out = await asyncio.gather(*tasks)
+        await first
         await batcher.stop()
         return out
 
     out = asyncio.run(run())
-    assert len(enc.calls) < 10 and sum(enc.calls) == 80 and max(enc.calls) <= 32
+    assert enc.calls == [8, 32, 32, 8]  # 9 requests of 8 frames in 3 calls, never over 32
     for i, rows in enumerate(out):
         torch.testing.assert_close(rows, torch.full((8, 1), 6.0 * i))
     assert all(name.startswith("encode") for name in enc.threads)  # never on the event loop
 
 
 def test_full_queue_answers_at_once() -> None:
-    enc = CountingEncoder(delay_s=0.2)
+    enc = BlockingEncoder()
 
-    async def run() -> tuple[type[BaseException] | None, float]:
-        batcher = DynamicBatcher(enc, max_batch_frames=8, max_delay_ms=1, max_queue_frames=16)
+    async def run() -> None:
+        batcher = DynamicBatcher(enc, max_batch_frames=8, max_delay_ms=0, max_queue_frames=16)
         await batcher.start()
-        first = asyncio.create_task(batcher.embed(torch.zeros(8, 3)))
-        await asyncio.sleep(0.05)  # first is now encoding; fill the queue
+        first = await _busy(batcher, enc)
         queued = [asyncio.create_task(batcher.embed(torch.zeros(8, 3))) for _ in range(2)]
         await asyncio.sleep(0)
-        t0 = time.monotonic()
-        error = None
-        try:
-            await batcher.embed(torch.zeros(8, 3))
-        except Overloaded as exc:
-            error = type(exc)
-        elapsed = time.monotonic() - t0
+        assert batcher.queued_frames == 16
+        with pytest.raises(Overloaded, match="16 frames are queued"):
+            await batcher.embed(torch.zeros(8, 3))  # refused while the encoder is still busy
+        assert not enc.release.is_set()
+        enc.release.set()
         await asyncio.gather(first, *queued)
         await batcher.stop()
-        return error, elapsed
 
-    error, elapsed = asyncio.run(run())
-    assert error is Overloaded and elapsed < 0.05
+    asyncio.run(run())
 
 
 def test_deadline() -> None:
-    enc = CountingEncoder(delay_s=0.3)
+    enc = BlockingEncoder()
 
     async def run() -> None:
-        batcher = DynamicBatcher(enc, max_batch_frames=4, max_delay_ms=1, max_queue_frames=64)
+        batcher = DynamicBatcher(enc, max_batch_frames=4, max_delay_ms=0, max_queue_frames=64)
         await batcher.start()
-        slow = asyncio.create_task(batcher.embed(torch.zeros(4, 3)))
-        await asyncio.sleep(0.01)
+        first = await _busy(batcher, enc)
         with pytest.raises(DeadlineExceeded):
-            await batcher.embed(torch.zeros(4, 3), timeout_s=0.05)
-        await slow
+            await batcher.embed(torch.zeros(4, 3), timeout_s=0.01)  # the encoder stays busy past it
+        enc.release.set()
+        await first
         await batcher.stop()
+        assert enc.calls == [8]  # the expired request was never encoded
 
     asyncio.run(run())
 

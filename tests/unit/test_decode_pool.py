@@ -14,7 +14,7 @@ from engine import decode_pool
 from engine.decode_pool import DecodeJob, DecodePool, _run
 from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
 from models.preprocess import PreprocessConfig
-from tests.conftest import shared_path
+from tests.media import generated_videos
 
 PRE = PreprocessConfig(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -46,7 +46,7 @@ def test_a_job_already_late_is_not_started(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_in_time_the_alarm_is_cleared() -> None:
-    pixels, gather, indices, _ = _run(job(shared_path("videos", "arm_wrestling.mp4"), time.time() + 60))
+    pixels, gather, indices, _ = _run(job(generated_videos()["clip_a.mp4"], time.time() + 60))
     assert pixels.shape == (8, 3, 32, 32) and len(indices) == 8
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
@@ -73,7 +73,7 @@ def test_pool_answers_deadline_exceeded_and_stays_usable() -> None:
     async def go() -> None:
         pool = DecodePool(0)
         try:
-            clip = shared_path("videos", "arm_wrestling.mp4")
+            clip = generated_videos()["clip_a.mp4"]
             with pytest.raises(DeadlineExceeded, match="longer than 0.001 s"):
                 await pool.decode(job(clip, None), 0.001)
             out = await pool.decode(job(clip, None), 60)
@@ -92,7 +92,7 @@ def test_a_full_decode_queue_refuses_at_once(monkeypatch: pytest.MonkeyPatch) ->
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(decode_pool, "sample_clip", slow)
-    clip = shared_path("videos", "arm_wrestling.mp4")
+    clip = generated_videos()["clip_a.mp4"]
 
     async def go() -> None:
         pool = DecodePool(0, max_pending=2)
