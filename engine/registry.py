@@ -130,9 +130,6 @@ class VocabRegistry:
             raise VocabNotFound(f"no vocabulary named {name!r}")
         return record
 
-    def names(self) -> list[str]:
-        return self.store.names()
-
     def summaries(self) -> list[VocabSummary]:
         return self.store.summaries()
 

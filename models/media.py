@@ -113,12 +113,6 @@ def _open(path: Path, decoder: Decoder, threads: int) -> MediaReader:
     return _PyAVReader(path, threads)
 
 
-def read_frames(path: Path, indices: Sequence[int], decoder: Decoder = "auto") -> np.ndarray:
-    """Convenience: open, read ``indices``, close."""
-    with open_media(path, decoder) as media:
-        return media.read(indices)
-
-
 class _PillowReader(MediaReader):
     def __init__(self, path: Path, image: Image.Image) -> None:
         self._path = path

@@ -44,14 +44,6 @@ class PreprocessConfig:
         return cls(resize=resize, crop=image_size, mean=mean, std=std)
 
 
-def preprocess_frames(frames: np.ndarray | torch.Tensor, cfg: PreprocessConfig, crops: int = 1) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> float32 ``[crops, N, 3, crop, crop]``, normalized.
-
-    Runs on the device of ``frames`` when given a tensor (a GPU, where one is used).
-    """
-    return normalize(resize_and_crop(frames, cfg, crops), cfg)
-
-
 def resize_and_crop(frames: np.ndarray | torch.Tensor, cfg: PreprocessConfig, crops: int = 1) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> uint8 ``[crops, N, 3, crop, crop]``: the part worth doing where the
     frames were decoded (4x fewer bytes to move than the float result)."""

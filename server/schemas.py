@@ -44,7 +44,7 @@ class VocabOut(BaseModel):
     etag: str
 
 
-class VocabSummary(BaseModel):
+class VocabSummaryOut(BaseModel):
     name: str
     version: int
     num_labels: int
@@ -53,7 +53,7 @@ class VocabSummary(BaseModel):
 
 
 class VocabList(BaseModel):
-    vocabularies: list[VocabSummary]
+    vocabularies: list[VocabSummaryOut]
 
 
 class VocabRef(BaseModel):

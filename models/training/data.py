@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2 as T
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
 from models.media import open_media
-from models.preprocess import PreprocessConfig
+from models.preprocess import PreprocessConfig, normalize
 from models.prompts import clean_label
 from models.sampling import train_indices
 from models.video_input import sample_clip, views
@@ -93,7 +92,8 @@ class VideoDataset(Dataset):
         self.samples = samples
         self.frames = frames
         self.input_size = input_size
-        self.mean, self.std = list(mean), list(std)
+        # eval: the server's text4vis preprocessing; both: its normalization
+        self.preprocess = PreprocessConfig.for_mode("text4vis", input_size, mean, std)  # type: ignore[arg-type]
         self.train = train
         self.seed = seed
         self.clips, self.crops = clips, crops
@@ -118,7 +118,5 @@ class VideoDataset(Dataset):
             torch.manual_seed(int(rng.integers(2**31)))  # torchvision's draws, tied to (seed, epoch, i)
             pixels = self.augment(clip).unsqueeze(0)  # one view
         else:
-            cfg = PreprocessConfig.for_mode("text4vis", self.input_size, self.mean, self.std)  # type: ignore[arg-type]
-            pixels = views(sample_clip(sample.path, cfg, self.frames, self.clips, self.crops))  # [views, T, 3, S, S]
-        pixels = TF.normalize(pixels.float() / 255.0, self.mean, self.std)
-        return pixels, sample.label
+            pixels = views(sample_clip(sample.path, self.preprocess, self.frames, self.clips, self.crops))
+        return normalize(pixels, self.preprocess), sample.label

@@ -5,6 +5,7 @@ GPU); only rank 0 writes. Run ``python -m models.training.train --help`` for eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -178,7 +179,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     pixels, labels = next(it)
                     pixels, labels = pixels.to(device), labels.to(device)
                     sync = k == cfg.accumulate - 1 or world == 1
-                    ctx = net.no_sync() if not sync and isinstance(net, DistributedDataParallel) else _null()
+                    ctx: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+                    if not sync and isinstance(net, DistributedDataParallel):
+                        ctx = net.no_sync()  # accumulate locally; all-reduce on the last step
                     with ctx, torch.autocast("cuda", enabled=use_amp):
                         logits = net(pixels).float()
                         ce = F.cross_entropy(logits, labels, reduction="sum")
@@ -214,14 +217,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return metrics
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -11,7 +11,7 @@ from engine.errors import VocabNotFound
 from engine.stores import VocabRecord
 from models.presets import preset_labels
 from server.deps import RegistryDep
-from server.schemas import VocabIn, VocabList, VocabOut, VocabPresetIn, VocabSummary, errors
+from server.schemas import VocabIn, VocabList, VocabOut, VocabPresetIn, VocabSummaryOut, errors
 
 router = APIRouter(prefix="/vocab", tags=["vocabularies"])
 NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -53,7 +53,7 @@ async def list_vocabs(registry: RegistryDep) -> VocabList:
     """Every vocabulary with its version and size."""
     rows = await asyncio.to_thread(registry.summaries)
     return VocabList(vocabularies=[
-        VocabSummary(name=r.name, version=r.version, num_labels=r.num_labels, text_model=r.text_model, etag=r.etag)
+        VocabSummaryOut(name=r.name, version=r.version, num_labels=r.num_labels, text_model=r.text_model, etag=r.etag)
         for r in rows
     ])
 

@@ -79,7 +79,7 @@ def test_put_get_versions_and_idempotence(registry: VocabRegistry, tiny_clip: Lo
 
     clf, version = registry.classifier("sports")
     assert version == 2 and clf.labels[-1] == "skiing"
-    assert registry.names() == ["sports"]
+    assert [v.name for v in registry.summaries()] == ["sports"]
 
 
 def test_if_match(registry: VocabRegistry) -> None:

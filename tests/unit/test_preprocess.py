@@ -7,13 +7,14 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from models.media import read_frames
+from models.media import open_media
 from models.preprocess import (
     PreprocessConfig,
     PreprocessMode,
     crop_offsets,
+    normalize,
     pil_bicubic_resize,
-    preprocess_frames,
+    resize_and_crop,
     resized_size,
 )
 from tests.conftest import REAL_CLIPS, shared_path
@@ -22,7 +23,8 @@ MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
 
 
 def _real_frames(name: str) -> np.ndarray:
-    return read_frames(shared_path("videos", name), [0, 13, 57, 101])
+    with open_media(shared_path("videos", name)) as media:
+        return media.read([0, 13, 57, 101])
 
 
 @pytest.mark.parametrize("name", REAL_CLIPS)
@@ -80,7 +82,7 @@ def test_matches_torchvision_pil_pipeline(mode: PreprocessMode) -> None:
             T.ToTensor(), T.Normalize(MEAN, STD),
         ])
     expected = torch.stack([reference(Image.fromarray(f)) for f in frames])
-    ours = preprocess_frames(frames, cfg)[0]
+    ours = _preprocessed(frames, cfg)[0]
     assert ours.shape == expected.shape == (4, 3, 224, 224)
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
 
@@ -91,12 +93,17 @@ def test_three_crops_landscape_and_portrait() -> None:
     assert crop_offsets(256, 341, 224, 1) == [(16, 58)]
     frames = _real_frames("arm_wrestling.mp4")
     cfg = PreprocessConfig.for_mode("text4vis", 224, MEAN, STD)
-    out = preprocess_frames(frames, cfg, crops=3)
+    out = _preprocessed(frames, cfg, crops=3)
     assert out.shape == (3, 4, 3, 224, 224)
-    torch.testing.assert_close(out[1], preprocess_frames(frames, cfg, crops=1)[0], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], _preprocessed(frames, cfg, crops=1)[0], rtol=0, atol=0)
 
 
 def test_rejects_bad_frames() -> None:
     cfg = PreprocessConfig.for_mode("clip", 224, MEAN, STD)
     with pytest.raises(ValueError, match="uint8"):
-        preprocess_frames(np.zeros((2, 10, 10, 3), dtype=np.float32), cfg)
+        _preprocessed(np.zeros((2, 10, 10, 3), dtype=np.float32), cfg)
+
+
+def _preprocessed(frames: np.ndarray, cfg: PreprocessConfig, crops: int = 1) -> torch.Tensor:
+    """What the model sees: resized and cropped (models/preprocess.py), normalized as the encoder does."""
+    return normalize(resize_and_crop(frames, cfg, crops), cfg)
