@@ -37,6 +37,9 @@ from torch import nn
 
 from engine.backends.base import DTYPES, PixelEncoder, Precision
 from engine.backends.tensorrt_backend import build_engine, plan_key, require_tensorrt, tensorrt_version
+from engine.loading import load_model
+from engine.options import ModelOptions
+from models.clip_loader import file_digest
 from models.errors import ModelLoadError
 from models.temporal import build_temporal_head
 
@@ -232,3 +235,23 @@ def _copy_as(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     import copy
 
     return copy.deepcopy(module).to(dtype)
+
+
+def export_from_options(
+    opts: ModelOptions, out: Path, fmt: ExportFormat = "onnx", precision: Precision = "fp32", max_batch: int = 64,
+    force: bool = False,
+) -> Manifest:
+    """Load what ``opts`` names (as ``t4v classify`` would, on the CPU) and write an engine directory."""
+    model = load_model(opts)
+    cfg = model.preprocess
+    checkpoint = opts.text4vis_checkpoint
+    source: dict[str, str | None] = {
+        "clip": model.clip.model_id,
+        "text4vis_checkpoint": str(checkpoint) if checkpoint else None,
+        "text4vis_checkpoint_sha256": file_digest(checkpoint, 64) if checkpoint else None,
+    }
+    return export_engine(
+        model.visual, model.head, out, architecture=model.clip.arch, text_model=model.clip.model_id,
+        input_size=cfg.crop, mean=cfg.mean, std=cfg.std, preprocess=model.mode.value, fmt=fmt, precision=precision,
+        max_batch=max_batch, source=source, force=force,
+    )

@@ -5,28 +5,33 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from engine.classifier import Classifier
-from engine.runtime import ModelOptions, build_runtime
+from engine.options import ModelOptions
+from engine.runtime import build_runtime
 from engine.sampling import parse_views
 from engine.service import ClassifyResult, classify_files
 from models.errors import InputError, ModelLoadError
 from models.media import open_media
-from models.preprocess import PreprocessMode
 from models.presets import LABEL_PRESETS, preset_labels
 from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
+from server.cli_options import flag, with_options
+from server.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-serve operator CLI.")
 
 
-class UsageProblem(Exception):
+M = TypeVar("M", bound=BaseModel)
+
+
+class UsageProblem(InputError):
     """Bad command-line input found after parsing (missing file, empty label list, ...)."""
 
 
@@ -36,19 +41,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log wha
 
 
 @app.command()
+@with_options(ModelOptions)
 def classify(
     videos: Annotated[list[Path], typer.Argument(help="Videos or images to classify.", show_default=False)],
-    model: Annotated[str | None, typer.Option(help="open_clip architecture (default ViT-B-16).")] = None,
-    pretrained: Annotated[str | None, typer.Option(help="open_clip pretrained tag (default openai).")] = None,
-    clip_checkpoint: Annotated[
-        Path | None, typer.Option(help="Local CLIP weights (open_clip or OpenAI format).")
-    ] = None,
-    text4vis_checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint released with Text4Vis (visual + temporal head).")
-    ] = None,
-    temporal: Annotated[
-        str | None, typer.Option(help="Temporal head: mean | transf (default: what the checkpoint holds).")
-    ] = None,
     labels: Annotated[str | None, typer.Option(help='Comma-separated class names: "a,b,c".')] = None,
     labels_file: Annotated[Path | None, typer.Option(help=".csv (id,name) or .txt, one per line.")] = None,
     preset: Annotated[str | None, typer.Option(help=f"Built-in labels: {', '.join(LABEL_PRESETS)}.")] = None,
@@ -61,42 +56,22 @@ def classify(
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames sampled per clip (T).")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
-    preprocess: Annotated[
-        str | None, typer.Option(help="clip | text4vis (default text4vis with a Text4Vis checkpoint).")
-    ] = None,
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16.")] = "auto",
-    decoder: Annotated[str, typer.Option(help="auto (decord, then PyAV) | decord | pyav.")] = "auto",
-    random_init: Annotated[
-        bool, typer.Option(help="Run RANDOM weights on purpose (benchmarks, tests). Never the default.")
-    ] = False,
-    engine: Annotated[Path | None, typer.Option(help="An engine directory written by t4v export.")] = None,
-    backend: Annotated[str, typer.Option(help="auto | torch | onnxruntime | tensorrt.")] = "auto",
-    providers: Annotated[
-        str, typer.Option(help="onnxruntime providers in order of preference.")
-    ] = "tensorrt,cuda,cpu",
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: the cores).")] = 0,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Classify videos or images against class names given as text (zero-shot)."""
     try:
         clips, crops = _check_views(views)
         label_list = _labels(labels, labels_file, preset)
         templates = _templates(template, templates_file, template_set)
-        options = _with_engine(
-            _model_options(
-                model, pretrained, clip_checkpoint, text4vis_checkpoint, temporal, preprocess, device,
-                precision, decoder, random_init,
-            ),
-            engine, backend, providers, threads,
-        )
+        model_options = _validated(ModelOptions, options or {})
         if top_k < 0:
             raise UsageProblem("--top-k must be 0 (all) or positive")
         for path in videos:  # fail before loading a model on inputs we can already tell are bad
-            with open_media(path, options.decoder):
+            with open_media(path, model_options.decoder):
                 pass
-        runtime = build_runtime(options)
+        runtime = build_runtime(model_options)
         classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates)
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
         _fail(exc)
@@ -140,9 +115,9 @@ def train(ctx: typer.Context) -> None:
         _fail(exc)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "step_losses"}))
     if cfg.export_engine:
-        from engine.runtime import export_from_options
+        from engine.export import export_from_options
 
-        options = ModelOptions(arch=cfg.arch, pretrained=None if cfg.clip_checkpoint or cfg.random_init else
+        options = ModelOptions(model=cfg.arch, pretrained=None if cfg.clip_checkpoint or cfg.random_init else
                                cfg.pretrained, clip_checkpoint=cfg.clip_checkpoint, random_init=cfg.random_init,
                                text4vis_checkpoint=cfg.output / "last.pt")
         manifest = export_from_options(options, cfg.output / "engine")
@@ -183,36 +158,34 @@ def evaluate_command(
     typer.echo(json.dumps(result))
 
 
+# what describes the weights; where and how they run is the export's own business
+RUNTIME_ONLY = ("device", "precision", "decoder", "engine_dir", "backend", "providers", "threads", "compile")
+
+
 @app.command()
+@with_options(ModelOptions, exclude=RUNTIME_ONLY)
 def export(
     out: Annotated[Path, typer.Option(help="Engine directory to write.")],
-    model: Annotated[str | None, typer.Option(help="open_clip architecture (default ViT-B-16).")] = None,
-    pretrained: Annotated[str | None, typer.Option(help="open_clip pretrained tag (default openai).")] = None,
-    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local CLIP weights.")] = None,
-    text4vis_checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint released with Text4Vis.")] = None,
-    temporal: Annotated[str | None, typer.Option(help="mean | transf (default: the checkpoint's).")] = None,
-    preprocess: Annotated[str | None, typer.Option(help="clip | text4vis (recorded in the manifest).")] = None,
-    random_init: Annotated[bool, typer.Option(help="Export RANDOM weights on purpose (benchmarks).")] = False,
     format: Annotated[str, typer.Option("--format", help="onnx | tensorrt (TensorRT also writes the ONNX).")] = "onnx",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 (the graph's precision).")] = "fp32",
     max_batch: Annotated[int, typer.Option(help="Largest batch of frames (the dynamic axis' bound).")] = 64,
     force: Annotated[
         bool, typer.Option(help="Rewrite everything, even what OUT already holds for these weights.")
     ] = False,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Export the visual encoder (+ temporal head) to an engine directory that serve/classify run.
 
     Run again with --format tensorrt on each GPU model: what OUT holds for the same weights is
     kept, and a plan for this GPU and TensorRT version is added beside the others."""
-    from engine.runtime import export_from_options
+    from engine.export import export_from_options
 
     try:
-        options = _model_options(model, pretrained, clip_checkpoint, text4vis_checkpoint, temporal, preprocess,
-                                 "cpu", "fp32", "auto", random_init)
+        model_options = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
         _choice("--format", format, ("onnx", "tensorrt"))
         _choice("--precision", precision, ("fp32", "fp16"))
         manifest = export_from_options(
-            options, out, format, precision, max_batch, force=force  # type: ignore[arg-type]
+            model_options, out, format, precision, max_batch, force=force  # type: ignore[arg-type]
         )
     except (UsageProblem, ModelLoadError, InputError, ValueError, RuntimeError) as exc:
         _fail(exc)
@@ -222,76 +195,42 @@ def export(
 
 
 @app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (T4V_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (T4V_PORT).")] = None,
-    model: Annotated[str | None, typer.Option(help="open_clip architecture (T4V_MODEL).")] = None,
-    pretrained: Annotated[str | None, typer.Option(help="open_clip pretrained tag (T4V_PRETRAINED).")] = None,
-    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local CLIP weights (T4V_CLIP_CHECKPOINT).")] = None,
-    text4vis_checkpoint: Annotated[
-        Path | None, typer.Option(help="Text4Vis checkpoint (T4V_TEXT4VIS_CHECKPOINT).")
-    ] = None,
-    temporal: Annotated[str | None, typer.Option(help="mean | transf (T4V_TEMPORAL).")] = None,
-    preprocess: Annotated[str | None, typer.Option(help="clip | text4vis (T4V_PREPROCESS).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (T4V_DEVICE).")] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16 (T4V_PRECISION).")
-    ] = None,
-    random_init: Annotated[
-        bool | None, typer.Option("--random-init", help="Serve RANDOM weights on purpose (T4V_RANDOM_INIT).")
-    ] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Share vocabularies via Redis (T4V_REDIS_URL).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="SQLite store and uploads (T4V_DATA_DIR).")] = None,
-    preset: Annotated[
-        list[str] | None, typer.Option(help="Register a built-in vocabulary at start-up (T4V_PRESETS).")
-    ] = None,
-    vocab_file: Annotated[Path | None, typer.Option(help="Vocabularies to register (T4V_VOCAB_FILE).")] = None,
-    max_upload_bytes: Annotated[int | None, typer.Option(help="T4V_MAX_UPLOAD_BYTES.")] = None,
-    max_batch_frames: Annotated[int | None, typer.Option(help="T4V_MAX_BATCH_FRAMES.")] = None,
-    max_delay_ms: Annotated[float | None, typer.Option(help="T4V_MAX_DELAY_MS.")] = None,
-    max_queue_frames: Annotated[int | None, typer.Option(help="T4V_MAX_QUEUE_FRAMES.")] = None,
-    decode_workers: Annotated[int | None, typer.Option(help="T4V_DECODE_WORKERS (0: threads).")] = None,
-    max_decode_queue: Annotated[int | None, typer.Option(help="T4V_MAX_DECODE_QUEUE.")] = None,
-    decoder: Annotated[str | None, typer.Option(help="auto | decord | pyav (T4V_DECODER).")] = None,
-    max_labels: Annotated[int | None, typer.Option(help="T4V_MAX_LABELS.")] = None,
-    default_frames: Annotated[int | None, typer.Option(help="T4V_DEFAULT_FRAMES.")] = None,
-    max_frames: Annotated[int | None, typer.Option(help="T4V_MAX_FRAMES.")] = None,
-    max_views: Annotated[str | None, typer.Option(help="T4V_MAX_VIEWS, e.g. 4x3.")] = None,
-    request_timeout_s: Annotated[float | None, typer.Option(help="T4V_REQUEST_TIMEOUT_S.")] = None,
-    shutdown_timeout_s: Annotated[int | None, typer.Option(help="T4V_SHUTDOWN_TIMEOUT_S.")] = None,
-    engine_dir: Annotated[Path | None, typer.Option("--engine", help="Engine directory (T4V_ENGINE_DIR).")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto | torch | onnxruntime | tensorrt (T4V_BACKEND).")] = None,
-    providers: Annotated[
-        list[str] | None, typer.Option("--provider", help="onnxruntime provider, repeat in order (T4V_PROVIDERS).")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads (T4V_THREADS).")] = None,
-    compile: Annotated[
-        bool | None, typer.Option("--compile", help="torch.compile the torch backend (T4V_COMPILE).")
-    ] = None,
-) -> None:
+@with_options(Settings, env=True)
+def serve(options: dict[str, Any] | None = None) -> None:
     """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
-    given = {k: v for k, v in locals().items() if v is not None}  # only what was passed
     import uvicorn
-    from pydantic import ValidationError
 
     from server.app import create_app
-    from server.settings import Settings
 
-    if "preset" in given:
-        given["presets"] = given.pop("preset")
-    if "providers" in given:
-        given["providers"] = tuple(given["providers"])
+    logging.getLogger().setLevel(logging.INFO)  # a server's log says what it loads and runs
     try:
-        settings = Settings(**given)
-        runtime = build_runtime(settings.model_options())  # fail here, before binding the port
-    except ValidationError as exc:
-        _fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
+        settings = _validated(Settings, options or {})
+        runtime = build_runtime(settings.model_options(), settings.max_batch_frames)  # fail before binding
     except (ModelLoadError, ValueError) as exc:
         _fail(exc)
     uvicorn.run(
         create_app(settings, runtime), host=settings.host, port=settings.port,
         timeout_graceful_shutdown=settings.shutdown_timeout_s, log_level="info",
     )
+
+
+def _validated(model: type[M], given: dict[str, Any]) -> M:
+    """``model(**given)``; a validation error becomes one line naming the option and the problem."""
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            name = ".".join(map(str, e["loc"]))
+            field = model.model_fields.get(str(e["loc"][0])) if e["loc"] else None
+            where = flag(name, field) if field is not None else name
+            ctx = e.get("ctx", {})
+            if e["type"] == "literal_error":
+                problems.append(f"{where} must be one of {ctx['expected']}; got {e['input']!r}")
+                continue
+            message = str(ctx["error"]) if "error" in ctx else e["msg"]
+            problems.append(f"{where}: {message}" if where else message)
+        raise UsageProblem("; ".join(problems)) from None
 
 
 def _error_line(exc: BaseException) -> None:
@@ -348,43 +287,6 @@ def _templates(template: str | None, templates_file: Path | None, template_set: 
             raise UsageProblem(f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}")
         return list(TEMPLATE_SETS[template_set])
     return [validate_template(template or DEFAULT_TEMPLATE)]
-
-
-def _model_options(
-    model: str | None, pretrained: str | None, clip_checkpoint: Path | None, text4vis_checkpoint: Path | None,
-    temporal: str | None, preprocess: str | None, device: str, precision: str, decoder: str, random_init: bool,
-) -> ModelOptions:
-    for path in (clip_checkpoint, text4vis_checkpoint):
-        if path is not None and not path.is_file():
-            raise UsageProblem(f"checkpoint file not found: {path}")
-    _choice("--temporal", temporal, ("mean", "transf"))
-    _choice("--preprocess", preprocess, tuple(m.value for m in PreprocessMode))
-    _choice("--precision", precision, ("auto", "fp32", "fp16", "bf16"))
-    _choice("--decoder", decoder, ("auto", "decord", "pyav"))
-    return ModelOptions(
-        arch=model,
-        pretrained=pretrained,
-        clip_checkpoint=clip_checkpoint,
-        text4vis_checkpoint=text4vis_checkpoint,
-        temporal=temporal,  # type: ignore[arg-type]
-        preprocess=PreprocessMode(preprocess) if preprocess else None,
-        random_init=random_init,
-        device=device,
-        precision=precision,  # type: ignore[arg-type]
-        decoder=decoder,  # type: ignore[arg-type]
-    )
-
-
-def _with_engine(
-    options: ModelOptions, engine: Path | None, backend: str, providers: str, threads: int
-) -> ModelOptions:
-    if engine is not None and not (engine / "manifest.json").is_file():
-        raise UsageProblem(f"{engine} is not an engine directory (no manifest.json): see t4v export")
-    _choice("--backend", backend, ("auto", "torch", "onnxruntime", "tensorrt"))
-    names = tuple(p.strip() for p in providers.split(",") if p.strip())
-    for name in names:
-        _choice("--providers", name, ("tensorrt", "cuda", "cpu"))
-    return replace(options, engine_dir=engine, backend=backend, providers=names, threads=threads)
 
 
 def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> None:

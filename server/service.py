@@ -37,7 +37,8 @@ class Service:
     async def _load(self) -> None:
         try:
             if self.runtime is None:
-                self.runtime = await asyncio.to_thread(build_runtime, self.settings.model_options())
+                options, batch = self.settings.model_options(), self.settings.max_batch_frames
+                self.runtime = await asyncio.to_thread(build_runtime, options, batch)
             runtime = self.runtime
             self.upload_dir.mkdir(parents=True, exist_ok=True)
             store = await asyncio.to_thread(self._open_store)

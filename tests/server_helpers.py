@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from engine.runtime import ModelOptions, Runtime, build_runtime
+from engine.options import ModelOptions
+from engine.runtime import Runtime, build_runtime
 from models.clip_loader import TINY_ARCH
 from server.app import create_app
 from server.settings import Settings
@@ -22,7 +23,7 @@ from tests.redis_server import free_port
 
 
 def tiny_runtime(checkpoint: Path) -> Runtime:
-    return build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=checkpoint, device="cpu"))
+    return build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=checkpoint, device="cpu"))
 
 
 def settings(data_dir: Path, **overrides: object) -> Settings:

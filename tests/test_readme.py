@@ -54,3 +54,16 @@ def test_configuration_table_is_complete() -> None:
         assert f"`T4V_{name.upper()}`" in table, name
         option = OPTION.get(name, f"--{name.replace('_', '-')}")
         assert option in table and option in result.stdout, option
+
+
+def test_each_option_is_declared_once() -> None:
+    """Model and serving options live in engine/options.py and server/settings.py; the CLI derives
+    its options from them (server/cli_options.py) and redeclares none."""
+    from engine.options import ModelOptions
+    from server.settings import ServingOptions
+
+    sources = {p: p.read_text() for p in [*ROOT.glob("server/**/*.py"), *ROOT.glob("engine/**/*.py")]}
+    for name in [*ModelOptions.model_fields, *ServingOptions.model_fields]:
+        declared = [str(p.relative_to(ROOT)) for p, text in sources.items()
+                    if re.search(rf"^\s+{name}: [^=\n]+= Field\(", text, re.M) or f"{name}: Annotated[" in text]
+        assert len(declared) == 1, (name, declared)

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from engine.backends.tensorrt_backend import tensorrt_available
 from engine.classifier import Classifier
-from engine.export import Manifest
-from engine.runtime import ModelOptions, Runtime, build_runtime, export_from_options
+from engine.export import Manifest, export_from_options
+from engine.options import ModelOptions
+from engine.runtime import Runtime, build_runtime
 from engine.service import ClassifyResult, classify_files
 from models.clip_loader import TINY_ARCH
 from models.errors import ModelLoadError
@@ -34,7 +35,7 @@ LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
 @pytest.fixture(scope="module")
 def tiny_engine(tmp_path_factory: pytest.TempPathFactory, tiny_clip_path: Path) -> Path:
     out = tmp_path_factory.mktemp("engine") / "tiny"
-    export_from_options(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path), out, max_batch=16)
+    export_from_options(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path), out, max_batch=16)
     return out
 
 
@@ -58,8 +59,8 @@ def test_manifest(tiny_engine: Path, tiny_clip_path: Path) -> None:
 
 
 def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> None:
-    ref = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu"))
-    ort = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
+    ref = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu"))
+    ort = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
     assert ort.info.backend == "onnxruntime" and ort.pipeline.encoder.device == "cpu"
     for n in (1, 5, 16, 37):  # 37 > max_batch 16: the encoder splits it
         diff = (ort.pipeline.encoder.encode(_pixels(n)) - ref.pipeline.encoder.encode(_pixels(n))).abs().max()
@@ -99,14 +100,14 @@ def test_engine_refuses_another_text_model(tiny_engine: Path, tmp_path: Path) ->
     other = tmp_path / "other.pt"
     torch.save(open_clip.create_model(TINY_ARCH).state_dict(), other)
     with pytest.raises(ModelLoadError, match="refusing to pair them"):
-        build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=other, engine_dir=tiny_engine))
+        build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=other, engine_dir=tiny_engine))
 
 
 def test_fp16_graph_keeps_direction(tmp_path: Path, tiny_clip_path: Path) -> None:
-    opts = ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path)
+    opts = ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path)
     export_from_options(opts, tmp_path / "fp16", precision="fp16", max_batch=8)
     ref = build_runtime(opts)
-    half = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "fp16"))
+    half = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "fp16"))
     x = _pixels(6)
     cos = F.cosine_similarity(half.pipeline.encoder.encode(x), ref.pipeline.encoder.encode(x))
     assert cos.min() >= 0.999
@@ -126,10 +127,10 @@ def test_tensorrt_unavailable_is_a_clear_refusal(tiny_engine: Path, tiny_clip_pa
 
 @pytest.mark.skipif(not tensorrt_available(), reason="TensorRT and a CUDA GPU are needed; neither is on this machine")
 def test_tensorrt_matches_torch(tmp_path: Path, tiny_clip_path: Path) -> None:  # pragma: no cover - GPU hosts
-    opts = ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path)
+    opts = ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path)
     export_from_options(opts, tmp_path / "trt", fmt="tensorrt", precision="fp16", max_batch=16)
     ref = build_runtime(replace(opts, precision="fp32"))
-    trt = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "trt",
+    trt = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "trt",
                                      backend="tensorrt"))
     x = _pixels(20)
     assert F.cosine_similarity(trt.pipeline.encoder.encode(x), ref.pipeline.encoder.encode(x)).min() >= 0.999

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from engine.runtime import ModelOptions, build_runtime
+from engine.options import ModelOptions
+from engine.runtime import build_runtime
 from models.clip_loader import TINY_ARCH
 from models.temporal import TransformerHead
 from server.cli import app
@@ -24,7 +25,7 @@ LABELS = ["yoga", "surfing", "arm wrestling", "cooking", "skiing", "juggling"]
 def test_eval_and_the_server_give_the_same_probabilities(tmp_path: Path, tiny_clip_path: Path) -> None:
     torch.manual_seed(3)
     head = trained_like(TransformerHead(64))
-    visual = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path)).pipeline.encoder
+    visual = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path)).pipeline.encoder
     checkpoint = tmp_path / "t4v.pt"
     torch.save({"epoch": 1, "model_state_dict": prefixed_state(visual.module.visual, head)}, checkpoint)  # type: ignore[attr-defined]
     # 320x240 (4:3): the short side is resized to 256, so the resize itself is compared, not only crops
@@ -42,7 +43,7 @@ def test_eval_and_the_server_give_the_same_probabilities(tmp_path: Path, tiny_cl
     evaluated = {p["label"]: p["probability"] for p in json.loads(line)["predictions"]}
     assert len(evaluated) == 5
 
-    runtime = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path,
+    runtime = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path,
                                          text4vis_checkpoint=checkpoint, device="cpu"))
     assert runtime.info.preprocess == "text4vis" and runtime.info.temporal == "transf"
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.backends.onnx_backend import provider_options
-from engine.runtime import ModelOptions, build_runtime, compile_problem, resolve_precision
+from engine.options import ModelOptions
+from engine.runtime import build_runtime, compile_problem, resolve_precision
 from models.clip_loader import TINY_ARCH
 from models.errors import ModelLoadError
 
@@ -22,9 +23,9 @@ def test_precision_auto_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
 
 
 def test_the_runtime_says_what_runs_and_why(tiny_clip_path: Path) -> None:
-    info = build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu")).info
+    info = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu")).info
     assert (info.backend, info.precision) == ("torch", "fp32")
-    assert info.selection == "torch backend (eager; no engine directory given), precision fp32 (auto on the CPU)"
+    assert info.selection == "torch: no engine directory given; eager, precision fp32 (auto on the CPU)"
 
 
 def test_compile_is_refused_at_start_up_without_a_compiler(
@@ -33,7 +34,7 @@ def test_compile_is_refused_at_start_up_without_a_compiler(
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert compile_problem("cuda") == "no C compiler (cc, gcc, clang) on the PATH"
     with pytest.raises(ModelLoadError, match=r"--compile \(T4V_COMPILE\) cannot work here: no C\+\+ compiler"):
-        build_runtime(ModelOptions(arch=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu", compile=True))
+        build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu", compile=True))
 
 
 def test_compile_is_refused_without_the_python_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ from engine.backends import tensorrt_backend
 from engine.backends.base import BackendUnavailable
 from engine.backends.tensorrt_backend import PlanRunner, build_engine, plan_key
 from engine.export import Manifest, export_engine
-from engine.runtime import choose_engine_backend
+from engine.runtime import choose_backend
 from models.temporal import build_temporal_head
 from tests import fake_tensorrt
 
@@ -166,11 +166,11 @@ def test_export_keeps_one_plan_per_gpu_and_version_and_reuses_the_rest(
     export_engine(visual, head, out, **args)  # type: ignore[arg-type]
     assert not [c for c in fake_tensorrt.CALLS if c[0] == "build_serialized_network"]  # nothing to do
 
-    assert choose_engine_backend("auto", second, "cuda:0")[0] == "tensorrt"
+    assert choose_backend("auto", second, "cuda:0")[0] == "tensorrt"
     _gpu(monkeypatch, "NVIDIA A100-SXM4-80GB")
-    backend, why = choose_engine_backend("auto", second, "cuda:0")
+    backend, why = choose_backend("auto", second, "cuda:0")
     assert backend == "onnxruntime" and f"no TensorRT plan for nvidia-a100-sxm4-80gb_trt{trt.__version__}" in why
-    assert choose_engine_backend("auto", second, "cpu")[0] == "onnxruntime"
+    assert choose_backend("auto", second, "cpu")[0] == "onnxruntime"
 
     with torch.no_grad():
         visual.proj.weight.add_(1.0)  # other weights: everything is rewritten, old plans go

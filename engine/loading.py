@@ -1,0 +1,49 @@
+"""Weights to modules: CLIP, a Text4Vis checkpoint on top, the temporal head, the preprocessing
+that suits them. Shared by the runtime (torch backend) and the exporter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from engine.options import ModelOptions
+from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
+from models.clip_loader import ClipSource, LoadedClip, load_clip
+from models.errors import ModelLoadError
+from models.preprocess import PreprocessConfig, PreprocessMode
+from models.temporal import build_temporal_head
+
+
+@dataclass
+class LoadedModel:
+    clip: LoadedClip  # its text tower encodes vocabularies
+    visual: nn.Module  # CLIP's visual tower, with a Text4Vis checkpoint's weights when given
+    head: nn.Module  # the temporal head
+    mode: PreprocessMode
+    preprocess: PreprocessConfig
+
+
+def load_clip_for(opts: ModelOptions) -> LoadedClip:
+    """The CLIP ``opts`` names, on the CPU (the runtime moves what runs)."""
+    return load_clip(ClipSource(opts.model, opts.pretrained, opts.clip_checkpoint, opts.random_init), device="cpu")
+
+
+def load_model(opts: ModelOptions, clip: LoadedClip | None = None) -> LoadedModel:
+    """CLIP (``clip`` when already loaded), the checkpoint's visual weights and head, and the
+    preprocessing: text4vis with a Text4Vis checkpoint, CLIP's own otherwise (``opts.preprocess`` wins)."""
+    clip = clip or load_clip_for(opts)
+    visual = clip.model.visual
+    if opts.text4vis_checkpoint is not None:
+        head = apply_text4vis_checkpoint(visual, read_text4vis_checkpoint(opts.text4vis_checkpoint), opts.temporal)
+        default = PreprocessMode.TEXT4VIS
+    else:
+        if opts.temporal == "transf":
+            raise ModelLoadError(
+                "the transf head needs trained weights, which only a Text4Vis checkpoint holds: "
+                "pass --text4vis-checkpoint PATH or use --temporal mean"
+            )
+        head = build_temporal_head("mean", clip.embed_dim)
+        default = PreprocessMode.CLIP
+    mode = PreprocessMode(opts.preprocess or default)
+    return LoadedModel(clip, visual, head, mode, PreprocessConfig.for_mode(mode, clip.image_size, clip.mean, clip.std))

@@ -1,0 +1,77 @@
+"""What to run: each model and backend option declared once, with its type, default and help.
+
+``t4v classify``, ``t4v export`` and ``t4v serve`` derive their command-line options from these
+fields (``server/cli_options.py``), and ``server/settings.py`` derives the ``T4V_*`` variables
+from them: adding an option is one edit here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.errors import InputError
+
+Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
+Provider = Literal["tensorrt", "cuda", "cpu"]
+
+
+class ModelOptions(BaseModel):
+    """The model, its weights, and how its visual encoder runs. Defaults: ViT-B-16 with OpenAI
+    weights, the checkpoint's head (mean without one), the preprocessing that suits the weights."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(None, description="open_clip architecture (default ViT-B-16).")
+    pretrained: str | None = Field(None, description="open_clip pretrained tag (default openai).")
+    clip_checkpoint: Path | None = Field(None, description="Local CLIP weights (open_clip or OpenAI format).")
+    text4vis_checkpoint: Path | None = Field(
+        None, description="Checkpoint released with Text4Vis (visual encoder + temporal head)."
+    )
+    temporal: Literal["mean", "transf"] | None = Field(
+        None, description="Temporal head: mean | transf (default: the checkpoint's)."
+    )
+    preprocess: Literal["clip", "text4vis"] | None = Field(
+        None, description="Preprocessing: clip | text4vis (default text4vis with a Text4Vis checkpoint)."
+    )
+    random_init: bool = Field(False, description="Run RANDOM weights on purpose (benchmarks, tests). Never implicit.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16."
+    )
+    decoder: Literal["auto", "decord", "pyav"] = Field("auto", description="Video decoder: auto | decord | pyav.")
+    engine_dir: Path | None = Field(
+        None, description="Engine directory written by t4v export (ONNX/TensorRT).",
+        json_schema_extra={"flag": "--engine"},
+    )
+    backend: Backend = Field(
+        "auto", description="Encoder backend: auto | torch | onnxruntime | tensorrt; auto: the engine's TensorRT "
+                            "plan for this GPU, else ONNX Runtime for an engine, else torch."
+    )
+    providers: tuple[Provider, ...] = Field(
+        ("tensorrt", "cuda", "cpu"), description="ONNX Runtime execution providers, in order of preference.",
+        json_schema_extra={"flag": "--provider"},
+    )
+    threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0: the cores).")
+    compile: bool = Field(False, description="torch.compile the torch backend (needs a C compiler).")
+
+    @field_validator("clip_checkpoint", "text4vis_checkpoint")
+    @classmethod
+    def _file_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise InputError(f"checkpoint file not found: {path}")
+        return path
+
+    @field_validator("engine_dir")
+    @classmethod
+    def _engine_dir(cls, path: Path | None) -> Path | None:
+        if path is not None and not (path / "manifest.json").is_file():
+            raise InputError(f"{path} is not an engine directory (no manifest.json): see t4v export")
+        return path
+
+
+def model_options_of(values: BaseModel) -> ModelOptions:
+    """The :class:`ModelOptions` part of a larger options object (the server's settings)."""
+    return ModelOptions(**{name: getattr(values, name) for name in ModelOptions.model_fields})
