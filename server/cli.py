@@ -29,6 +29,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-ser
 
 
 M = TypeVar("M", bound=BaseModel)
+# model options that say where and how a model runs, not which weights: export and eval ignore them
+RUNTIME_ONLY = ("device", "precision", "decoder", "engine_dir", "backend", "providers", "threads", "compile")
 
 
 class UsageProblem(InputError):
@@ -125,14 +127,11 @@ def train(ctx: typer.Context) -> None:
 
 
 @app.command("eval")
+@with_options(ModelOptions, exclude=("text4vis_checkpoint", "temporal", "preprocess", *RUNTIME_ONLY))
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="A Text4Vis-layout checkpoint (e.g. OUTPUT/last.pt).")],
     list_file: Annotated[Path, typer.Option("--list", help="'path label' lines or a folder per class.")],
     labels_file: Annotated[Path, typer.Option("--labels", help="Class names (.csv id,name or .txt).")],
-    model: Annotated[str, typer.Option(help="open_clip architecture of the base CLIP.")] = "ViT-B-16",
-    pretrained: Annotated[str | None, typer.Option(help="Pretrained tag of the base CLIP.")] = "openai",
-    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local base CLIP weights.")] = None,
-    random_init: Annotated[bool, typer.Option(help="Random base CLIP (tests).")] = False,
     root: Annotated[Path | None, typer.Option(help="Prefix of relative paths in the list.")] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
@@ -140,6 +139,7 @@ def evaluate_command(
     predictions: Annotated[
         Path | None, typer.Option(help="Also write one JSON line per video: file, label, top-5 probabilities.")
     ] = None,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view). It sees the
     pixels the server sees: its probabilities are the server's for the same clip and checkpoint."""
@@ -147,19 +147,15 @@ def evaluate_command(
 
     try:
         clips, crops = _check_views(views)
+        base = _validated(ModelOptions, options or {})
         result = evaluate_checkpoint(
-            checkpoint, list_file, labels_file, arch=model,
-            pretrained=None if clip_checkpoint or random_init else pretrained, clip_checkpoint=clip_checkpoint,
-            random_init=random_init, templates=template, frames=frames, clips=clips, crops=crops, root=root,
-            predictions=predictions,
+            checkpoint, list_file, labels_file, arch=base.model, pretrained=base.pretrained,
+            clip_checkpoint=base.clip_checkpoint, random_init=base.random_init, templates=template, frames=frames,
+            clips=clips, crops=crops, root=root, predictions=predictions,
         )
     except (UsageProblem, ModelLoadError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     typer.echo(json.dumps(result))
-
-
-# what describes the weights; where and how they run is the export's own business
-RUNTIME_ONLY = ("device", "precision", "decoder", "engine_dir", "backend", "providers", "threads", "compile")
 
 
 @app.command()
@@ -167,7 +163,7 @@ RUNTIME_ONLY = ("device", "precision", "decoder", "engine_dir", "backend", "prov
 def export(
     out: Annotated[Path, typer.Option(help="Engine directory to write.")],
     format: Annotated[str, typer.Option("--format", help="onnx | tensorrt (TensorRT also writes the ONNX).")] = "onnx",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 (the graph's precision).")] = "fp32",
+    graph_precision: Annotated[str, typer.Option("--precision", help="fp32 | fp16 (the graph's precision).")] = "fp32",
     max_batch: Annotated[int, typer.Option(help="Largest batch of frames (the dynamic axis' bound).")] = 64,
     force: Annotated[
         bool, typer.Option(help="Rewrite everything, even what OUT already holds for these weights.")
@@ -183,9 +179,9 @@ def export(
     try:
         model_options = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
         _choice("--format", format, ("onnx", "tensorrt"))
-        _choice("--precision", precision, ("fp32", "fp16"))
+        _choice("--precision", graph_precision, ("fp32", "fp16"))
         manifest = export_from_options(
-            model_options, out, format, precision, max_batch, force=force  # type: ignore[arg-type]
+            model_options, out, format, graph_precision, max_batch, force=force  # type: ignore[arg-type]
         )
     except (UsageProblem, ModelLoadError, InputError, ValueError, RuntimeError) as exc:
         _fail(exc)

@@ -47,7 +47,7 @@ def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, list_file: Path, labels_file: Path, *, arch: str, pretrained: str | None = None,
+    checkpoint: Path, list_file: Path, labels_file: Path, *, arch: str | None, pretrained: str | None = None,
     clip_checkpoint: Path | None = None, random_init: bool = False, templates: list[str] | None = None,
     frames: int = 8, clips: int = 1, crops: int = 1, root: Path | None = None, batch_size: int = 8,
     device: str = "cpu", workers: int = 0, predictions: Path | None = None,
