@@ -141,6 +141,10 @@ class DynamicBatcher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="dynamic-batcher")
 
+    async def warmup(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (the encoder's warm-up) on the thread that runs every batch."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

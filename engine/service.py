@@ -68,10 +68,9 @@ class ClassifyService:
         self._on_decoded = on_decoded
 
     async def start(self) -> None:
-        """Start the batcher, warm the encoder through it and start the decode workers."""
+        """Start the batcher, warm the encoder on its thread and start the decode workers."""
         await self.batcher.start()
-        size = self.pipeline.preprocess.crop
-        await self.batcher.embed(torch.zeros(2, 3, size, size, dtype=torch.uint8))
+        await self.batcher.warmup(self.pipeline.encoder.warmup)
         await asyncio.to_thread(self.decode_pool.warmup)
 
     async def stop(self) -> None:

@@ -67,6 +67,26 @@ class PredictionOut(BaseModel):
     score: float = Field(description="Cosine similarity of the video and the label embedding.")
 
 
+class ClassifyForm(BaseModel):
+    """The form fields of ``POST /classify`` (beside the ``file`` part)."""
+
+    vocab: str = Field("", description="A registered vocabulary name (give vocab or labels).")
+    labels: str = Field("", description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')
+    top_k: int = Field(5, ge=0, le=100_000, description="Predictions to return; 0 = all.")
+    frames: int = Field(0, ge=0, le=64, description="Frames sampled per clip (T); 0 = the server's default_frames.")
+    views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
+    thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
+
+    @classmethod
+    def openapi_body(cls) -> dict[str, object]:
+        schema = cls.model_json_schema()
+        schema["properties"] = {"file": {"type": "string", "format": "binary", "description":
+                                         "A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif)."},
+                                **schema["properties"]}
+        schema["required"] = ["file"]
+        return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 class ClassifyOut(BaseModel):
     vocab: VocabRef | None = Field(description="The vocabulary used; null for ad-hoc labels.")
     predictions: list[PredictionOut]

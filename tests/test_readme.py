@@ -65,6 +65,7 @@ def test_each_option_is_declared_once() -> None:
     files = [*ROOT.glob("server/**/*.py"), *ROOT.glob("engine/**/*.py")]
     sources = {p: p.read_text() for p in files if p.name != "schemas.py"}  # the API's responses are not options
     for name in [*ModelOptions.model_fields, *ServingOptions.model_fields]:
+        field, option = rf"^\s+{name}: [^=\n]+= Field\(", rf"\b{name}: Annotated\["
         declared = [str(p.relative_to(ROOT)) for p, text in sources.items()
-                    if re.search(rf"^\s+{name}: [^=\n]+= Field\(", text, re.M) or re.search(rf"\b{name}: Annotated\[", text)]
+                    if re.search(field, text, re.M) or re.search(option, text)]
         assert len(declared) == 1, (name, declared)

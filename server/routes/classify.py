@@ -6,21 +6,24 @@ import asyncio
 import base64
 import io
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
 
 import torch
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from PIL import Image
+from pydantic import ValidationError
 
 from engine.classifier import Classifier
+from engine.registry import VocabRegistry
 from engine.sampling import parse_views
+from engine.service import ClassifyService
 from models.errors import InputError
 from server.deps import EngineDep, RegistryDep, ServiceDep
-from server.schemas import ClassifyOut, PredictionOut, VocabRef, errors
+from server.schemas import ClassifyForm, ClassifyOut, PredictionOut, VocabRef, errors
+from server.service import Service
+from server.uploads import receive_upload
 
 router = APIRouter(tags=["classify"])
 
@@ -35,35 +38,34 @@ def _parse_labels(labels: str) -> list[str]:
     return value
 
 
-@router.post("/classify", response_model=ClassifyOut, responses=errors(400, 404, 413, 415, 422, 503))
-async def classify(
-    service: ServiceDep,
-    registry: RegistryDep,
-    engine: EngineDep,
-    file: Annotated[UploadFile, File(description="A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).")],
-    vocab: Annotated[str, Form(description="A registered vocabulary name (give vocab or labels).")] = "",
-    labels: Annotated[str, Form(description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')] = "",
-    top_k: Annotated[int, Form(ge=0, le=100_000, description="Predictions to return; 0 = all.")] = 5,
-    frames: Annotated[
-        int, Form(ge=0, le=64, description="Frames sampled per clip (T); 0 = the server's default_frames.")
-    ] = 0,
-    views: Annotated[str, Form(description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")] = "1x1",
-    thumbnails: Annotated[
-        bool, Form(description="Also return the first view's frames as small JPEG data URLs.")
-    ] = False,
-) -> ClassifyOut:
+@router.post("/classify", response_model=ClassifyOut, responses=errors(400, 404, 413, 415, 422, 503),
+             openapi_extra=ClassifyForm.openapi_body())
+async def classify(request: Request, service: ServiceDep, registry: RegistryDep, engine: EngineDep) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
-    t0 = time.perf_counter()
+    async with receive_upload(request, service.upload_dir) as upload:  # the file is written once, here
+        t0 = time.perf_counter()
+        try:
+            form = ClassifyForm(**upload.fields)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        if upload.path is None:
+            raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "msg": "Field required",
+                                           "input": None}])
+        return await _classify(upload.path, upload.filename, form, service, registry, engine, t0)
+
+
+async def _classify(
+    path: Path, filename: str | None, form: ClassifyForm, service: Service, registry: VocabRegistry,
+    engine: ClassifyService, t0: float,
+) -> ClassifyOut:
     settings = service.settings
+    vocab, labels = form.vocab, form.labels
     if bool(vocab) == bool(labels):
         raise InputError("give exactly one of vocab or labels")
-    frames = frames or settings.default_frames
+    frames = form.frames or settings.default_frames
     if frames > settings.max_frames:
         raise InputError(f"frames must be at most {settings.max_frames}")
-    try:
-        clips, crops = parse_views(views)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    clips, crops = parse_views(form.views)
     max_clips, max_crops = parse_views(settings.max_views)
     if clips > max_clips or crops > max_crops:
         raise InputError(f"views must be at most {settings.max_views}")
@@ -77,12 +79,8 @@ async def classify(
         classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels))
     t1 = time.perf_counter()
 
-    with tempfile.NamedTemporaryFile(dir=service.upload_dir, suffix=_suffix(file.filename)) as tmp:
-        await asyncio.to_thread(shutil.copyfileobj, file.file, tmp, 1 << 20)
-        await asyncio.to_thread(tmp.flush)
-        result = await engine.classify(Path(tmp.name), classifier, frames=frames, clips=clips, crops=crops,
-                                       top_k=top_k, timeout_s=settings.request_timeout_s,
-                                       name=_display_name(file.filename))
+    result = await engine.classify(path, classifier, frames=frames, clips=clips, crops=crops, top_k=form.top_k,
+                                   timeout_s=settings.request_timeout_s, name=_display_name(filename))
     vocab_ms = (t1 - t0) * 1e3
     return ClassifyOut(
         vocab=ref,
@@ -92,7 +90,7 @@ async def classify(
         frame_indices=result.frame_indices,
         timing_ms={"vocab": round(vocab_ms, 2), **result.timing_ms,
                    "total": round(vocab_ms + result.timing_ms["total"], 2)},
-        thumbnails=await asyncio.to_thread(_thumbnails, result.first_view) if thumbnails else None,
+        thumbnails=await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None,
     )
 
 
@@ -111,9 +109,3 @@ def _display_name(filename: str | None) -> str:
     name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
     return "".join(c for c in name if c.isprintable())[:100] or "upload"
 
-
-def _suffix(filename: str | None) -> str:
-    if not filename or "." not in filename:
-        return ""
-    suffix = "." + filename.rsplit(".", 1)[1][:10]
-    return suffix if suffix[1:].isalnum() else ""

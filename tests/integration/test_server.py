@@ -315,3 +315,38 @@ def test_startup_presets_and_vocab_file(tmp_path: Path, runtime: Runtime) -> Non
             assert (await c.get("/vocab/mine")).json()["templates"] == ["a photo of {}."]
 
     run(go())
+
+
+def test_the_upload_is_written_once_into_the_spool_and_removed(
+    tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette import formparsers
+
+    def spooled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Starlette's form parser spooled the upload")
+
+    monkeypatch.setattr(formparsers.MultiPartParser, "parse", spooled)
+    seen: dict[str, object] = {}
+
+    async def go() -> None:
+        app = make_app(tmp_path, runtime)
+        async with running(app) as c:
+            engine = app.state.service.engine
+            real = engine.classify
+
+            async def spy(path: Path, *args: object, **kwargs: object):  # noqa: ANN202
+                seen["path"], seen["bytes"] = path, path.read_bytes()
+                return await real(path, *args, **kwargs)
+
+            engine.classify = spy
+            files = {"file": ("clip.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post("/classify", files=files, data={"labels": '["a", "b"]', "top_k": "1"})
+            assert r.status_code == 200, r.text
+            r = await c.post("/classify", files=files, data={"labels": '["a", "b"]', "top_k": "-1"})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "top_k"]
+            r = await c.post("/classify", data={"labels": '["a", "b"]'}, files={"other": ("x", b"y")})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "file"]
+
+    run(go())
+    assert Path(str(seen["path"])).parent == tmp_path / "uploads" and seen["bytes"] == clip_bytes()
+    assert not list((tmp_path / "uploads").iterdir())  # removed once answered, refused uploads too

@@ -1,0 +1,142 @@
+"""A multipart upload streamed once to disk: the file part goes straight into the upload spool
+(where the decode workers read it), the form fields into memory.
+
+Starlette's form parser would first spool the file to its own temporary file, which the route
+then copied into the upload directory: every upload written twice. This parser (python-multipart,
+the library Starlette uses) writes each chunk once, off the event loop. The byte cap is enforced
+before this runs, while the body streams in (``server/middleware.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from models.errors import InputError
+
+MAX_FIELD_BYTES = 1 << 20  # a form field (labels of a large ad-hoc vocabulary) is at most 1 MiB
+
+
+@dataclass
+class Upload:
+    fields: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None  # the file part, in the spool directory
+    filename: str | None = None
+
+
+@dataclass
+class _Part:
+    name: str = ""
+    data: bytearray = field(default_factory=bytearray)
+    is_file: bool = False
+
+
+class _Receiver:
+    """python-multipart callbacks; file bytes are queued and written by :meth:`flush`."""
+
+    def __init__(self, spool: Path, file_field: str) -> None:
+        self.spool, self.file_field = spool, file_field
+        self.upload = Upload()
+        self.part = _Part()
+        self.header_name = b""
+        self.header_value = b""
+        self.disposition = b""
+        self.file: IO[bytes] | None = None  # the one file part's spool file
+        self.pending: list[bytes] = []  # its bytes parsed but not yet written
+
+    def on_part_begin(self) -> None:
+        self.part, self.disposition = _Part(), b""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self.header_name.lower() == b"content-disposition":
+            self.disposition = self.header_value
+        self.header_name = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.disposition)
+        if b"name" not in options:
+            raise InputError("a multipart part has no name")
+        self.part.name = options[b"name"].decode("utf-8", "replace")
+        if b"filename" in options and self.part.name == self.file_field:
+            if self.upload.path is not None:
+                raise InputError(f"send one {self.file_field!r} part")
+            filename = options[b"filename"].decode("utf-8", "replace")
+            # closed by close(), removed by receive_upload whatever happens
+            self.file = tempfile.NamedTemporaryFile(dir=self.spool, suffix=_suffix(filename), delete=False)  # noqa: SIM115
+            self.part.is_file = True
+            self.upload.path, self.upload.filename = Path(self.file.name), filename
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.part.is_file:
+            self.pending.append(data[start:end])
+            return
+        if len(self.part.data) + end - start > MAX_FIELD_BYTES:
+            raise InputError(f"form field {self.part.name!r} is over {MAX_FIELD_BYTES} bytes")
+        self.part.data += data[start:end]
+
+    def on_part_end(self) -> None:
+        if not self.part.is_file and self.part.name != self.file_field:
+            self.upload.fields[self.part.name] = self.part.data.decode("utf-8", "replace")
+
+    def flush(self) -> None:
+        """Write the queued file bytes (in a worker thread: disk writes stay off the event loop)."""
+        if self.pending and self.file is not None:
+            self.file.write(b"".join(self.pending))
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+@contextlib.asynccontextmanager
+async def receive_upload(request: Request, spool: Path, file_field: str = "file") -> AsyncIterator[Upload]:
+    """Parse ``request``'s multipart body; the file part is written once, into ``spool``, and
+    removed when the block ends (whatever happens)."""
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data" or b"boundary" not in params:
+        raise InputError("send the upload as multipart/form-data")
+    receiver = _Receiver(spool, file_field)
+    callbacks = {name: getattr(receiver, name) for name in (
+        "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
+        "on_part_data", "on_part_end")}
+    parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
+    try:
+        async for chunk in request.stream():
+            try:
+                parser.write(chunk)
+            except InputError:
+                raise
+            except Exception as exc:  # python-multipart's own parse errors
+                raise InputError(f"the multipart body is malformed ({type(exc).__name__})") from None
+            await asyncio.to_thread(receiver.flush)
+        parser.finalize()
+        receiver.close()
+        yield receiver.upload
+    finally:
+        receiver.close()
+        with contextlib.suppress(FileNotFoundError):
+            if receiver.upload.path is not None:
+                receiver.upload.path.unlink()
+
+
+def _suffix(filename: str | None) -> str:
+    if not filename or "." not in filename:
+        return ""
+    suffix = "." + filename.rsplit(".", 1)[1][:10]
+    return suffix if suffix[1:].isalnum() else ""
+
