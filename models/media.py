@@ -269,17 +269,20 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def _read_seeking(
-    container: av.container.InputContainer, wanted: list[int], threads: int = 1
+    container: av.container.InputContainer, wanted: list[int], threads: int = 1, skip: bool = True
 ) -> dict[int, np.ndarray] | None:
     """The ``wanted`` frames (sorted display indices), jumping to the last keyframe before each
     one instead of decoding everything between them; ``None`` where that cannot be done exactly.
 
     The container's index (one entry per frame, in decode order) gives the keyframes; a keyframe's
     position in it is its display index (closed GOPs). A frame's display index is its timestamp
-    over the frame duration, which holds for constant-rate video only. So every decoded frame is
-    checked: the first after a seek must be the keyframe sought, each next one the index after it;
-    anything else (variable rate, open GOPs, a bad index) answers ``None`` and the caller counts
-    frames from the start instead.
+    over the frame duration, which holds for constant-rate video only. Between a keyframe and a
+    wanted frame, the packets of frames nobody wants are decoded with ``skip_frame=NONREF``
+    (``skip``): a frame no other frame references is not decoded at all, which changes no other
+    frame's pixels. So every decoded frame is checked: the first after a seek must be the keyframe
+    sought, the next ones must come in display order, and a frame may be missing only if it was
+    not wanted; anything else (variable rate, open GOPs, a bad index) answers ``None`` and the
+    caller counts frames from the start instead.
     """
     stream = _video_stream(container, threads)
     entries = list(stream.index_entries or [])
@@ -292,6 +295,18 @@ def _read_seeking(
     ticks = 1 / float(rate * base)  # stream time units per frame
     origin = stream.start_time or 0
     want = set(wanted)
+    codec = stream.codec_context
+
+    def index_of(pts: int | None) -> int | None:
+        return None if pts is None else round((pts - origin) / ticks)
+
+    def frames_from_here() -> Iterator[av.VideoFrame]:
+        for packet in container.demux(stream):
+            if skip:  # decode only what is wanted or referenced; the decoder reads this per frame
+                i = index_of(packet.pts)
+                codec.skip_frame = "DEFAULT" if i is None or i in want else "NONREF"
+            yield from packet.decode()
+
     decoded: dict[int, np.ndarray] = {}
     frames: Iterator[av.VideoFrame] | None = None
     position = -1  # display index of the last frame decoded
@@ -300,20 +315,26 @@ def _read_seeking(
             continue
         key = keys[bisect.bisect_right(keys, target) - 1]
         expect = position + 1
+        first = True  # the first frame decoded from the start or after a seek must be the keyframe
         if frames is None and key == 0:
-            frames = container.decode(stream)
+            frames = frames_from_here()
         elif frames is None or key > expect:  # a keyframe between here and the target: jump to it
             container.seek(round(origin + key * ticks), stream=stream, backward=True)  # demuxers seek on pts
-            frames, expect = container.decode(stream), key
+            frames, expect = frames_from_here(), key
+        else:
+            first = False  # going on from the last frame: skipped frames may come before the next one
         for frame in frames:
-            if frame.pts is None or round((frame.pts - origin) / ticks) != expect:
+            index = index_of(frame.pts)
+            if index is None or index < expect or (first and index != expect):
                 return None
-            position = expect
+            if any(i in want for i in range(expect, index)):  # a wanted frame did not come out
+                return None
+            first, position = False, index
             if position in want:
                 decoded[position] = _rgb(frame)
             if position >= target:
                 break
-            expect += 1
+            expect = position + 1
         if target not in decoded:
             return None  # the file ended early: the sequential read says how
     return decoded

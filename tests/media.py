@@ -27,7 +27,8 @@ def moving_square_frames(n: int, width: int = 96, height: int = 64, seed: int = 
 
 
 def write_video(
-    path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264", rotation: int = 0
+    path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264", rotation: int = 0,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``frames`` (uint8 ``[N, H, W, 3]``, even sizes) into ``path``.
 
@@ -39,7 +40,9 @@ def write_video(
         stream.pix_fmt = "yuv420p"
         if rotation:
             stream.set_display_rotation(rotation)
-        if codec == "libx264":
+        if options is not None:
+            stream.options = options
+        elif codec == "libx264":
             stream.options = {"preset": "ultrafast", "g": "12"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

@@ -78,6 +78,9 @@ class _CountingSeeks:
     def decode(self, *args: object) -> object:
         return self._c.decode(*args)  # type: ignore[arg-type]
 
+    def demux(self, *args: object) -> object:
+        return self._c.demux(*args)  # type: ignore[arg-type]
+
 
 @pytest.fixture(scope="module")
 def short_gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -104,6 +107,32 @@ def test_pyav_seeking_equals_counting_every_frame(short_gop_video: Path, indices
         np.testing.assert_array_equal(media.read(indices), full[indices])
     for i in wanted:
         np.testing.assert_array_equal(seeking[i], full[i])
+
+
+@pytest.fixture(scope="module")
+def b_frame_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """x264 'fast' (3 B-frames between references, most of them non-reference), GOP 30."""
+    path = tmp_path_factory.mktemp("bframes") / "gop30b.mp4"
+    return write_video(path, moving_square_frames(200, 96, 64), options={"preset": "fast", "g": "30"})
+
+
+@pytest.mark.parametrize("frames", [8, 16, 32])
+@pytest.mark.parametrize("clips", [1, 4])
+def test_skipping_non_reference_frames_changes_no_pixel(b_frame_video: Path, frames: int, clips: int) -> None:
+    """The exact mode skips decoding the frames nobody wants and nothing references: every frame it
+    returns equals a full decode's."""
+    from models.media import _read_seeking
+
+    with av.open(str(b_frame_video)) as probe:
+        kinds = {str(f.pict_type) for f in probe.decode(video=0)}
+    assert "3" in kinds, kinds  # AV_PICTURE_TYPE_B: the clip does have B-frames to skip
+    indices = sample_indices(200, frames, clips).reshape(-1).tolist()
+    full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(b_frame_video)).decode(video=0)])
+    with av.open(str(b_frame_video)) as container:
+        skipped = _read_seeking(container, sorted(set(indices)), skip=True)
+    assert skipped is not None
+    for i in set(indices):
+        np.testing.assert_array_equal(skipped[i], full[i])
 
 
 @pytest.mark.parametrize(("ext", "codec"), [("mov", "libx264"), ("mkv", "libx264"), ("ts", "libx264"),
