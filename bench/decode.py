@@ -1,12 +1,20 @@
-"""Sampled-frame decoding, decord vs PyAV: open a video, decode the 8 test-time frames, close.
+"""What a decode worker costs per video: open, decode the sampled frames, resize and crop.
 
     python bench/decode.py [--runs 5] [--frames 8] [--videos DIR]
 
-Clips: the real ones in ../shared/data/videos (when present), a generated 10 s 1080p H.264 clip
-and a generated 2 min 480x270 one with x264's default GOP (written once to bench/out/). Prints the
-median time per video, videos/s for each decoder, the decord/PyAV ratio, and PyAV (keyframe
-seeking) over "pyav-count" (PyAV decoding every frame up to the last sampled one, the baseline),
-all from the same run.
+Methods, each CPU-seconds per video (one thread, resize and crop to 224 included), measured in
+interleaved rounds (every method once per round, median over --runs rounds), with the ratio to the
+named baseline from the same rounds:
+
+  decord + Pillow       the baseline: decord's seeking reader, then Pillow's resize
+  0.1 default           what version 0.1 ran: decord, then the torch port of Pillow's resize
+  pyav seek             PyAV jumping to the keyframe before each sampled frame
+  pyav exact (default)  the same, skipping the non-reference frames nobody asked for
+  pyav count            PyAV decoding every frame up to the last sampled one
+
+Every method's frames are compared with a full decode (``=`` identical). Clips: the real ones in
+../shared/data/videos (when present) and generated H.264 (a moving gradient with noise, x264
+'fast', so with B-frames): 1080p 10 s at GOP 12, 60 and 250, 720p GOP 60 (written once to bench/out/).
 """
 
 from __future__ import annotations
@@ -14,13 +22,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 from engine.sampling import sample_indices
-from models.media import HAVE_DECORD, _PyAVReader, open_media
+from models.media import HAVE_DECORD, _PyAVReader, _read_seeking, open_media
+from models.preprocess import PreprocessConfig, _resize_and_crop_torch, resize_and_crop
 
 OUT = Path(__file__).parent / "out"
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -47,13 +58,36 @@ def make_clip(path: Path, seconds: int, width: int, height: int, gop: int, fps: 
     return path
 
 
-def decode_once(path: Path, decoder: str, frames: int) -> None:
-    if decoder == "pyav-count":  # PyAV decoding every frame up to the last sampled one (no seeking)
-        with _PyAVReader(path, threads=1, seek=False) as reader:
-            reader.read(sample_indices(reader.info.num_frames, frames).reshape(-1).tolist())
-        return
-    with open_media(path, decoder) as media:  # type: ignore[arg-type]
-        media.read(sample_indices(media.info.num_frames, frames).reshape(-1).tolist())
+def _seek(path: Path, indices: list[int], skip: bool) -> np.ndarray:
+    with av.open(str(path)) as container:
+        decoded = _read_seeking(container, sorted(set(indices)), skip=skip)
+    if decoded is None:
+        raise RuntimeError(f"{path.name}: not readable by seeking")
+    return np.stack([decoded[i] for i in indices])
+
+
+def _count(path: Path, indices: list[int]) -> np.ndarray:
+    with _PyAVReader(path, threads=1, seek=False) as reader:
+        return reader.read(indices)
+
+
+def _decord(path: Path, indices: list[int]) -> np.ndarray:
+    with open_media(path, "decord") as media:
+        return media.read(indices)
+
+
+CFG = PreprocessConfig.for_mode("clip", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+METHODS: dict[str, Callable[[Path, list[int]], object]] = {
+    "decord + Pillow": lambda p, i: resize_and_crop(_decord(p, i), CFG),
+    "0.1 default": lambda p, i: _resize_and_crop_torch(torch.from_numpy(_decord(p, i)), CFG),
+    "pyav seek": lambda p, i: resize_and_crop(_seek(p, i, skip=False), CFG),
+    "pyav exact (default)": lambda p, i: resize_and_crop(_seek(p, i, skip=True), CFG),
+    "pyav count": lambda p, i: resize_and_crop(_count(p, i), CFG),
+}
+READERS: dict[str, Callable[[Path, list[int]], np.ndarray]] = {
+    "decord + Pillow": _decord, "0.1 default": _decord, "pyav seek": lambda p, i: _seek(p, i, skip=False),
+    "pyav exact (default)": lambda p, i: _seek(p, i, skip=True), "pyav count": _count,
+}
 
 
 def main() -> None:
@@ -62,34 +96,42 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
     args = parser.parse_args()
-
+    torch.set_num_threads(1)
     clips = sorted(p for p in args.videos.glob("*") if p.suffix in {".mp4", ".avi", ".mkv", ".webm"})
-    clips.append(make_clip(OUT / "generated_1080p_10s.mp4", 10, 1920, 1080, gop=60))
-    clips.append(make_clip(OUT / "generated_480x270_120s.mp4", 120, 480, 270, gop=250))  # x264's default GOP
-    decoders = ["decord", "pyav", "pyav-count"] if HAVE_DECORD else ["pyav", "pyav-count"]
-    print(f"sampled decode of {args.frames} frames per video, median of {args.runs} runs, one thread per decode")
-    header = f"{'clip':34s} {'frames':>6s} {'size':>10s}"
-    header += "".join(f" {d + ' ms':>14s} {d + ' v/s':>14s}" for d in decoders)
-    print(header + ("  decord/pyav" if HAVE_DECORD else "") + "  pyav/pyav-count")
+    for gop in (12, 60, 250):
+        clips.append(make_clip(OUT / f"1080p_gop{gop}_10s.mp4", 10, 1920, 1080, gop=gop))
+    clips.append(make_clip(OUT / "720p_gop60_10s.mp4", 10, 1280, 720, gop=60))
+    methods = {k: v for k, v in METHODS.items() if HAVE_DECORD or "decord" not in k and k != "0.1 default"}
+    base = "decord + Pillow" if HAVE_DECORD else "pyav count"
+    print(f"CPU-ms per video: decode {args.frames} sampled frames + resize + crop 224, one thread, median of "
+          f"{args.runs} interleaved rounds; (x) = {base} / this, from the same rounds; = frames identical")
+    print(f"{'clip':26s} {'size':>10s}" + "".join(f" {k:>22s}" for k in methods))
     for clip in clips:
         with open_media(clip, "pyav") as media:
             info = media.info
-        row = f"{clip.name[:34]:34s} {info.num_frames:6d} {f'{info.width}x{info.height}':>10s}"
-        speeds = {}
-        for decoder in decoders:
-            decode_once(clip, decoder, args.frames)  # warm the page cache
-            times = []
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                decode_once(clip, decoder, args.frames)
-                times.append(time.perf_counter() - t0)
-            med = statistics.median(times)
-            speeds[decoder] = 1 / med
-            row += f" {med * 1e3:14.1f} {1 / med:14.2f}"
-        if HAVE_DECORD:
-            row += f"  {speeds['decord'] / speeds['pyav']:11.2f}x"
-        row += f"  {speeds['pyav'] / speeds['pyav-count']:14.2f}x"
-        print(row)
+        indices = sample_indices(info.num_frames, args.frames).reshape(-1).tolist()
+        full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(clip)).decode(video=0)])
+        exact = {}
+        for name in methods:
+            try:
+                exact[name] = np.array_equal(READERS[name](clip, indices), full[indices])
+            except RuntimeError:
+                exact[name] = None  # not readable that way (no usable index): left out
+        times: dict[str, list[float]] = {k: [] for k in methods if exact[k] is not None}
+        for _ in range(args.runs):
+            for name in times:
+                t0 = time.process_time()
+                methods[name](clip, indices)
+                times[name].append(time.process_time() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row = f"{clip.name[:26]:26s} {f'{info.width}x{info.height}':>10s}"
+        for name in methods:
+            if name not in med:
+                row += f" {'n/a':>22s}"
+                continue
+            cell = f"{med[name] * 1e3:.0f} ({med[base] / med[name]:.2f}x){'=' if exact[name] else '!'}"
+            row += f" {cell:>22s}"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
