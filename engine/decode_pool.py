@@ -22,7 +22,7 @@ from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
 from models.errors import MediaError
 from models.media import Decoder
 from models.preprocess import PreprocessConfig
-from models.video_input import SampledClip, sample_clip
+from models.video_input import SampledClip, Sampling, sample_clip
 
 
 @dataclass
@@ -34,6 +34,7 @@ class DecodeJob:
     crops: int
     decoder: Decoder
     name: str | None = None  # for messages
+    sampling: Sampling = "exact"
     deadline: float | None = None  # time.time() after which nobody waits for the result
 
 
@@ -70,7 +71,8 @@ def _alarm_at(deadline: float | None) -> Iterator[None]:
 
 def _run(job: DecodeJob) -> tuple[np.ndarray, np.ndarray, list[int], dict[str, float]]:
     with _alarm_at(job.deadline):
-        clip = sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name)
+        clip = sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name,
+                           job.sampling)
     # numpy, not tensors, crosses the process boundary (plain pickling, no shared-memory handles)
     return clip.pixels.numpy(), clip.gather.numpy(), clip.frame_indices, clip.timing_ms
 

@@ -32,6 +32,7 @@ from engine.batcher import DynamicBatcher
 from engine.classifier import Classifier, Prediction
 from engine.decode_pool import DecodeJob, DecodePool
 from engine.pipeline import VideoPipeline
+from models.video_input import Sampling
 
 TIMING_KEYS = ("decode_wait", "decode", "preprocess", "encode", "classify", "total")
 
@@ -84,12 +85,13 @@ class ClassifyService:
 
     async def classify(
         self, media: Path, classifier: Classifier, *, frames: int = 8, clips: int = 1, crops: int = 1,
-        top_k: int = 5, timeout_s: float = 60.0, name: str | None = None,
+        top_k: int = 5, timeout_s: float = 60.0, name: str | None = None, sampling: Sampling = "exact",
     ) -> ClassifyResult:
         """Classify one video or image file; ``timeout_s`` bounds every stage together."""
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
-        job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name)
+        job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name,
+                        sampling=sampling)
         clip = await self.decode_pool.decode(job, timeout_s)
         t1 = time.perf_counter()
         worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]
@@ -112,7 +114,7 @@ class ClassifyService:
 
 def classify_files(
     pipeline: VideoPipeline, classifier: Classifier, paths: list[Path], *, frames: int = 8, clips: int = 1,
-    crops: int = 1, top_k: int = 5, in_flight: int = 4,
+    crops: int = 1, top_k: int = 5, in_flight: int = 4, sampling: Sampling = "exact",
 ) -> list[ClassifyResult | BaseException]:
     """The same flow, synchronously, for ``t4v classify``: files decode in threads while the encoder
     takes the frames of several files in one batch. One result or exception per path, in order."""
@@ -126,7 +128,7 @@ def classify_files(
         async def one(path: Path) -> ClassifyResult:
             async with gate:
                 return await service.classify(path, classifier, frames=frames, clips=clips, crops=crops,
-                                              top_k=top_k, timeout_s=24 * 3600, name=str(path))
+                                              top_k=top_k, timeout_s=24 * 3600, name=str(path), sampling=sampling)
 
         await service.start()
         try:

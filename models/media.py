@@ -61,6 +61,10 @@ class MediaReader(ABC):
     @abstractmethod
     def read(self, indices: Sequence[int]) -> np.ndarray: ...
 
+    def keyframes(self) -> list[int] | None:
+        """Display indices of the keyframes (frames that decode on their own), or None if unknown."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -185,6 +189,9 @@ class _DecordReader(MediaReader):
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
 
+    def keyframes(self) -> list[int] | None:
+        return [int(i) for i in self._vr.get_key_indices()]
+
     def close(self) -> None:
         del self._vr
 
@@ -214,6 +221,19 @@ class _PyAVReader(MediaReader):
             raise MediaError(f"{path.name}: the video has no decodable frames")
         self.info_size = (width, height)
         self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav")
+
+    def keyframes(self) -> list[int] | None:
+        """From the container's index, where it maps display indices (constant-rate video with a
+        per-frame index, as :func:`_read_seeking` reads it); None otherwise."""
+        try:
+            with av.open(str(self._path)) as container:
+                stream = container.streams.video[0]
+                entries = list(stream.index_entries or [])
+                if not entries or len(entries) != (stream.frames or len(entries)) or not stream.average_rate:
+                    return None
+                return [i for i, entry in enumerate(entries) if entry.is_keyframe]
+        except Exception:  # noqa: BLE001 - no index: the caller samples without it
+            return None
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         self._check(indices)

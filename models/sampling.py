@@ -36,6 +36,24 @@ def train_indices(n_frames: int, num_frames: int, rng: np.random.Generator) -> l
     return [min(int(segment * i + rng.uniform(0, segment)), n_frames - 1) for i in range(num_frames)]
 
 
+def fast_indices(n_frames: int, num_frames: int, keyframes: list[int] | None) -> list[int]:
+    """``sampling=fast``: one frame per TSN segment (the method trains on a random frame inside
+    each of T equal segments, so any frame of segment k is one it has seen there), chosen to be
+    cheap to decode: the segment's first keyframe when it holds one, else its first frame (the
+    fewest frames to decode from the keyframe before it). T distinct frames, in order, each inside
+    its segment; without keyframes known, the segments' first frames. Shorter videos than T frames
+    take the test-time indices (frames repeat)."""
+    if n_frames < num_frames:
+        return sample_indices(n_frames, num_frames).reshape(-1).tolist()
+    keys = sorted(set(keyframes or []))
+    chosen = []
+    for k in range(num_frames):
+        start, end = (n_frames * k) // num_frames, (n_frames * (k + 1)) // num_frames  # [start, end)
+        inside = [key for key in keys if start <= key < end]
+        chosen.append(inside[0] if inside else start)
+    return chosen
+
+
 def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
     """torchvision's ``Resize(short)`` output size: the long side is truncated, not rounded."""
     if height <= width:

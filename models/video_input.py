@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ import torch
 from models.errors import InputError, MediaError
 from models.media import Decoder, open_media, renamed
 from models.preprocess import PreprocessConfig, resize_and_crop
-from models.sampling import sample_indices
+from models.sampling import fast_indices, sample_indices
 
 MAX_FRAMES_PER_CLIP = 64  # frames per clip the method's sampling is used with (8, 16, 32 in the paper)
 
@@ -29,20 +30,34 @@ class SampledClip:
     timing_ms: dict[str, float]
 
 
+Sampling = Literal["exact", "fast"]
+SAMPLINGS: tuple[Sampling, ...] = ("exact", "fast")
+
+
 def sample_clip(
     path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
-    decoder: Decoder = "auto", name: str | None = None,
+    decoder: Decoder = "auto", name: str | None = None, sampling: Sampling = "exact",
 ) -> SampledClip:
     """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
 
-    ``name``: how error messages call the file (the server passes the upload's file name).
+    ``sampling``: ``exact``, the reference's test-time indices; ``fast``, one cheap-to-decode frame
+    per TSN segment (:func:`models.sampling.fast_indices`, one clip). ``name``: how error messages
+    call the file (the server passes the upload's file name).
     """
     if not 1 <= frames <= MAX_FRAMES_PER_CLIP:
         raise InputError(f"frames must be 1..{MAX_FRAMES_PER_CLIP}, got {frames}")
+    if sampling not in SAMPLINGS:
+        raise InputError(f"sampling must be exact or fast, got {sampling!r}")
+    if sampling == "fast" and clips != 1:
+        raise InputError("sampling=fast takes one clip per video (views 1x1 or 1x3)")
     t0 = time.perf_counter()
     try:
         with open_media(path, decoder, name=name) as media:
-            indices = sample_indices(media.info.num_frames, frames, clips)
+            n = media.info.num_frames
+            if sampling == "fast":
+                indices = np.array([fast_indices(n, frames, media.keyframes())], dtype=np.int64)
+            else:
+                indices = sample_indices(n, frames, clips)
             unique, inverse = np.unique(indices, return_inverse=True)
             raw = media.read(unique.tolist())
     except MediaError as exc:

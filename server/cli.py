@@ -58,6 +58,9 @@ def classify(
     ] = None,
     frames: Annotated[int, typer.Option(help="Frames sampled per clip (T).")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
+    sampling: Annotated[
+        str, typer.Option(help="exact (the method's test-time frames) | fast (one cheap frame per segment).")
+    ] = "exact",
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     options: dict[str, Any] | None = None,
@@ -70,6 +73,9 @@ def classify(
         model_options = _validated(ModelOptions, options or {})
         if top_k < 0:
             raise UsageProblem("--top-k must be 0 (all) or positive")
+        _choice("--sampling", sampling, ("exact", "fast"))
+        if sampling == "fast" and clips != 1:
+            raise UsageProblem("--sampling fast takes one clip per video (--views 1x1 or 1x3)")
         for path in videos:  # fail before loading a model on inputs we can already tell are bad
             with open_media(path, model_options.decoder):
                 pass
@@ -79,8 +85,9 @@ def classify(
         _fail(exc)
     results: list[ClassifyResult] = []
     failed = False
-    for outcome in classify_files(runtime.pipeline, classifier, videos, frames=frames, clips=clips, crops=crops,
-                                  top_k=top_k):
+    outcomes = classify_files(runtime.pipeline, classifier, videos, frames=frames, clips=clips, crops=crops,
+                              top_k=top_k, sampling=sampling)  # type: ignore[arg-type]
+    for outcome in outcomes:
         if isinstance(outcome, InputError | ValueError):
             _error_line(outcome)
             failed = True

@@ -75,6 +75,10 @@ class ClassifyForm(BaseModel):
     top_k: int = Field(5, ge=0, le=100_000, description="Predictions to return; 0 = all.")
     frames: int = Field(0, ge=0, le=64, description="Frames sampled per clip (T); 0 = the server's default_frames.")
     views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
+    sampling: Literal["", "exact", "fast"] = Field(
+        "", description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
+                        "(one clip); empty: the server's default_sampling."
+    )
     thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
 
     @classmethod

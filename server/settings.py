@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,9 @@ class ServingOptions(BaseModel):
                                 description="Frames sampled per clip when a request names none.")
     max_frames: int = Field(32, ge=1, le=MAX_FRAMES_PER_CLIP, description="Largest `frames` a request may ask for.")
     max_views: str = Field("4x3", description="Largest `views` a request may ask for (CLIPSxCROPS).")
+    default_sampling: Literal["exact", "fast"] = Field(
+        "exact", description="Frames when a request names none: exact (the method's) or fast (cheap, one per segment)."
+    )
     max_batch_frames: int = Field(64, ge=1, le=4096, description="Frames per encoder call.")
     max_delay_ms: float = Field(10.0, ge=0, le=1000, description="Longest wait to fill a batch.")
     max_queue_frames: int = Field(512, ge=1, description="Frames waiting for the encoder; beyond: 503.")

@@ -350,3 +350,24 @@ def test_the_upload_is_written_once_into_the_spool_and_removed(
     run(go())
     assert Path(str(seen["path"])).parent == tmp_path / "uploads" and seen["bytes"] == clip_bytes()
     assert not list((tmp_path / "uploads").iterdir())  # removed once answered, refused uploads too
+
+
+def test_fast_sampling_per_request_and_as_the_default(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        files = {"file": ("clip.mp4", clip_bytes(), "video/mp4")}  # 280 frames, keyframe every 12
+        labels = '["a", "b"]'
+        async with running(make_app(tmp_path / "a", runtime)) as c:
+            exact = (await c.post("/classify", files=files, data={"labels": labels})).json()["frame_indices"]
+            r = await c.post("/classify", files=files, data={"labels": labels, "sampling": "fast"})
+            assert r.status_code == 200, r.text
+            fast = r.json()["frame_indices"]
+            assert fast != exact and len(set(fast)) == 8
+            assert all(280 * k // 8 <= i < 280 * (k + 1) // 8 for k, i in enumerate(fast))
+            r = await c.post("/classify", files=files, data={"labels": labels, "sampling": "fast", "views": "4x3"})
+            assert r.status_code == 422 and "one clip per video" in r.json()["detail"]
+            r = await c.post("/classify", files=files, data={"labels": labels, "sampling": "quick"})
+            assert r.status_code == 422
+        async with running(make_app(tmp_path / "b", runtime, default_sampling="fast")) as c:
+            assert (await c.post("/classify", files=files, data={"labels": labels})).json()["frame_indices"] == fast
+
+    run(go())

@@ -266,3 +266,29 @@ def test_truncated_image(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="not found"):
         open_media(tmp_path / "nope.mp4")
+
+
+def test_fast_sampling_decodes_the_frames_it_reports(b_frame_video: Path) -> None:
+    """sampling=fast: T distinct indices, each inside its segment, keyframes where the segment holds
+    one; the pixels at each reported index are a full decode's."""
+    from models.preprocess import PreprocessConfig, resize_and_crop
+    from models.video_input import sample_clip
+
+    cfg = PreprocessConfig.for_mode("clip", 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    fast = sample_clip(b_frame_video, cfg, frames=8, sampling="fast")
+    exact = sample_clip(b_frame_video, cfg, frames=8)
+    assert fast.frame_indices != exact.frame_indices and len(set(fast.frame_indices)) == 8
+    with open_media(b_frame_video) as media:
+        keys = media.keyframes()
+    decoded = list(av.open(str(b_frame_video)).decode(video=0))
+    assert keys == [i for i, f in enumerate(decoded) if f.key_frame]  # the index's keyframes are the real ones
+    for k, i in enumerate(fast.frame_indices):
+        start, end = 200 * k // 8, 200 * (k + 1) // 8
+        inside = [key for key in keys if start <= key < end]
+        assert start <= i < end and i == (inside[0] if inside else start)
+    assert len(set(keys) & set(fast.frame_indices)) >= 5  # GOP <= 30: most segments hold a keyframe
+    full = np.stack([f.to_ndarray(format="rgb24") for f in decoded])
+    expected = resize_and_crop(full[fast.frame_indices], cfg)[0]
+    np.testing.assert_array_equal(fast.pixels[fast.gather[0]].numpy(), expected.numpy())
+    with pytest.raises(MediaError.__mro__[1], match="one clip per video"):
+        sample_clip(b_frame_video, cfg, frames=8, clips=4, sampling="fast")

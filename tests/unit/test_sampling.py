@@ -65,3 +65,24 @@ def test_parse_views(text: str, views: tuple[int, int]) -> None:
 def test_parse_views_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_views(text)
+
+
+@pytest.mark.parametrize(("n", "t", "keys"), [(300, 8, list(range(0, 300, 60))), (300, 8, list(range(0, 300, 12))),
+                                             (300, 16, [0]), (1800, 8, list(range(0, 1800, 60))), (40, 8, None),
+                                             (8, 8, [0, 4])])
+def test_fast_sampling_takes_one_cheap_frame_inside_each_segment(n: int, t: int, keys: list[int] | None) -> None:
+    from models.sampling import fast_indices
+
+    chosen = fast_indices(n, t, keys)
+    assert len(chosen) == len(set(chosen)) == t and chosen == sorted(chosen)
+    for k, i in enumerate(chosen):
+        start, end = n * k // t, n * (k + 1) // t
+        assert start <= i < end  # a frame TSN training could have drawn for segment k
+        inside = [key for key in keys or [] if start <= key < end]
+        assert i == (inside[0] if inside else start)  # the keyframe, else the segment's first frame
+
+
+def test_fast_sampling_of_a_video_shorter_than_t_repeats_frames() -> None:
+    from models.sampling import fast_indices
+
+    assert fast_indices(3, 8, [0]) == sample_indices(3, 8).reshape(-1).tolist()
