@@ -34,8 +34,8 @@ class DecodeJob:
     crops: int
     decoder: Decoder
     name: str | None = None  # for messages
-    sampling: Sampling = "exact"
     deadline: float | None = None  # time.time() after which nobody waits for the result
+    sampling: Sampling = "exact"
 
 
 @contextmanager
