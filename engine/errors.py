@@ -11,8 +11,12 @@ class DeadlineExceeded(T4VError):
     """The request passed its deadline before it finished."""
 
 
-class DecodeTimedOut(T4VError):
-    """A decode worker gave up on a job at its deadline (or found it already past when it started)."""
+class DecodeTimedOut(BaseException):
+    """A decode worker gave up on a job at its deadline (or found it already past when it started).
+
+    A ``BaseException``, not an ``Exception``: the alarm raises it wherever the decoder happens to
+    be, and the readers' own ``except Exception`` (a failed seek retried by counting, a decode error
+    reported as a corrupt file) must not swallow it. The pool turns it into DeadlineExceeded."""
 
 
 class VocabNotFound(T4VError):

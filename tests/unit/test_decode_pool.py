@@ -111,3 +111,25 @@ def test_a_full_decode_queue_refuses_at_once(monkeypatch: pytest.MonkeyPatch) ->
             pool.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("seek", [True, False])
+def test_the_deadline_stops_pyav_inside_its_own_error_handling(monkeypatch: pytest.MonkeyPatch, seek: bool) -> None:
+    """The alarm lands inside the PyAV reader, whose broad ``except Exception`` (a failed seek falls
+    back to counting; a decode error becomes "corrupt video") must not swallow it: the job stops at
+    the deadline with DecodeTimedOut, not later, and not as a 415."""
+    from models import media
+
+    real = media._rgb
+
+    def slow(frame):  # noqa: ANN001, ANN202 - each frame converted slowly: the decode outlives its deadline
+        time.sleep(0.2)
+        return real(frame)
+
+    monkeypatch.setattr(media, "_rgb", slow)
+    if not seek:
+        monkeypatch.setattr(media, "_read_seeking", lambda *a, **k: None)  # the counting path
+    t0 = time.monotonic()
+    with pytest.raises(DecodeTimedOut, match="while decoding"):
+        _run(job(generated_videos()["clip_a.mp4"], time.time() + 0.3))
+    assert time.monotonic() - t0 < 1.2  # 8 frames x 0.2 s would be 1.6 s, twice that with the fallback
