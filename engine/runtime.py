@@ -31,6 +31,7 @@ from engine.export import Manifest, load_head
 from engine.loading import load_clip_for, load_model
 from engine.options import ModelOptions
 from engine.pipeline import VideoPipeline
+from models.clip_loader import LoadedClip
 from models.errors import ModelLoadError
 from models.preprocess import PreprocessConfig
 from models.text_encoder import TextEncoder
@@ -201,8 +202,8 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
     return Runtime(pipeline, text_encoder, info)
 
 
-def _weights_source(opts: ModelOptions, clip: object) -> VisualSource:
-    model = load_model(opts, clip)  # type: ignore[arg-type]
+def _weights_source(opts: ModelOptions, clip: LoadedClip) -> VisualSource:
+    model = load_model(opts, clip)
     return VisualSource(arch=model.clip.arch, head=model.head, preprocess=model.preprocess, mode=model.mode.value,
                         checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
                         visual=model.visual)
