@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -117,14 +117,9 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
-            try:
-                parser.write(chunk)
-            except InputError:
-                raise
-            except Exception as exc:  # python-multipart's own parse errors
-                raise InputError(f"the multipart body is malformed ({type(exc).__name__})") from None
+            _parse(parser.write, chunk)
             await asyncio.to_thread(receiver.flush)
-        parser.finalize()
+        _parse(parser.finalize)
         receiver.close()
         yield receiver.upload
     finally:
@@ -132,6 +127,15 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
         with contextlib.suppress(FileNotFoundError):
             if receiver.upload.path is not None:
                 receiver.upload.path.unlink()
+
+
+def _parse(step: Callable[..., object], *args: bytes) -> None:
+    try:
+        step(*args)
+    except InputError:
+        raise
+    except Exception as exc:  # python-multipart's own parse errors: a malformed body is the client's
+        raise InputError(f"the multipart body is malformed ({type(exc).__name__})") from None
 
 
 def _suffix(filename: str | None) -> str:

@@ -371,3 +371,18 @@ def test_fast_sampling_per_request_and_as_the_default(tmp_path: Path, runtime: R
             assert (await c.post("/classify", files=files, data={"labels": labels})).json()["frame_indices"] == fast
 
     run(go())
+
+
+@pytest.mark.parametrize("body", [
+    b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n\x00\x01",  # cut short
+    b"--xyz\r\nnot a header line at all\r\n\r\n--xyz--\r\n",
+    b"no boundary anywhere",
+])
+def test_a_malformed_multipart_body_is_a_4xx(tmp_path: Path, runtime: Runtime, body: bytes) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            r = await c.post("/classify", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"})
+            assert 400 <= r.status_code < 500, (r.status_code, r.text)
+            assert not list((tmp_path / "uploads").iterdir())
+
+    run(go())
