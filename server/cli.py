@@ -74,8 +74,6 @@ def classify(
         if top_k < 0:
             raise UsageProblem("--top-k must be 0 (all) or positive")
         _choice("--sampling", sampling, ("exact", "fast"))
-        if sampling == "fast" and clips != 1:
-            raise UsageProblem("--sampling fast takes one clip per video (--views 1x1 or 1x3)")
         for path in videos:  # fail before loading a model on inputs we can already tell are bad
             with open_media(path, model_options.decoder):
                 pass
