@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from models.media import HAVE_DECORD, _PyAVReader, _read_seeking, open_media
-from models.preprocess import PreprocessConfig, _resize_and_crop_torch, resize_and_crop
+from models.preprocess import PreprocessConfig, resize_and_crop
+from models.preprocess_torch import resize_and_crop_on_device
 from models.sampling import fast_indices, sample_indices
 
 OUT = Path(__file__).parent / "out"
@@ -82,7 +83,7 @@ def _decord(path: Path, indices: list[int]) -> np.ndarray:
 CFG = PreprocessConfig.for_mode("clip", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 METHODS: dict[str, Callable[[Path, list[int]], object]] = {
     "decord + Pillow": lambda p, i: resize_and_crop(_decord(p, i), CFG),
-    "0.1 default": lambda p, i: _resize_and_crop_torch(torch.from_numpy(_decord(p, i)), CFG),
+    "0.1 default": lambda p, i: resize_and_crop_on_device(torch.from_numpy(_decord(p, i)), CFG),
     "pyav seek": lambda p, i: resize_and_crop(_seek(p, i, skip=False), CFG),
     "pyav exact (default)": lambda p, i: resize_and_crop(_seek(p, i, skip=True), CFG),
     "pyav count": lambda p, i: resize_and_crop(_count(p, i), CFG),

@@ -30,7 +30,8 @@ import torch
 
 from engine.batcher import DynamicBatcher
 from engine.classifier import Classifier, Prediction
-from engine.decode_pool import DecodeJob, DecodePool
+from engine.decode_pool import DecodePool
+from engine.decode_worker import DecodeJob
 from engine.pipeline import VideoPipeline
 from models.video_input import Sampling
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from models.errors import InputError, MediaError
 from models.media import Decoder, open_media, renamed
@@ -22,10 +21,11 @@ MAX_FRAMES_PER_CLIP = 64  # frames per clip the method's sampling is used with (
 
 @dataclass
 class SampledClip:
-    """Decoded, resized and cropped frames of one file, before normalization and encoding."""
+    """Decoded, resized and cropped frames of one file, before normalization and encoding (numpy:
+    this module imports no torch, so the decode workers that run it stay small)."""
 
-    pixels: torch.Tensor  # uint8 [crops * U, 3, S, S] for the U distinct sampled frames
-    gather: torch.Tensor  # [crops * clips, T] rows of ``pixels`` forming each view
+    pixels: np.ndarray  # uint8 [crops * U, 3, S, S] for the U distinct sampled frames
+    gather: np.ndarray  # int64 [crops * clips, T] rows of ``pixels`` forming each view
     frame_indices: list[int]
     timing_ms: dict[str, float]
 
@@ -65,16 +65,16 @@ def sample_clip(
     t1 = time.perf_counter()
     pixels = resize_and_crop(raw, preprocess, crops)  # [crops, U, 3, S, S]
     t2 = time.perf_counter()
-    inverse_t = torch.from_numpy(inverse.reshape(clips, frames))
-    gather = torch.cat([inverse_t + c * len(unique) for c in range(crops)])
+    inverse_t = inverse.reshape(clips, frames).astype(np.int64)
+    gather = np.concatenate([inverse_t + c * len(unique) for c in range(crops)])
     return SampledClip(
-        pixels=pixels.flatten(0, 1),
+        pixels=pixels.reshape(-1, *pixels.shape[2:]),
         gather=gather,
         frame_indices=indices.reshape(-1).tolist(),
         timing_ms={"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
     )
 
 
-def views(clip: SampledClip) -> torch.Tensor:
+def views(clip: SampledClip) -> np.ndarray:
     """uint8 ``[crops * clips, T, 3, S, S]``: the frames of each view, in ``gather`` order."""
     return clip.pixels[clip.gather]

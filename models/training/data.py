@@ -18,7 +18,8 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import Dataset
 
 from models.media import open_media
-from models.preprocess import PreprocessConfig, normalize
+from models.preprocess import PreprocessConfig
+from models.preprocess_torch import normalize
 from models.prompts import clean_label
 from models.sampling import train_indices
 from models.video_input import sample_clip, views
@@ -118,5 +119,6 @@ class VideoDataset(Dataset):
             torch.manual_seed(int(rng.integers(2**31)))  # torchvision's draws, tied to (seed, epoch, i)
             pixels = self.augment(clip).unsqueeze(0)  # one view
         else:
-            pixels = views(sample_clip(sample.path, self.preprocess, self.frames, self.clips, self.crops))
+            pixels = torch.from_numpy(views(sample_clip(sample.path, self.preprocess, self.frames, self.clips,
+                                                        self.crops)))
         return normalize(pixels, self.preprocess), sample.label

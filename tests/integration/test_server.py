@@ -235,15 +235,15 @@ def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
 
 
 def test_full_decode_queue_is_fast_503(tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import decode_pool
+    from engine import decode_worker
 
-    real = decode_pool.sample_clip
+    real = decode_worker.sample_clip
 
     def slow(*args):  # noqa: ANN002, ANN202 - a decoder busy for 0.4 s per upload
         time.sleep(0.4)
         return real(*args)
 
-    monkeypatch.setattr(decode_pool, "sample_clip", slow)
+    monkeypatch.setattr(decode_worker, "sample_clip", slow)
 
     async def go() -> None:
         async with running(make_app(tmp_path, runtime, max_decode_queue=2)) as c:

@@ -12,11 +12,10 @@ from models.preprocess import (
     PreprocessConfig,
     PreprocessMode,
     crop_offsets,
-    normalize,
-    pil_bicubic_resize,
     resize_and_crop,
     resized_size,
 )
+from models.preprocess_torch import normalize, pil_bicubic_resize, resize_and_crop_on_device
 from tests.conftest import REAL_CLIPS, shared_path
 
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
@@ -106,19 +105,17 @@ def test_rejects_bad_frames() -> None:
 
 def _preprocessed(frames: np.ndarray, cfg: PreprocessConfig, crops: int = 1) -> torch.Tensor:
     """What the model sees: resized and cropped (models/preprocess.py), normalized as the encoder does."""
-    return normalize(resize_and_crop(frames, cfg, crops), cfg)
+    return normalize(torch.from_numpy(resize_and_crop(frames, cfg, crops)), cfg)
 
 
 @pytest.mark.parametrize("name", REAL_CLIPS)
 def test_the_cpu_path_and_the_gpu_path_give_the_same_pixels(name: str) -> None:
     """resize_and_crop resizes with Pillow on the CPU and with the torch port on a GPU tensor; the
     torch path is run here on the CPU to compare (3 crops, both modes)."""
-    from models.preprocess import _resize_and_crop_torch
-
     frames = _real_frames(name)
     for mode in PreprocessMode:
         cfg = PreprocessConfig.for_mode(mode, 224, MEAN, STD)
-        pillow = resize_and_crop(frames, cfg, crops=3)
-        port = _resize_and_crop_torch(torch.from_numpy(frames), cfg, crops=3)
+        pillow = torch.from_numpy(resize_and_crop(frames, cfg, crops=3))
+        port = resize_and_crop_on_device(torch.from_numpy(frames), cfg, crops=3)
         assert pillow.shape == port.shape == (3, 4, 3, 224, 224) and pillow.is_contiguous()
         torch.testing.assert_close(pillow, port, rtol=0, atol=0)
