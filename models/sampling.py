@@ -6,6 +6,8 @@ import numpy as np
 
 from models.errors import InputError
 
+MAX_FRAMES_PER_CLIP = 64  # frames per clip the method's sampling is used with (8, 16, 32 in the paper)
+
 
 def sample_indices(n_frames: int, num_frames: int = 8, clips: int = 1) -> np.ndarray:
     """Frame indices ``[clips, num_frames]`` as the reference test loader picks them.

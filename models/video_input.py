@@ -14,9 +14,7 @@ import numpy as np
 from models.errors import InputError, MediaError
 from models.media import Decoder, open_media, renamed
 from models.preprocess import PreprocessConfig, resize_and_crop
-from models.sampling import fast_indices, sample_indices
-
-MAX_FRAMES_PER_CLIP = 64  # frames per clip the method's sampling is used with (8, 16, 32 in the paper)
+from models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_indices
 
 
 @dataclass

@@ -1,4 +1,9 @@
-"""``t4v``: the operator CLI. It is the composition root: it may import every layer."""
+"""``t4v``: the operator CLI. It is the composition root: it may import every layer.
+
+Heavy modules (torch, open_clip, the engine's runtime, the server) are imported inside the
+commands that use them: ``t4v --help`` and argument errors answer at once, and decode worker
+processes, which import this module as their main one, stay small.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,22 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
-from rich.table import Table
 
-from engine.classifier import Classifier
 from engine.options import ModelOptions
-from engine.runtime import build_runtime
 from engine.sampling import parse_views
-from engine.service import ClassifyResult, classify_files
 from models.errors import InputError, ModelLoadError
 from models.media import open_media
 from models.presets import LABEL_PRESETS, preset_labels
 from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
 from server.cli_options import flag, with_options
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.service import ClassifyResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-serve operator CLI.")
 
@@ -66,6 +69,10 @@ def classify(
     options: dict[str, Any] | None = None,
 ) -> None:
     """Classify videos or images against class names given as text (zero-shot)."""
+    from engine.classifier import Classifier
+    from engine.runtime import build_runtime
+    from engine.service import classify_files
+
     try:
         clips, crops = _check_views(views)
         label_list = _labels(labels, labels_file, preset)
@@ -201,6 +208,7 @@ def serve(options: dict[str, Any] | None = None) -> None:
     """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
     import uvicorn
 
+    from engine.runtime import build_runtime
     from server.app import create_app
 
     logging.getLogger().setLevel(logging.INFO)  # a server's log says what it loads and runs
@@ -307,6 +315,9 @@ def _result_json(result: ClassifyResult) -> dict[str, object]:
 
 
 def _print_tables(results: list[ClassifyResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     out = Console()
     for result in results:
         out.print(result.file, markup=False, highlight=False)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +14,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.options import ModelOptions, model_options_of
 from engine.sampling import parse_views
 from engine.validation import MAX_LABELS
-from models.video_input import MAX_FRAMES_PER_CLIP
+from models.sampling import MAX_FRAMES_PER_CLIP
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container limits it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
 
 
 class ServingOptions(BaseModel):
@@ -47,7 +56,8 @@ class ServingOptions(BaseModel):
     max_delay_ms: float = Field(10.0, ge=0, le=1000, description="Longest wait to fill a batch.")
     max_queue_frames: int = Field(512, ge=1, description="Frames waiting for the encoder; beyond: 503.")
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of one classify request.")
-    decode_workers: int = Field(2, ge=0, le=64, description="Decode processes; 0 decodes in threads.")
+    decode_workers: int = Field(default_factory=lambda: available_cores(), ge=0, le=256,
+                                description="Decode processes (default: the cores available); 0 decodes in threads.")
     max_decode_queue: int = Field(32, ge=1, description="Uploads waiting for or in a decode worker; beyond: 503.")
 
 
