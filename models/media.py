@@ -204,7 +204,7 @@ class _PyAVReader(MediaReader):
         self._threads = threads
         self._seek = seek  # False: always count frames from the start (the baseline in bench/decode.py)
         try:
-            with av.open(str(path)) as container:
+            with _open_container(path) as container:
                 if not container.streams.video:
                     raise MediaError(f"{path.name}: no video stream")
                 stream = container.streams.video[0]
@@ -226,7 +226,7 @@ class _PyAVReader(MediaReader):
         """From the container's index, where it maps display indices (constant-rate video with a
         per-frame index, as :func:`_read_seeking` reads it); None otherwise."""
         try:
-            with av.open(str(self._path)) as container:
+            with _open_container(self._path) as container:
                 stream = container.streams.video[0]
                 entries = list(stream.index_entries or [])
                 if not entries or len(entries) != (stream.frames or len(entries)) or not stream.average_rate:
@@ -241,12 +241,12 @@ class _PyAVReader(MediaReader):
             decoded = None
             if self._seek:
                 try:
-                    with av.open(str(self._path)) as container:
+                    with _open_container(self._path) as container:
                         decoded = _read_seeking(container, sorted(set(indices)), self._threads)
                 except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
                     log.debug("seeking in %s failed (%s); counting frames", self._path.name, _short(exc))
             if decoded is None:  # no usable index or not constant-rate: count every frame from the start
-                with av.open(str(self._path)) as container:
+                with _open_container(self._path) as container:
                     decoded = self._read_sequential(container, set(indices))
         except MediaError:
             raise
@@ -269,6 +269,18 @@ class _PyAVReader(MediaReader):
                 f"{self.info.num_frames} frames its header announces"
             )
         return decoded
+
+
+# An upload is a file: FFmpeg may read that file only (no network, no other local file) and only
+# with the demuxers of video files. A playlist (HLS), a concat script, an SDP description or an
+# image-sequence pattern renamed .mp4 is refused before its demuxer could follow what it names.
+# (decord cannot be restricted: it only sees files PyAV has opened under these rules first.)
+_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,h264,hevc,m4v,ivf,ogg,asf"
+_INPUT_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": _DEMUXERS}
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    return av.open(str(path), options=dict(_INPUT_OPTIONS))
 
 
 def _video_stream(container: av.container.InputContainer, threads: int) -> av.video.stream.VideoStream:

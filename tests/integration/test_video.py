@@ -292,3 +292,32 @@ def test_fast_sampling_decodes_the_frames_it_reports(b_frame_video: Path) -> Non
     np.testing.assert_array_equal(fast.pixels[fast.gather[0]], expected)
     with pytest.raises(MediaError.__mro__[1], match="one clip per video"):
         sample_clip(b_frame_video, cfg, frames=8, clips=4, sampling="fast")
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("concat.mp4", "ffconcat version 1.0\nfile '/etc/hostname'\n"),
+    ("playlist.mp4", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"),
+    ("session.mp4", "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video 9 RTP/AVP 96\n"),
+])
+@pytest.mark.parametrize("decoder", ["auto", "pyav", "decord"])
+def test_files_that_name_other_files_or_addresses_are_refused(
+    tmp_path: Path, name: str, content: str, decoder: str
+) -> None:
+    """Only the demuxers of video files, reading only the upload itself (models/media.py)."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(MediaError, match="not a video or image that can be decoded"):
+        open_media(path, decoder)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("decoder", ["auto", "pyav", "decord"])
+def test_a_concat_script_cannot_read_a_neighbouring_upload(tmp_path: Path, decoder: str) -> None:
+    """Plain FFmpeg decodes ``file 'neighbour.mp4'`` from a concat script (a relative path passes
+    its "safe" check): another user's upload in the spool. The demuxer whitelist refuses it."""
+    write_video(tmp_path / "neighbour.mp4", moving_square_frames(20))
+    script = tmp_path / "upload.mp4"
+    script.write_text("ffconcat version 1.0\nfile 'neighbour.mp4'\n")
+    with av.open(str(script)) as plain:  # what an unrestricted open would do
+        assert plain.format.name == "concat" and sum(1 for _ in plain.decode(video=0)) == 20
+    with pytest.raises(MediaError, match="not a video or image that can be decoded"):
+        open_media(script, decoder)  # type: ignore[arg-type]
