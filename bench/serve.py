@@ -10,6 +10,13 @@
    uploading the real clips: videos/s, p50/p95/p99 latency, mean batch size;
 5. PUT /vocab of the 400 Kinetics-400 labels: cold (nothing cached) and cached.
 Each figure is the median of --runs runs.
+
+    python bench/serve.py --scenario decode-bound [--runs 3] [--requests 8]
+
+The decode-bound server: a cheap encoder (the tiny test model), one decode process per core, 1080p
+H.264 uploads (bench/decode.py's clips): whole-server videos/s of the exact default, of
+sampling=fast and of decord (version 0.1's decoder, the baseline), each server started once and
+loaded in interleaved rounds, with the ratios to decord from the same rounds.
 """
 
 from __future__ import annotations
@@ -158,6 +165,47 @@ def batch_mean(url: str) -> float:
     return values["t4v_batch_frames_sum"] / max(values["t4v_batch_frames_count"], 1)
 
 
+def decode_bound(args: argparse.Namespace) -> None:
+    from bench.decode import OUT, make_clip
+    from models.clip_loader import TINY_ARCH
+    from server.settings import available_cores
+
+    clips = [make_clip(OUT / f"1080p_gop{gop}_10s.mp4", 10, 1920, 1080, gop=gop) for gop in (12, 60, 250)]
+    workers = available_cores()
+    configs = {"decord (0.1's decoder, baseline)": ("--decoder", "decord"), "exact (default)": (),
+               "fast": ("--default-sampling", "fast")}
+    serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=workers, max_batch_frames=64, max_delay_ms=5.0)
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    latencies: dict[str, list[float]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        try:
+            for name, extra in configs.items():
+                port = free_port()
+                servers[name] = (start_server(serve_args, Path(tmp) / str(port), port, extra), port)
+                httpx.put(f"http://127.0.0.1:{port}/vocab/kinetics400",
+                          json={"labels": preset_labels("kinetics400")}, timeout=300).raise_for_status()
+            for _ in range(args.runs):
+                for name, (_, port) in servers.items():
+                    served, seconds = asyncio.run(load(f"http://127.0.0.1:{port}", clips, args.clients,
+                                                       args.requests))
+                    rates[name].append(served)
+                    latencies[name] += seconds
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=60)
+    base = statistics.median(rates[next(iter(configs))])
+    print(f"decode-bound server: {TINY_ARCH} (a cheap encoder), {workers} decode processes, {args.clients} clients, "
+          f"{args.requests} uploads per round of 1080p H.264 10 s clips (GOP 12/60/250), 8 frames, median of "
+          f"{args.runs} interleaved rounds")
+    for name in configs:
+        med = statistics.median(rates[name])
+        ms = np.array(latencies[name]) * 1e3
+        print(f"  {name:34s} {med:6.2f} videos/s ({med / base:4.2f}x)  p50 {np.percentile(ms, 50):6.0f} ms  "
+              f"p99 {np.percentile(ms, 99):6.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32")
@@ -167,7 +215,11 @@ def main() -> None:
     parser.add_argument("--max-batch-frames", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scenario", choices=("default", "decode-bound"), default="default")
     args = parser.parse_args()
+    if args.scenario == "decode-bound":
+        decode_bound(args)
+        return
     videos = clips()
     med = statistics.median
 
