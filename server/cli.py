@@ -69,10 +69,6 @@ def classify(
     options: dict[str, Any] | None = None,
 ) -> None:
     """Classify videos or images against class names given as text (zero-shot)."""
-    from engine.classifier import Classifier
-    from engine.runtime import build_runtime
-    from engine.service import classify_files
-
     try:
         clips, crops = _check_views(views)
         label_list = _labels(labels, labels_file, preset)
@@ -84,6 +80,10 @@ def classify(
         for path in videos:  # fail before loading a model on inputs we can already tell are bad
             with open_media(path, model_options.decoder):
                 pass
+        from engine.classifier import Classifier  # the heavy layers, once the arguments are known good
+        from engine.runtime import build_runtime
+        from engine.service import classify_files
+
         runtime = build_runtime(model_options)
         classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates)
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
