@@ -166,7 +166,10 @@ def batch_mean(url: str) -> float:
 
 
 def decode_bound(args: argparse.Namespace) -> None:
-    from bench.decode import OUT, make_clip
+    try:
+        from bench.decode import OUT, make_clip
+    except ModuleNotFoundError:  # run as a script (python bench/serve.py): bench/ itself is on the path
+        from decode import OUT, make_clip  # type: ignore[no-redef]
     from models.clip_loader import TINY_ARCH
     from server.settings import available_cores
 
