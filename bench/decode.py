@@ -13,9 +13,10 @@ named baseline from the same rounds:
   pyav count            PyAV decoding every frame up to the last sampled one
   pyav fast             sampling=fast: one cheap frame per segment (other frames than the others)
 
-Every method's frames are compared with a full decode at the indices it reads (``=`` identical). Clips: the real ones in
-../shared/data/videos (when present) and generated H.264 (a moving gradient with noise, x264
-'fast', so with B-frames): 1080p 10 s at GOP 12, 60 and 250, 720p GOP 60 (written once to bench/out/).
+Every method's frames are compared with a full decode at the indices it reads (``=`` identical).
+Clips: the real ones in ../shared/data/videos (when present) and generated H.264 (a moving gradient with noise, x264
+'fast', so with B-frames): 1080p 10 s at GOP 12, 60 and 250, 720p GOP 60, and 720p HEVC (x265) and
+VP9 (webm) at GOP 60 (written once to bench/out/).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -39,18 +41,28 @@ OUT = Path(__file__).parent / "out"
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 
-def make_clip(path: Path, seconds: int, width: int, height: int, gop: int, fps: int = 30) -> Path:
-    """A moving gradient with noise, H.264 (x264 'fast', keyframe every ``gop`` frames at most), yuv420p."""
+CODECS = {  # encoder -> (container, options): B-frames (or VP9's hidden alt-ref frames) as cameras and phones make
+    "libx264": ("mp4", lambda gop: {"preset": "fast", "g": str(gop), "crf": "23"}),
+    "libx265": ("mp4", lambda gop: {"preset": "fast", "x265-params": f"keyint={gop}:log-level=error"}),
+    "libvpx-vp9": ("webm", lambda gop: {"g": str(gop), "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}),
+}
+
+
+def make_clip(
+    path: Path, seconds: int, width: int, height: int, gop: int, fps: int = 30, codec: str = "libx264"
+) -> Path:
+    """A moving gradient with noise (keyframe every ``gop`` frames at most), yuv420p; H.264 by default."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width]
     partial = path.with_name(path.name + ".part")  # renamed once whole: an interrupted run leaves no clip
-    with av.open(str(partial), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+    container_format, options = CODECS[codec]
+    with av.open(str(partial), "w", format=container_format) as container:
+        stream = cast(av.video.stream.VideoStream, container.add_stream(codec, rate=fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "fast", "g": str(gop), "crf": "23"}
+        stream.options = options(gop)
         for i in range(seconds * fps):
             frame = np.stack([(x + 4 * i) % 256, (y + 2 * i) % 256, (x + y - 3 * i) % 256], -1).astype(np.uint8)
             frame[::7, ::5] = rng.integers(0, 256, size=frame[::7, ::5].shape, dtype=np.uint8)
@@ -101,12 +113,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
+    parser.add_argument("--only", default="", help="only the clips whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(1)
     clips = sorted(p for p in args.videos.glob("*") if p.suffix in {".mp4", ".avi", ".mkv", ".webm"})
     for gop in (12, 60, 250):
         clips.append(make_clip(OUT / f"1080p_gop{gop}_10s.mp4", 10, 1920, 1080, gop=gop))
     clips.append(make_clip(OUT / "720p_gop60_10s.mp4", 10, 1280, 720, gop=60))
+    clips.append(make_clip(OUT / "720p_hevc_gop60_10s.mp4", 10, 1280, 720, gop=60, codec="libx265"))
+    clips.append(make_clip(OUT / "720p_vp9_gop60_10s.webm", 10, 1280, 720, gop=60, codec="libvpx-vp9"))
+    clips = [c for c in clips if args.only in c.name]
     methods = {k: v for k, v in METHODS.items() if HAVE_DECORD or "decord" not in k and k != "0.1 default"}
     base = "decord + Pillow" if HAVE_DECORD else "pyav count"
     print(f"CPU-ms per video: decode {args.frames} sampled frames + resize + crop 224, one thread, median of "
