@@ -41,7 +41,7 @@ OUT = Path(__file__).parent / "out"
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 
-CODECS: dict[str, tuple[str, Callable[[int], dict[str, str]]]] = {  # encoder -> (container, options)
+CODECS: dict[str, tuple[str, Callable[[int], dict[str, object]]]] = {  # encoder -> (container, options)
     "libx264": ("mp4", lambda gop: {"preset": "fast", "g": str(gop), "crf": "23"}),
     "libx265": ("mp4", lambda gop: {"preset": "fast", "x265-params": f"keyint={gop}:log-level=error"}),
     "libvpx-vp9": ("webm", lambda gop: {"g": str(gop), "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}),
