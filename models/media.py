@@ -223,16 +223,10 @@ class _PyAVReader(MediaReader):
         self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav")
 
     def keyframes(self) -> list[int] | None:
-        """From the container's index, where it maps display indices (constant-rate video with a
-        per-frame index, as :func:`_read_seeking` reads it); None otherwise."""
+        """Display indices of the keyframes, from a packet scan (:func:`_scan_keyframes`)."""
         try:
-            with _open_container(self._path) as container:
-                stream = container.streams.video[0]
-                entries = list(stream.index_entries or [])
-                if not entries or len(entries) != (stream.frames or len(entries)) or not stream.average_rate:
-                    return None
-                return [i for i, entry in enumerate(entries) if entry.is_keyframe]
-        except Exception:  # noqa: BLE001 - no index: the caller samples without it
+            return _scan_keyframes(self._path)
+        except Exception:  # noqa: BLE001 - unreadable packets: the caller samples without keyframes
             return None
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
@@ -240,11 +234,7 @@ class _PyAVReader(MediaReader):
         try:
             decoded = None
             if self._seek:
-                try:
-                    with _open_container(self._path) as container:
-                        decoded = _read_seeking(container, sorted(set(indices)), self._threads)
-                except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
-                    log.debug("seeking in %s failed (%s); counting frames", self._path.name, _short(exc))
+                decoded = self._read_by_seeking(sorted(set(indices)))
             if decoded is None:  # no usable index or not constant-rate: count every frame from the start
                 with _open_container(self._path) as container:
                     decoded = self._read_sequential(container, set(indices))
@@ -253,6 +243,22 @@ class _PyAVReader(MediaReader):
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
         return np.stack([decoded[i] for i in indices])
+
+    def _read_by_seeking(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
+        """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
+        when neither reads exactly (the caller counts frames)."""
+        for keys in (None, "scan"):
+            try:
+                with _open_container(self._path) as container:
+                    found = _scan_keyframes(self._path) if keys == "scan" else None
+                    if keys == "scan" and found is None:
+                        return None
+                    decoded = _read_seeking(container, wanted, self._threads, keys=found)
+                if decoded is not None:
+                    return decoded
+            except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
+                log.debug("seeking in %s failed (%s)", self._path.name, _short(exc))
+        return None
 
     def _read_sequential(self, container: av.container.InputContainer, wanted: set[int]) -> dict[int, np.ndarray]:
         stream = _video_stream(container, self._threads)
@@ -294,14 +300,31 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
 
 
+def _scan_keyframes(path: Path) -> list[int] | None:
+    """The keyframes' display indices from the packets' timestamps (demuxing only, no decoding):
+    right for open GOPs and partial indexes alike, for constant-rate video; None otherwise."""
+    with _open_container(path) as container:
+        stream = container.streams.video[0]
+        rate, base = stream.average_rate, stream.time_base
+        if not rate or not base:
+            return None
+        ticks, origin = 1 / float(rate * base), stream.start_time or 0
+        keys = sorted(round((p.pts - origin) / ticks) for p in container.demux(stream)
+                      if p.is_keyframe and p.pts is not None)
+    return keys or None
+
+
 def _read_seeking(
-    container: av.container.InputContainer, wanted: list[int], threads: int = 1, skip: bool = True
+    container: av.container.InputContainer, wanted: list[int], threads: int = 1, skip: bool = True,
+    keys: list[int] | None = None,
 ) -> dict[int, np.ndarray] | None:
     """The ``wanted`` frames (sorted display indices), jumping to the last keyframe before each
     one instead of decoding everything between them; ``None`` where that cannot be done exactly.
 
-    The container's index (one entry per frame, in decode order) gives the keyframes; a keyframe's
-    position in it is its display index (closed GOPs). A frame's display index is its timestamp
+    ``keys``: the keyframes' display indices (:func:`_scan_keyframes`); by default the container's
+    index gives them (one entry per frame, in decode order: a keyframe's position in it is its
+    display index for closed GOPs only, so open-GOP HEVC and files with a partial index, as WebM
+    has, need the scan). A frame's display index is its timestamp
     over the frame duration, which holds for constant-rate video only. Between a keyframe and a
     wanted frame, the packets of frames nobody wants are decoded with ``skip_frame=NONREF``
     (``skip``): a frame no other frame references is not decoded at all, which changes no other
@@ -311,11 +334,14 @@ def _read_seeking(
     caller counts frames from the start instead.
     """
     stream = _video_stream(container, threads)
-    entries = list(stream.index_entries or [])
     rate, base = stream.average_rate, stream.time_base
-    if not rate or not base or len(entries) != (stream.frames or len(entries)) or len(entries) <= wanted[-1]:
+    if not rate or not base:
         return None
-    keys = [i for i, entry in enumerate(entries) if entry.is_keyframe]
+    if keys is None:
+        entries = list(stream.index_entries or [])
+        if len(entries) != (stream.frames or len(entries)) or len(entries) <= wanted[-1]:
+            return None
+        keys = [i for i, entry in enumerate(entries) if entry.is_keyframe]
     if len(keys) < 2 or keys[0] != 0:
         return None
     ticks = 1 / float(rate * base)  # stream time units per frame

@@ -321,3 +321,25 @@ def test_a_concat_script_cannot_read_a_neighbouring_upload(tmp_path: Path, decod
         assert plain.format.name == "concat" and sum(1 for _ in plain.decode(video=0)) == 20
     with pytest.raises(MediaError, match="not a video or image that can be decoded"):
         open_media(script, decoder)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "codec", "options"), [
+    ("open_gop.mp4", "libx265", {"preset": "fast", "x265-params": "keyint=30:log-level=error"}),  # CRA + RASL
+    ("partial_index.webm", "libvpx-vp9", {"g": "30", "deadline": "realtime", "cpu-used": "8"}),
+])
+def test_keyframes_from_a_packet_scan_let_open_gops_and_webm_seek(
+    tmp_path: Path, name: str, codec: str, options: dict[str, str]
+) -> None:
+    """The index's decode positions are not display indices for open-GOP HEVC, and WebM's index is
+    partial: the keyframes come from the packets' timestamps, and the seek reads exact frames."""
+    from models.media import _PyAVReader
+
+    path = write_video(tmp_path / name, moving_square_frames(150, 96, 64), codec=codec, options=options)
+    decoded = list(av.open(str(path)).decode(video=0))
+    indices = sample_indices(len(decoded), 8).reshape(-1).tolist()
+    with _PyAVReader(path, threads=1) as reader:
+        assert reader.keyframes() == [i for i, f in enumerate(decoded) if f.key_frame]
+        seeking = reader._read_by_seeking(sorted(set(indices)))
+        assert seeking is not None, "read by seeking, not by counting"
+        np.testing.assert_array_equal(reader.read(indices), np.stack([decoded[i].to_ndarray(format="rgb24")
+                                                                     for i in indices]))
