@@ -32,7 +32,7 @@ import av
 import numpy as np
 import torch
 
-from models.media import HAVE_DECORD, _PyAVReader, _read_seeking, open_media
+from models.media import HAVE_DECORD, _PyAVReader, open_media
 from models.preprocess import PreprocessConfig, resize_and_crop
 from models.preprocess_torch import resize_and_crop_on_device
 from models.sampling import fast_indices, sample_indices
@@ -75,8 +75,9 @@ def make_clip(
 
 
 def _seek(path: Path, indices: list[int], skip: bool) -> np.ndarray:
-    with av.open(str(path)) as container:
-        decoded = _read_seeking(container, sorted(set(indices)), skip=skip)
+    """The PyAV reader's seeking path (keyframes from the index, else a packet scan), no fallback."""
+    with _PyAVReader(path, threads=1) as reader:
+        decoded = reader._read_by_seeking(sorted(set(indices)), skip=skip)
     if decoded is None:
         raise RuntimeError(f"{path.name}: not readable by seeking")
     return np.stack([decoded[i] for i in indices])

@@ -244,7 +244,7 @@ class _PyAVReader(MediaReader):
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
         return np.stack([decoded[i] for i in indices])
 
-    def _read_by_seeking(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
+    def _read_by_seeking(self, wanted: list[int], skip: bool = True) -> dict[int, np.ndarray] | None:
         """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
         when neither reads exactly (the caller counts frames)."""
         for keys in (None, "scan"):
@@ -253,7 +253,7 @@ class _PyAVReader(MediaReader):
                     found = _scan_keyframes(self._path) if keys == "scan" else None
                     if keys == "scan" and found is None:
                         return None
-                    decoded = _read_seeking(container, wanted, self._threads, keys=found)
+                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, keys=found)
                 if decoded is not None:
                     return decoded
             except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
