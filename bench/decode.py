@@ -76,8 +76,7 @@ def make_clip(
 
 def _seek(path: Path, indices: list[int], skip: bool) -> np.ndarray:
     """The PyAV reader's seeking path (keyframes from the index, else a packet scan), no fallback."""
-    with _PyAVReader(path, threads=1) as reader:
-        decoded = reader._read_by_seeking(sorted(set(indices)), skip=skip)
+    decoded = _PyAVReader(path, threads=1)._read_by_seeking(sorted(set(indices)), skip=skip)
     if decoded is None:
         raise RuntimeError(f"{path.name}: not readable by seeking")
     return np.stack([decoded[i] for i in indices])
