@@ -21,7 +21,7 @@ from models.sampling import resized_size as resized_size
 
 class PreprocessMode(StrEnum):
     CLIP = "clip"  # CLIP's own transform: short side to the input size, center crop
-    TEXT4VIS = "text4vis"  # fine-tuned checkpoints: short side to 256 (for 224), center crop
+    TEXT4VIS = "text4vis"  # fine-tuned checkpoints: short side to 256 for 224 px models (else C), center crop
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class PreprocessConfig:
         mean: tuple[float, float, float], std: tuple[float, float, float],
     ) -> PreprocessConfig:
         mode = PreprocessMode(mode)
-        resize = image_size if mode is PreprocessMode.CLIP else image_size * 256 // 224
+        if mode is PreprocessMode.CLIP:
+            resize = image_size
+        else:  # the reference: S = 256 if C == 224 else C (a 336-px model: short side 336, crop 336)
+            resize = 256 if image_size == 224 else image_size
         return cls(resize=resize, crop=image_size, mean=mean, std=std)
 
 

@@ -66,9 +66,10 @@ def resized_size(height: int, width: int, short: int) -> tuple[int, int]:
 def crop_offsets(height: int, width: int, crop: int, crops: int = 1) -> list[tuple[int, int]]:
     """``(top, left)`` of the crops: the center one (torchvision's rounding), or three.
 
-    Three crops lie along the long side at offsets ``0, 2, 4`` times ``(long - crop) // 4``
-    (the reference ``GroupFullResSample``), the short side centered the same way:
-    left/center/right for landscape, top/center/bottom for portrait.
+    Three crops as the reference's ``GroupFullResSample``, whatever the orientation: with
+    ``w_step = (W - C) // 4`` and ``h_step = (H - C) // 4``, (left, top) offsets ``(0, 2 h_step)``,
+    ``(4 w_step, 2 h_step)``, ``(2 w_step, 2 h_step)``: left, right, center, along the width
+    (DESIGN.md; a portrait frame is cropped across its short side too).
     """
     if height < crop or width < crop:
         raise ValueError(f"frame {width}x{height} is smaller than the {crop} crop")
@@ -77,6 +78,4 @@ def crop_offsets(height: int, width: int, crop: int, crops: int = 1) -> list[tup
     if crops != 3:
         raise ValueError("crops must be 1 or 3")
     h_step, w_step = (height - crop) // 4, (width - crop) // 4
-    if width >= height:
-        return [(2 * h_step, k * w_step) for k in (0, 2, 4)]
-    return [(k * h_step, 2 * w_step) for k in (0, 2, 4)]
+    return [(2 * h_step, 0), (2 * h_step, 4 * w_step), (2 * h_step, 2 * w_step)]

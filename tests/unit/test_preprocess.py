@@ -87,14 +87,15 @@ def test_matches_torchvision_pil_pipeline(mode: PreprocessMode) -> None:
 
 
 def test_three_crops_landscape_and_portrait() -> None:
-    assert crop_offsets(256, 340, 224, 3) == [(16, 0), (16, 58), (16, 116)]
-    assert crop_offsets(340, 256, 224, 3) == [(0, 16), (58, 16), (116, 16)]
+    # GroupFullResSample: (left, top) = (0, 2h), (4w, 2h), (2w, 2h), along the width whatever the orientation
+    assert crop_offsets(256, 340, 224, 3) == [(16, 0), (16, 116), (16, 58)]
+    assert crop_offsets(340, 256, 224, 3) == [(58, 0), (58, 32), (58, 16)]
     assert crop_offsets(256, 341, 224, 1) == [(16, 58)]
     frames = _real_frames("arm_wrestling.mp4")
     cfg = PreprocessConfig.for_mode("text4vis", 224, MEAN, STD)
     out = _preprocessed(frames, cfg, crops=3)
     assert out.shape == (3, 4, 3, 224, 224)
-    torch.testing.assert_close(out[1], _preprocessed(frames, cfg, crops=1)[0], rtol=0, atol=0)
+    torch.testing.assert_close(out[2], _preprocessed(frames, cfg, crops=1)[0], rtol=0, atol=0)  # the third is the center
 
 
 def test_rejects_bad_frames() -> None:
@@ -119,3 +120,12 @@ def test_the_cpu_path_and_the_gpu_path_give_the_same_pixels(name: str) -> None:
         port = resize_and_crop_on_device(torch.from_numpy(frames), cfg, crops=3)
         assert pillow.shape == port.shape == (3, 4, 3, 224, 224) and pillow.is_contiguous()
         torch.testing.assert_close(pillow, port, rtol=0, atol=0)
+
+
+
+@pytest.mark.parametrize(("size", "short"), [(224, 256), (336, 336), (288, 288)])
+def test_text4vis_short_side_is_256_for_224_px_models_else_the_input_size(size: int, short: int) -> None:
+    """The reference's rule, S = 256 if C == 224 else C (a ViT-L/14-336 checkpoint: 336, not 384)."""
+    cfg = PreprocessConfig.for_mode("text4vis", size, MEAN, STD)
+    assert (cfg.resize, cfg.crop) == (short, size)
+    assert PreprocessConfig.for_mode("clip", size, MEAN, STD).resize == size
