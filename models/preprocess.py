@@ -37,10 +37,9 @@ class PreprocessConfig:
         mean: tuple[float, float, float], std: tuple[float, float, float],
     ) -> PreprocessConfig:
         mode = PreprocessMode(mode)
-        if mode is PreprocessMode.CLIP:
-            resize = image_size
-        else:  # the reference: S = 256 if C == 224 else C (a 336-px model: short side 336, crop 336)
-            resize = 256 if image_size == 224 else image_size
+        # the reference: S = 256 if C == 224 else C (a 336-px model: short side 336, crop 336)
+        text4vis = 256 if image_size == 224 else image_size
+        resize = image_size if mode is PreprocessMode.CLIP else text4vis
         return cls(resize=resize, crop=image_size, mean=mean, std=std)
 
 

@@ -95,7 +95,8 @@ def test_three_crops_landscape_and_portrait() -> None:
     cfg = PreprocessConfig.for_mode("text4vis", 224, MEAN, STD)
     out = _preprocessed(frames, cfg, crops=3)
     assert out.shape == (3, 4, 3, 224, 224)
-    torch.testing.assert_close(out[2], _preprocessed(frames, cfg, crops=1)[0], rtol=0, atol=0)  # the third is the center
+    center = out[2]  # the third crop
+    torch.testing.assert_close(center, _preprocessed(frames, cfg, crops=1)[0], rtol=0, atol=0)
 
 
 def test_rejects_bad_frames() -> None:
