@@ -214,7 +214,8 @@ def _export_onnx_and_head(
         files["onnx_data"] = "visual.onnx.data"
     kind = getattr(head, "kind", "mean")
     layers = len(getattr(getattr(head, "transformer", None), "resblocks", [])) or 6
-    torch.save({"kind": kind, "layers": layers, "state_dict": head.state_dict()}, out / files["head"])
+    heads = getattr(head, "heads", None)
+    torch.save({"kind": kind, "layers": layers, "heads": heads, "state_dict": head.state_dict()}, out / files["head"])
     return Manifest(
         architecture=architecture, text_model=text_model, embed_dim=int(getattr(visual, "output_dim")),  # noqa: B009
         input_size=input_size, input={"name": "pixels", "dtype": "uint8", "layout": "NCHW, RGB"},
@@ -226,7 +227,7 @@ def _export_onnx_and_head(
 
 def load_head(directory: Path, manifest: Manifest) -> nn.Module:
     saved: dict[str, Any] = torch.load(directory / manifest.files["head"], map_location="cpu", weights_only=True)
-    head = build_temporal_head(saved["kind"], manifest.embed_dim, layers=saved["layers"])
+    head = build_temporal_head(saved["kind"], manifest.embed_dim, layers=saved["layers"], heads=saved.get("heads"))
     head.load_state_dict(saved["state_dict"])
     return head.eval()
 

@@ -12,7 +12,7 @@ from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoin
 from models.clip_loader import ClipSource, LoadedClip, load_clip
 from models.errors import ModelLoadError
 from models.preprocess import PreprocessConfig, PreprocessMode
-from models.temporal import build_temporal_head
+from models.temporal import build_temporal_head, head_count
 
 
 @dataclass
@@ -35,7 +35,8 @@ def load_model(opts: ModelOptions, clip: LoadedClip | None = None) -> LoadedMode
     clip = clip or load_clip_for(opts)
     visual = clip.model.visual
     if opts.text4vis_checkpoint is not None:
-        head = apply_text4vis_checkpoint(visual, read_text4vis_checkpoint(opts.text4vis_checkpoint), opts.temporal)
+        ckpt = read_text4vis_checkpoint(opts.text4vis_checkpoint)
+        head = apply_text4vis_checkpoint(visual, ckpt, opts.temporal, heads=head_count(clip.text_width))
         default = PreprocessMode.TEXT4VIS
     else:
         if opts.temporal == "transf":

@@ -63,7 +63,7 @@ def read_text4vis_checkpoint(path: Path) -> Text4VisCheckpoint:
 
 
 def apply_text4vis_checkpoint(
-    clip_visual: nn.Module, ckpt: Text4VisCheckpoint, head_kind: HeadKind | None = None
+    clip_visual: nn.Module, ckpt: Text4VisCheckpoint, head_kind: HeadKind | None = None, heads: int | None = None
 ) -> nn.Module:
     """Load the checkpoint's visual weights into ``clip_visual`` and return its temporal head.
 
@@ -79,7 +79,7 @@ def apply_text4vis_checkpoint(
             log.warning("ignoring the trained transf head of %s: running the mean head", ckpt.source)
         return build_temporal_head("mean", 0)
     dim = int(getattr(clip_visual, "output_dim"))  # noqa: B009 - open_clip towers set it dynamically
-    head = build_temporal_head("transf", dim, layers=ckpt.head_layers)
+    head = build_temporal_head("transf", dim, layers=ckpt.head_layers, heads=heads)
     load_strict(head, ckpt.head, f"Text4Vis checkpoint {ckpt.source} (fusion_model.*)")
     return head
 

@@ -81,6 +81,11 @@ class LoadedClip:
     def embed_dim(self) -> int:
         return int(self.model.visual.output_dim)
 
+    @property
+    def text_width(self) -> int:
+        """The width of the text transformer (the reference sizes the T-Trans heads from it)."""
+        return int(self.model.transformer.width)
+
 
 def file_digest(path: Path, length: int = 16) -> str:
     """Short sha256 of a file's bytes, used to name weights that come from a file."""

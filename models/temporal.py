@@ -69,10 +69,16 @@ class TransformerHead(nn.Module):
 
     kind: HeadKind = "transf"
 
-    def __init__(self, embed_dim: int, layers: int = 6) -> None:
+    def __init__(self, embed_dim: int, layers: int = 6, heads: int | None = None) -> None:
+        """``heads``: the reference's CLIP TEXT width // 64 (:func:`head_count`); equal to
+        ``embed_dim // 64`` for ViT models, not for RN50 (embedding 1024, text 512: 8 heads)."""
         super().__init__()
+        heads = heads or max(1, embed_dim // 64)
+        if embed_dim % heads:
+            raise ValueError(f"{heads} attention heads do not divide the embedding width {embed_dim}")
+        self.heads = heads
         self.frame_position_embeddings = nn.Embedding(POSITIONS, embed_dim)
-        self.transformer = TemporalTransformer(embed_dim, layers, max(1, embed_dim // 64))
+        self.transformer = TemporalTransformer(embed_dim, layers, heads)
         self.apply(_init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,12 +91,17 @@ class TransformerHead(nn.Module):
         return (y.to(x.dtype) + x).mean(dim=1)
 
 
-def build_temporal_head(kind: str, embed_dim: int, layers: int = 6) -> nn.Module:
+def head_count(text_width: int) -> int:
+    """T-Trans attention heads as the reference sets them: the CLIP text transformer's width // 64."""
+    return max(1, text_width // 64)
+
+
+def build_temporal_head(kind: str, embed_dim: int, layers: int = 6, heads: int | None = None) -> nn.Module:
     """A fresh head of ``kind`` ('mean' or 'transf') for embeddings of size ``embed_dim``."""
     if kind == "mean":
         return MeanHead()
     if kind == "transf":
-        return TransformerHead(embed_dim, layers)
+        return TransformerHead(embed_dim, layers, heads)
     raise ValueError(f"unknown temporal head {kind!r}; choose from {', '.join(HEAD_KINDS)}")
 
 

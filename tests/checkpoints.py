@@ -21,11 +21,14 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tens
     return (x - mu) / torch.sqrt(var + 1e-12) * w + b
 
 
-def reference_transf(sd: dict[str, torch.Tensor], x: torch.Tensor, layers: int) -> torch.Tensor:
+def reference_transf(
+    sd: dict[str, torch.Tensor], x: torch.Tensor, layers: int, heads: int | None = None
+) -> torch.Tensor:
     """x [B, T, d]: + position embedding, 6 residual attention blocks (QuickGELU, LN eps 1e-12),
-    + input, mean over frames. Attention written out with matrices, heads = d // 64."""
+    + input, mean over frames. Attention written out with matrices; ``heads``: the CLIP text
+    width // 64 (DESIGN.md), d // 64 when not given (ViT models, where the two agree)."""
     b, t, d = x.shape
-    heads = d // 64
+    heads = heads or d // 64
     hd = d // heads
     y = x + sd["frame_position_embeddings.weight"][:t]
     for i in range(layers):

@@ -58,12 +58,14 @@ def evaluate_checkpoint(
     from models.classifiers import text_classifier
     from models.clip_loader import ClipSource, load_clip
     from models.prompts import DEFAULT_TEMPLATE, read_labels
+    from models.temporal import head_count
     from models.text_encoder import TextEncoder
     from models.training.data import VideoDataset, read_samples
 
     classes = read_labels(labels_file)
     clip = load_clip(ClipSource(arch, pretrained, clip_checkpoint, random_init))
-    head = apply_text4vis_checkpoint(clip.model.visual, read_text4vis_checkpoint(checkpoint))
+    head = apply_text4vis_checkpoint(clip.model.visual, read_text4vis_checkpoint(checkpoint),
+                                     heads=head_count(clip.text_width))
     weights = text_classifier(TextEncoder(clip), classes, templates or [DEFAULT_TEMPLATE])
     model = VideoClassifier(clip.model.visual, head, weights).to(device)
     samples = read_samples(list_file, classes, root)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint, released_state
 from models.clip_loader import ClipSource, load_clip
 from models.prompts import read_labels
-from models.temporal import build_temporal_head
+from models.temporal import build_temporal_head, head_count
 from models.training.classifier_init import build_classifier, visual_features
 from models.training.config import TrainConfig, parse_args
 from models.training.data import VideoDataset, few_shot, read_samples
@@ -131,7 +131,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         lda_data = visual_features(clip.model.visual.to(device).eval(), lda_loader, device)
     weights = build_classifier(cfg.classifier, clip, classes, cfg.templates, cfg.seed, lda_data,
                                cfg.other_text_model)
-    head = build_temporal_head(cfg.temporal, clip.embed_dim)
+    head = build_temporal_head(cfg.temporal, clip.embed_dim, heads=head_count(clip.text_width))
     model = VideoClassifier(clip.model.visual, head, weights, trainable_classifier=cfg.unfreeze_classifier)
     model = model.to(device).train()
 

@@ -101,7 +101,7 @@ def test_text4vis_checkpoint_multiview_matches_reference(tiny_clip_path: Path, t
             for left in (0, 2 * w_step, 4 * w_step):
                 top = 2 * h_step
                 pixels = torch.stack([to_tensor(im.crop((left, top, left + 224, top + 224))) for im in scaled])
-                views.append(reference_transf(sd, visual(pixels)[None], layers=6)[0])
+                views.append(reference_transf(sd, visual(pixels)[None], layers=6, heads=128 // 64)[0])  # text width
         video_emb = F.normalize(torch.stack(views).mean(0), dim=-1)
         names = [clean_label(x) for x in LABELS]
         text = F.normalize(clip.encode_text(open_clip.get_tokenizer(TINY_ARCH)(

@@ -40,3 +40,23 @@ def test_mean_head() -> None:
 def test_transf_rejects_too_many_frames() -> None:
     with pytest.raises(ValueError, match="77"):
         TransformerHead(64)(torch.randn(1, 78, 64))
+
+
+def test_heads_follow_the_clip_text_width_as_the_reference() -> None:
+    """RN50: embedding 1024, text width 512 -> 8 heads (not 1024 // 64 = 16); ViT-B-16: 512/512 -> 8."""
+    import open_clip
+
+    from models.temporal import head_count
+
+    for arch, heads in (("RN50", 8), ("ViT-B-16", 8), ("ViT-L-14", 12)):
+        cfg = open_clip.get_model_config(arch)
+        head = build_temporal_head("transf", cfg["embed_dim"], heads=head_count(cfg["text_cfg"]["width"]))
+        assert head.transformer.resblocks[0].attn.num_heads == heads, arch
+    torch.manual_seed(0)
+    head = trained_like(TransformerHead(1024, heads=8)).eval()
+    x = torch.randn(2, 8, 1024)
+    sd = {k: v.detach() for k, v in head.state_dict().items()}
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), reference_transf(sd, x, layers=6, heads=8), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="do not divide"):
+        TransformerHead(100, heads=8)
