@@ -47,9 +47,8 @@ class DecodePool:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker)
 
     def warmup(self) -> None:
-        """Start the processes now (imports take seconds) rather than on the first request.
-        Threads need nothing (and must not run ``_init_worker``: it would make the whole process
-        single-threaded)."""
+        """Start the processes now (imports take seconds) rather than on the first request;
+        threads need nothing."""
         for f in [self._executor.submit(init_worker) for _ in range(self.workers)]:
             f.result()
 

@@ -74,4 +74,6 @@ def run(job: DecodeJob) -> SampledClip:
 
 
 def init_worker() -> None:
+    """A worker decodes on one thread (the pool runs one worker per core); libraries that read
+    OMP_NUM_THREADS after this point keep to it."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -11,6 +11,7 @@ animated GIF/WebP are videos, read by Pillow. Frames come back as uint8 ``[N, H,
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -222,12 +223,17 @@ class _PyAVReader(MediaReader):
         self.info_size = (width, height)
         self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav")
 
-    def keyframes(self) -> list[int] | None:
-        """Display indices of the keyframes, from a packet scan (:func:`_scan_keyframes`)."""
+    @functools.cached_property
+    def _scanned_keyframes(self) -> list[int] | None:
         try:
             return _scan_keyframes(self._path)
         except Exception:  # noqa: BLE001 - unreadable packets: the caller samples without keyframes
             return None
+
+    def keyframes(self) -> list[int] | None:
+        """Display indices of the keyframes, from one packet scan per reader (:func:`_scan_keyframes`):
+        fast sampling and the seeking read share it."""
+        return self._scanned_keyframes
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         self._check(indices)
@@ -247,17 +253,18 @@ class _PyAVReader(MediaReader):
     def _read_by_seeking(self, wanted: list[int], skip: bool = True) -> dict[int, np.ndarray] | None:
         """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
         when neither reads exactly (the caller counts frames)."""
-        for keys in (None, "scan"):
+        for scan in (False, True):
+            keys = self.keyframes() if scan else None  # None: the container's index
+            if scan and keys is None:
+                return None
             try:
                 with _open_container(self._path) as container:
-                    found = _scan_keyframes(self._path) if keys == "scan" else None
-                    if keys == "scan" and found is None:
-                        return None
-                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, keys=found)
-                if decoded is not None:
-                    return decoded
+                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, keys=keys)
             except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
                 log.debug("seeking in %s failed (%s)", self._path.name, _short(exc))
+                continue
+            if decoded is not None:
+                return decoded
         return None
 
     def _read_sequential(self, container: av.container.InputContainer, wanted: set[int]) -> dict[int, np.ndarray]:
