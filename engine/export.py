@@ -6,7 +6,7 @@ DIR/visual.onnx           uint8 pixels [batch, 3, S, S] -> float32 embeddings [b
 DIR/visual.onnx.data      the graph's weights, when the exporter keeps them outside (large models)
 DIR/visual.<key>.plan     TensorRT engines (format tensorrt), one profile 1 / max/2 / max, one per
                           GPU model and TensorRT version (<key>, e.g. nvidia-h200_trt10.16.1.11)
-DIR/head.pt               the temporal head: {"kind", "layers", "state_dict"} (runs in torch: it is tiny)
+DIR/head.pt               the temporal head: {"kind", "layers", "heads", "state_dict"} (runs in torch: tiny)
 DIR/ort-trt-cache/<key>/  ONNX Runtime's TensorRT engine cache, written by the server
 ```
 The graph takes uint8 crops and normalizes inside: a quarter of the bytes to move to a GPU,
