@@ -8,8 +8,11 @@ Stages, each skipped with its reason when the time left or a library is missing:
 2. the text tower on the GPU against the CPU (what PUT /vocab runs), and its speed;
 3. torch backend throughput and MFU per precision, eager, and torch.compile (fp16);
 4. ONNX Runtime (CUDA provider) and TensorRT, only where installed: parity and throughput;
-5. the HTTP server on the GPU (`t4v serve`, defaults for a CUDA host) under concurrent uploads of
-   generated H.264 clips: videos/s, p50/p99 latency, mean batch, GPU utilisation.
+5. NVDEC (the nvdec decoder: PyAV with FFmpeg's CUDA decoder) against PyAV on the CPU on a
+   generated 1080p H.264 clip: frames identical?, wall and CPU ms per video, exact and fast sampling;
+6. the HTTP server on the GPU (`t4v serve`, defaults for a CUDA host: its /models line says which
+   decoder start-up chose) under concurrent uploads of generated H.264 clips: videos/s, p50/p99
+   latency, mean batch, GPU utilisation.
 Random weights throughout (no network): parity and speed do not depend on the values.
 ``--dry-run`` runs every stage on the CPU with the tiny test model and second-long budgets, so the
 script itself is tested in CI (tests/e2e/test_gpu_check.py); its figures mean nothing.
@@ -245,6 +248,47 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
                   "(uint8 from host memory, as the server feeds it)")
 
 
+def nvdec(args: argparse.Namespace, device: str) -> None:
+    from bench.decode import make_clip
+    from models.media import _PyAVReader, nvdec_problem
+    from models.sampling import fast_indices, sample_indices
+
+    gpu = 0 if device == "cpu" else torch.device(device).index or 0
+    problem = nvdec_problem(gpu)
+    print(f"  NVDEC on cuda:{gpu}: " + ("usable, a probe clip decodes to the CPU's pixels" if problem is None
+                                       else f"not used ({problem})"))
+    if problem is not None and device != "cpu":
+        check("NVDEC usable on this GPU", False, problem)
+    with tempfile.TemporaryDirectory() as tmp:
+        width, height = (1920, 1080) if device != "cpu" else (320, 180)
+        clip = make_clip(Path(tmp) / "nvdec.mp4", args.clip_s, width, height, gop=60)
+        with _PyAVReader(clip, 1) as reader:
+            n, keys = reader.info.num_frames, reader.keyframes()
+        samplings = {"exact": sample_indices(n, 8).reshape(-1).tolist(), "fast": fast_indices(n, 8, keys)}
+        readers = {"cpu": None} if problem is not None else {"cpu": None, "nvdec": gpu}
+        for sampling, indices in samplings.items():
+            wall: dict[str, list[float]] = {k: [] for k in readers}
+            cpu: dict[str, list[float]] = {k: [] for k in readers}
+            frames: dict[str, np.ndarray] = {}
+            for _ in range(3):  # interleaved rounds
+                for name, on in readers.items():
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    with _PyAVReader(clip, 1, gpu=on) as reader:
+                        frames[name] = reader.read(indices)
+                        if on is not None and reader.info.decoder != "nvdec":
+                            check("NVDEC decoded the clip", False, "it fell back to the CPU")
+                    wall[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
+            med = {k: (statistics.median(wall[k]) * 1e3, statistics.median(cpu[k]) * 1e3) for k in readers}
+            line = ", ".join(f"{k} {w:.0f} ms wall / {c:.0f} CPU-ms" for k, (w, c) in med.items())
+            if "nvdec" in med:
+                same = np.array_equal(frames["cpu"], frames["nvdec"])
+                check(f"NVDEC frames equal the CPU's ({sampling})", same,
+                      "identical" if same else f"max diff {np.abs(frames['cpu'].astype(int) - frames['nvdec']).max()}")
+                line += f"; CPU-ms ratio cpu/nvdec {med['cpu'][1] / med['nvdec'][1]:.1f}x"
+            print(f"  {width}x{height} GOP 60 {args.clip_s} s, {sampling} 8 frames: {line}")
+
+
 def write_clips(directory: Path, n: int, seconds: int, size: tuple[int, int]) -> list[Path]:
     from tests.media import moving_square_frames, write_video
 
@@ -340,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     stage("3. torch backend throughput, eager and compiled", budget, 40, lambda: throughput(args, clip, device, budget))
     stage("4. ONNX Runtime (CUDA) and TensorRT, where installed", budget, 90,
           lambda: compiled_backends(args, clip, device))
-    stage("5. the HTTP server under load", budget, 60, lambda: server_load(args, device, budget))
+    stage("5. NVDEC vs CPU decoding", budget, 40, lambda: nvdec(args, device))
+    stage("6. the HTTP server under load", budget, 60, lambda: server_load(args, device, budget))
     print(f"\ngpu_check: {len(FAILURES)} failure(s)" + "".join(f"\n  - {f}" for f in FAILURES))
     return 1 if FAILURES else 0
 

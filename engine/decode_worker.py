@@ -33,6 +33,7 @@ class DecodeJob:
     name: str | None = None  # for messages
     deadline: float | None = None  # time.time() after which nobody waits for the result
     sampling: Sampling = "exact"
+    gpu: int = 0  # the nvdec decoder's CUDA device index
 
 
 @contextmanager
@@ -70,7 +71,7 @@ def run(job: DecodeJob) -> SampledClip:
     """Decode one job; numpy crosses the process boundary (plain pickling, no shared memory)."""
     with _alarm_at(job.deadline):
         return sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name,
-                           job.sampling)
+                           job.sampling, job.gpu)
 
 
 def init_worker() -> None:

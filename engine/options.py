@@ -41,7 +41,10 @@ class ModelOptions(BaseModel):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16."
     )
-    decoder: Literal["auto", "decord", "pyav"] = Field("auto", description="Video decoder: auto | decord | pyav.")
+    decoder: Literal["auto", "pyav", "nvdec", "decord"] = Field(
+        "auto", description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
+                            "pyav (CPU) | nvdec (the GPU's video decoder through FFmpeg) | decord (CPU)."
+    )
     engine_dir: Path | None = Field(
         None, description="Engine directory written by t4v export (ONNX/TensorRT).",
         json_schema_extra={"flag": "--engine"},

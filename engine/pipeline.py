@@ -25,11 +25,13 @@ class VideoPipeline:
         head: nn.Module,
         preprocess: PreprocessConfig,
         decoder: Decoder = "auto",
+        gpu: int = 0,
     ) -> None:
         self.encoder = encoder
         self.head = head.float().eval()
         self.preprocess = preprocess
         self.decoder: Decoder = decoder
+        self.gpu = gpu  # the CUDA device index of the nvdec decoder
 
     @torch.inference_mode()
     def score(

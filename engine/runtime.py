@@ -33,6 +33,7 @@ from engine.options import ModelOptions
 from engine.pipeline import VideoPipeline
 from models.clip_loader import LoadedClip
 from models.errors import ModelLoadError
+from models.media import Decoder, nvdec_problem
 from models.preprocess import PreprocessConfig
 from models.text_encoder import TextEncoder
 
@@ -50,7 +51,7 @@ class ModelInfo:
     precision: str
     checkpoint: str | None
     text_device: str  # where prompts are encoded (PUT /vocab): the GPU when there is one
-    selection: str  # why this backend and precision run, in words
+    selection: str  # why this backend, precision and decoder run, in words
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -91,6 +92,26 @@ def resolve_precision(precision: str, device: str) -> tuple[Precision, str]:
     if device.startswith("cuda"):
         return "fp16", "precision fp16 (auto on CUDA)"
     return "fp32", "precision fp32 (auto on the CPU)"
+
+
+def choose_decoder(asked: Decoder, device: str) -> tuple[Decoder, int, str]:
+    """The video decoder, the CUDA device index NVDEC uses, and why. ``auto`` decodes with NVDEC
+    when the model runs on a CUDA device and NVDEC decodes a probe clip there to the CPU's very
+    pixels (:func:`models.media.nvdec_problem`), else with PyAV on the CPU; ``nvdec`` asked for
+    and unusable is an error, not a silent CPU fallback."""
+    gpu = (torch.device(device).index or 0) if device.startswith("cuda") else 0
+    if asked not in ("auto", "nvdec"):
+        return asked, gpu, f"decoder {asked} as asked"
+    if not device.startswith("cuda"):
+        if asked == "nvdec":
+            raise ModelLoadError(f"--decoder nvdec needs a CUDA device (the model runs on {device})")
+        return "pyav", gpu, "decoder pyav (auto: the model runs on the CPU)"
+    problem = nvdec_problem(gpu)
+    if problem is None:
+        return "nvdec", gpu, f"decoder nvdec on cuda:{gpu} (a probe clip decoded there equals the CPU's frames)"
+    if asked == "nvdec":
+        raise ModelLoadError(f"--decoder nvdec cannot be used: {problem}")
+    return "pyav", gpu, f"decoder pyav on the CPU (auto: {problem})"
 
 
 def compile_problem(device: str) -> str | None:
@@ -190,15 +211,17 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
     except BackendUnavailable as exc:
         raise ModelLoadError(str(exc)) from None
     text_encoder = TextEncoder(clip, device=device)
+    decoder, gpu, decoder_why = choose_decoder(opts.decoder, device)
     info = ModelInfo(
         arch=source.arch, model_id=clip.model_id, temporal=getattr(source.head, "kind", "mean"),
         preprocess=source.mode, backend=encoder.name, device=encoder.device, precision=encoder.precision,
-        checkpoint=source.checkpoint, text_device=str(text_encoder.device), selection=f"{why}; {precision_why}",
+        checkpoint=source.checkpoint, text_device=str(text_encoder.device),
+        selection=f"{why}; {precision_why}; {decoder_why}",
     )
     log.info("model %s (%s head, %s preprocessing): %s on %s, %s; text encoder on %s. Why: %s", info.model_id,
                 info.temporal, info.preprocess, info.backend, info.device, info.precision, info.text_device,
                 info.selection)
-    pipeline = VideoPipeline(encoder, source.head, source.preprocess, decoder=opts.decoder)
+    pipeline = VideoPipeline(encoder, source.head, source.preprocess, decoder=decoder, gpu=gpu)
     return Runtime(pipeline, text_encoder, info)
 
 

@@ -92,7 +92,7 @@ class ClassifyService:
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name,
-                        sampling=sampling)
+                        sampling=sampling, gpu=self.pipeline.gpu)
         clip = await self.decode_pool.decode(job, timeout_s)
         t1 = time.perf_counter()
         worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]

@@ -27,7 +27,7 @@ def test_compose_services_and_scaling() -> None:
     assert "ports" not in server, "replicas publish no host port, so --scale works; nginx does"
     assert services["lb"]["ports"] and "server" in (ROOT / "docker" / "nginx.conf").read_text()
     gpu = server["deploy"]["resources"]["reservations"]["devices"][0]
-    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu", "video"]  # video: NVDEC
     assert "health/ready" in " ".join(server["healthcheck"]["test"])
 
 

@@ -26,15 +26,16 @@ def test_dry_run_runs_every_stage() -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     for heading in ("1. visual tower parity", "2. text tower", "3. torch backend throughput", "4. ONNX Runtime",
-                    "5. the HTTP server under load"):
+                    "5. NVDEC vs CPU decoding", "6. the HTTP server under load"):
         assert f"== {heading}" in out
     assert "PASS visual fp32" in out and "PASS text tower" in out and "PASS torch.compile" in out
     assert "videos/s; latency p50" in out and '"selection":' in out
+    assert "NVDEC on cuda:0: not used (" in out and "exact 8 frames: cpu " in out
     assert "gpu_check: 0 failure(s)" in out and "FAIL" not in out
 
 
 def test_a_short_budget_skips_stages_and_stops_in_time() -> None:
     done, seconds = _run(40)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "skipped:" in done.stdout and "== 5. the HTTP server under load" in done.stdout
+    assert "skipped:" in done.stdout and "== 6. the HTTP server under load" in done.stdout
     assert seconds < 40 + 10

@@ -343,3 +343,61 @@ def test_keyframes_from_a_packet_scan_let_open_gops_and_webm_seek(
         assert seeking is not None, "read by seeking, not by counting"
         np.testing.assert_array_equal(reader.read(indices), np.stack([decoded[i].to_ndarray(format="rgb24")
                                                                      for i in indices]))
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda_visible(), reason="tests the fallback of a machine without a GPU")
+def test_nvdec_without_a_gpu_says_why_and_each_file_falls_back_to_the_cpu(
+    b_frame_video: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from models.media import nvdec_problem
+
+    problem = nvdec_problem(0)
+    assert problem is not None and problem.startswith(("NVDEC did not decode on cuda:0", "this FFmpeg build"))
+    indices = [3, 40, 41, 199]
+    with open_media(b_frame_video, "nvdec") as media:
+        assert media.info.decoder == "nvdec"
+        frames = media.read(indices)
+        assert media.info.decoder == "pyav"  # what actually decoded it
+    np.testing.assert_array_equal(frames, full_decode_pyav(b_frame_video)[indices])
+    assert f"NVDEC could not decode {b_frame_video.name}" in caplog.text and "on the CPU" in caplog.text
+
+
+@pytest.mark.parametrize(("planar", "semi"), [("yuv420p", "nv12"), ("yuv420p10le", "p010le")])
+def test_nvdec_semi_planar_frames_give_the_cpu_decoders_pixels(planar: str, semi: str) -> None:
+    """NVDEC returns NV12 (P010 at 10 bits) where the CPU decoder returns planar YUV; the reader
+    splits the chroma plane first so the conversion to RGB is the CPU path's, pixel for pixel."""
+    from models.media import _rgb
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    cpu = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=planar)
+    gpu_like = cpu.reformat(format=semi)
+    assert gpu_like.format.name == semi
+    np.testing.assert_array_equal(_rgb(gpu_like), _rgb(cpu))
+
+
+def test_the_nvdec_probe_compares_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start-up probe accepts NVDEC only when its frames are the CPU's (simulated decoders)."""
+    import models.media as media
+
+    cpu_decode = media._PyAVReader._decode
+    offset = {"value": 0}
+
+    def decode(self: media._PyAVReader, indices: list[int]) -> np.ndarray:
+        was, self._gpu = self._gpu, None
+        frames = cpu_decode(self, indices)
+        return frames if was is None else np.clip(frames.astype(int) + offset["value"], 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(media, "hwdevices_available", lambda: ["cuda"])
+    monkeypatch.setattr(media._PyAVReader, "_decode", decode)
+    assert media.nvdec_problem(0) is None
+    offset["value"] = 2
+    assert media.nvdec_problem(0) == "NVDEC's frames differ from the CPU decoder's (up to 2 levels)"
+    monkeypatch.setattr(media, "hwdevices_available", lambda: ["vaapi"])
+    assert media.nvdec_problem(0) == "this FFmpeg build has no CUDA hardware decoding"

@@ -25,7 +25,8 @@ def test_precision_auto_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
 def test_the_runtime_says_what_runs_and_why(tiny_clip_path: Path) -> None:
     info = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu")).info
     assert (info.backend, info.precision) == ("torch", "fp32")
-    assert info.selection == "torch: no engine directory given; eager, precision fp32 (auto on the CPU)"
+    assert info.selection == ("torch: no engine directory given; eager, precision fp32 (auto on the CPU); "
+                              "decoder pyav (auto: the model runs on the CPU)")
 
 
 def test_compile_is_refused_at_start_up_without_a_compiler(
@@ -64,3 +65,30 @@ def test_onnxruntime_provider_options_on_a_gpu(tmp_path: Path) -> None:
                             max_batch=8) == {"device_id": "2"}
     assert provider_options("cpu", device_id=0, cache_dir=None, input_name="pixels", input_size=224,
                             max_batch=8) == {}
+
+
+def test_the_decoder_is_chosen_at_start_up_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.runtime as runtime
+
+    problem: dict[str, str | None] = {"value": None}
+    probed: list[int] = []
+
+    def nvdec_problem(gpu: int) -> str | None:
+        probed.append(gpu)
+        return problem["value"]
+
+    monkeypatch.setattr(runtime, "nvdec_problem", nvdec_problem)
+    assert runtime.choose_decoder("auto", "cpu") == ("pyav", 0, "decoder pyav (auto: the model runs on the CPU)")
+    assert runtime.choose_decoder("auto", "cuda:1") == (
+        "nvdec", 1, "decoder nvdec on cuda:1 (a probe clip decoded there equals the CPU's frames)")
+    assert runtime.choose_decoder("nvdec", "cuda")[:2] == ("nvdec", 0)
+    assert probed == [1, 0]
+    problem["value"] = "no NVDEC here"
+    assert runtime.choose_decoder("auto", "cuda") == ("pyav", 0, "decoder pyav on the CPU (auto: no NVDEC here)")
+    with pytest.raises(ModelLoadError, match="--decoder nvdec cannot be used: no NVDEC here"):
+        runtime.choose_decoder("nvdec", "cuda:0")
+    with pytest.raises(ModelLoadError, match="--decoder nvdec needs a CUDA device"):
+        runtime.choose_decoder("nvdec", "cpu")
+    assert runtime.choose_decoder("decord", "cuda")[0] == "decord"
+    assert runtime.choose_decoder("pyav", "cuda")[0] == "pyav"
+    assert len(probed) == 4  # pyav and decord asked for: no probe
