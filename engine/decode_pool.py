@@ -1,19 +1,37 @@
-"""Decoding off the event loop: worker processes (or threads) that turn a file into crops."""
+"""Decoding off the event loop: supervised worker processes (or threads) that turn a file into crops.
+
+Each worker process decodes one file at a time, so a file that wedges or crashes its decoder costs
+that file's request only: a worker silent past the file's budget (its own alarm did not stop it:
+a C call that never returns) is killed and replaced, and a worker that dies (a decoder crash, the
+OOM killer) is replaced; other requests in flight were in other processes and are not touched.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import multiprocessing
+import queue
+import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 import torch
 
-from engine.decode_worker import DecodeJob, init_worker, run
-from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
+from engine.decode_worker import DecodeJob, run, serve
+from engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
 from models.errors import MediaError
+from models.video_input import SampledClip
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+KILL_GRACE_S = 2.0  # a worker's own alarm answers at the budget; silent this much longer, it is killed
 
 
 @dataclass
@@ -26,31 +44,76 @@ class DecodedClip:
     timing_ms: dict[str, float]
 
 
+class _Worker:
+    """One spawned process (safe with torch and CUDA; it imports only ``engine/decode_worker.py``
+    and the decoders) and the pipe its jobs and results travel on."""
+
+    def __init__(self, main: Callable[[Connection], None]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process: BaseProcess = ctx.Process(target=main, args=(child,), daemon=True, name="t4v-decode")
+        self.process.start()
+        child.close()
+        # ready once its imports are done (a second or two): that time is no file's budget
+        ready = self.conn.poll(START_TIMEOUT_S)
+        try:
+            ready = ready and self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"a decode worker did not start within {START_TIMEOUT_S:g} s")
+
+    def stop(self) -> None:
+        """Kill at once: a wedged decoder ignores SIGTERM while it holds the GIL."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
 class DecodePool:
-    """``workers`` processes (spawned: safe with torch and CUDA; each imports only
-    ``engine/decode_worker.py`` and the decoders), or 2 threads when ``workers == 0``.
+    """``workers`` supervised processes, or 2 threads when ``workers == 0`` (no isolation: tests
+    and the CLI's single files).
 
     At most ``max_pending`` jobs wait for or run in a worker; one more is refused at once
-    (``Overloaded``: a 503 with Retry-After) rather than queued until its deadline.
+    (``Overloaded``: a 503 with Retry-After) rather than queued until its deadline. A job may use
+    a worker for ``budget_s`` at most (and never past its request's deadline).
     """
 
-    def __init__(self, workers: int, max_pending: int = 32) -> None:
+    def __init__(
+        self, workers: int, max_pending: int = 32, budget_s: float = 30.0,
+        on_replaced: Callable[[str], None] | None = None, worker_main: Callable[[Connection], None] = serve,
+    ) -> None:
+        """``worker_main``: a worker process's loop (tests pass one whose decoder wedges or crashes)."""
         self.workers = workers
         self.max_pending = max_pending
+        self.budget_s = budget_s
         self.pending = 0  # changed on the event loop only
-        self._executor = self._make()
-
-    def _make(self) -> Executor:
-        if self.workers == 0:
-            return ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
-        ctx = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker)
+        self.replaced = {"timeout": 0, "crash": 0}
+        self._on_replaced = on_replaced
+        self._worker_main = worker_main
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()  # starting workers: warm-up, first use, replacements
+        self._closed = False
+        # one waiting thread per pending job: it takes a worker, hands it the job and waits
+        self._waiters = ThreadPoolExecutor(max_workers=max(1, max_pending), thread_name_prefix="decode-wait")
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") if workers == 0 else None
 
     def warmup(self) -> None:
-        """Start the processes now (imports take seconds) rather than on the first request;
-        threads need nothing."""
-        for f in [self._executor.submit(init_worker) for _ in range(self.workers)]:
-            f.result()
+        """Start the processes now (imports take a second or two) rather than on the first request."""
+        with self._start_lock:
+            for _ in range(self.workers - len(self._all)):
+                self._add()
+
+    def capacity(self) -> int:
+        """Worker processes alive (or 2 threads): what readiness reports."""
+        if self._threads is not None:
+            return 2
+        with self._lock:
+            return sum(w.process.is_alive() for w in self._all)
 
     async def decode(self, job: DecodeJob, timeout_s: float) -> DecodedClip:
         if self.pending >= self.max_pending:
@@ -59,19 +122,85 @@ class DecodePool:
         job = replace(job, deadline=time.time() + timeout_s)  # the worker stops there too
         self.pending += 1
         try:
-            future = loop.run_in_executor(self._executor, run, job)
-            clip = await asyncio.wait_for(future, timeout_s)
+            if self._threads is not None:
+                clip = await asyncio.wait_for(loop.run_in_executor(self._threads, run, job), timeout_s)
+            else:
+                clip = await loop.run_in_executor(self._waiters, self._run_in_a_process, job)
         except (TimeoutError, DecodeTimedOut):
             raise DeadlineExceeded(f"decoding took longer than {timeout_s:g} s") from None
-        except BrokenProcessPool:
-            # a decoder crashed its process on this file: replace the pool, refuse the file
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._make()
-            raise MediaError(f"{job.name or job.path.name}: the decoder crashed on this file") from None
         finally:
             self.pending -= 1
         return DecodedClip(torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices,
                            clip.timing_ms)
 
+    def _run_in_a_process(self, job: DecodeJob) -> SampledClip:
+        """On a waiting thread: take an idle worker, give it the job, wait for its answer; a worker
+        that dies or stays silent past the budget is replaced and only this job fails."""
+        assert job.deadline is not None
+        self.warmup()  # a no-op once the workers run
+        try:
+            worker = self._idle.get(timeout=max(0.0, job.deadline - time.time()))
+        except queue.Empty:
+            raise DecodeTimedOut("the deadline passed while the job waited for a worker") from None
+        name = job.name or job.path.name
+        stop_at = min(job.deadline, time.time() + self.budget_s)
+        try:
+            worker.conn.send(replace(job, deadline=stop_at))
+            answered = worker.conn.poll(max(0.0, stop_at - time.time()) + KILL_GRACE_S)
+            status, value = worker.conn.recv() if answered else ("silent", None)
+        except (EOFError, OSError):
+            status, value = "died", None
+        if status == "silent":
+            self._replace(worker, "timeout", f"{name}: no answer {KILL_GRACE_S:g} s past its budget")
+            raise self._late(name, stop_at, job.deadline)
+        if status == "died":
+            self._replace(worker, "crash", f"{name}: the decoder process died")
+            raise MediaError(f"{name}: the decoder crashed on this file")
+        self._idle.put(worker)
+        if status == "ok":
+            return value  # type: ignore[return-value]
+        if isinstance(value, DecodeTimedOut):
+            raise self._late(name, stop_at, job.deadline)
+        raise value  # type: ignore[misc]  # the job's own error: MediaError, InputError, ...
+
+    def _late(self, name: str, stop_at: float, deadline: float) -> BaseException:
+        if stop_at < deadline:  # the file's budget ran out first: the file is the problem
+            return DecodeBudgetExceeded(
+                f"{name}: decoding took longer than the per-file budget of {self.budget_s:g} s "
+                "(T4V_DECODE_BUDGET_S); send a shorter or smaller file"
+            )
+        return DecodeTimedOut("the deadline passed while decoding")
+
+    def _add(self) -> None:
+        if self._closed:
+            return
+        worker = _Worker(self._worker_main)
+        with self._lock:
+            if self._closed:
+                worker.stop()
+                return
+            self._all.add(worker)
+        self._idle.put(worker)
+
+    def _replace(self, worker: _Worker, reason: str, why: str) -> None:
+        log.warning("decode worker %s replaced (%s)", worker.process.pid, why)
+        with self._lock:
+            self._all.discard(worker)
+            self.replaced[reason] += 1
+        worker.stop()
+        if self._on_replaced is not None:
+            self._on_replaced(reason)
+        self.warmup()
+
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop every worker process now: none outlives the server."""
+        with self._lock:
+            self._closed = True
+            workers = list(self._all)
+            self._all.clear()
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                worker.stop()
+        self._waiters.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)

@@ -7,19 +7,27 @@ them; its own side converts the numpy results to tensors).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from engine.errors import DecodeTimedOut
+from models.errors import MediaError, T4VError
 from models.media import Decoder
 from models.preprocess import PreprocessConfig
 from models.video_input import SampledClip, Sampling, sample_clip
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,10 +76,48 @@ def _alarm_at(deadline: float | None) -> Iterator[None]:
 
 
 def run(job: DecodeJob) -> SampledClip:
-    """Decode one job; numpy crosses the process boundary (plain pickling, no shared memory)."""
+    """Decode one job. A failure of a decoder that is not one of ours (a library's own exception
+    on a hostile file) is the file's problem: a MediaError naming the file, never a server error."""
     with _alarm_at(job.deadline):
-        return sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name,
-                           job.sampling, job.gpu)
+        try:
+            return sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name,
+                               job.sampling, job.gpu)
+        except T4VError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, a library's ValueError ...
+            log.warning("decoding %s failed unexpectedly", job.name or job.path.name, exc_info=True)
+            raise MediaError(f"{job.name or job.path.name}: the file could not be decoded "
+                             f"({type(exc).__name__})") from None
+
+
+def serve(conn: Connection) -> None:
+    """A worker process's loop: one job at a time from ``conn``, answered with ``("ok", clip)`` or
+    ``("error", exception)``; numpy crosses the pipe (plain pickling, no shared memory). Ends when
+    the server closes the pipe; the kernel kills it if the server dies first (Linux)."""
+    init_worker()
+    _die_with_parent()
+    conn.send("ready")
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        answer: tuple[str, object]
+        try:
+            answer = ("ok", run(job))
+        except (T4VError, DecodeTimedOut) as exc:
+            answer = ("error", exc)
+        try:
+            conn.send(answer)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: SIGKILL this process when the server's process ends, even a wedged one."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def init_worker() -> None:

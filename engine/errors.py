@@ -1,6 +1,6 @@
 """The serving engine's errors (the input and model errors live in ``models/errors.py``)."""
 
-from models.errors import T4VError
+from models.errors import InputError, T4VError
 
 
 class Overloaded(T4VError):
@@ -9,6 +9,10 @@ class Overloaded(T4VError):
 
 class DeadlineExceeded(T4VError):
     """The request passed its deadline before it finished."""
+
+
+class DecodeBudgetExceeded(InputError):
+    """A file took longer to decode than the per-file budget: the file is too costly (422)."""
 
 
 class DecodeTimedOut(BaseException):

@@ -56,14 +56,16 @@ class ClassifyService:
         *,
         decode_workers: int = 2,
         max_decode_queue: int = 32,
+        decode_budget_s: float = 20.0,
         max_batch_frames: int = 64,
         max_delay_ms: float = 10.0,
         max_queue_frames: int = 512,
         on_batch: Callable[[int, int], None] | None = None,
         on_decoded: Callable[[float], None] | None = None,
+        on_worker_replaced: Callable[[str], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.decode_pool = DecodePool(decode_workers, max_decode_queue)
+        self.decode_pool = DecodePool(decode_workers, max_decode_queue, decode_budget_s, on_worker_replaced)
         self.batcher = DynamicBatcher(pipeline.encoder.encode, max_batch_frames, max_delay_ms, max_queue_frames,
                                       on_batch=on_batch)
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postprocess")

@@ -22,6 +22,11 @@ class Metrics:
         )
         self.queue_frames = Gauge("t4v_queue_frames", "Frames waiting for the encoder", registry=r)
         self.decode_pending = Gauge("t4v_decode_pending", "Uploads waiting for or in a decode worker", registry=r)
+        self.decode_workers = Gauge("t4v_decode_workers", "Decode worker processes alive", registry=r)
+        self.workers_replaced = Counter(
+            "t4v_decode_workers_replaced", "Decode workers killed and replaced: timeout (silent past the per-file "
+            "budget) or crash (the process died)", ["reason"], registry=r,
+        )
         self.embedding_cache = Counter(
             "t4v_text_embedding_cache", "Text-embedding cache lookups", ["result"], registry=r
         )
@@ -33,6 +38,9 @@ class Metrics:
     def on_batch(self, requests: int, frames: int) -> None:
         self.batch_frames.observe(frames)
         self.batch_requests.observe(requests)
+
+    def on_worker_replaced(self, reason: str) -> None:
+        self.workers_replaced.labels(reason).inc()
 
     def on_embedding_cache(self, hits: int, misses: int) -> None:
         self.embedding_cache.labels("hit").inc(hits)

@@ -47,6 +47,7 @@ class Service:
             s = self.settings
             self.engine = ClassifyService(
                 runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.max_decode_queue,
+                decode_budget_s=s.decode_budget_s, on_worker_replaced=self.metrics.on_worker_replaced,
                 max_batch_frames=s.max_batch_frames, max_delay_ms=s.max_delay_ms,
                 max_queue_frames=s.max_queue_frames, on_batch=self.metrics.on_batch,
                 on_decoded=self.metrics.decode_seconds.observe,

@@ -59,6 +59,10 @@ class ServingOptions(BaseModel):
     decode_workers: int = Field(default_factory=lambda: available_cores(), ge=0, le=256,
                                 description="Decode processes (default: the cores available); 0 decodes in threads.")
     max_decode_queue: int = Field(32, ge=1, description="Uploads waiting for or in a decode worker; beyond: 503.")
+    decode_budget_s: float = Field(
+        20.0, gt=0, le=3600, description="Longest a decode worker may spend on one file (a worker that overruns it "
+                                         "is killed and replaced); beyond: 422."
+    )
 
 
 class Settings(ServingOptions, ModelOptions, BaseSettings):
@@ -70,6 +74,8 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
     def _check(self) -> Settings:
         if self.max_queue_frames < self.max_batch_frames:
             raise ValueError("max_queue_frames must be at least max_batch_frames")
+        if self.decode_budget_s > self.request_timeout_s:
+            raise ValueError("decode_budget_s must not exceed request_timeout_s")
         if self.default_frames > self.max_frames:
             raise ValueError("default_frames must not exceed max_frames")
         parse_views(self.max_views)

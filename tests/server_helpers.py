@@ -19,6 +19,7 @@ from engine.runtime import Runtime, build_runtime
 from models.clip_loader import TINY_ARCH
 from server.app import create_app
 from server.settings import Settings
+from tests.processes import alive, children_of
 from tests.redis_server import free_port
 
 
@@ -56,6 +57,7 @@ def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    workers: set[int] = set()
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -67,11 +69,13 @@ def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{(tmp / f'serve-{port}.log').read_text()}")
             time.sleep(0.2)
+        workers = children_of(proc.pid)  # started before readiness
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         log.close()
+        assert not alive(workers), f"processes of the server outlived it: {alive(workers)}"
         # uvicorn finishes its graceful shutdown, then re-raises the signal it caught
         assert code in (0, -signal.SIGTERM), (tmp / f"serve-{port}.log").read_text()
         assert "Application shutdown complete" in (tmp / f"serve-{port}.log").read_text()

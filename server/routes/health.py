@@ -20,12 +20,17 @@ async def live() -> Status:
 
 @router.get("/health/ready", response_model=Status, responses={503: {"model": Status, "description": "Not ready"}})
 async def ready(service: ServiceDep) -> Response:
-    """200 once the model is loaded and warmed up and while its encoder works; 503 before, if
-    start-up failed, or after the encoder failed."""
-    if service.ready and service.engine is not None and service.engine.healthy():
-        return JSONResponse(Status(status="ready").model_dump())
-    if service.ready:
-        status = Status(status="failed", detail="the encoder failed on its last batch (see the log)")
+    """200 once the model is loaded and warmed up, while its encoder works and at least one decode
+    worker is alive (``detail`` says how many); 503 before, if start-up failed, after the encoder
+    failed, or with no decode worker."""
+    engine = service.engine
+    if service.ready and engine is not None:
+        workers = engine.decode_pool.capacity()
+        if engine.healthy() and workers > 0:
+            return JSONResponse(Status(status="ready", detail=f"{workers} decode workers").model_dump())
+        detail = ("the encoder failed on its last batch (see the log)" if not engine.healthy()
+                  else "no decode worker is alive (see the log)")
+        status = Status(status="failed", detail=detail)
     else:
         status = Status(status="failed" if service.error else "loading", detail=service.error)
     return JSONResponse(status.model_dump(), status_code=503, headers={"Retry-After": "5"})
@@ -37,6 +42,7 @@ async def metrics(service: ServiceDep) -> Response:
     if service.engine is not None:
         service.metrics.queue_frames.set(service.engine.batcher.queued_frames)
         service.metrics.decode_pending.set(service.engine.decode_pool.pending)
+        service.metrics.decode_workers.set(service.engine.decode_pool.capacity())
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

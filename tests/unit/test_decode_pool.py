@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
 from engine import decode_worker
-from engine.decode_pool import DecodePool
+from engine.decode_pool import KILL_GRACE_S, DecodePool
 from engine.decode_worker import DecodeJob
 from engine.decode_worker import run as _run
-from engine.errors import DeadlineExceeded, DecodeTimedOut, Overloaded
+from engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
+from models.errors import MediaError
 from models.preprocess import PreprocessConfig
 from tests.media import generated_videos
+from tests.processes import children_of
 
 PRE = PreprocessConfig(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -134,3 +138,66 @@ def test_the_deadline_stops_pyav_inside_its_own_error_handling(monkeypatch: pyte
     with pytest.raises(DecodeTimedOut, match="while decoding"):
         _run(job(generated_videos()["clip_a.mp4"], time.time() + 0.3))
     assert time.monotonic() - t0 < 1.2  # 8 frames x 0.2 s would be 1.6 s, twice that with the fallback
+
+
+def misbehaving_worker(conn: Connection) -> None:
+    """A worker process whose decoder wedges on ``wedge*`` files (a C call that never returns: the
+    alarm is blocked, as it is inside one), kills its process on ``crash*`` files (as decord's
+    std::bad_alloc does) and decodes anything else for real."""
+    real = decode_worker.sample_clip
+
+    def sample_clip(path: Path, *args: object) -> object:
+        if path.name.startswith("wedge"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(3600)
+        if path.name.startswith("crash"):
+            os.abort()
+        return real(path, *args)  # type: ignore[arg-type]
+
+    decode_worker.sample_clip = sample_clip  # type: ignore[assignment]
+    decode_worker.serve(conn)
+
+
+def _children() -> set[int]:
+    """This process's child processes (Linux /proc)."""
+    return children_of(os.getpid())
+
+
+@pytest.mark.slow
+def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path) -> None:
+    """Two worker processes: a wedged file is killed at its budget and a crashing one fails alone;
+    innocent uploads decoded at the same time all succeed, the dead workers are replaced, and
+    closing the pool leaves no process behind."""
+    clip = generated_videos()["clip_a.mp4"]
+    for name in ("wedge.mp4", "crash.mp4"):
+        (tmp_path / name).write_bytes(clip.read_bytes())
+    replaced: list[str] = []
+    before = _children()
+
+    async def go() -> None:
+        pool = DecodePool(2, max_pending=8, budget_s=1.0, on_replaced=replaced.append,
+                          worker_main=misbehaving_worker)
+        try:
+            await asyncio.to_thread(pool.warmup)
+            assert pool.capacity() == 2
+            t0 = time.monotonic()
+            results = await asyncio.gather(
+                pool.decode(job(tmp_path / "wedge.mp4", None), 30),
+                pool.decode(job(tmp_path / "crash.mp4", None), 30),
+                *[pool.decode(job(clip, None), 30) for _ in range(4)],
+                return_exceptions=True,
+            )
+            took = time.monotonic() - t0
+            assert isinstance(results[0], DecodeBudgetExceeded), results[0]
+            assert "per-file budget of 1 s (T4V_DECODE_BUDGET_S)" in str(results[0])
+            assert isinstance(results[1], MediaError) and "crash.mp4: the decoder crashed" in str(results[1])
+            assert all(getattr(r, "pixels", None) is not None for r in results[2:]), results[2:]
+            assert took < 1.0 + KILL_GRACE_S + 10  # the wedged file did not hold its worker to the deadline
+            assert sorted(replaced) == ["crash", "timeout"] and pool.capacity() == 2
+            assert (await pool.decode(job(clip, None), 30)).pixels.shape == (8, 3, 32, 32)
+        finally:
+            pool.close()
+
+    asyncio.run(go())
+    time.sleep(0.2)
+    assert _children() - before == set(), "a decode worker outlived its pool"
