@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine.errors import DecodeTimedOut
 from models.errors import MediaError, T4VError
+from models.limits import MediaLimits
 from models.media import Decoder
 from models.preprocess import PreprocessConfig
 from models.video_input import SampledClip, Sampling, sample_clip
@@ -42,6 +43,7 @@ class DecodeJob:
     deadline: float | None = None  # time.time() after which nobody waits for the result
     sampling: Sampling = "exact"
     gpu: int = 0  # the nvdec decoder's CUDA device index
+    limits: MediaLimits | None = None  # None: MediaLimits' defaults
 
 
 @contextmanager
@@ -81,7 +83,7 @@ def run(job: DecodeJob) -> SampledClip:
     with _alarm_at(job.deadline):
         try:
             return sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name,
-                               job.sampling, job.gpu)
+                               job.sampling, job.gpu, job.limits)
         except T4VError:
             raise
         except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, a library's ValueError ...

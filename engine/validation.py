@@ -22,6 +22,8 @@ MAX_LABELS = 100_000  # the most any setting may allow
 def validate_name(name: str) -> None:
     if not NAME_PATTERN.match(name):
         raise InputError(f"vocabulary name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
+    if not name.strip("."):
+        raise InputError(f"vocabulary name {name!r} reads as a path (. or ..); use letters, digits, _ or -")
 
 
 def validate_labels(labels: Sequence[str], max_labels: int = MAX_LABELS) -> list[str]:

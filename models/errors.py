@@ -15,6 +15,10 @@ class MediaError(InputError):
     """The file is not a video or image that can be decoded (or it is truncated/corrupt)."""
 
 
+class MediaLimitExceeded(MediaError):
+    """The file is past a limit checked from its header (pixels, aspect ratio, frames, duration): 413."""
+
+
 class ModelLoadError(T4VError):
     """A model, its weights or a checkpoint could not be loaded as asked."""
 

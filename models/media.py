@@ -17,6 +17,7 @@ import bisect
 import functools
 import logging
 import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -29,8 +30,9 @@ import numpy as np
 from av.codec.hwaccel import HWAccel, hwdevices_available
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from models.errors import MediaError
+from models.errors import MediaError, MediaLimitExceeded
 from models.frames import upright
+from models.limits import MediaLimits
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +91,18 @@ class MediaReader(ABC):
 
 
 def open_media(
-    path: Path, decoder: Decoder = "auto", threads: int = 1, name: str | None = None, gpu: int = 0
+    path: Path, decoder: Decoder = "auto", threads: int = 1, name: str | None = None, gpu: int = 0,
+    limits: MediaLimits | None = None,
 ) -> MediaReader:
-    """Open ``path`` as an image or a video. Raises :class:`MediaError` for anything undecodable.
+    """Open ``path`` as an image or a video within ``limits`` (the defaults of :class:`MediaLimits`
+    when None). Raises :class:`MediaError` for anything undecodable, :class:`MediaLimitExceeded`
+    past a limit.
 
     ``name`` is how messages call the file (an upload's own name rather than a spool path);
     ``gpu``: the CUDA device index the ``nvdec`` decoder uses.
     """
     try:
-        return _open(path, decoder, threads, gpu)
+        return _open(path, decoder, threads, gpu, limits or MediaLimits())
     except MediaError as exc:
         raise renamed(exc, path, name) from None
 
@@ -105,24 +110,27 @@ def open_media(
 def renamed(exc: MediaError, path: Path, name: str | None) -> MediaError:
     """Keep server paths out of messages: the full path and the file name become ``name``."""
     name = name or path.name
-    return MediaError(str(exc).replace(str(path), name).replace(path.name, name))
+    return type(exc)(str(exc).replace(str(path), name).replace(path.name, name))
 
 
-def _open(path: Path, decoder: Decoder, threads: int, gpu: int) -> MediaReader:
+def _open(path: Path, decoder: Decoder, threads: int, gpu: int, limits: MediaLimits) -> MediaReader:
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
     if not path.is_file():
         raise MediaError(f"file not found: {path}")
     if path.stat().st_size == 0:
         raise MediaError(f"{path.name}: the file is empty")
-    image = _PillowReader.try_open(path)
+    image = _PillowReader.try_open(path, limits)
     if image is not None:
         return image
+    video = _PyAVReader(path, threads, gpu=gpu if decoder == "nvdec" else None)  # reads the header only
+    info = video.info
+    limits.check(path.name, info.kind, info.width, info.height, info.num_frames, info.fps)
     if decoder == "decord":
         if not HAVE_DECORD:
             raise MediaError("decord is not installed on this platform; use the pyav decoder")
-        return _DecordReader(path, threads)
-    return _PyAVReader(path, threads, gpu=gpu if decoder == "nvdec" else None)
+        return _DecordReader(path, threads, (info.width, info.height))
+    return video
 
 
 class _PillowReader(MediaReader):
@@ -130,7 +138,7 @@ class _PillowReader(MediaReader):
         self._path = path
         self._image = image
         frames = int(getattr(image, "n_frames", 1))
-        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a phone's portrait photo
+        turned = _orientation(image) in (5, 6, 7, 8)  # a phone's portrait photo
         self.info = MediaInfo(
             kind="animation" if frames > 1 else "image",
             num_frames=frames,
@@ -141,23 +149,35 @@ class _PillowReader(MediaReader):
         )
 
     @classmethod
-    def try_open(cls, path: Path) -> _PillowReader | None:
-        """A reader if ``path`` is an image, None if it is not; MediaError for a broken image."""
+    def try_open(cls, path: Path, limits: MediaLimits) -> _PillowReader | None:
+        """A reader if ``path`` is an image, None if it is not; MediaError for a broken image,
+        MediaLimitExceeded (before decoding it) for one past the limits."""
         looks_like_image = _sniff_image(path)
         try:
-            image = Image.open(path)
+            with warnings.catch_warnings():  # past Pillow's warning size: our own limit decides below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(path)
+        except Image.DecompressionBombError:
+            raise MediaLimitExceeded(f"{path.name}: the image has more than {limits.max_pixels} pixels "
+                                     "(T4V_MAX_PIXELS)") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             if looks_like_image:
-                raise MediaError(f"{path.name}: the image is truncated or corrupt ({exc})") from None
+                raise MediaError(f"{path.name}: the image is truncated or corrupt ({_short(exc)})") from None
             return None
         if image.format not in IMAGE_FORMATS:
             image.close()
             return None
         try:
-            image.load()
-        except (OSError, ValueError, SyntaxError) as exc:
+            frames = int(getattr(image, "n_frames", 1))
+            limits.check(path.name, "animation" if frames > 1 else "image", image.width, image.height, frames)
+        except BaseException:
             image.close()
-            raise MediaError(f"{path.name}: the {image.format} image is truncated or corrupt ({exc})") from None
+            raise
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            image.close()
+            raise MediaError(f"{path.name}: the {image.format} image is truncated or corrupt ({_short(exc)})") from None
         return cls(path, image)
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
@@ -166,21 +186,21 @@ class _PillowReader(MediaReader):
         try:
             for i in sorted(set(indices)):
                 self._image.seek(i)
-                decoded[i] = np.asarray(ImageOps.exif_transpose(self._image).convert("RGB"))  # upright
-        except (OSError, ValueError, EOFError) as exc:
-            raise MediaError(f"{self._path.name}: frame decoding failed ({exc})") from None
-        return np.stack([decoded[i] for i in indices])
+                decoded[i] = np.asarray(_upright(self._image).convert("RGB"))
+        except (OSError, ValueError, EOFError, SyntaxError) as exc:
+            raise MediaError(f"{self._path.name}: frame decoding failed ({_short(exc)})") from None
+        return stack_frames([decoded[i] for i in indices], self._path.name)
 
     def close(self) -> None:
         self._image.close()
 
 
 class _DecordReader(MediaReader):
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, size: tuple[int, int]) -> None:
+        """``size``: width and height from PyAV's look at the file (it fails quietly on what is not
+        a video, where decord's own FFmpeg writes to the process's stderr)."""
         self._path = path
-        # PyAV looks first: it fails quietly on what is not a video, where decord's own FFmpeg
-        # writes to the process's stderr
-        width, height = _PyAVReader(path, threads=1, count_frames=False).info_size
+        width, height = size
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
             n = len(self._vr)
@@ -230,7 +250,6 @@ class _PyAVReader(MediaReader):
             raise MediaError(f"{path.name}: not a video or image that can be decoded ({_short(exc)})") from None
         if not width or not height or (count_frames and n < 1):
             raise MediaError(f"{path.name}: the video has no decodable frames")
-        self.info_size = (width, height)
         self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav" if gpu is None else "nvdec")
 
     @functools.cached_property
@@ -268,7 +287,7 @@ class _PyAVReader(MediaReader):
         if decoded is None:  # no usable index or not constant-rate: count every frame from the start
             with _open_container(self._path, self._gpu) as container:
                 decoded = self._read_sequential(container, set(indices))
-        return np.stack([decoded[i] for i in indices])
+        return stack_frames([decoded[i] for i in indices], self._path.name)
 
     def _read_by_seeking(self, wanted: list[int], skip: bool = True) -> dict[int, np.ndarray] | None:
         """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
@@ -435,22 +454,48 @@ def _read_seeking(
                 codec.skip_frame = "DEFAULT" if i is None or i in want else "NONREF"
             yield from packet.decode()
 
+    def keyframe_alone(key: int) -> av.VideoFrame | None:
+        """The keyframe whose packet comes next, decoded from that packet alone: the decoder is
+        drained at once instead of fed the following frames its output order waits for (a
+        keyframe references nothing), then reset for the next seek."""
+        codec.skip_frame = "DEFAULT"
+        packet = next((p for p in container.demux(stream) if p.size), None)
+        if packet is None or not packet.is_keyframe or index_of(packet.pts) != key:
+            return None
+        out = [*packet.decode(), *codec.decode(None)]
+        codec.flush_buffers()
+        return out[0] if len(out) == 1 and index_of(out[0].pts) == key else None
+
     decoded: dict[int, np.ndarray] = {}
     frames: Iterator[av.VideoFrame] | None = None
+    at_start = True  # nothing demuxed yet: reading on starts at frame 0
     position = -1  # display index of the last frame decoded
-    for target in wanted:
+    def key_of(index: int) -> int:
+        return keys[bisect.bisect_right(keys, index) - 1]
+
+    for n, target in enumerate(wanted):
         if target in decoded:
             continue
-        key = keys[bisect.bisect_right(keys, target) - 1]
+        key = key_of(target)
         expect = position + 1
+        alone_in_its_gop = n + 1 == len(wanted) or key_of(wanted[n + 1]) > key
+        if target == key and alone_in_its_gop and (frames is None or key > expect):  # as fast sampling asks
+            if not (at_start and key == 0):
+                container.seek(round(origin + key * ticks), stream=stream, backward=True)
+            alone = keyframe_alone(key)
+            if alone is None:
+                return None
+            decoded[key], position, frames, at_start = _rgb(alone), key, None, False
+            continue
         first = True  # the first frame decoded from the start or after a seek must be the keyframe
-        if frames is None and key == 0:
+        if frames is None and key == 0 and at_start:
             frames = frames_from_here()
         elif frames is None or key > expect:  # a keyframe between here and the target: jump to it
             container.seek(round(origin + key * ticks), stream=stream, backward=True)  # demuxers seek on pts
             frames, expect = frames_from_here(), key
         else:
             first = False  # going on from the last frame: skipped frames may come before the next one
+        at_start = False
         for frame in frames:
             index = index_of(frame.pts)
             if index is None or index < expect or (first and index != expect):
@@ -471,6 +516,35 @@ def _read_seeking(
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
+def stack_frames(frames: list[np.ndarray], name: str) -> np.ndarray:
+    """``[N, H, W, 3]``; a file whose frame size changes midway (MPEG-TS, multi-page TIFF) is refused."""
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        shown = " and ".join(f"{w}x{h}" for h, w, _ in sorted(sizes)[:2])
+        raise MediaError(f"{name}: the frame size changes inside the file ({shown}); re-encode it at one size")
+    return np.stack(frames)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF Orientation, 1 (as stored) where the EXIF block is missing or unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data"
+            return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - garbage EXIF raises SyntaxError, struct.error, ...
+        return 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The frame as a viewer shows it (EXIF orientation applied; garbage EXIF ignored)."""
+    if _orientation(image) == 1:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001
+        return image
+
+
 def _sniff_image(path: Path) -> bool:
     with path.open("rb") as f:
         head = f.read(16)
@@ -483,5 +557,8 @@ def _gif_fps(image: Image.Image) -> float | None:
 
 
 def _short(exc: BaseException) -> str:
+    """One short clause for a message: FFmpeg's own words, without its errno and file name."""
+    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:160]

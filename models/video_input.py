@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from models.errors import InputError, MediaError
+from models.limits import MediaLimits
 from models.media import Decoder, open_media, renamed
 from models.preprocess import PreprocessConfig, resize_and_crop
 from models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_indices
@@ -35,13 +36,14 @@ SAMPLINGS: tuple[Sampling, ...] = ("exact", "fast")
 def sample_clip(
     path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
     decoder: Decoder = "auto", name: str | None = None, sampling: Sampling = "exact", gpu: int = 0,
+    limits: MediaLimits | None = None,
 ) -> SampledClip:
     """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
 
     ``sampling``: ``exact``, the reference's test-time indices; ``fast``, one cheap-to-decode frame
     per TSN segment (:func:`models.sampling.fast_indices`, one clip). ``name``: how error messages
     call the file (the server passes the upload's file name). ``gpu``: the CUDA device index of the
-    ``nvdec`` decoder.
+    ``nvdec`` decoder. ``limits``: what the file may be (:class:`models.media.MediaLimits`).
     """
     if not 1 <= frames <= MAX_FRAMES_PER_CLIP:
         raise InputError(f"frames must be 1..{MAX_FRAMES_PER_CLIP}, got {frames}")
@@ -51,7 +53,7 @@ def sample_clip(
         raise InputError("sampling=fast takes one clip per video (views 1x1 or 1x3)")
     t0 = time.perf_counter()
     try:
-        with open_media(path, decoder, name=name, gpu=gpu) as media:
+        with open_media(path, decoder, name=name, gpu=gpu, limits=limits) as media:
             n = media.info.num_frames
             if sampling == "fast":
                 indices = np.array([fast_indices(n, frames, media.keyframes())], dtype=np.int64)

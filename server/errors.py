@@ -10,8 +10,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, VocabNotFound
-from models.errors import InputError, MediaError, T4VError
+from engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
+from models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +21,24 @@ class NotReady(T4VError):
 
 
 STATUS: list[tuple[type[Exception], int]] = [
+    (MediaLimitExceeded, 413),
     (MediaError, 415),
     (InputError, 422),
     (VocabNotFound, 404),
     (PreconditionFailed, 412),
     (Overloaded, 503),
+    (StoreUnavailable, 503),
     (DeadlineExceeded, 503),
     (NotReady, 503),
 ]
-RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1"}
+RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1",
+                                           StoreUnavailable: "2"}
 
 
 def install(app: FastAPI) -> None:
     for exc_type, status in STATUS:
         app.add_exception_handler(exc_type, _handler(status, RETRY_AFTER.get(exc_type)))
+    app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -44,6 +48,11 @@ def _handler(status: int, retry_after: str | None):  # noqa: ANN202
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handle
+
+
+async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
+    """A JSON body nested thousands deep exhausts the parser's recursion: the client's fault."""
+    return JSONResponse({"detail": "the request body is nested too deeply to parse"}, status_code=422)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

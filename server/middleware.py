@@ -28,7 +28,12 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limit_for(scope["path"])
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            # RFC 9112 6.3: such a message may be framed differently by a proxy in front of us
+            # (request smuggling); a server may refuse it, and one behind proxies should
+            return await _send_json(send, 400, "a request may not carry both Content-Length and Transfer-Encoding")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await _send_413(send, limit)
         received = 0
@@ -65,8 +70,12 @@ class BodyLimit:
 
 
 async def _send_413(send: Callable, limit: int) -> None:
-    body = json.dumps({"detail": f"the upload is larger than {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await _send_json(send, 413, f"the upload is larger than {limit} bytes")
+
+
+async def _send_json(send: Callable, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 

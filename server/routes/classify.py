@@ -31,7 +31,7 @@ router = APIRouter(tags=["classify"])
 def _parse_labels(labels: str) -> list[str]:
     try:
         value = json.loads(labels)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise InputError('labels must be a JSON array of strings, e.g. ["dancing", "surfing"]') from None
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise InputError('labels must be a JSON array of strings, e.g. ["dancing", "surfing"]')
@@ -42,7 +42,7 @@ def _parse_labels(labels: str) -> list[str]:
              openapi_extra=ClassifyForm.openapi_body())
 async def classify(request: Request, service: ServiceDep, registry: RegistryDep, engine: EngineDep) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
-    async with receive_upload(request, service.upload_dir) as upload:  # the file is written once, here
+    async with engine.admit(), receive_upload(request, service.upload_dir) as upload:  # written once, here
         t0 = time.perf_counter()
         try:
             form = ClassifyForm(**upload.fields)

@@ -401,3 +401,17 @@ def test_the_nvdec_probe_compares_pixels(monkeypatch: pytest.MonkeyPatch) -> Non
     assert media.nvdec_problem(0) == "NVDEC's frames differ from the CPU decoder's (up to 2 levels)"
     monkeypatch.setattr(media, "hwdevices_available", lambda: ["vaapi"])
     assert media.nvdec_problem(0) == "this FFmpeg build has no CUDA hardware decoding"
+
+
+@pytest.mark.parametrize("indices", [[0, 30, 60, 90], [30, 31, 120], [0, 1, 60, 150, 199], [60]])
+def test_keyframes_decoded_alone_equal_a_full_decode(b_frame_video: Path, indices: list[int]) -> None:
+    """A keyframe wanted alone in its GOP is decoded from its own packet, the decoder drained and
+    reset: the frame and every frame read after it equal a full decode's."""
+    from models.media import _read_seeking
+
+    full = full_decode_pyav(b_frame_video)
+    with av.open(str(b_frame_video)) as container:
+        decoded = _read_seeking(container, indices, skip=True)
+    assert decoded is not None
+    for i in indices:
+        np.testing.assert_array_equal(decoded[i], full[i])
