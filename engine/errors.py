@@ -27,5 +27,9 @@ class VocabNotFound(T4VError):
     """No vocabulary of that name."""
 
 
+class StoreUnavailable(T4VError):
+    """The vocabulary store (Redis) cannot be reached: 503; vocabularies held in memory are still served."""
+
+
 class PreconditionFailed(T4VError):
     """If-Match named a version that is no longer current."""

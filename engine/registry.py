@@ -6,18 +6,21 @@ publish changes (Redis) also drop stale entries as soon as another replica write
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from engine.classifier import Classifier
-from engine.errors import VocabNotFound
+from engine.errors import StoreUnavailable, VocabNotFound
 from engine.stores import VocabRecord, VocabStore, VocabSummary
 from engine.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
 from models.classifiers import ensemble
@@ -47,7 +50,11 @@ class VocabRegistry:
         text_encoder: TextEncoder,
         max_labels: int = 5000,
         on_embedding_cache: Callable[[int, int], None] | None = None,
+        ad_hoc_cache_prompts: int = 20_000,
     ) -> None:
+        """``ad_hoc_cache_prompts``: how many prompt embeddings of ad-hoc labels (sent with a
+        classify request) are kept, in this process, least recently used first out; they are
+        never written to the store, which keeps the embeddings of stored vocabularies only."""
         self.store = store
         self.text_encoder = text_encoder
         self.text_model = text_encoder.model_id
@@ -57,6 +64,7 @@ class VocabRegistry:
         self._cache: dict[str, tuple[int, str, Classifier]] = {}
         self._cache_lock = threading.Lock()
         self.embedding_stats = CacheStats()
+        self.ad_hoc_embeddings = LRUEmbeddings(ad_hoc_cache_prompts)
         store.subscribe(self._forget)
 
     # -- validation -------------------------------------------------------------------------
@@ -73,9 +81,16 @@ class VocabRegistry:
     ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
         """Validated labels and templates, and the cached embeddings of their prompts."""
         clean, temps = self._clean(name, labels, templates)
-        cached = self.store.get_embeddings(self.text_model, _prompts(clean, temps))
+        cached = self._cached_embeddings(_prompts(clean, temps))
         check_prompt_lengths(self.text_encoder, clean, temps, known=cached)
         return clean, temps, cached
+
+    def _cached_embeddings(self, prompts: list[str]) -> dict[str, np.ndarray]:
+        """Stored embeddings of ``prompts``; none while the store is unreachable (they are encoded)."""
+        try:
+            return self.store.get_embeddings(self.text_model, prompts)
+        except StoreUnavailable:
+            return {}
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -103,10 +118,12 @@ class VocabRegistry:
         return gone
 
     def _encode(
-        self, labels: list[str], templates: list[str], cached: dict[str, np.ndarray] | None = None
+        self, labels: list[str], templates: list[str], cached: dict[str, np.ndarray] | None = None,
+        keep: Callable[[dict[str, np.ndarray]], None] | None = None,
     ) -> np.ndarray:
+        """The classifier matrix; new embeddings go to ``keep`` (by default the store)."""
         prompts = _prompts(labels, templates)
-        cached = dict(cached) if cached is not None else self.store.get_embeddings(self.text_model, prompts)
+        cached = dict(cached) if cached is not None else self._cached_embeddings(prompts)
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]
         self.embedding_stats.hits += len(prompts) - len(missing)
         self.embedding_stats.misses += len(missing)
@@ -116,7 +133,8 @@ class VocabRegistry:
             with self._encode_lock:
                 fresh = self.text_encoder.encode(missing).numpy()
             new = dict(zip(missing, fresh, strict=True))
-            self.store.put_embeddings(self.text_model, new)
+            with contextlib.suppress(StoreUnavailable):  # not cached this time; the result is the same
+                (keep or partial(self.store.put_embeddings, self.text_model))(new)
             cached.update(new)
         emb = torch.from_numpy(np.stack([cached[p] for p in prompts])).view(len(labels), len(templates), -1)
         return ensemble(emb).numpy()
@@ -134,9 +152,17 @@ class VocabRegistry:
         return self.store.summaries()
 
     def classifier(self, name: str) -> tuple[Classifier, int]:
-        """The classifier of ``name`` and its version; decoded once per (version, etag)."""
+        """The classifier of ``name`` and its version; decoded once per (version, etag). While the
+        store is unreachable, the one held in memory (if any) is served as it was."""
         validate_name(name)
-        head = self.store.head(name)
+        try:
+            head = self.store.head(name)
+        except StoreUnavailable:
+            with self._cache_lock:
+                held = self._cache.get(name)
+            if held is None:
+                raise
+            return held[2], held[0]
         if head is None:
             raise VocabNotFound(f"no vocabulary named {name!r}")
         with self._cache_lock:
@@ -158,14 +184,48 @@ class VocabRegistry:
         return Classifier(record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model)
 
     def ad_hoc(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> Classifier:
-        """A classifier for labels sent with the request (embeddings still cached)."""
-        clean, temps, cached = self._prepare("ad-hoc", labels, templates)
-        matrix = self._encode(clean, temps, cached)
+        """A classifier for labels sent with the request: embeddings from the store (stored
+        vocabularies' prompts) or the bounded in-process cache; new ones go to that cache only."""
+        clean, temps = self._clean("ad-hoc", labels, templates)
+        prompts = _prompts(clean, temps)
+        cached = self._cached_embeddings(prompts)
+        cached.update(self.ad_hoc_embeddings.get_many(p for p in prompts if p not in cached))
+        check_prompt_lengths(self.text_encoder, clean, temps, known=cached)
+        matrix = self._encode(clean, temps, cached, keep=self.ad_hoc_embeddings.put_many)
         return Classifier(tuple(clean), torch.from_numpy(matrix), tuple(temps), self.text_model)
 
     def _forget(self, name: str) -> None:
         with self._cache_lock:
             self._cache.pop(name, None)
+
+
+class LRUEmbeddings:
+    """At most ``capacity`` prompt embeddings, the least recently used dropped first; thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get_many(self, prompts: Iterable[str]) -> dict[str, np.ndarray]:
+        found = {}
+        with self._lock:
+            for p in prompts:
+                if p in self._items:
+                    self._items.move_to_end(p)
+                    found[p] = self._items[p]
+        return found
+
+    def put_many(self, embeddings: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._items.update(embeddings)
+            for p in embeddings:
+                self._items.move_to_end(p)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
 
 
 def _prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:

@@ -20,8 +20,9 @@ Timing keys of every result (milliseconds), one set for the server and ``t4v cla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ from engine.batcher import DynamicBatcher
 from engine.classifier import Classifier, Prediction
 from engine.decode_pool import DecodePool
 from engine.decode_worker import DecodeJob
+from engine.errors import Overloaded
 from engine.pipeline import VideoPipeline
+from models.limits import MediaLimits
 from models.video_input import Sampling
 
 TIMING_KEYS = ("decode_wait", "decode", "preprocess", "encode", "classify", "total")
@@ -57,6 +60,7 @@ class ClassifyService:
         decode_workers: int = 2,
         max_decode_queue: int = 32,
         decode_budget_s: float = 20.0,
+        limits: MediaLimits | None = None,
         max_batch_frames: int = 64,
         max_delay_ms: float = 10.0,
         max_queue_frames: int = 512,
@@ -65,10 +69,13 @@ class ClassifyService:
         on_worker_replaced: Callable[[str], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.limits = limits
         self.decode_pool = DecodePool(decode_workers, max_decode_queue, decode_budget_s, on_worker_replaced)
         self.batcher = DynamicBatcher(pipeline.encoder.encode, max_batch_frames, max_delay_ms, max_queue_frames,
                                       on_batch=on_batch)
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postprocess")
+        self.max_in_flight = max_decode_queue
+        self.in_flight = 0  # requests admitted and not finished (changed on the event loop only)
         self._on_decoded = on_decoded
 
     async def start(self) -> None:
@@ -82,6 +89,19 @@ class ClassifyService:
         self.decode_pool.close()
         self._post.shutdown(wait=True)
 
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Admission before anything is read: past ``max_decode_queue`` requests in flight (their
+        uploads arriving, waiting for or in a decoder, encoding), :class:`Overloaded` at once, so
+        an overloaded server answers 503 in milliseconds instead of after receiving the upload."""
+        if self.in_flight >= self.max_in_flight:
+            raise Overloaded(f"{self.in_flight} classify requests are in progress; retry in a moment")
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
     def healthy(self) -> bool:
         """False once the encoder has failed (``/health/ready`` reports it)."""
         return self.pipeline.encoder.healthy()
@@ -94,7 +114,7 @@ class ClassifyService:
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name,
-                        sampling=sampling, gpu=self.pipeline.gpu)
+                        sampling=sampling, gpu=self.pipeline.gpu, limits=self.limits)
         clip = await self.decode_pool.decode(job, timeout_s)
         t1 = time.perf_counter()
         worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]

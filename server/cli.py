@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.options import ModelOptions
 from engine.sampling import parse_views
-from models.errors import InputError, ModelLoadError
+from models.errors import InputError, ModelLoadError, T4VError
 from models.media import open_media
 from models.presets import LABEL_PRESETS, preset_labels
 from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
@@ -214,13 +215,35 @@ def serve(options: dict[str, Any] | None = None) -> None:
     logging.getLogger().setLevel(logging.INFO)  # a server's log says what it loads and runs
     try:
         settings = _validated(Settings, options or {})
-        runtime = build_runtime(settings.model_options(), settings.max_batch_frames)  # fail before binding
-    except (ModelLoadError, ValueError) as exc:
+        _check_port(settings.host, settings.port)  # a busy port fails in a second, not after the model loads
+        if settings.redis_url:
+            _check_redis(settings.redis_url)
+        runtime = build_runtime(settings.model_options(), settings.max_batch_frames)
+    except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     uvicorn.run(
         create_app(settings, runtime), host=settings.host, port=settings.port,
         timeout_graceful_shutdown=settings.shutdown_timeout_s, log_level="info",
     )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go: taken now, it fails before the model loads (uvicorn
+    binds it again once the model is loaded)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--port, T4V_PORT)") from None
+
+
+def _check_redis(url: str) -> None:
+    """Reach Redis before loading a model: an unreachable --redis-url fails in seconds, in one line."""
+    from engine.stores import RedisStore
+
+    RedisStore(url).close()
 
 
 def _validated(model: type[M], given: dict[str, Any]) -> M:

@@ -43,11 +43,13 @@ class Service:
             self.upload_dir.mkdir(parents=True, exist_ok=True)
             store = await asyncio.to_thread(self._open_store)
             self.registry = VocabRegistry(store, runtime.text_encoder, self.settings.max_labels,
-                                          on_embedding_cache=self.metrics.on_embedding_cache)
+                                          on_embedding_cache=self.metrics.on_embedding_cache,
+                                          ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts)
             s = self.settings
             self.engine = ClassifyService(
                 runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.max_decode_queue,
-                decode_budget_s=s.decode_budget_s, on_worker_replaced=self.metrics.on_worker_replaced,
+                decode_budget_s=s.decode_budget_s, limits=s.media_limits(),
+                on_worker_replaced=self.metrics.on_worker_replaced,
                 max_batch_frames=s.max_batch_frames, max_delay_ms=s.max_delay_ms,
                 max_queue_frames=s.max_queue_frames, on_batch=self.metrics.on_batch,
                 on_decoded=self.metrics.decode_seconds.observe,

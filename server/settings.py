@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.options import ModelOptions, model_options_of
 from engine.sampling import parse_views
 from engine.validation import MAX_LABELS
+from models.limits import MediaLimits
+from models.presets import LABEL_PRESETS
 from models.sampling import MAX_FRAMES_PER_CLIP
 
 
@@ -23,6 +25,9 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 2
+
+
+_LIMITS = MediaLimits()
 
 
 class ServingOptions(BaseModel):
@@ -39,6 +44,10 @@ class ServingOptions(BaseModel):
     max_labels: int = Field(5000, ge=1, le=MAX_LABELS, description="Labels per vocabulary.")
     presets: list[str] = Field(default_factory=list, description="Built-in vocabularies to register at start-up.",
                                json_schema_extra={"flag": "--preset"})
+    ad_hoc_cache_prompts: int = Field(
+        20_000, ge=0, le=10_000_000, description="Prompt embeddings of ad-hoc labels kept in memory (LRU; never "
+                                                  "written to the store)."
+    )
     vocab_file: Path | None = Field(
         None, description='JSON {"name": {"labels": [...], "templates": [...]}} loaded at start-up.'
     )
@@ -58,7 +67,15 @@ class ServingOptions(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of one classify request.")
     decode_workers: int = Field(default_factory=lambda: available_cores(), ge=0, le=256,
                                 description="Decode processes (default: the cores available); 0 decodes in threads.")
-    max_decode_queue: int = Field(32, ge=1, description="Uploads waiting for or in a decode worker; beyond: 503.")
+    max_decode_queue: int = Field(32, ge=1, description="Classify requests in progress (upload arriving, waiting "
+                                  "for or in a decode worker, encoding); one more: 503 before its body is read.")
+    max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Pixels per frame of an upload (from its header, "
+                            "before decoding); beyond: 413.")
+    max_aspect_ratio: float = Field(_LIMITS.max_aspect_ratio, ge=1, description="Longest side / shortest side of an "
+                                    "upload's frames; beyond: 413.")
+    max_animation_frames: int = Field(_LIMITS.max_animation_frames, ge=1,
+                                      description="Frames of an animated GIF/WebP/TIFF; beyond: 413.")
+    max_duration_s: float = Field(_LIMITS.max_duration_s, gt=0, description="Duration of a video; beyond: 413.")
     decode_budget_s: float = Field(
         20.0, gt=0, le=3600, description="Longest a decode worker may spend on one file (a worker that overruns it "
                                          "is killed and replaced); beyond: 422."
@@ -79,9 +96,15 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
         if self.default_frames > self.max_frames:
             raise ValueError("default_frames must not exceed max_frames")
         parse_views(self.max_views)
+        unknown = [name for name in self.presets if name not in LABEL_PRESETS]
+        if unknown:
+            raise ValueError(f"unknown label preset {unknown[0]!r}; known: {', '.join(LABEL_PRESETS)}")
         if self.vocab_file is not None and not self.vocab_file.is_file():
             raise ValueError(f"file not found: {self.vocab_file}")
         return self
 
     def model_options(self) -> ModelOptions:
         return model_options_of(self)
+
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(self.max_pixels, self.max_aspect_ratio, self.max_animation_frames, self.max_duration_s)

@@ -49,6 +49,15 @@ def make_app(data_dir: Path, runtime: Runtime, **overrides: object) -> FastAPI:
 
 @contextmanager
 def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
+    """A real `t4v serve` (tiny weights, one decode process unless ``extra`` says otherwise): its URL."""
+    with serve_process(tmp, checkpoint, *extra) as (url, _):
+        yield url
+
+
+@contextmanager
+def serve_process(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serve`, with the server's process. On exit: SIGTERM, a graceful shutdown, and no
+    process of the server (decode workers) left running."""
     port = free_port()
     log = (tmp / f"serve-{port}.log").open("w")
     proc = subprocess.Popen(
@@ -70,7 +79,7 @@ def serve(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[str]:
                 raise RuntimeError(f"server did not start:\n{(tmp / f'serve-{port}.log').read_text()}")
             time.sleep(0.2)
         workers = children_of(proc.pid)  # started before readiness
-        yield url
+        yield url, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.clip_loader import TINY_ARCH
 from tests.media import generated_videos
+from tests.redis_server import free_port
 from tests.server_helpers import serve
 
 
@@ -50,3 +53,34 @@ def test_serve_rejects_unsafe_settings() -> None:
          "--max-queue-frames", "8"], capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "max_queue_frames must be at least max_batch_frames" in proc.stderr
+
+
+def _serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "server.cli", "serve", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_serve_on_a_busy_port_fails_before_loading_a_model(tiny_clip_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve_fails("--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--port", str(port))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (--port, T4V_PORT)")
+    assert "model t4v-tiny-vit" not in proc.stderr  # nothing was loaded
+
+
+def test_serve_with_an_unreachable_redis_exits_with_one_line(tiny_clip_path: Path) -> None:
+    proc = _serve_fails("--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--port", str(free_port()),
+                        "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach Redis at redis://127.0.0.1:") and "Traceback" not in proc.stderr
+    assert "model t4v-tiny-vit" not in proc.stderr
+
+
+def test_serve_refuses_an_unknown_preset_at_once() -> None:
+    proc = _serve_fails("--random-init", "--preset", "ucf101")
+    assert proc.returncode == 2 and "unknown label preset 'ucf101'; known: kinetics400" in proc.stderr

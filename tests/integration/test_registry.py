@@ -189,3 +189,23 @@ def test_text_model_mismatch_is_refused(registry: VocabRegistry) -> None:
     with pytest.raises(InputError, match="encoded by ViT-L-14/openai"):
         registry.to_classifier(other)
     assert torch.is_tensor(registry.to_classifier(rec).matrix)
+
+
+def test_ad_hoc_embeddings_stay_in_a_bounded_cache(store_factory, tiny_clip: LoadedClip) -> None:  # noqa: ANN001
+    """Ad-hoc labels never grow the store; their embeddings live in an LRU of fixed size."""
+    store = store_factory()
+    registry = VocabRegistry(store, CountingEncoder(tiny_clip), ad_hoc_cache_prompts=4)
+    registry.put("stored", ["yoga", "surfing"])
+    for i in range(5):
+        registry.ad_hoc([f"label {i}a", f"label {i}b", "yoga"])  # yoga: from the store
+    assert store.get_embeddings(registry.text_model, [f"a video of a person label {i}a." for i in range(5)]) == {}
+    assert len(registry.ad_hoc_embeddings) == 4
+    enc = registry.text_encoder
+    assert isinstance(enc, CountingEncoder)
+    before = len(enc.encoded)
+    again = registry.ad_hoc(["label 4a", "label 4b"])  # the most recent: cached, nothing encoded
+    assert len(enc.encoded) == before and again.labels == ("label 4a", "label 4b")
+    registry.ad_hoc(["label 0a"])  # dropped long ago: encoded again
+    assert enc.encoded[-1] == "a video of a person label 0a."
+    np.testing.assert_allclose(registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy(),
+                               registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy())
