@@ -42,6 +42,21 @@ def get_engine(service: Annotated[Service, Depends(_ready)]) -> ClassifyService:
     return service.engine
 
 
+def require_key(request: Request, service: ServiceDep) -> None:
+    """Changes to vocabularies need an API key when keys are configured (server/auth.py)."""
+    service.api_keys.check(request)
+
+
+def require_key_to_classify(request: Request, service: ServiceDep) -> None:
+    if service.settings.auth_classify:
+        service.api_keys.check(request)
+
+
+def require_key_for_metrics(request: Request, service: ServiceDep) -> None:
+    if service.settings.auth_metrics:
+        service.api_keys.check(request)
+
+
 RegistryDep = Annotated[VocabRegistry, Depends(get_registry)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 EngineDep = Annotated[ClassifyService, Depends(get_engine)]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
 from models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
+from server.auth import Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ class NotReady(T4VError):
 
 
 STATUS: list[tuple[type[Exception], int]] = [
+    (Unauthorized, 401),
     (MediaLimitExceeded, 413),
     (MediaError, 415),
     (InputError, 422),
@@ -31,20 +33,23 @@ STATUS: list[tuple[type[Exception], int]] = [
     (DeadlineExceeded, 503),
     (NotReady, 503),
 ]
+HEADERS: dict[type[Exception], dict[str, str]] = {Unauthorized: {"WWW-Authenticate": 'Bearer realm="t4v"'}}
 RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1",
                                            StoreUnavailable: "2"}
 
 
 def install(app: FastAPI) -> None:
     for exc_type, status in STATUS:
-        app.add_exception_handler(exc_type, _handler(status, RETRY_AFTER.get(exc_type)))
+        headers = dict(HEADERS.get(exc_type, {}))
+        if exc_type in RETRY_AFTER:
+            headers["Retry-After"] = RETRY_AFTER[exc_type]
+        app.add_exception_handler(exc_type, _handler(status, headers or None))
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(Exception, _unexpected)
 
 
-def _handler(status: int, retry_after: str | None):  # noqa: ANN202
+def _handler(status: int, headers: dict[str, str] | None):  # noqa: ANN202
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        headers = {"Retry-After": retry_after} if retry_after else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handle

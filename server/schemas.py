@@ -125,7 +125,8 @@ class ErrorOut(BaseModel):
 def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI ``responses`` entries for the error codes a route can answer."""
     text = {
-        400: "Malformed body", 404: "Unknown vocabulary", 412: "If-Match names a stale ETag", 413: "Upload too large",
+        400: "Malformed body", 401: "API key missing or not valid", 404: "Unknown vocabulary",
+        412: "If-Match names a stale ETag", 413: "Upload too large",
         415: "Not a decodable video or image", 422: "Invalid input", 503: "Overloaded or not ready",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}

@@ -12,6 +12,7 @@ from engine.runtime import Runtime, build_runtime
 from engine.service import ClassifyService
 from engine.stores import RedisStore, SQLiteStore, VocabStore
 from models.presets import preset_labels
+from server.auth import ApiKeys
 from server.metrics import Metrics
 from server.settings import Settings
 
@@ -29,6 +30,7 @@ class Service:
         self.error: str | None = None
         self._startup: asyncio.Task[None] | None = None
         self.upload_dir = settings.data_dir / "uploads"
+        self.api_keys = ApiKeys(settings.api_keys, settings.api_key_file)
 
     async def start(self) -> None:
         """Begin loading in the background: /health/live answers at once, /health/ready when warm."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.options import ModelOptions, model_options_of
 from engine.sampling import parse_views
@@ -37,6 +37,22 @@ class ServingOptions(BaseModel):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
     shutdown_timeout_s: int = Field(20, ge=1, le=600, description="Graceful shutdown: seconds to finish requests.")
+
+    # API keys
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="API keys (comma-separated) required to PUT/DELETE vocabularies; none: "
+                                          "open. Prefer api_key_file.", json_schema_extra={"flag": "--api-key"},
+    )
+    api_key_file: Path | None = Field(None, description="File of API key SHA-256 hex digests, one per line.")
+    auth_classify: bool = Field(False, description="With API keys: require one for /classify too.")
+    auth_metrics: bool = Field(False, description="With API keys: require one for /metrics too.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):  # T4V_API_KEYS=key1,key2
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     # vocabularies
     redis_url: str | None = Field(None, description="Share vocabularies through Redis; SQLite in data_dir if unset.")
@@ -96,6 +112,8 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
         if self.default_frames > self.max_frames:
             raise ValueError("default_frames must not exceed max_frames")
         parse_views(self.max_views)
+        if self.api_key_file is not None and not self.api_key_file.is_file():
+            raise ValueError(f"file not found: {self.api_key_file}")
         unknown = [name for name in self.presets if name not in LABEL_PRESETS]
         if unknown:
             raise ValueError(f"unknown label preset {unknown[0]!r}; known: {', '.join(LABEL_PRESETS)}")

@@ -8,6 +8,7 @@ from t4v_client.errors import (
     PreconditionFailed,
     ServerError,
     T4VError,
+    Unauthorized,
     Unavailable,
     UnsupportedMedia,
 )
@@ -15,6 +16,6 @@ from t4v_client.models import ClassifyResult, Health, Prediction, Vocabulary, Vo
 
 __all__ = [
     "AsyncClient", "Client", "ClassifyResult", "Health", "InvalidInput", "NotFound", "PayloadTooLarge",
-    "Prediction", "PreconditionFailed", "ServerError", "T4VError", "Unavailable", "UnsupportedMedia",
+    "Prediction", "PreconditionFailed", "ServerError", "T4VError", "Unauthorized", "Unavailable", "UnsupportedMedia",
     "Vocabulary", "VocabularySummary",
 ]

@@ -20,6 +20,8 @@ vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delet
 app.add_typer(vocab_app, name="vocab")
 URL = Annotated[str, typer.Option("--url", envvar="T4V_URL", help="Server base URL.")]
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+KEY = Annotated[str | None, typer.Option("--api-key", envvar="T4V_API_KEY", show_default=False,
+                                         help="API key, for a server that requires one.")]
 out = Console()
 
 
@@ -49,11 +51,12 @@ def classify(
     frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
     views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
     url: URL = "http://127.0.0.1:8000",
+    api_key: KEY = None,
     as_json: JSON = False,
 ) -> None:
     """Classify FILE against --vocab NAME or --labels."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             result = client.classify(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
                                      top_k=top_k, frames=frames, views=views)
     except (T4VError, ValueError, OSError) as exc:
@@ -80,11 +83,12 @@ def vocab_put(
     template: Annotated[list[str] | None, typer.Option(help="Prompt template; repeat for an ensemble.")] = None,
     if_match: Annotated[str | None, typer.Option(help="Only replace this ETag.")] = None,
     url: URL = "http://127.0.0.1:8000",
+    api_key: KEY = None,
     as_json: JSON = False,
 ) -> None:
     """Define or replace vocabulary NAME."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             v = client.put_vocab(name, None if preset else _labels(labels, labels_file), template, if_match, preset)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
@@ -92,10 +96,10 @@ def vocab_put(
 
 
 @vocab_app.command("get")
-def vocab_get(name: str, url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> None:
+def vocab_get(name: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSON = False) -> None:
     """Show vocabulary NAME."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             v = client.get_vocab(name)
     except T4VError as exc:
         _fail(exc)
@@ -107,10 +111,10 @@ def vocab_get(name: str, url: URL = "http://127.0.0.1:8000", as_json: JSON = Fal
 
 
 @vocab_app.command("list")
-def vocab_list(url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> None:
+def vocab_list(url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSON = False) -> None:
     """List the vocabularies."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             items = client.list_vocabs()
     except T4VError as exc:
         _fail(exc)
@@ -126,10 +130,10 @@ def vocab_list(url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> Non
 
 
 @vocab_app.command("delete")
-def vocab_delete(name: str, url: URL = "http://127.0.0.1:8000") -> None:
+def vocab_delete(name: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -> None:
     """Delete vocabulary NAME."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             client.delete_vocab(name)
     except T4VError as exc:
         _fail(exc)
@@ -137,9 +141,9 @@ def vocab_delete(name: str, url: URL = "http://127.0.0.1:8000") -> None:
 
 
 @app.command()
-def health(url: URL = "http://127.0.0.1:8000", as_json: JSON = False) -> None:
+def health(url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSON = False) -> None:
     """Liveness and readiness; exit 0 only when ready."""
-    with Client(url) as client:
+    with Client(url, api_key=api_key) as client:
         h = client.health()
     typer.echo(h.model_dump_json() if as_json else f"live: {h.live}, ready: {h.ready}" +
                (f" ({h.detail})" if h.detail else ""))

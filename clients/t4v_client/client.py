@@ -75,12 +75,18 @@ def _vocab_body(labels: Sequence[str] | None, templates: Sequence[str] | None, p
     return body
 
 
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class Client:
     """Blocking client. ``Client("http://localhost:8000")``; use as a context manager or call close()."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 120.0, retries: int = 3,
-                 max_wait_s: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+                 max_wait_s: float = 10.0, transport: httpx.BaseTransport | None = None,
+                 api_key: str | None = None) -> None:
+        """``api_key``: sent with every request (a server with API keys needs one to change vocabularies)."""
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=_auth(api_key))
         self.retries = retries
         self.max_wait_s = max_wait_s
 
@@ -149,8 +155,9 @@ class AsyncClient:
     """The same as :class:`Client`, with ``await``."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 120.0, retries: int = 3,
-                 max_wait_s: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+                 max_wait_s: float = 10.0, transport: httpx.AsyncBaseTransport | None = None,
+                 api_key: str | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport, headers=_auth(api_key))
         self.retries = retries
         self.max_wait_s = max_wait_s
 

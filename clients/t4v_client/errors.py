@@ -16,6 +16,10 @@ class InvalidInput(T4VError):
     """400 / 422: the request was refused as it is."""
 
 
+class Unauthorized(T4VError):
+    """401: the server needs an API key (``api_key=`` / ``--api-key`` / T4V_API_KEY), or it is not valid."""
+
+
 class NotFound(T4VError):
     """404: no such vocabulary."""
 
@@ -42,8 +46,8 @@ class ServerError(T4VError):
 
 def error_for(status: int, message: str) -> T4VError:
     kinds: dict[int, type[T4VError]] = {
-        400: InvalidInput, 404: NotFound, 412: PreconditionFailed, 413: PayloadTooLarge, 415: UnsupportedMedia,
-        422: InvalidInput, 429: Unavailable, 503: Unavailable,
+        400: InvalidInput, 401: Unauthorized, 404: NotFound, 412: PreconditionFailed, 413: PayloadTooLarge,
+        415: UnsupportedMedia, 422: InvalidInput, 429: Unavailable, 503: Unavailable,
     }
     kind = kinds.get(status, ServerError if status >= 500 else T4VError)
     return kind(message, status)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import torch
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from engine.registry import VocabRegistry
 from engine.sampling import parse_views
 from engine.service import ClassifyService
 from models.errors import InputError
-from server.deps import EngineDep, RegistryDep, ServiceDep
+from server.deps import EngineDep, RegistryDep, ServiceDep, require_key_to_classify
 from server.schemas import ClassifyForm, ClassifyOut, PredictionOut, VocabRef, errors
 from server.service import Service
 from server.uploads import receive_upload
@@ -38,8 +38,8 @@ def _parse_labels(labels: str) -> list[str]:
     return value
 
 
-@router.post("/classify", response_model=ClassifyOut, responses=errors(400, 404, 413, 415, 422, 503),
-             openapi_extra=ClassifyForm.openapi_body())
+@router.post("/classify", response_model=ClassifyOut, responses=errors(400, 401, 404, 413, 415, 422, 503),
+             openapi_extra=ClassifyForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
 async def classify(request: Request, service: ServiceDep, registry: RegistryDep, engine: EngineDep) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
     async with engine.admit(), receive_upload(request, service.upload_dir) as upload:  # written once, here

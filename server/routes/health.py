@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server.deps import RuntimeDep, ServiceDep
+from server.deps import RuntimeDep, ServiceDep, require_key_for_metrics
 from server.schemas import ModelOut, Status, errors
 
 router = APIRouter(tags=["operations"])
@@ -36,7 +36,8 @@ async def ready(service: ServiceDep) -> Response:
     return JSONResponse(status.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+            dependencies=[Depends(require_key_for_metrics)])
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics."""
     if service.engine is not None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Response
 
 from engine.errors import VocabNotFound
 from engine.stores import VocabRecord
 from models.presets import preset_labels
-from server.deps import RegistryDep
+from server.deps import RegistryDep, require_key
 from server.schemas import VocabIn, VocabList, VocabOut, VocabPresetIn, VocabSummaryOut, errors
 
 router = APIRouter(prefix="/vocab", tags=["vocabularies"])
@@ -33,8 +33,9 @@ def _unquote(etag: str | None) -> str | None:
 
 
 @router.put(
-    "/{name}", response_model=VocabOut, status_code=201,
-    responses={200: {"model": VocabOut, "description": "Replaced (or unchanged)"}, **errors(400, 412, 422, 503)},
+    "/{name}", response_model=VocabOut, status_code=201, dependencies=[Depends(require_key)],
+    responses={200: {"model": VocabOut, "description": "Replaced (or unchanged)"},
+               **errors(400, 401, 412, 422, 503)},
 )
 async def put_vocab(
     name: NamePath, body: VocabIn, registry: RegistryDep, response: Response,
@@ -64,7 +65,8 @@ async def get_vocab(name: NamePath, registry: RegistryDep, response: Response) -
     return _out(await asyncio.to_thread(registry.get, name), response)
 
 
-@router.delete("/{name}", status_code=204, response_class=Response, responses=errors(404, 422, 503))
+@router.delete("/{name}", status_code=204, response_class=Response, dependencies=[Depends(require_key)],
+               responses=errors(401, 404, 422, 503))
 async def delete_vocab(name: NamePath, registry: RegistryDep) -> Response:
     """Delete a vocabulary (its cached text embeddings stay, for the next PUT)."""
     if not await asyncio.to_thread(registry.delete, name):

@@ -12,6 +12,14 @@ function clearError() {
   $("error").textContent = "";
 }
 
+// A server with API keys needs one to change vocabularies (and maybe to classify): it is kept in
+// this browser only (localStorage) and sent as a Bearer token.
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  localStorage.setItem("t4v-api-key", key);
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
 async function readError(response) {
   let detail = `${response.status} ${response.statusText}`;
   try {
@@ -19,7 +27,7 @@ async function readError(response) {
     if (typeof body.detail === "string") detail = body.detail;
     else if (Array.isArray(body.detail)) detail = body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
   } catch (_) { /* not JSON: keep the status line */ }
-  const advice = { 413: "The file is too large for this server.", 415: "This file is not a video or image the server can read.",
+  const advice = { 401: "This server needs an API key: type it under “or create one”.", 413: "The file is too large for this server.", 415: "This file is not a video or image the server can read.",
                    503: "The server is busy or still starting; try again in a moment.", 404: "That vocabulary does not exist." };
   return advice[response.status] ? `${advice[response.status]} (${detail})` : detail;
 }
@@ -43,7 +51,7 @@ async function saveVocab() {
   if (labels.length === 0) { showError("Type at least one label, one per line."); return; }
   $("status").textContent = "Encoding the labels…";
   const response = await fetch(`/vocab/${encodeURIComponent(name)}`, {
-    method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ labels }),
+    method: "PUT", headers: { "content-type": "application/json", ...authHeaders() }, body: JSON.stringify({ labels }),
   });
   if (!response.ok) { showError(await readError(response)); return; }
   const vocab = await response.json();
@@ -100,7 +108,7 @@ async function classify() {
   $("status").textContent = "Classifying…";
   $("classify").disabled = true;
   try {
-    const response = await fetch("/classify", { method: "POST", body: form });
+    const response = await fetch("/classify", { method: "POST", body: form, headers: authHeaders() });
     if (!response.ok) { showError(await readError(response)); return; }
     const result = await response.json();
     $("status").textContent = `Done in ${Math.round(result.timing_ms.total)} ms.`;
@@ -112,6 +120,7 @@ async function classify() {
   }
 }
 
+$("api-key").value = localStorage.getItem("t4v-api-key") || "";
 $("vocab-save").addEventListener("click", saveVocab);
 $("classify").addEventListener("click", classify);
 loadVocabs();
