@@ -17,6 +17,13 @@ The decode-bound server: a cheap encoder (the tiny test model), one decode proce
 H.264 uploads (bench/decode.py's clips): whole-server videos/s of the exact default, of
 sampling=fast and of decord (version 0.1's decoder, the baseline), each server started once and
 loaded in interleaved rounds, with the ratios to decord from the same rounds.
+
+    python bench/serve.py --scenario overload [--decode-workers 2] [--overload 10]
+
+Admission under overload: the tiny model, --decode-workers processes, the real clips. Unloaded:
+as many clients as workers. Overloaded: --overload times as many, no client retrying: the latency
+of accepted requests (p50/p99, and the p99 ratio to unloaded) and of refusals (503), and the
+share refused. Rounds interleave unloaded and overloaded; --max-decode-queue is the server's.
 """
 
 from __future__ import annotations
@@ -209,6 +216,69 @@ def decode_bound(args: argparse.Namespace) -> None:
               f"p99 {np.percentile(ms, 99):6.0f} ms")
 
 
+async def _hammer(url: str, videos: list[Path], clients: int, seconds: float) -> dict[int, list[float]]:
+    """``clients`` clients sending uploads back to back for ``seconds``: latencies by status."""
+    data = [(p.name, p.read_bytes()) for p in videos]
+    by_status: dict[int, list[float]] = {}
+    stop = time.perf_counter() + seconds
+
+    async def client(c: httpx.AsyncClient, k: int) -> None:
+        i = k
+        while time.perf_counter() < stop:
+            name, body = data[i % len(data)]
+            i += 1
+            t0 = time.perf_counter()
+            r = await c.post(f"{url}/classify", files={"file": (name, body)}, data={"vocab": "kinetics400"})
+            by_status.setdefault(r.status_code, []).append(time.perf_counter() - t0)
+            if r.status_code == 503:
+                await asyncio.sleep(0.05)  # a client that would honour Retry-After; keeps the pressure on
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as c:
+        await asyncio.gather(*(client(c, k) for k in range(clients)))
+    return by_status
+
+
+def overload(args: argparse.Namespace) -> None:
+    from models.clip_loader import TINY_ARCH
+
+    videos = clips()
+    serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=32,
+                                    max_delay_ms=5.0)
+    extra = ("--preset", "kinetics400") + (("--max-decode-queue", str(args.max_decode_queue))
+                                          if args.max_decode_queue else ())
+    unloaded: dict[int, list[float]] = {}
+    loaded: dict[int, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        proc = start_server(serve_args, Path(tmp), port, extra)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            asyncio.run(_hammer(url, videos, args.decode_workers, 3.0))  # warm-up
+            for _ in range(args.runs):
+                for mine, clients in ((unloaded, args.decode_workers), (loaded, args.decode_workers * args.overload)):
+                    for status, seconds in asyncio.run(_hammer(url, videos, clients, args.seconds)).items():
+                        mine.setdefault(status, []).extend(seconds)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    def pct(values: list[float], q: float) -> float:
+        return float(np.percentile(np.array(values) * 1e3, q)) if values else float("nan")
+
+    base_p99 = pct(unloaded.get(200, []), 99)
+    ok, refused = loaded.get(200, []), loaded.get(503, [])
+    total = sum(len(v) for v in loaded.values())
+    print(f"overload: {TINY_ARCH}, {args.decode_workers} decode processes, max_decode_queue "
+          f"{args.max_decode_queue or 'default'}, the real clips; {args.runs} interleaved rounds of {args.seconds:g} s")
+    print(f"  unloaded ({args.decode_workers} clients): {len(unloaded.get(200, []))} served, p50 "
+          f"{pct(unloaded.get(200, []), 50):.0f} ms, p99 {base_p99:.0f} ms")
+    print(f"  {args.overload}x overload ({args.decode_workers * args.overload} clients): {len(ok)} accepted, p50 "
+          f"{pct(ok, 50):.0f} ms, p99 {pct(ok, 99):.0f} ms ({pct(ok, 99) / base_p99:.2f}x unloaded p99); "
+          f"{len(refused)} refused ({len(refused) / max(total, 1):.0%}) with 503 in p50 {pct(refused, 50):.1f} ms, "
+          f"p99 {pct(refused, 99):.1f} ms; other statuses {sorted(s for s in loaded if s not in (200, 503))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32")
@@ -218,10 +288,16 @@ def main() -> None:
     parser.add_argument("--max-batch-frames", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--scenario", choices=("default", "decode-bound"), default="default")
+    parser.add_argument("--scenario", choices=("default", "decode-bound", "overload"), default="default")
+    parser.add_argument("--overload", type=int, default=10, help="overload scenario: clients per decode worker")
+    parser.add_argument("--seconds", type=float, default=10.0, help="overload scenario: seconds per round")
+    parser.add_argument("--max-decode-queue", type=int, default=0, help="overload scenario: the server's (0: default)")
     args = parser.parse_args()
     if args.scenario == "decode-bound":
         decode_bound(args)
+        return
+    if args.scenario == "overload":
+        overload(args)
         return
     videos = clips()
     med = statistics.median

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from server.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTION = {"presets": "--preset", "providers": "--provider", "engine_dir": "--engine"}  # serve's names
+OPTION = {"presets": "--preset", "providers": "--provider", "engine_dir": "--engine", "api_keys": "--api-key"}
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -253,7 +253,7 @@ def test_full_decode_queue_is_fast_503(tmp_path: Path, runtime: Runtime, monkeyp
             codes = sorted(r.status_code for r in results)
             assert codes.count(200) >= 2 and 503 in codes, codes
             busy = next(r for r in results if r.status_code == 503)
-            assert busy.headers["retry-after"] == "1" and "waiting for a decoder" in busy.json()["detail"]
+            assert busy.headers["retry-after"] == "1" and "in progress; retry" in busy.json()["detail"]
             assert 't4v_decode_pending 0.0' in (await c.get("/metrics")).text
 
     run(go())
