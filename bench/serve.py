@@ -122,11 +122,13 @@ def start_server(
     args: argparse.Namespace, data_dir: Path, port: int, extra: tuple[str, ...] = (), ready_s: float = 300,
     log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``t4v serve`` with random weights on ``port``, once ready (``extra``: more serve options)."""
+    """``t4v serve`` with random weights on ``port``, once ready (``extra``: more serve options).
+    Throughput runs admit every client (a deep --max-decode-queue) unless ``extra`` sets it."""
+    queue = () if "--max-decode-queue" in extra else ("--max-decode-queue", "1024")
     cmd = [sys.executable, "-m", "server.cli", "serve", "--model", args.model, "--random-init", "--port", str(port),
            "--data-dir", str(data_dir), "--decode-workers", str(args.decode_workers),
            "--max-batch-frames", str(args.max_batch_frames), "--max-delay-ms", str(args.max_delay_ms),
-           "--max-queue-frames", str(max(512, args.max_batch_frames)), *extra]
+           "--max-queue-frames", str(max(512, args.max_batch_frames)), *queue, *extra]
     out = log.open("wb") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -245,8 +247,8 @@ def overload(args: argparse.Namespace) -> None:
     videos = clips()
     serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=32,
                                     max_delay_ms=5.0)
-    extra = ("--preset", "kinetics400") + (("--max-decode-queue", str(args.max_decode_queue))
-                                          if args.max_decode_queue else ())
+    queue = args.max_decode_queue or 2 * args.decode_workers  # the server's default: twice the workers
+    extra = ("--preset", "kinetics400", "--max-decode-queue", str(queue))
     unloaded: dict[int, list[float]] = {}
     loaded: dict[int, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -269,8 +271,8 @@ def overload(args: argparse.Namespace) -> None:
     base_p99 = pct(unloaded.get(200, []), 99)
     ok, refused = loaded.get(200, []), loaded.get(503, [])
     total = sum(len(v) for v in loaded.values())
-    print(f"overload: {TINY_ARCH}, {args.decode_workers} decode processes, max_decode_queue "
-          f"{args.max_decode_queue or 'default'}, the real clips; {args.runs} interleaved rounds of {args.seconds:g} s")
+    print(f"overload: {TINY_ARCH}, {args.decode_workers} decode processes, max_decode_queue {queue}, the real clips; "
+          f"{args.runs} interleaved rounds of {args.seconds:g} s")
     print(f"  unloaded ({args.decode_workers} clients): {len(unloaded.get(200, []))} served, p50 "
           f"{pct(unloaded.get(200, []), 50):.0f} ms, p99 {base_p99:.0f} ms")
     print(f"  {args.overload}x overload ({args.decode_workers * args.overload} clients): {len(ok)} accepted, p50 "

@@ -49,7 +49,7 @@ class Service:
                                           ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts)
             s = self.settings
             self.engine = ClassifyService(
-                runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.max_decode_queue,
+                runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.decode_queue(),
                 decode_budget_s=s.decode_budget_s, limits=s.media_limits(),
                 on_worker_replaced=self.metrics.on_worker_replaced,
                 max_batch_frames=s.max_batch_frames, max_delay_ms=s.max_delay_ms,

@@ -83,8 +83,11 @@ class ServingOptions(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of one classify request.")
     decode_workers: int = Field(default_factory=lambda: available_cores(), ge=0, le=256,
                                 description="Decode processes (default: the cores available); 0 decodes in threads.")
-    max_decode_queue: int = Field(32, ge=1, description="Classify requests in progress (upload arriving, waiting "
-                                  "for or in a decode worker, encoding); one more: 503 before its body is read.")
+    max_decode_queue: int | None = Field(
+        None, ge=1, description="Classify requests in progress (upload arriving, waiting for or in a decode worker, "
+                                "encoding); one more: 503 before its body is read. Default: twice the decode "
+                                "workers, so an accepted request waits about one decode at most."
+    )
     max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Pixels per frame of an upload (from its header, "
                             "before decoding); beyond: 413.")
     max_aspect_ratio: float = Field(_LIMITS.max_aspect_ratio, ge=1, description="Longest side / shortest side of an "
@@ -123,6 +126,10 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
 
     def model_options(self) -> ModelOptions:
         return model_options_of(self)
+
+    def decode_queue(self) -> int:
+        """``max_decode_queue``, or twice the decode workers (threads: 2) when unset."""
+        return self.max_decode_queue or 2 * (self.decode_workers or 2)
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(self.max_pixels, self.max_aspect_ratio, self.max_animation_frames, self.max_duration_s)
