@@ -84,15 +84,20 @@ def apply_text4vis_checkpoint(
     return head
 
 
-def released_state(visual: nn.Module, head: nn.Module) -> dict[str, torch.Tensor]:
+def released_state(
+    visual: nn.Module, head: nn.Module, logit_scale: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """``visual`` and ``head`` as a released checkpoint's ``model_state_dict`` (read back by the
-    reference code too), on the CPU. The one writer of that layout: training and export use it."""
+    reference code too), on the CPU. The one writer of that layout: training and export use it.
+    ``logit_scale``: the learned log-scale training ends with (as the reference saves it); by
+    default log(100), the scale the method tests with."""
     def host(v: torch.Tensor) -> torch.Tensor:
         return v.detach() if v.is_meta else v.detach().cpu()  # meta: a shape-only model (layout checks)
 
     state = {f"visual.{k}": host(v) for k, v in visual.state_dict().items()}
     state.update({f"fusion_model.{k}": host(v) for k, v in head.state_dict().items()})
-    state["logit_scale"] = torch.tensor(math.log(LOGIT_SCALE))  # the fixed scale the method scores with
+    state["logit_scale"] = (host(logit_scale).reshape(()) if logit_scale is not None
+                            else torch.tensor(math.log(LOGIT_SCALE)))
     return state
 
 

@@ -1,6 +1,12 @@
-"""VideoClassifier: frame encoder -> temporal head -> normalized video embedding -> 100 x cosine."""
+"""VideoClassifier: frame encoder -> temporal head -> normalized video embedding -> scaled cosine.
+
+Serving and evaluation score with the fixed 100 the method tests with (:func:`class_logits`);
+training scales by the learned ``logit_scale.exp()`` (initialized from CLIP's, trained at the
+backbone's learning rate, saved in checkpoints), as the reference's training loop does."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +36,15 @@ class VideoClassifier(nn.Module):
     """
 
     def __init__(
-        self, visual: nn.Module, head: nn.Module, classifier: torch.Tensor, trainable_classifier: bool = False
+        self, visual: nn.Module, head: nn.Module, classifier: torch.Tensor, trainable_classifier: bool = False,
+        logit_scale: float = math.log(LOGIT_SCALE),
     ) -> None:
+        """``logit_scale``: the initial log-scale of training's logits (CLIP's own, ``log(100)``
+        for OpenAI's weights)."""
         super().__init__()
         self.visual = visual
         self.head = head
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         weights = F.normalize(classifier.float(), dim=-1)
         if trainable_classifier:
             self.classifier = nn.Parameter(weights)
@@ -52,7 +62,16 @@ class VideoClassifier(nn.Module):
         pooled = self.head(frames).float().view(b, v, -1).mean(dim=1)
         return F.normalize(pooled, dim=-1)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def cosines(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` cosine of each video embedding with each class (views fused)."""
         classifier = self.classifier
         assert isinstance(classifier, torch.Tensor)
-        return class_logits(self.embed(pixels), F.normalize(classifier, dim=-1))
+        return self.embed(pixels) @ F.normalize(classifier, dim=-1).T
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Training's logits: ``logit_scale.exp() * cosine``."""
+        return self.logit_scale.exp() * self.cosines(pixels)
+
+    def test_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Evaluation's logits: ``100 * cosine`` (the scale the method tests with)."""
+        return LOGIT_SCALE * self.cosines(pixels)

@@ -45,10 +45,12 @@ class TrainConfig(BaseModel):
     accumulate: int = Field(1, ge=1, description="Gradient accumulation steps.")
     lr: float = Field(5e-5, gt=0, description="Learning rate of the new parts (head, classifier if trained).")
     lr_ratio: float = Field(0.1, gt=0, description="CLIP backbone learning rate = lr x ratio.")
-    weight_decay: float = 0.2
-    clip_grad: float | None = Field(1.0, description="Max gradient norm; null to disable.")
+    weight_decay: float = Field(0.2, description="AdamW weight decay, on every parameter (as the reference).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    clip_grad: float | None = Field(None, description="Max gradient norm; none (the reference) disables it.")
     amp: bool = Field(True, description="Mixed precision (CUDA only).")
-    rand_augment: bool = True
+    grayscale: float = Field(0.2, ge=0, le=1, description="Probability of a grayscale clip (augmentation).")
+    rand_augment: bool = Field(False, description="RandAugment (the paper's; off in the reference code).")
     seed: int = 0
 
     # output

@@ -82,13 +82,17 @@ def read_video(path: Path, choose: Callable[[int], list[int]]) -> np.ndarray:
 
 
 class VideoDataset(Dataset):
-    """Train: TSN frames, random resized crop, flip, RandAugment (one draw per clip, all frames alike).
+    """Train (the reference's augmentation, one draw per clip, all frames alike): TSN frames, the
+    short side scaled to S (256 for 224-px models, else the input size), a random-sized crop (area
+    0.08-1, aspect 3/4-4/3) to the input size, a horizontal flip, grayscale with p=``grayscale``;
+    RandAugment only when asked.
     Eval: exactly the pixels the server feeds the model (``models/video_input.py``): the test-time
     frames of ``clips`` views, short side to 256/224 of the input as Pillow resizes, ``crops`` crops."""
 
     def __init__(
         self, samples: list[Sample], frames: int, input_size: int, mean: tuple[float, ...], std: tuple[float, ...],
-        train: bool, seed: int = 0, rand_augment: bool = True, clips: int = 1, crops: int = 1,
+        train: bool, seed: int = 0, rand_augment: bool = False, clips: int = 1, crops: int = 1,
+        grayscale: float = 0.2,
     ) -> None:
         self.samples = samples
         self.frames = frames
@@ -99,7 +103,11 @@ class VideoDataset(Dataset):
         self.seed = seed
         self.clips, self.crops = clips, crops
         self.epoch = 0
-        steps: list[T.Transform] = [T.RandomResizedCrop(input_size, antialias=True), T.RandomHorizontalFlip()]
+        steps: list[T.Transform] = [
+            T.Resize(self.preprocess.resize, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+            T.RandomResizedCrop(input_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.RandomHorizontalFlip(), T.RandomGrayscale(p=grayscale),
+        ]
         if rand_augment:
             steps.append(T.RandAugment(num_ops=2, magnitude=9))
         self.augment = T.Compose(steps)

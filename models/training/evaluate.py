@@ -24,7 +24,7 @@ def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device
     correct5 = torch.zeros(num_classes, dtype=torch.float64)
     seen = torch.zeros(num_classes, dtype=torch.float64)
     for pixels, labels in loader:
-        logits = model(pixels.to(device)).float().cpu()  # [B, C]
+        logits = model.test_logits(pixels.to(device)).float().cpu()  # [B, C]
         if probabilities is not None:
             probabilities.append(logits.double().softmax(dim=-1))
         top = logits.topk(min(5, num_classes), dim=-1).indices

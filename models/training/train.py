@@ -30,7 +30,7 @@ from models.prompts import read_labels
 from models.temporal import build_temporal_head, head_count
 from models.training.classifier_init import build_classifier, visual_features
 from models.training.config import TrainConfig, parse_args
-from models.training.data import VideoDataset, few_shot, read_samples
+from models.training.data import Sample, VideoDataset, few_shot, read_samples
 from models.training.evaluate import evaluate
 from models.training.plot import plot_metrics
 from models.video_classifier import VideoClassifier
@@ -61,18 +61,33 @@ def _lr_lambda(warmup: int, total: int):  # noqa: ANN202
 
 
 def _param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    """Two groups, as the reference: the CLIP visual encoder and ``logit_scale`` at lr x lr_ratio,
+    the rest (temporal head; the classifier when trained) at lr; weight decay on every parameter."""
+    groups: dict[bool, list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        backbone = name.startswith("visual.")
-        decay = p.ndim >= 2 and "embedding" not in name and name != "classifier"
-        groups.setdefault((backbone, decay), []).append(p)
-    return [
-        {"params": ps, "lr": cfg.lr * (cfg.lr_ratio if backbone else 1.0),
-         "weight_decay": cfg.weight_decay if decay else 0.0, "backbone": backbone}
-        for (backbone, decay), ps in groups.items()
-    ]
+        if p.requires_grad:
+            groups.setdefault(name.startswith("visual.") or name == "logit_scale", []).append(p)
+    return [{"params": ps, "lr": cfg.lr * (cfg.lr_ratio if backbone else 1.0), "weight_decay": cfg.weight_decay,
+             "backbone": backbone} for backbone, ps in groups.items()]
+
+
+def repeated_few_shot(full: list[Sample], shots: int, seed: int) -> list[Sample]:
+    """The reference's few-shot list: K videos per class, repeated ``len(full) // len(selected)``
+    times, so an epoch has the full data's length (and as many steps)."""
+    selected = few_shot(full, shots, seed)
+    return selected * max(1, len(full) // len(selected))
+
+
+def _batch_size(asked: int, videos: int, multiple: int) -> int:
+    """``asked``, or, for a list shorter than one batch (a few-shot list of a small data set), the
+    whole list rounded down to a multiple of processes x accumulation steps: never fail on it."""
+    if videos >= asked:
+        return asked
+    fits = videos // multiple * multiple
+    if fits < 1:
+        raise ValueError(f"{videos} training videos cannot be split over {multiple} processes x accumulation steps")
+    log.warning("%d training videos make no batch of %d: training on batches of %d", videos, asked, fits)
+    return fits
 
 
 def _rng_state() -> dict[str, Any]:
@@ -103,11 +118,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     lead = rank == 0
-    per_rank = cfg.batch_size // world
     if cfg.batch_size % (world * cfg.accumulate):
         raise ValueError(f"batch_size {cfg.batch_size} must divide by processes x accumulate "
                          f"= {world * cfg.accumulate}")
-    micro = per_rank // cfg.accumulate
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -115,27 +128,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     classes = read_labels(cfg.labels)
     clip = load_clip(ClipSource(cfg.arch, None if cfg.clip_checkpoint or cfg.random_init else cfg.pretrained,
                                 cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
-    samples = read_samples(cfg.train_list, classes, cfg.root)
-    if cfg.shots:
-        samples = few_shot(samples, cfg.shots, cfg.seed)
-    steps_per_epoch = len(samples) // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(samples)} training videos make no batch of {cfg.batch_size}")
+    full = read_samples(cfg.train_list, classes, cfg.root)
+    samples = repeated_few_shot(full, cfg.shots, cfg.seed) if cfg.shots else full
+    batch_size = _batch_size(cfg.batch_size, len(samples), world * cfg.accumulate)
+    per_rank = batch_size // world
+    micro = per_rank // cfg.accumulate
+    steps_per_epoch = len(samples) // batch_size
     make = lambda s, train: VideoDataset(  # noqa: E731
-        s, cfg.frames, cfg.input_size, clip.mean, clip.std, train, cfg.seed, cfg.rand_augment)
+        s, cfg.frames, cfg.input_size, clip.mean, clip.std, train, cfg.seed, cfg.rand_augment, grayscale=cfg.grayscale)
     train_set = make(samples, True)
 
     lda_data = None
     if cfg.classifier == "lda":
-        lda_loader = DataLoader(make(few_shot(samples, cfg.lda_shots, cfg.seed), False), batch_size=micro)
+        lda_loader = DataLoader(make(few_shot(full, cfg.lda_shots, cfg.seed), False), batch_size=micro)
         lda_data = visual_features(clip.model.visual.to(device).eval(), lda_loader, device)
     weights = build_classifier(cfg.classifier, clip, classes, cfg.templates, cfg.seed, lda_data,
                                cfg.other_text_model)
     head = build_temporal_head(cfg.temporal, clip.embed_dim, heads=head_count(clip.text_width))
-    model = VideoClassifier(clip.model.visual, head, weights, trainable_classifier=cfg.unfreeze_classifier)
+    model = VideoClassifier(clip.model.visual, head, weights, trainable_classifier=cfg.unfreeze_classifier,
+                            logit_scale=float(clip.model.logit_scale.detach()))
     model = model.to(device).train()
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-8)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), betas=cfg.betas, eps=1e-8)
     total = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_epochs * steps_per_epoch, total))
     use_amp = cfg.amp and device.startswith("cuda")
@@ -166,7 +180,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(samples))
             batches = []
             for step in range(steps_per_epoch):
-                mine = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
+                mine = order[step * batch_size:(step + 1) * batch_size][rank::world]
                 batches += [mine[k * micro:(k + 1) * micro].tolist() for k in range(cfg.accumulate)]
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers)
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
@@ -196,8 +210,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 scheduler.step()
                 if world > 1:
                     dist.all_reduce(loss_sum)
-                losses.append(float(loss_sum) / cfg.batch_size)
-                rate = len(losses) * cfg.batch_size / (time.perf_counter() - t0)
+                losses.append(float(loss_sum) / batch_size)
+                rate = len(losses) * batch_size / (time.perf_counter() - t0)
                 progress.update(task, advance=1, status=f"loss {losses[-1]:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                                                        f"{rate:.1f} videos/s")
             metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(np.mean(losses)),
@@ -224,7 +238,7 @@ def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, s
     """``last.pt``: the released layout (``epoch``, ``model_state_dict``) plus what resuming needs."""
     state = {
         "epoch": epoch,
-        "model_state_dict": released_state(model.visual, model.head),
+        "model_state_dict": released_state(model.visual, model.head, model.logit_scale),
         "classifier": model.classifier.detach().cpu(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -245,6 +259,7 @@ def _resume(path: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer
     model.head.load_state_dict(head.state_dict())
     with torch.no_grad():
         model.classifier.copy_(state["classifier"])
+        model.logit_scale.copy_(state["model_state_dict"]["logit_scale"].reshape(()))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])

@@ -67,6 +67,8 @@ def test_smoke_loss_goes_down_and_classifier_stays_frozen(smoke_run: Path) -> No
                    for k, v in clip.model.visual.state_dict().items() if v.ndim >= 2)  # the encoder did train
     assert (smoke_run / "metrics.png").stat().st_size > 1000
     assert saved["epoch"] == 4 and set(saved["model_state_dict"]) >= {"logit_scale", "visual.proj"}
+    learned = saved["model_state_dict"]["logit_scale"]  # the learned scale, saved as the reference does
+    assert learned.ndim == 0 and float(learned) != pytest.approx(float(clip.model.logit_scale.detach()), abs=1e-6)
 
 
 def test_checkpoint_reloads_and_classifies(smoke_run: Path, data: tuple[Path, Path, Path]) -> None:
@@ -127,8 +129,23 @@ def test_few_shot_protocol(data: tuple[Path, Path, Path], tmp_path: Path) -> Non
     chosen = few_shot(samples, 2, seed=3)
     assert len(chosen) == 6 and all(sum(s.label == c for s in chosen) == 2 for c in range(3))
     assert chosen == few_shot(samples, 2, seed=3) and chosen != few_shot(samples, 2, seed=4)
+    # the reference repeats the K-shot list len(full) // len(selected) times: an epoch as long as the full data
     metrics = main(args(data, tmp_path / "fewshot", "--shots", "2", "--epochs", "1", "--warmup-epochs", "0"))
-    assert metrics["epoch"] == 1 and len(metrics["step_losses"]) == 1  # 6 videos = one batch of 6
+    assert metrics["epoch"] == 1 and len(metrics["step_losses"]) == (12 // 6) * 6 // 6  # 2 steps of 6
+
+
+@pytest.mark.parametrize(("shots", "batch", "steps"), [(1, 8, 1), (1, 2, 6), (2, 16, 1)])
+def test_few_shot_lists_shorter_than_a_batch_train(
+    data: tuple[Path, Path, Path], tmp_path: Path, shots: int, batch: int, steps: int
+) -> None:
+    """3 classes x 1 shot at batch 8: the list (3) is repeated 12 // 3 = 4 times = 12 videos, one
+    step of 8; a list shorter than the batch trains on smaller batches instead of failing."""
+    selected = 3 * shots
+    repeated = selected * (12 // selected)
+    assert steps == max(1, repeated // batch)
+    metrics = main(args(data, tmp_path / f"k{shots}b{batch}", "--shots", str(shots), "--epochs", "1",
+                        "--warmup-epochs", "0", "--batch-size", str(batch)))
+    assert len(metrics["step_losses"]) == steps
 
 
 def test_zero_shot_protocol_evaluates_unseen_classes(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
