@@ -1,32 +1,79 @@
-"""Top-1, top-5 and mean class accuracy of a VideoClassifier on a loader (views fused).
+"""Top-1, top-5 and mean class accuracy of a VideoClassifier on a loader (views fused), and the
+zero-shot protocol of the reference: full-class accuracy plus the mean and std over 10 random
+half-class splits (``np.random.seed(split)``, a permutation of the classes, the first half).
 
 Evaluation sees exactly the pixels the server answers from (``models/video_input.py``), so its
 per-video probabilities (``t4v eval --predictions FILE``) are the server's for the same clip.
+Views are fused as the server fuses them (their embeddings averaged) or, as the reference's
+zero-shot test script does, by averaging each view's softmax (``fusion="softmax"``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from models.video_classifier import VideoClassifier
 
+Fusion = Literal["embedding", "softmax"]
+
+
+def fuse(view_logits: torch.Tensor, fusion: Fusion) -> torch.Tensor:
+    """``[B, V, C]`` per-view logits (one "view" when embeddings were fused) -> ``[B, C]`` scores
+    whose softmax is the fused probabilities."""
+    if fusion == "softmax":
+        return view_logits.double().softmax(dim=-1).mean(dim=1).log()
+    return view_logits[:, 0].double()
+
+
+def half_class_splits(view_logits: torch.Tensor, labels: torch.Tensor, fusion: Fusion = "embedding",
+                      splits: int = 10) -> list[float]:
+    """Top-1 accuracy on each of ``splits`` random halves of the classes: split ``s`` seeds numpy's
+    global generator with ``s`` and keeps the first half of a permutation of the classes; the
+    videos of those classes are classified among those classes only."""
+    num_classes = view_logits.shape[-1]
+    accuracies = []
+    for split in range(splits):
+        np.random.seed(split)
+        kept = np.random.permutation(num_classes)[: num_classes // 2]
+        position = {int(c): i for i, c in enumerate(kept)}
+        rows = [i for i, label in enumerate(labels.tolist()) if label in position]
+        if not rows:
+            continue
+        scores = fuse(view_logits[rows][:, :, torch.as_tensor(kept)], fusion)
+        target = torch.tensor([position[int(labels[i])] for i in rows])
+        accuracies.append(float((scores.argmax(dim=-1) == target).double().mean()))
+    return accuracies
+
 
 @torch.inference_mode()
 def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device: str,
-             num_classes: int, probabilities: list[torch.Tensor] | None = None) -> dict[str, float]:
-    """The metrics; ``probabilities`` (when given) receives each batch's ``[B, C]`` softmax, in order."""
+             num_classes: int, probabilities: list[torch.Tensor] | None = None, fusion: Fusion = "embedding",
+             half_splits: int = 0) -> dict[str, Any]:
+    """The metrics; ``probabilities`` (when given) receives each batch's ``[B, C]`` softmax, in order.
+    ``half_splits``: also the zero-shot half-class splits' accuracies, mean and std."""
     model.eval()
     correct1 = torch.zeros(num_classes, dtype=torch.float64)
     correct5 = torch.zeros(num_classes, dtype=torch.float64)
     seen = torch.zeros(num_classes, dtype=torch.float64)
+    kept_logits: list[torch.Tensor] = []
+    kept_labels: list[torch.Tensor] = []
     for pixels, labels in loader:
-        logits = model.test_logits(pixels.to(device)).float().cpu()  # [B, C]
+        if fusion == "softmax":
+            view_logits = model.view_test_logits(pixels.to(device)).float().cpu()  # [B, V, C]
+        else:
+            view_logits = model.test_logits(pixels.to(device)).float().cpu()[:, None]  # [B, 1, C]
+        logits = fuse(view_logits, fusion)
+        if half_splits:
+            kept_logits.append(view_logits)
+            kept_labels.append(labels)
         if probabilities is not None:
-            probabilities.append(logits.double().softmax(dim=-1))
+            probabilities.append(logits.softmax(dim=-1))
         top = logits.topk(min(5, num_classes), dim=-1).indices
         hit1 = top[:, 0] == labels
         hit5 = (top == labels[:, None]).any(dim=-1)
@@ -38,22 +85,29 @@ def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device
             dist.all_reduce(t)
     present = seen > 0
     total = seen.sum().clamp(min=1)
-    return {
+    metrics: dict[str, Any] = {
         "top1": float(correct1.sum() / total),
         "top5": float(correct5.sum() / total),
         "mean_class_acc": float((correct1[present] / seen[present]).mean()) if present.any() else 0.0,
         "videos": int(seen.sum()),
     }
+    if half_splits and kept_logits:
+        accuracies = half_class_splits(torch.cat(kept_logits), torch.cat(kept_labels), fusion, half_splits)
+        metrics.update({"half_splits_top1": accuracies, "half_splits_mean": float(np.mean(accuracies)),
+                        "half_splits_std": float(np.std(accuracies))})
+    return metrics
 
 
 def evaluate_checkpoint(
     checkpoint: Path, list_file: Path, labels_file: Path, *, arch: str | None, pretrained: str | None = None,
     clip_checkpoint: Path | None = None, random_init: bool = False, templates: list[str] | None = None,
     frames: int = 8, clips: int = 1, crops: int = 1, root: Path | None = None, batch_size: int = 8,
-    device: str = "cpu", workers: int = 0, predictions: Path | None = None,
-) -> dict[str, float]:
+    device: str = "cpu", workers: int = 0, predictions: Path | None = None, fusion: Fusion = "embedding",
+    half_splits: int = 0,
+) -> dict[str, Any]:
     """``t4v eval``: a Text4Vis-layout checkpoint on a list of videos, single or multi-view.
-    ``predictions``: also write one JSON line per video (file, label, top-5 with probabilities)."""
+    ``predictions``: also write one JSON line per video (file, label, top-5 with probabilities);
+    ``half_splits``: the zero-shot protocol's half-class splits too."""
     from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
     from models.classifiers import text_classifier
     from models.clip_loader import ClipSource, load_clip
@@ -72,7 +126,7 @@ def evaluate_checkpoint(
     data = VideoDataset(samples, frames, clip.image_size, clip.mean, clip.std, train=False, clips=clips, crops=crops)
     probs: list[torch.Tensor] | None = [] if predictions is not None else None
     metrics = evaluate(model, torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers), device,
-                       len(classes), probs)
+                       len(classes), probs, fusion, half_splits)
     if predictions is not None and probs is not None:
         with predictions.open("w") as out:
             for sample, p in zip(samples, torch.cat(probs), strict=True):

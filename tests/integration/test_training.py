@@ -193,3 +193,35 @@ def test_t4v_train_cli_exports_an_engine(data: tuple[Path, Path, Path], tmp_path
     assert manifest["temporal"] == "mean" and manifest["source"]["text4vis_checkpoint"] == str(out / "last.pt")
     bad = CliRunner().invoke(app, ["train", "--labels", "x.txt"])
     assert bad.exit_code == 2 and "train_list" in bad.stderr
+
+
+def test_t4v_eval_zero_shot_halves_protocol(smoke_run: Path, tmp_path: Path) -> None:
+    """Full-class accuracy and the mean +- std over the reference's 10 half-class splits, checked
+    against a direct numpy computation of the splits from the per-video probabilities."""
+    import numpy as np
+
+    classes = ["moving right", "moving down", "moving left", "moving up"]
+    root = tmp_path / "zs4"
+    val_list, labels = make_dataset(root, classes, per_class=3, seed=5)
+    preds = tmp_path / "preds.jsonl"
+    r = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), "--list", str(val_list), "--labels", str(labels),
+                                 "--root", str(root), "--model", TINY_ARCH, "--random-init", "--frames", "4",
+                                 "--protocol", "zeroshot-halves", "--predictions", str(preds)])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "10 half-class splits" in r.stderr and len(out["half_splits_top1"]) == 10
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    probs = np.array([[next(p["probability"] for p in row["predictions"] if p["label"] == c) for c in classes]
+                      for row in rows])
+    truth = np.array([classes.index(row["label"]) for row in rows])
+    accuracies = []
+    for split in range(10):
+        np.random.seed(split)
+        kept = np.random.permutation(len(classes))[: len(classes) // 2]
+        rows_kept = np.isin(truth, kept)
+        predicted = kept[probs[rows_kept][:, kept].argmax(axis=1)]
+        accuracies.append(float((predicted == truth[rows_kept]).mean()))
+    assert out["half_splits_top1"] == pytest.approx(accuracies)
+    assert out["half_splits_mean"] == pytest.approx(np.mean(accuracies))
+    assert out["half_splits_std"] == pytest.approx(np.std(accuracies))
+    assert out["top1"] == pytest.approx(float((probs.argmax(axis=1) == truth).mean()))

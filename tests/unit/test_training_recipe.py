@@ -79,3 +79,26 @@ def test_augmentation_is_the_reference_one(tmp_path: Path) -> None:
     gray = VideoDataset([Sample(tmp_path / "x.mp4", 0)], 8, 224, (0.5,) * 3, (0.5,) * 3, train=True, grayscale=1.0)
     out = gray.augment(clip)
     assert out.shape == (8, 3, 224, 224) and torch.equal(out[:, 0], out[:, 1])  # one draw for the whole clip
+
+
+def test_half_splits_with_softmax_fusion_follow_the_reference_rule() -> None:
+    """Per-view softmax over the split's classes, averaged over views (the zero-shot test script)."""
+    import numpy as np
+
+    from models.training.evaluate import half_class_splits
+
+    rng = np.random.default_rng(0)
+    view_logits = rng.normal(size=(40, 3, 10)) * 5
+    labels = rng.integers(0, 10, size=40)
+    expected = []
+    for split in range(10):
+        np.random.seed(split)
+        kept = np.random.permutation(10)[:5]
+        rows = np.isin(labels, kept)
+        sub = view_logits[rows][:, :, kept]
+        probs = np.exp(sub - sub.max(-1, keepdims=True))
+        probs = (probs / probs.sum(-1, keepdims=True)).mean(axis=1)
+        expected.append(float((kept[probs.argmax(axis=1)] == labels[rows]).mean()))
+    got = half_class_splits(torch.from_numpy(view_logits), torch.from_numpy(labels), "softmax")
+    assert got == pytest.approx(expected)
+    assert len(set(expected)) > 1  # the splits differ: the test can tell a wrong seed or half
