@@ -33,13 +33,14 @@ class Classifier:
 
     @classmethod
     def from_labels(
-        cls, encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,)
+        cls, encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+        clean_labels: bool = False,
     ) -> Classifier:
         """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`), under
         the server's rules (engine/validation.py): a prompt over the encoder's length is refused."""
         clean, temps = validate_labels(labels), validate_templates(templates)
-        check_prompt_lengths(encoder, clean, temps)
-        matrix = text_classifier(encoder, clean, temps)
+        check_prompt_lengths(encoder, clean, temps, clean=clean_labels)
+        matrix = text_classifier(encoder, clean, temps, clean_labels)
         return cls(tuple(clean), matrix, tuple(temps), encoder.model_id)
 
     def predictions(self, logits: torch.Tensor, top_k: int = 5) -> list[Prediction]:

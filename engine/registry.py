@@ -35,9 +35,13 @@ class CacheStats:
     misses: int = 0
 
 
-def vocab_etag(text_model: str, labels: Sequence[str], templates: Sequence[str]) -> str:
-    """Content hash: the same labels, templates and text model give the same ETag anywhere."""
-    blob = json.dumps([text_model, list(labels), list(templates)], ensure_ascii=False).encode()
+def vocab_etag(text_model: str, labels: Sequence[str], templates: Sequence[str], clean: bool = False) -> str:
+    """Content hash: the same labels, templates, clean-up and text model give the same ETag anywhere
+    (without clean-up, the hash of earlier versions: stored ETags stay valid)."""
+    content: list[object] = [text_model, list(labels), list(templates)]
+    if clean:
+        content.append("clean_labels")
+    blob = json.dumps(content, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
@@ -77,12 +81,12 @@ class VocabRegistry:
         return validate_labels(labels, self.max_labels), validate_templates(templates)
 
     def _prepare(
-        self, name: str, labels: Sequence[str], templates: Sequence[str] | None
+        self, name: str, labels: Sequence[str], templates: Sequence[str] | None, clean_labels: bool = False
     ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
         """Validated labels and templates, and the cached embeddings of their prompts."""
         clean, temps = self._clean(name, labels, templates)
-        cached = self._cached_embeddings(_prompts(clean, temps))
-        check_prompt_lengths(self.text_encoder, clean, temps, known=cached)
+        cached = self._cached_embeddings(_prompts(clean, temps, clean_labels))
+        check_prompt_lengths(self.text_encoder, clean, temps, known=cached, clean=clean_labels)
         return clean, temps, cached
 
     def _cached_embeddings(self, prompts: list[str]) -> dict[str, np.ndarray]:
@@ -95,18 +99,21 @@ class VocabRegistry:
     # -- writes -----------------------------------------------------------------------------
 
     def put(
-        self, name: str, labels: Sequence[str], templates: Sequence[str] | None = None, if_match: str | None = None
+        self, name: str, labels: Sequence[str], templates: Sequence[str] | None = None, if_match: str | None = None,
+        clean_labels: bool = False,
     ) -> tuple[VocabRecord, bool]:
-        """Store a new version (or nothing, for identical content). ``(record, changed)``."""
-        clean, temps, cached = self._prepare(name, labels, templates)
-        etag = vocab_etag(self.text_model, clean, temps)
+        """Store a new version (or nothing, for identical content). ``(record, changed)``.
+        ``clean_labels``: prompts from cleaned-up labels (``ApplyEyeMakeup`` -> ``apply eye makeup``)."""
+        clean, temps, cached = self._prepare(name, labels, templates, clean_labels)
+        etag = vocab_etag(self.text_model, clean, temps, clean_labels)
         head = self.store.head(name)
         if head is not None and head[1] == etag and if_match in (None, etag):
             current = self.store.get(name)
             if current is not None and current.etag == etag:
                 return current, False  # idempotent: nothing encoded, nothing written
-        matrix = self._encode(clean, temps, cached)
-        record = VocabRecord(name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time())
+        matrix = self._encode(clean, temps, cached, clean_labels=clean_labels)
+        record = VocabRecord(name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time(),
+                             clean_labels)
         stored, changed = self.store.put(record, if_match)
         self._forget(name)
         return stored, changed
@@ -119,10 +126,10 @@ class VocabRegistry:
 
     def _encode(
         self, labels: list[str], templates: list[str], cached: dict[str, np.ndarray] | None = None,
-        keep: Callable[[dict[str, np.ndarray]], None] | None = None,
+        keep: Callable[[dict[str, np.ndarray]], None] | None = None, clean_labels: bool = False,
     ) -> np.ndarray:
         """The classifier matrix; new embeddings go to ``keep`` (by default the store)."""
-        prompts = _prompts(labels, templates)
+        prompts = _prompts(labels, templates, clean_labels)
         cached = dict(cached) if cached is not None else self._cached_embeddings(prompts)
         missing = [p for p in dict.fromkeys(prompts) if p not in cached]
         self.embedding_stats.hits += len(prompts) - len(missing)
@@ -183,15 +190,17 @@ class VocabRegistry:
             )
         return Classifier(record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model)
 
-    def ad_hoc(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> Classifier:
+    def ad_hoc(
+        self, labels: Sequence[str], templates: Sequence[str] | None = None, clean_labels: bool = False
+    ) -> Classifier:
         """A classifier for labels sent with the request: embeddings from the store (stored
         vocabularies' prompts) or the bounded in-process cache; new ones go to that cache only."""
         clean, temps = self._clean("ad-hoc", labels, templates)
-        prompts = _prompts(clean, temps)
+        prompts = _prompts(clean, temps, clean_labels)
         cached = self._cached_embeddings(prompts)
         cached.update(self.ad_hoc_embeddings.get_many(p for p in prompts if p not in cached))
-        check_prompt_lengths(self.text_encoder, clean, temps, known=cached)
-        matrix = self._encode(clean, temps, cached, keep=self.ad_hoc_embeddings.put_many)
+        check_prompt_lengths(self.text_encoder, clean, temps, known=cached, clean=clean_labels)
+        matrix = self._encode(clean, temps, cached, keep=self.ad_hoc_embeddings.put_many, clean_labels=clean_labels)
         return Classifier(tuple(clean), torch.from_numpy(matrix), tuple(temps), self.text_model)
 
     def _forget(self, name: str) -> None:
@@ -228,5 +237,5 @@ class LRUEmbeddings:
                 self._items.popitem(last=False)
 
 
-def _prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
-    return [p for label in labels for p in format_prompts(label, templates)]
+def _prompts(labels: Sequence[str], templates: Sequence[str], clean: bool = False) -> list[str]:
+    return [p for label in labels for p in format_prompts(label, templates, clean)]

@@ -37,6 +37,7 @@ class VocabRecord:
     templates: tuple[str, ...]
     matrix: np.ndarray  # float32 [C, D]
     updated_at: float
+    clean_labels: bool = False  # prompts from cleaned-up labels (opt-in; labels as written by default)
 
 
 @dataclass(frozen=True)
@@ -112,21 +113,24 @@ class SQLiteStore(VocabStore):
                 "CREATE TABLE IF NOT EXISTS embeddings (text_model TEXT NOT NULL, prompt TEXT NOT NULL, "
                 "vec BLOB NOT NULL, PRIMARY KEY (text_model, prompt))"
             )
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(vocabs)")]
+            if "clean_labels" not in columns:  # a database of an earlier version: its vocabularies keep their labels
+                self._db.execute("ALTER TABLE vocabs ADD COLUMN clean_labels INTEGER NOT NULL DEFAULT 0")
 
     def get(self, name: str) -> VocabRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at "
+                "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels "
                 "FROM vocabs WHERE name = ?", (name,)
             ).fetchone()
         return None if row is None else self._record(row)
 
     @staticmethod
     def _record(row: tuple) -> VocabRecord:  # type: ignore[type-arg]
-        name, version, etag, text_model, labels, templates, dim, matrix, updated_at = row
+        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean = row
         return VocabRecord(
             name, version, etag, text_model, tuple(json.loads(labels)), tuple(json.loads(templates)),
-            _vec(matrix).reshape(-1, dim), updated_at,
+            _vec(matrix).reshape(-1, dim), updated_at, bool(clean),
         )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -147,10 +151,12 @@ class SQLiteStore(VocabStore):
                 else:
                     version = 1 if row is None else int(row[0]) + 1
                     self._db.execute(
-                        "INSERT OR REPLACE INTO vocabs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO vocabs (name, version, etag, text_model, labels, templates, dim, "
+                        "matrix, updated_at, clean_labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (record.name, version, record.etag, record.text_model, json.dumps(record.labels),
                          json.dumps(record.templates), record.matrix.shape[1],
-                         np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at),
+                         np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
+                         int(record.clean_labels)),
                     )
                     self._db.execute("COMMIT")
                     stored = VocabRecord(**{**record.__dict__, "version": version})
@@ -212,7 +218,7 @@ if ARGV[1] ~= '' and cur ~= ARGV[1] then return {-1, 0} end
 if cur == ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))} end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'etag', ARGV[2], 'text_model', ARGV[3], 'labels', ARGV[4], 'templates', ARGV[5],
-           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8])
+           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8], 'clean_labels', ARGV[11])
 redis.call('SADD', KEYS[2], ARGV[9])
 redis.call('PUBLISH', ARGV[10], ARGV[9])
 return {1, v}
@@ -311,7 +317,7 @@ class RedisStore(VocabStore):
             return VocabRecord(
                 name, int(h[b"version"]), h[b"etag"].decode(), h[b"text_model"].decode(),
                 tuple(json.loads(h[b"labels"])), tuple(json.loads(h[b"templates"])),
-                _vec(h[b"matrix"]).reshape(-1, dim), float(h[b"updated_at"]),
+                _vec(h[b"matrix"]).reshape(-1, dim), float(h[b"updated_at"]), h.get(b"clean_labels") == b"1",
             )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -326,7 +332,7 @@ class RedisStore(VocabStore):
                 args=[if_match or "", record.etag, record.text_model, json.dumps(record.labels),
                       json.dumps(record.templates), record.matrix.shape[1],
                       np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
-                      record.name, self._channel],
+                      record.name, self._channel, "1" if record.clean_labels else "0"],
             )
             if status == -1:
                 raise PreconditionFailed(f"vocabulary {record.name!r} is not at ETag {if_match}")

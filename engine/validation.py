@@ -60,12 +60,13 @@ def validate_templates(templates: Sequence[str] | None) -> list[str]:
 
 
 def check_prompt_lengths(
-    encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str], known: Container[str] = ()
+    encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str], known: Container[str] = (),
+    clean: bool = False,
 ) -> None:
     """Every prompt fits the text encoder (never silently truncated). Prompts in ``known`` (cached
     embeddings: they were encoded, so they fit) are skipped: counting runs ftfy on each prompt."""
     limit = encoder.context_length
-    prompts = [(label, p) for label in labels for p in format_prompts(label, templates) if p not in known]
+    prompts = [(label, p) for label in labels for p in format_prompts(label, templates, clean) if p not in known]
     counts = encoder.token_counts([p for _, p in prompts]) if prompts else []
     too_long = [(label, p, n) for (label, p), n in zip(prompts, counts, strict=True) if n > limit]
     if too_long:

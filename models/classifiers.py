@@ -15,17 +15,19 @@ from models.text_encoder import TextEncoder
 
 
 def text_classifier(
-    encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,)
+    encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,), clean: bool = False
 ) -> torch.Tensor:
-    """``W[c] = normalize(mean_t normalize(text(template_t.format(label_c))))`` (CLIP's prompt ensemble).
+    """``W[c] = normalize(mean_t normalize(text(template_t.format(label_c))))``.
 
-    With one template this is just the normalized embedding of the one prompt.
+    With one template (the reference's, and the default) this is the normalized embedding of the
+    one prompt; several templates average (CLIP's prompt ensemble, our extension). ``clean``:
+    labels cleaned up first (opt-in; the reference uses them as written).
     """
     if not labels:
         raise ValueError("no labels")
     if not templates:
         raise ValueError("no templates")
-    prompts = [p for label in labels for p in format_prompts(label, templates)]
+    prompts = [p for label in labels for p in format_prompts(label, templates, clean)]
     return ensemble(encoder.encode(prompts).view(len(labels), len(templates), -1))
 
 

@@ -1,4 +1,9 @@
-"""Prompt templates and label clean-up."""
+"""Prompt templates and label clean-up.
+
+Labels go into the templates exactly as given, as the reference does (``ApplyEyeMakeup`` stays
+``ApplyEyeMakeup``): the classifiers of released checkpoints and the published zero-shot numbers
+come from those prompts. :func:`clean_label` (``apply eye makeup``) is an opt-in option
+(``clean_labels``) per request, per vocabulary and on the CLI."""
 
 from __future__ import annotations
 
@@ -56,9 +61,9 @@ def validate_template(template: str) -> str:
     return template
 
 
-def format_prompts(label: str, templates: Sequence[str]) -> list[str]:
-    """The prompts of one label: its cleaned form put into each template."""
-    words = clean_label(label)
+def format_prompts(label: str, templates: Sequence[str], clean: bool = False) -> list[str]:
+    """The prompts of one label: the label (cleaned with ``clean``) put into each template."""
+    words = clean_label(label) if clean else label
     return [t.format(words) for t in templates]
 
 

@@ -66,6 +66,9 @@ def classify(
         str, typer.Option(help="exact (the method's test-time frames) | fast (one cheap frame per segment).")
     ] = "exact",
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
+    clean_labels: Annotated[bool, typer.Option(
+        "--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default labels "
+                               "are used as written, as the reference and its checkpoints do.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     options: dict[str, Any] | None = None,
 ) -> None:
@@ -86,7 +89,7 @@ def classify(
         from engine.service import classify_files
 
         runtime = build_runtime(model_options)
-        classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates)
+        classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates, clean_labels)
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
         _fail(exc)
     results: list[ClassifyResult] = []

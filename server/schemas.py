@@ -9,8 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 Label = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]
 Template = Annotated[str, StringConstraints(min_length=2, max_length=300, pattern=r"^[^{}]*\{\}[^{}]*$")]
 _TEMPLATES = Field(
-    None, min_length=1, max_length=64, description='Prompt templates with one "{}" (default "a video of a person {}.").'
+    None, min_length=1, max_length=64, description='Prompt templates with one "{}" (default: the reference\'s one, '
+    '"a video of a person {}."; several are averaged, CLIP\'s prompt ensemble, our extension).'
 )
+_CLEAN = Field(False, description="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default "
+                                  "labels are used as written, as the reference and its checkpoints do.")
 
 
 class VocabLabelsIn(BaseModel):
@@ -22,6 +25,7 @@ class VocabLabelsIn(BaseModel):
         description="Class names, unique, at most the server's max_labels; each prompt at most 77 tokens.",
     )
     templates: list[Template] | None = _TEMPLATES
+    clean_labels: bool = _CLEAN
 
 
 class VocabPresetIn(BaseModel):
@@ -30,6 +34,7 @@ class VocabPresetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     preset: Literal["kinetics400"] = Field(description="A built-in label set.")
     templates: list[Template] | None = _TEMPLATES
+    clean_labels: bool = _CLEAN
 
 
 VocabIn = VocabLabelsIn | VocabPresetIn
@@ -40,6 +45,7 @@ class VocabOut(BaseModel):
     version: int
     labels: list[str]
     templates: list[str]
+    clean_labels: bool = Field(description="Whether the prompts use cleaned-up labels.")
     text_model: str
     etag: str
 
@@ -80,6 +86,8 @@ class ClassifyForm(BaseModel):
                         "(one clip); empty: the server's default_sampling."
     )
     thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
+    clean_labels: bool = Field(False, description="Ad-hoc labels: prompt their cleaned-up form (ApplyEyeMakeup -> "
+                                                  "apply eye makeup); by default as written.")
 
     @classmethod
     def openapi_body(cls) -> dict[str, object]:

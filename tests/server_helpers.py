@@ -28,7 +28,7 @@ def tiny_runtime(checkpoint: Path) -> Runtime:
 
 
 def settings(data_dir: Path, **overrides: object) -> Settings:
-    base: dict[str, object] = {"data_dir": data_dir, "decode_workers": 0, "max_delay_ms": 20.0}
+    base: dict[str, object] = {"data_dir": data_dir, "decode_workers": 0, "max_delay_ms": 20.0, "max_decode_queue": 32}
     return Settings(**{**base, **overrides})
 
 

@@ -82,6 +82,8 @@ def vocab_put(
     preset: Annotated[str | None, typer.Option(help="A built-in label set, e.g. kinetics400.")] = None,
     template: Annotated[list[str] | None, typer.Option(help="Prompt template; repeat for an ensemble.")] = None,
     if_match: Annotated[str | None, typer.Option(help="Only replace this ETag.")] = None,
+    clean_labels: Annotated[bool, typer.Option(
+        "--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup).")] = False,
     url: URL = "http://127.0.0.1:8000",
     api_key: KEY = None,
     as_json: JSON = False,
@@ -89,7 +91,8 @@ def vocab_put(
     """Define or replace vocabulary NAME."""
     try:
         with Client(url, api_key=api_key) as client:
-            v = client.put_vocab(name, None if preset else _labels(labels, labels_file), template, if_match, preset)
+            v = client.put_vocab(name, None if preset else _labels(labels, labels_file), template, if_match, preset,
+                                 clean_labels)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(v.model_dump_json() if as_json else f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}")

@@ -68,10 +68,13 @@ def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, 
     return form
 
 
-def _vocab_body(labels: Sequence[str] | None, templates: Sequence[str] | None, preset: str | None) -> dict[str, Any]:
+def _vocab_body(labels: Sequence[str] | None, templates: Sequence[str] | None, preset: str | None,
+                clean_labels: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"preset": preset} if preset else {"labels": list(labels or [])}
     if templates:
         body["templates"] = list(templates)
+    if clean_labels:
+        body["clean_labels"] = True
     return body
 
 
@@ -125,10 +128,12 @@ class Client:
         return ClassifyResult.model_validate(r.json())
 
     def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-                  if_match: str | None = None, preset: str | None = None) -> Vocabulary:
-        """Define (or replace) a vocabulary; ``if_match`` = the ETag you last saw, to avoid lost updates."""
+                  if_match: str | None = None, preset: str | None = None, clean_labels: bool = False) -> Vocabulary:
+        """Define (or replace) a vocabulary; ``if_match`` = the ETag you last saw, to avoid lost updates;
+        ``clean_labels``: prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup)."""
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset), headers=headers)
+        r = self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels),
+                          headers=headers)
         return Vocabulary.model_validate(r.json())
 
     def get_vocab(self, name: str) -> Vocabulary:
@@ -195,9 +200,11 @@ class AsyncClient:
         return ClassifyResult.model_validate(r.json())
 
     async def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-                        if_match: str | None = None, preset: str | None = None) -> Vocabulary:
+                        if_match: str | None = None, preset: str | None = None,
+                        clean_labels: bool = False) -> Vocabulary:
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = await self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset), headers=headers)
+        r = await self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels),
+                                headers=headers)
         return Vocabulary.model_validate(r.json())
 
     async def get_vocab(self, name: str) -> Vocabulary:

@@ -30,6 +30,7 @@ class Vocabulary(BaseModel):
     version: int
     labels: list[str]
     templates: list[str]
+    clean_labels: bool = False
     text_model: str
     etag: str
 

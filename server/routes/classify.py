@@ -76,7 +76,7 @@ async def _classify(
         classifier, version = await asyncio.to_thread(registry.classifier, vocab)
         ref = VocabRef(name=vocab, version=version)
     else:
-        classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels))
+        classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels), None, form.clean_labels)
     t1 = time.perf_counter()
 
     result = await engine.classify(path, classifier, frames=frames, clips=clips, crops=crops, top_k=form.top_k,

@@ -21,6 +21,7 @@ def _out(record: VocabRecord, response: Response) -> VocabOut:
     response.headers["ETag"] = f'"{record.etag}"'
     return VocabOut(
         name=record.name, version=record.version, labels=list(record.labels), templates=list(record.templates),
+        clean_labels=record.clean_labels,
         text_model=record.text_model, etag=record.etag,
     )
 
@@ -44,7 +45,8 @@ async def put_vocab(
     """Define a vocabulary: its labels are encoded (only those not cached) into a new version."""
     labels = preset_labels(body.preset) if isinstance(body, VocabPresetIn) else body.labels
     existed = await asyncio.to_thread(registry.store.head, name)
-    record, _ = await asyncio.to_thread(registry.put, name, labels, body.templates, _unquote(if_match))
+    record, _ = await asyncio.to_thread(registry.put, name, labels, body.templates, _unquote(if_match),
+                                        body.clean_labels)
     response.status_code = 200 if existed is not None else 201
     return _out(record, response)
 

@@ -209,3 +209,12 @@ def test_ad_hoc_embeddings_stay_in_a_bounded_cache(store_factory, tiny_clip: Loa
     assert enc.encoded[-1] == "a video of a person label 0a."
     np.testing.assert_allclose(registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy(),
                                registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy())
+
+
+def test_clean_labels_is_stored_and_part_of_the_etag(registry: VocabRegistry) -> None:
+    plain, _ = registry.put("ucf", ["ApplyEyeMakeup", "brush_hair"])
+    cleaned, changed = registry.put("ucf", ["ApplyEyeMakeup", "brush_hair"], clean_labels=True)
+    assert changed and cleaned.version == 2 and cleaned.etag != plain.etag
+    assert registry.get("ucf").clean_labels is True and not np.allclose(plain.matrix, cleaned.matrix)
+    again, changed = registry.put("ucf", ["ApplyEyeMakeup", "brush_hair"], clean_labels=True)
+    assert not changed and again.version == 2

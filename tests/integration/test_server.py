@@ -386,3 +386,66 @@ def test_a_malformed_multipart_body_is_a_4xx(tmp_path: Path, runtime: Runtime, b
             assert not list((tmp_path / "uploads").iterdir())
 
     run(go())
+
+
+def test_labels_are_prompted_as_written_and_clean_up_is_opt_in(tmp_path: Path, runtime: Runtime) -> None:
+    """The stored classifier rows are the CLIP text embeddings of the reference's prompt, computed
+    here straight from open_clip's model and tokenizer: "a video of a person ApplyEyeMakeup."
+    unless clean_labels asks for "a video of a person apply eye makeup."."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from engine.registry import VocabRegistry
+    from engine.stores import SQLiteStore
+
+    encoder = runtime.text_encoder
+
+    def direct(prompt: str) -> np.ndarray:
+        with torch.no_grad():
+            emb = encoder.model.encode_text(encoder.tokenizer([prompt]).to(encoder.device))
+        return F.normalize(emb.float(), dim=-1)[0].cpu().numpy()
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            as_written = await c.put("/vocab/ucf", json={"labels": ["ApplyEyeMakeup", "brush_hair"]})
+            assert as_written.status_code == 201 and as_written.json()["clean_labels"] is False
+            assert as_written.json()["templates"] == ["a video of a person {}."]  # the reference's one template
+            cleaned = await c.put("/vocab/ucf", json={"labels": ["ApplyEyeMakeup", "brush_hair"],
+                                                      "clean_labels": True})
+            assert cleaned.status_code == 200 and cleaned.json()["version"] == 2 and cleaned.json()["clean_labels"]
+            assert cleaned.json()["etag"] != as_written.json()["etag"]
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            form = {"labels": '["ApplyEyeMakeup", "brush_hair"]', "top_k": "0"}
+            adhoc = await c.post("/classify", files=files, data=form)
+            adhoc_clean = await c.post("/classify", files=files, data={**form, "clean_labels": "true"})
+            scores = {p["label"]: p["score"] for p in adhoc.json()["predictions"]}
+            assert scores != {p["label"]: p["score"] for p in adhoc_clean.json()["predictions"]}
+
+    run(go())
+    record = SQLiteStore(tmp_path / "vocab.db").get("ucf")
+    assert record is not None and record.clean_labels is True
+    np.testing.assert_allclose(record.matrix[0], direct("a video of a person apply eye makeup."), atol=1e-5)
+    np.testing.assert_allclose(record.matrix[1], direct("a video of a person brush hair."), atol=1e-5)
+    stored, _ = VocabRegistry(SQLiteStore(tmp_path / "other.db"), encoder).put("ucf", ["ApplyEyeMakeup", "brush_hair"])
+    np.testing.assert_allclose(stored.matrix[0], direct("a video of a person ApplyEyeMakeup."), atol=1e-5)
+    np.testing.assert_allclose(stored.matrix[1], direct("a video of a person brush_hair."), atol=1e-5)
+
+
+def test_a_database_of_an_earlier_version_opens_and_keeps_its_vocabularies(tmp_path: Path) -> None:
+    import sqlite3
+
+    import numpy as np
+
+    from engine.stores import SQLiteStore
+
+    db = sqlite3.connect(tmp_path / "vocab.db")
+    db.execute("CREATE TABLE vocabs (name TEXT PRIMARY KEY, version INTEGER NOT NULL, etag TEXT NOT NULL, "
+               "text_model TEXT NOT NULL, labels TEXT NOT NULL, templates TEXT NOT NULL, dim INTEGER NOT NULL, "
+               "matrix BLOB NOT NULL, updated_at REAL NOT NULL)")
+    db.execute("INSERT INTO vocabs VALUES ('old', 3, 'e', 'm', '[\"a\", \"b\"]', '[\"{}\"]', 2, ?, 1.0)",
+               (np.eye(2, dtype=np.float32).tobytes(),))
+    db.commit()
+    db.close()
+    record = SQLiteStore(tmp_path / "vocab.db").get("old")
+    assert record is not None and record.version == 3 and record.labels == ("a", "b") and not record.clean_labels

@@ -39,8 +39,11 @@ def test_kinetics_templates_are_clips_28() -> None:
     assert len(KINETICS_TEMPLATES) == 28
 
 
-def test_format_uses_clean_label() -> None:
-    assert format_prompts("ApplyLipstick", [DEFAULT_TEMPLATE]) == ["a video of a person apply lipstick."]
+def test_labels_are_prompted_as_written_unless_clean_up_is_asked() -> None:
+    """The reference's prompt is the label list's text ("ApplyLipstick"); clean-up is opt-in."""
+    assert format_prompts("ApplyLipstick", [DEFAULT_TEMPLATE]) == ["a video of a person ApplyLipstick."]
+    assert format_prompts("brush_hair", ["{}"]) == ["brush_hair"]
+    assert format_prompts("ApplyLipstick", [DEFAULT_TEMPLATE], clean=True) == ["a video of a person apply lipstick."]
 
 
 @pytest.mark.parametrize("bad", ["no placeholder", "{} and {}", "{label}", "{0}", "{"])
