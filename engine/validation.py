@@ -30,6 +30,9 @@ def validate_labels(labels: Sequence[str], max_labels: int = MAX_LABELS) -> list
     """The labels stripped of surrounding blanks: non-empty, unique, at most ``max_labels``."""
     if not labels:
         raise InputError("the label list is empty")
+    if len(labels) == 1:
+        raise InputError("one label cannot be classified (softmax over a single label is always 1.0); "
+                         "give at least two")
     if len(labels) > max_labels:
         raise InputError(f"{len(labels)} labels; at most {max_labels}")
     clean = []

@@ -8,6 +8,7 @@ come from those prompts. :func:`clean_label` (``apply eye makeup``) is an opt-in
 from __future__ import annotations
 
 import csv
+import json
 import re
 import string
 from collections.abc import Sequence
@@ -67,16 +68,41 @@ def format_prompts(label: str, templates: Sequence[str], clean: bool = False) ->
     return [t.format(words) for t in templates]
 
 
+LABEL_FILE_FORMATS = (".txt (one label per line), .csv (a header with a name column, e.g. id,name) or .json "
+                      "(an array of strings)")
+
+
 def read_labels(path: Path) -> list[str]:
-    """Read class names from ``.csv`` (``id,name`` with a header) or text (one per line)."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.reader(text.splitlines()))
-        if rows and [c.strip().lower() for c in rows[0]][:2] == ["id", "name"]:
-            rows = rows[1:]
-        labels = [row[1].strip() if len(row) > 1 else row[0].strip() for row in rows if row]
-    else:
+    """Class names from a label file: ``.txt`` one per line (blank lines skipped), ``.csv`` with a
+    header naming a ``name`` column, ``.json`` an array of strings. Anything else, or a file that
+    reads as another format (a JSON array in a .txt, ``a;b;c`` on one line), is a ValueError that
+    says so. (``clients/t4v_client/labels.py`` applies the same rules; a test holds them equal.)"""
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8-sig")
+    if suffix == ".json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path.name}: not valid JSON; a .json label file is an array of strings") from None
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ValueError(f"{path.name}: a .json label file is an array of strings")
+        labels = [x.strip() for x in value]
+    elif suffix == ".csv":
+        rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+        header = [cell.strip().lower() for cell in rows[0]] if rows else []
+        if "name" not in header:
+            raise ValueError(f"{path.name}: a .csv label file needs a header with a name column (e.g. id,name)")
+        column = header.index("name")
+        labels = [row[column].strip() if len(row) > column else "" for row in rows[1:]]
+    elif suffix == ".txt":
         labels = [line.strip() for line in text.splitlines()]
+        filled = [x for x in labels if x]
+        if filled and filled[0].startswith("["):
+            raise ValueError(f"{path.name}: looks like a JSON array; name the file .json")
+        if len(filled) == 1 and any(sep in filled[0] for sep in ",;\t"):
+            raise ValueError(f"{path.name}: one line with separators; put one label per line")
+    else:
+        raise ValueError(f"{path.name}: label files are {LABEL_FILE_FORMATS}")
     return [label for label in labels if label]
 
 

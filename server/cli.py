@@ -312,7 +312,10 @@ def _labels(labels: str | None, labels_file: Path | None, preset: str | None) ->
     if labels_file is not None:
         if not labels_file.is_file():
             raise UsageProblem(f"labels file not found: {labels_file}")
-        found = read_labels(labels_file)
+        try:
+            found = read_labels(labels_file)
+        except ValueError as exc:
+            raise UsageProblem(str(exc)) from None
     else:
         assert labels is not None
         found = [label.strip() for label in labels.split(",") if label.strip()]

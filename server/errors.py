@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
@@ -44,6 +47,7 @@ def install(app: FastAPI) -> None:
         if exc_type in RETRY_AFTER:
             headers["Retry-After"] = RETRY_AFTER[exc_type]
         app.add_exception_handler(exc_type, _handler(status, headers or None))
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(Exception, _unexpected)
 
@@ -53,6 +57,50 @@ def _handler(status: int, headers: dict[str, str] | None):  # noqa: ANN202
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handle
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """422 as every other error: ``detail`` is one sentence naming the field; ``errors`` keeps
+    pydantic's list for programs."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    return JSONResponse({"detail": validation_sentence(errors), "errors": jsonable_encoder(errors)}, status_code=422)
+
+
+_UNION_BRANCHES = {"VocabLabelsIn": "labels", "VocabPresetIn": "preset"}
+
+
+def validation_sentence(errors: list[dict[str, Any]]) -> str:
+    """One readable sentence for pydantic's errors. A body that may be one of several shapes
+    (labels or a preset) is judged as the shape it tried to be, not against every shape."""
+    def branch(e: dict[str, Any]) -> str | None:
+        return next((str(part) for part in e.get("loc", ()) if part in _UNION_BRANCHES), None)
+
+    branches = {branch(e) for e in errors} - {None}
+    if len(branches) > 1:  # keep the errors of the shape with the fewest complaints about missing keys
+        def missing(name: str | None) -> int:
+            return sum(e.get("type") == "missing" for e in errors if branch(e) == name)
+        best = min(sorted(b for b in branches if b is not None), key=missing)
+        errors = [e for e in errors if branch(e) in (best, None)]
+    parts = []
+    for e in errors[:2]:
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path", "header")
+               and str(x) not in _UNION_BRANCHES]
+        field = ".".join(loc) or "the request body"
+        kind = e.get("type")
+        if kind == "missing":
+            parts.append(f"{field} is required")
+        elif kind == "extra_forbidden":
+            parts.append(f"{field} is not a known field")
+        elif kind == "json_invalid":
+            parts.append("the request body is not valid JSON")
+        elif kind == "string_pattern_mismatch" and e.get("ctx", {}).get("pattern") == r"\S":
+            parts.append(f"{field} must not be blank")
+        else:
+            message = str(e.get("msg", "is not valid"))
+            parts.append(f"{field}: {message[0].lower()}{message[1:]}")
+    more = f" (and {len(errors) - 2} more)" if len(errors) > 2 else ""
+    return "; ".join(parts) + more if parts else "the request is not valid"
 
 
 async def _too_deep(request: Request, exc: Exception) -> JSONResponse:

@@ -79,7 +79,8 @@ class ClassifyForm(BaseModel):
     vocab: str = Field("", description="A registered vocabulary name (give vocab or labels).")
     labels: str = Field("", description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')
     top_k: int = Field(5, ge=0, le=100_000, description="Predictions to return; 0 = all.")
-    frames: int = Field(0, ge=0, le=64, description="Frames sampled per clip (T); 0 = the server's default_frames.")
+    frames: int | None = Field(None, ge=1, description="Frames sampled per clip (T), 1 to the server's max_frames; "
+                                                       "unset: its default_frames.")
     views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
     sampling: Literal["", "exact", "fast"] = Field(
         "", description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from t4v_client.client import Client
 from t4v_client.errors import T4VError
+from t4v_client.labels import read_labels
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
 vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
@@ -32,13 +32,7 @@ def _fail(exc: Exception) -> None:
 
 def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
     if labels_file is not None:
-        text = labels_file.read_text(encoding="utf-8")
-        if labels_file.suffix == ".csv":
-            rows = [r for r in csv.reader(text.splitlines()) if r]
-            if rows and [c.strip().lower() for c in rows[0]][:2] == ["id", "name"]:
-                rows = rows[1:]
-            return [r[-1].strip() for r in rows]
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return read_labels(labels_file)  # .txt, .csv with a name column, .json: the server's rules
     return [x.strip() for x in (labels or "").split(",") if x.strip()]
 
 

@@ -62,9 +62,9 @@ async def _classify(
     vocab, labels = form.vocab, form.labels
     if bool(vocab) == bool(labels):
         raise InputError("give exactly one of vocab or labels")
-    frames = form.frames or settings.default_frames
+    frames = form.frames if form.frames is not None else settings.default_frames
     if frames > settings.max_frames:
-        raise InputError(f"frames must be at most {settings.max_frames}")
+        raise InputError(f"frames must be at most {settings.max_frames} on this server (its max_frames)")
     clips, crops = parse_views(form.views)
     max_clips, max_crops = parse_views(settings.max_views)
     if clips > max_clips or crops > max_crops:

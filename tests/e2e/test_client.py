@@ -28,7 +28,7 @@ def test_client_round_trip(live_server: str, tmp_path: Path) -> None:
         adhoc = c.classify(clip.read_bytes(), labels=["a", "b"], filename="clip.mp4")
         assert adhoc.vocab is None and {p.label for p in adhoc.predictions} == {"a", "b"}
         with pytest.raises(PreconditionFailed):
-            c.put_vocab("client-sports", ["x"], if_match="stale")
+            c.put_vocab("client-sports", ["x", "y"], if_match="stale")
         v2 = c.put_vocab("client-sports", ["x", "y"], if_match=v.etag)
         assert v2.version == 2
         with pytest.raises(UnsupportedMedia, match="notes.txt"):
