@@ -25,9 +25,12 @@ test: install system-deps
 
 # the tests start their own redis-server on a free port and drive Debian's Chromium (the web page);
 # both come from Debian's packages when missing (Playwright never downloads a browser here)
+# (another apt process holding the dpkg lock is waited for, up to 10 minutes, instead of failing)
 system-deps:
-	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server chromium >/dev/null; }
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+	    redis-server chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .

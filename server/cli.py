@@ -135,9 +135,8 @@ def train(ctx: typer.Context) -> None:
     if cfg.export_engine:
         from engine.export import export_from_options
 
-        options = ModelOptions(model=cfg.arch, pretrained=None if cfg.clip_checkpoint or cfg.random_init else
-                               cfg.pretrained, clip_checkpoint=cfg.clip_checkpoint, random_init=cfg.random_init,
-                               text4vis_checkpoint=cfg.output / "last.pt")
+        options = ModelOptions(model=cfg.arch, pretrained=cfg.pretrained, clip_checkpoint=cfg.clip_checkpoint,
+                               random_init=cfg.random_init, text4vis_checkpoint=cfg.output / "last.pt")
         manifest = export_from_options(options, cfg.output / "engine")
         typer.echo(f"engine: {cfg.output / 'engine'} ({manifest.temporal} head)")
 

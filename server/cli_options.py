@@ -46,13 +46,27 @@ def option_parameters(model: type[BaseModel], *, env: bool, exclude: Iterable[st
         if name in exclude:
             continue
         kind = _cli_type(field.annotation)
-        text = (field.description or "") + (f" ({model_env(name)})" if env else "")
+        text = (field.description or "") + (f" [env {model_env(name)}]" if env else "")
         if kind is list[str]:
             text += " Repeat the option for several."
-        option = typer.Option(flag(name, field), help=text, show_default=False)
+        option = typer.Option(flag(name, field), help=text, show_default=_default_text(field))
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[kind | None, option]))
     return params
+
+
+def _default_text(field: Any) -> str | bool:
+    """What ``--help`` shows as the default (the option itself defaults to None: unset means the
+    settings' default or the environment's value)."""
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, list | tuple):
+            return ", ".join(map(str, value)) or False
+        return f"{value} (here)"
+    if field.default is None:
+        return False
+    value = field.default
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def model_env(name: str) -> str:

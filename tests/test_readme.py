@@ -69,3 +69,17 @@ def test_each_option_is_declared_once() -> None:
         declared = [str(p.relative_to(ROOT)) for p, text in sources.items()
                     if re.search(field, text, re.M) or re.search(option, text)]
         assert len(declared) == 1, (name, declared)
+
+
+def test_serve_help_shows_defaults() -> None:
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert "[default: 8000]" in result.stdout.replace("(", "").replace(")", "")
+    assert "[default: 127.0.0.1]" in result.stdout.replace("(", "").replace(")", "")
+
+
+def test_system_deps_wait_for_the_dpkg_lock() -> None:
+    """`make test` installs redis-server/chromium when missing: another apt holding the dpkg lock
+    is waited for (apt's lock timeout), not a failure."""
+    recipe = ROOT.joinpath("Makefile").read_text().split("system-deps:")[1].split("\n\n")[0]
+    calls = recipe.count("apt-get ")
+    assert calls == 2 and recipe.count("-o DPkg::Lock::Timeout=600") == calls

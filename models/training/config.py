@@ -27,8 +27,10 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0, description="DataLoader workers.")
 
     # model
-    arch: str = "ViT-B-16"
-    pretrained: str | None = "openai"
+    arch: str | None = Field(None, description="open_clip architecture; default ViT-B-16, or the one a "
+                                               "clip_checkpoint's weights show (OpenAI or open_clip format).")
+    pretrained: str | None = Field(None, description="open_clip pretrained tag (default openai without a "
+                                                    "clip_checkpoint).")
     clip_checkpoint: Path | None = None
     random_init: bool = Field(False, description="Start from random CLIP weights (tests only).")
     temporal: Literal["mean", "transf"] = "transf"

@@ -126,7 +126,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     np.random.seed(cfg.seed)
 
     classes = read_labels(cfg.labels)
-    clip = load_clip(ClipSource(cfg.arch, None if cfg.clip_checkpoint or cfg.random_init else cfg.pretrained,
+    clip = load_clip(ClipSource(cfg.arch, cfg.pretrained,
                                 cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
     full = read_samples(cfg.train_list, classes, cfg.root)
     samples = repeated_few_shot(full, cfg.shots, cfg.seed) if cfg.shots else full

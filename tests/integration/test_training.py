@@ -225,3 +225,22 @@ def test_t4v_eval_zero_shot_halves_protocol(smoke_run: Path, tmp_path: Path) -> 
     assert out["half_splits_mean"] == pytest.approx(np.mean(accuracies))
     assert out["half_splits_std"] == pytest.approx(np.std(accuracies))
     assert out["top1"] == pytest.approx(float((probs.argmax(axis=1) == truth).mean()))
+
+
+def test_train_infers_the_architecture_of_an_openai_format_clip_file(
+    data: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The OpenAI-format CLIP file classify and serve accept trains too, without naming an arch."""
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_ARCH)
+    weights = tmp_path / "openai-format.pt"
+    torch.save(model.state_dict(), weights)  # OpenAI key names: conv1, transformer.resblocks..., text_projection
+    root, train_list, labels = data
+    metrics = main(["--train-list", str(train_list), "--labels", str(labels), "--root", str(root),
+                    "--clip-checkpoint", str(weights), "--frames", "4", "--epochs", "1", "--warmup-epochs", "0",
+                    "--batch-size", "6", "--workers", "0", "--output", str(tmp_path / "out")])
+    assert metrics["epoch"] == 1
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["arch"] is None and config["pretrained"] is None
