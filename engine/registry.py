@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,8 @@ from models.classifiers import ensemble
 from models.errors import InputError
 from models.prompts import format_prompts
 from models.text_encoder import TextEncoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class VocabRegistry:
         max_labels: int = 5000,
         on_embedding_cache: Callable[[int, int], None] | None = None,
         ad_hoc_cache_prompts: int = 20_000,
+        on_prompts_encoded: Callable[[int], None] | None = None,
     ) -> None:
         """``ad_hoc_cache_prompts``: how many prompt embeddings of ad-hoc labels (sent with a
         classify request) are kept, in this process, least recently used first out; they are
@@ -64,6 +68,7 @@ class VocabRegistry:
         self.text_model = text_encoder.model_id
         self.max_labels = max_labels
         self._on_embedding_cache = on_embedding_cache
+        self._on_prompts_encoded = on_prompts_encoded
         self._encode_lock = threading.Lock()
         self._cache: dict[str, tuple[int, str, Classifier]] = {}
         self._cache_lock = threading.Lock()
@@ -138,13 +143,31 @@ class VocabRegistry:
             self._on_embedding_cache(len(prompts) - len(missing), len(missing))
         if missing:
             with self._encode_lock:
-                fresh = self.text_encoder.encode(missing).numpy()
+                fresh = self.text_encoder.encode(missing, progress=self._progress(len(missing))).numpy()
             new = dict(zip(missing, fresh, strict=True))
             with contextlib.suppress(StoreUnavailable):  # not cached this time; the result is the same
                 (keep or partial(self.store.put_embeddings, self.text_model))(new)
             cached.update(new)
         emb = torch.from_numpy(np.stack([cached[p] for p in prompts])).view(len(labels), len(templates), -1)
         return ensemble(emb).numpy()
+
+    def _progress(self, total: int) -> Callable[[int, int], None]:
+        """Counts encoded prompts (``on_prompts_encoded``: /metrics) and, for a long encode, logs
+        how far it is every 5 s at INFO, so a PUT of thousands of prompts is never silent."""
+        state: dict[str, float] = {"done": 0, "logged": time.monotonic()}
+        if total >= 1000:
+            log.info("encoding %d prompts", total)
+
+        def report(done: int, _: int) -> None:
+            if self._on_prompts_encoded is not None:
+                self._on_prompts_encoded(done - int(state["done"]))
+            state["done"] = done
+            now = time.monotonic()
+            if now - state["logged"] >= 5.0 or (done == total and total >= 1000):
+                state["logged"] = now
+                log.info("encoded %d of %d prompts", done, total)
+
+        return report
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ and saves most of the work (prompts are ~10 tokens, the context is 77).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -75,17 +75,21 @@ class TextEncoder:
         return [len(inner(p)) + 2 for p in prompts]
 
     @torch.inference_mode()
-    def encode(self, prompts: Sequence[str], trim: bool = True) -> torch.Tensor:
-        """Embeddings ``[len(prompts), D]``, normalized. ``trim=False`` pads every prompt to 77."""
+    def encode(
+        self, prompts: Sequence[str], trim: bool = True, progress: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """Embeddings ``[len(prompts), D]``, normalized. ``trim=False`` pads every prompt to 77.
+        ``progress(done, total)`` is called after each batch (long vocabularies say how far they are)."""
         if not prompts:
             raise ValueError("no prompts to encode")
         device = self.device
         tokens = self.tokenizer(list(prompts))
         if not (trim and self.trimmable):
-            chunks = [
-                self.model.encode_text(tokens[i : i + self.batch_size].to(device)).float()
-                for i in range(0, len(tokens), self.batch_size)
-            ]
+            chunks = []
+            for i in range(0, len(tokens), self.batch_size):
+                chunks.append(self.model.encode_text(tokens[i : i + self.batch_size].to(device)).float())
+                if progress is not None:
+                    progress(min(i + self.batch_size, len(tokens)), len(tokens))
             return F.normalize(torch.cat(chunks), dim=-1).cpu()
         ends = self._pool_index(tokens)
         order = torch.argsort(ends, stable=True)  # similar lengths share a batch
@@ -94,6 +98,8 @@ class TextEncoder:
             idx = order[i : i + self.batch_size]
             length = int(ends[idx].max()) + 1
             out[idx] = self._encode_trimmed(tokens[idx, :length].to(device)).float().cpu()
+            if progress is not None:
+                progress(min(i + self.batch_size, len(order)), len(order))
         return F.normalize(out, dim=-1)
 
     def _pool_index(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,7 @@ def train(ctx: typer.Context) -> None:
     if "--help" in ctx.args or "-h" in ctx.args:
         typer.echo(flag_parser().format_help())
         return
+    logging.getLogger("models.training").setLevel(logging.INFO)  # each epoch's loss, without -v
     try:
         cfg = parse_args(list(ctx.args))
         metrics = run(cfg)

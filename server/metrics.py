@@ -22,6 +22,8 @@ class Metrics:
         )
         self.queue_frames = Gauge("t4v_queue_frames", "Frames waiting for the encoder", registry=r)
         self.decode_pending = Gauge("t4v_decode_pending", "Uploads waiting for or in a decode worker", registry=r)
+        self.prompts_encoded = Counter("t4v_prompts_encoded", "Prompts encoded by the text encoder (PUT /vocab, "
+                                       "ad-hoc labels): watch it grow during a long PUT", registry=r)
         self.decode_workers = Gauge("t4v_decode_workers", "Decode worker processes alive", registry=r)
         self.workers_replaced = Counter(
             "t4v_decode_workers_replaced", "Decode workers killed and replaced: timeout (silent past the per-file "

@@ -46,7 +46,8 @@ class Service:
             store = await asyncio.to_thread(self._open_store)
             self.registry = VocabRegistry(store, runtime.text_encoder, self.settings.max_labels,
                                           on_embedding_cache=self.metrics.on_embedding_cache,
-                                          ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts)
+                                          ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts,
+                                          on_prompts_encoded=self.metrics.prompts_encoded.inc)
             s = self.settings
             self.engine = ClassifyService(
                 runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.decode_queue(),

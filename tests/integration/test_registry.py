@@ -219,3 +219,18 @@ def test_clean_labels_is_stored_and_part_of_the_etag(registry: VocabRegistry) ->
     assert registry.get("ucf").clean_labels is True and not np.allclose(plain.matrix, cleaned.matrix)
     again, changed = registry.put("ucf", ["ApplyEyeMakeup", "brush_hair"], clean_labels=True)
     assert not changed and again.version == 2
+
+
+def test_a_long_encode_reports_progress(
+    store_factory, tiny_clip: LoadedClip, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    """A PUT of thousands of prompts says how far it is: INFO lines and a counter (/metrics)."""
+    import logging
+
+    counted: list[int] = []
+    registry = VocabRegistry(store_factory(), TextEncoder(tiny_clip), max_labels=2000,
+                             on_prompts_encoded=counted.append)
+    caplog.set_level(logging.INFO, logger="engine.registry")
+    registry.put("big", [f"class {i}" for i in range(1200)])
+    assert sum(counted) == 1200 and len(counted) > 1  # one report per batch
+    assert "encoding 1200 prompts" in caplog.text and "encoded 1200 of 1200 prompts" in caplog.text
