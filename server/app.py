@@ -51,6 +51,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # browsers ask for it whatever the page's <link rel=icon> says
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
     limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: limit if path == "/classify" else JSON_BODY_LIMIT)
     app.add_middleware(RequestMetrics, metrics=service.metrics)

@@ -5,6 +5,7 @@ function showError(message) {
   $("error").textContent = message;
   $("error").hidden = false;
   $("status").textContent = "";
+  $("results").hidden = true;  // a failed upload never leaves the previous result on screen
 }
 
 function clearError() {
@@ -59,7 +60,70 @@ async function saveVocab() {
   $("status").textContent = `Saved “${vocab.name}”, version ${vocab.version}, ${vocab.labels.length} labels.`;
 }
 
-function render(result) {
+async function loadModel() {
+  const response = await fetch("/models");
+  if (!response.ok) return;  // still loading: the first classify says so
+  const [model] = await response.json();
+  $("model-line").textContent = `Model: ${model.model_id} (${model.temporal} head) on ${model.device}, ${model.backend}.`;
+  $("random-warning").hidden = !model.model_id.includes("/random-seed");
+}
+
+function selectedVocab() {
+  const name = $("vocab-select").value;
+  if (!name) showError("Choose or create a vocabulary first.");
+  return name;
+}
+
+async function viewVocab() {
+  clearError();
+  const name = selectedVocab();
+  if (!name) return;
+  const response = await fetch(`/vocab/${encodeURIComponent(name)}`);
+  if (!response.ok) { showError(await readError(response)); return; }
+  const vocab = await response.json();
+  $("vocab-labels-title").textContent = `“${vocab.name}”, version ${vocab.version}: ${vocab.labels.length} labels, ` +
+    `template${vocab.templates.length > 1 ? "s" : ""} ${vocab.templates.join(" | ")}`;
+  const list = $("vocab-labels-list");
+  list.innerHTML = "";
+  for (const label of vocab.labels) {
+    const item = document.createElement("li");
+    item.textContent = label;
+    list.appendChild(item);
+  }
+  $("vocab-name").value = vocab.name;  // ready to edit and save as a new version
+  $("vocab-labels").value = vocab.labels.join("\n");
+  $("vocab-labels-view").hidden = false;
+}
+
+async function deleteVocab() {
+  clearError();
+  const name = selectedVocab();
+  if (!name) return;
+  if (!window.confirm(`Delete the vocabulary “${name}”? Classify requests naming it will fail.`)) return;
+  const response = await fetch(`/vocab/${encodeURIComponent(name)}`, { method: "DELETE", headers: authHeaders() });
+  if (!response.ok) { showError(await readError(response)); return; }
+  $("vocab-labels-view").hidden = true;
+  await loadVocabs();
+  $("status").textContent = `Deleted “${name}”.`;
+}
+
+function preview() {
+  const file = $("file").files[0];
+  const box = $("preview");
+  box.innerHTML = "";
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  const media = document.createElement(file.type.startsWith("image/") ? "img" : "video");
+  media.src = url;
+  if (media.tagName === "VIDEO") { media.controls = true; media.muted = true; }
+  media.alt = file.name;
+  box.appendChild(media);
+}
+
+function render(result, fileName) {
+  const vocab = result.vocab ? `vocabulary “${result.vocab.name}” v${result.vocab.version}` : "ad-hoc labels";
+  $("result-header").textContent = `${fileName} — ${vocab} — model ${result.model} — ` +
+    `${result.frame_indices.length} frames, ${Math.round(result.timing_ms.total)} ms`;
   const chart = $("chart");
   chart.innerHTML = "";
   const top = Math.max(...result.predictions.map((p) => p.probability), 1e-9);
@@ -112,7 +176,7 @@ async function classify() {
     if (!response.ok) { showError(await readError(response)); return; }
     const result = await response.json();
     $("status").textContent = `Done in ${Math.round(result.timing_ms.total)} ms.`;
-    render(result);
+    render(result, file.name);
   } catch (err) {
     showError(`Could not reach the server (${err}).`);
   } finally {
@@ -123,4 +187,8 @@ async function classify() {
 $("api-key").value = localStorage.getItem("t4v-api-key") || "";
 $("vocab-save").addEventListener("click", saveVocab);
 $("classify").addEventListener("click", classify);
+$("vocab-view").addEventListener("click", viewVocab);
+$("vocab-delete").addEventListener("click", deleteVocab);
+$("file").addEventListener("change", preview);
 loadVocabs();
+loadModel();

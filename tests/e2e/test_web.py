@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.media import generated_videos
@@ -16,6 +18,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium)")
 def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) -> None:
+    """Each state is also saved as a screenshot (``SHOTS``, when set, keeps them) to look at."""
     from playwright.sync_api import sync_playwright
 
     clip = generated_videos()["clip_a.mp4"]
@@ -26,6 +29,9 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         page = browser.new_page(viewport={"width": 1000, "height": 1100})
         page.goto(f"{live_server}/", wait_until="networkidle")  # the vocabulary list has loaded
         assert page.title() == "text4vis-serve"
+        page.wait_for_function("document.getElementById('model-line').textContent.startsWith('Model: ')")
+        assert page.locator("#model-line").inner_text().startswith("Model: t4v-tiny-vit/sha256:")
+        assert page.locator("#random-warning").is_hidden()  # weights from a file: not --random-init
         page.click("#classify")  # nothing chosen yet: a plain-words error, no request
         expected = ("Choose a video or an image to classify." if page.locator("#vocab-select").input_value()
                     else "Choose or create a vocabulary first.")  # other e2e tests may have left vocabularies
@@ -38,6 +44,7 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         assert page.locator("#vocab-select").input_value() == "web-sports"
 
         page.set_input_files("#file", str(clip))
+        page.wait_for_selector("#preview video")  # a preview of the chosen file
         page.fill("#top-k", "3")
         page.click("#classify")
         page.wait_for_selector("#results:not([hidden]) .bar")
@@ -48,10 +55,39 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         assert page.locator("#thumbs img").count() == 8
         page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.complete)")  # decoded
         assert page.locator("#thumbs img").first.evaluate("img => img.naturalWidth") == 96
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        header = page.locator("#result-header").inner_text()
+        assert header.startswith("clip_a.mp4 — vocabulary “web-sports” v1 — model t4v-tiny-vit"), header
+        assert "8 frames" in header
+        shot(page, "result")
 
         page.set_input_files("#file", str(not_video))
         page.click("#classify")
         page.wait_for_selector("#error:not([hidden])")
         assert "not a video or image the server can read" in page.locator("#error").inner_text()
+        assert "Errno" not in page.locator("#error").inner_text()
+        assert page.locator("#results").is_hidden()  # the previous result does not linger under the error
+        shot(page, "error")
+
+        page.click("#vocab-view")
+        page.wait_for_selector("#vocab-labels-view:not([hidden]) li")
+        assert page.locator("#vocab-labels-list li").all_inner_texts() == [
+            "arm wrestling", "surfing", "yoga", "playing guitar"]
+        shot(page, "labels")
+        page.once("dialog", lambda dialog: dialog.accept())  # "Delete ...?" confirmed
+        page.click("#vocab-delete")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Deleted')")
+        assert "web-sports" not in page.locator("#vocab-select").inner_text()
+
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(f"{live_server}/", wait_until="networkidle")
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
+        shot(phone, "phone")
+        assert httpx.get(f"{live_server}/favicon.ico", timeout=10).status_code == 200
         browser.close()
+
+
+def shot(page: object, name: str) -> None:
+    """A full-page screenshot of this state, kept in $SHOTS when set (to look at)."""
+    directory = os.environ.get("SHOTS")
+    if directory:
+        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
