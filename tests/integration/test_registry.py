@@ -27,9 +27,9 @@ class CountingEncoder(TextEncoder):
         self.encoded: list[str] = []
         self.counted: list[str] = []
 
-    def encode(self, prompts, trim=True):  # noqa: ANN001, ANN201
+    def encode(self, prompts, trim=True, progress=None):  # noqa: ANN001, ANN201
         self.encoded.extend(prompts)
-        return super().encode(prompts, trim)
+        return super().encode(prompts, trim, progress)
 
     def token_counts(self, prompts):  # noqa: ANN001, ANN201
         self.counted.extend(prompts)
