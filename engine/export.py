@@ -243,6 +243,7 @@ def export_from_options(
     force: bool = False,
 ) -> Manifest:
     """Load what ``opts`` names (as ``t4v classify`` would, on the CPU) and write an engine directory."""
+    log.info("loading the model to export")
     model = load_model(opts)
     cfg = model.preprocess
     checkpoint = opts.text4vis_checkpoint

@@ -138,9 +138,11 @@ class ClassifyService:
 def classify_files(
     pipeline: VideoPipeline, classifier: Classifier, paths: list[Path], *, frames: int = 8, clips: int = 1,
     crops: int = 1, top_k: int = 5, in_flight: int = 4, sampling: Sampling = "exact",
+    on_done: Callable[[], None] | None = None,
 ) -> list[ClassifyResult | BaseException]:
     """The same flow, synchronously, for ``t4v classify``: files decode in threads while the encoder
-    takes the frames of several files in one batch. One result or exception per path, in order."""
+    takes the frames of several files in one batch. One result or exception per path, in order;
+    ``on_done()`` after each file (the CLI's progress bar)."""
 
     async def run() -> list[ClassifyResult | BaseException]:
         batch = pipeline.encoder.max_batch_size
@@ -150,8 +152,12 @@ def classify_files(
 
         async def one(path: Path) -> ClassifyResult:
             async with gate:
-                return await service.classify(path, classifier, frames=frames, clips=clips, crops=crops,
-                                              top_k=top_k, timeout_s=24 * 3600, name=str(path), sampling=sampling)
+                try:
+                    return await service.classify(path, classifier, frames=frames, clips=clips, crops=crops,
+                                                  top_k=top_k, timeout_s=24 * 3600, name=str(path), sampling=sampling)
+                finally:
+                    if on_done is not None:
+                        on_done()
 
         await service.start()
         try:

@@ -7,10 +7,12 @@ processes, which import this module as their main one, stay small.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -94,8 +96,9 @@ def classify(
         _fail(exc)
     results: list[ClassifyResult] = []
     failed = False
-    outcomes = classify_files(runtime.pipeline, classifier, videos, frames=frames, clips=clips, crops=crops,
-                              top_k=top_k, sampling=sampling)  # type: ignore[arg-type]
+    with _files_progress(len(videos)) as done:
+        outcomes = classify_files(runtime.pipeline, classifier, videos, frames=frames, clips=clips, crops=crops,
+                                  top_k=top_k, sampling=sampling, on_done=done)  # type: ignore[arg-type]
     for outcome in outcomes:
         if isinstance(outcome, InputError | ValueError):
             _error_line(outcome)
@@ -207,6 +210,7 @@ def export(
     kept, and a plan for this GPU and TensorRT version is added beside the others."""
     from engine.export import export_from_options
 
+    logging.getLogger("engine.export").setLevel(logging.INFO)  # its stages (minutes on a CPU), without -v
     try:
         model_options = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
         _choice("--format", format, ("onnx", "tensorrt"))
@@ -281,6 +285,20 @@ def _validated(model: type[M], given: dict[str, Any]) -> M:
             message = str(ctx["error"]) if "error" in ctx else e["msg"]
             problems.append(f"{where}: {message}" if where else message)
         raise UsageProblem("; ".join(problems)) from None
+
+
+@contextlib.contextmanager
+def _files_progress(total: int) -> Iterator[Callable[[], None]]:
+    """A rich bar of files done on stderr, for several files on a terminal; a no-op otherwise."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True, disable=total < 2 or not console.is_terminal)
+    with progress:
+        task = progress.add_task("files", total=total)
+        yield lambda: progress.advance(task)
 
 
 def _error_line(exc: BaseException) -> None:

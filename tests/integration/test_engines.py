@@ -72,7 +72,9 @@ def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> N
     assert max(abs(a[k] - b[k]) for k in a) <= 1e-4
 
 
-def test_text4vis_checkpoint_exported_and_served_like_torch(tmp_path: Path, tiny_clip_path: Path) -> None:
+def test_text4vis_checkpoint_exported_and_served_like_torch(
+    tmp_path: Path, tiny_clip_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     torch.manual_seed(5)
     visual = open_clip.create_model(TINY_ARCH).visual
     head = trained_like(TransformerHead(64))
@@ -82,6 +84,7 @@ def test_text4vis_checkpoint_exported_and_served_like_torch(tmp_path: Path, tiny
     runner = CliRunner()
     exported = runner.invoke(app, ["export", *base, "--text4vis-checkpoint", str(ckpt), "--out", str(tmp_path / "e")])
     assert exported.exit_code == 0, exported.stderr
+    assert "loading the model to export" in caplog.text and "exporting the visual encoder to ONNX" in caplog.text
     assert Manifest.read(tmp_path / "e").temporal == "transf"
     assert Manifest.read(tmp_path / "e").preprocess == "text4vis"
     video = str(generated_videos()["clip_a.mp4"])

@@ -472,3 +472,17 @@ def test_every_error_is_one_sentence_naming_the_field(tmp_path: Path, runtime: R
             assert many.json()["detail"] == "frames must be at most 32 on this server (its max_frames)"
 
     run(go())
+
+
+def test_classify_files_reports_each_file_done(runtime: Runtime, tmp_path: Path) -> None:
+    """The CLI's progress bar advances once per file, a file that fails included."""
+    from engine.classifier import Classifier
+
+    clf = Classifier.from_labels(runtime.text_encoder, LABELS)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    done: list[int] = []
+    videos = generated_videos()
+    out = classify_files(runtime.pipeline, clf, [videos["clip_a.mp4"], bad, videos["clip_b.mp4"]],
+                         on_done=lambda: done.append(1))
+    assert len(done) == 3 and isinstance(out[1], BaseException) and not isinstance(out[0], BaseException)
