@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from engine.runtime import Runtime
 from server import errors
@@ -35,8 +36,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             await service.stop()
 
-    app = FastAPI(
-        title="text4vis-serve",
+    app = FastAPIOffline(  # FastAPI whose /docs and /redoc load their assets from this server, not a CDN
+        title="text4vis-serve", favicon_url="/static/favicon.svg",
         version="0.1.0",
         description="Video and image classification against vocabularies of plain-text class names.",
         lifespan=lifespan,

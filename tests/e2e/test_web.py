@@ -91,3 +91,22 @@ def shot(page: object, name: str) -> None:
     directory = os.environ.get("SHOTS")
     if directory:
         page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium)")
+def test_api_docs_render_offline(live_server: str) -> None:
+    """/docs (Swagger UI) loads every asset from this server (fastapi-offline), so it renders the
+    operations with no network; before, its JavaScript came from a CDN and the page stayed blank."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(f"{live_server}/docs")
+        page.wait_for_selector(".opblock", timeout=20_000)
+        assert page.locator(".opblock").count() >= 8  # every operation of the API
+        assert "PUT" in page.locator(".opblock-summary-method").all_inner_texts()
+        assert requested and all(url.startswith(live_server) for url in requested), requested
+        browser.close()
