@@ -40,6 +40,14 @@ class VocabPresetIn(BaseModel):
 VocabIn = VocabLabelsIn | VocabPresetIn
 
 
+class LintWarningOut(BaseModel):
+    kind: Literal["similar", "near_duplicate"] = Field(
+        description="similar: the two classifier rows are closer than the lint threshold (cosine); near_duplicate: "
+                    "the same words after normalisation (case, punctuation, plural).")
+    labels: list[str] = Field(description="The two labels.")
+    cosine: float = Field(description="Cosine of their classifier rows.")
+
+
 class VocabOut(BaseModel):
     name: str
     version: int
@@ -48,6 +56,15 @@ class VocabOut(BaseModel):
     clean_labels: bool = Field(description="Whether the prompts use cleaned-up labels.")
     text_model: str
     etag: str
+    warnings: list[LintWarningOut] = Field(
+        default_factory=list, description="Label pairs the classifier will likely confuse (informative: nothing is "
+                                          "refused for them); at most 100, near duplicates first.")
+
+
+class SimilarityOut(BaseModel):
+    labels: list[str]
+    order: list[int] = Field(description="Label indices clustered so that similar labels are adjacent.")
+    matrix: list[list[float]] = Field(description="Cosine of each pair of classifier rows, in labels' order.")
 
 
 class VocabSummaryOut(BaseModel):

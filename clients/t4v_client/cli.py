@@ -90,6 +90,33 @@ def vocab_put(
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(v.model_dump_json() if as_json else f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}")
+    if not as_json:
+        for w in v.warnings:  # informative: the vocabulary is stored
+            sys.stderr.write(f"warning: {w.kind.replace('_', ' ')}: {w.labels[0]!r} and {w.labels[1]!r} "
+                             f"(cosine {w.cosine:.3f})\n")
+
+
+@vocab_app.command("similarity")
+def vocab_similarity(
+    name: str,
+    png: Annotated[Path | None, typer.Option(help="Write the clustered heatmap to this PNG file.")] = None,
+    url: URL = "http://127.0.0.1:8000",
+    api_key: KEY = None,
+) -> None:
+    """Print the closest label pairs of vocabulary NAME (or write its heatmap with --png)."""
+    try:
+        with Client(url, api_key=api_key) as client:
+            if png is not None:
+                png.write_bytes(client.similarity_png(name))
+                typer.echo(f"wrote {png}")
+                return
+            sim = client.similarity(name)
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
+    n = len(sim.labels)
+    pairs = sorted(((sim.matrix[i][j], i, j) for i in range(n) for j in range(i + 1, n)), reverse=True)
+    for cosine, i, j in pairs[:10]:
+        typer.echo(f"{cosine:.3f}  {sim.labels[i]}  ~  {sim.labels[j]}")
 
 
 @vocab_app.command("get")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from t4v_client.errors import T4VError, Unavailable, error_for
-from t4v_client.models import ClassifyResult, Health, Vocabulary, VocabularySummary
+from t4v_client.models import ClassifyResult, Health, Similarity, Vocabulary, VocabularySummary
 
 RETRY_STATUS = {429, 503}
 Media = str | Path | bytes
@@ -139,6 +139,14 @@ class Client:
     def get_vocab(self, name: str) -> Vocabulary:
         return Vocabulary.model_validate(self._request("GET", f"/vocab/{name}").json())
 
+    def similarity(self, name: str) -> Similarity:
+        """Cosine of every pair of the vocabulary's classifier rows (at most 500 labels)."""
+        return Similarity.model_validate(self._request("GET", f"/vocab/{name}/similarity").json())
+
+    def similarity_png(self, name: str) -> bytes:
+        """The same matrix as a clustered heatmap (PNG bytes)."""
+        return self._request("GET", f"/vocab/{name}/similarity", params={"format": "png"}).content
+
     def list_vocabs(self) -> list[VocabularySummary]:
         data = self._request("GET", "/vocab").json()["vocabularies"]
         return [VocabularySummary.model_validate(v) for v in data]
@@ -209,6 +217,12 @@ class AsyncClient:
 
     async def get_vocab(self, name: str) -> Vocabulary:
         return Vocabulary.model_validate((await self._request("GET", f"/vocab/{name}")).json())
+
+    async def similarity(self, name: str) -> Similarity:
+        return Similarity.model_validate((await self._request("GET", f"/vocab/{name}/similarity")).json())
+
+    async def similarity_png(self, name: str) -> bytes:
+        return (await self._request("GET", f"/vocab/{name}/similarity", params={"format": "png"})).content
 
     async def list_vocabs(self) -> list[VocabularySummary]:
         data = (await self._request("GET", "/vocab")).json()["vocabularies"]

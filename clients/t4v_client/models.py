@@ -25,6 +25,18 @@ class ClassifyResult(BaseModel):
     thumbnails: list[str] | None = None
 
 
+class LintWarning(BaseModel):
+    kind: str  # similar | near_duplicate
+    labels: list[str]
+    cosine: float
+
+
+class Similarity(BaseModel):
+    labels: list[str]
+    order: list[int]  # clustered: similar labels adjacent
+    matrix: list[list[float]]
+
+
 class Vocabulary(BaseModel):
     name: str
     version: int
@@ -33,6 +45,7 @@ class Vocabulary(BaseModel):
     clean_labels: bool = False
     text_model: str
     etag: str
+    warnings: list[LintWarning] = []  # label pairs the classifier will likely confuse (informative)
 
 
 class VocabularySummary(BaseModel):

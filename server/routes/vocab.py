@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from engine.errors import VocabNotFound
+from engine.lint import MAX_MATRIX_LABELS, clustered_order, heatmap_png, lint
 from engine.stores import VocabRecord
+from models.errors import InputError
 from models.presets import preset_labels
 from server.deps import RegistryDep, require_key
-from server.schemas import VocabIn, VocabList, VocabOut, VocabPresetIn, VocabSummaryOut, errors
+from server.schemas import (
+    LintWarningOut,
+    SimilarityOut,
+    VocabIn,
+    VocabList,
+    VocabOut,
+    VocabPresetIn,
+    VocabSummaryOut,
+    errors,
+)
 
 router = APIRouter(prefix="/vocab", tags=["vocabularies"])
 NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
-def _out(record: VocabRecord, response: Response) -> VocabOut:
+async def _out(record: VocabRecord, response: Response) -> VocabOut:
     response.headers["ETag"] = f'"{record.etag}"'
+    warnings = await asyncio.to_thread(lint, record.labels, record.matrix)
     return VocabOut(
         name=record.name, version=record.version, labels=list(record.labels), templates=list(record.templates),
-        clean_labels=record.clean_labels,
-        text_model=record.text_model, etag=record.etag,
+        clean_labels=record.clean_labels, text_model=record.text_model, etag=record.etag,
+        warnings=[LintWarningOut(kind=w.kind, labels=list(w.labels), cosine=round(w.cosine, 4)) for w in warnings],
     )
 
 
@@ -48,7 +60,7 @@ async def put_vocab(
     record, _ = await asyncio.to_thread(registry.put, name, labels, body.templates, _unquote(if_match),
                                         body.clean_labels)
     response.status_code = 200 if existed is not None else 201
-    return _out(record, response)
+    return await _out(record, response)
 
 
 @router.get("", response_model=VocabList, responses=errors(503))
@@ -64,7 +76,29 @@ async def list_vocabs(registry: RegistryDep) -> VocabList:
 @router.get("/{name}", response_model=VocabOut, responses=errors(404, 422, 503))
 async def get_vocab(name: NamePath, registry: RegistryDep, response: Response) -> VocabOut:
     """One vocabulary, with an ETag header for later If-Match."""
-    return _out(await asyncio.to_thread(registry.get, name), response)
+    return await _out(await asyncio.to_thread(registry.get, name), response)
+
+
+@router.get("/{name}/similarity", response_model=SimilarityOut, responses={
+    200: {"content": {"image/png": {}}, "description": "The matrix as JSON, or a clustered heatmap (format=png)"},
+    **errors(404, 422, 503)})
+async def similarity(
+    name: NamePath, registry: RegistryDep,
+    format: Annotated[Literal["json", "png"], Query(description="json: the matrix; png: a heatmap")] = "json",
+) -> Response | SimilarityOut:
+    """Cosine of every pair of the vocabulary's classifier rows (at most 500 labels)."""
+    record = await asyncio.to_thread(registry.get, name)
+    if len(record.labels) > MAX_MATRIX_LABELS:
+        raise InputError(f"vocabulary {name!r} has {len(record.labels)} labels; a similarity matrix takes at most "
+                         f"{MAX_MATRIX_LABELS} (the warnings of GET /vocab/{name} list its closest pairs)")
+    if format == "png":
+        png = await asyncio.to_thread(heatmap_png, record.labels, record.matrix,
+                                      f"{name} v{record.version}: cosine of the classifier rows")
+        return Response(png, media_type="image/png")
+    matrix = record.matrix @ record.matrix.T
+    order = await asyncio.to_thread(clustered_order, record.matrix)
+    return SimilarityOut(labels=list(record.labels), order=order,
+                         matrix=[[round(float(x), 5) for x in row] for row in matrix])
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=[Depends(require_key)],

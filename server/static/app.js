@@ -56,8 +56,22 @@ async function saveVocab() {
   });
   if (!response.ok) { showError(await readError(response)); return; }
   const vocab = await response.json();
+  showWarnings(vocab.warnings || []);
   await loadVocabs(vocab.name);  // select the new vocabulary before saying it is saved: no stale choice in between
   $("status").textContent = `Saved “${vocab.name}”, version ${vocab.version}, ${vocab.labels.length} labels.`;
+}
+
+function showWarnings(warnings) {
+  // informative: the vocabulary is saved; these label pairs are likely to be confused
+  const list = $("vocab-warnings");
+  list.innerHTML = "";
+  for (const w of warnings) {
+    const item = document.createElement("li");
+    const kind = w.kind === "near_duplicate" ? "Nearly the same label" : "Hard to tell apart";
+    item.textContent = `${kind}: “${w.labels[0]}” and “${w.labels[1]}” (cosine ${w.cosine.toFixed(3)})`;
+    list.appendChild(item);
+  }
+  list.hidden = warnings.length === 0;
 }
 
 async function loadModel() {
@@ -92,6 +106,8 @@ async function viewVocab() {
   }
   $("vocab-name").value = vocab.name;  // ready to edit and save as a new version
   $("vocab-labels").value = vocab.labels.join("\n");
+  $("vocab-heatmap").href = `/vocab/${encodeURIComponent(vocab.name)}/similarity?format=png`;
+  showWarnings(vocab.warnings || []);
   $("vocab-labels-view").hidden = false;
 }
 

@@ -71,3 +71,19 @@ def test_cli(live_server: str, tmp_path: Path) -> None:
     missing = subprocess.run([*cli, "vocab", "get", "nope", "--url", live_server], capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: no vocabulary named 'nope'"
+
+
+def test_cli_shows_lint_warnings_and_the_similarity_heatmap(live_server: str, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.json"
+    labels.write_text('["surfing", "Surfing!", "yoga"]')
+    cli = [sys.executable, "-m", "t4v_client.cli"]
+    put = subprocess.run([*cli, "vocab", "put", "cli-lint", "--labels-file", str(labels), "--url", live_server],
+                         capture_output=True, text=True, timeout=60)
+    assert put.returncode == 0 and "warning: near duplicate: 'surfing' and 'Surfing!'" in put.stderr, put.stderr
+    png = tmp_path / "map.png"
+    heat = subprocess.run([*cli, "vocab", "similarity", "cli-lint", "--png", str(png), "--url", live_server],
+                          capture_output=True, text=True, timeout=60)
+    assert heat.returncode == 0 and png.read_bytes().startswith(b"\x89PNG"), heat.stderr
+    top = subprocess.run([*cli, "vocab", "similarity", "cli-lint", "--url", live_server], capture_output=True,
+                         text=True, timeout=60)
+    assert top.returncode == 0 and len(top.stdout.splitlines()) == 3 and "~" in top.stdout

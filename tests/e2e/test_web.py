@@ -37,10 +37,19 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
                     else "Choose or create a vocabulary first.")  # other e2e tests may have left vocabularies
         assert page.locator("#error").inner_text() == expected
 
+        page.fill("#vocab-name", "web-dups")
+        page.fill("#vocab-labels", "surfing\nSurfing!\nyoga")
+        page.click("#vocab-save")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Saved')")
+        assert page.locator("#vocab-warnings li").all_inner_texts()[0].startswith(
+            "Nearly the same label: “surfing” and “Surfing!”")  # the lint, shown; the vocabulary is saved
+        shot(page, "warnings")
+
         page.fill("#vocab-name", "web-sports")
         page.fill("#vocab-labels", "arm wrestling\nsurfing\nyoga\nplaying guitar")
         page.click("#vocab-save")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('Saved')")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Saved “web-sports”')")
+        assert page.locator("#vocab-warnings").is_hidden()
         assert page.locator("#vocab-select").input_value() == "web-sports"
 
         page.set_input_files("#file", str(clip))
@@ -72,6 +81,9 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         page.wait_for_selector("#vocab-labels-view:not([hidden]) li")
         assert page.locator("#vocab-labels-list li").all_inner_texts() == [
             "arm wrestling", "surfing", "yoga", "playing guitar"]
+        heatmap = page.locator("#vocab-heatmap").get_attribute("href")
+        assert heatmap == "/vocab/web-sports/similarity?format=png"
+        assert httpx.get(f"{live_server}{heatmap}", timeout=30).headers["content-type"] == "image/png"
         shot(page, "labels")
         page.once("dialog", lambda dialog: dialog.accept())  # "Delete ...?" confirmed
         page.click("#vocab-delete")

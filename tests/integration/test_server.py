@@ -486,3 +486,34 @@ def test_classify_files_reports_each_file_done(runtime: Runtime, tmp_path: Path)
     out = classify_files(runtime.pipeline, clf, [videos["clip_a.mp4"], bad, videos["clip_b.mp4"]],
                          on_done=lambda: done.append(1))
     assert len(done) == 3 and isinstance(out[1], BaseException) and not isinstance(out[0], BaseException)
+
+
+def test_vocab_warnings_and_similarity(tmp_path: Path, runtime: Runtime) -> None:
+    import io
+
+    from PIL import Image
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            put = await c.put("/vocab/lint", json={"labels": ["surfing", "Surfing!", "yoga", "dancing"]})
+            assert put.status_code == 201, put.text
+            warnings = put.json()["warnings"]
+            assert {"kind": "near_duplicate", "labels": ["surfing", "Surfing!"]}.items() <= warnings[0].items()
+            got = await c.get("/vocab/lint")
+            assert got.json()["warnings"] == warnings  # the same lint on a read
+            sim = (await c.get("/vocab/lint/similarity")).json()
+            matrix = sim["matrix"]
+            assert sim["labels"] == ["surfing", "Surfing!", "yoga", "dancing"] and sorted(sim["order"]) == [0, 1, 2, 3]
+            assert all(abs(matrix[i][i] - 1) < 1e-4 and matrix[i][j] == matrix[j][i]
+                       for i in range(4) for j in range(4))
+            png = await c.get("/vocab/lint/similarity", params={"format": "png"})
+            assert png.headers["content-type"] == "image/png"
+            assert Image.open(io.BytesIO(png.content)).size[0] > 200
+            bad = await c.get("/vocab/lint/similarity", params={"format": "svg"})
+            assert bad.status_code == 422 and bad.json()["detail"].startswith("format: input should be")
+            assert (await c.get("/vocab/nope/similarity")).status_code == 404
+            await c.put("/vocab/big", json={"labels": [f"class {i}" for i in range(501)]})
+            big = await c.get("/vocab/big/similarity")
+            assert big.status_code == 422 and "at most 500" in big.json()["detail"]
+
+    run(go())
