@@ -16,6 +16,7 @@ import numpy as np
 SIMILAR_COSINE = 0.95  # CLIP text embeddings of unrelated action names sit around 0.6-0.85
 MAX_WARNINGS = 100
 MAX_MATRIX_LABELS = 500  # GET /vocab/{name}/similarity: beyond, a matrix is not readable anyway
+MAX_PAIR_SEARCH = 20_000  # beyond, only near duplicates (C^2 dot products would take minutes)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ def lint(labels: tuple[str, ...] | list[str], matrix: np.ndarray, threshold: flo
          limit: int = MAX_WARNINGS) -> list[LintWarning]:
     """Warnings for ``labels`` and their classifier rows ``matrix [C, D]`` (unit rows): near
     duplicates first, then the most similar pairs above ``threshold``; at most ``limit``.
-    Computed in blocks of rows, so 100,000 labels never build a C x C matrix."""
+    Computed in blocks of rows (never a C x C matrix); the pair search only up to
+    ``MAX_PAIR_SEARCH`` labels."""
     rows = np.asarray(matrix, dtype=np.float32)
     found: dict[tuple[int, int], LintWarning] = {}
     keys: dict[str, int] = {}
@@ -44,7 +46,7 @@ def lint(labels: tuple[str, ...] | list[str], matrix: np.ndarray, threshold: flo
         if j != i:
             found[(j, i)] = LintWarning("near_duplicate", (labels[j], label), float(rows[j] @ rows[i]))
     similar: list[tuple[float, int, int]] = []
-    for start in range(0, len(rows), 1024):
+    for start in range(0, len(rows) if len(rows) <= MAX_PAIR_SEARCH else 0, 1024):
         block = rows[start:start + 1024] @ rows.T  # [b, C]
         ii, jj = np.nonzero(block > threshold)
         for i, j in zip((ii + start).tolist(), jj.tolist(), strict=True):

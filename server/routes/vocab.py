@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from engine.errors import VocabNotFound
-from engine.lint import MAX_MATRIX_LABELS, clustered_order, heatmap_png, lint
+from engine.lint import MAX_MATRIX_LABELS, LintWarning, clustered_order, heatmap_png, lint
 from engine.stores import VocabRecord
 from models.errors import InputError
 from models.presets import preset_labels
@@ -28,9 +30,28 @@ router = APIRouter(prefix="/vocab", tags=["vocabularies"])
 NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
+_LINTED: OrderedDict[str, list[LintWarning]] = OrderedDict()  # by ETag: a version's lint is computed once
+
+
+_LINTED_LOCK = threading.Lock()
+
+
+def _lint(record: VocabRecord) -> list[LintWarning]:
+    with _LINTED_LOCK:
+        if record.etag in _LINTED:
+            _LINTED.move_to_end(record.etag)
+            return _LINTED[record.etag]
+    warnings = lint(record.labels, record.matrix)
+    with _LINTED_LOCK:
+        _LINTED[record.etag] = warnings
+        while len(_LINTED) > 256:
+            _LINTED.popitem(last=False)
+    return warnings
+
+
 async def _out(record: VocabRecord, response: Response) -> VocabOut:
     response.headers["ETag"] = f'"{record.etag}"'
-    warnings = await asyncio.to_thread(lint, record.labels, record.matrix)
+    warnings = await asyncio.to_thread(_lint, record)
     return VocabOut(
         name=record.name, version=record.version, labels=list(record.labels), templates=list(record.templates),
         clean_labels=record.clean_labels, text_model=record.text_model, etag=record.etag,
