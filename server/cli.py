@@ -21,10 +21,18 @@ from pydantic import BaseModel, ValidationError
 
 from engine.options import ModelOptions
 from engine.sampling import parse_views
+from engine.validation import validate_templates
 from models.errors import InputError, ModelLoadError, T4VError
 from models.media import open_media
 from models.presets import LABEL_PRESETS, preset_labels
-from models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS, read_labels, read_templates, validate_template
+from models.prompts import (
+    DEFAULT_TEMPLATE,
+    TEMPLATE_SETS,
+    format_prompts,
+    read_labels,
+    read_templates,
+    validate_template,
+)
 from server.cli_options import flag, with_options
 from server.settings import Settings
 
@@ -113,6 +121,59 @@ def classify(
         _print_tables(results)
     if failed:
         raise typer.Exit(2)
+
+
+vocab_app = typer.Typer(no_args_is_help=True, help="Vocabularies offline.")
+app.add_typer(vocab_app, name="vocab")
+
+
+@vocab_app.command("lint")
+@with_options(ModelOptions, exclude=("text4vis_checkpoint", "temporal", "preprocess", *RUNTIME_ONLY))
+def vocab_lint(
+    labels_file: Annotated[Path, typer.Argument(help="Labels: .txt, .csv with a name column, or .json.")],
+    template: Annotated[list[str] | None, typer.Option(help="Prompt template(s) (default the reference's).")] = None,
+    clean_labels: Annotated[bool, typer.Option("--clean-labels", help="Lint the cleaned-up labels' prompts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """What PUT /vocab would warn about, before sending it: labels the classifier will likely
+    confuse (near duplicates, too-similar prompts) and prompts over the text encoder's limit
+    (which the server refuses). Exit 0 with no finding, 1 with findings."""
+    try:
+        labels = _labels(None, labels_file, None)
+        templates = validate_templates(template)
+        base = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
+        from engine.lint import lint
+        from engine.loading import load_clip_for
+        from models.classifiers import text_classifier
+        from models.text_encoder import TextEncoder
+
+        encoder = TextEncoder(load_clip_for(base))
+    except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
+        _fail(exc)
+    prompts = [(label, p) for label in labels for p in format_prompts(label, templates, clean_labels)]
+    limit = encoder.context_length
+    too_long: list[dict[str, Any]] = [{"label": label, "prompt": p, "tokens": n}
+                for (label, p), n in zip(prompts, encoder.token_counts([p for _, p in prompts]), strict=True)
+                if n > limit]
+    long_labels = {t["label"] for t in too_long}
+    fitting = [label for label in labels if label not in long_labels]
+    warnings: list[dict[str, Any]] = []
+    if len(fitting) >= 2:
+        matrix = text_classifier(encoder, fitting, templates, clean_labels).numpy()
+        warnings = [{"kind": w.kind, "labels": list(w.labels), "cosine": round(w.cosine, 4)}
+                    for w in lint(fitting, matrix)]
+    if as_json:
+        typer.echo(json.dumps({"labels": len(labels), "warnings": warnings, "too_long": too_long}))
+    else:
+        for t in too_long:
+            typer.echo(f"too long: {t['prompt']!r} is {t['tokens']} tokens; the text encoder takes {limit}")
+        for w in warnings:
+            typer.echo(f"{w['kind'].replace('_', ' ')}: {w['labels'][0]!r} and {w['labels'][1]!r} "
+                       f"(cosine {w['cosine']:.3f})")
+        typer.echo(f"{len(labels)} labels: {len(warnings)} warnings, {len(too_long)} prompts too long")
+    if warnings or too_long:
+        raise typer.Exit(1)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})

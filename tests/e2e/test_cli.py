@@ -150,3 +150,21 @@ def test_labels_follow_the_servers_rules(tiny_clip_path: Path, synthetic_video: 
     assert_clean_failure(result, "tokens; the text encoder takes 77")
     result = CliRunner().invoke(app, [*base, "--labels", "yoga, yoga"])
     assert_clean_failure(result, "duplicate labels: yoga")
+
+
+def test_vocab_lint_offline(tiny_clip_path: Path, tmp_path: Path) -> None:
+    """`t4v vocab lint FILE`: what PUT /vocab would warn about (and refuse), before sending it."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("surfing\nSurfing!\nyoga\n" + "word " * 80 + "\n")
+    r = CliRunner().invoke(app, ["vocab", "lint", str(labels), "--model", TINY_ARCH, "--clip-checkpoint",
+                                 str(tiny_clip_path), "--json"])
+    assert r.exit_code == 1, r.output  # findings
+    out = json.loads(r.stdout)
+    assert out["labels"] == 4
+    assert out["warnings"][0]["kind"] == "near_duplicate" and out["warnings"][0]["labels"] == ["surfing", "Surfing!"]
+    assert len(out["too_long"]) == 1 and out["too_long"][0]["tokens"] > 77
+    clean = tmp_path / "clean.txt"
+    clean.write_text("surfing\nyoga\n")
+    ok = CliRunner().invoke(app, ["vocab", "lint", str(clean), "--model", TINY_ARCH, "--clip-checkpoint",
+                                  str(tiny_clip_path)])
+    assert ok.exit_code == 0 and ok.stdout.strip() == "2 labels: 0 warnings, 0 prompts too long"
