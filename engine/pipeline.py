@@ -35,8 +35,13 @@ class VideoPipeline:
 
     @torch.inference_mode()
     def score(
-        self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5
-    ) -> list[Prediction]:
-        """Embeddings of the distinct frames -> video embedding (views fused) -> top-k predictions."""
-        logits = class_logits(video_embedding(self.head, frame_emb[gather]), classifier.matrix)
-        return classifier.predictions(logits, top_k)
+        self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5,
+        background: Classifier | None = None,
+    ) -> tuple[list[Prediction], list[Prediction]]:
+        """Embeddings of the distinct frames -> video embedding (views fused) -> top-k predictions,
+        and the 3 nearest labels of ``background`` (none without one) from the same embedding."""
+        video = video_embedding(self.head, frame_emb[gather])
+        predictions = classifier.predictions(class_logits(video, classifier.matrix), top_k)
+        if background is None or not background.labels:
+            return predictions, []
+        return predictions, background.predictions(class_logits(video, background.matrix), 3)

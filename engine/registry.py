@@ -26,7 +26,7 @@ from engine.stores import VocabRecord, VocabStore, VocabSummary
 from engine.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
 from models.classifiers import ensemble
 from models.errors import InputError
-from models.prompts import format_prompts
+from models.prompts import DEFAULT_TEMPLATE, format_prompts
 from models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class VocabRegistry:
         self._cache_lock = threading.Lock()
         self.embedding_stats = CacheStats()
         self.ad_hoc_embeddings = LRUEmbeddings(ad_hoc_cache_prompts)
+        self._background: Classifier | None = None  # the built-in background label set, encoded once
         store.subscribe(self._forget)
 
     # -- validation -------------------------------------------------------------------------
@@ -225,6 +226,20 @@ class VocabRegistry:
         check_prompt_lengths(self.text_encoder, clean, temps, known=cached, clean=clean_labels)
         matrix = self._encode(clean, temps, cached, keep=self.ad_hoc_embeddings.put_many, clean_labels=clean_labels)
         return Classifier(tuple(clean), torch.from_numpy(matrix), tuple(temps), self.text_model)
+
+    def background(self, vocabulary: Classifier) -> Classifier:
+        """The background vocabulary for open-set abstention: the Kinetics-400 names with the
+        reference template (encoded once; their embeddings cached like any vocabulary's), minus
+        the labels that are the vocabulary's own (``engine/abstain.py``)."""
+        from engine.abstain import background_for
+        from models.presets import preset_labels
+
+        if self._background is None:
+            labels = preset_labels("kinetics400")
+            matrix = self._encode(labels, [DEFAULT_TEMPLATE])
+            self._background = Classifier(tuple(labels), torch.from_numpy(matrix), (DEFAULT_TEMPLATE,),
+                                          self.text_model)
+        return background_for(vocabulary, self._background)
 
     def _forget(self, name: str) -> None:
         with self._cache_lock:

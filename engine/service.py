@@ -24,7 +24,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +48,7 @@ class ClassifyResult:
     predictions: list[Prediction]
     timing_ms: dict[str, float]  # TIMING_KEYS
     first_view: torch.Tensor  # uint8 [T, 3, S, S]: the frames of the first view (thumbnails)
+    background: list[Prediction] = field(default_factory=list)  # nearest background labels, when one was given
 
 
 class ClassifyService:
@@ -109,8 +110,10 @@ class ClassifyService:
     async def classify(
         self, media: Path, classifier: Classifier, *, frames: int = 8, clips: int = 1, crops: int = 1,
         top_k: int = 5, timeout_s: float = 60.0, name: str | None = None, sampling: Sampling = "exact",
+        background: Classifier | None = None,
     ) -> ClassifyResult:
-        """Classify one video or image file; ``timeout_s`` bounds every stage together."""
+        """Classify one video or image file; ``timeout_s`` bounds every stage together.
+        ``background``: also score it (open-set abstention, ``engine/abstain.py``)."""
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name,
@@ -123,7 +126,8 @@ class ClassifyService:
         emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
         t2 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        predictions = await loop.run_in_executor(self._post, self.pipeline.score, emb, clip.gather, classifier, top_k)
+        predictions, nearest = await loop.run_in_executor(self._post, self.pipeline.score, emb, clip.gather, classifier,
+                                                          top_k, background)
         t3 = time.perf_counter()
         timing = {
             "decode_wait": max((t1 - t0) * 1e3 - worker_ms, 0.0), **clip.timing_ms,
@@ -132,6 +136,7 @@ class ClassifyService:
         return ClassifyResult(
             file=name or str(media), frame_indices=clip.frame_indices, predictions=predictions,
             timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS}, first_view=clip.pixels[clip.gather[0]],
+            background=nearest,
         )
 
 

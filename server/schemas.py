@@ -106,6 +106,12 @@ class ClassifyForm(BaseModel):
     thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
     clean_labels: bool = Field(False, description="Ad-hoc labels: prompt their cleaned-up form (ApplyEyeMakeup -> "
                                                   "apply eye makeup); by default as written.")
+    abstain: bool = Field(False, description='"None of these": also score a background vocabulary (the '
+                                             "Kinetics-400 names minus those close to these labels) and abstain "
+                                             "when its best label beats the vocabulary's best by abstain_margin.")
+    abstain_margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best label's cosine is "
+                                                                       "below this.")
 
     @classmethod
     def openapi_body(cls) -> dict[str, object]:
@@ -124,6 +130,10 @@ class ClassifyOut(BaseModel):
     frame_indices: list[int] = Field(description="Sampled frames, clips x T, clip-major.")
     timing_ms: dict[str, float]
     thumbnails: list[str] | None = Field(None, description="JPEG data URLs of the sampled frames, when asked.")
+    abstained: bool | None = Field(None, description="With abstain or min_score: whether the answer is none of "
+                                                     "these (the predictions are still returned).")
+    abstain_reason: str | None = Field(None, description="Why it abstained, in words.")
+    background: list[PredictionOut] | None = Field(None, description="With abstain: the nearest background labels.")
 
 
 class ModelOut(BaseModel):

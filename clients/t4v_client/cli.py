@@ -44,6 +44,9 @@ def classify(
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = all.")] = 5,
     frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
     views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
+    abstain: Annotated[bool, typer.Option("--abstain", help='May answer "none of these" (a background '
+                                                            "vocabulary is scored alongside).")] = False,
+    min_score: Annotated[float | None, typer.Option(help="Abstain under this cosine.")] = None,
     url: URL = "http://127.0.0.1:8000",
     api_key: KEY = None,
     as_json: JSON = False,
@@ -52,7 +55,7 @@ def classify(
     try:
         with Client(url, api_key=api_key) as client:
             result = client.classify(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
-                                     top_k=top_k, frames=frames, views=views)
+                                     top_k=top_k, frames=frames, views=views, abstain=abstain, min_score=min_score)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     if as_json:
@@ -66,6 +69,8 @@ def classify(
     for p in result.predictions:
         table.add_row(p.label, f"{p.probability:.4f}", f"{p.score:.4f}")
     out.print(table)
+    if result.abstained:
+        out.print(f"none of these: {result.abstain_reason}")
 
 
 @vocab_app.command("put")

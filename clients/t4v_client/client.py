@@ -51,7 +51,8 @@ def _file(media: Media, filename: str | None) -> tuple[str, bytes]:
 
 
 def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, frames: int | None,
-                   views: str | None, thumbnails: bool) -> dict[str, str]:
+                   views: str | None, thumbnails: bool, abstain: bool = False, abstain_margin: float = 0.0,
+                   min_score: float | None = None) -> dict[str, str]:
     if (vocab is None) == (labels is None):
         raise ValueError("give exactly one of vocab or labels")
     form = {"top_k": str(top_k)}
@@ -65,6 +66,11 @@ def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, 
         form["views"] = views
     if thumbnails:
         form["thumbnails"] = "true"
+    if abstain:
+        form["abstain"] = "true"
+        form["abstain_margin"] = str(abstain_margin)
+    if min_score is not None:
+        form["min_score"] = str(min_score)
     return form
 
 
@@ -121,9 +127,11 @@ class Client:
 
     def classify(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None, top_k: int = 5,
                  frames: int | None = None, views: str | None = None, filename: str | None = None,
-                 thumbnails: bool = False) -> ClassifyResult:
-        """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels."""
-        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails)
+                 thumbnails: bool = False, abstain: bool = False, abstain_margin: float = 0.0,
+                 min_score: float | None = None) -> ClassifyResult:
+        """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels;
+        ``abstain`` / ``min_score``: may answer "none of these" (``result.abstained``)."""
+        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score)
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
 
@@ -202,8 +210,9 @@ class AsyncClient:
 
     async def classify(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
                        top_k: int = 5, frames: int | None = None, views: str | None = None,
-                       filename: str | None = None, thumbnails: bool = False) -> ClassifyResult:
-        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails)
+                       filename: str | None = None, thumbnails: bool = False, abstain: bool = False,
+                       abstain_margin: float = 0.0, min_score: float | None = None) -> ClassifyResult:
+        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score)
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
 

@@ -23,6 +23,9 @@ class ClassifyResult(BaseModel):
     frame_indices: list[int]
     timing_ms: dict[str, float]
     thumbnails: list[str] | None = None
+    abstained: bool | None = None  # with abstain / min_score: "none of these"
+    abstain_reason: str | None = None
+    background: list[Prediction] | None = None  # with abstain: the nearest background labels
 
 
 class LintWarning(BaseModel):

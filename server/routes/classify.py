@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
 
+from engine.abstain import decide
 from engine.classifier import Classifier
 from engine.registry import VocabRegistry
 from engine.sampling import parse_views
@@ -77,11 +78,16 @@ async def _classify(
         ref = VocabRef(name=vocab, version=version)
     else:
         classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels), None, form.clean_labels)
+    background = await asyncio.to_thread(registry.background, classifier) if form.abstain else None
     t1 = time.perf_counter()
 
     result = await engine.classify(path, classifier, frames=frames, clips=clips, crops=crops, top_k=form.top_k,
                                    timeout_s=settings.request_timeout_s, name=_display_name(filename),
-                                   sampling=form.sampling or settings.default_sampling)  # its rules: sample_clip
+                                   sampling=form.sampling or settings.default_sampling,  # its rules: sample_clip
+                                   background=background)
+    abstention = None
+    if form.abstain or form.min_score is not None:
+        abstention = decide(result.predictions[0], result.background, form.abstain_margin, form.min_score)
     vocab_ms = (t1 - t0) * 1e3
     return ClassifyOut(
         vocab=ref,
@@ -92,6 +98,10 @@ async def _classify(
         timing_ms={"vocab": round(vocab_ms, 2), **result.timing_ms,
                    "total": round(vocab_ms + result.timing_ms["total"], 2)},
         thumbnails=await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None,
+        abstained=abstention.abstained if abstention else None,
+        abstain_reason=abstention.reason if abstention else None,
+        background=[PredictionOut(label=p.label, probability=p.probability, score=p.score)
+                    for p in result.background] if form.abstain else None,
     )
 
 

@@ -87,3 +87,18 @@ def test_cli_shows_lint_warnings_and_the_similarity_heatmap(live_server: str, tm
     top = subprocess.run([*cli, "vocab", "similarity", "cli-lint", "--url", live_server], capture_output=True,
                          text=True, timeout=60)
     assert top.returncode == 0 and len(top.stdout.splitlines()) == 3 and "~" in top.stdout
+
+
+def test_client_abstention(live_server: str) -> None:
+    from t4v_client import Client
+
+    clip = generated_videos()["clip_a.mp4"]
+    with Client(live_server) as c:
+        c.put_vocab("client-open", ["basketball", "surfing"])
+        result = c.classify(clip, vocab="client-open", abstain=True, min_score=1.0)
+    assert result.abstained is True and result.abstain_reason  # min_score 1: nothing reaches it
+    assert result.background is not None and len(result.background) == 3 and result.predictions
+    cli = [sys.executable, "-m", "t4v_client.cli"]
+    out = subprocess.run([*cli, "classify", str(clip), "--vocab", "client-open", "--min-score", "1", "--url",
+                          live_server], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "none of these:" in out.stdout, out.stderr

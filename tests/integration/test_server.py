@@ -517,3 +517,26 @@ def test_vocab_warnings_and_similarity(tmp_path: Path, runtime: Runtime) -> None
             assert big.status_code == 422 and "at most 500" in big.json()["detail"]
 
     run(go())
+
+
+def test_abstention_contract(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            await c.put("/vocab/two", json={"labels": ["basketball", "surfing"]})
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            plain = (await c.post("/classify", files=files, data={"vocab": "two"})).json()
+            assert plain["abstained"] is None and plain["background"] is None
+            r = await c.post("/classify", files=files, data={"vocab": "two", "abstain": "true"})
+            out = r.json()
+            assert r.status_code == 200 and isinstance(out["abstained"], bool) and len(out["background"]) == 3
+            assert not {"basketball", "surfing"} & {b["label"] for b in out["background"]}
+            assert out["predictions"]  # still returned when it abstains
+            best, top_bg = out["predictions"][0]["score"], out["background"][0]["score"]
+            assert out["abstained"] == (top_bg > best)
+            always = (await c.post("/classify", files=files, data={"vocab": "two", "min_score": "1"})).json()
+            assert always["abstained"] is True and "under min_score 1" in always["abstain_reason"]
+            bad = await c.post("/classify", files=files, data={"vocab": "two", "abstain": "true",
+                                                               "abstain_margin": "2"})
+            assert bad.status_code == 422 and bad.json()["detail"].startswith("abstain_margin:")
+
+    run(go())

@@ -1,0 +1,38 @@
+"""Open-set abstention: the decision and the background set, on constructed embeddings."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.abstain import background_for, decide
+from engine.classifier import Classifier, Prediction
+
+
+def _classifier(labels: list[str], rows: torch.Tensor) -> Classifier:
+    return Classifier(tuple(labels), F.normalize(rows.float(), dim=-1))
+
+
+def test_a_video_nearer_a_background_label_abstains() -> None:
+    torch.manual_seed(0)
+    basis = torch.eye(6)
+    vocab = _classifier(["basketball", "surfing"], basis[:2])
+    rows = torch.stack([basis[2], basis[1] + 0.01 * basis[3], basis[0]])
+    background = _classifier(["cooking", "surfing water", "Basketball!"], rows)
+    kept = background_for(vocab, background)
+    assert kept.labels == ("cooking",)  # "surfing water" is within cosine 0.9 of surfing; "Basketball!" is its name
+    video = F.normalize(0.9 * basis[2] + 0.3 * basis[1], dim=-1)  # mostly cooking, a little like surfing
+    logits_v, logits_b = 100 * video @ vocab.matrix.T, 100 * video @ kept.matrix.T
+    best = vocab.predictions(logits_v, 1)[0]
+    nearest = kept.predictions(logits_b, 3)
+    assert best.label == "surfing" and best.probability > 0.9  # the closed vocabulary is sure, and wrong
+    verdict = decide(best, nearest)
+    assert verdict.abstained and "cooking" in (verdict.reason or "") and verdict.background[0].label == "cooking"
+    assert not decide(best, nearest, margin=0.7).abstained  # the margin must be beaten
+
+
+def test_min_score_alone() -> None:
+    best = Prediction("surfing", 0.99, 0.21)
+    assert decide(best, [], min_score=0.25).abstained
+    assert not decide(best, [], min_score=0.2).abstained
+    assert decide(best, [], min_score=0.25).reason == "the best label 'surfing' scores 0.210, under min_score 0.25"
