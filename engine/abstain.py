@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from engine.classifier import Classifier, Prediction
 from engine.lint import normalized
 
@@ -46,7 +44,3 @@ def decide(best: Prediction, background: list[Prediction], margin: float = 0.0,
                                 f"{min_score:g}", background)
     return Abstention(False, None, background)
 
-
-def top_background(video_logits: torch.Tensor, background: Classifier, k: int = 3) -> list[Prediction]:
-    """The ``k`` nearest background labels for ``video_logits [C_background]`` (100 x cosine)."""
-    return background.predictions(video_logits, k) if len(background.labels) else []

@@ -90,7 +90,6 @@ class DecodePool:
         self.max_pending = max_pending
         self.budget_s = budget_s
         self.pending = 0  # changed on the event loop only
-        self.replaced = {"timeout": 0, "crash": 0}
         self._on_replaced = on_replaced
         self._worker_main = worker_main
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -186,7 +185,6 @@ class DecodePool:
         log.warning("decode worker %s replaced (%s)", worker.process.pid, why)
         with self._lock:
             self._all.discard(worker)
-            self.replaced[reason] += 1
         worker.stop()
         if self._on_replaced is not None:
             self._on_replaced(reason)
