@@ -23,10 +23,11 @@ from multiprocessing.process import BaseProcess
 
 import torch
 
-from engine.decode_worker import DecodeJob, run, serve
+from engine.decode_worker import DecodeJob, PlanJob, run, serve
 from engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
 from models.errors import MediaError
 from models.video_input import SampledClip
+from models.windows import TimelinePlan
 
 log = logging.getLogger(__name__)
 
@@ -114,25 +115,36 @@ class DecodePool:
         with self._lock:
             return sum(w.process.is_alive() for w in self._all)
 
-    async def decode(self, job: DecodeJob, timeout_s: float) -> DecodedClip:
-        if self.pending >= self.max_pending:
+    async def decode(self, job: DecodeJob, timeout_s: float, admitted: bool = False) -> DecodedClip:
+        """The job's frames as tensors. ``admitted``: the request already holds its place (a
+        timeline's later windows), so the job waits for a worker instead of being refused."""
+        clip = await self._submit(job, timeout_s, admitted)
+        assert isinstance(clip, SampledClip)
+        return DecodedClip(torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices,
+                           clip.timing_ms)
+
+    async def plan(self, job: PlanJob, timeout_s: float) -> TimelinePlan:
+        """A timeline's windows, read from the file in a worker."""
+        plan = await self._submit(job, timeout_s, admitted=False)
+        assert isinstance(plan, TimelinePlan)
+        return plan
+
+    async def _submit(self, job: DecodeJob | PlanJob, timeout_s: float, admitted: bool) -> SampledClip | TimelinePlan:
+        if self.pending >= self.max_pending and not admitted:
             raise Overloaded(f"{self.pending} uploads are waiting for a decoder; retry shortly")
         loop = asyncio.get_running_loop()
         job = replace(job, deadline=time.time() + timeout_s)  # the worker stops there too
         self.pending += 1
         try:
             if self._threads is not None:
-                clip = await asyncio.wait_for(loop.run_in_executor(self._threads, run, job), timeout_s)
-            else:
-                clip = await loop.run_in_executor(self._waiters, self._run_in_a_process, job)
+                return await asyncio.wait_for(loop.run_in_executor(self._threads, run, job), timeout_s)
+            return await loop.run_in_executor(self._waiters, self._run_in_a_process, job)
         except (TimeoutError, DecodeTimedOut):
             raise DeadlineExceeded(f"decoding took longer than {timeout_s:g} s") from None
         finally:
             self.pending -= 1
-        return DecodedClip(torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices,
-                           clip.timing_ms)
 
-    def _run_in_a_process(self, job: DecodeJob) -> SampledClip:
+    def _run_in_a_process(self, job: DecodeJob | PlanJob) -> SampledClip | TimelinePlan:
         """On a waiting thread: take an idle worker, give it the job, wait for its answer; a worker
         that dies or stays silent past the budget is replaced and only this job fails."""
         assert job.deadline is not None

@@ -26,7 +26,8 @@ from models.errors import MediaError, T4VError
 from models.limits import MediaLimits
 from models.media import Decoder
 from models.preprocess import PreprocessConfig
-from models.video_input import SampledClip, Sampling, sample_clip
+from models.video_input import SampledClip, Sampling, sample_clip, sample_frames
+from models.windows import TimelinePlan, plan_timeline
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,32 @@ class DecodeJob:
     sampling: Sampling = "exact"
     gpu: int = 0  # the nvdec decoder's CUDA device index
     limits: MediaLimits | None = None  # None: MediaLimits' defaults
+    rows: list[list[int]] | None = None  # these frames (a timeline's windows) instead of sampling
+
+    def work(self) -> SampledClip:
+        if self.rows is not None:
+            return sample_frames(self.path, self.preprocess, self.rows, self.decoder, self.name, self.gpu, self.limits)
+        return sample_clip(self.path, self.preprocess, self.frames, self.clips, self.crops, self.decoder, self.name,
+                           self.sampling, self.gpu, self.limits)
+
+
+@dataclass
+class PlanJob:
+    """Plan a timeline (``models/windows.py``): reading a hostile file's packets is a worker's job too."""
+
+    path: Path
+    window_s: float
+    stride_s: float
+    frames: int
+    max_windows: int
+    decoder: Decoder
+    name: str | None = None
+    deadline: float | None = None
+    limits: MediaLimits | None = None
+
+    def work(self) -> TimelinePlan:
+        return plan_timeline(self.path, self.window_s, self.stride_s, self.frames, self.max_windows, self.decoder,
+                             self.name, self.limits)
 
 
 @contextmanager
@@ -77,13 +104,12 @@ def _alarm_at(deadline: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def run(job: DecodeJob) -> SampledClip:
-    """Decode one job. A failure of a decoder that is not one of ours (a library's own exception
+def run(job: DecodeJob | PlanJob) -> SampledClip | TimelinePlan:
+    """Do one job. A failure of a decoder that is not one of ours (a library's own exception
     on a hostile file) is the file's problem: a MediaError naming the file, never a server error."""
     with _alarm_at(job.deadline):
         try:
-            return sample_clip(job.path, job.preprocess, job.frames, job.clips, job.crops, job.decoder, job.name,
-                               job.sampling, job.gpu, job.limits)
+            return job.work()
         except T4VError:
             raise
         except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, a library's ValueError ...

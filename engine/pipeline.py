@@ -45,3 +45,15 @@ class VideoPipeline:
         if background is None or not background.labels:
             return predictions, []
         return predictions, background.predictions(class_logits(video, background.matrix), 3)
+
+    @torch.inference_mode()
+    def score_rows(
+        self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5,
+    ) -> list[tuple[list[Prediction], torch.Tensor]]:
+        """Each row of ``gather [W, T]`` on its own (a timeline's windows): its top-k predictions
+        and its video embedding ``[D]``, the same numbers :meth:`score` gives that row as a video."""
+        out = []
+        for row in gather:
+            video = video_embedding(self.head, frame_emb[row][None])
+            out.append((classifier.predictions(class_logits(video, classifier.matrix), top_k), video))
+        return out

@@ -20,6 +20,7 @@ Timing keys of every result (milliseconds), one set for the server and ``t4v cla
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,11 +33,13 @@ import torch
 from engine.batcher import DynamicBatcher
 from engine.classifier import Classifier, Prediction
 from engine.decode_pool import DecodePool
-from engine.decode_worker import DecodeJob
+from engine.decode_worker import DecodeJob, PlanJob
 from engine.errors import Overloaded
 from engine.pipeline import VideoPipeline
+from engine.timeline import Segment
 from models.limits import MediaLimits
 from models.video_input import Sampling
+from models.windows import TimelinePlan, Window
 
 TIMING_KEYS = ("decode_wait", "decode", "preprocess", "encode", "classify", "total")
 
@@ -138,6 +141,65 @@ class ClassifyService:
             timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS}, first_view=clip.pixels[clip.gather[0]],
             background=nearest,
         )
+
+    async def plan_timeline(
+        self, media: Path, *, window_s: float, stride_s: float, frames: int, max_windows: int, timeout_s: float,
+        name: str | None = None,
+    ) -> TimelinePlan:
+        """Read when the video's frames are shown and cut it into windows (in a decode worker)."""
+        job = PlanJob(media, window_s, stride_s, frames, max_windows, self.pipeline.decoder, name=name,
+                      limits=self.limits)
+        return await self.decode_pool.plan(job, timeout_s)
+
+    async def timeline(
+        self, media: Path, plan: TimelinePlan, classifier: Classifier, *, top_k: int = 5, timeout_s: float = 600.0,
+        name: str | None = None, windows_per_job: int | None = None, jobs_in_flight: int | None = None,
+    ) -> AsyncIterator[Segment]:
+        """The segments of ``plan``, in order, each as soon as it and those before it are scored.
+
+        The windows go to the decode workers a few at a time (``windows_per_job``, by default
+        what fills one encoder batch), each group a job of its own: a long video never holds a
+        worker for long, other requests' jobs take turns with its groups, and only the groups in
+        flight (``jobs_in_flight``, by default one per decode worker) are in memory. Their frames
+        join the encoder's shared batches. ``timeout_s`` bounds the whole timeline."""
+        deadline = time.monotonic() + timeout_s
+        windows = plan.windows
+        if not windows:
+            return
+        frames = len(windows[0].indices)
+        per_job = windows_per_job or max(1, self.batcher.max_batch_frames // frames)
+        groups = [windows[i:i + per_job] for i in range(0, len(windows), per_job)]
+        in_flight = jobs_in_flight or max(1, self.decode_pool.workers)
+
+        async def run(group: list[Window]) -> list[Segment]:
+            remaining = max(deadline - time.monotonic(), 1e-3)
+            job = DecodeJob(media, self.pipeline.preprocess, frames, 1, 1, self.pipeline.decoder, name=name,
+                            gpu=self.pipeline.gpu, limits=self.limits, rows=[w.indices for w in group])
+            clip = await self.decode_pool.decode(job, remaining, admitted=True)  # the plan was admitted
+            emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
+            loop = asyncio.get_running_loop()
+            scored = await loop.run_in_executor(self._post, self.pipeline.score_rows, emb, clip.gather, classifier,
+                                                top_k)
+            return [Segment(w.start_s, w.end_s, w.indices, w.times_s, predictions, embedding)
+                    for w, (predictions, embedding) in zip(group, scored, strict=True)]
+
+        pending: collections.deque[asyncio.Task[list[Segment]]] = collections.deque()
+        try:
+            for n, group in enumerate(groups):
+                pending.append(asyncio.create_task(run(group)))
+                if n == 0:  # the first group first: a file that fails, fails once
+                    for segment in await pending.popleft():
+                        yield segment
+                    continue
+                if len(pending) >= in_flight:
+                    for segment in await pending.popleft():
+                        yield segment
+            while pending:
+                for segment in await pending.popleft():
+                    yield segment
+        finally:
+            for task in pending:
+                task.cancel()
 
 
 def classify_files(

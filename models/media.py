@@ -19,8 +19,9 @@ import logging
 import tempfile
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -71,6 +72,10 @@ class MediaReader(ABC):
 
     def keyframes(self) -> list[int] | None:
         """Display indices of the keyframes (frames that decode on their own), or None if unknown."""
+        return None
+
+    def frame_times(self) -> FrameTimes | None:
+        """When each frame is shown (videos read by PyAV), or None if unknown."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -253,16 +258,19 @@ class _PyAVReader(MediaReader):
         self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav" if gpu is None else "nvdec")
 
     @functools.cached_property
-    def _scanned_keyframes(self) -> list[int] | None:
+    def _scan(self) -> FrameTimes | None:
         try:
-            return _scan_keyframes(self._path)
+            return _scan_packets(self._path)
         except Exception:  # noqa: BLE001 - unreadable packets: the caller samples without keyframes
             return None
 
     def keyframes(self) -> list[int] | None:
-        """Display indices of the keyframes, from one packet scan per reader (:func:`_scan_keyframes`):
-        fast sampling and the seeking read share it."""
-        return self._scanned_keyframes
+        """Display indices of the keyframes, from one packet scan per reader (:func:`_scan_packets`):
+        fast sampling, timelines and the seeking read share it."""
+        return self._scan.keys if self._scan is not None else None
+
+    def frame_times(self) -> FrameTimes | None:
+        return self._scan
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         self._check(indices)
@@ -293,12 +301,12 @@ class _PyAVReader(MediaReader):
         """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
         when neither reads exactly (the caller counts frames)."""
         for scan in (False, True):
-            keys = self.keyframes() if scan else None  # None: the container's index
-            if scan and keys is None:
+            times = self._scan if scan else None  # None: the container's index and the frame rate
+            if scan and times is None:
                 return None
             try:
                 with _open_container(self._path, self._gpu) as container:
-                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, keys=keys)
+                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, times=times)
             except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
                 log.debug("seeking in %s failed (%s)", self._path.name, _short(exc))
                 continue
@@ -395,57 +403,103 @@ def _write_probe_clip(path: Path, frames: int = 12) -> None:
         container.mux(stream.encode())
 
 
-def _scan_keyframes(path: Path) -> list[int] | None:
-    """The keyframes' display indices from the packets' timestamps (demuxing only, no decoding):
-    right for open GOPs and partial indexes alike, for constant-rate video; None otherwise."""
+@dataclass(frozen=True)
+class FrameTimes:
+    """When each frame of a video is shown, from its packets' timestamps (demuxing only, no
+    decoding): right for variable frame rates, open GOPs and partial indexes alike."""
+
+    pts: np.ndarray  # int64 [N]: presentation timestamps in display order (stream time units), distinct
+    keys: list[int]  # display indices of the keyframes
+    time_base: Fraction  # seconds per stream time unit
+    end: int  # where the last frame ends (its timestamp plus its duration)
+
+    def index_of(self, pts: int | None) -> int | None:
+        """The display index of the frame shown at ``pts``; None for a timestamp no frame has."""
+        if pts is None:
+            return None
+        i = int(np.searchsorted(self.pts, pts))
+        return i if i < len(self.pts) and int(self.pts[i]) == pts else None
+
+
+def _scan_packets(path: Path) -> FrameTimes | None:
+    """:class:`FrameTimes` of the video stream of ``path``; None where the packets do not say
+    (a packet without a timestamp, two frames at one timestamp)."""
     with _open_container(path) as container:
         stream = container.streams.video[0]
-        rate, base = stream.average_rate, stream.time_base
-        if not rate or not base:
+        base = stream.time_base
+        if not base:
             return None
-        ticks, origin = 1 / float(rate * base), stream.start_time or 0
-        keys = sorted(round((p.pts - origin) / ticks) for p in container.demux(stream)
-                      if p.is_keyframe and p.pts is not None)
-    return keys or None
+        pts: list[int] = []
+        key_pts: list[int] = []
+        end = None
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                key_pts.append(packet.pts)
+            last = packet.pts + max(packet.duration or 0, 0)
+            end = last if end is None else max(end, last)
+    order = np.array(sorted(pts), dtype=np.int64)
+    if not len(order) or len(np.unique(order)) != len(order) or end is None:
+        return None
+    keys = sorted(int(np.searchsorted(order, k)) for k in key_pts)
+    if end <= order[-1] and len(order) > 1:  # no packet durations: the last frame lasts as long as the one before
+        end = int(order[-1] + (order[-1] - order[-2]))
+    return FrameTimes(order, keys, Fraction(base), int(end))
 
 
 def _read_seeking(
     container: av.container.InputContainer, wanted: list[int], threads: int = 1, skip: bool = True,
-    keys: list[int] | None = None,
+    times: FrameTimes | None = None,
 ) -> dict[int, np.ndarray] | None:
     """The ``wanted`` frames (sorted display indices), jumping to the last keyframe before each
     one instead of decoding everything between them; ``None`` where that cannot be done exactly.
 
-    ``keys``: the keyframes' display indices (:func:`_scan_keyframes`); by default the container's
-    index gives them (one entry per frame, in decode order: a keyframe's position in it is its
-    display index for closed GOPs only, so open-GOP HEVC and files with a partial index, as WebM
-    has, need the scan). A frame's display index is its timestamp
-    over the frame duration, which holds for constant-rate video only. Between a keyframe and a
+    ``times``: the packet scan (:func:`_scan_packets`), which gives each timestamp's display index
+    and the keyframes for any frame rate, open GOPs and partial indexes. Without it, the container's
+    index gives the keyframes (one entry per frame, in decode order: a keyframe's position in it is
+    its display index for closed GOPs only) and a frame's display index is its timestamp over the
+    frame duration, which holds for constant-rate video only. Between a keyframe and a
     wanted frame, the packets of frames nobody wants are decoded with ``skip_frame=NONREF``
     (``skip``): a frame no other frame references is not decoded at all, which changes no other
     frame's pixels. So every decoded frame is checked: the first after a seek must be the keyframe
     sought, the next ones must come in display order, and a frame may be missing only if it was
-    not wanted; anything else (variable rate, open GOPs, a bad index) answers ``None`` and the
-    caller counts frames from the start instead.
+    not wanted; anything else (variable rate without a scan, open GOPs, a bad index) answers
+    ``None`` and the caller counts frames from the start instead.
     """
     stream = _video_stream(container, threads)
-    rate, base = stream.average_rate, stream.time_base
-    if not rate or not base:
-        return None
-    if keys is None:
+    index_of: Callable[[int | None], int | None]
+    seek_pts: Callable[[int], int]
+    if times is not None:
+        keys = times.keys
+        index_of = times.index_of
+
+        def seek_pts(key: int) -> int:
+            return int(times.pts[key])
+    else:
+        rate, base = stream.average_rate, stream.time_base
+        if not rate or not base:
+            return None
         entries = list(stream.index_entries or [])
         if len(entries) != (stream.frames or len(entries)) or len(entries) <= wanted[-1]:
             return None
         keys = [i for i, entry in enumerate(entries) if entry.is_keyframe]
+        ticks = 1 / float(rate * base)  # stream time units per frame
+        origin = stream.start_time or 0
+
+        def index_of(pts: int | None) -> int | None:
+            return None if pts is None else round((pts - origin) / ticks)
+
+        def seek_pts(key: int) -> int:
+            return round(origin + key * ticks)
+
     if len(keys) < 2 or keys[0] != 0:
         return None
-    ticks = 1 / float(rate * base)  # stream time units per frame
-    origin = stream.start_time or 0
     want = set(wanted)
     codec = stream.codec_context
-
-    def index_of(pts: int | None) -> int | None:
-        return None if pts is None else round((pts - origin) / ticks)
 
     def frames_from_here() -> Iterator[av.VideoFrame]:
         for packet in container.demux(stream):
@@ -481,7 +535,7 @@ def _read_seeking(
         alone_in_its_gop = n + 1 == len(wanted) or key_of(wanted[n + 1]) > key
         if target == key and alone_in_its_gop and (frames is None or key > expect):  # as fast sampling asks
             if not (at_start and key == 0):
-                container.seek(round(origin + key * ticks), stream=stream, backward=True)
+                container.seek(seek_pts(key), stream=stream, backward=True)
             alone = keyframe_alone(key)
             if alone is None:
                 return None
@@ -491,7 +545,7 @@ def _read_seeking(
         if frames is None and key == 0 and at_start:
             frames = frames_from_here()
         elif frames is None or key > expect:  # a keyframe between here and the target: jump to it
-            container.seek(round(origin + key * ticks), stream=stream, backward=True)  # demuxers seek on pts
+            container.seek(seek_pts(key), stream=stream, backward=True)  # demuxers seek on pts
             frames, expect = frames_from_here(), key
         else:
             first = False  # going on from the last frame: skipped frames may come before the next one

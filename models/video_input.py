@@ -13,7 +13,7 @@ import numpy as np
 
 from models.errors import InputError, MediaError
 from models.limits import MediaLimits
-from models.media import Decoder, open_media, renamed
+from models.media import Decoder, MediaReader, open_media, renamed
 from models.preprocess import PreprocessConfig, resize_and_crop
 from models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_indices
 
@@ -59,14 +59,38 @@ def sample_clip(
                 indices = np.array([fast_indices(n, frames, media.keyframes())], dtype=np.int64)
             else:
                 indices = sample_indices(n, frames, clips)
-            unique, inverse = np.unique(indices, return_inverse=True)
-            raw = media.read(unique.tolist())
+            return _decode_and_crop(media, indices, preprocess, crops, t0)
     except MediaError as exc:
         raise renamed(exc, path, name) from None
+
+
+def sample_frames(
+    path: Path, preprocess: PreprocessConfig, rows: list[list[int]], decoder: Decoder = "auto",
+    name: str | None = None, gpu: int = 0, limits: MediaLimits | None = None,
+) -> SampledClip:
+    """The frames ``rows`` names (display indices, one row of T per window of a timeline), each
+    distinct frame decoded once; ``gather`` has one row per row of ``rows``."""
+    t0 = time.perf_counter()
+    try:
+        with open_media(path, decoder, name=name, gpu=gpu, limits=limits) as media:
+            indices = np.array(rows, dtype=np.int64)
+            if indices.ndim != 2 or not indices.size:
+                raise ValueError("rows must be a non-empty list of equally long index lists")
+            return _decode_and_crop(media, indices, preprocess, 1, t0)
+    except MediaError as exc:
+        raise renamed(exc, path, name) from None
+
+
+def _decode_and_crop(
+    media: MediaReader, indices: np.ndarray, preprocess: PreprocessConfig, crops: int, t0: float,
+) -> SampledClip:
+    """Decode the distinct frames of ``indices [clips, T]`` once, resize and crop them."""
+    unique, inverse = np.unique(indices, return_inverse=True)
+    raw = media.read(unique.tolist())
     t1 = time.perf_counter()
     pixels = resize_and_crop(raw, preprocess, crops)  # [crops, U, 3, S, S]
     t2 = time.perf_counter()
-    inverse_t = inverse.reshape(clips, frames).astype(np.int64)
+    inverse_t = inverse.reshape(indices.shape).astype(np.int64)
     gather = np.concatenate([inverse_t + c * len(unique) for c in range(crops)])
     return SampledClip(
         pixels=pixels.reshape(-1, *pixels.shape[2:]),

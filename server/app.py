@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from engine.runtime import Runtime
 from server import errors
 from server.middleware import BodyLimit, RequestMetrics
-from server.routes import classify, health, vocab
+from server.routes import classify, health, timeline, vocab
 from server.service import Service
 from server.settings import Settings
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.service = service
     errors.install(app)
     app.include_router(classify.router)
+    app.include_router(timeline.router)
     app.include_router(vocab.router)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -41,6 +41,12 @@ RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", Deadl
                                            StoreUnavailable: "2"}
 
 
+def status_of(exc: BaseException) -> int:
+    """The HTTP status of a domain error (500 for anything else): a streamed response that has
+    already begun reports an error on its last line with this status."""
+    return next((status for exc_type, status in STATUS if isinstance(exc, exc_type)), 500)
+
+
 def install(app: FastAPI) -> None:
     for exc_type, status in STATUS:
         headers = dict(HEADERS.get(exc_type, {}))

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from models.windows import MAX_WINDOW_S
+
 Label = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]
 Template = Annotated[str, StringConstraints(min_length=2, max_length=300, pattern=r"^[^{}]*\{\}[^{}]*$")]
 _TEMPLATES = Field(
@@ -90,28 +92,16 @@ class PredictionOut(BaseModel):
     score: float = Field(description="Cosine similarity of the video and the label embedding.")
 
 
-class ClassifyForm(BaseModel):
-    """The form fields of ``POST /classify`` (beside the ``file`` part)."""
+class UploadForm(BaseModel):
+    """Form fields every upload route takes (beside the ``file`` part)."""
 
     vocab: str = Field("", description="A registered vocabulary name (give vocab or labels).")
     labels: str = Field("", description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')
+    clean_labels: bool = Field(False, description="Ad-hoc labels: prompt their cleaned-up form (ApplyEyeMakeup -> "
+                                                  "apply eye makeup); by default as written.")
     top_k: int = Field(5, ge=0, le=100_000, description="Predictions to return; 0 = all.")
     frames: int | None = Field(None, ge=1, description="Frames sampled per clip (T), 1 to the server's max_frames; "
                                                        "unset: its default_frames.")
-    views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
-    sampling: Literal["", "exact", "fast"] = Field(
-        "", description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
-                        "(one clip); empty: the server's default_sampling."
-    )
-    thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
-    clean_labels: bool = Field(False, description="Ad-hoc labels: prompt their cleaned-up form (ApplyEyeMakeup -> "
-                                                  "apply eye makeup); by default as written.")
-    abstain: bool = Field(False, description='"None of these": also score a background vocabulary (the '
-                                             "Kinetics-400 names minus those close to these labels) and abstain "
-                                             "when its best label beats the vocabulary's best by abstain_margin.")
-    abstain_margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best label's cosine is "
-                                                                       "below this.")
 
     @classmethod
     def openapi_body(cls) -> dict[str, object]:
@@ -121,6 +111,35 @@ class ClassifyForm(BaseModel):
                                 **schema["properties"]}
         schema["required"] = ["file"]
         return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+class ClassifyForm(UploadForm):
+    """The form fields of ``POST /classify`` (beside the ``file`` part)."""
+
+    views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
+    sampling: Literal["", "exact", "fast"] = Field(
+        "", description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
+                        "(one clip); empty: the server's default_sampling."
+    )
+    thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
+    abstain: bool = Field(False, description='"None of these": also score a background vocabulary (the '
+                                             "Kinetics-400 names minus those close to these labels) and abstain "
+                                             "when its best label beats the vocabulary's best by abstain_margin.")
+    abstain_margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best label's cosine is "
+                                                                       "below this.")
+
+
+class TimelineForm(UploadForm):
+    """The form fields of ``POST /classify/timeline`` (beside the ``file`` part, a video)."""
+
+    top_k: int = Field(3, ge=0, le=100_000, description="Predictions per window; 0 = all.")
+    window_s: float = Field(8.0, gt=0, le=MAX_WINDOW_S, description="Seconds per window; each window is sampled "
+                                                                    "as a video of its own (T frames).")
+    stride_s: float | None = Field(None, gt=0, le=MAX_WINDOW_S, description="Seconds from one window's start to "
+                                                                            "the next; unset: window_s.")
+    stream: bool = Field(False, description="Answer application/x-ndjson, one line per window as it is scored "
+                                            "(first a start line, last an end line with the events).")
 
 
 class ClassifyOut(BaseModel):
@@ -134,6 +153,67 @@ class ClassifyOut(BaseModel):
                                                      "these (the predictions are still returned).")
     abstain_reason: str | None = Field(None, description="Why it abstained, in words.")
     background: list[PredictionOut] | None = Field(None, description="With abstain: the nearest background labels.")
+
+
+class SegmentOut(BaseModel):
+    start_s: float = Field(description="Window start, seconds from the video's first frame.")
+    end_s: float = Field(description="Window end (the video's end for a last, shorter window).")
+    frame_indices: list[int] = Field(description="The window's sampled frames (indices in the whole video).")
+    times_s: list[float] = Field(description="When those frames are shown (from their timestamps).")
+    predictions: list[PredictionOut]
+
+
+class EventOut(BaseModel):
+    label: str = Field(description="The top label of consecutive windows that agree on it.")
+    start_s: float
+    end_s: float
+    probability: float = Field(description="Mean of the label's probability over the event's windows.")
+    windows: int
+
+
+class TimelineOut(BaseModel):
+    vocab: VocabRef | None = Field(description="The vocabulary used; null for ad-hoc labels.")
+    model: str = Field(description="Text model id the classifier was built with.")
+    duration_s: float
+    window_s: float
+    stride_s: float
+    frames: int = Field(description="Frames sampled per window (T).")
+    segments: list[SegmentOut]
+    events: list[EventOut]
+    timing_ms: dict[str, float]
+
+
+class TimelineStartLine(BaseModel):
+    """First line of a streamed timeline."""
+
+    type: Literal["start"] = "start"
+    vocab: VocabRef | None
+    model: str
+    duration_s: float
+    window_s: float
+    stride_s: float
+    frames: int
+    windows: int = Field(description="Segment lines to expect.")
+
+
+class TimelineSegmentLine(SegmentOut):
+    type: Literal["segment"] = "segment"
+
+
+class TimelineEndLine(BaseModel):
+    """Last line of a streamed timeline that completed."""
+
+    type: Literal["end"] = "end"
+    events: list[EventOut]
+    timing_ms: dict[str, float]
+
+
+class TimelineErrorLine(BaseModel):
+    """Last line of a streamed timeline that failed after it began (the HTTP status was already 200)."""
+
+    type: Literal["error"] = "error"
+    status: int = Field(description="The status the error would have had before the response began.")
+    detail: str
 
 
 class ModelOut(BaseModel):

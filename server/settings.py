@@ -95,6 +95,10 @@ class ServingOptions(BaseModel):
     max_animation_frames: int = Field(_LIMITS.max_animation_frames, ge=1,
                                       description="Frames of an animated GIF/WebP/TIFF; beyond: 413.")
     max_duration_s: float = Field(_LIMITS.max_duration_s, gt=0, description="Duration of a video; beyond: 413.")
+    max_timeline_windows: int = Field(1024, ge=1, le=100_000, description="Windows of one timeline "
+                                      "(POST /classify/timeline); more: 422 asking for a longer stride_s.")
+    timeline_timeout_s: float = Field(900.0, gt=0, le=24 * 3600, description="Deadline of one timeline, all its "
+                                      "windows together (each group of windows is one decode job).")
     decode_budget_s: float = Field(
         20.0, gt=0, le=3600, description="Longest a decode worker may spend on one file (a worker that overruns it "
                                          "is killed and replaced); beyond: 422."

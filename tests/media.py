@@ -73,3 +73,22 @@ def generated_videos() -> dict[str, Path]:
         noise = np.random.default_rng(seed).integers(0, 3, size=frames.shape, dtype=np.uint8)
         out[name] = write_video(directory / name, frames + noise, codec=codec)  # texture: a realistic bitrate
     return out
+
+
+LOSSLESS = {"preset": "ultrafast", "qp": "0", "g": "25"}  # H.264 lossless: a frame decodes the same in any file
+
+
+def write_frames(path: Path, frames: np.ndarray, fps: int = 25, options: dict[str, str] | None = None) -> Path:
+    """:func:`write_video`, lossless by default."""
+    return write_video(path, frames, fps=fps, options=options or LOSSLESS)
+
+
+def joined_parts(directory: Path, seconds: int = 4, fps: int = 25) -> tuple[Path, list[Path]]:
+    """Three parts of ``seconds`` each with different generated content, as files of their own
+    and joined into one video (lossless, so each part's frames are the same in both)."""
+    n = seconds * fps
+    parts = [moving_square_frames(n, 96, 64, seed=s) for s in (1, 2, 3)]
+    parts[1] = 255 - parts[1]
+    parts[2] = parts[2][:, ::-1].copy()
+    files = [write_frames(directory / f"part{i}.mp4", p, fps) for i, p in enumerate(parts)]
+    return write_frames(directory / "joined.mp4", np.concatenate(parts), fps), files

@@ -8,6 +8,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from fastapi import APIRouter, Depends, Request
@@ -22,11 +23,12 @@ from engine.sampling import parse_views
 from engine.service import ClassifyService
 from models.errors import InputError
 from server.deps import EngineDep, RegistryDep, ServiceDep, require_key_to_classify
-from server.schemas import ClassifyForm, ClassifyOut, PredictionOut, VocabRef, errors
+from server.schemas import ClassifyForm, ClassifyOut, PredictionOut, UploadForm, VocabRef, errors
 from server.service import Service
-from server.uploads import receive_upload
+from server.uploads import Upload, receive_upload
 
 router = APIRouter(tags=["classify"])
+FormT = TypeVar("FormT", bound=UploadForm)
 
 
 def _parse_labels(labels: str) -> list[str]:
@@ -45,14 +47,38 @@ async def classify(request: Request, service: ServiceDep, registry: RegistryDep,
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
     async with engine.admit(), receive_upload(request, service.upload_dir) as upload:  # written once, here
         t0 = time.perf_counter()
-        try:
-            form = ClassifyForm(**upload.fields)
-        except ValidationError as exc:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-        if upload.path is None:
-            raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "msg": "Field required",
-                                           "input": None}])
-        return await _classify(upload.path, upload.filename, form, service, registry, engine, t0)
+        form, path = parse_form(ClassifyForm, upload)
+        return await _classify(path, upload.filename, form, service, registry, engine, t0)
+
+
+def parse_form(form_type: type[FormT], upload: Upload) -> tuple[FormT, Path]:
+    """The upload's form fields as ``form_type`` and its file; 422 naming the field otherwise."""
+    try:
+        form = form_type(**upload.fields)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    if upload.path is None:
+        raise RequestValidationError([{"type": "missing", "loc": ("body", "file"), "msg": "Field required",
+                                       "input": None}])
+    return form, upload.path
+
+
+def frames_of(form: UploadForm, service: Service) -> int:
+    settings = service.settings
+    frames = form.frames if form.frames is not None else settings.default_frames
+    if frames > settings.max_frames:
+        raise InputError(f"frames must be at most {settings.max_frames} on this server (its max_frames)")
+    return frames
+
+
+async def resolve_classifier(form: UploadForm, registry: VocabRegistry) -> tuple[Classifier, VocabRef | None]:
+    """The registered vocabulary the form names (and its version), or a classifier of its ad-hoc labels."""
+    if bool(form.vocab) == bool(form.labels):
+        raise InputError("give exactly one of vocab or labels")
+    if form.vocab:
+        classifier, version = await asyncio.to_thread(registry.classifier, form.vocab)
+        return classifier, VocabRef(name=form.vocab, version=version)
+    return await asyncio.to_thread(registry.ad_hoc, _parse_labels(form.labels), None, form.clean_labels), None
 
 
 async def _classify(
@@ -60,29 +86,18 @@ async def _classify(
     engine: ClassifyService, t0: float,
 ) -> ClassifyOut:
     settings = service.settings
-    vocab, labels = form.vocab, form.labels
-    if bool(vocab) == bool(labels):
-        raise InputError("give exactly one of vocab or labels")
-    frames = form.frames if form.frames is not None else settings.default_frames
-    if frames > settings.max_frames:
-        raise InputError(f"frames must be at most {settings.max_frames} on this server (its max_frames)")
+    frames = frames_of(form, service)
     clips, crops = parse_views(form.views)
     max_clips, max_crops = parse_views(settings.max_views)
     if clips > max_clips or crops > max_crops:
         raise InputError(f"views must be at most {settings.max_views}")
 
-    classifier: Classifier
-    ref: VocabRef | None = None
-    if vocab:
-        classifier, version = await asyncio.to_thread(registry.classifier, vocab)
-        ref = VocabRef(name=vocab, version=version)
-    else:
-        classifier = await asyncio.to_thread(registry.ad_hoc, _parse_labels(labels), None, form.clean_labels)
+    classifier, ref = await resolve_classifier(form, registry)
     background = await asyncio.to_thread(registry.background, classifier) if form.abstain else None
     t1 = time.perf_counter()
 
     result = await engine.classify(path, classifier, frames=frames, clips=clips, crops=crops, top_k=form.top_k,
-                                   timeout_s=settings.request_timeout_s, name=_display_name(filename),
+                                   timeout_s=settings.request_timeout_s, name=display_name(filename),
                                    sampling=form.sampling or settings.default_sampling,  # its rules: sample_clip
                                    background=background)
     abstention = None
@@ -116,7 +131,7 @@ def _thumbnails(frames: torch.Tensor, size: int = 96) -> list[str]:
     return urls
 
 
-def _display_name(filename: str | None) -> str:
+def display_name(filename: str | None) -> str:
     name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
     return "".join(c for c in name if c.isprintable())[:100] or "upload"
 

@@ -1,0 +1,132 @@
+"""``POST /classify/timeline``: a long video as windows of time, each classified as a video of its
+own (``models/windows.py`` plans them, :meth:`engine.service.ClassifyService.timeline` runs them).
+
+One JSON answer at the end, or (``stream=true``) NDJSON: a start line, one line per window as it
+is scored, an end line with the merged events, or an error line if the file fails midway. A
+streamed response keeps the request's admission and its spooled upload until its last line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from engine.timeline import Event, Segment, merge_events
+from models.errors import T4VError
+from models.windows import check_window
+from server.deps import EngineDep, RegistryDep, ServiceDep, require_key_to_classify
+from server.errors import status_of
+from server.routes.classify import display_name, frames_of, parse_form, resolve_classifier
+from server.schemas import (
+    EventOut,
+    PredictionOut,
+    SegmentOut,
+    TimelineEndLine,
+    TimelineErrorLine,
+    TimelineForm,
+    TimelineOut,
+    TimelineSegmentLine,
+    TimelineStartLine,
+    errors,
+)
+from server.uploads import receive_upload
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["classify"])
+
+NDJSON = "application/x-ndjson"
+_STREAMED = {"description": "With stream=true: one JSON object per line (start, segment..., end or error).",
+             "content": {NDJSON: {"schema": {"oneOf": [
+                 {"$ref": f"#/components/schemas/{m.__name__}"}
+                 for m in (TimelineStartLine, TimelineSegmentLine, TimelineEndLine, TimelineErrorLine)]}}}}
+
+
+@router.post("/classify/timeline", response_model=TimelineOut,
+             responses={200: _STREAMED, **errors(400, 401, 404, 413, 415, 422, 503)},
+             openapi_extra=TimelineForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
+async def timeline(
+    request: Request, service: ServiceDep, registry: RegistryDep, engine: EngineDep,
+) -> TimelineOut | Response:
+    """Classify a video window by window: segments with their predictions, and merged events."""
+    settings = service.settings
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(engine.admit())
+        upload = await stack.enter_async_context(receive_upload(request, service.upload_dir))
+        t0 = time.perf_counter()
+        form, path = parse_form(TimelineForm, upload)
+        stride_s = form.stride_s or form.window_s
+        check_window(form.window_s, stride_s)
+        frames = frames_of(form, service)
+        classifier, ref = await resolve_classifier(form, registry)
+        t1 = time.perf_counter()
+        name = display_name(upload.filename)
+        plan = await engine.plan_timeline(path, window_s=form.window_s, stride_s=stride_s, frames=frames,
+                                          max_windows=settings.max_timeline_windows,
+                                          timeout_s=min(settings.request_timeout_s, settings.timeline_timeout_s),
+                                          name=name)
+        t2 = time.perf_counter()
+        remaining = settings.timeline_timeout_s - (t2 - t1)
+        segments = engine.timeline(path, plan, classifier, top_k=form.top_k, timeout_s=max(remaining, 1.0), name=name)
+        timing = {"vocab": (t1 - t0) * 1e3, "plan": (t2 - t1) * 1e3}
+        if not form.stream:
+            done = [s async for s in segments]
+            timing["total"] = (time.perf_counter() - t0) * 1e3
+            return TimelineOut(
+                vocab=ref, model=classifier.text_model, duration_s=plan.duration_s, window_s=form.window_s,
+                stride_s=stride_s, frames=frames, segments=[_segment(s) for s in done],
+                events=_events(merge_events(done)), timing_ms=_rounded(timing),
+            )
+        start = TimelineStartLine(vocab=ref, model=classifier.text_model, duration_s=plan.duration_s,
+                                  window_s=form.window_s, stride_s=stride_s, frames=frames,
+                                  windows=len(plan.windows))
+        held = stack.pop_all()  # the stream now owns the admission and the upload
+    return StreamingResponse(_lines(start, segments, held, timing, t0), media_type=NDJSON)
+
+
+async def _lines(
+    start: TimelineStartLine, segments: AsyncIterator[Segment], held: contextlib.AsyncExitStack,
+    timing: dict[str, float], t0: float,
+) -> AsyncIterator[bytes]:
+    async with held:
+        yield _line(start)
+        done: list[Segment] = []
+        try:
+            async for segment in segments:
+                done.append(segment)
+                yield _line(TimelineSegmentLine(**_segment(segment).model_dump()))
+        except T4VError as exc:  # the status line went out long ago: the error is the last line
+            yield _line(TimelineErrorLine(status=status_of(exc), detail=str(exc)))
+            return
+        except Exception:  # noqa: BLE001 - as the server's catch-all would answer it
+            log.exception("timeline failed after it began")
+            yield _line(TimelineErrorLine(status=500, detail="internal error"))
+            return
+        finally:
+            await segments.aclose()  # type: ignore[attr-defined]  # a client gone: stop the jobs in flight
+        timing["total"] = (time.perf_counter() - t0) * 1e3
+        yield _line(TimelineEndLine(events=_events(merge_events(done)), timing_ms=_rounded(timing)))
+
+
+def _line(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode() + b"\n"
+
+
+def _segment(s: Segment) -> SegmentOut:
+    return SegmentOut(start_s=s.start_s, end_s=s.end_s, frame_indices=s.frame_indices, times_s=s.times_s,
+                      predictions=[PredictionOut(label=p.label, probability=p.probability, score=p.score)
+                                   for p in s.predictions])
+
+
+def _events(events: list[Event]) -> list[EventOut]:
+    return [EventOut(label=e.label, start_s=e.start_s, end_s=e.end_s, probability=e.probability, windows=e.windows)
+            for e in events]
+
+
+def _rounded(timing: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in timing.items()}

@@ -1,0 +1,158 @@
+"""``POST /classify/timeline`` in-process: the JSON answer, the NDJSON stream, bad parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.runtime import Runtime
+from models.errors import MediaError
+from tests.media import joined_parts
+from tests.server_helpers import make_app, running, tiny_runtime
+
+LABELS = ["yoga", "surfing", "arm wrestling", "cooking"]
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_clip_path: Path) -> Runtime:
+    return tiny_runtime(tiny_clip_path)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    return joined_parts(tmp_path_factory.mktemp("timeline"))
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def test_timeline_segments_are_the_parts_classified_alone(
+    tmp_path: Path, runtime: Runtime, parts: tuple[Path, list[Path]]
+) -> None:
+    joined, files = parts
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            await c.put("/vocab/acts", json={"labels": LABELS})
+            r = await c.post("/classify/timeline", files={"file": ("joined.mp4", joined.read_bytes())},
+                             data={"vocab": "acts", "window_s": "4", "top_k": "0"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["vocab"] == {"name": "acts", "version": 1} and body["duration_s"] == 12.0
+            assert (body["window_s"], body["stride_s"], body["frames"]) == (4.0, 4.0, 8)
+            assert [(s["start_s"], s["end_s"]) for s in body["segments"]] == [(0, 4), (4, 8), (8, 12)]
+            assert set(body["timing_ms"]) == {"vocab", "plan", "total"}
+            for segment, part in zip(body["segments"], files, strict=True):
+                alone = await c.post("/classify", files={"file": (part.name, part.read_bytes())},
+                                     data={"vocab": "acts", "top_k": "0"})
+                expected = {p["label"]: p["probability"] for p in alone.json()["predictions"]}
+                got = {p["label"]: p["probability"] for p in segment["predictions"]}
+                assert got == pytest.approx(expected, abs=1e-5)
+            tops = [s["predictions"][0]["label"] for s in body["segments"]]
+            assert [e["label"] for e in body["events"]] == [t for i, t in enumerate(tops) if i == 0 or tops[i - 1] != t]
+            assert body["events"][0]["start_s"] == 0 and body["events"][-1]["end_s"] == 12.0
+
+            # overlapping windows, 4 frames each, ad-hoc labels
+            r = await c.post("/classify/timeline", files={"file": ("joined.mp4", joined.read_bytes())},
+                             data={"labels": json.dumps(LABELS), "window_s": "4", "stride_s": "2", "frames": "4"})
+            assert r.status_code == 200, r.text
+            spans = [(s["start_s"], s["end_s"]) for s in r.json()["segments"]]
+            assert spans == [(0, 4), (2, 6), (4, 8), (6, 10), (8, 12)]
+            assert all(len(s["frame_indices"]) == 4 == len(s["times_s"]) for s in r.json()["segments"])
+
+    run(go())
+
+
+def test_streamed_timeline_is_ndjson_start_segments_end(
+    tmp_path: Path, runtime: Runtime, parts: tuple[Path, list[Path]]
+) -> None:
+    joined, _ = parts
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            data = {"labels": json.dumps(LABELS), "window_s": "4"}
+            whole = (await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
+                                  data=data)).json()
+            r = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
+                             data={**data, "stream": "true"})
+            assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+            lines = [json.loads(line) for line in r.text.splitlines()]
+            assert [line["type"] for line in lines] == ["start", "segment", "segment", "segment", "end"]
+            assert lines[0]["windows"] == 3 and lines[0]["duration_s"] == 12.0 and lines[0]["vocab"] is None
+            for line, segment in zip(lines[1:4], whole["segments"], strict=True):
+                assert {k: v for k, v in line.items() if k != "type"} == segment
+            assert lines[-1]["events"] == whole["events"]
+
+    run(go())
+
+
+def test_a_file_failing_midway_ends_the_stream_with_an_error_line(
+    tmp_path: Path, runtime: Runtime, parts: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status line went out with the first segment: the failure is the last line, with the
+    status it would have had, and the server answers the next request."""
+    import engine.decode_worker as worker
+
+    real, calls = worker.sample_frames, []
+
+    def second_group_fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise MediaError("j.mp4: truncated or corrupt video (invalid data)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "sample_frames", second_group_fails)
+    joined, _ = parts
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_batch_frames=16)) as c:  # two windows per job
+            r = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
+                             data={"labels": json.dumps(LABELS), "window_s": "2", "stream": "true"})
+            lines = [json.loads(line) for line in r.text.splitlines()]
+            assert [line["type"] for line in lines] == ["start", "segment", "segment", "error"]
+            assert lines[-1] == {"type": "error", "status": 415, "detail": "j.mp4: truncated or corrupt video "
+                                                                            "(invalid data)"}
+            again = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
+                                 data={"labels": json.dumps(LABELS), "window_s": "6"})
+            assert again.status_code == 200 and len(again.json()["segments"]) == 2
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("data", "upload", "status", "fragment"),
+    [
+        ({"window_s": "0"}, "video", 422, "window_s: input should be greater than 0"),
+        ({"stride_s": "-1"}, "video", 422, "stride_s: input should be greater than 0"),
+        ({"window_s": "5000"}, "video", 422, "window_s: input should be less than or equal to 3600"),
+        ({"window_s": "eight"}, "video", 422, "window_s: input should be a valid number"),
+        ({"window_s": "0.01"}, "video", 422, "T4V_MAX_TIMELINE_WINDOWS"),
+        ({"frames": "64"}, "video", 422, "at most 32"),
+        ({"vocab": "missing", "labels": ""}, "video", 404, "no vocabulary named 'missing'"),
+        ({}, "image", 422, "a.png is an image; a timeline needs a video"),
+        ({}, "junk", 415, "a.mp4: not a video or image"),
+    ],
+)
+def test_timeline_bad_input(
+    tmp_path: Path, runtime: Runtime, parts: tuple[Path, list[Path]], data: dict, upload: str, status: int,
+    fragment: str,
+) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), "red").save(tmp_path / "a.png")
+    files = {"video": ("j.mp4", parts[0].read_bytes()), "image": ("a.png", (tmp_path / "a.png").read_bytes()),
+             "junk": ("a.mp4", b"not a video at all" * 50)}[upload]
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_timeline_windows=100)) as c:
+            r = await c.post("/classify/timeline", files={"file": files},
+                             data={"labels": json.dumps(LABELS), **data})
+            assert r.status_code == status, r.text
+            assert fragment in r.json()["detail"]
+            assert str(tmp_path) not in r.text
+
+    run(go())
