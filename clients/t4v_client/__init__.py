@@ -12,10 +12,21 @@ from t4v_client.errors import (
     Unavailable,
     UnsupportedMedia,
 )
-from t4v_client.models import ClassifyResult, Health, Prediction, Vocabulary, VocabularySummary
+from t4v_client.models import (
+    ClassifyResult,
+    Event,
+    Health,
+    Prediction,
+    Segment,
+    Timeline,
+    TimelineEnd,
+    TimelineStart,
+    Vocabulary,
+    VocabularySummary,
+)
 
 __all__ = [
-    "AsyncClient", "Client", "ClassifyResult", "Health", "InvalidInput", "NotFound", "PayloadTooLarge",
-    "Prediction", "PreconditionFailed", "ServerError", "T4VError", "Unauthorized", "Unavailable", "UnsupportedMedia",
-    "Vocabulary", "VocabularySummary",
+    "AsyncClient", "Client", "ClassifyResult", "Event", "Health", "InvalidInput", "NotFound", "PayloadTooLarge",
+    "Prediction", "PreconditionFailed", "Segment", "ServerError", "T4VError", "Timeline", "TimelineEnd",
+    "TimelineStart", "Unauthorized", "Unavailable", "UnsupportedMedia", "Vocabulary", "VocabularySummary",
 ]

@@ -14,6 +14,7 @@ from rich.table import Table
 from t4v_client.client import Client
 from t4v_client.errors import T4VError
 from t4v_client.labels import read_labels
+from t4v_client.models import Segment, TimelineEnd, TimelineStart
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
 vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
@@ -71,6 +72,47 @@ def classify(
     out.print(table)
     if result.abstained:
         out.print(f"none of these: {result.abstain_reason}")
+
+
+@app.command()
+def timeline(
+    file: Annotated[Path, typer.Argument(help="A video.")],
+    vocab: Annotated[str | None, typer.Option(help="A registered vocabulary.")] = None,
+    labels: Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')] = None,
+    window: Annotated[float, typer.Option(help="Seconds per window.")] = 8.0,
+    stride: Annotated[float | None, typer.Option(help="Seconds between window starts (default: --window).")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per window.")] = None,
+    top_k: Annotated[int, typer.Option(help="Predictions per window.")] = 3,
+    url: URL = "http://127.0.0.1:8000",
+    api_key: KEY = None,
+    as_json: JSON = False,
+) -> None:
+    """Classify FILE window by window, printing each window as the server scores it, then the events."""
+    try:
+        with Client(url, api_key=api_key) as client:
+            for item in client.stream_timeline(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
+                                               window_s=window, stride_s=stride, frames=frames, top_k=top_k):
+                if as_json:  # NDJSON, as the server sends it
+                    kind = {TimelineStart: "start", Segment: "segment", TimelineEnd: "end"}[type(item)]
+                    typer.echo(json.dumps({"type": kind, **item.model_dump()}))
+                elif isinstance(item, TimelineStart):
+                    out.print(f"{file.name}: {item.duration_s:.1f} s, {item.windows} windows of {item.window_s:g} s "
+                              f"every {item.stride_s:g} s", markup=False)
+                elif isinstance(item, Segment):
+                    best = "  ".join(f"{p.label} {p.probability:.2f}" for p in item.predictions)
+                    out.print(f"{_clock(item.start_s)}-{_clock(item.end_s)}  {best}", markup=False)
+                else:
+                    out.print("events:")
+                    for e in item.events:
+                        out.print(f"  {_clock(e.start_s)}-{_clock(e.end_s)}  {e.label}  ({e.windows} windows, "
+                                  f"mean {e.probability:.2f})", markup=False)
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(seconds, 60)
+    return f"{int(minutes // 60)}:{int(minutes % 60):02d}:{s:04.1f}" if minutes >= 60 else f"{int(minutes)}:{s:04.1f}"
 
 
 @vocab_app.command("put")

@@ -9,14 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from t4v_client.errors import T4VError, Unavailable, error_for
-from t4v_client.models import ClassifyResult, Health, Similarity, Vocabulary, VocabularySummary
+from t4v_client.models import (
+    ClassifyResult,
+    Health,
+    Segment,
+    Similarity,
+    Timeline,
+    TimelineEnd,
+    TimelineStart,
+    Vocabulary,
+    VocabularySummary,
+)
 
 RETRY_STATUS = {429, 503}
 Media = str | Path | bytes
@@ -72,6 +82,35 @@ def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, 
     if min_score is not None:
         form["min_score"] = str(min_score)
     return form
+
+
+def _timeline_form(vocab: str | None, labels: Sequence[str] | None, window_s: float, stride_s: float | None,
+                   frames: int | None, top_k: int, stream: bool) -> dict[str, str]:
+    form = _classify_form(vocab, labels, top_k, frames, None, False)
+    form["window_s"] = str(window_s)
+    if stride_s is not None:
+        form["stride_s"] = str(stride_s)
+    if stream:
+        form["stream"] = "true"
+    return form
+
+
+TimelineItem = TimelineStart | Segment | TimelineEnd
+
+
+def _timeline_item(line: str) -> TimelineItem:
+    """One NDJSON line of a streamed timeline; its error line raises the error it stands for."""
+    item = json.loads(line)
+    kind = item.pop("type", None)
+    if kind == "start":
+        return TimelineStart.model_validate(item)
+    if kind == "segment":
+        return Segment.model_validate(item)
+    if kind == "end":
+        return TimelineEnd.model_validate(item)
+    if kind == "error":
+        raise error_for(int(item.get("status", 500)), str(item.get("detail", "the timeline failed")))
+    raise T4VError(f"unexpected line in a timeline stream: {line[:100]}")
 
 
 def _vocab_body(labels: Sequence[str] | None, templates: Sequence[str] | None, preset: str | None,
@@ -134,6 +173,42 @@ class Client:
         form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score)
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
+
+    def timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
+                 window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None, top_k: int = 3,
+                 filename: str | None = None) -> Timeline:
+        """Classify a video window by window (``window_s`` long, every ``stride_s``): segments and
+        the events they merge into, in one answer."""
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False)
+        r = self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
+        return Timeline.model_validate(r.json())
+
+    def stream_timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
+                        window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None,
+                        top_k: int = 3, filename: str | None = None) -> Iterator[TimelineItem]:
+        """The same, as it is computed: a :class:`TimelineStart`, one :class:`Segment` per window as
+        the server scores it, then a :class:`TimelineEnd` with the events. A failure midway raises
+        the error (``UnsupportedMedia`` for a file damaged after its start, ...)."""
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True)
+        upload = _file(media, filename)
+        for attempt in range(self.retries + 1):
+            try:
+                with self._http.stream("POST", "/classify/timeline", data=form, files={"file": upload}) as r:
+                    if r.status_code in RETRY_STATUS and attempt < self.retries:
+                        wait = _wait_s(r, attempt, self.max_wait_s)
+                    else:
+                        if not r.is_success:
+                            r.read()
+                            _raise_for(r)
+                        for line in r.iter_lines():
+                            if line.strip():
+                                yield _timeline_item(line)
+                        return
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise Unavailable(f"cannot reach the server: {exc}") from None
+                wait = _wait_s(None, attempt, self.max_wait_s)
+            time.sleep(wait)
 
     def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
                   if_match: str | None = None, preset: str | None = None, clean_labels: bool = False) -> Vocabulary:
@@ -215,6 +290,37 @@ class AsyncClient:
         form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score)
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
+
+    async def timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
+                       window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None,
+                       top_k: int = 3, filename: str | None = None) -> Timeline:
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False)
+        r = await self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
+        return Timeline.model_validate(r.json())
+
+    async def stream_timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
+                              window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None,
+                              top_k: int = 3, filename: str | None = None) -> AsyncIterator[TimelineItem]:
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True)
+        upload = _file(media, filename)
+        for attempt in range(self.retries + 1):
+            try:
+                async with self._http.stream("POST", "/classify/timeline", data=form, files={"file": upload}) as r:
+                    if r.status_code in RETRY_STATUS and attempt < self.retries:
+                        wait = _wait_s(r, attempt, self.max_wait_s)
+                    else:
+                        if not r.is_success:
+                            await r.aread()
+                            _raise_for(r)
+                        async for line in r.aiter_lines():
+                            if line.strip():
+                                yield _timeline_item(line)
+                        return
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise Unavailable(f"cannot reach the server: {exc}") from None
+                wait = _wait_s(None, attempt, self.max_wait_s)
+            await asyncio.sleep(wait)
 
     async def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
                         if_match: str | None = None, preset: str | None = None,

@@ -28,6 +28,57 @@ class ClassifyResult(BaseModel):
     background: list[Prediction] | None = None  # with abstain: the nearest background labels
 
 
+class Segment(BaseModel):
+    """One window of a timeline and its predictions."""
+
+    start_s: float
+    end_s: float
+    frame_indices: list[int]
+    times_s: list[float]  # when the sampled frames are shown
+    predictions: list[Prediction]
+
+
+class Event(BaseModel):
+    """Consecutive windows that agree on their top label."""
+
+    label: str
+    start_s: float
+    end_s: float
+    probability: float  # mean over its windows
+    windows: int
+
+
+class Timeline(BaseModel):
+    vocab: VocabRef | None
+    model: str
+    duration_s: float
+    window_s: float
+    stride_s: float
+    frames: int
+    segments: list[Segment]
+    events: list[Event]
+    timing_ms: dict[str, float]
+
+
+class TimelineStart(BaseModel):
+    """First item of a streamed timeline: what is coming."""
+
+    vocab: VocabRef | None
+    model: str
+    duration_s: float
+    window_s: float
+    stride_s: float
+    frames: int
+    windows: int
+
+
+class TimelineEnd(BaseModel):
+    """Last item of a streamed timeline."""
+
+    events: list[Event]
+    timing_ms: dict[str, float]
+
+
 class LintWarning(BaseModel):
     kind: str  # similar | near_duplicate
     labels: list[str]
