@@ -163,6 +163,12 @@ function render(result, fileName) {
     row.append(label, track, value);
     chart.appendChild(row);
   }
+  const abstained = $("abstained");
+  abstained.hidden = !result.abstained;
+  if (result.abstained) {
+    const near = (result.background || []).map((p) => p.label).join(", ");
+    abstained.textContent = `None of these: ${result.abstain_reason}` + (near ? ` Nearest everyday actions: ${near}.` : "");
+  }
   const thumbs = $("thumbs");
   thumbs.innerHTML = "";
   (result.thumbnails || []).forEach((src, i) => {
@@ -185,6 +191,8 @@ async function classify() {
   form.append("vocab", vocab);
   form.append("top_k", $("top-k").value || "5");
   form.append("thumbnails", "true");
+  if ($("abstain").checked) form.append("abstain", "true");
+  $("timeline-results").hidden = true;
   $("status").textContent = "Classifying…";
   $("classify").disabled = true;
   try {
@@ -200,7 +208,107 @@ async function classify() {
   }
 }
 
+// Timeline: the server streams one JSON line per window (NDJSON); the band grows as they arrive.
+const PALETTE = ["#3b7dd8", "#e07b39", "#3aa35b", "#c9486b", "#8a63c7", "#b8962e", "#2aa0a4", "#7a7a7a"];
+
+function clock(seconds) {
+  const m = Math.floor(seconds / 60);
+  return `${m}:${(seconds - 60 * m).toFixed(1).padStart(4, "0")}`;
+}
+
+function colourOf(label, colours) {
+  if (!colours.has(label)) {
+    colours.set(label, PALETTE[colours.size % PALETTE.length]);
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colours.get(label);
+    item.append(swatch, label);
+    $("timeline-legend").appendChild(item);
+  }
+  return colours.get(label);
+}
+
+async function* ndjsonLines(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffered += decoder.decode(value || new Uint8Array(), { stream: !done });
+    const lines = buffered.split("\n");
+    buffered = lines.pop();
+    for (const line of lines) if (line.trim()) yield JSON.parse(line);
+    if (done) break;
+  }
+  if (buffered.trim()) yield JSON.parse(buffered);
+}
+
+async function timeline() {
+  clearError();
+  const file = $("file").files[0];
+  const vocab = $("vocab-select").value;
+  if (!vocab) { showError("Choose or create a vocabulary first."); return; }
+  if (!file) { showError("Choose a video to see its timeline."); return; }
+  const form = new FormData();
+  form.append("file", file);
+  form.append("vocab", vocab);
+  form.append("window_s", $("window-s").value || "8");
+  form.append("top_k", "3");
+  form.append("stream", "true");
+  $("status").textContent = "Reading the video's timestamps…";
+  $("results").hidden = true;
+  $("timeline-results").hidden = true;
+  $("timeline").disabled = true;
+  const band = $("timeline-band");
+  const colours = new Map();
+  try {
+    const response = await fetch("/classify/timeline", { method: "POST", body: form, headers: authHeaders() });
+    if (!response.ok) { showError(await readError(response)); return; }
+    let duration = 1, windows = 0, seen = 0;
+    for await (const line of ndjsonLines(response)) {
+      if (line.type === "start") {
+        ({ duration_s: duration, windows } = line);
+        duration = Math.max(duration, 1e-6);
+        band.innerHTML = "";
+        $("timeline-legend").innerHTML = "";
+        $("timeline-events").innerHTML = "";
+        $("timeline-header").textContent = `${file.name} — ${clock(line.duration_s)} — ${windows} windows of ` +
+          `${line.window_s} s — model ${line.model}`;
+        $("timeline-results").hidden = false;
+      } else if (line.type === "segment") {
+        seen += 1;
+        const top = line.predictions[0];
+        const part = document.createElement("div");
+        part.className = "segment";
+        part.style.left = `${(100 * line.start_s) / duration}%`;
+        part.style.width = `${(100 * (line.end_s - line.start_s)) / duration}%`;
+        part.style.background = colourOf(top.label, colours);
+        part.dataset.label = top.label;
+        part.title = `${clock(line.start_s)}–${clock(line.end_s)}: ${top.label} (${(100 * top.probability).toFixed(0)}%)`;
+        band.appendChild(part);
+        $("status").textContent = `Window ${seen} of ${windows}…`;
+      } else if (line.type === "end") {
+        for (const e of line.events) {
+          const item = document.createElement("li");
+          item.textContent = `${clock(e.start_s)}–${clock(e.end_s)}: ${e.label} (${e.windows} ` +
+            `window${e.windows > 1 ? "s" : ""}, ${(100 * e.probability).toFixed(0)}%)`;
+          $("timeline-events").appendChild(item);
+        }
+        $("status").textContent = `Timeline done in ${Math.round(line.timing_ms.total)} ms.`;
+      } else if (line.type === "error") {
+        showError(`The timeline stopped after ${seen} windows: ${line.detail}`);
+      }
+    }
+  } catch (err) {
+    showError(`Could not reach the server (${err}).`);
+  } finally {
+    $("timeline").disabled = false;
+  }
+}
+
 $("api-key").value = localStorage.getItem("t4v-api-key") || "";
+$("timeline").addEventListener("click", timeline);
 $("vocab-save").addEventListener("click", saveVocab);
 $("classify").addEventListener("click", classify);
 $("vocab-view").addEventListener("click", viewVocab);

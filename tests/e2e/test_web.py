@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.media import generated_videos
+from tests.media import generated_videos, joined_parts
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -95,6 +95,65 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling
         shot(phone, "phone")
         assert httpx.get(f"{live_server}/favicon.ico", timeout=10).status_code == 200
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium)")
+def test_timeline_band_and_none_of_these(live_server: str, tmp_path: Path) -> None:
+    """The timeline of three joined parts is drawn as it streams: one band piece per window,
+    placed by its times and coloured by its top label, a legend and the events; the "none of
+    these" box shows exactly when the API abstains."""
+    from playwright.sync_api import sync_playwright
+
+    joined, _ = joined_parts(tmp_path)
+    labels = ["arm wrestling", "surfing", "yoga", "playing guitar"]
+    httpx.put(f"{live_server}/vocab/web-timeline", json={"labels": labels}, timeout=60).raise_for_status()
+    api = httpx.post(f"{live_server}/classify/timeline", files={"file": ("joined.mp4", joined.read_bytes())},
+                     data={"vocab": "web-timeline", "window_s": "4"}, timeout=120).json()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 1100})
+        page.goto(f"{live_server}/", wait_until="networkidle")
+        page.select_option("#vocab-select", "web-timeline")
+        page.set_input_files("#file", str(joined))
+        page.fill("#window-s", "4")
+        page.click("#timeline")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Timeline done')")
+        pieces = page.locator("#timeline-band .segment")
+        assert pieces.count() == 3
+        placed = [(pieces.nth(i).evaluate("e => e.style.left"), pieces.nth(i).evaluate("e => e.style.width"))
+                  for i in range(3)]
+        assert [left for left, _ in placed] == ["0%", "33.3333%", "66.6667%"], placed
+        tops = [s["predictions"][0]["label"] for s in api["segments"]]
+        assert [pieces.nth(i).get_attribute("data-label") for i in range(3)] == tops
+        assert pieces.nth(0).get_attribute("title").startswith(f"0:00.0–0:04.0: {tops[0]} (")
+        assert page.locator("#timeline-legend li").all_inner_texts() == list(dict.fromkeys(tops))
+        assert page.locator("#timeline-events li").count() == len(api["events"])
+        assert page.locator("#timeline-header").inner_text().startswith("joined.mp4 — 0:12.0 — 3 windows of 4 s")
+        shot(page, "timeline")
+
+        page.set_input_files("#file", str(generated_videos()["clip_a.mp4"]))
+        page.check("#abstain")
+        page.click("#classify")
+        page.wait_for_selector("#results:not([hidden]) .bar")
+        assert page.locator("#timeline-results").is_hidden()
+        clip = generated_videos()["clip_a.mp4"].read_bytes()
+        answer = httpx.post(f"{live_server}/classify", files={"file": ("clip_a.mp4", clip)},
+                            data={"vocab": "web-timeline", "abstain": "true"}, timeout=60).json()
+        box = page.locator("#abstained")
+        assert box.is_visible() == answer["abstained"]
+        if answer["abstained"]:
+            assert box.inner_text().startswith(f"None of these: {answer['abstain_reason']}")
+            assert answer["background"][0]["label"] in box.inner_text()
+        shot(page, "abstained")
+
+        from PIL import Image
+
+        Image.new("RGB", (64, 48), "red").save(tmp_path / "still.png")
+        page.set_input_files("#file", str(tmp_path / "still.png"))
+        page.click("#timeline")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "still.png is an image; a timeline needs a video" in page.locator("#error").inner_text()
         browser.close()
 
 
