@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -167,9 +168,12 @@ class ClassifyService:
         if not windows:
             return
         frames = len(windows[0].indices)
-        per_job = windows_per_job or max(1, self.batcher.max_batch_frames // frames)
-        groups = [windows[i:i + per_job] for i in range(0, len(windows), per_job)]
         in_flight = jobs_in_flight or max(1, self.decode_pool.workers)
+        # one batch's worth per job, but never so few jobs that workers idle on a short video
+        per_job = windows_per_job or max(1, min(self.batcher.max_batch_frames // frames,
+                                                math.ceil((len(windows) - 1) / in_flight)))
+        # the first window alone: its segment comes back soonest (a file that fails there stops the rest)
+        groups = [windows[:1], *(windows[i:i + per_job] for i in range(1, len(windows), per_job))]
 
         async def run(group: list[Window]) -> list[Segment]:
             remaining = max(deadline - time.monotonic(), 1e-3)
@@ -185,12 +189,8 @@ class ClassifyService:
 
         pending: collections.deque[asyncio.Task[list[Segment]]] = collections.deque()
         try:
-            for n, group in enumerate(groups):
+            for group in groups:
                 pending.append(asyncio.create_task(run(group)))
-                if n == 0:  # the first group first: a file that fails, fails once
-                    for segment in await pending.popleft():
-                        yield segment
-                    continue
                 if len(pending) >= in_flight:
                     for segment in await pending.popleft():
                         yield segment
@@ -198,8 +198,10 @@ class ClassifyService:
                 for segment in await pending.popleft():
                     yield segment
         finally:
-            for task in pending:
+            for task in pending:  # the stream ended early (an error, a client gone): stop the rest
                 task.cancel()
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a second failure is not logged as unhandled
 
 
 def classify_files(

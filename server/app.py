@@ -19,7 +19,8 @@ from server.service import Service
 from server.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
-JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only /classify takes large uploads
+JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only the upload routes take large bodies
+UPLOAD_PATHS = frozenset({"/classify", "/classify/timeline"})
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -58,6 +59,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def favicon() -> FileResponse:  # browsers ask for it whatever the page's <link rel=icon> says
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
     limit = settings.max_upload_bytes
-    app.add_middleware(BodyLimit, limit_for=lambda path: limit if path == "/classify" else JSON_BODY_LIMIT)
+    app.add_middleware(BodyLimit, limit_for=lambda path: limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app

@@ -99,13 +99,13 @@ def test_a_file_failing_midway_ends_the_stream_with_an_error_line(
 
     real, calls = worker.sample_frames, []
 
-    def second_group_fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def third_group_fails(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the third group: windows 3 and 4 (the first window goes alone)
             raise MediaError("j.mp4: truncated or corrupt video (invalid data)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(worker, "sample_frames", second_group_fails)
+    monkeypatch.setattr(worker, "sample_frames", third_group_fails)
     joined, _ = parts
 
     async def go() -> None:
@@ -113,12 +113,24 @@ def test_a_file_failing_midway_ends_the_stream_with_an_error_line(
             r = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
                              data={"labels": json.dumps(LABELS), "window_s": "2", "stream": "true"})
             lines = [json.loads(line) for line in r.text.splitlines()]
-            assert [line["type"] for line in lines] == ["start", "segment", "segment", "error"]
+            assert [line["type"] for line in lines] == ["start", "segment", "segment", "segment", "error"]
             assert lines[-1] == {"type": "error", "status": 415, "detail": "j.mp4: truncated or corrupt video "
                                                                             "(invalid data)"}
             again = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
                                  data={"labels": json.dumps(LABELS), "window_s": "6"})
             assert again.status_code == 200 and len(again.json()["segments"]) == 2
+
+    run(go())
+
+
+def test_timeline_takes_uploads_as_large_as_classify(tmp_path: Path, runtime: Runtime) -> None:
+    """Long videos are large: the timeline has the upload cap of /classify, not the JSON bodies' 8 MB."""
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_upload_bytes=12 * 2**20)) as c:
+            for size, status in ((10 * 2**20, 415), (13 * 2**20, 413)):
+                r = await c.post("/classify/timeline", files={"file": ("big.mp4", b"\0" * size)},
+                                 data={"labels": json.dumps(LABELS)})
+                assert r.status_code == status, r.text
 
     run(go())
 
