@@ -38,6 +38,7 @@ from models.limits import MediaLimits
 log = logging.getLogger(__name__)
 
 Decoder = Literal["auto", "decord", "pyav", "nvdec"]
+FrameFn = Callable[[np.ndarray], np.ndarray]
 DECODERS: tuple[Decoder, ...] = ("auto", "decord", "pyav", "nvdec")
 IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
 
@@ -68,7 +69,10 @@ class MediaReader(ABC):
     info: MediaInfo
 
     @abstractmethod
-    def read(self, indices: Sequence[int]) -> np.ndarray: ...
+    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+        """The frames at ``indices``, ``[N, H, W, 3]`` uint8. ``each``: applied to every distinct
+        frame as soon as it is decoded (a resize), so full-size frames are not all held at once;
+        the result then stacks what it returns."""
 
     def keyframes(self) -> list[int] | None:
         """Display indices of the keyframes (frames that decode on their own), or None if unknown."""
@@ -185,13 +189,14 @@ class _PillowReader(MediaReader):
             raise MediaError(f"{path.name}: the {image.format} image is truncated or corrupt ({_short(exc)})") from None
         return cls(path, image)
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
         self._check(indices)
         decoded: dict[int, np.ndarray] = {}
+        convert = each or _same
         try:
             for i in sorted(set(indices)):
                 self._image.seek(i)
-                decoded[i] = np.asarray(_upright(self._image).convert("RGB"))
+                decoded[i] = convert(np.asarray(_upright(self._image).convert("RGB")))
         except (OSError, ValueError, EOFError, SyntaxError) as exc:
             raise MediaError(f"{self._path.name}: frame decoding failed ({_short(exc)})") from None
         return stack_frames([decoded[i] for i in indices], self._path.name)
@@ -216,12 +221,13 @@ class _DecordReader(MediaReader):
             raise MediaError(f"{path.name}: the video has no frames")
         self.info = MediaInfo("video", n, width, height, fps or None, "decord")
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
         self._check(indices)
         try:
-            return self._vr.get_batch(list(indices)).asnumpy()
+            frames = self._vr.get_batch(list(indices)).asnumpy()
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
+        return frames if each is None else np.stack([each(f) for f in frames])
 
     def keyframes(self) -> list[int] | None:
         return [int(i) for i in self._vr.get_key_indices()]
@@ -272,32 +278,37 @@ class _PyAVReader(MediaReader):
     def frame_times(self) -> FrameTimes | None:
         return self._scan
 
-    def read(self, indices: Sequence[int]) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
         self._check(indices)
         if self._gpu is not None:
             try:
-                return self._decode(indices)
+                return self._decode(indices, each)
             except Exception as exc:  # noqa: BLE001 - a codec, profile or size NVDEC lacks, or a damaged file
                 log.warning("NVDEC could not decode %s (%s): decoding it on the CPU", self._path.name, _short(exc))
                 self._gpu = None
                 self.info = replace(self.info, decoder="pyav")
         try:
-            return self._decode(indices)
+            return self._decode(indices, each)
         except MediaError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
 
-    def _decode(self, indices: Sequence[int]) -> np.ndarray:
+    def _decode(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+        def convert(frame: av.VideoFrame) -> np.ndarray:
+            return _rgb(frame) if each is None else each(_rgb(frame))
+
         decoded = None
         if self._seek:
-            decoded = self._read_by_seeking(sorted(set(indices)))
+            decoded = self._read_by_seeking(sorted(set(indices)), convert=convert)
         if decoded is None:  # no usable index or not constant-rate: count every frame from the start
             with _open_container(self._path, self._gpu) as container:
-                decoded = self._read_sequential(container, set(indices))
+                decoded = self._read_sequential(container, set(indices), convert)
         return stack_frames([decoded[i] for i in indices], self._path.name)
 
-    def _read_by_seeking(self, wanted: list[int], skip: bool = True) -> dict[int, np.ndarray] | None:
+    def _read_by_seeking(
+        self, wanted: list[int], skip: bool = True, convert: Callable[[av.VideoFrame], np.ndarray] | None = None,
+    ) -> dict[int, np.ndarray] | None:
         """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
         when neither reads exactly (the caller counts frames)."""
         for scan in (False, True):
@@ -306,7 +317,8 @@ class _PyAVReader(MediaReader):
                 return None
             try:
                 with _open_container(self._path, self._gpu) as container:
-                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, times=times)
+                    decoded = _read_seeking(container, wanted, self._threads, skip=skip, times=times,
+                                            convert=convert or _rgb)
             except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
                 log.debug("seeking in %s failed (%s)", self._path.name, _short(exc))
                 continue
@@ -314,13 +326,16 @@ class _PyAVReader(MediaReader):
                 return decoded
         return None
 
-    def _read_sequential(self, container: av.container.InputContainer, wanted: set[int]) -> dict[int, np.ndarray]:
+    def _read_sequential(
+        self, container: av.container.InputContainer, wanted: set[int],
+        convert: Callable[[av.VideoFrame], np.ndarray] | None = None,
+    ) -> dict[int, np.ndarray]:
         stream = _video_stream(container, self._threads)
         decoded: dict[int, np.ndarray] = {}
         count, last = 0, max(wanted)
         for count, frame in enumerate(container.decode(stream)):  # noqa: B007
             if count in wanted:  # convert only the sampled frames
-                decoded[count] = _rgb(frame)
+                decoded[count] = (convert or _rgb)(frame)
             if count >= last:
                 break
         if len(decoded) < len(wanted):
@@ -361,6 +376,10 @@ def _video_stream(container: av.container.InputContainer, threads: int) -> av.vi
 # is exact, and then the conversion to RGB is the same code on both paths (converting NV12 straight
 # to RGB differs from the planar path by up to 36 levels in FFmpeg 8).
 _PLANAR_OF = {"nv12": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le"}
+
+
+def _same(frame: np.ndarray) -> np.ndarray:
+    return frame
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -453,7 +472,7 @@ def _scan_packets(path: Path) -> FrameTimes | None:
 
 def _read_seeking(
     container: av.container.InputContainer, wanted: list[int], threads: int = 1, skip: bool = True,
-    times: FrameTimes | None = None,
+    times: FrameTimes | None = None, convert: Callable[[av.VideoFrame], np.ndarray] = _rgb,
 ) -> dict[int, np.ndarray] | None:
     """The ``wanted`` frames (sorted display indices), jumping to the last keyframe before each
     one instead of decoding everything between them; ``None`` where that cannot be done exactly.
@@ -539,7 +558,7 @@ def _read_seeking(
             alone = keyframe_alone(key)
             if alone is None:
                 return None
-            decoded[key], position, frames, at_start = _rgb(alone), key, None, False
+            decoded[key], position, frames, at_start = convert(alone), key, None, False
             continue
         first = True  # the first frame decoded from the start or after a seek must be the keyframe
         if frames is None and key == 0 and at_start:
@@ -558,7 +577,7 @@ def _read_seeking(
                 return None
             first, position = False, index
             if position in want:
-                decoded[position] = _rgb(frame)
+                decoded[position] = convert(frame)
             if position >= target:
                 break
             expect = position + 1
