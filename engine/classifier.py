@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,11 +22,33 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class AbstainDefaults:
+    """A vocabulary's default for "none of these" (``engine/abstain.py``), stored with it: score a
+    background vocabulary (``background``: a registered vocabulary's name; None: the built-in one)
+    and abstain when it wins by ``margin``, or under ``min_score``. A request's own fields override."""
+
+    margin: float = 0.0
+    min_score: float | None = None
+    background: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"margin": self.margin, "min_score": self.min_score, "background": self.background})
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> AbstainDefaults | None:
+        if not text:
+            return None
+        value = json.loads(text)
+        return cls(float(value.get("margin", 0.0)), value.get("min_score"), value.get("background"))
+
+
+@dataclass(frozen=True)
 class Classifier:
     labels: tuple[str, ...]
     matrix: torch.Tensor  # [C, D], rows L2-normalized
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)
     text_model: str = ""
+    abstain: AbstainDefaults | None = None  # a stored vocabulary's default for "none of these"
 
     def __post_init__(self) -> None:
         if self.matrix.ndim != 2 or self.matrix.shape[0] != len(self.labels):

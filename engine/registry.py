@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from engine.classifier import Classifier
+from engine.classifier import AbstainDefaults, Classifier
 from engine.errors import StoreUnavailable, VocabNotFound
 from engine.stores import VocabRecord, VocabStore, VocabSummary
 from engine.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
@@ -38,12 +38,18 @@ class CacheStats:
     misses: int = 0
 
 
-def vocab_etag(text_model: str, labels: Sequence[str], templates: Sequence[str], clean: bool = False) -> str:
-    """Content hash: the same labels, templates, clean-up and text model give the same ETag anywhere
-    (without clean-up, the hash of earlier versions: stored ETags stay valid)."""
+def vocab_etag(
+    text_model: str, labels: Sequence[str], templates: Sequence[str], clean: bool = False,
+    abstain: AbstainDefaults | None = None,
+) -> str:
+    """Content hash: the same labels, templates, clean-up, abstention default and text model give
+    the same ETag anywhere (without the two options, the hash of earlier versions: stored ETags
+    stay valid)."""
     content: list[object] = [text_model, list(labels), list(templates)]
     if clean:
         content.append("clean_labels")
+    if abstain is not None:
+        content.append(["abstain", abstain.margin, abstain.min_score, abstain.background])
     blob = json.dumps(content, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
@@ -106,12 +112,15 @@ class VocabRegistry:
 
     def put(
         self, name: str, labels: Sequence[str], templates: Sequence[str] | None = None, if_match: str | None = None,
-        clean_labels: bool = False,
+        clean_labels: bool = False, abstain: AbstainDefaults | None = None,
     ) -> tuple[VocabRecord, bool]:
         """Store a new version (or nothing, for identical content). ``(record, changed)``.
-        ``clean_labels``: prompts from cleaned-up labels (``ApplyEyeMakeup`` -> ``apply eye makeup``)."""
+        ``clean_labels``: prompts from cleaned-up labels (``ApplyEyeMakeup`` -> ``apply eye makeup``);
+        ``abstain``: the vocabulary's default for "none of these"."""
         clean, temps, cached = self._prepare(name, labels, templates, clean_labels)
-        etag = vocab_etag(self.text_model, clean, temps, clean_labels)
+        if abstain is not None and abstain.background is not None:
+            validate_name(abstain.background)
+        etag = vocab_etag(self.text_model, clean, temps, clean_labels, abstain)
         head = self.store.head(name)
         if head is not None and head[1] == etag and if_match in (None, etag):
             current = self.store.get(name)
@@ -119,7 +128,7 @@ class VocabRegistry:
                 return current, False  # idempotent: nothing encoded, nothing written
         matrix = self._encode(clean, temps, cached, clean_labels=clean_labels)
         record = VocabRecord(name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time(),
-                             clean_labels)
+                             clean_labels, abstain)
         stored, changed = self.store.put(record, if_match)
         self._forget(name)
         return stored, changed
@@ -212,7 +221,8 @@ class VocabRegistry:
                 f"vocabulary {record.name!r} was encoded by {record.text_model}, this server runs "
                 f"{self.text_model}: PUT it again here"
             )
-        return Classifier(record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model)
+        return Classifier(record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model,
+                          record.abstain)
 
     def ad_hoc(
         self, labels: Sequence[str], templates: Sequence[str] | None = None, clean_labels: bool = False
@@ -227,13 +237,20 @@ class VocabRegistry:
         matrix = self._encode(clean, temps, cached, keep=self.ad_hoc_embeddings.put_many, clean_labels=clean_labels)
         return Classifier(tuple(clean), torch.from_numpy(matrix), tuple(temps), self.text_model)
 
-    def background(self, vocabulary: Classifier) -> Classifier:
-        """The background vocabulary for open-set abstention: the Kinetics-400 names with the
-        reference template (encoded once; their embeddings cached like any vocabulary's), minus
-        the labels that are the vocabulary's own (``engine/abstain.py``)."""
+    def background(self, vocabulary: Classifier, name: str | None = None) -> Classifier:
+        """The background vocabulary for open-set abstention, minus the labels that are the
+        vocabulary's own (``engine/abstain.py``): the registered vocabulary ``name``, or by default
+        the Kinetics-400 names with the reference template (encoded once; their embeddings cached
+        like any vocabulary's)."""
         from engine.abstain import background_for
         from models.presets import preset_labels
 
+        if name is not None:
+            try:
+                candidates, _ = self.classifier(name)
+            except VocabNotFound:
+                raise VocabNotFound(f"no vocabulary named {name!r} to use as the background") from None
+            return background_for(vocabulary, candidates)
         if self._background is None:
             labels = preset_labels("kinetics400")
             matrix = self._encode(labels, [DEFAULT_TEMPLATE])

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from engine.classifier import AbstainDefaults
 from engine.errors import PreconditionFailed, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class VocabRecord:
     matrix: np.ndarray  # float32 [C, D]
     updated_at: float
     clean_labels: bool = False  # prompts from cleaned-up labels (opt-in; labels as written by default)
+    abstain: AbstainDefaults | None = None  # the default for "none of these" (None: off unless asked)
 
 
 @dataclass(frozen=True)
@@ -116,21 +118,23 @@ class SQLiteStore(VocabStore):
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(vocabs)")]
             if "clean_labels" not in columns:  # a database of an earlier version: its vocabularies keep their labels
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN clean_labels INTEGER NOT NULL DEFAULT 0")
+            if "abstain" not in columns:  # earlier versions: no default abstention
+                self._db.execute("ALTER TABLE vocabs ADD COLUMN abstain TEXT")
 
     def get(self, name: str) -> VocabRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels "
-                "FROM vocabs WHERE name = ?", (name,)
+                "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels, "
+                "abstain FROM vocabs WHERE name = ?", (name,)
             ).fetchone()
         return None if row is None else self._record(row)
 
     @staticmethod
     def _record(row: tuple) -> VocabRecord:  # type: ignore[type-arg]
-        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean = row
+        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean, abstain = row
         return VocabRecord(
             name, version, etag, text_model, tuple(json.loads(labels)), tuple(json.loads(templates)),
-            _vec(matrix).reshape(-1, dim), updated_at, bool(clean),
+            _vec(matrix).reshape(-1, dim), updated_at, bool(clean), AbstainDefaults.from_json(abstain),
         )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -152,11 +156,11 @@ class SQLiteStore(VocabStore):
                     version = 1 if row is None else int(row[0]) + 1
                     self._db.execute(
                         "INSERT OR REPLACE INTO vocabs (name, version, etag, text_model, labels, templates, dim, "
-                        "matrix, updated_at, clean_labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "matrix, updated_at, clean_labels, abstain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (record.name, version, record.etag, record.text_model, json.dumps(record.labels),
                          json.dumps(record.templates), record.matrix.shape[1],
                          np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
-                         int(record.clean_labels)),
+                         int(record.clean_labels), record.abstain.to_json() if record.abstain else None),
                     )
                     self._db.execute("COMMIT")
                     stored = VocabRecord(**{**record.__dict__, "version": version})
@@ -218,7 +222,7 @@ if ARGV[1] ~= '' and cur ~= ARGV[1] then return {-1, 0} end
 if cur == ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))} end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'etag', ARGV[2], 'text_model', ARGV[3], 'labels', ARGV[4], 'templates', ARGV[5],
-           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8], 'clean_labels', ARGV[11])
+           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8], 'clean_labels', ARGV[11], 'abstain', ARGV[12])
 redis.call('SADD', KEYS[2], ARGV[9])
 redis.call('PUBLISH', ARGV[10], ARGV[9])
 return {1, v}
@@ -318,6 +322,7 @@ class RedisStore(VocabStore):
                 name, int(h[b"version"]), h[b"etag"].decode(), h[b"text_model"].decode(),
                 tuple(json.loads(h[b"labels"])), tuple(json.loads(h[b"templates"])),
                 _vec(h[b"matrix"]).reshape(-1, dim), float(h[b"updated_at"]), h.get(b"clean_labels") == b"1",
+                AbstainDefaults.from_json(h.get(b"abstain")),
             )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -332,7 +337,8 @@ class RedisStore(VocabStore):
                 args=[if_match or "", record.etag, record.text_model, json.dumps(record.labels),
                       json.dumps(record.templates), record.matrix.shape[1],
                       np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
-                      record.name, self._channel, "1" if record.clean_labels else "0"],
+                      record.name, self._channel, "1" if record.clean_labels else "0",
+                      record.abstain.to_json() if record.abstain else ""],
             )
             if status == -1:
                 raise PreconditionFailed(f"vocabulary {record.name!r} is not at ETag {if_match}")

@@ -18,6 +18,24 @@ _CLEAN = Field(False, description="Prompt cleaned-up labels (ApplyEyeMakeup -> a
                                   "labels are used as written, as the reference and its checkpoints do.")
 
 
+VocabName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class AbstainIn(BaseModel):
+    """A vocabulary's default for "none of these": classify requests naming it abstain as with
+    abstain=true and these values, unless they say otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+    margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best cosine is below this.")
+    background: VocabName | None = Field(None, description="A registered vocabulary to use as the background "
+                                                           "(default: the built-in Kinetics-400 names).")
+
+
+_ABSTAIN = Field(None, description='Default "none of these" for classify requests naming this vocabulary '
+                                   "(omitted: only when a request asks).")
+
+
 class VocabLabelsIn(BaseModel):
     """A vocabulary from class names."""
 
@@ -28,6 +46,7 @@ class VocabLabelsIn(BaseModel):
     )
     templates: list[Template] | None = _TEMPLATES
     clean_labels: bool = _CLEAN
+    abstain: AbstainIn | None = _ABSTAIN
 
 
 class VocabPresetIn(BaseModel):
@@ -37,6 +56,7 @@ class VocabPresetIn(BaseModel):
     preset: Literal["kinetics400"] = Field(description="A built-in label set.")
     templates: list[Template] | None = _TEMPLATES
     clean_labels: bool = _CLEAN
+    abstain: AbstainIn | None = _ABSTAIN
 
 
 VocabIn = VocabLabelsIn | VocabPresetIn
@@ -58,6 +78,7 @@ class VocabOut(BaseModel):
     clean_labels: bool = Field(description="Whether the prompts use cleaned-up labels.")
     text_model: str
     etag: str
+    abstain: AbstainIn | None = Field(None, description='The default "none of these", if it has one.')
     warnings: list[LintWarningOut] = Field(
         default_factory=list, description="Label pairs the classifier will likely confuse (informative: nothing is "
                                           "refused for them); at most 100, near duplicates first.")
@@ -122,12 +143,16 @@ class ClassifyForm(UploadForm):
                         "(one clip); empty: the server's default_sampling."
     )
     thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
-    abstain: bool = Field(False, description='"None of these": also score a background vocabulary (the '
-                                             "Kinetics-400 names minus those close to these labels) and abstain "
-                                             "when its best label beats the vocabulary's best by abstain_margin.")
-    abstain_margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
+    abstain: bool | None = Field(None, description='"None of these": also score a background vocabulary (the '
+                                                   "Kinetics-400 names minus those close to these labels) and "
+                                                   "abstain when its best label beats the vocabulary's best by "
+                                                   "abstain_margin. Unset: the vocabulary's default (off if none).")
+    abstain_margin: float | None = Field(None, ge=0.0, le=1.0, description="Cosine margin the background must win "
+                                                                           "by (unset: the vocabulary's, else 0).")
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best label's cosine is "
-                                                                       "below this.")
+                                                                       "below this (unset: the vocabulary's).")
+    background: str = Field("", description="A registered vocabulary to score as the background instead of the "
+                                            "built-in one (implies abstain unless abstain=false).")
 
 
 class TimelineForm(UploadForm):

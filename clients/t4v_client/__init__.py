@@ -13,6 +13,7 @@ from t4v_client.errors import (
     UnsupportedMedia,
 )
 from t4v_client.models import (
+    AbstainDefault,
     ClassifyResult,
     Event,
     Health,
@@ -26,7 +27,8 @@ from t4v_client.models import (
 )
 
 __all__ = [
-    "AsyncClient", "Client", "ClassifyResult", "Event", "Health", "InvalidInput", "NotFound", "PayloadTooLarge",
-    "Prediction", "PreconditionFailed", "Segment", "ServerError", "T4VError", "Timeline", "TimelineEnd",
-    "TimelineStart", "Unauthorized", "Unavailable", "UnsupportedMedia", "Vocabulary", "VocabularySummary",
+    "AbstainDefault", "AsyncClient", "Client", "ClassifyResult", "Event", "Health", "InvalidInput", "NotFound",
+    "PayloadTooLarge", "Prediction", "PreconditionFailed", "Segment", "ServerError", "T4VError", "Timeline",
+    "TimelineEnd", "TimelineStart", "Unauthorized", "Unavailable", "UnsupportedMedia", "Vocabulary",
+    "VocabularySummary",
 ]

@@ -14,7 +14,7 @@ from rich.table import Table
 from t4v_client.client import Client
 from t4v_client.errors import T4VError
 from t4v_client.labels import read_labels
-from t4v_client.models import Segment, TimelineEnd, TimelineStart
+from t4v_client.models import AbstainDefault, Segment, TimelineEnd, TimelineStart
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
 vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
@@ -45,9 +45,11 @@ def classify(
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = all.")] = 5,
     frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
     views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
-    abstain: Annotated[bool, typer.Option("--abstain", help='May answer "none of these" (a background '
-                                                            "vocabulary is scored alongside).")] = False,
+    abstain: Annotated[bool | None, typer.Option(
+        "--abstain/--no-abstain", show_default=False, help='May answer "none of these" (a background vocabulary is '
+        "scored alongside); default: the vocabulary's own default.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Abstain under this cosine.")] = None,
+    background: Annotated[str | None, typer.Option(help="A vocabulary to abstain against.")] = None,
     url: URL = "http://127.0.0.1:8000",
     api_key: KEY = None,
     as_json: JSON = False,
@@ -56,7 +58,8 @@ def classify(
     try:
         with Client(url, api_key=api_key) as client:
             result = client.classify(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
-                                     top_k=top_k, frames=frames, views=views, abstain=abstain, min_score=min_score)
+                                     top_k=top_k, frames=frames, views=views, abstain=abstain, min_score=min_score,
+                                     background=background)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     if as_json:
@@ -125,15 +128,21 @@ def vocab_put(
     if_match: Annotated[str | None, typer.Option(help="Only replace this ETag.")] = None,
     clean_labels: Annotated[bool, typer.Option(
         "--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup).")] = False,
+    abstain: Annotated[bool, typer.Option("--abstain", help='Requests naming it may answer "none of these" by '
+                                                            "default.")] = False,
+    abstain_margin: Annotated[float, typer.Option(help="With --abstain: the margin the background must win by.")] = 0.0,
+    min_score: Annotated[float | None, typer.Option(help="With --abstain: abstain under this cosine.")] = None,
+    background: Annotated[str | None, typer.Option(help="With --abstain: a vocabulary to abstain against.")] = None,
     url: URL = "http://127.0.0.1:8000",
     api_key: KEY = None,
     as_json: JSON = False,
 ) -> None:
     """Define or replace vocabulary NAME."""
+    default = AbstainDefault(margin=abstain_margin, min_score=min_score, background=background) if abstain else None
     try:
         with Client(url, api_key=api_key) as client:
             v = client.put_vocab(name, None if preset else _labels(labels, labels_file), template, if_match, preset,
-                                 clean_labels)
+                                 clean_labels, default)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(v.model_dump_json() if as_json else f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}")

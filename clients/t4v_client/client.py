@@ -17,6 +17,7 @@ import httpx
 
 from t4v_client.errors import T4VError, Unavailable, error_for
 from t4v_client.models import (
+    AbstainDefault,
     ClassifyResult,
     Health,
     Segment,
@@ -61,8 +62,9 @@ def _file(media: Media, filename: str | None) -> tuple[str, bytes]:
 
 
 def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, frames: int | None,
-                   views: str | None, thumbnails: bool, abstain: bool = False, abstain_margin: float = 0.0,
-                   min_score: float | None = None) -> dict[str, str]:
+                   views: str | None, thumbnails: bool, abstain: bool | None = None,
+                   abstain_margin: float | None = None, min_score: float | None = None,
+                   background: str | None = None) -> dict[str, str]:
     if (vocab is None) == (labels is None):
         raise ValueError("give exactly one of vocab or labels")
     form = {"top_k": str(top_k)}
@@ -76,11 +78,14 @@ def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, 
         form["views"] = views
     if thumbnails:
         form["thumbnails"] = "true"
-    if abstain:
-        form["abstain"] = "true"
+    if abstain is not None:
+        form["abstain"] = "true" if abstain else "false"
+    if abstain_margin is not None:
         form["abstain_margin"] = str(abstain_margin)
     if min_score is not None:
         form["min_score"] = str(min_score)
+    if background:
+        form["background"] = background
     return form
 
 
@@ -114,12 +119,14 @@ def _timeline_item(line: str) -> TimelineItem:
 
 
 def _vocab_body(labels: Sequence[str] | None, templates: Sequence[str] | None, preset: str | None,
-                clean_labels: bool = False) -> dict[str, Any]:
+                clean_labels: bool = False, abstain: AbstainDefault | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"preset": preset} if preset else {"labels": list(labels or [])}
     if templates:
         body["templates"] = list(templates)
     if clean_labels:
         body["clean_labels"] = True
+    if abstain is not None:
+        body["abstain"] = abstain.model_dump()
     return body
 
 
@@ -166,11 +173,14 @@ class Client:
 
     def classify(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None, top_k: int = 5,
                  frames: int | None = None, views: str | None = None, filename: str | None = None,
-                 thumbnails: bool = False, abstain: bool = False, abstain_margin: float = 0.0,
-                 min_score: float | None = None) -> ClassifyResult:
+                 thumbnails: bool = False, abstain: bool | None = None, abstain_margin: float | None = None,
+                 min_score: float | None = None, background: str | None = None) -> ClassifyResult:
         """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels;
-        ``abstain`` / ``min_score``: may answer "none of these" (``result.abstained``)."""
-        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score)
+        ``abstain`` / ``min_score`` / ``background`` (a vocabulary to abstain against): may answer
+        "none of these" (``result.abstained``). Unset, the vocabulary's default applies;
+        ``abstain=False`` turns it off."""
+        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score,
+                              background)
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
 
@@ -211,11 +221,13 @@ class Client:
             time.sleep(wait)
 
     def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-                  if_match: str | None = None, preset: str | None = None, clean_labels: bool = False) -> Vocabulary:
+                  if_match: str | None = None, preset: str | None = None, clean_labels: bool = False,
+                  abstain: AbstainDefault | None = None) -> Vocabulary:
         """Define (or replace) a vocabulary; ``if_match`` = the ETag you last saw, to avoid lost updates;
-        ``clean_labels``: prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup)."""
+        ``clean_labels``: prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); ``abstain``:
+        its default for "none of these"."""
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels),
+        r = self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels, abstain),
                           headers=headers)
         return Vocabulary.model_validate(r.json())
 
@@ -285,9 +297,11 @@ class AsyncClient:
 
     async def classify(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
                        top_k: int = 5, frames: int | None = None, views: str | None = None,
-                       filename: str | None = None, thumbnails: bool = False, abstain: bool = False,
-                       abstain_margin: float = 0.0, min_score: float | None = None) -> ClassifyResult:
-        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score)
+                       filename: str | None = None, thumbnails: bool = False, abstain: bool | None = None,
+                       abstain_margin: float | None = None, min_score: float | None = None,
+                       background: str | None = None) -> ClassifyResult:
+        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score,
+                              background)
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
 
@@ -324,10 +338,10 @@ class AsyncClient:
 
     async def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
                         if_match: str | None = None, preset: str | None = None,
-                        clean_labels: bool = False) -> Vocabulary:
+                        clean_labels: bool = False, abstain: AbstainDefault | None = None) -> Vocabulary:
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = await self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels),
-                                headers=headers)
+        r = await self._request("PUT", f"/vocab/{name}",
+                                json=_vocab_body(labels, templates, preset, clean_labels, abstain), headers=headers)
         return Vocabulary.model_validate(r.json())
 
     async def get_vocab(self, name: str) -> Vocabulary:

@@ -91,6 +91,14 @@ class Similarity(BaseModel):
     matrix: list[list[float]]
 
 
+class AbstainDefault(BaseModel):
+    """A vocabulary's default for "none of these" (requests naming it abstain unless they say not to)."""
+
+    margin: float = 0.0
+    min_score: float | None = None
+    background: str | None = None  # a registered vocabulary; None: the server's built-in background
+
+
 class Vocabulary(BaseModel):
     name: str
     version: int
@@ -99,6 +107,7 @@ class Vocabulary(BaseModel):
     clean_labels: bool = False
     text_model: str
     etag: str
+    abstain: AbstainDefault | None = None
     warnings: list[LintWarning] = []  # label pairs the classifier will likely confuse (informative)
 
 

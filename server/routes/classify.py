@@ -17,7 +17,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from engine.abstain import decide
-from engine.classifier import Classifier
+from engine.classifier import AbstainDefaults, Classifier
 from engine.registry import VocabRegistry
 from engine.sampling import parse_views
 from engine.service import ClassifyService
@@ -93,7 +93,8 @@ async def _classify(
         raise InputError(f"views must be at most {settings.max_views}")
 
     classifier, ref = await resolve_classifier(form, registry)
-    background = await asyncio.to_thread(registry.background, classifier) if form.abstain else None
+    abstain, margin, min_score, background_name = _abstention(form, classifier.abstain)
+    background = await asyncio.to_thread(registry.background, classifier, background_name) if abstain else None
     t1 = time.perf_counter()
 
     result = await engine.classify(path, classifier, frames=frames, clips=clips, crops=crops, top_k=form.top_k,
@@ -101,8 +102,8 @@ async def _classify(
                                    sampling=form.sampling or settings.default_sampling,  # its rules: sample_clip
                                    background=background)
     abstention = None
-    if form.abstain or form.min_score is not None:
-        abstention = decide(result.predictions[0], result.background, form.abstain_margin, form.min_score)
+    if abstain or min_score is not None:
+        abstention = decide(result.predictions[0], result.background, margin, min_score)
     vocab_ms = (t1 - t0) * 1e3
     return ClassifyOut(
         vocab=ref,
@@ -116,8 +117,25 @@ async def _classify(
         abstained=abstention.abstained if abstention else None,
         abstain_reason=abstention.reason if abstention else None,
         background=[PredictionOut(label=p.label, probability=p.probability, score=p.score)
-                    for p in result.background] if form.abstain else None,
+                    for p in result.background] if abstain else None,
     )
+
+
+def _abstention(
+    form: ClassifyForm, default: AbstainDefaults | None,
+) -> tuple[bool, float, float | None, str | None]:
+    """``(score a background?, margin, min_score, background vocabulary)``: the request's fields,
+    else the vocabulary's default (``AbstainDefaults``), else off; ``abstain=false`` turns the
+    default off."""
+    if form.abstain is False:  # off for this request, whatever the vocabulary's default (its own min_score stays)
+        if form.background:
+            raise InputError("background names a vocabulary to abstain against; it needs abstain unset or true")
+        return False, 0.0, form.min_score, None
+    abstain = form.abstain if form.abstain is not None else bool(form.background) or default is not None
+    margin = form.abstain_margin if form.abstain_margin is not None else (default.margin if default else 0.0)
+    min_score = form.min_score if form.min_score is not None else (default.min_score if default else None)
+    background = form.background or (default.background if default else None)
+    return abstain, margin, min_score, background
 
 
 def _thumbnails(frames: torch.Tensor, size: int = 96) -> list[str]:

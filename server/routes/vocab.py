@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
+from engine.classifier import AbstainDefaults
 from engine.errors import VocabNotFound
 from engine.lint import MAX_MATRIX_LABELS, LintWarning, clustered_order, heatmap_png, lint
 from engine.stores import VocabRecord
@@ -16,6 +17,7 @@ from models.errors import InputError
 from models.presets import preset_labels
 from server.deps import RegistryDep, require_key
 from server.schemas import (
+    AbstainIn,
     LintWarningOut,
     SimilarityOut,
     VocabIn,
@@ -55,6 +57,8 @@ async def _out(record: VocabRecord, response: Response) -> VocabOut:
     return VocabOut(
         name=record.name, version=record.version, labels=list(record.labels), templates=list(record.templates),
         clean_labels=record.clean_labels, text_model=record.text_model, etag=record.etag,
+        abstain=AbstainIn(margin=record.abstain.margin, min_score=record.abstain.min_score,
+                          background=record.abstain.background) if record.abstain else None,
         warnings=[LintWarningOut(kind=w.kind, labels=list(w.labels), cosine=round(w.cosine, 4)) for w in warnings],
     )
 
@@ -78,8 +82,10 @@ async def put_vocab(
     """Define a vocabulary: its labels are encoded (only those not cached) into a new version."""
     labels = preset_labels(body.preset) if isinstance(body, VocabPresetIn) else body.labels
     existed = await asyncio.to_thread(registry.store.head, name)
+    abstain = AbstainDefaults(body.abstain.margin, body.abstain.min_score, body.abstain.background) \
+        if body.abstain else None
     record, _ = await asyncio.to_thread(registry.put, name, labels, body.templates, _unquote(if_match),
-                                        body.clean_labels)
+                                        body.clean_labels, abstain)
     response.status_code = 200 if existed is not None else 201
     return await _out(record, response)
 

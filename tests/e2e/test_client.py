@@ -102,3 +102,31 @@ def test_client_abstention(live_server: str) -> None:
     out = subprocess.run([*cli, "classify", str(clip), "--vocab", "client-open", "--min-score", "1", "--url",
                           live_server], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "none of these:" in out.stdout, out.stderr
+
+
+def test_client_abstention_defaults_and_named_background(live_server: str) -> None:
+    from t4v_client import AbstainDefault
+
+    clip = generated_videos()["clip_a.mp4"]
+    with Client(live_server) as c:
+        c.put_vocab("client-kitchen", ["cooking", "washing dishes", "chopping onion"])
+        v = c.put_vocab("client-default", ["basketball", "surfing"],
+                        abstain=AbstainDefault(margin=1.0, min_score=1.0, background="client-kitchen"))
+        assert v.abstain == AbstainDefault(margin=1.0, min_score=1.0, background="client-kitchen")
+        by_default = c.classify(clip, vocab="client-default")
+        assert by_default.abstained is True and by_default.background is not None
+        assert {b.label for b in by_default.background} <= {"cooking", "washing dishes", "chopping onion"}
+        assert c.classify(clip, vocab="client-default", abstain=False).abstained is None
+        named = c.classify(clip, labels=["basketball", "surfing"], background="client-kitchen")
+        assert named.abstained is not None and named.background is not None
+    cli = [sys.executable, "-m", "t4v_client.cli"]
+    put = subprocess.run([*cli, "vocab", "put", "cli-default", "--labels", "basketball,surfing", "--abstain",
+                          "--abstain-margin", "1", "--min-score", "1", "--url", live_server, "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert put.returncode == 0 and json.loads(put.stdout)["abstain"]["min_score"] == 1.0, put.stderr
+    on = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-default", "--url", live_server],
+                        capture_output=True, text=True, timeout=60)
+    assert on.returncode == 0 and "none of these:" in on.stdout, on.stderr
+    off = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-default", "--no-abstain", "--url", live_server],
+                         capture_output=True, text=True, timeout=60)
+    assert off.returncode == 0 and "none of these:" not in off.stdout, off.stderr

@@ -221,6 +221,20 @@ def test_clean_labels_is_stored_and_part_of_the_etag(registry: VocabRegistry) ->
     assert not changed and again.version == 2
 
 
+def test_abstention_default_is_stored_in_both_stores_and_part_of_the_etag(registry: VocabRegistry) -> None:
+    from engine.classifier import AbstainDefaults
+
+    plain, _ = registry.put("v", ["a", "b"])
+    default = AbstainDefaults(0.05, 0.2, "kitchen")
+    with_default, changed = registry.put("v", ["a", "b"], abstain=default)
+    assert changed and with_default.version == 2 and with_default.etag != plain.etag
+    assert registry.get("v").abstain == default  # read back from the store, not the cache
+    assert registry.classifier("v")[0].abstain == default
+    again, changed = registry.put("v", ["a", "b"], abstain=default)
+    assert not changed and again.version == 2
+    assert registry.put("v", ["a", "b"])[0].abstain is None
+
+
 def test_a_long_encode_reports_progress(
     store_factory, tiny_clip: LoadedClip, caplog: pytest.LogCaptureFixture  # noqa: ANN001
 ) -> None:

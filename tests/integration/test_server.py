@@ -540,3 +540,43 @@ def test_abstention_contract(tmp_path: Path, runtime: Runtime) -> None:
             assert bad.status_code == 422 and bad.json()["detail"].startswith("abstain_margin:")
 
     run(go())
+
+
+def test_abstention_with_a_named_background_and_vocabulary_defaults(tmp_path: Path, runtime: Runtime) -> None:
+    """A background the user names (minus the vocabulary's own labels), and a default stored with
+    the vocabulary that requests follow unless they say otherwise."""
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            await c.put("/vocab/kitchen", json={"labels": ["cooking", "washing dishes", "surfing", "chopping onion"]})
+            await c.put("/vocab/two", json={"labels": ["basketball", "surfing"]})
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            named = (await c.post("/classify", files=files, data={"vocab": "two", "background": "kitchen"})).json()
+            assert named["abstained"] is not None  # background implies abstain
+            assert {b["label"] for b in named["background"]} == {"cooking", "washing dishes", "chopping onion"}
+            missing = await c.post("/classify", files=files, data={"vocab": "two", "background": "nope"})
+            assert missing.status_code == 404 and "no vocabulary named 'nope' to use as the background" in missing.text
+            off = await c.post("/classify", files=files, data={"vocab": "two", "background": "kitchen",
+                                                               "abstain": "false"})
+            assert off.status_code == 422 and "needs abstain unset or true" in off.json()["detail"]
+
+            default = {"margin": 1.0, "min_score": 1.0, "background": "kitchen"}
+            put = await c.put("/vocab/two", json={"labels": ["basketball", "surfing"], "abstain": default})
+            assert put.status_code == 200 and put.json()["version"] == 2  # a new default is a new version
+            assert put.json()["abstain"] == default
+            assert (await c.get("/vocab/two")).json()["abstain"] == put.json()["abstain"]
+            by_default = (await c.post("/classify", files=files, data={"vocab": "two"})).json()
+            assert by_default["abstained"] is True and "under min_score 1" in by_default["abstain_reason"]
+            assert {b["label"] for b in by_default["background"]} <= {"cooking", "washing dishes", "chopping onion"}
+            overridden = (await c.post("/classify", files=files, data={"vocab": "two", "min_score": "-1",
+                                                                       "abstain_margin": "1"})).json()
+            assert overridden["abstained"] is False  # the request's own values win
+            plain = (await c.post("/classify", files=files, data={"vocab": "two", "abstain": "false"})).json()
+            assert plain["abstained"] is None and plain["background"] is None
+            bad = await c.put("/vocab/three", json={"labels": ["a", "b"], "abstain": {"background": "../x"}})
+            assert bad.status_code == 422 and bad.json()["detail"].startswith("abstain.background:")
+            same = await c.put("/vocab/two", json={"labels": ["basketball", "surfing"], "abstain": default})
+            assert same.json()["version"] == 2  # identical content: nothing new
+            cleared = await c.put("/vocab/two", json={"labels": ["basketball", "surfing"]})
+            assert cleared.json()["version"] == 3 and cleared.json()["abstain"] is None
+
+    run(go())
