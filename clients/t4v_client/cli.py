@@ -23,6 +23,8 @@ URL = Annotated[str, typer.Option("--url", envvar="T4V_URL", help="Server base U
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 KEY = Annotated[str | None, typer.Option("--api-key", envvar="T4V_API_KEY", show_default=False,
                                          help="API key, for a server that requires one.")]
+VOCAB = Annotated[str | None, typer.Option(help="A registered vocabulary.")]
+LABELS = Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')]
 out = Console()
 
 
@@ -40,8 +42,8 @@ def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
 @app.command()
 def classify(
     file: Annotated[Path, typer.Argument(help="A video or an image.")],
-    vocab: Annotated[str | None, typer.Option(help="A registered vocabulary.")] = None,
-    labels: Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')] = None,
+    vocab: VOCAB = None,
+    labels: LABELS = None,
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = all.")] = 5,
     frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
     views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
@@ -80,8 +82,8 @@ def classify(
 @app.command()
 def timeline(
     file: Annotated[Path, typer.Argument(help="A video.")],
-    vocab: Annotated[str | None, typer.Option(help="A registered vocabulary.")] = None,
-    labels: Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')] = None,
+    vocab: VOCAB = None,
+    labels: LABELS = None,
     window: Annotated[float, typer.Option(help="Seconds per window.")] = 8.0,
     stride: Annotated[float | None, typer.Option(help="Seconds between window starts (default: --window).")] = None,
     frames: Annotated[int | None, typer.Option(help="Frames per window.")] = None,

@@ -48,27 +48,24 @@ class Event(BaseModel):
     windows: int
 
 
-class Timeline(BaseModel):
+class _TimelineInfo(BaseModel):
     vocab: VocabRef | None
     model: str
     duration_s: float
     window_s: float
     stride_s: float
     frames: int
+
+
+class Timeline(_TimelineInfo):
     segments: list[Segment]
     events: list[Event]
     timing_ms: dict[str, float]
 
 
-class TimelineStart(BaseModel):
+class TimelineStart(_TimelineInfo):
     """First item of a streamed timeline: what is coming."""
 
-    vocab: VocabRef | None
-    model: str
-    duration_s: float
-    window_s: float
-    stride_s: float
-    frames: int
     windows: int
 
 
