@@ -41,10 +41,20 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["classify"])
 
 NDJSON = "application/x-ndjson"
+
+
+def _line_schema(model: type[BaseModel]) -> dict[str, object]:
+    """A line's schema written out in place (the line models are no route's response model, so
+    they are not among the components); what it nests (VocabRef, PredictionOut, EventOut) is."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
 _STREAMED = {"description": "With stream=true: one JSON object per line (start, segment..., end or error).",
              "content": {NDJSON: {"schema": {"oneOf": [
-                 {"$ref": f"#/components/schemas/{m.__name__}"}
-                 for m in (TimelineStartLine, TimelineSegmentLine, TimelineEndLine, TimelineErrorLine)]}}}}
+                 _line_schema(m) for m in (TimelineStartLine, TimelineSegmentLine, TimelineEndLine,
+                                           TimelineErrorLine)]}}}}
 
 
 @router.post("/classify/timeline", response_model=TimelineOut,

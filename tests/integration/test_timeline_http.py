@@ -168,3 +168,31 @@ def test_timeline_bad_input(
             assert str(tmp_path) not in r.text
 
     run(go())
+
+
+def test_every_reference_in_the_openapi_schema_resolves(tmp_path: Path, runtime: Runtime) -> None:
+    """The NDJSON lines of a streamed timeline are documented in place: schemathesis reported
+    their references as unresolvable when they pointed at components that did not exist."""
+    async def go() -> dict:
+        async with running(make_app(tmp_path, runtime)) as c:
+            return (await c.get("/openapi.json")).json()
+
+    schema = run(go())
+    refs = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.add(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    components = schema["components"]["schemas"]
+    assert refs and all(ref.removeprefix("#/components/schemas/") in components for ref in refs), refs
+    lines = schema["paths"]["/classify/timeline"]["post"]["responses"]["200"]["content"]["application/x-ndjson"]
+    assert [s["properties"]["type"]["const"] for s in lines["schema"]["oneOf"]] == ["start", "segment", "end",
+                                                                                  "error"]
