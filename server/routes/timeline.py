@@ -3,7 +3,8 @@ own (``models/windows.py`` plans them, :meth:`engine.service.ClassifyService.tim
 
 One JSON answer at the end, or (``stream=true``) NDJSON: a start line, one line per window as it
 is scored, an end line with the merged events, or an error line if the file fails midway. A
-streamed response keeps the request's admission and its spooled upload until its last line.
+streamed response keeps the request's admission and its spooled upload until it ends
+(:class:`HeldStream`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from engine.timeline import Event, Segment, merge_events
 from models.errors import T4VError
@@ -96,31 +99,48 @@ async def timeline(
                                   window_s=form.window_s, stride_s=stride_s, frames=frames,
                                   windows=len(plan.windows))
         held = stack.pop_all()  # the stream now owns the admission and the upload
-    return StreamingResponse(_lines(start, segments, held, timing, t0), media_type=NDJSON)
+    return HeldStream(_lines(start, segments, timing, t0), held, media_type=NDJSON)
+
+
+class HeldStream(StreamingResponse):
+    """A streamed response that releases what its request held (the admission, the spooled
+    upload) when it ends, however it ends: all lines sent, an error, or the client gone, even
+    before the first line (Starlette then never starts the body, so the body cannot do it)."""
+
+    def __init__(self, content: AsyncIterator[bytes], held: contextlib.AsyncExitStack, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._held = held
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._held.aclose()  # first: its exits do not wait on anything, so a cancellation cannot skip them
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:  # a stream cut short: stop the decode jobs still in flight
+                await close()
 
 
 async def _lines(
-    start: TimelineStartLine, segments: AsyncIterator[Segment], held: contextlib.AsyncExitStack,
-    timing: dict[str, float], t0: float,
+    start: TimelineStartLine, segments: AsyncIterator[Segment], timing: dict[str, float], t0: float,
 ) -> AsyncIterator[bytes]:
-    async with held:
-        yield _line(start)
-        done: list[Segment] = []
-        try:
-            async for segment in segments:
-                done.append(segment)
-                yield _line(TimelineSegmentLine(**_segment(segment).model_dump()))
-        except T4VError as exc:  # the status line went out long ago: the error is the last line
-            yield _line(TimelineErrorLine(status=status_of(exc), detail=str(exc)))
-            return
-        except Exception:  # noqa: BLE001 - as the server's catch-all would answer it
-            log.exception("timeline failed after it began")
-            yield _line(TimelineErrorLine(status=500, detail="internal error"))
-            return
-        finally:
-            await segments.aclose()  # type: ignore[attr-defined]  # a client gone: stop the jobs in flight
-        timing["total"] = (time.perf_counter() - t0) * 1e3
-        yield _line(TimelineEndLine(events=_events(merge_events(done)), timing_ms=_rounded(timing)))
+    yield _line(start)
+    done: list[Segment] = []
+    try:
+        async for segment in segments:
+            done.append(segment)
+            yield _line(TimelineSegmentLine(**_segment(segment).model_dump()))
+    except T4VError as exc:  # the status line went out long ago: the error is the last line
+        yield _line(TimelineErrorLine(status=status_of(exc), detail=str(exc)))
+        return
+    except Exception:  # noqa: BLE001 - as the server's catch-all would answer it
+        log.exception("timeline failed after it began")
+        yield _line(TimelineErrorLine(status=500, detail="internal error"))
+        return
+    finally:
+        await segments.aclose()  # type: ignore[attr-defined]
+    timing["total"] = (time.perf_counter() - t0) * 1e3
+    yield _line(TimelineEndLine(events=_events(merge_events(done)), timing_ms=_rounded(timing)))
 
 
 def _line(model: BaseModel) -> bytes:

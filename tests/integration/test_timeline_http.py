@@ -196,3 +196,38 @@ def test_every_reference_in_the_openapi_schema_resolves(tmp_path: Path, runtime:
     lines = schema["paths"]["/classify/timeline"]["post"]["responses"]["200"]["content"]["application/x-ndjson"]
     assert [s["properties"]["type"]["const"] for s in lines["schema"]["oneOf"]] == ["start", "segment", "end",
                                                                                   "error"]
+
+
+def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_first_line() -> None:
+    """Starlette never starts the body of a response whose client left first: the admission and
+    the upload are released by the response itself, and the body is closed."""
+    import contextlib
+
+    from starlette.requests import ClientDisconnect
+
+    from server.routes.timeline import HeldStream
+
+    released: list[bool] = []
+
+    async def lines():  # noqa: ANN202
+        yield b"{}\n"
+
+    body = lines()
+
+    async def go() -> None:
+        held = contextlib.AsyncExitStack()
+        held.callback(released.append, True)
+        response = HeldStream(body, held, media_type="application/x-ndjson")
+
+        async def send(message: dict) -> None:
+            raise OSError("connection reset by peer")
+
+        async def receive() -> dict:
+            return {"type": "http.disconnect"}
+
+        with pytest.raises(ClientDisconnect):
+            await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+
+    run(go())
+    assert released == [True]
+    assert body.ag_frame is None  # closed (it never ran: Starlette's send failed first)
