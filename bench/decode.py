@@ -9,9 +9,11 @@ named baseline from the same rounds:
   decord + Pillow       the baseline: decord's seeking reader, then Pillow's resize
   0.1 default           what version 0.1 ran: decord, then the torch port of Pillow's resize
   pyav seek             PyAV jumping to the keyframe before each sampled frame
-  pyav exact (default)  the same, skipping the non-reference frames nobody asked for
+  pyav exact (default)  what a decode worker runs: the same, skipping the non-reference frames
+                        nobody asked for and draining the decoder after the last wanted frame
   pyav count            PyAV decoding every frame up to the last sampled one
-  pyav fast             sampling=fast: one cheap frame per segment (other frames than the others)
+  pyav fast             what a decode worker runs for sampling=fast: one cheap frame per segment
+                        (other frames than the others; the keyframes' packet scan included)
 
 Every method's frames are compared with a full decode at the indices it reads (``=`` identical).
 Clips: the real ones in ../shared/data/videos (when present) and generated H.264 (a moving gradient with noise, x264
@@ -37,6 +39,7 @@ from models.media import HAVE_DECORD, _PyAVReader, open_media
 from models.preprocess import PreprocessConfig, resize_and_crop
 from models.preprocess_torch import resize_and_crop_on_device
 from models.sampling import fast_indices, sample_indices
+from models.video_input import Sampling, sample_clip
 
 OUT = Path(__file__).parent / "out"
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -100,19 +103,25 @@ def _decord(path: Path, indices: list[int]) -> np.ndarray:
         return media.read(indices)
 
 
+def _served(sampling: Sampling) -> Callable[[Path, list[int]], np.ndarray]:
+    """What a decode worker runs (models/video_input.py: open, sample, decode, resize, crop); it
+    picks the indices itself, and the run checks that they are the ones compared."""
+    def run(path: Path, indices: list[int]) -> np.ndarray:
+        clip = sample_clip(path, CFG, len(indices), decoder="pyav", sampling=sampling)
+        if clip.frame_indices != indices:
+            raise RuntimeError(f"{path.name}: sampled {clip.frame_indices}, expected {indices}")
+        return clip.pixels[clip.gather]
+    return run
+
+
 CFG = PreprocessConfig.for_mode("clip", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-METHODS: dict[str, Callable[[Path, list[int]], object]] = {
+METHODS: dict[str, Callable[[Path, list[int]], np.ndarray]] = {  # each: [1, T, 3, 224, 224] uint8
     "decord + Pillow": lambda p, i: resize_and_crop(_decord(p, i), CFG),
-    "0.1 default": lambda p, i: resize_and_crop_on_device(torch.from_numpy(_decord(p, i)), CFG),
+    "0.1 default": lambda p, i: resize_and_crop_on_device(torch.from_numpy(_decord(p, i)), CFG).numpy(),
     "pyav seek": lambda p, i: resize_and_crop(_seek(p, i, skip=False), CFG),
-    "pyav exact (default)": lambda p, i: resize_and_crop(_seek(p, i, skip=True), CFG),
+    "pyav exact (default)": _served("exact"),
     "pyav count": lambda p, i: resize_and_crop(_count(p, i), CFG),
-    "pyav fast": lambda p, i: resize_and_crop(_seek(p, i, skip=True), CFG),
-}
-READERS: dict[str, Callable[[Path, list[int]], np.ndarray]] = {
-    "decord + Pillow": _decord, "0.1 default": _decord, "pyav seek": lambda p, i: _seek(p, i, skip=False),
-    "pyav exact (default)": lambda p, i: _seek(p, i, skip=True), "pyav count": _count,
-    "pyav fast": lambda p, i: _seek(p, i, skip=True),
+    "pyav fast": _served("fast"),
 }
 
 
@@ -151,7 +160,9 @@ def main() -> None:
                 exact[name] = None  # decodes the whole minute: minutes per round, and no news
                 continue
             try:
-                exact[name] = np.array_equal(READERS[name](clip, used[name]), np.stack([full[i] for i in used[name]]))
+                expected = resize_and_crop(np.stack([full[i] for i in used[name]]), CFG)
+                exact[name] = np.array_equal(np.asarray(METHODS[name](clip, used[name])).reshape(expected.shape),
+                                             expected)
             except RuntimeError:
                 exact[name] = None  # not readable that way (no usable index): left out
         times: dict[str, list[float]] = {k: [] for k in methods if exact[k] is not None}

@@ -14,6 +14,7 @@ animated GIF/WebP are videos, read by Pillow. Frames come back as uint8 ``[N, H,
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import logging
 import tempfile
@@ -138,6 +139,7 @@ def _open(path: Path, decoder: Decoder, threads: int, gpu: int, limits: MediaLim
     if decoder == "decord":
         if not HAVE_DECORD:
             raise MediaError("decord is not installed on this platform; use the pyav decoder")
+        video.close()
         return _DecordReader(path, threads, (info.width, info.height))
     return video
 
@@ -245,22 +247,31 @@ class _PyAVReader(MediaReader):
         self._threads = threads
         self._gpu = gpu  # a CUDA device index: NVDEC decodes (probing and packet scans need no decoder)
         self._seek = seek  # False: always count frames from the start (the baseline in bench/decode.py)
+        # The container opened to read the header is kept for the first read: an open costs as much
+        # as decoding a frame (FFmpeg decodes the first one to learn the stream's parameters).
+        self._unread: av.container.InputContainer | None = None
         try:
-            with _open_container(path) as container:
+            container = _open_container(path)
+            with _closed_on_error(container):
                 if not container.streams.video:
                     raise MediaError(f"{path.name}: no video stream")
                 stream = container.streams.video[0]
                 n = num_frames or stream.frames
-                if not n and count_frames:  # no count in the header: count the packets
+                counted = not n and count_frames
+                if counted:  # no count in the header: count the packets
                     n = sum(1 for p in container.demux(stream) if p.size)
                 fps = float(stream.average_rate) if stream.average_rate else None
                 width, height = stream.codec_context.width, stream.codec_context.height
+                if not width or not height or (count_frames and n < 1):
+                    raise MediaError(f"{path.name}: the video has no decodable frames")
+            if counted or gpu is not None:  # demuxed to its end, or NVDEC reads open their own
+                container.close()
+            else:
+                self._unread = container
         except MediaError:
             raise
         except Exception as exc:  # noqa: BLE001 - av raises InvalidDataError, FileNotFoundError, ...
             raise MediaError(f"{path.name}: not a video or image that can be decoded ({_short(exc)})") from None
-        if not width or not height or (count_frames and n < 1):
-            raise MediaError(f"{path.name}: the video has no decodable frames")
         self.info = MediaInfo("video", int(n or 0), width, height, fps, "pyav" if gpu is None else "nvdec")
 
     @functools.cached_property
@@ -302,9 +313,22 @@ class _PyAVReader(MediaReader):
         if self._seek:
             decoded = self._read_by_seeking(sorted(set(indices)), convert=convert)
         if decoded is None:  # no usable index or not constant-rate: count every frame from the start
-            with _open_container(self._path, self._gpu) as container:
+            with self._container() as container:
                 decoded = self._read_sequential(container, set(indices), convert)
         return stack_frames([decoded[i] for i in indices], self._path.name)
+
+    def _container(self) -> av.container.InputContainer:
+        """The container the header was read from if nothing has read it since (reading starts at
+        its first packet), else a new one; NVDEC's when it decodes."""
+        if self._unread is not None and self._gpu is None:
+            container, self._unread = self._unread, None
+            return container
+        return _open_container(self._path, self._gpu)
+
+    def close(self) -> None:
+        if self._unread is not None:
+            self._unread.close()
+            self._unread = None
 
     def _read_by_seeking(
         self, wanted: list[int], skip: bool = True, convert: Callable[[av.VideoFrame], np.ndarray] | None = None,
@@ -316,7 +340,7 @@ class _PyAVReader(MediaReader):
             if scan and times is None:
                 return None
             try:
-                with _open_container(self._path, self._gpu) as container:
+                with self._container() as container:
                     decoded = _read_seeking(container, wanted, self._threads, skip=skip, times=times,
                                             convert=convert or _rgb)
             except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
@@ -354,15 +378,27 @@ _DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,h264,hevc
 _INPUT_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": _DEMUXERS}
 
 
-def _open_container(path: Path, gpu: int | None = None) -> av.container.InputContainer:
+def _open_container(path: Path, gpu: int | None = None, demux_only: bool = False) -> av.container.InputContainer:
     """The file under the whitelists; with ``gpu``, its video decoded by NVDEC on that CUDA device
-    (no silent software fallback: a failure is an error the reader answers by using the CPU)."""
+    (no silent software fallback: a failure is an error the reader answers by using the CPU).
+    ``demux_only``: for reading packets, not frames; FFmpeg then does not decode a frame to learn
+    the stream's parameters (a frame's decode at every open: 20 ms at 1080p H.264)."""
     if gpu is None:
-        return av.open(str(path), options=dict(_INPUT_OPTIONS))
+        options = dict(_INPUT_OPTIONS, skip_frame="all") if demux_only else dict(_INPUT_OPTIONS)
+        return av.open(str(path), options=options)
     # primary_ctx: FFmpeg uses the device's primary CUDA context, created once per process and
     # shared by every file, instead of creating (hundreds of ms) and destroying one per file
     hwaccel = HWAccel("cuda", device=str(gpu), allow_software_fallback=False, options={"primary_ctx": "1"})
     return av.open(str(path), options=dict(_INPUT_OPTIONS), hwaccel=hwaccel)
+
+
+@contextlib.contextmanager
+def _closed_on_error(container: av.container.InputContainer) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        container.close()
+        raise
 
 
 def _video_stream(container: av.container.InputContainer, threads: int) -> av.video.stream.VideoStream:
@@ -443,7 +479,7 @@ class FrameTimes:
 def _scan_packets(path: Path) -> FrameTimes | None:
     """:class:`FrameTimes` of the video stream of ``path``; None where the packets do not say
     (a packet without a timestamp, two frames at one timestamp)."""
-    with _open_container(path) as container:
+    with _open_container(path, demux_only=True) as container:
         stream = container.streams.video[0]
         base = stream.time_base
         if not base:
@@ -520,24 +556,22 @@ def _read_seeking(
     want = set(wanted)
     codec = stream.codec_context
 
-    def frames_from_here() -> Iterator[av.VideoFrame]:
-        for packet in container.demux(stream):
-            if skip:  # decode only what is wanted or referenced; the decoder reads this per frame
-                i = index_of(packet.pts)
-                codec.skip_frame = "DEFAULT" if i is None or i in want else "NONREF"
-            yield from packet.decode()
+    drain_at: int | None = None  # the display index after whose packet no more packets are fed
 
-    def keyframe_alone(key: int) -> av.VideoFrame | None:
-        """The keyframe whose packet comes next, decoded from that packet alone: the decoder is
-        drained at once instead of fed the following frames its output order waits for (a
-        keyframe references nothing), then reset for the next seek."""
-        codec.skip_frame = "DEFAULT"
-        packet = next((p for p in container.demux(stream) if p.size), None)
-        if packet is None or not packet.is_keyframe or index_of(packet.pts) != key:
-            return None
-        out = [*packet.decode(), *codec.decode(None)]
-        codec.flush_buffers()
-        return out[0] if len(out) == 1 and index_of(out[0].pts) == key else None
+    def frames_from_here() -> Iterator[av.VideoFrame]:
+        fed: set[int] = set()
+        packets = container.demux(stream)
+        while drain_at is None or drain_at not in fed:
+            packet = next(packets, None)
+            if packet is None:
+                return
+            i = index_of(packet.pts)
+            if skip:  # decode only what is wanted or referenced; the decoder reads this per frame
+                codec.skip_frame = "DEFAULT" if i is None or i in want else "NONREF"
+            if i is not None:
+                fed.add(i)
+            yield from packet.decode()
+        yield from codec.decode(None)  # the frames the decoder holds back for reordering
 
     decoded: dict[int, np.ndarray] = {}
     frames: Iterator[av.VideoFrame] | None = None
@@ -551,15 +585,11 @@ def _read_seeking(
             continue
         key = key_of(target)
         expect = position + 1
-        alone_in_its_gop = n + 1 == len(wanted) or key_of(wanted[n + 1]) > key
-        if target == key and alone_in_its_gop and (frames is None or key > expect):  # as fast sampling asks
-            if not (at_start and key == 0):
-                container.seek(seek_pts(key), stream=stream, backward=True)
-            alone = keyframe_alone(key)
-            if alone is None:
-                return None
-            decoded[key], position, frames, at_start = convert(alone), key, None, False
-            continue
+        # The last wanted frame before a seek: once its packet is in, the decoder is drained instead
+        # of fed the packets after it, which its output order would wait for and nothing here needs
+        # (a frame only references frames decoded before it). A keyframe alone costs one frame.
+        last_in_its_gop = n + 1 == len(wanted) or key_of(wanted[n + 1]) > key
+        drain_at = target if last_in_its_gop else None
         first = True  # the first frame decoded from the start or after a seek must be the keyframe
         if frames is None and key == 0 and at_start:
             frames = frames_from_here()
@@ -581,6 +611,9 @@ def _read_seeking(
             if position >= target:
                 break
             expect = position + 1
+        if drain_at is not None:  # drained: reset the decoder for the next seek
+            codec.flush_buffers()
+            frames = None
         if target not in decoded:
             return None  # the file ended early: the sequential read says how
     return decoded

@@ -415,3 +415,39 @@ def test_keyframes_decoded_alone_equal_a_full_decode(b_frame_video: Path, indice
     assert decoded is not None
     for i in indices:
         np.testing.assert_array_equal(decoded[i], full[i])
+
+
+class _RecordingPackets(_CountingSeeks):
+    """Also records the display index of every packet handed out for decoding."""
+
+    def __init__(self, container: av.container.InputContainer, display: dict[int, int]) -> None:
+        super().__init__(container)
+        self._display, self.fed = display, []
+
+    def demux(self, *args: object) -> object:
+        for packet in self._c.demux(*args):  # type: ignore[arg-type]
+            if packet.pts is not None:
+                self.fed.append(self._display[packet.pts])
+            yield packet
+
+
+@pytest.mark.parametrize("target", [16, 47, 95])
+def test_no_packet_after_the_last_wanted_frame_of_a_gop_is_decoded(b_frame_video: Path, target: int) -> None:
+    """Once the packet of the last wanted frame before a seek is in, the decoder is drained instead
+    of fed the packets its reordering would wait for: nothing after that packet is decoded, and the
+    frame still equals a full decode's."""
+    from models.media import _read_seeking
+
+    with av.open(str(b_frame_video)) as probe:
+        stream = probe.streams.video[0]
+        decode_order = [p.pts for p in probe.demux(stream) if p.pts is not None]
+    display = {pts: i for i, pts in enumerate(sorted(decode_order))}
+    by_position = [display[pts] for pts in decode_order]
+    target_position = by_position.index(target)
+    with av.open(str(b_frame_video)) as container:
+        recording = _RecordingPackets(container, display)
+        decoded = _read_seeking(recording, [target], skip=True)  # type: ignore[arg-type]
+    assert decoded is not None
+    np.testing.assert_array_equal(decoded[target], full_decode_pyav(b_frame_video)[target])
+    after = set(by_position[target_position + 1:])
+    assert recording.fed[-1] == target and not after & set(recording.fed), recording.fed
