@@ -194,14 +194,14 @@ class _PillowReader(MediaReader):
     def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
         self._check(indices)
         decoded: dict[int, np.ndarray] = {}
-        convert = each or _same
+        sizes = _OneSize(self._path.name)
         try:
             for i in sorted(set(indices)):
                 self._image.seek(i)
-                decoded[i] = convert(np.asarray(_upright(self._image).convert("RGB")))
+                decoded[i] = sizes.check(np.asarray(_upright(self._image).convert("RGB")), each)
         except (OSError, ValueError, EOFError, SyntaxError) as exc:
             raise MediaError(f"{self._path.name}: frame decoding failed ({_short(exc)})") from None
-        return stack_frames([decoded[i] for i in indices], self._path.name)
+        return np.stack([decoded[i] for i in indices])
 
     def close(self) -> None:
         self._image.close()
@@ -306,8 +306,10 @@ class _PyAVReader(MediaReader):
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
 
     def _decode(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+        sizes = _OneSize(self._path.name)
+
         def convert(frame: av.VideoFrame) -> np.ndarray:
-            return _rgb(frame) if each is None else each(_rgb(frame))
+            return sizes.check(_rgb(frame), each)
 
         decoded = None
         if self._seek:
@@ -315,7 +317,7 @@ class _PyAVReader(MediaReader):
         if decoded is None:  # no usable index or not constant-rate: count every frame from the start
             with self._container() as container:
                 decoded = self._read_sequential(container, set(indices), convert)
-        return stack_frames([decoded[i] for i in indices], self._path.name)
+        return np.stack([decoded[i] for i in indices])
 
     def _container(self) -> av.container.InputContainer:
         """The container the header was read from if nothing has read it since (reading starts at
@@ -622,13 +624,22 @@ def _read_seeking(
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
-def stack_frames(frames: list[np.ndarray], name: str) -> np.ndarray:
-    """``[N, H, W, 3]``; a file whose frame size changes midway (MPEG-TS, multi-page TIFF) is refused."""
-    sizes = {f.shape for f in frames}
-    if len(sizes) > 1:
-        shown = " and ".join(f"{w}x{h}" for h, w, _ in sorted(sizes)[:2])
-        raise MediaError(f"{name}: the frame size changes inside the file ({shown}); re-encode it at one size")
-    return np.stack(frames)
+class _OneSize:
+    """Refuses a file whose frame size changes midway (MPEG-TS, multi-page TIFF), checked on the
+    decoded frames before ``each`` resizes them."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._shape: tuple[int, ...] | None = None
+
+    def check(self, frame: np.ndarray, each: FrameFn | None) -> np.ndarray:
+        if self._shape is None:
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            shown = " and ".join(f"{w}x{h}" for h, w, _ in sorted([self._shape, frame.shape]))
+            raise MediaError(f"{self._name}: the frame size changes inside the file ({shown}); "
+                             "re-encode it at one size")
+        return frame if each is None else each(frame)
 
 
 def _orientation(image: Image.Image) -> int:

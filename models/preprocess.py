@@ -48,14 +48,21 @@ def resize_and_crop(frames: np.ndarray, cfg: PreprocessConfig, crops: int = 1) -
     frames were decoded (4x fewer bytes to move than the float result)."""
     x = np.asarray(frames)
     check_frames(x.dtype == np.uint8, x.shape, x.dtype)
-    h, w = resized_size(x.shape[1], x.shape[2], cfg.resize)
-    offsets = crop_offsets(h, w, cfg.crop, crops)
-    out = np.empty((crops, x.shape[0], cfg.crop, cfg.crop, 3), dtype=np.uint8)
-    for i, frame in enumerate(x):
-        if (h, w) != frame.shape[:2]:
-            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BICUBIC))
-        for c, (top, left) in enumerate(offsets):
-            out[c, i] = frame[top : top + cfg.crop, left : left + cfg.crop]
+    return crop_frames(np.stack([resize_short_side(frame, cfg) for frame in x]), cfg, crops)
+
+
+def resize_short_side(frame: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """One uint8 ``[H, W, 3]`` frame with its short side resized to ``cfg.resize`` (Pillow, bicubic)."""
+    h, w = resized_size(frame.shape[0], frame.shape[1], cfg.resize)
+    if (h, w) == frame.shape[:2]:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def crop_frames(resized: np.ndarray, cfg: PreprocessConfig, crops: int = 1) -> np.ndarray:
+    """Resized uint8 ``[N, h, w, 3]`` -> uint8 ``[crops, N, 3, crop, crop]``."""
+    offsets = crop_offsets(resized.shape[1], resized.shape[2], cfg.crop, crops)
+    out = np.stack([resized[:, top : top + cfg.crop, left : left + cfg.crop] for top, left in offsets])
     return np.ascontiguousarray(out.transpose(0, 1, 4, 2, 3))
 
 

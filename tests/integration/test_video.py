@@ -1,5 +1,6 @@
 """Decoding: sampled frames equal a full decode at those indices, for both decoders, on real clips."""
 
+import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -451,3 +452,29 @@ def test_no_packet_after_the_last_wanted_frame_of_a_gop_is_decoded(b_frame_video
     np.testing.assert_array_equal(decoded[target], full_decode_pyav(b_frame_video)[target])
     after = set(by_position[target_position + 1:])
     assert recording.fed[-1] == target and not after & set(recording.fed), recording.fed
+
+
+_PEAK_SCRIPT = """
+import re, sys
+from pathlib import Path
+from models.preprocess import PreprocessConfig
+from models.video_input import sample_clip
+sample_clip(Path(sys.argv[1]), PreprocessConfig(224, 224, (0.5,) * 3, (0.5,) * 3), int(sys.argv[2]), decoder="pyav")
+print(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))  # peak RSS, kB
+"""
+
+
+def test_sampled_frames_are_resized_as_they_are_decoded(tmp_path: Path) -> None:
+    """A decode worker never holds the full-size frames of a clip together: sampling 64 frames of a
+    960x540 video (1.5 MB each, 100 MB together) peaks within 80 MB of sampling one (50 MB measured:
+    the resized frames, their crops and the decoder's buffers; 190 MB when frames were resized
+    after decoding them all)."""
+    path = write_video(tmp_path / "540p.mp4", moving_square_frames(64, 960, 540), options={"g": "8"})
+
+    def peak_kb(frames: int) -> int:
+        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), str(frames)], check=True,
+                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+        return int(out.stdout.strip())
+
+    one, all_64 = peak_kb(1), peak_kb(64)
+    assert all_64 - one < 80 * 1024, f"1 frame: {one // 1024} MB peak, 64 frames: {all_64 // 1024} MB"
