@@ -45,6 +45,10 @@ class ModelOptions(BaseModel):
         "auto", description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
                             "pyav (CPU) | nvdec (the GPU's video decoder through FFmpeg) | decord (CPU)."
     )
+    scaler: Literal["pillow", "ffmpeg"] = Field(
+        "pillow", description="Who resizes video frames: pillow (the reference's pixels) | ffmpeg (FFmpeg's bicubic "
+                              "scaler as PyAV decodes: cheaper, not pixel-exact; see the README's decode figures)."
+    )
     engine_dir: Path | None = Field(
         None, description="Engine directory written by t4v export (ONNX/TensorRT).",
         json_schema_extra={"flag": "--engine"},

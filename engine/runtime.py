@@ -11,7 +11,7 @@ import logging
 import shutil
 import sysconfig
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -92,6 +92,9 @@ def resolve_precision(precision: str, device: str) -> tuple[Precision, str]:
     if device.startswith("cuda"):
         return "fp16", "precision fp16 (auto on CUDA)"
     return "fp32", "precision fp32 (auto on the CPU)"
+
+
+_SCALED_BY = {"pillow": "", "ffmpeg": "; video frames resized by FFmpeg's scaler as asked (not Pillow's pixels)"}
 
 
 def choose_decoder(asked: Decoder, device: str) -> tuple[Decoder, int, str]:
@@ -216,12 +219,13 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
         arch=source.arch, model_id=clip.model_id, temporal=getattr(source.head, "kind", "mean"),
         preprocess=source.mode, backend=encoder.name, device=encoder.device, precision=encoder.precision,
         checkpoint=source.checkpoint, text_device=str(text_encoder.device),
-        selection=f"{why}; {precision_why}; {decoder_why}",
+        selection=f"{why}; {precision_why}; {decoder_why}" + _SCALED_BY[opts.scaler],
     )
     log.info("model %s (%s head, %s preprocessing): %s on %s, %s; text encoder on %s. Why: %s", info.model_id,
                 info.temporal, info.preprocess, info.backend, info.device, info.precision, info.text_device,
                 info.selection)
-    pipeline = VideoPipeline(encoder, source.head, source.preprocess, decoder=decoder, gpu=gpu)
+    pipeline = VideoPipeline(encoder, source.head, replace(source.preprocess, scaler=opts.scaler), decoder=decoder,
+                             gpu=gpu)
     return Runtime(pipeline, text_encoder, info)
 
 

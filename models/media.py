@@ -30,11 +30,13 @@ from typing import Literal
 import av
 import numpy as np
 from av.codec.hwaccel import HWAccel, hwdevices_available
+from av.video.reformatter import Interpolation
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from models.errors import MediaError, MediaLimitExceeded
 from models.frames import upright
 from models.limits import MediaLimits
+from models.sampling import resized_size
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,13 @@ class MediaReader(ABC):
     info: MediaInfo
 
     @abstractmethod
-    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None, short_side: int | None = None) -> np.ndarray:
         """The frames at ``indices``, ``[N, H, W, 3]`` uint8. ``each``: applied to every distinct
         frame as soon as it is decoded (a resize), so full-size frames are not all held at once;
-        the result then stacks what it returns."""
+        the result then stacks what it returns. ``short_side``: videos read by PyAV come back with
+        their short side scaled to it by FFmpeg's bicubic scaler, straight from the decoded YUV
+        (cheaper than converting the full frame and resizing it, but not Pillow's pixels: see
+        bench/decode.py); other readers ignore it."""
 
     def keyframes(self) -> list[int] | None:
         """Display indices of the keyframes (frames that decode on their own), or None if unknown."""
@@ -191,14 +196,16 @@ class _PillowReader(MediaReader):
             raise MediaError(f"{path.name}: the {image.format} image is truncated or corrupt ({_short(exc)})") from None
         return cls(path, image)
 
-    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None, short_side: int | None = None) -> np.ndarray:
         self._check(indices)
         decoded: dict[int, np.ndarray] = {}
         sizes = _OneSize(self._path.name)
         try:
             for i in sorted(set(indices)):
                 self._image.seek(i)
-                decoded[i] = sizes.check(np.asarray(_upright(self._image).convert("RGB")), each)
+                frame = np.asarray(_upright(self._image).convert("RGB"))
+                sizes.check(frame.shape[:2])
+                decoded[i] = frame if each is None else each(frame)
         except (OSError, ValueError, EOFError, SyntaxError) as exc:
             raise MediaError(f"{self._path.name}: frame decoding failed ({_short(exc)})") from None
         return np.stack([decoded[i] for i in indices])
@@ -223,7 +230,7 @@ class _DecordReader(MediaReader):
             raise MediaError(f"{path.name}: the video has no frames")
         self.info = MediaInfo("video", n, width, height, fps or None, "decord")
 
-    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None, short_side: int | None = None) -> np.ndarray:
         self._check(indices)
         try:
             frames = self._vr.get_batch(list(indices)).asnumpy()
@@ -289,27 +296,29 @@ class _PyAVReader(MediaReader):
     def frame_times(self) -> FrameTimes | None:
         return self._scan
 
-    def read(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+    def read(self, indices: Sequence[int], each: FrameFn | None = None, short_side: int | None = None) -> np.ndarray:
         self._check(indices)
         if self._gpu is not None:
             try:
-                return self._decode(indices, each)
+                return self._decode(indices, each, short_side)
             except Exception as exc:  # noqa: BLE001 - a codec, profile or size NVDEC lacks, or a damaged file
                 log.warning("NVDEC could not decode %s (%s): decoding it on the CPU", self._path.name, _short(exc))
                 self._gpu = None
                 self.info = replace(self.info, decoder="pyav")
         try:
-            return self._decode(indices, each)
+            return self._decode(indices, each, short_side)
         except MediaError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise MediaError(f"{self._path.name}: truncated or corrupt video ({_short(exc)})") from None
 
-    def _decode(self, indices: Sequence[int], each: FrameFn | None = None) -> np.ndarray:
+    def _decode(self, indices: Sequence[int], each: FrameFn | None = None, short_side: int | None = None) -> np.ndarray:
         sizes = _OneSize(self._path.name)
 
         def convert(frame: av.VideoFrame) -> np.ndarray:
-            return sizes.check(_rgb(frame), each)
+            sizes.check((frame.height, frame.width))
+            rgb = _rgb(frame, short_side)
+            return rgb if each is None else each(rgb)
 
         decoded = None
         if self._seek:
@@ -420,11 +429,27 @@ def _same(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def _rgb(frame: av.VideoFrame) -> np.ndarray:
+# FFmpeg's bicubic scaler, with chroma interpolated to full width before converting to RGB: without
+# that, frames are 3.5 levels off Pillow's on average (1080p), with it 1.7 (bench/decode.py)
+_SCALING = Interpolation.BICUBIC | Interpolation.FULL_CHR_H_INT
+
+
+def _rgb(frame: av.VideoFrame, short_side: int | None = None) -> np.ndarray:
+    """The frame as RGB, upright; ``short_side``: scaled by FFmpeg's bicubic scaler (in the same
+    pass as the conversion to RGB) so that its short side, upright, is that long."""
+    rotation = frame.rotation
     planar = _PLANAR_OF.get(frame.format.name)
     if planar is not None:
         frame = frame.reformat(format=planar)
-    return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+    if short_side is None:
+        return upright(frame.to_ndarray(format="rgb24"), rotation)
+    turned = round(rotation / 90) % 2 == 1  # stored sideways: the shown height is the stored width
+    shown = (frame.width, frame.height) if turned else (frame.height, frame.width)
+    height, width = resized_size(*shown, short_side)
+    if turned:
+        height, width = width, height
+    scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation=_SCALING)
+    return upright(scaled.to_ndarray(), rotation)
 
 
 def nvdec_problem(gpu: int = 0) -> str | None:
@@ -626,20 +651,20 @@ _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a"
 
 class _OneSize:
     """Refuses a file whose frame size changes midway (MPEG-TS, multi-page TIFF), checked on the
-    decoded frames before ``each`` resizes them."""
+    decoded frames before they are resized."""
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._shape: tuple[int, ...] | None = None
+        self._shape: tuple[int, int] | None = None
 
-    def check(self, frame: np.ndarray, each: FrameFn | None) -> np.ndarray:
+    def check(self, shape: tuple[int, int]) -> None:
+        """``shape``: height and width of the next decoded frame."""
         if self._shape is None:
-            self._shape = frame.shape
-        elif frame.shape != self._shape:
-            shown = " and ".join(f"{w}x{h}" for h, w, _ in sorted([self._shape, frame.shape]))
+            self._shape = shape
+        elif shape != self._shape:
+            shown = " and ".join(f"{w}x{h}" for h, w in sorted([self._shape, shape]))
             raise MediaError(f"{self._name}: the frame size changes inside the file ({shown}); "
                              "re-encode it at one size")
-        return frame if each is None else each(frame)
 
 
 def _orientation(image: Image.Image) -> int:

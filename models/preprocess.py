@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -24,12 +25,19 @@ class PreprocessMode(StrEnum):
     TEXT4VIS = "text4vis"  # fine-tuned checkpoints: short side to 256 for 224 px models (else C), center crop
 
 
+Scaler = Literal["pillow", "ffmpeg"]
+SCALERS: tuple[Scaler, ...] = ("pillow", "ffmpeg")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     resize: int  # short side after resizing
     crop: int  # square crop size = the model's input size
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # who resizes video frames: Pillow (the reference's pixels) or FFmpeg's scaler as PyAV decodes
+    # them (several times cheaper, a few levels off: an opt-in, see bench/decode.py)
+    scaler: Scaler = "pillow"
 
     @classmethod
     def for_mode(

@@ -97,7 +97,8 @@ def _decode_and_crop(
         resizing += time.perf_counter() - start
         return out
 
-    resized = media.read(unique.tolist(), resize)
+    short_side = preprocess.resize if preprocess.scaler == "ffmpeg" else None  # then resize() finds it done
+    resized = media.read(unique.tolist(), resize, short_side)
     t1 = time.perf_counter()
     pixels = crop_frames(resized, preprocess, crops)  # [crops, U, 3, S, S]
     t2 = time.perf_counter()

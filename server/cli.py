@@ -44,7 +44,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-ser
 
 M = TypeVar("M", bound=BaseModel)
 # model options that say where and how a model runs, not which weights: export and eval ignore them
-RUNTIME_ONLY = ("device", "precision", "decoder", "engine_dir", "backend", "providers", "threads", "compile")
+RUNTIME_ONLY = ("device", "precision", "decoder", "scaler", "engine_dir", "backend", "providers", "threads", "compile")
 
 
 class UsageProblem(InputError):

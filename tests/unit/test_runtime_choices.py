@@ -27,6 +27,10 @@ def test_the_runtime_says_what_runs_and_why(tiny_clip_path: Path) -> None:
     assert (info.backend, info.precision) == ("torch", "fp32")
     assert info.selection == ("torch: no engine directory given; eager, precision fp32 (auto on the CPU); "
                               "decoder pyav (auto: the model runs on the CPU)")
+    runtime = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu",
+                                         scaler="ffmpeg"))
+    assert runtime.info.selection.endswith("; video frames resized by FFmpeg's scaler as asked (not Pillow's pixels)")
+    assert runtime.pipeline.preprocess.scaler == "ffmpeg"
 
 
 def test_compile_is_refused_at_start_up_without_a_compiler(
