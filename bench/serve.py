@@ -15,7 +15,8 @@ Each figure is the median of --runs runs.
 
 The decode-bound server: a cheap encoder (the tiny test model), one decode process per core, 1080p
 H.264 uploads (bench/decode.py's clips): whole-server videos/s of the exact default, of
-sampling=fast and of decord (version 0.1's decoder, the baseline), each server started once and
+sampling=fast (with Pillow's resize and with FFmpeg's scaler) and of decord (version 0.1's
+decoder, the baseline), each server started once and
 loaded in interleaved rounds, with the ratios to decord from the same rounds.
 
     python bench/serve.py --scenario overload [--decode-workers 2] [--overload 10]
@@ -185,7 +186,8 @@ def decode_bound(args: argparse.Namespace) -> None:
     clips = [make_clip(OUT / f"1080p_gop{gop}_10s.mp4", 10, 1920, 1080, gop=gop) for gop in (12, 60, 250)]
     workers = available_cores()
     configs = {"decord (0.1's decoder, baseline)": ("--decoder", "decord"), "exact (default)": (),
-               "fast": ("--default-sampling", "fast")}
+               "fast": ("--default-sampling", "fast"),
+               "fast, --scaler ffmpeg": ("--default-sampling", "fast", "--scaler", "ffmpeg")}
     serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=workers, max_batch_frames=64, max_delay_ms=5.0)
     rates: dict[str, list[float]] = {name: [] for name in configs}
     latencies: dict[str, list[float]] = {name: [] for name in configs}
