@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.errors import InputError
+from models.preprocess import Scaler
 
 Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 Provider = Literal["tensorrt", "cuda", "cpu"]
@@ -45,7 +46,7 @@ class ModelOptions(BaseModel):
         "auto", description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
                             "pyav (CPU) | nvdec (the GPU's video decoder through FFmpeg) | decord (CPU)."
     )
-    scaler: Literal["pillow", "ffmpeg"] = Field(
+    scaler: Scaler = Field(
         "pillow", description="Who resizes video frames: pillow (the reference's pixels) | ffmpeg (FFmpeg's bicubic "
                               "scaler as PyAV decodes: cheaper, not pixel-exact; see the README's decode figures)."
     )

@@ -425,10 +425,6 @@ def _video_stream(container: av.container.InputContainer, threads: int) -> av.vi
 _PLANAR_OF = {"nv12": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le"}
 
 
-def _same(frame: np.ndarray) -> np.ndarray:
-    return frame
-
-
 # FFmpeg's bicubic scaler, with chroma interpolated to full width before converting to RGB: without
 # that, frames are 3.5 levels off Pillow's on average (1080p), with it 1.7 (bench/decode.py)
 _SCALING = Interpolation.BICUBIC | Interpolation.FULL_CHR_H_INT

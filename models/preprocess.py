@@ -26,7 +26,6 @@ class PreprocessMode(StrEnum):
 
 
 Scaler = Literal["pillow", "ffmpeg"]
-SCALERS: tuple[Scaler, ...] = ("pillow", "ffmpeg")
 
 
 @dataclass(frozen=True)
