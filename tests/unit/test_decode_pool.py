@@ -127,9 +127,9 @@ def test_the_deadline_stops_pyav_inside_its_own_error_handling(monkeypatch: pyte
 
     real = media._rgb
 
-    def slow(frame):  # noqa: ANN001, ANN202 - each frame converted slowly: the decode outlives its deadline
+    def slow(frame, short_side=None):  # noqa: ANN001, ANN202 - each frame converted slowly: the decode outlives its deadline
         time.sleep(0.2)
-        return real(frame)
+        return real(frame, short_side)
 
     monkeypatch.setattr(media, "_rgb", slow)
     if not seek:
