@@ -180,18 +180,18 @@ def main() -> None:
         fast_indices_ = fast_indices(info.num_frames, args.frames, keys)
         used = {name: fast_indices_ if "fast" in name else exact_indices for name in methods}
         full = _full_decode(clip, {i for indices in used.values() for i in indices})
-        exact: dict[str, float | None] = {}  # mean difference from Pillow's pixels of a full decode
+        error_of: dict[str, float | None] = {}  # mean difference from Pillow's pixels of a full decode
         for name in methods:
             if name == "pyav count" and info.num_frames > 600:
-                exact[name] = None  # decodes the whole minute: minutes per round, and no news
+                error_of[name] = None  # decodes the whole minute: minutes per round, and no news
                 continue
             try:
                 expected = resize_and_crop(np.stack([full[i] for i in used[name]]), CFG)
                 got = np.asarray(METHODS[name](clip, used[name])).reshape(expected.shape)
-                exact[name] = float(np.abs(got.astype(np.int16) - expected).mean())
+                error_of[name] = float(np.abs(got.astype(np.int16) - expected).mean())
             except RuntimeError:
-                exact[name] = None  # not readable that way (no usable index): left out
-        times: dict[str, list[float]] = {k: [] for k in methods if exact[k] is not None}
+                error_of[name] = None  # not readable that way (no usable index): left out
+        times: dict[str, list[float]] = {k: [] for k in methods if error_of[k] is not None}
         for _ in range(args.runs):
             for name in times:
                 t0 = time.process_time()
@@ -203,7 +203,7 @@ def main() -> None:
             if name not in med:
                 row += f" {'n/a':>22s}"
                 continue
-            error = exact[name] or 0.0
+            error = error_of[name] or 0.0
             cell = f"{med[name] * 1e3:.0f} ({med[base] / med[name]:.2f}x){f'~{error:.1f}' if error else '='}"
             row += f" {cell:>22s}"
         print(row, flush=True)
