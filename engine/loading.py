@@ -26,7 +26,8 @@ class LoadedModel:
 
 def load_clip_for(opts: ModelOptions) -> LoadedClip:
     """The CLIP ``opts`` names, on the CPU (the runtime moves what runs)."""
-    return load_clip(ClipSource(opts.model, opts.pretrained, opts.clip_checkpoint, opts.random_init), device="cpu")
+    source = ClipSource(opts.model, opts.pretrained, opts.clip_checkpoint, opts.random_init, activation=opts.activation)
+    return load_clip(source, device="cpu")
 
 
 def load_model(opts: ModelOptions, clip: LoadedClip | None = None) -> LoadedModel:

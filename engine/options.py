@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.choices import Activation
 from models.errors import InputError
 from models.preprocess import Scaler
 
@@ -36,6 +37,11 @@ class ModelOptions(BaseModel):
     )
     preprocess: Literal["clip", "text4vis"] | None = Field(
         None, description="Preprocessing: clip | text4vis (default text4vis with a Text4Vis checkpoint)."
+    )
+    activation: Activation = Field(
+        "auto", description="CLIP's MLP activation: auto (what the weights were trained with: QuickGELU for OpenAI's "
+                            "tags and files, else the architecture's) | gelu | quickgelu (OpenAI-trained weights "
+                            "in a plain state dict under --model ARCH)."
     )
     random_init: bool = Field(False, description="Run RANDOM weights on purpose (benchmarks, tests). Never implicit.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")

@@ -21,6 +21,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict, convert_to_custom_text_state_dict
 from torch import nn
 
+from models.choices import Activation
 from models.errors import CheckpointMismatchError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ HUB_HOST = "huggingface.co"
 open_clip.add_model_config(CONFIG_DIR)
 
 Tokenizer = Callable[..., torch.Tensor]
+QUICKGELU_SUFFIX = "-quickgelu"
+OPENAI_ARCHIVE = "openai_torchscript"  # extras key set by read_checkpoint for OpenAI's TorchScript files
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class ClipSource:
     """Where a CLIP model comes from. Exactly one of pretrained, checkpoint, random_init is used.
 
     ``arch=None`` with a checkpoint infers the architecture from an OpenAI-layout state dict.
+    ``activation``: the MLP activation the weights were trained with; ``auto`` takes it from the
+    weights where they say (see :func:`load_clip`), ``gelu``/``quickgelu`` name it.
     """
 
     arch: str | None = None
@@ -48,6 +53,7 @@ class ClipSource:
     checkpoint: Path | None = None
     random_init: bool = False
     seed: int = 0
+    activation: Activation = "auto"
 
     def resolved(self) -> ClipSource:
         """Fill in defaults: ViT-B-16 with the OpenAI weights when nothing else is named."""
@@ -62,7 +68,7 @@ class ClipSource:
             pretrained = pretrained or DEFAULT_PRETRAINED
         if self.random_init:
             arch = arch or DEFAULT_ARCH
-        return ClipSource(arch, pretrained, self.checkpoint, self.random_init, self.seed)
+        return ClipSource(arch, pretrained, self.checkpoint, self.random_init, self.seed, self.activation)
 
 
 @dataclass
@@ -72,10 +78,11 @@ class LoadedClip:
     model: Any  # an open_clip CLIP; its towers are reached by attribute
     tokenizer: Tokenizer
     arch: str
-    model_id: str  # identifies the weights; text-embedding caches key on it
+    model_id: str  # identifies the weights and the activation; text-embedding caches key on it
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    quick_gelu: bool = False  # the MLP activation the model runs: QuickGELU (OpenAI's) or GELU
 
     @property
     def embed_dim(self) -> int:
@@ -99,7 +106,8 @@ def file_digest(path: Path, length: int = 16) -> str:
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(state_dict, extras)`` from ``.pt``/``.pth``/``.bin``/``.safetensors`` or an OpenAI
     TorchScript archive. Unwraps ``state_dict`` / ``model_state_dict`` containers and a ``module.``
-    prefix; ``extras`` holds the container's other plain entries (``epoch``, ...).
+    prefix; ``extras`` holds the container's other plain entries (``epoch``, ...), and
+    ``OPENAI_ARCHIVE: True`` for a TorchScript archive (OpenAI's release format: QuickGELU weights).
     """
     if not path.is_file():
         raise ModelLoadError(f"checkpoint file not found: {path}")
@@ -110,15 +118,20 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a TorchScript archive is read below
+                warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a checkpoint we can read"
         try:  # OpenAI's released .pt files are TorchScript archives
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 obj = torch.jit.load(str(path), map_location="cpu").state_dict()
+            archive = True
         except Exception:  # noqa: BLE001
             raise ModelLoadError(f"cannot read {path} as a PyTorch checkpoint: {_one_line(exc)}") from None
-    extras: dict[str, Any] = {}
+    else:
+        archive = False
+    extras: dict[str, Any] = {OPENAI_ARCHIVE: True} if archive else {}
     for container in ("state_dict", "model_state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(container), Mapping):
             extras = {k: v for k, v in obj.items() if isinstance(v, int | float | str)}
@@ -128,7 +141,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    for key in ("input_resolution", "context_length", "vocab_size"):  # TorchScript extras
+    for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):  # TorchScript extras, derived
         state.pop(key, None)
     return state, extras
 
@@ -159,7 +172,15 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
 
 
 def load_clip(source: ClipSource, device: str | torch.device = "cpu") -> LoadedClip:
-    """Build a CLIP model from ``source`` (see :class:`ClipSource`), in eval mode, fp32, on ``device``."""
+    """Build a CLIP model from ``source`` (see :class:`ClipSource`), in eval mode, fp32, on ``device``.
+
+    The activation follows the weights: QuickGELU for weights trained with it (a hub tag whose
+    config says ``quick_gelu``, as OpenAI's do; an OpenAI TorchScript archive; an OpenAI-layout
+    state dict read without ``--model``), the architecture's own otherwise. open_clip only warns
+    when the two disagree; here a disagreement is fixed (QuickGELU forced) or refused, never run.
+    The model id spells the activation (``ViT-B-16-quickgelu/openai``), so that embeddings made
+    with the other one are never taken for these.
+    """
     src = source.resolved()
     if src.arch is not None and src.arch not in open_clip.list_models():
         raise ModelLoadError(
@@ -168,19 +189,20 @@ def load_clip(source: ClipSource, device: str | torch.device = "cpu") -> LoadedC
         )
     if src.random_init:
         assert src.arch is not None
+        quick = _choose_activation(src.arch, src.activation, None, "random weights")
         with torch.random.fork_rng(devices=[]), _quiet():
             torch.manual_seed(src.seed)
-            model = open_clip.create_model(src.arch, pretrained=None)
+            model = _create(src.arch, None, quick)
         log.warning("CLIP %s runs RANDOM weights (seed %d): predictions are meaningless", src.arch, src.seed)
-        model_id = f"{src.arch}/random-seed{src.seed}"
+        model_id = f"{_spelled(src.arch, quick)}/random-seed{src.seed}"
     elif src.checkpoint is not None:
-        model, arch = _from_checkpoint(src.checkpoint, src.arch)
+        model, arch, quick = _from_checkpoint(src.checkpoint, src.arch, src.activation)
         src = ClipSource(arch, None, src.checkpoint)
-        model_id = f"{arch}/sha256:{file_digest(source.checkpoint)}"  # type: ignore[arg-type]
+        model_id = f"{_spelled(arch, quick)}/sha256:{file_digest(src.checkpoint)}"  # type: ignore[arg-type]
     else:
         assert src.arch is not None and src.pretrained is not None
-        model = _from_hub(src.arch, src.pretrained)
-        model_id = f"{src.arch}/{src.pretrained}"
+        model, quick = _from_hub(src.arch, src.pretrained, src.activation)
+        model_id = f"{_spelled(src.arch, quick)}/{src.pretrained}"
     assert src.arch is not None
     model = model.float().eval().to(device)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -194,15 +216,62 @@ def load_clip(source: ClipSource, device: str | torch.device = "cpu") -> LoadedC
         image_size=int(size),
         mean=tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
         std=tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
+        quick_gelu=quick,
     )
 
 
-def _from_hub(arch: str, tag: str) -> nn.Module:
+def arch_quick_gelu(arch: str) -> bool:
+    """Whether open_clip's config of ``arch`` builds QuickGELU (the ``-quickgelu`` spellings do)."""
+    cfg = open_clip.get_model_config(arch) or {}
+    return bool(cfg.get("quick_gelu", False))
+
+
+def _spelled(arch: str, quick: bool) -> str:
+    """``arch`` named by the activation it runs: ``ViT-B-16`` forced to QuickGELU is
+    ``ViT-B-16-quickgelu``, as open_clip spells that architecture (openai-* names are always QuickGELU)."""
+    if quick and not arch.startswith("openai-") and not arch_quick_gelu(arch):
+        return arch + QUICKGELU_SUFFIX
+    return arch
+
+
+def _choose_activation(arch: str, asked: Activation, trained_quick: bool | None, weights: str) -> bool:
+    """QuickGELU or not for ``arch`` holding ``weights``; ``trained_quick``: what the weights were
+    trained with when known (None: unknown). An explicit choice against what is known is refused."""
+    own = arch_quick_gelu(arch)
+    if asked != "auto":
+        wanted = asked == "quickgelu"
+        if trained_quick is not None and wanted != trained_quick:
+            raise ModelLoadError(
+                f"{weights} were trained with {'QuickGELU' if trained_quick else 'GELU'}; "
+                f"--activation {asked} would run them with the wrong activation"
+            )
+    else:
+        wanted = own if trained_quick is None else trained_quick
+    if own and not wanted:
+        raise ModelLoadError(
+            f"{arch} is built with QuickGELU but {weights} need GELU: "
+            f"name the architecture without {QUICKGELU_SUFFIX}"
+        )
+    if wanted and not own:
+        log.info("building %s with QuickGELU, the activation %s were trained with", arch, weights)
+    return wanted
+
+
+def _create(arch: str, pretrained: str | None, quick: bool) -> Any:  # an open_clip CLIP
+    with warnings.catch_warnings():
+        # the activation was chosen above; open_clip's "QuickGELU mismatch" warning cannot apply
+        warnings.filterwarnings("ignore", message="QuickGELU mismatch")
+        return open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=quick)
+
+
+def _from_hub(arch: str, tag: str, activation: Activation) -> tuple[Any, bool]:
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
         raise ModelLoadError(
             f"no pretrained weights {tag!r} for {arch}; known tags: {', '.join(tags) or 'none'}"
         )
+    trained_quick = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
+    quick = _choose_activation(arch, activation, trained_quick, f"the weights {arch}/{tag}")
     if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
         raise ModelLoadError(
             f"cannot reach the hub ({HUB_HOST}) to fetch the pretrained weights {arch}/{tag}; "
@@ -211,7 +280,7 @@ def _from_hub(arch: str, tag: str) -> nn.Module:
         )
     try:
         with _quiet("huggingface_hub"):
-            return open_clip.create_model(arch, pretrained=tag)
+            return _create(arch, tag, quick), quick
     except Exception as exc:  # noqa: BLE001 - the hub fails in many ways; all mean "no weights"
         raise ModelLoadError(
             f"could not fetch the pretrained weights {arch}/{tag} from the hub ({_one_line(exc)}); "
@@ -219,29 +288,41 @@ def _from_hub(arch: str, tag: str) -> nn.Module:
         ) from None
 
 
-def _from_checkpoint(path: Path, arch: str | None) -> tuple[nn.Module, str]:
-    state = read_state_dict(path)
+def _from_checkpoint(path: Path, arch: str | None, activation: Activation) -> tuple[Any, str, bool]:
+    """The model, its architecture's name and whether it runs QuickGELU. OpenAI's own files
+    (TorchScript archives) and OpenAI-layout state dicts read without an architecture are
+    QuickGELU; a plain state dict under ``--model ARCH`` runs ARCH's activation unless told."""
+    state, extras = read_checkpoint(path)
+    openai_archive = extras.get(OPENAI_ARCHIVE) is True
     if arch is None:
         if "visual.proj" not in state and "visual.attnpool.positional_embedding" not in state:
             raise ModelLoadError(
                 f"cannot infer the architecture of {path}: it is not an OpenAI-layout CLIP state dict; "
                 "name it with --model ARCH"
             )
+        quick = activation != "gelu"
+        if openai_archive and not quick:
+            raise ModelLoadError(f"{path} is OpenAI's release, trained with QuickGELU; drop --activation gelu")
         try:
-            model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
+            model = build_model_from_openai_state_dict(dict(state), quick_gelu=quick, cast_dtype=None)
             # open_clip casts the model to fp16 before loading; load again in fp32 to keep every bit
             model.float().load_state_dict(state, strict=True)
         except Exception as exc:  # noqa: BLE001
             raise CheckpointMismatchError(f"{path} is not a complete CLIP state dict: {_one_line(exc)}") from None
-        return model, _openai_arch_name(state)
+        return model, _openai_arch_name(state), quick
+    trained_quick = True if openai_archive else None
+    quick = _choose_activation(arch, activation, trained_quick, f"the weights in {path}")
+    if trained_quick is None and activation == "auto":
+        log.info("CLIP checkpoint %s runs %s with %s, the architecture's activation (OpenAI-trained weights "
+                 "need QuickGELU: --activation quickgelu)", path, arch, "QuickGELU" if quick else "GELU")
     with _quiet():  # open_clip warns "initialized randomly"; the checkpoint is loaded right after
-        model = open_clip.create_model(arch, pretrained=None)
+        model = _create(arch, None, quick)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)
     if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
         state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
     load_strict(model, state, f"CLIP checkpoint {path}")
-    return model, arch
+    return model, arch, quick
 
 
 def _openai_arch_name(state: Mapping[str, torch.Tensor]) -> str:

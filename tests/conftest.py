@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 
-from models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
+from models.clip_loader import CONFIG_DIR, TINY_ARCH, ClipSource, LoadedClip, load_clip
 from tests.media import moving_square_frames, write_video
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -51,3 +52,26 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+GELU_ARCH = "t4v-tiny-vit-gelu"  # the tiny shapes, GELU as open_clip's plain configs (ViT-B-16) say
+QUICK_TAG = "openai_like"  # a hub tag whose config says quick_gelu, as open_clip's "openai" tags do
+
+
+@pytest.fixture(scope="session")
+def quick_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights trained (here: drawn) with QuickGELU, in open_clip's layout (OpenAI's key names), and
+    a GELU architecture of the same shapes, with a hub tag for those weights that says QuickGELU."""
+    folder = tmp_path_factory.mktemp("quick")
+    config = json.loads((CONFIG_DIR / f"{TINY_ARCH}.json").read_text())
+    assert config.pop("quick_gelu") is True
+    (folder / f"{GELU_ARCH}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / f"{GELU_ARCH}.json")
+    torch.manual_seed(21)
+    path = folder / "weights.pt"
+    torch.save(open_clip.create_model(TINY_ARCH).state_dict(), path)
+    open_clip.pretrained._PRETRAINED[GELU_ARCH] = {  # a local file stands for the hub download
+        QUICK_TAG: {"file": str(path), "quick_gelu": True, "mean": open_clip.OPENAI_DATASET_MEAN,
+                    "std": open_clip.OPENAI_DATASET_STD},
+    }
+    return path

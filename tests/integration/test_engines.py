@@ -27,6 +27,7 @@ from models.errors import ModelLoadError
 from models.temporal import TransformerHead
 from server.cli import app
 from tests.checkpoints import prefixed_state, trained_like
+from tests.conftest import GELU_ARCH, QUICK_TAG
 from tests.media import generated_videos
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
@@ -96,6 +97,36 @@ def test_text4vis_checkpoint_exported_and_served_like_torch(
     b = json.loads(engine_out.stdout)["results"][0]["predictions"]
     assert [p["label"] for p in a] == [p["label"] for p in b]
     assert max(abs(x["probability"] - y["probability"]) for x, y in zip(a, b, strict=True)) <= 1e-4
+
+
+def test_engine_exported_from_a_quickgelu_tag(
+    tmp_path: Path, quick_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An architecture whose config says GELU, weights under a tag that says QuickGELU: the exported
+    graph runs QuickGELU (it equals the same weights read as an OpenAI file, built with QuickGELU)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = ModelOptions(model=GELU_ARCH, pretrained=QUICK_TAG, device="cpu")
+    export_from_options(hub, tmp_path / "e", max_batch=8)
+    assert Manifest.read(tmp_path / "e").text_model == f"{GELU_ARCH}-quickgelu/{QUICK_TAG}"
+    engine = build_runtime(hub.model_copy(update={"engine_dir": tmp_path / "e"}))
+    reference = build_runtime(ModelOptions(clip_checkpoint=quick_weights, device="cpu"))
+    diff = (engine.pipeline.encoder.encode(_pixels(5)) - reference.pipeline.encoder.encode(_pixels(5))).abs().max()
+    assert diff <= 1e-4, float(diff)
+
+
+def test_engine_without_head_count_is_refused(tmp_path: Path, tiny_clip_path: Path) -> None:
+    """An engine exported before head.pt recorded the transf head's attention heads cannot be served
+    right (embed // 64 is wrong for RN50): it is refused with a request to export it again."""
+    torch.manual_seed(5)
+    visual = open_clip.create_model(TINY_ARCH).visual
+    ckpt = tmp_path / "t4v.pt"
+    torch.save({"epoch": 1, "model_state_dict": prefixed_state(visual, trained_like(TransformerHead(64)))}, ckpt)
+    opts = ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, text4vis_checkpoint=ckpt)
+    export_from_options(opts, tmp_path / "e", max_batch=4)
+    saved = torch.load(tmp_path / "e" / "head.pt", weights_only=True)
+    torch.save({k: v for k, v in saved.items() if k != "heads"}, tmp_path / "e" / "head.pt")
+    with pytest.raises(ModelLoadError, match="export it again"):
+        build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "e"))
 
 
 def test_engine_refuses_another_text_model(tiny_engine: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import open_clip
@@ -10,6 +11,7 @@ import torch
 from models import clip_loader
 from models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
 from models.errors import CheckpointMismatchError, ModelLoadError
+from tests.conftest import GELU_ARCH, QUICK_TAG
 
 
 def test_local_open_clip_checkpoint(tiny_clip: LoadedClip, tiny_clip_path: Path) -> None:
@@ -77,3 +79,76 @@ def test_random_init_only_when_asked() -> None:
     torch.testing.assert_close(a.model.visual.proj, b.model.visual.proj)
     with pytest.raises(ModelLoadError):
         ClipSource(arch=TINY_ARCH, random_init=True, pretrained="openai").resolved()
+
+
+# --- the activation follows the weights (QuickGELU for OpenAI's) ---
+
+
+def _activation_of(model: torch.nn.Module) -> str:
+    return type(model.visual.transformer.resblocks[0].mlp.gelu).__name__
+
+
+def _encodings(loaded: LoadedClip) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(3, 3, 224, 224, generator=g)
+    text = loaded.tokenizer(["a video of a person surfing.", "a video of a person skiing."])
+    with torch.no_grad():
+        return loaded.model.encode_image(images), loaded.model.encode_text(text)
+
+
+def test_tag_trained_with_quickgelu_builds_quickgelu(quick_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The architecture's config says GELU, the tag says QuickGELU: the model runs QuickGELU, says so
+    in its id, and agrees with the same weights read as an OpenAI file (built with QuickGELU)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # open_clip's "QuickGELU mismatch" must not be raised
+        hub = load_clip(ClipSource(arch=GELU_ARCH, pretrained=QUICK_TAG))
+    assert _activation_of(hub.model) == "QuickGELU" and hub.quick_gelu
+    assert hub.model_id == f"{GELU_ARCH}-quickgelu/{QUICK_TAG}"
+    openai_file = load_clip(ClipSource(checkpoint=quick_weights))
+    assert _activation_of(openai_file.model) == "QuickGELU"
+    for a, b in zip(_encodings(hub), _encodings(openai_file), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_activation_against_the_tag_is_refused(quick_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="trained with QuickGELU; --activation gelu would run them"):
+        load_clip(ClipSource(arch=GELU_ARCH, pretrained=QUICK_TAG, activation="gelu"))
+
+
+def test_plain_state_dict_under_an_architecture(quick_weights: Path) -> None:
+    """A plain state dict cannot say what it was trained with: the architecture's activation runs
+    unless --activation names it; the two give different model ids (no shared embedding cache)."""
+    plain = load_clip(ClipSource(arch=GELU_ARCH, checkpoint=quick_weights))
+    told = load_clip(ClipSource(arch=GELU_ARCH, checkpoint=quick_weights, activation="quickgelu"))
+    assert _activation_of(plain.model) == "GELU" and _activation_of(told.model) == "QuickGELU"
+    assert plain.model_id != told.model_id and told.model_id.startswith(f"{GELU_ARCH}-quickgelu/sha256:")
+    for a, b in zip(_encodings(told), _encodings(load_clip(ClipSource(checkpoint=quick_weights))), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_openai_torchscript_archive_is_quickgelu_under_any_architecture(quick_weights: Path, tmp_path: Path) -> None:
+    """OpenAI's release format (a TorchScript archive) marks OpenAI's weights: QuickGELU even under
+    ``--model`` of a GELU architecture."""
+    model = open_clip.create_model(TINY_ARCH).eval()
+    model.load_state_dict(torch.load(quick_weights, weights_only=True))
+    archive = tmp_path / "ViT-tiny.pt"
+    example = (torch.zeros(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(archive))
+    loaded = load_clip(ClipSource(arch=GELU_ARCH, checkpoint=archive))
+    assert _activation_of(loaded.model) == "QuickGELU"
+    reference = load_clip(ClipSource(checkpoint=quick_weights))
+    for a, b in zip(_encodings(loaded), _encodings(reference), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_quickgelu_spelling_is_the_same_model(quick_weights: Path) -> None:
+    """``ARCH-quickgelu`` and ``ARCH --activation quickgelu`` are one model with one id."""
+    a = load_clip(ClipSource(arch="ViT-B-32-quickgelu", random_init=True))
+    b = load_clip(ClipSource(arch="ViT-B-32", random_init=True, activation="quickgelu"))
+    assert a.model_id == b.model_id == "ViT-B-32-quickgelu/random-seed0"
+    with pytest.raises(ModelLoadError, match="without -quickgelu"):
+        load_clip(ClipSource(arch="ViT-B-32-quickgelu", random_init=True, activation="gelu"))
