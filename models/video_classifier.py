@@ -62,16 +62,6 @@ class VideoClassifier(nn.Module):
         pooled = self.head(frames).float().view(b, v, -1).mean(dim=1)
         return F.normalize(pooled, dim=-1)
 
-    def view_test_logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``[B, views, C]``: ``100 * cosine`` of each view on its own (for fusing views by
-        averaging their softmax, as the reference's zero-shot test script does)."""
-        classifier = self.classifier
-        assert isinstance(classifier, torch.Tensor)
-        b, v, t = pixels.shape[:3]
-        frames = self.encode_frames(pixels.flatten(0, 2)).view(b * v, t, -1)
-        views = F.normalize(self.head(frames).float(), dim=-1).view(b, v, -1)
-        return LOGIT_SCALE * views @ F.normalize(classifier, dim=-1).T
-
     def cosines(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` cosine of each video embedding with each class (views fused)."""
         classifier = self.classifier

@@ -210,8 +210,10 @@ def train(ctx: typer.Context) -> None:
 @with_options(ModelOptions, exclude=("text4vis_checkpoint", "temporal", "preprocess", *RUNTIME_ONLY))
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="A Text4Vis-layout checkpoint (e.g. OUTPUT/last.pt).")],
-    list_file: Annotated[Path, typer.Option("--list", help="'path label' lines or a folder per class.")],
-    labels_file: Annotated[Path, typer.Option("--labels", help="Class names (.csv id,name or .txt).")],
+    list_files: Annotated[list[Path], typer.Option(
+        "--list", help="'path label' lines or a folder per class; repeat it with --labels for several splits.")],
+    labels_files: Annotated[list[Path], typer.Option(
+        "--labels", help="Class names (.csv id,name or .txt), one per --list, in the same order.")],
     root: Annotated[Path | None, typer.Option(help="Prefix of relative paths in the list.")] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
@@ -222,32 +224,40 @@ def evaluate_command(
     protocol: Annotated[str, typer.Option(
         help="standard, or zeroshot-halves: also the mean +- std top-1 over 10 random half-class splits "
              "(UCF-101/HMDB-51, as the reference).")] = "standard",
-    fusion: Annotated[str, typer.Option(
-        help="How views are fused: embedding (average the views' embeddings, as the server) or softmax "
-             "(average each view's softmax, as the reference's zero-shot test script).")] = "embedding",
     options: dict[str, Any] | None = None,
 ) -> None:
     """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view). It sees the
     pixels the server sees: its probabilities are the server's for the same clip and checkpoint.
-    For the three 160-class Kinetics-600 zero-shot splits, run it once per split's label list."""
+    Several --list/--labels pairs (the three 160-class Kinetics-600 zero-shot splits) print each
+    split and the mean +- std over them, as the paper reports them."""
+    from models.clip_loader import ClipSource
     from models.training.evaluate import evaluate_checkpoint
 
     try:
         clips, crops = _check_views(views)
         if protocol not in ("standard", "zeroshot-halves"):
             raise UsageProblem(f"--protocol must be standard or zeroshot-halves; got {protocol!r}")
-        if fusion not in ("embedding", "softmax"):
-            raise UsageProblem(f"--fusion must be embedding or softmax; got {fusion!r}")
+        if len(list_files) != len(labels_files):
+            raise UsageProblem(
+                f"give one --labels per --list: {len(list_files)} lists, {len(labels_files)} label files")
         base = _validated(ModelOptions, options or {})
+        source = ClipSource(base.model, base.pretrained, base.clip_checkpoint, base.random_init,
+                            activation=base.activation)
         result = evaluate_checkpoint(
-            checkpoint, list_file, labels_file, arch=base.model, pretrained=base.pretrained,
-            clip_checkpoint=base.clip_checkpoint, random_init=base.random_init, templates=template, frames=frames,
-            clips=clips, crops=crops, root=root, predictions=predictions, fusion=fusion,  # type: ignore[arg-type]
+            checkpoint, list(zip(list_files, labels_files, strict=True)), clip_source=source, templates=template,
+            frames=frames, clips=clips, crops=crops, root=root, predictions=predictions,
             half_splits=10 if protocol == "zeroshot-halves" else 0,
         )
     except (UsageProblem, ModelLoadError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    if protocol == "zeroshot-halves":
+    if "splits" in result:
+        for number, split in enumerate(result["splits"], 1):
+            sys.stderr.write(f"split {number}: top-1 {100 * split['top1']:.2f}%, top-5 {100 * split['top5']:.2f}% "
+                             f"({split['videos']} videos)\n")
+        sys.stderr.write(f"{len(result['splits'])} splits: top-1 {100 * result['top1_mean']:.2f} +- "
+                         f"{100 * result['top1_std']:.2f}%, top-5 {100 * result['top5_mean']:.2f} +- "
+                         f"{100 * result['top5_std']:.2f}%\n")
+    elif protocol == "zeroshot-halves":
         sys.stderr.write(f"zero-shot: full-class top-1 {100 * result['top1']:.2f}%; 10 half-class splits "
                          f"{100 * result['half_splits_mean']:.2f} +- {100 * result['half_splits_std']:.2f}%\n")
     typer.echo(json.dumps(result))

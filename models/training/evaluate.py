@@ -4,39 +4,30 @@ half-class splits (``np.random.seed(split)``, a permutation of the classes, the 
 
 Evaluation sees exactly the pixels the server answers from (``models/video_input.py``), so its
 per-video probabilities (``t4v eval --predictions FILE``) are the server's for the same clip.
-Views are fused as the server fuses them (their embeddings averaged) or, as the reference's
-zero-shot test script does, by averaging each view's softmax (``fusion="softmax"``).
+Views are fused as the reference's test.py and zero-shot test script both fuse them, and as the
+server does: their video embeddings are averaged before normalization (the zero-shot script's
+softmax runs over a view axis of size 1, so it changes nothing).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from models.clip_loader import ClipSource
 from models.video_classifier import VideoClassifier
 
-Fusion = Literal["embedding", "softmax"]
 
-
-def fuse(view_logits: torch.Tensor, fusion: Fusion) -> torch.Tensor:
-    """``[B, V, C]`` per-view logits (one "view" when embeddings were fused) -> ``[B, C]`` scores
-    whose softmax is the fused probabilities."""
-    if fusion == "softmax":
-        return view_logits.double().softmax(dim=-1).mean(dim=1).log()
-    return view_logits[:, 0].double()
-
-
-def half_class_splits(view_logits: torch.Tensor, labels: torch.Tensor, fusion: Fusion = "embedding",
-                      splits: int = 10) -> list[float]:
+def half_class_splits(logits: torch.Tensor, labels: torch.Tensor, splits: int = 10) -> list[float]:
     """Top-1 accuracy on each of ``splits`` random halves of the classes: split ``s`` seeds numpy's
     global generator with ``s`` and keeps the first half of a permutation of the classes; the
     videos of those classes are classified among those classes only."""
-    num_classes = view_logits.shape[-1]
+    num_classes = logits.shape[-1]
     accuracies = []
     for split in range(splits):
         np.random.seed(split)
@@ -45,7 +36,7 @@ def half_class_splits(view_logits: torch.Tensor, labels: torch.Tensor, fusion: F
         rows = [i for i, label in enumerate(labels.tolist()) if label in position]
         if not rows:
             continue
-        scores = fuse(view_logits[rows][:, :, torch.as_tensor(kept)], fusion)
+        scores = logits[rows][:, torch.as_tensor(kept)]
         target = torch.tensor([position[int(labels[i])] for i in rows])
         accuracies.append(float((scores.argmax(dim=-1) == target).double().mean()))
     return accuracies
@@ -53,7 +44,7 @@ def half_class_splits(view_logits: torch.Tensor, labels: torch.Tensor, fusion: F
 
 @torch.inference_mode()
 def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device: str,
-             num_classes: int, probabilities: list[torch.Tensor] | None = None, fusion: Fusion = "embedding",
+             num_classes: int, probabilities: list[torch.Tensor] | None = None,
              half_splits: int = 0) -> dict[str, Any]:
     """The metrics; ``probabilities`` (when given) receives each batch's ``[B, C]`` softmax, in order.
     ``half_splits``: also the zero-shot half-class splits' accuracies, mean and std."""
@@ -64,13 +55,9 @@ def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device
     kept_logits: list[torch.Tensor] = []
     kept_labels: list[torch.Tensor] = []
     for pixels, labels in loader:
-        if fusion == "softmax":
-            view_logits = model.view_test_logits(pixels.to(device)).float().cpu()  # [B, V, C]
-        else:
-            view_logits = model.test_logits(pixels.to(device)).float().cpu()[:, None]  # [B, 1, C]
-        logits = fuse(view_logits, fusion)
+        logits = model.test_logits(pixels.to(device)).double().cpu()  # [B, C], views fused
         if half_splits:
-            kept_logits.append(view_logits)
+            kept_logits.append(logits)
             kept_labels.append(labels)
         if probabilities is not None:
             probabilities.append(logits.softmax(dim=-1))
@@ -92,48 +79,64 @@ def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device
         "videos": int(seen.sum()),
     }
     if half_splits and kept_logits:
-        accuracies = half_class_splits(torch.cat(kept_logits), torch.cat(kept_labels), fusion, half_splits)
+        accuracies = half_class_splits(torch.cat(kept_logits), torch.cat(kept_labels), half_splits)
         metrics.update({"half_splits_top1": accuracies, "half_splits_mean": float(np.mean(accuracies)),
                         "half_splits_std": float(np.std(accuracies))})
     return metrics
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, list_file: Path, labels_file: Path, *, arch: str | None, pretrained: str | None = None,
-    clip_checkpoint: Path | None = None, random_init: bool = False, templates: list[str] | None = None,
-    frames: int = 8, clips: int = 1, crops: int = 1, root: Path | None = None, batch_size: int = 8,
-    device: str = "cpu", workers: int = 0, predictions: Path | None = None, fusion: Fusion = "embedding",
+    checkpoint: Path, splits: list[tuple[Path, Path]], *, clip_source: ClipSource,
+    templates: list[str] | None = None, frames: int = 8, clips: int = 1, crops: int = 1, root: Path | None = None,
+    batch_size: int = 8, device: str = "cpu", workers: int = 0, predictions: Path | None = None,
     half_splits: int = 0,
 ) -> dict[str, Any]:
-    """``t4v eval``: a Text4Vis-layout checkpoint on a list of videos, single or multi-view.
-    ``predictions``: also write one JSON line per video (file, label, top-5 with probabilities);
-    ``half_splits``: the zero-shot protocol's half-class splits too."""
+    """``t4v eval``: a Text4Vis-layout checkpoint on ``(list, labels)`` pairs, single or multi-view.
+    One pair: its metrics. Several (the three Kinetics-600 zero-shot splits): each split's metrics
+    under ``splits`` and the mean and std of top-1 and top-5 over them, as the paper reports.
+    ``predictions``: also write one JSON line per video (file, label, top-5 with probabilities; the
+    split's number with several); ``half_splits``: the zero-shot protocol's half-class splits too."""
     from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
     from models.classifiers import text_classifier
-    from models.clip_loader import ClipSource, load_clip
+    from models.clip_loader import load_clip
     from models.prompts import DEFAULT_TEMPLATE, read_labels
     from models.temporal import head_count
     from models.text_encoder import TextEncoder
     from models.training.data import VideoDataset, read_samples
 
-    classes = read_labels(labels_file)
-    clip = load_clip(ClipSource(arch, pretrained, clip_checkpoint, random_init))
+    clip = load_clip(clip_source)
     head = apply_text4vis_checkpoint(clip.model.visual, read_text4vis_checkpoint(checkpoint),
                                      heads=head_count(clip.text_width))
-    weights = text_classifier(TextEncoder(clip), classes, templates or [DEFAULT_TEMPLATE])
-    model = VideoClassifier(clip.model.visual, head, weights).to(device)
-    samples = read_samples(list_file, classes, root)
-    data = VideoDataset(samples, frames, clip.image_size, clip.mean, clip.std, train=False, clips=clips, crops=crops)
-    probs: list[torch.Tensor] | None = [] if predictions is not None else None
-    metrics = evaluate(model, torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers), device,
-                       len(classes), probs, fusion, half_splits)
-    if predictions is not None and probs is not None:
-        with predictions.open("w") as out:
-            for sample, p in zip(samples, torch.cat(probs), strict=True):
-                top = p.topk(min(5, len(classes)))
-                out.write(json.dumps({
-                    "file": str(sample.path), "label": classes[sample.label],
-                    "predictions": [{"label": classes[i], "probability": float(v)}
-                                    for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
-                }) + "\n")
-    return metrics
+    text = TextEncoder(clip)
+    results = []
+    out = predictions.open("w") if predictions is not None else None
+    try:
+        for number, (list_file, labels_file) in enumerate(splits, 1):
+            classes = read_labels(labels_file)
+            weights = text_classifier(text, classes, templates or [DEFAULT_TEMPLATE])
+            model = VideoClassifier(clip.model.visual, head, weights).to(device)
+            samples = read_samples(list_file, classes, root)
+            data = VideoDataset(samples, frames, clip.image_size, clip.mean, clip.std, train=False, clips=clips,
+                                crops=crops)
+            probs: list[torch.Tensor] | None = [] if out is not None else None
+            loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers)
+            results.append(evaluate(model, loader, device, len(classes), probs, half_splits))
+            if out is not None and probs is not None:
+                for sample, p in zip(samples, torch.cat(probs), strict=True):
+                    top = p.topk(min(5, len(classes)))
+                    line: dict[str, Any] = {"file": str(sample.path), "label": classes[sample.label]}
+                    if len(splits) > 1:
+                        line["split"] = number
+                    line["predictions"] = [{"label": classes[i], "probability": float(v)}
+                                           for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+                    out.write(json.dumps(line) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    if len(results) == 1:
+        return results[0]
+    summary: dict[str, Any] = {"splits": results}
+    for metric in ("top1", "top5"):
+        values = [r[metric] for r in results]
+        summary.update({f"{metric}_mean": float(np.mean(values)), f"{metric}_std": float(np.std(values))})
+    return summary
