@@ -227,6 +227,12 @@ def _export_onnx_and_head(
 
 def load_head(directory: Path, manifest: Manifest) -> nn.Module:
     saved: dict[str, Any] = torch.load(directory / manifest.files["head"], map_location="cpu", weights_only=True)
+    if saved["kind"] == "transf" and saved.get("heads") is None:
+        # guessing embed // 64 is wrong for RN50 (d 1024, 8 heads): the count comes from the text width
+        raise ModelLoadError(
+            f"{directory} was exported before engines recorded the transf head's attention heads; "
+            "export it again with t4v export"
+        )
     head = build_temporal_head(saved["kind"], manifest.embed_dim, layers=saved["layers"], heads=saved.get("heads"))
     head.load_state_dict(saved["state_dict"])
     return head.eval()

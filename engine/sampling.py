@@ -7,7 +7,8 @@ from models.sampling import sample_indices as sample_indices  # re-exported: the
 
 
 def parse_views(views: str) -> tuple[int, int]:
-    """``"4x3"`` -> ``(clips=4, crops=3)``. Crops are 1 (center) or 3 (three along the long side)."""
+    """``"4x3"`` -> ``(clips=4, crops=3)``. Crops are 1 (center) or 3 (left, right and center
+    along the width, at mid-height, whatever the orientation)."""
     try:
         clips_text, crops_text = views.lower().split("x")
         clips, crops = int(clips_text), int(crops_text)

@@ -8,6 +8,8 @@ DataLoader workers, or on where a run was interrupted (resume and DDP tests rely
 from __future__ import annotations
 
 import logging
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +34,12 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
 class Sample:
     path: Path
     label: int
+    frames: int | None = None  # the frame count a 3-column list states
 
 
 def read_samples(source: Path, classes: list[str], root: Path | None = None) -> list[Sample]:
-    """``path label`` lines (label: an index into ``classes``), or one sub-folder per class."""
+    """``path label`` or ``path nframes label`` lines (the reference's two list forms; label: an index
+    into ``classes``), or one sub-folder per class."""
     if source.is_dir():
         index = {clean_label(name): i for i, name in enumerate(classes)}
         samples = []
@@ -49,16 +53,70 @@ def read_samples(source: Path, classes: list[str], root: Path | None = None) -> 
     for n, line in enumerate(source.read_text().splitlines(), 1):
         if not line.strip():
             continue
+        fields = line.rsplit(maxsplit=2)
+        frames: int | None = None
         try:
-            path_text, label_text = line.rsplit(maxsplit=1)
-            label = int(label_text)
+            if len(fields) == 3 and fields[1].isdigit() and fields[2].lstrip("-").isdigit():
+                path_text, frames, label = fields[0], int(fields[1]), int(fields[2])
+            else:
+                path_text, label_text = line.rsplit(maxsplit=1)
+                label = int(label_text)
         except ValueError:
-            raise ValueError(f"{source}:{n}: expected 'path label', got {line!r}") from None
+            raise ValueError(f"{source}:{n}: expected 'path label' or 'path nframes label', got {line!r}") from None
         if not 0 <= label < len(classes):
             raise ValueError(f"{source}:{n}: label {label} outside 0..{len(classes) - 1}")
         path = Path(path_text)
-        samples.append(Sample(root / path if root and not path.is_absolute() else path, label))
+        samples.append(Sample(root / path if root and not path.is_absolute() else path, label, frames))
     return samples
+
+
+def enough_frames(samples: list[Sample], frames: int, source: Path | str) -> list[Sample]:
+    """Training lists without the videos whose stated frame count is under ``frames`` (the
+    reference filters its 3-column lists so; a 2-column list states no count and keeps all)."""
+    kept = [s for s in samples if s.frames is None or s.frames >= frames]
+    if len(kept) < len(samples):
+        log.info("%s: %d of %d videos have fewer than %d frames; training without them",
+                 source, len(samples) - len(kept), len(samples), frames)
+    return kept
+
+
+def reference_crop_box(width: int, height: int, draw: random.Random) -> tuple[int, int, int, int] | None:
+    """The reference's random-sized crop (``GroupRandomSizedCrop``): up to 10 tries of an area
+    uniform in 0.08-1 of the frame and an aspect ratio uniform in 3/4-4/3, width and height swapped
+    with p=0.5; ``(x, y, w, h)``, or None when no try fits (the caller falls back)."""
+    for _ in range(10):
+        target_area = draw.uniform(0.08, 1.0) * width * height
+        aspect_ratio = draw.uniform(3.0 / 4, 4.0 / 3)
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if draw.random() < 0.5:
+            w, h = h, w
+        if w <= width and h <= height:
+            return draw.randint(0, width - w), draw.randint(0, height - h), w, h
+    return None
+
+
+class ReferenceSizedCrop(T.Transform):
+    """A clip ``[T, 3, H, W]`` cropped by :func:`reference_crop_box` and resized to ``size`` square
+    (bilinear, as the reference's PIL resize); when no try fits, the short side scaled to ``size``
+    and a random ``size`` crop (the reference's fallback). One draw for the whole clip."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        draw = random.Random(int(torch.randint(2**31, ())))  # tied to torch's seed, like torchvision's draws
+        height, width = clip.shape[-2:]
+        box = reference_crop_box(width, height, draw)
+        if box is not None:
+            x, y, w, h = box
+            return T.functional.resize(clip[..., y:y + h, x:x + w], [self.size, self.size],
+                                       interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+        scaled = T.functional.resize(clip, [self.size], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+        height, width = scaled.shape[-2:]
+        x, y = draw.randint(0, width - self.size), draw.randint(0, height - self.size)
+        return scaled[..., y:y + self.size, x:x + self.size]
 
 
 def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
@@ -84,8 +142,8 @@ def read_video(path: Path, choose: Callable[[int], list[int]]) -> np.ndarray:
 class VideoDataset(Dataset):
     """Train (the reference's augmentation, one draw per clip, all frames alike): TSN frames, the
     short side scaled to S (256 for 224-px models, else the input size), a random-sized crop (area
-    0.08-1, aspect 3/4-4/3) to the input size, a horizontal flip, grayscale with p=``grayscale``;
-    RandAugment only when asked.
+    0.08-1, aspect uniform in 3/4-4/3, sides swapped with p=0.5) to the input size, a horizontal
+    flip, grayscale with p=``grayscale``; RandAugment only when asked.
     Eval: exactly the pixels the server feeds the model (``models/video_input.py``): the test-time
     frames of ``clips`` views, short side to 256/224 of the input as Pillow resizes, ``crops`` crops."""
 
@@ -105,7 +163,7 @@ class VideoDataset(Dataset):
         self.epoch = 0
         steps: list[T.Transform] = [
             T.Resize(self.preprocess.resize, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-            T.RandomResizedCrop(input_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            ReferenceSizedCrop(input_size),
             T.RandomHorizontalFlip(), T.RandomGrayscale(p=grayscale),
         ]
         if rand_augment:

@@ -30,7 +30,7 @@ from models.prompts import read_labels
 from models.temporal import build_temporal_head, head_count
 from models.training.classifier_init import build_classifier, visual_features
 from models.training.config import TrainConfig, parse_args
-from models.training.data import Sample, VideoDataset, few_shot, read_samples
+from models.training.data import Sample, VideoDataset, enough_frames, few_shot, read_samples
 from models.training.evaluate import evaluate
 from models.training.plot import plot_metrics
 from models.video_classifier import VideoClassifier
@@ -78,16 +78,18 @@ def repeated_few_shot(full: list[Sample], shots: int, seed: int) -> list[Sample]
     return selected * max(1, len(full) // len(selected))
 
 
-def _batch_size(asked: int, videos: int, multiple: int) -> int:
-    """``asked``, or, for a list shorter than one batch (a few-shot list of a small data set), the
-    whole list rounded down to a multiple of processes x accumulation steps: never fail on it."""
-    if videos >= asked:
-        return asked
-    fits = videos // multiple * multiple
-    if fits < 1:
-        raise ValueError(f"{videos} training videos cannot be split over {multiple} processes x accumulation steps")
-    log.warning("%d training videos make no batch of %d: training on batches of %d", videos, asked, fits)
-    return fits
+def epoch_batches(order: np.ndarray, batch_size: int, rank: int, world: int, accumulate: int) -> list[list[list[int]]]:
+    """This process's samples of each step of an epoch, split into ``accumulate`` micro-batches.
+
+    Every sample is seen, the last partial batch included (the reference's ``drop_last=False``);
+    as its ``DistributedSampler`` does, the order is padded with its first samples to a multiple
+    of ``world`` so that every process takes the same number of steps."""
+    order = np.concatenate([order, order[: -len(order) % world]]) if len(order) % world else order
+    steps = []
+    for start in range(0, len(order), batch_size):
+        mine = order[start:start + batch_size][rank::world]
+        steps.append([part.tolist() for part in np.array_split(mine, accumulate) if len(part)])
+    return steps
 
 
 def _rng_state() -> dict[str, Any]:
@@ -128,12 +130,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     classes = read_labels(cfg.labels)
     clip = load_clip(ClipSource(cfg.arch, cfg.pretrained,
                                 cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
-    full = read_samples(cfg.train_list, classes, cfg.root)
+    full = enough_frames(read_samples(cfg.train_list, classes, cfg.root), cfg.frames, cfg.train_list)
     samples = repeated_few_shot(full, cfg.shots, cfg.seed) if cfg.shots else full
-    batch_size = _batch_size(cfg.batch_size, len(samples), world * cfg.accumulate)
-    per_rank = batch_size // world
-    micro = per_rank // cfg.accumulate
-    steps_per_epoch = len(samples) // batch_size
+    batch_size = cfg.batch_size
+    micro = max(1, batch_size // world // cfg.accumulate)
+    steps_per_epoch = -(-len(samples) // batch_size)  # the last, partial batch included
     make = lambda s, train: VideoDataset(  # noqa: E731
         s, cfg.frames, cfg.input_size, clip.mean, clip.std, train, cfg.seed, cfg.rand_augment, grayscale=cfg.grayscale)
     train_set = make(samples, True)
@@ -178,28 +179,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
             train_set.set_epoch(epoch)
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(samples))
-            batches = []
-            for step in range(steps_per_epoch):
-                mine = order[step * batch_size:(step + 1) * batch_size][rank::world]
-                batches += [mine[k * micro:(k + 1) * micro].tolist() for k in range(cfg.accumulate)]
-            loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.workers)
+            plan = epoch_batches(order, batch_size, rank, world, cfg.accumulate)
+            loader = DataLoader(train_set, batch_sampler=[part for step in plan for part in step],
+                                num_workers=cfg.workers)
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
             net.train()
-            losses, t0 = [], time.perf_counter()
+            losses, t0, done = [], time.perf_counter(), 0
             it = iter(loader)
-            for _step in range(steps_per_epoch):
+            for parts in plan:
                 loss_sum = torch.zeros((), dtype=torch.float64)
-                for k in range(cfg.accumulate):
+                mine = sum(len(part) for part in parts)  # the loss is this process's mean, as the reference
+                seen = mine * world
+                for k in range(len(parts)):
                     pixels, labels = next(it)
                     pixels, labels = pixels.to(device), labels.to(device)
-                    sync = k == cfg.accumulate - 1 or world == 1
+                    sync = k == len(parts) - 1 or world == 1
                     ctx: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
                     if not sync and isinstance(net, DistributedDataParallel):
                         ctx = net.no_sync()  # accumulate locally; all-reduce on the last step
                     with ctx, torch.autocast("cuda", enabled=use_amp):
                         logits = net(pixels).float()
                         ce = F.cross_entropy(logits, labels, reduction="sum")
-                        scaler.scale(ce / per_rank).backward()
+                        scaler.scale(ce / mine).backward()
                     loss_sum += ce.detach().double().cpu()
                 if cfg.clip_grad:
                     scaler.unscale_(optimizer)
@@ -210,8 +211,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 scheduler.step()
                 if world > 1:
                     dist.all_reduce(loss_sum)
-                losses.append(float(loss_sum) / batch_size)
-                rate = len(losses) * batch_size / (time.perf_counter() - t0)
+                losses.append(float(loss_sum) / seen)
+                done += seen
+                rate = done / (time.perf_counter() - t0)
                 progress.update(task, advance=1, status=f"loss {losses[-1]:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
                                                        f"{rate:.1f} videos/s")
             metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(np.mean(losses)),

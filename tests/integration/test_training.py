@@ -134,15 +134,16 @@ def test_few_shot_protocol(data: tuple[Path, Path, Path], tmp_path: Path) -> Non
     assert metrics["epoch"] == 1 and len(metrics["step_losses"]) == (12 // 6) * 6 // 6  # 2 steps of 6
 
 
-@pytest.mark.parametrize(("shots", "batch", "steps"), [(1, 8, 1), (1, 2, 6), (2, 16, 1)])
-def test_few_shot_lists_shorter_than_a_batch_train(
+@pytest.mark.parametrize(("shots", "batch", "steps"), [(1, 8, 2), (1, 2, 6), (2, 16, 1)])
+def test_few_shot_lists_keep_the_last_partial_batch(
     data: tuple[Path, Path, Path], tmp_path: Path, shots: int, batch: int, steps: int
 ) -> None:
-    """3 classes x 1 shot at batch 8: the list (3) is repeated 12 // 3 = 4 times = 12 videos, one
-    step of 8; a list shorter than the batch trains on smaller batches instead of failing."""
+    """3 classes x 1 shot at batch 8: the list (3) is repeated 12 // 3 = 4 times = 12 videos, a step
+    of 8 and a partial step of 4 (the reference keeps the last partial batch); a list shorter than
+    the batch is one partial step."""
     selected = 3 * shots
     repeated = selected * (12 // selected)
-    assert steps == max(1, repeated // batch)
+    assert steps == -(-repeated // batch)
     metrics = main(args(data, tmp_path / f"k{shots}b{batch}", "--shots", str(shots), "--epochs", "1",
                         "--warmup-epochs", "0", "--batch-size", str(batch)))
     assert len(metrics["step_losses"]) == steps
@@ -225,6 +226,36 @@ def test_t4v_eval_zero_shot_halves_protocol(smoke_run: Path, tmp_path: Path) -> 
     assert out["half_splits_mean"] == pytest.approx(np.mean(accuracies))
     assert out["half_splits_std"] == pytest.approx(np.std(accuracies))
     assert out["top1"] == pytest.approx(float((probs.argmax(axis=1) == truth).mean()))
+
+
+def test_t4v_eval_several_splits_reports_mean_and_std(smoke_run: Path, tmp_path: Path) -> None:
+    """The Kinetics-600 zero-shot protocol in one command: three (list, labels) splits, each split's
+    accuracy and their mean +- std, equal to evaluating each split on its own."""
+    import numpy as np
+
+    splits = [["moving right", "moving down"], ["moving left", "moving up"], ["moving down", "moving left"]]
+    args: list[str] = []
+    alone = []
+    for number, classes in enumerate(splits):
+        root = tmp_path / f"split{number}"
+        val_list, labels = make_dataset(root, classes, per_class=2, seed=number)
+        val_list.write_text("".join(f"{root / line}\n" for line in val_list.read_text().splitlines()))
+        args += ["--list", str(val_list), "--labels", str(labels)]
+        one = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), "--list", str(val_list), "--labels",
+                                       str(labels), "--model", TINY_ARCH, "--random-init", "--frames", "4"])
+        assert one.exit_code == 0, one.stderr
+        alone.append(json.loads(one.stdout))
+    r = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), *args, "--model", TINY_ARCH, "--random-init",
+                                 "--frames", "4"])
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [s["top1"] for s in out["splits"]] == pytest.approx([a["top1"] for a in alone])
+    assert out["top1_mean"] == pytest.approx(np.mean([a["top1"] for a in alone]))
+    assert out["top1_std"] == pytest.approx(np.std([a["top1"] for a in alone]))
+    assert "3 splits: top-1" in r.stderr and "split 2: top-1" in r.stderr
+    mismatched = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), *args[:6], "--model", TINY_ARCH,
+                                          "--random-init"])
+    assert mismatched.exit_code == 2 and "one --labels per --list" in mismatched.stderr
 
 
 def test_train_infers_the_architecture_of_an_openai_format_clip_file(
