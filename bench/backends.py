@@ -5,7 +5,7 @@
 Random weights (the cost does not depend on them). Each cell: frames/s, the median of --runs
 timed runs of at least --seconds each, after a warm-up; the ratio is to torch eager fp32 at the
 same batch size, measured in the same run. ONNX Runtime is tried with its default session
-options, with ours (engine/backends/onnx_backend.py), and on the graph rewritten by
+options, with ours (engine/runtime/backends/onnx_backend.py), and on the graph rewritten by
 onnxruntime.transformers' ViT optimizer (fused attention, LayerNorm, GELU).
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import PixelEncoder
-from engine.backends.onnx_backend import session_options
-from engine.backends.torch_backend import TorchFrameEncoder
-from engine.export import export_onnx
-from models.clip_loader import ClipSource, load_clip
+from text4vis.engine.runtime.backends.base import PixelEncoder
+from text4vis.engine.runtime.backends.onnx_backend import session_options
+from text4vis.engine.runtime.backends.torch_backend import TorchFrameEncoder
+from text4vis.engine.runtime.export import export_onnx
+from text4vis.models.clip_loader import ClipSource, load_clip
 
 OUT = Path(__file__).parent / "out"
 

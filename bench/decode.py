@@ -41,11 +41,12 @@ import av
 import numpy as np
 import torch
 
-from models.media import HAVE_DECORD, _PyAVReader, open_media
-from models.preprocess import PreprocessConfig, Scaler, resize_and_crop
-from models.preprocess_torch import resize_and_crop_on_device
-from models.sampling import fast_indices, sample_indices
-from models.video_input import Sampling, sample_clip
+from text4vis.models.media import HAVE_DECORD, open_media
+from text4vis.models.media.pyav import PyAVReader
+from text4vis.models.preprocess import PreprocessConfig, Scaler, resize_and_crop
+from text4vis.models.preprocess_torch import resize_and_crop_on_device
+from text4vis.models.sampling import fast_indices, sample_indices
+from text4vis.models.video_input import Sampling, sample_clip
 
 OUT = Path(__file__).parent / "out"
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -86,7 +87,7 @@ def make_clip(
 
 def _seek(path: Path, indices: list[int], skip: bool) -> np.ndarray:
     """The PyAV reader's seeking path (keyframes from the index, else a packet scan), no fallback."""
-    decoded = _PyAVReader(path, threads=1)._read_by_seeking(sorted(set(indices)), skip=skip)
+    decoded = PyAVReader(path, threads=1)._read_by_seeking(sorted(set(indices)), skip=skip)
     if decoded is None:
         raise RuntimeError(f"{path.name}: not readable by seeking")
     return np.stack([decoded[i] for i in indices])
@@ -100,7 +101,7 @@ def _full_decode(path: Path, keep: set[int]) -> dict[int, np.ndarray]:
 
 
 def _count(path: Path, indices: list[int]) -> np.ndarray:
-    with _PyAVReader(path, threads=1, seek=False) as reader:
+    with PyAVReader(path, threads=1, seek=False) as reader:
         return reader.read(indices)
 
 

@@ -39,12 +39,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.base import FrameEncoder
-from engine.backends.torch_backend import TorchFrameEncoder
-from models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
-from models.presets import preset_labels
-from models.prompts import DEFAULT_TEMPLATE, format_prompts
-from models.text_encoder import TextEncoder
+from text4vis.engine.runtime.backends.base import FrameEncoder
+from text4vis.engine.runtime.backends.torch_backend import TorchFrameEncoder
+from text4vis.models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
+from text4vis.models.presets import preset_labels
+from text4vis.models.prompts import DEFAULT_TEMPLATE, format_prompts
+from text4vis.models.text_encoder import TextEncoder
 
 GFLOP_PER_IMAGE = {"ViT-B-16": 35.1, "ViT-B-32": 8.8, "ViT-L-14": 162.0}  # per 224 px frame
 # dense peak TFLOP/s by (name fragment, precision); datasheet figures, SXM parts
@@ -201,8 +201,8 @@ def throughput(args: argparse.Namespace, clip: LoadedClip, device: str, budget: 
 
 def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -> None:
     """ONNX Runtime's CUDA provider and TensorRT, where they are installed."""
-    from engine.export import export_engine
-    from models.temporal import build_temporal_head
+    from text4vis.engine.runtime.export import export_engine
+    from text4vis.models.temporal import build_temporal_head
 
     have_ort = importlib.util.find_spec("onnxruntime") is not None
     have_trt = importlib.util.find_spec("tensorrt") is not None
@@ -219,7 +219,7 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
     if not have_export or not (gpu_ort or have_trt) or not device.startswith("cuda"):
         print("  skipped: needs onnx + onnxscript and onnxruntime-gpu or TensorRT on a CUDA host")
         return
-    from engine.backends.onnx_backend import OnnxFrameEncoder
+    from text4vis.engine.runtime.backends.onnx_backend import OnnxFrameEncoder
 
     pixels = test_pixels(16, clip.image_size)
     ref = TorchFrameEncoder(copy.deepcopy(clip.model.visual), clip.mean, clip.std, device=device).encode(pixels)
@@ -236,7 +236,7 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
             encoders.append(OnnxFrameEncoder(out / m.files["onnx"], m.embed_dim, m.input_size, "fp16",
                                              ("cuda",), max_batch_size=args.batch, device=device))
         if have_trt:
-            from engine.backends.tensorrt_backend import TensorRTFrameEncoder, plan_key
+            from text4vis.engine.runtime.backends.tensorrt_backend import TensorRTFrameEncoder, plan_key
 
             encoders.append(TensorRTFrameEncoder(out / m.plans[plan_key(device)], m.embed_dim, m.input_size,
                                                  args.batch, "fp16", device=device))
@@ -250,8 +250,9 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
 
 def nvdec(args: argparse.Namespace, device: str) -> None:
     from bench.decode import make_clip
-    from models.media import _PyAVReader, nvdec_problem
-    from models.sampling import fast_indices, sample_indices
+    from text4vis.models.media import nvdec_problem
+    from text4vis.models.media.pyav import PyAVReader
+    from text4vis.models.sampling import fast_indices, sample_indices
 
     gpu = 0 if device == "cpu" else torch.device(device).index or 0
     problem = nvdec_problem(gpu)
@@ -262,7 +263,7 @@ def nvdec(args: argparse.Namespace, device: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         width, height = (1920, 1080) if device != "cpu" else (320, 180)
         clip = make_clip(Path(tmp) / "nvdec.mp4", args.clip_s, width, height, gop=60)
-        with _PyAVReader(clip, 1) as reader:
+        with PyAVReader(clip, 1) as reader:
             n, keys = reader.info.num_frames, reader.keyframes()
         samplings = {"exact": sample_indices(n, 8).reshape(-1).tolist(), "fast": fast_indices(n, 8, keys)}
         readers = {"cpu": None} if problem is not None else {"cpu": None, "nvdec": gpu}
@@ -273,7 +274,7 @@ def nvdec(args: argparse.Namespace, device: str) -> None:
             for _ in range(3):  # interleaved rounds
                 for name, on in readers.items():
                     t0, c0 = time.perf_counter(), time.process_time()
-                    with _PyAVReader(clip, 1, gpu=on) as reader:
+                    with PyAVReader(clip, 1, gpu=on) as reader:
                         frames[name] = reader.read(indices)
                         if on is not None and reader.info.decoder != "nvdec":
                             check("NVDEC decoded the clip", False, "it fell back to the CPU")

@@ -44,11 +44,11 @@ import httpx
 import numpy as np
 import torch
 
-from engine.sampling import sample_indices
-from models.clip_loader import ClipSource, load_clip
-from models.preprocess import PreprocessConfig
-from models.presets import preset_labels
-from models.video_input import sample_clip
+from text4vis.engine.request import sample_indices
+from text4vis.models.clip_loader import ClipSource, load_clip
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.presets import preset_labels
+from text4vis.models.video_input import sample_clip
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
@@ -126,7 +126,7 @@ def start_server(
     """``t4v serve`` with random weights on ``port``, once ready (``extra``: more serve options).
     Throughput runs admit every client (a deep --max-decode-queue) unless ``extra`` sets it."""
     queue = () if "--max-decode-queue" in extra else ("--max-decode-queue", "1024")
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--model", args.model, "--random-init", "--port", str(port),
+    cmd = [sys.executable, "-m", "text4vis.server.cli", "serve", "--model", args.model, "--random-init", "--port", str(port),
            "--data-dir", str(data_dir), "--decode-workers", str(args.decode_workers),
            "--max-batch-frames", str(args.max_batch_frames), "--max-delay-ms", str(args.max_delay_ms),
            "--max-queue-frames", str(max(512, args.max_batch_frames)), *queue, *extra]
@@ -180,8 +180,8 @@ def decode_bound(args: argparse.Namespace) -> None:
         from bench.decode import OUT, make_clip
     except ModuleNotFoundError:  # run as a script (python bench/serve.py): bench/ itself is on the path
         from decode import OUT, make_clip  # type: ignore[no-redef]
-    from models.clip_loader import TINY_ARCH
-    from server.settings import available_cores
+    from text4vis.models.clip_loader import TINY_ARCH
+    from text4vis.server.settings import available_cores
 
     clips = [make_clip(OUT / f"1080p_gop{gop}_10s.mp4", 10, 1920, 1080, gop=gop) for gop in (12, 60, 250)]
     workers = available_cores()
@@ -244,7 +244,7 @@ async def _hammer(url: str, videos: list[Path], clients: int, seconds: float) ->
 
 
 def overload(args: argparse.Namespace) -> None:
-    from models.clip_loader import TINY_ARCH
+    from text4vis.models.clip_loader import TINY_ARCH
 
     videos = clips()
     serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=32,

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from models.clip_loader import ClipSource, load_clip
-from models.presets import preset_labels
-from models.prompts import DEFAULT_TEMPLATE, format_prompts
-from models.text_encoder import TextEncoder
+from text4vis.models.clip_loader import ClipSource, load_clip
+from text4vis.models.presets import preset_labels
+from text4vis.models.prompts import DEFAULT_TEMPLATE, format_prompts
+from text4vis.models.text_encoder import TextEncoder
 
 
 def _median_seconds(fn, runs: int) -> float:  # noqa: ANN001

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.serve import free_port, start_server  # noqa: E402
-from models.clip_loader import TINY_ARCH  # noqa: E402
+from text4vis.models.clip_loader import TINY_ARCH  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 FPS, GOP = 30, 60  # a keyframe every 2 s exactly (no scene cuts), so 8-s pieces start on keyframes

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.stores import RedisStore, SQLiteStore, VocabRecord, VocabStore
+from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabRecord, VocabStore
 
 
 def fill(store: VocabStore, vocabs: int, labels: int, dim: int) -> None:

@@ -1,6 +1,6 @@
 """The serving engine's errors (the input and model errors live in ``models/errors.py``)."""
 
-from models.errors import InputError, T4VError
+from text4vis.models.errors import InputError, T4VError
 
 
 class Overloaded(T4VError):

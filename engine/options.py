@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.choices import Activation
-from models.errors import InputError
-from models.preprocess import Scaler
+from text4vis.models.choices import Activation
+from text4vis.models.errors import InputError
+from text4vis.models.preprocess import Scaler
 
 Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 Provider = Literal["tensorrt", "cuda", "cpu"]

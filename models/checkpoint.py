@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.clip_loader import load_strict, read_checkpoint
-from models.errors import CheckpointMismatchError, ModelLoadError
-from models.temporal import HeadKind, build_temporal_head
-from models.video_classifier import LOGIT_SCALE
+from text4vis.models.clip_loader import load_strict, read_checkpoint
+from text4vis.models.errors import CheckpointMismatchError, ModelLoadError
+from text4vis.models.temporal import HeadKind, build_temporal_head
+from text4vis.models.video_classifier import LOGIT_SCALE
 
 log = logging.getLogger(__name__)
 

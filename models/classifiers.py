@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from models.prompts import DEFAULT_TEMPLATE, format_prompts
-from models.text_encoder import TextEncoder
+from text4vis.models.prompts import DEFAULT_TEMPLATE, format_prompts
+from text4vis.models.text_encoder import TextEncoder
 
 
 def text_classifier(

@@ -21,8 +21,8 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict, convert_to_custom_text_state_dict
 from torch import nn
 
-from models.choices import Activation
-from models.errors import CheckpointMismatchError, ModelLoadError
+from text4vis.models.choices import Activation
+from text4vis.models.errors import CheckpointMismatchError, ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Decoded-frame helpers shared by serving (engine/video.py) and training."""
+"""Decoded-frame helpers shared by serving (models/video_input.py) and training."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.errors import MediaLimitExceeded
+from text4vis.models.errors import MediaLimitExceeded
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from models.sampling import crop_offsets as crop_offsets  # re-exported: the crops are part of preprocessing
-from models.sampling import resized_size as resized_size
+from text4vis.models.sampling import crop_offsets as crop_offsets  # re-exported: the crops are part of preprocessing
+from text4vis.models.sampling import resized_size as resized_size
 
 
 class PreprocessMode(StrEnum):

@@ -10,7 +10,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from models.preprocess import PreprocessConfig, check_frames, crop_offsets, resized_size
+from text4vis.models.preprocess import PreprocessConfig, check_frames, crop_offsets, resized_size
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
 _BICUBIC_SUPPORT = 2.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.errors import InputError
+from text4vis.models.errors import InputError
 
 MAX_FRAMES_PER_CLIP = 64  # frames per clip the method's sampling is used with (8, 16, 32 in the paper)
 

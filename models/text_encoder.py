@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
-from models.clip_loader import LoadedClip, Tokenizer
+from text4vis.models.clip_loader import LoadedClip, Tokenizer
 
 
 def move_text_tower(model: nn.Module, device: str | torch.device) -> torch.device:

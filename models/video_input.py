@@ -1,5 +1,5 @@
 """The pixels a model sees of a file, for serving, evaluation and training alike: sample the
-method's frame indices, decode each distinct frame once (``models/media.py``), resize and crop
+method's frame indices, decode each distinct frame once (``models/media/``), resize and crop
 them as Pillow would (``models/preprocess.py``). Normalization runs where the encoder runs."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Literal
 
 import numpy as np
 
-from models.errors import InputError, MediaError
-from models.limits import MediaLimits
-from models.media import Decoder, MediaReader, open_media, renamed
-from models.preprocess import PreprocessConfig, crop_frames, resize_short_side
-from models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_indices
+from text4vis.models.errors import InputError, MediaError
+from text4vis.models.limits import MediaLimits
+from text4vis.models.media import Decoder, MediaReader, open_media, renamed
+from text4vis.models.preprocess import PreprocessConfig, crop_frames, resize_short_side
+from text4vis.models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_indices
 
 
 @dataclass

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import InputError, MediaError
-from models.limits import MediaLimits
-from models.media import Decoder, FrameTimes, open_media, renamed
-from models.sampling import MAX_FRAMES_PER_CLIP, sample_indices
+from text4vis.models.errors import InputError, MediaError
+from text4vis.models.limits import MediaLimits
+from text4vis.models.media import Decoder, FrameTimes, open_media, renamed
+from text4vis.models.sampling import MAX_FRAMES_PER_CLIP, sample_indices
 
 MAX_WINDOW_S = 3600.0
 

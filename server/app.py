@@ -11,12 +11,12 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from engine.runtime import Runtime
-from server import errors
-from server.middleware import BodyLimit, RequestMetrics
-from server.routes import classify, health, timeline, vocab
-from server.service import Service
-from server.settings import Settings
+from text4vis.engine.runtime.build import Runtime
+from text4vis.server import errors
+from text4vis.server.middleware import BodyLimit, RequestMetrics
+from text4vis.server.routes import classify, health, timeline, vocab
+from text4vis.server.settings import Settings
+from text4vis.server.state import ServerState
 
 STATIC = Path(__file__).parent / "static"
 JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only the upload routes take large bodies
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     """Build the app. ``runtime`` may be given already loaded (``t4v serve`` loads it first to
     fail fast); otherwise it loads in the background after start-up."""
     settings = settings or Settings()
-    service = Service(settings, runtime)
+    service = ServerState(settings, runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         description="Video and image classification against vocabularies of plain-text class names.",
         lifespan=lifespan,
     )
-    app.state.service = service
+    app.state.server = service
     errors.install(app)
     app.include_router(classify.router)
     app.include_router(timeline.router)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from models.errors import T4VError
+from text4vis.models.errors import T4VError
 
 
 class Unauthorized(T4VError):

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from engine.options import ModelOptions
-from engine.sampling import parse_views
-from engine.validation import validate_templates
-from models.errors import InputError, ModelLoadError, T4VError
-from models.media import open_media
-from models.presets import LABEL_PRESETS, preset_labels
-from models.prompts import (
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.request import parse_views
+from text4vis.engine.vocab.validation import validate_templates
+from text4vis.models.errors import InputError, ModelLoadError, T4VError
+from text4vis.models.media import open_media
+from text4vis.models.presets import LABEL_PRESETS, preset_labels
+from text4vis.models.prompts import (
     DEFAULT_TEMPLATE,
     TEMPLATE_SETS,
     format_prompts,
@@ -33,11 +33,11 @@ from models.prompts import (
     read_templates,
     validate_template,
 )
-from server.cli_options import flag, with_options
-from server.settings import Settings
+from text4vis.server.cli_options import flag, with_options
+from text4vis.server.settings import Settings
 
 if TYPE_CHECKING:
-    from engine.service import ClassifyResult
+    from text4vis.engine.flow.service import ClassifyResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-serve operator CLI.")
 
@@ -94,9 +94,9 @@ def classify(
         for path in videos:  # fail before loading a model on inputs we can already tell are bad
             with open_media(path, model_options.decoder):
                 pass
-        from engine.classifier import Classifier  # the heavy layers, once the arguments are known good
-        from engine.runtime import build_runtime
-        from engine.service import classify_files
+        from text4vis.engine.flow.service import classify_files
+        from text4vis.engine.runtime.build import build_runtime
+        from text4vis.engine.vocab.classifier import Classifier  # the heavy layers, once the arguments are known good
 
         runtime = build_runtime(model_options)
         classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates, clean_labels)
@@ -143,10 +143,10 @@ def vocab_lint(
         labels = _labels(None, labels_file, None)
         templates = validate_templates(template)
         base = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
-        from engine.lint import lint
-        from engine.loading import load_clip_for
-        from models.classifiers import text_classifier
-        from models.text_encoder import TextEncoder
+        from text4vis.engine.runtime.loading import load_clip_for
+        from text4vis.engine.vocab.lint import lint
+        from text4vis.models.classifiers import text_classifier
+        from text4vis.models.text_encoder import TextEncoder
 
         encoder = TextEncoder(load_clip_for(base))
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
@@ -181,16 +181,16 @@ def train(ctx: typer.Context) -> None:
     """Fine-tune the visual encoder against a frozen text classifier: t4v train --config FILE [--field value ...].
 
     Every config field is a flag (t4v train --help lists them); torchrun runs it on several GPUs/nodes:
-    torchrun --nproc_per_node 8 -m models.training.train --config FILE. With --export-engine the
+    torchrun --nproc_per_node 8 -m text4vis.models.training.train --config FILE. With --export-engine the
     final checkpoint is exported to OUTPUT/engine (ONNX).
     """
-    from models.training.config import flag_parser, parse_args
-    from models.training.train import train as run
+    from text4vis.models.training.config import flag_parser, parse_args
+    from text4vis.models.training.train import train as run
 
     if "--help" in ctx.args or "-h" in ctx.args:
         typer.echo(flag_parser().format_help())
         return
-    logging.getLogger("models.training").setLevel(logging.INFO)  # each epoch's loss, without -v
+    logging.getLogger("text4vis.models.training").setLevel(logging.INFO)  # each epoch's loss, without -v
     try:
         cfg = parse_args(list(ctx.args))
         metrics = run(cfg)
@@ -198,7 +198,7 @@ def train(ctx: typer.Context) -> None:
         _fail(exc)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "step_losses"}))
     if cfg.export_engine:
-        from engine.export import export_from_options
+        from text4vis.engine.runtime.export import export_from_options
 
         options = ModelOptions(model=cfg.arch, pretrained=cfg.pretrained, clip_checkpoint=cfg.clip_checkpoint,
                                random_init=cfg.random_init, text4vis_checkpoint=cfg.output / "last.pt")
@@ -230,8 +230,8 @@ def evaluate_command(
     pixels the server sees: its probabilities are the server's for the same clip and checkpoint.
     Several --list/--labels pairs (the three 160-class Kinetics-600 zero-shot splits) print each
     split and the mean +- std over them, as the paper reports them."""
-    from models.clip_loader import ClipSource
-    from models.training.evaluate import evaluate_checkpoint
+    from text4vis.models.clip_loader import ClipSource
+    from text4vis.models.training.evaluate import evaluate_checkpoint
 
     try:
         clips, crops = _check_views(views)
@@ -279,9 +279,9 @@ def export(
 
     Run again with --format tensorrt on each GPU model: what OUT holds for the same weights is
     kept, and a plan for this GPU and TensorRT version is added beside the others."""
-    from engine.export import export_from_options
+    from text4vis.engine.runtime.export import export_from_options
 
-    logging.getLogger("engine.export").setLevel(logging.INFO)  # its stages (minutes on a CPU), without -v
+    logging.getLogger("text4vis.engine.runtime.export").setLevel(logging.INFO)  # its stages (minutes on a CPU), without -v
     try:
         model_options = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
         _choice("--format", format, ("onnx", "tensorrt"))
@@ -302,8 +302,8 @@ def serve(options: dict[str, Any] | None = None) -> None:
     """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
     import uvicorn
 
-    from engine.runtime import build_runtime
-    from server.app import create_app
+    from text4vis.engine.runtime.build import build_runtime
+    from text4vis.server.app import create_app
 
     logging.getLogger().setLevel(logging.INFO)  # a server's log says what it loads and runs
     try:
@@ -334,7 +334,7 @@ def _check_port(host: str, port: int) -> None:
 
 def _check_redis(url: str) -> None:
     """Reach Redis before loading a model: an unreachable --redis-url fails in seconds, in one line."""
-    from engine.stores import RedisStore
+    from text4vis.engine.vocab.stores import RedisStore
 
     RedisStore(url).close()
 
@@ -463,5 +463,5 @@ def _print_tables(results: list[ClassifyResult]) -> None:
         out.print(table)
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m server.cli
+if __name__ == "__main__":  # pragma: no cover - python -m text4vis.server.cli
     app()

@@ -6,57 +6,57 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from engine.registry import VocabRegistry
-from engine.runtime import Runtime
-from engine.service import ClassifyService
-from server.errors import NotReady
-from server.service import Service
+from text4vis.engine.flow.service import ClassifyService
+from text4vis.engine.runtime.build import Runtime
+from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.server.errors import NotReady
+from text4vis.server.state import ServerState
 
 
-def get_service(request: Request) -> Service:
-    service: Service = request.app.state.service
+def get_state(request: Request) -> ServerState:
+    service: ServerState = request.app.state.server
     return service
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def _ready(service: ServiceDep) -> Service:
+def _ready(service: StateDep) -> ServerState:
     if not service.ready:
         raise NotReady(service.error or "the model is loading")
     return service
 
 
-def get_registry(service: Annotated[Service, Depends(_ready)]) -> VocabRegistry:
+def get_registry(service: Annotated[ServerState, Depends(_ready)]) -> VocabRegistry:
     assert service.registry is not None
     return service.registry
 
 
-def get_runtime(service: Annotated[Service, Depends(_ready)]) -> Runtime:
+def get_runtime(service: Annotated[ServerState, Depends(_ready)]) -> Runtime:
     assert service.runtime is not None
     return service.runtime
 
 
-def get_engine(service: Annotated[Service, Depends(_ready)]) -> ClassifyService:
-    assert service.engine is not None
-    return service.engine
+def get_classify_service(service: Annotated[ServerState, Depends(_ready)]) -> ClassifyService:
+    assert service.classify_service is not None
+    return service.classify_service
 
 
-def require_key(request: Request, service: ServiceDep) -> None:
+def require_key(request: Request, service: StateDep) -> None:
     """Changes to vocabularies need an API key when keys are configured (server/auth.py)."""
     service.api_keys.check(request)
 
 
-def require_key_to_classify(request: Request, service: ServiceDep) -> None:
+def require_key_to_classify(request: Request, service: StateDep) -> None:
     if service.settings.auth_classify:
         service.api_keys.check(request)
 
 
-def require_key_for_metrics(request: Request, service: ServiceDep) -> None:
+def require_key_for_metrics(request: Request, service: StateDep) -> None:
     if service.settings.auth_metrics:
         service.api_keys.check(request)
 
 
 RegistryDep = Annotated[VocabRegistry, Depends(get_registry)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-EngineDep = Annotated[ClassifyService, Depends(get_engine)]
+ClassifyDep = Annotated[ClassifyService, Depends(get_classify_service)]

@@ -13,9 +13,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
-from models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
-from server.auth import Unauthorized
+from text4vis.engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
+from text4vis.models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
+from text4vis.server.auth import Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from server.metrics import Metrics
+from text4vis.server.metrics import Metrics
 
 Scope = dict[str, Any]
 ASGIApp = Callable[..., Any]

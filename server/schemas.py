@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from models.windows import MAX_WINDOW_S
+from text4vis.models.windows import MAX_WINDOW_S
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]
 Template = Annotated[str, StringConstraints(min_length=2, max_length=300, pattern=r"^[^{}]*\{\}[^{}]*$")]

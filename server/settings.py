@@ -11,12 +11,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from engine.options import ModelOptions, model_options_of
-from engine.sampling import parse_views
-from engine.validation import MAX_LABELS
-from models.limits import MediaLimits
-from models.presets import LABEL_PRESETS
-from models.sampling import MAX_FRAMES_PER_CLIP
+from text4vis.engine.options import ModelOptions, model_options_of
+from text4vis.engine.request import parse_views
+from text4vis.engine.vocab.validation import MAX_LABELS
+from text4vis.models.limits import MediaLimits
+from text4vis.models.presets import LABEL_PRESETS
+from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
 
 
 def available_cores() -> int:

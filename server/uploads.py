@@ -20,7 +20,7 @@ from typing import IO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from models.errors import InputError
+from text4vis.models.errors import InputError
 
 MAX_FIELD_BYTES = 1 << 20  # a form field (labels of a large ad-hoc vocabulary) is at most 1 MiB
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from models.checkpoint import released_state as _released_state
+from text4vis.models.checkpoint import released_state as _released_state
 
 
 def prefixed_state(visual: torch.nn.Module, head: torch.nn.Module, prefix: str = "module.") -> dict:

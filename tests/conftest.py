@@ -7,8 +7,8 @@ import open_clip
 import pytest
 import torch
 
-from models.clip_loader import CONFIG_DIR, TINY_ARCH, ClipSource, LoadedClip, load_clip
 from tests.media import moving_square_frames, write_video
+from text4vis.models.clip_loader import CONFIG_DIR, TINY_ARCH, ClipSource, LoadedClip, load_clip
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VIDEOS = SHARED_DATA / "videos"

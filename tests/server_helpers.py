@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from engine.options import ModelOptions
-from engine.runtime import Runtime, build_runtime
-from models.clip_loader import TINY_ARCH
-from server.app import create_app
-from server.settings import Settings
 from tests.processes import alive, children_of
 from tests.redis_server import free_port
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.runtime.build import Runtime, build_runtime
+from text4vis.models.clip_loader import TINY_ARCH
+from text4vis.server.app import create_app
+from text4vis.server.settings import Settings
 
 
 def tiny_runtime(checkpoint: Path) -> Runtime:
@@ -36,8 +36,8 @@ def settings(data_dir: Path, **overrides: object) -> Settings:
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Lifespan started, warm-up awaited, a client bound to the app."""
     async with app.router.lifespan_context(app):
-        await app.state.service.wait_ready()
-        assert app.state.service.ready, app.state.service.error
+        await app.state.server.wait_ready()
+        assert app.state.server.ready, app.state.server.error
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t4v") as client:
             yield client
@@ -61,7 +61,7 @@ def serve_process(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[tuple[st
     port = free_port()
     log = (tmp / f"serve-{port}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--model", TINY_ARCH, "--clip-checkpoint", str(checkpoint),
+        [sys.executable, "-m", "text4vis.server.cli", "serve", "--model", TINY_ARCH, "--clip-checkpoint", str(checkpoint),
          "--port", str(port), "--data-dir", str(tmp / f"data-{port}"), "--decode-workers", "1", *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.settings import Settings
+from text4vis.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from server.cli import app
+from text4vis.server.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTION = {"presets": "--preset", "providers": "--provider", "engine_dir": "--engine", "api_keys": "--api-key"}
@@ -44,7 +44,7 @@ def test_sections_in_the_promised_order() -> None:
 
 
 def test_configuration_table_is_complete() -> None:
-    from server.settings import Settings
+    from text4vis.server.settings import Settings
 
     readme = ROOT.joinpath("README.md").read_text()
     table = readme.split("## Configuration")[1].split("\n## ")[0]
@@ -59,8 +59,8 @@ def test_configuration_table_is_complete() -> None:
 def test_each_option_is_declared_once() -> None:
     """Model and serving options live in engine/options.py and server/settings.py; the CLI derives
     its options from them (server/cli_options.py) and redeclares none."""
-    from engine.options import ModelOptions
-    from server.settings import ServingOptions
+    from text4vis.engine.options import ModelOptions
+    from text4vis.server.settings import ServingOptions
 
     files = [*ROOT.glob("server/**/*.py"), *ROOT.glob("engine/**/*.py")]
     sources = {p: p.read_text() for p in files if p.name != "schemas.py"}  # the API's responses are not options

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.classifiers import random_normal_classifier, random_orthogonal_classifier, text_classifier
-from models.clip_loader import LoadedClip
-from models.prompts import clean_label
-from models.text_encoder import TextEncoder
+from text4vis.models.classifiers import random_normal_classifier, random_orthogonal_classifier, text_classifier
+from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.prompts import clean_label
+from text4vis.models.text_encoder import TextEncoder
 
 
 def lda_classifier(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -19,12 +19,12 @@ import torch
 import torchvision.transforms.v2 as T
 from torch.utils.data import Dataset
 
-from models.media import open_media
-from models.preprocess import PreprocessConfig
-from models.preprocess_torch import normalize
-from models.prompts import clean_label
-from models.sampling import train_indices
-from models.video_input import sample_clip, views
+from text4vis.models.media import open_media
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.preprocess_torch import normalize
+from text4vis.models.prompts import clean_label
+from text4vis.models.sampling import train_indices
+from text4vis.models.video_input import sample_clip, views
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif"}
@@ -132,7 +132,7 @@ def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
 
 def read_video(path: Path, choose: Callable[[int], list[int]]) -> np.ndarray:
     """The frames ``choose(frame count)`` picks, uint8 ``[N, H, W, 3]``, read by the server's reader
-    (``models/media.py``: decord or PyAV, upright, each distinct frame decoded once)."""
+    (``models/media/``: decord or PyAV, upright, each distinct frame decoded once)."""
     with open_media(path) as media:
         indices = choose(media.info.num_frames)
         unique, inverse = np.unique(indices, return_inverse=True)

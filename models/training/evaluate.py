@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.clip_loader import ClipSource
-from models.video_classifier import VideoClassifier
+from text4vis.models.clip_loader import ClipSource
+from text4vis.models.video_classifier import VideoClassifier
 
 
 def half_class_splits(logits: torch.Tensor, labels: torch.Tensor, splits: int = 10) -> list[float]:
@@ -96,13 +96,13 @@ def evaluate_checkpoint(
     under ``splits`` and the mean and std of top-1 and top-5 over them, as the paper reports.
     ``predictions``: also write one JSON line per video (file, label, top-5 with probabilities; the
     split's number with several); ``half_splits``: the zero-shot protocol's half-class splits too."""
-    from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
-    from models.classifiers import text_classifier
-    from models.clip_loader import load_clip
-    from models.prompts import DEFAULT_TEMPLATE, read_labels
-    from models.temporal import head_count
-    from models.text_encoder import TextEncoder
-    from models.training.data import VideoDataset, read_samples
+    from text4vis.models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
+    from text4vis.models.classifiers import text_classifier
+    from text4vis.models.clip_loader import load_clip
+    from text4vis.models.prompts import DEFAULT_TEMPLATE, read_labels
+    from text4vis.models.temporal import head_count
+    from text4vis.models.text_encoder import TextEncoder
+    from text4vis.models.training.data import VideoDataset, read_samples
 
     clip = load_clip(clip_source)
     head = apply_text4vis_checkpoint(clip.model.visual, read_text4vis_checkpoint(checkpoint),

@@ -1,6 +1,6 @@
 """``main(argv)``: fine-tune CLIP's visual encoder (and the temporal head) against a frozen
 text classifier. One process, or ``torchrun`` DDP on one or several nodes (gloo on CPU, nccl on
-GPU); only rank 0 writes. Run ``python -m models.training.train --help`` for every flag.
+GPU); only rank 0 writes. Run ``python -m text4vis.models.training.train --help`` for every flag.
 """
 
 from __future__ import annotations
@@ -24,22 +24,22 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint, released_state
-from models.clip_loader import ClipSource, load_clip
-from models.prompts import read_labels
-from models.temporal import build_temporal_head, head_count
-from models.training.classifier_init import build_classifier, visual_features
-from models.training.config import TrainConfig, parse_args
-from models.training.data import Sample, VideoDataset, enough_frames, few_shot, read_samples
-from models.training.evaluate import evaluate
-from models.training.plot import plot_metrics
-from models.video_classifier import VideoClassifier
+from text4vis.models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint, released_state
+from text4vis.models.clip_loader import ClipSource, load_clip
+from text4vis.models.prompts import read_labels
+from text4vis.models.temporal import build_temporal_head, head_count
+from text4vis.models.training.classifier_init import build_classifier, visual_features
+from text4vis.models.training.config import TrainConfig, parse_args
+from text4vis.models.training.data import Sample, VideoDataset, enough_frames, few_shot, read_samples
+from text4vis.models.training.evaluate import evaluate
+from text4vis.models.training.plot import plot_metrics
+from text4vis.models.video_classifier import VideoClassifier
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point for ``t4v train`` and ``torchrun -m models.training.train``; returns the last metrics."""
+    """Entry point for ``t4v train`` and ``torchrun -m text4vis.models.training.train``; returns the last metrics."""
     return train(parse_args(argv))
 
 

@@ -16,16 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import ValidationError
 
-from engine.abstain import decide
-from engine.classifier import AbstainDefaults, Classifier
-from engine.registry import VocabRegistry
-from engine.sampling import parse_views
-from engine.service import ClassifyService
-from models.errors import InputError
-from server.deps import EngineDep, RegistryDep, ServiceDep, require_key_to_classify
-from server.schemas import ClassifyForm, ClassifyOut, PredictionOut, UploadForm, VocabRef, errors
-from server.service import Service
-from server.uploads import Upload, receive_upload
+from text4vis.engine.flow.service import ClassifyService
+from text4vis.engine.request import parse_views
+from text4vis.engine.vocab.abstain import decide
+from text4vis.engine.vocab.classifier import AbstainDefaults, Classifier
+from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.models.errors import InputError
+from text4vis.server.deps import ClassifyDep, RegistryDep, StateDep, require_key_to_classify
+from text4vis.server.schemas import ClassifyForm, ClassifyOut, PredictionOut, UploadForm, VocabRef, errors
+from text4vis.server.state import ServerState
+from text4vis.server.uploads import Upload, receive_upload
 
 router = APIRouter(tags=["classify"])
 FormT = TypeVar("FormT", bound=UploadForm)
@@ -43,7 +43,7 @@ def _parse_labels(labels: str) -> list[str]:
 
 @router.post("/classify", response_model=ClassifyOut, responses=errors(400, 401, 404, 413, 415, 422, 503),
              openapi_extra=ClassifyForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
-async def classify(request: Request, service: ServiceDep, registry: RegistryDep, engine: EngineDep) -> ClassifyOut:
+async def classify(request: Request, service: StateDep, registry: RegistryDep, engine: ClassifyDep) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
     async with engine.admit(), receive_upload(request, service.upload_dir) as upload:  # written once, here
         t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def parse_form(form_type: type[FormT], upload: Upload) -> tuple[FormT, Path]:
     return form, upload.path
 
 
-def frames_of(form: UploadForm, service: Service) -> int:
+def frames_of(form: UploadForm, service: ServerState) -> int:
     settings = service.settings
     frames = form.frames if form.frames is not None else settings.default_frames
     if frames > settings.max_frames:
@@ -82,7 +82,7 @@ async def resolve_classifier(form: UploadForm, registry: VocabRegistry) -> tuple
 
 
 async def _classify(
-    path: Path, filename: str | None, form: ClassifyForm, service: Service, registry: VocabRegistry,
+    path: Path, filename: str | None, form: ClassifyForm, service: ServerState, registry: VocabRegistry,
     engine: ClassifyService, t0: float,
 ) -> ClassifyOut:
     settings = service.settings

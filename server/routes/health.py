@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server.deps import RuntimeDep, ServiceDep, require_key_for_metrics
-from server.schemas import ModelOut, Status, errors
+from text4vis.server.deps import RuntimeDep, StateDep, require_key_for_metrics
+from text4vis.server.schemas import ModelOut, Status, errors
 
 router = APIRouter(tags=["operations"])
 
@@ -19,11 +19,11 @@ async def live() -> Status:
 
 
 @router.get("/health/ready", response_model=Status, responses={503: {"model": Status, "description": "Not ready"}})
-async def ready(service: ServiceDep) -> Response:
+async def ready(service: StateDep) -> Response:
     """200 once the model is loaded and warmed up, while its encoder works and at least one decode
     worker is alive (``detail`` says how many); 503 before, if start-up failed, after the encoder
     failed, or with no decode worker."""
-    engine = service.engine
+    engine = service.classify_service
     if service.ready and engine is not None:
         workers = engine.decode_pool.capacity()
         if engine.healthy() and workers > 0:
@@ -38,12 +38,12 @@ async def ready(service: ServiceDep) -> Response:
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
             dependencies=[Depends(require_key_for_metrics)])
-async def metrics(service: ServiceDep) -> Response:
+async def metrics(service: StateDep) -> Response:
     """Prometheus metrics."""
-    if service.engine is not None:
-        service.metrics.queue_frames.set(service.engine.batcher.queued_frames)
-        service.metrics.decode_pending.set(service.engine.decode_pool.pending)
-        service.metrics.decode_workers.set(service.engine.decode_pool.capacity())
+    if service.classify_service is not None:
+        service.metrics.queue_frames.set(service.classify_service.batcher.queued_frames)
+        service.metrics.decode_pending.set(service.classify_service.decode_pool.pending)
+        service.metrics.decode_workers.set(service.classify_service.decode_pool.capacity())
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -20,13 +20,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from engine.timeline import Event, Segment, merge_events
-from models.errors import T4VError
-from models.windows import check_window
-from server.deps import EngineDep, RegistryDep, ServiceDep, require_key_to_classify
-from server.errors import status_of
-from server.routes.classify import display_name, frames_of, parse_form, resolve_classifier
-from server.schemas import (
+from text4vis.engine.flow.timeline import Event, Segment, merge_events
+from text4vis.models.errors import T4VError
+from text4vis.models.windows import check_window
+from text4vis.server.deps import ClassifyDep, RegistryDep, StateDep, require_key_to_classify
+from text4vis.server.errors import status_of
+from text4vis.server.routes.classify import display_name, frames_of, parse_form, resolve_classifier
+from text4vis.server.schemas import (
     EventOut,
     PredictionOut,
     SegmentOut,
@@ -38,7 +38,7 @@ from server.schemas import (
     TimelineStartLine,
     errors,
 )
-from server.uploads import receive_upload
+from text4vis.server.uploads import receive_upload
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["classify"])
@@ -64,7 +64,7 @@ _STREAMED = {"description": "With stream=true: one JSON object per line (start, 
              responses={200: _STREAMED, **errors(400, 401, 404, 413, 415, 422, 503)},
              openapi_extra=TimelineForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
 async def timeline(
-    request: Request, service: ServiceDep, registry: RegistryDep, engine: EngineDep,
+    request: Request, service: StateDep, registry: RegistryDep, engine: ClassifyDep,
 ) -> TimelineOut | Response:
     """Classify a video window by window: segments with their predictions, and merged events."""
     settings = service.settings

@@ -9,14 +9,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
-from engine.classifier import AbstainDefaults
-from engine.errors import VocabNotFound
-from engine.lint import MAX_MATRIX_LABELS, LintWarning, clustered_order, heatmap_png, lint
-from engine.stores import VocabRecord
-from models.errors import InputError
-from models.presets import preset_labels
-from server.deps import RegistryDep, require_key
-from server.schemas import (
+from text4vis.engine.errors import VocabNotFound
+from text4vis.engine.vocab.classifier import AbstainDefaults
+from text4vis.engine.vocab.lint import MAX_MATRIX_LABELS, LintWarning, clustered_order, heatmap_png, lint
+from text4vis.engine.vocab.stores import VocabRecord
+from text4vis.models.errors import InputError
+from text4vis.models.presets import preset_labels
+from text4vis.server.deps import RegistryDep, require_key
+from text4vis.server.schemas import (
     AbstainIn,
     LintWarningOut,
     SimilarityOut,

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.clip_loader import TINY_ARCH
 from tests.media import generated_videos
 from tests.redis_server import free_port
 from tests.server_helpers import serve
+from text4vis.models.clip_loader import TINY_ARCH
 
 
 @pytest.mark.slow
@@ -40,7 +40,7 @@ def test_two_replicas_share_vocabularies_through_redis(tmp_path: Path, tiny_clip
 
 def test_serve_fails_fast_on_a_checkpoint_that_does_not_fit(tiny_clip_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--model", "ViT-B-32", "--clip-checkpoint", str(tiny_clip_path)],
+        [sys.executable, "-m", "text4vis.server.cli", "serve", "--model", "ViT-B-32", "--clip-checkpoint", str(tiny_clip_path)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "does not fit the model" in proc.stderr
@@ -49,14 +49,14 @@ def test_serve_fails_fast_on_a_checkpoint_that_does_not_fit(tiny_clip_path: Path
 
 def test_serve_rejects_unsafe_settings() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--random-init", "--max-batch-frames", "64",
+        [sys.executable, "-m", "text4vis.server.cli", "serve", "--random-init", "--max-batch-frames", "64",
          "--max-queue-frames", "8"], capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "max_queue_frames must be at least max_batch_frames" in proc.stderr
 
 
 def _serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", "serve", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "text4vis.server.cli", "serve", *args], capture_output=True, text=True,
                           timeout=120)
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.runtime import Runtime
-from server.auth import ApiKeys
 from tests.media import generated_videos
 from tests.server_helpers import make_app, running, tiny_runtime
+from text4vis.engine.runtime.build import Runtime
+from text4vis.server.auth import ApiKeys
 
 KEY = "s3cret-key-for-tests"
 

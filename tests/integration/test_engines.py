@@ -16,19 +16,19 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from engine.backends.tensorrt_backend import tensorrt_available
-from engine.classifier import Classifier
-from engine.export import Manifest, export_from_options
-from engine.options import ModelOptions
-from engine.runtime import Runtime, build_runtime
-from engine.service import ClassifyResult, classify_files
-from models.clip_loader import TINY_ARCH
-from models.errors import ModelLoadError
-from models.temporal import TransformerHead
-from server.cli import app
 from tests.checkpoints import prefixed_state, trained_like
 from tests.conftest import GELU_ARCH, QUICK_TAG
 from tests.media import generated_videos
+from text4vis.engine.flow.service import ClassifyResult, classify_files
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.runtime.backends.tensorrt_backend import tensorrt_available
+from text4vis.engine.runtime.build import Runtime, build_runtime
+from text4vis.engine.runtime.export import Manifest, export_from_options
+from text4vis.engine.vocab.classifier import Classifier
+from text4vis.models.clip_loader import TINY_ARCH
+from text4vis.models.errors import ModelLoadError
+from text4vis.models.temporal import TransformerHead
+from text4vis.server.cli import app
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup", "skiing"]
 
@@ -180,8 +180,8 @@ def test_export_of_unloadable_weights_fails_clearly(tmp_path: Path) -> None:
 def test_server_runs_an_engine(tiny_engine: Path, tiny_clip_path: Path, tmp_path: Path) -> None:
     import asyncio
 
-    from server.app import create_app
     from tests.server_helpers import running, settings
+    from text4vis.server.app import create_app
 
     async def go() -> None:
         app_ = create_app(settings(tmp_path, model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))

@@ -1,5 +1,5 @@
 """`t4v eval` measures what `t4v serve` answers: the same clip and checkpoint give the same
-probabilities (both read frames with models/media.py and resize with models/preprocess.py)."""
+probabilities (both read frames with models/media/ and resize with models/preprocess.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from engine.options import ModelOptions
-from engine.runtime import build_runtime
-from models.clip_loader import TINY_ARCH
-from models.temporal import TransformerHead
-from server.cli import app
 from tests.checkpoints import prefixed_state, trained_like
 from tests.media import moving_square_frames, write_video
 from tests.server_helpers import make_app, running
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.runtime.build import build_runtime
+from text4vis.models.clip_loader import TINY_ARCH
+from text4vis.models.temporal import TransformerHead
+from text4vis.server.cli import app
 
 LABELS = ["yoga", "surfing", "arm wrestling", "cooking", "skiing", "juggling"]
 

@@ -13,13 +13,13 @@ from PIL import Image
 from torchvision import transforms as T
 from typer.testing import CliRunner
 
-from models.clip_loader import TINY_ARCH
-from models.prompts import KINETICS_TEMPLATES
-from models.temporal import TransformerHead
-from server.cli import app
 from tests.checkpoints import prefixed_state, reference_transf, trained_like
 from tests.conftest import shared_path
 from tests.media import moving_square_frames, write_video
+from text4vis.models.clip_loader import TINY_ARCH
+from text4vis.models.prompts import KINETICS_TEMPLATES
+from text4vis.models.temporal import TransformerHead
+from text4vis.server.cli import app
 
 LABELS = ["arm wrestling", "ApplyEyeMakeup", "playing guitar", "riding a bike", "yoga", "surfing water"]
 

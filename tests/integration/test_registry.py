@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import PreconditionFailed, VocabNotFound
-from engine.registry import VocabRegistry
-from engine.stores import RedisStore, SQLiteStore, VocabStore
-from models.classifiers import text_classifier
-from models.clip_loader import LoadedClip
-from models.errors import InputError
-from models.text_encoder import TextEncoder
+from text4vis.engine.errors import PreconditionFailed, VocabNotFound
+from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabStore
+from text4vis.models.classifiers import text_classifier
+from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.errors import InputError
+from text4vis.models.text_encoder import TextEncoder
 
 
 class CountingEncoder(TextEncoder):
@@ -222,7 +222,7 @@ def test_clean_labels_is_stored_and_part_of_the_etag(registry: VocabRegistry) ->
 
 
 def test_abstention_default_is_stored_in_both_stores_and_part_of_the_etag(registry: VocabRegistry) -> None:
-    from engine.classifier import AbstainDefaults
+    from text4vis.engine.vocab.classifier import AbstainDefaults
 
     plain, _ = registry.put("v", ["a", "b"])
     default = AbstainDefaults(0.05, 0.2, "kitchen")
@@ -244,7 +244,7 @@ def test_a_long_encode_reports_progress(
     counted: list[int] = []
     registry = VocabRegistry(store_factory(), TextEncoder(tiny_clip), max_labels=2000,
                              on_prompts_encoded=counted.append)
-    caplog.set_level(logging.INFO, logger="engine.registry")
+    caplog.set_level(logging.INFO, logger="text4vis.engine.vocab.registry")
     registry.put("big", [f"class {i}" for i in range(1200)])
     assert sum(counted) == 1200 and len(counted) > 1  # one report per batch
     assert "encoding 1200 prompts" in caplog.text and "encoded 1200 of 1200 prompts" in caplog.text

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime import Runtime
-from engine.service import TIMING_KEYS, classify_files
 from tests.media import generated_videos
 from tests.server_helpers import make_app, running, tiny_runtime
+from text4vis.engine.flow.service import TIMING_KEYS, classify_files
+from text4vis.engine.runtime.build import Runtime
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup"]
 
@@ -93,7 +93,7 @@ def test_bad_vocab_is_422_and_nothing_lost(
 
 
 def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, runtime: Runtime) -> None:
-    from engine.classifier import Classifier
+    from text4vis.engine.vocab.classifier import Classifier
 
     clf = Classifier.from_labels(runtime.text_encoder, LABELS)
     (offline,) = classify_files(runtime.pipeline, clf, [generated_videos()["clip_a.mp4"]], top_k=0)
@@ -200,7 +200,7 @@ def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime
                 return {p["label"]: p["probability"] for p in r.json()["predictions"]}
 
             alone = {name: await post(name) for name in set(clips)}
-            stats = app.state.service.engine.batcher.stats
+            stats = app.state.server.classify_service.batcher.stats
             before = stats.batches
             together = await asyncio.gather(*(post(name) for name in clips))
             calls = stats.batches - before
@@ -216,7 +216,7 @@ def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
     async def go() -> None:
         app = make_app(tmp_path, runtime, max_queue_frames=8, max_batch_frames=8)
         async with running(app) as c:
-            batcher = app.state.service.engine.batcher
+            batcher = app.state.server.classify_service.batcher
             fast = batcher._encode
 
             def slow(pixels):  # noqa: ANN001, ANN202 - a GPU busy for 0.3 s per batch
@@ -236,7 +236,7 @@ def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
 
 
 def test_full_decode_queue_is_fast_503(tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import decode_worker
+    from text4vis.engine.flow import decode_worker
 
     real = decode_worker.sample_clip
 
@@ -286,9 +286,9 @@ def test_not_ready_until_loaded(tmp_path: Path, tiny_clip_path: Path) -> None:
     """Without a pre-built runtime the app loads in the background; ready flips from 503 to 200."""
     import httpx
 
-    from models.clip_loader import TINY_ARCH
-    from server.app import create_app
     from tests.server_helpers import settings
+    from text4vis.models.clip_loader import TINY_ARCH
+    from text4vis.server.app import create_app
 
     async def go() -> None:
         app = create_app(settings(tmp_path, model=TINY_ARCH, clip_checkpoint=tiny_clip_path))
@@ -297,7 +297,7 @@ def test_not_ready_until_loaded(tmp_path: Path, tiny_clip_path: Path) -> None:
             async with httpx.AsyncClient(transport=transport, base_url="http://t4v") as c:
                 first = await c.get("/health/ready")
                 vocab = await c.put("/vocab/a", json={"labels": ["a"]})
-                await app.state.service.wait_ready()
+                await app.state.server.wait_ready()
                 assert first.status_code == 503 and first.json()["status"] == "loading"
                 assert vocab.status_code == 503 and "Retry-After" in vocab.headers
                 assert (await c.get("/health/ready")).status_code == 200
@@ -332,7 +332,7 @@ def test_the_upload_is_written_once_into_the_spool_and_removed(
     async def go() -> None:
         app = make_app(tmp_path, runtime)
         async with running(app) as c:
-            engine = app.state.service.engine
+            engine = app.state.server.classify_service
             real = engine.classify
 
             async def spy(path: Path, *args: object, **kwargs: object):  # noqa: ANN202
@@ -398,8 +398,8 @@ def test_labels_are_prompted_as_written_and_clean_up_is_opt_in(tmp_path: Path, r
     import torch
     import torch.nn.functional as F
 
-    from engine.registry import VocabRegistry
-    from engine.stores import SQLiteStore
+    from text4vis.engine.vocab.registry import VocabRegistry
+    from text4vis.engine.vocab.stores import SQLiteStore
 
     encoder = runtime.text_encoder
 
@@ -439,7 +439,7 @@ def test_a_database_of_an_earlier_version_opens_and_keeps_its_vocabularies(tmp_p
 
     import numpy as np
 
-    from engine.stores import SQLiteStore
+    from text4vis.engine.vocab.stores import SQLiteStore
 
     db = sqlite3.connect(tmp_path / "vocab.db")
     db.execute("CREATE TABLE vocabs (name TEXT PRIMARY KEY, version INTEGER NOT NULL, etag TEXT NOT NULL, "
@@ -476,7 +476,7 @@ def test_every_error_is_one_sentence_naming_the_field(tmp_path: Path, runtime: R
 
 def test_classify_files_reports_each_file_done(runtime: Runtime, tmp_path: Path) -> None:
     """The CLI's progress bar advances once per file, a file that fails included."""
-    from engine.classifier import Classifier
+    from text4vis.engine.vocab.classifier import Classifier
 
     clf = Classifier.from_labels(runtime.text_encoder, LABELS)
     bad = tmp_path / "bad.mp4"

@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine.classifier import Classifier, Prediction
-from engine.runtime import Runtime
-from engine.service import ClassifyService
-from engine.timeline import Event, Segment, merge_events
-from models.errors import InputError
-from models.media import FrameTimes
-from models.video_classifier import video_embedding
-from models.video_input import sample_clip
-from models.windows import plan_timeline, plan_windows, window_count
 from tests.media import joined_parts, moving_square_frames, write_frames
 from tests.server_helpers import tiny_runtime
+from text4vis.engine.flow.service import ClassifyService
+from text4vis.engine.flow.timeline import Event, Segment, merge_events
+from text4vis.engine.runtime.build import Runtime
+from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.models.errors import InputError
+from text4vis.models.media import FrameTimes
+from text4vis.models.video_classifier import video_embedding
+from text4vis.models.video_input import sample_clip
+from text4vis.models.windows import plan_timeline, plan_windows, window_count
 
 
 def times(pts: list[int], base: Fraction, end: int, keys: list[int] | None = None) -> FrameTimes:
@@ -155,7 +155,7 @@ def test_variable_frame_rate_gives_true_times(tmp_path: Path, runtime: Runtime) 
     assert plan.windows[0].indices == [5 * i for i in range(8)]  # 40 frames in the first 4 s
     assert plan.windows[1].indices[0] == 40 and plan.windows[1].times_s[0] == 4.0
     assert all(4.0 <= t < 8.0 for t in plan.windows[1].times_s)
-    from models.media import open_media
+    from text4vis.models.media import open_media
 
     with open_media(path, "pyav") as media:
         got = media.read(plan.windows[1].indices)
@@ -170,9 +170,9 @@ def test_variable_frame_rate_gives_true_times(tmp_path: Path, runtime: Runtime) 
 _RSS_SCRIPT = """
 import re, sys
 from pathlib import Path
-from models.preprocess import PreprocessConfig
-from models.video_input import sample_frames
-from models.windows import plan_timeline
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.video_input import sample_frames
+from text4vis.models.windows import plan_timeline
 path = Path(sys.argv[1])
 plan = plan_timeline(path, 2.0, 2.0, 8, 10_000)
 pre = PreprocessConfig(256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

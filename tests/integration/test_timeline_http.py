@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime import Runtime
-from models.errors import MediaError
 from tests.media import joined_parts
 from tests.server_helpers import make_app, running, tiny_runtime
+from text4vis.engine.runtime.build import Runtime
+from text4vis.models.errors import MediaError
 
 LABELS = ["yoga", "surfing", "arm wrestling", "cooking"]
 
@@ -95,7 +95,7 @@ def test_a_file_failing_midway_ends_the_stream_with_an_error_line(
 ) -> None:
     """The status line went out with the first segment: the failure is the last line, with the
     status it would have had, and the server answers the next request."""
-    import engine.decode_worker as worker
+    import text4vis.engine.flow.decode_worker as worker
 
     real, calls = worker.sample_frames, []
 
@@ -205,7 +205,7 @@ def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_firs
 
     from starlette.requests import ClientDisconnect
 
-    from server.routes.timeline import HeldStream
+    from text4vis.server.routes.timeline import HeldStream
 
     released: list[bool] = []
 

@@ -14,15 +14,15 @@ import torch.nn.functional as F
 import yaml
 from typer.testing import CliRunner
 
-from models.classifiers import text_classifier
-from models.clip_loader import TINY_ARCH, ClipSource, load_clip
-from models.text_encoder import TextEncoder
-from models.training.classifier_init import projected_text_classifier
-from models.training.config import TrainConfig, parse_args
-from models.training.data import few_shot, read_samples
-from models.training.train import main
-from server.cli import app
 from tests.training_data import make_dataset
+from text4vis.models.classifiers import text_classifier
+from text4vis.models.clip_loader import TINY_ARCH, ClipSource, load_clip
+from text4vis.models.text_encoder import TextEncoder
+from text4vis.models.training.classifier_init import projected_text_classifier
+from text4vis.models.training.config import TrainConfig, parse_args
+from text4vis.models.training.data import few_shot, read_samples
+from text4vis.models.training.train import main
+from text4vis.server.cli import app
 
 CLASSES = ["moving right", "moving down", "moving left"]
 HELD_OUT = ["moving up", "moving right"]
@@ -105,7 +105,7 @@ def test_ddp_two_processes_match_one(smoke_run: Path, data: tuple[Path, Path, Pa
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "models.training.train", *args(data, out, "--epochs", "4", "--stop-after", "2")]
+           "-m", "text4vis.models.training.train", *args(data, out, "--epochs", "4", "--stop-after", "2")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert losses(out) == pytest.approx(losses(smoke_run)[:4], rel=1e-4)  # 2 epochs x 2 steps

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.sampling import sample_indices
-from models.errors import MediaError
-from models.media import open_media
-from models.training.data import read_video
 from tests.conftest import REAL_CLIPS, shared_path
 from tests.media import moving_square_frames, write_gif, write_video
+from text4vis.engine.request import sample_indices
+from text4vis.models.errors import MediaError
+from text4vis.models.media import open_media
+from text4vis.models.training.data import read_video
 
 
 def full_decode_pyav(path: Path) -> np.ndarray:
@@ -96,12 +96,12 @@ def short_gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
      sample_indices(150, 8, 4).reshape(-1).tolist(), [149], [0], [5, 140, 6, 140], [11, 12, 13, 120]],
 )
 def test_pyav_seeking_equals_counting_every_frame(short_gop_video: Path, indices: list[int]) -> None:
-    from models.media import _read_seeking
+    from text4vis.models.media.seeking import read_seeking
 
     wanted = sorted(set(indices))
     with av.open(str(short_gop_video)) as container:
         counting = _CountingSeeks(container)
-        seeking = _read_seeking(counting, wanted)  # type: ignore[arg-type]
+        seeking = read_seeking(counting, wanted)  # type: ignore[arg-type]
     assert seeking is not None, "this constant-rate H.264 clip should be read by seeking"
     assert counting.seeks >= (1 if wanted[-1] >= 12 else 0)
     with open_media(short_gop_video, "pyav") as media:
@@ -123,7 +123,7 @@ def b_frame_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_skipping_non_reference_frames_changes_no_pixel(b_frame_video: Path, frames: int, clips: int) -> None:
     """The exact mode skips decoding the frames nobody wants and nothing references: every frame it
     returns equals a full decode's."""
-    from models.media import _read_seeking
+    from text4vis.models.media.seeking import read_seeking
 
     with av.open(str(b_frame_video)) as probe:
         kinds = {str(f.pict_type) for f in probe.decode(video=0)}
@@ -131,7 +131,7 @@ def test_skipping_non_reference_frames_changes_no_pixel(b_frame_video: Path, fra
     indices = sample_indices(200, frames, clips).reshape(-1).tolist()
     full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(b_frame_video)).decode(video=0)])
     with av.open(str(b_frame_video)) as container:
-        skipped = _read_seeking(container, sorted(set(indices)), skip=True)
+        skipped = read_seeking(container, sorted(set(indices)), skip=True)
     assert skipped is not None
     for i in set(indices):
         np.testing.assert_array_equal(skipped[i], full[i])
@@ -166,11 +166,11 @@ def test_variable_frame_rate_falls_back_to_counting(tmp_path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    from models.media import _read_seeking
+    from text4vis.models.media.seeking import read_seeking
 
     idx = sample_indices(60, 8).reshape(-1).tolist()
     with av.open(str(path)) as container:
-        assert _read_seeking(container, sorted(idx)) is None
+        assert read_seeking(container, sorted(idx)) is None
     full = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(path)).decode(video=0)])
     with open_media(path, "pyav") as media:
         np.testing.assert_array_equal(media.read(idx), full[idx])
@@ -273,8 +273,8 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_fast_sampling_decodes_the_frames_it_reports(b_frame_video: Path) -> None:
     """sampling=fast: T distinct indices, each inside its segment, keyframes where the segment holds
     one; the pixels at each reported index are a full decode's."""
-    from models.preprocess import PreprocessConfig, resize_and_crop
-    from models.video_input import sample_clip
+    from text4vis.models.preprocess import PreprocessConfig, resize_and_crop
+    from text4vis.models.video_input import sample_clip
 
     cfg = PreprocessConfig.for_mode("clip", 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     fast = sample_clip(b_frame_video, cfg, frames=8, sampling="fast")
@@ -305,7 +305,7 @@ def test_fast_sampling_decodes_the_frames_it_reports(b_frame_video: Path) -> Non
 def test_files_that_name_other_files_or_addresses_are_refused(
     tmp_path: Path, name: str, content: str, decoder: str
 ) -> None:
-    """Only the demuxers of video files, reading only the upload itself (models/media.py)."""
+    """Only the demuxers of video files, reading only the upload itself (models/media/)."""
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(MediaError, match="not a video or image that can be decoded"):
@@ -334,12 +334,12 @@ def test_keyframes_from_a_packet_scan_let_open_gops_and_webm_seek(
 ) -> None:
     """The index's decode positions are not display indices for open-GOP HEVC, and WebM's index is
     partial: the keyframes come from the packets' timestamps, and the seek reads exact frames."""
-    from models.media import _PyAVReader
+    from text4vis.models.media.pyav import PyAVReader
 
     path = write_video(tmp_path / name, moving_square_frames(150, 96, 64), codec=codec, options=options)
     decoded = list(av.open(str(path)).decode(video=0))
     indices = sample_indices(len(decoded), 8).reshape(-1).tolist()
-    with _PyAVReader(path, threads=1) as reader:
+    with PyAVReader(path, threads=1) as reader:
         assert reader.keyframes() == [i for i, f in enumerate(decoded) if f.key_frame]
         seeking = reader._read_by_seeking(sorted(set(indices)))
         assert seeking is not None, "read by seeking, not by counting"
@@ -357,7 +357,7 @@ def _cuda_visible() -> bool:
 def test_nvdec_without_a_gpu_says_why_and_each_file_falls_back_to_the_cpu(
     b_frame_video: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from models.media import nvdec_problem
+    from text4vis.models.media import nvdec_problem
 
     problem = nvdec_problem(0)
     assert problem is not None and problem.startswith(("NVDEC did not decode on cuda:0", "this FFmpeg build"))
@@ -374,34 +374,34 @@ def test_nvdec_without_a_gpu_says_why_and_each_file_falls_back_to_the_cpu(
 def test_nvdec_semi_planar_frames_give_the_cpu_decoders_pixels(planar: str, semi: str) -> None:
     """NVDEC returns NV12 (P010 at 10 bits) where the CPU decoder returns planar YUV; the reader
     splits the chroma plane first so the conversion to RGB is the CPU path's, pixel for pixel."""
-    from models.media import _rgb
+    from text4vis.models.media.container import to_rgb
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
     cpu = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=planar)
     gpu_like = cpu.reformat(format=semi)
     assert gpu_like.format.name == semi
-    np.testing.assert_array_equal(_rgb(gpu_like), _rgb(cpu))
+    np.testing.assert_array_equal(to_rgb(gpu_like), to_rgb(cpu))
 
 
 def test_the_nvdec_probe_compares_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The start-up probe accepts NVDEC only when its frames are the CPU's (simulated decoders)."""
-    import models.media as media
+    import text4vis.models.media as media
 
-    cpu_decode = media._PyAVReader._decode
+    cpu_decode = media.PyAVReader._decode
     offset = {"value": 0}
 
-    def decode(self: media._PyAVReader, indices: list[int]) -> np.ndarray:
+    def decode(self: media.PyAVReader, indices: list[int]) -> np.ndarray:
         was, self._gpu = self._gpu, None
         frames = cpu_decode(self, indices)
         return frames if was is None else np.clip(frames.astype(int) + offset["value"], 0, 255).astype(np.uint8)
 
-    monkeypatch.setattr(media, "hwdevices_available", lambda: ["cuda"])
-    monkeypatch.setattr(media._PyAVReader, "_decode", decode)
+    monkeypatch.setattr(media.nvdec, "hwdevices_available", lambda: ["cuda"])
+    monkeypatch.setattr(media.PyAVReader, "_decode", decode)
     assert media.nvdec_problem(0) is None
     offset["value"] = 2
     assert media.nvdec_problem(0) == "NVDEC's frames differ from the CPU decoder's (up to 2 levels)"
-    monkeypatch.setattr(media, "hwdevices_available", lambda: ["vaapi"])
+    monkeypatch.setattr(media.nvdec, "hwdevices_available", lambda: ["vaapi"])
     assert media.nvdec_problem(0) == "this FFmpeg build has no CUDA hardware decoding"
 
 
@@ -409,11 +409,11 @@ def test_the_nvdec_probe_compares_pixels(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_keyframes_decoded_alone_equal_a_full_decode(b_frame_video: Path, indices: list[int]) -> None:
     """A keyframe wanted alone in its GOP is decoded from its own packet, the decoder drained and
     reset: the frame and every frame read after it equal a full decode's."""
-    from models.media import _read_seeking
+    from text4vis.models.media.seeking import read_seeking
 
     full = full_decode_pyav(b_frame_video)
     with av.open(str(b_frame_video)) as container:
-        decoded = _read_seeking(container, indices, skip=True)
+        decoded = read_seeking(container, indices, skip=True)
     assert decoded is not None
     for i in indices:
         np.testing.assert_array_equal(decoded[i], full[i])
@@ -438,7 +438,7 @@ def test_no_packet_after_the_last_wanted_frame_of_a_gop_is_decoded(b_frame_video
     """Once the packet of the last wanted frame before a seek is in, the decoder is drained instead
     of fed the packets its reordering would wait for: nothing after that packet is decoded, and the
     frame still equals a full decode's."""
-    from models.media import _read_seeking
+    from text4vis.models.media.seeking import read_seeking
 
     with av.open(str(b_frame_video)) as probe:
         stream = probe.streams.video[0]
@@ -448,7 +448,7 @@ def test_no_packet_after_the_last_wanted_frame_of_a_gop_is_decoded(b_frame_video
     target_position = by_position.index(target)
     with av.open(str(b_frame_video)) as container:
         recording = _RecordingPackets(container, display)
-        decoded = _read_seeking(recording, [target], skip=True)  # type: ignore[arg-type]
+        decoded = read_seeking(recording, [target], skip=True)  # type: ignore[arg-type]
     assert decoded is not None
     np.testing.assert_array_equal(decoded[target], full_decode_pyav(b_frame_video)[target])
     after = set(by_position[target_position + 1:])
@@ -458,8 +458,8 @@ def test_no_packet_after_the_last_wanted_frame_of_a_gop_is_decoded(b_frame_video
 _PEAK_SCRIPT = """
 import re, sys
 from pathlib import Path
-from models.preprocess import PreprocessConfig
-from models.video_input import sample_clip
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.video_input import sample_clip
 sample_clip(Path(sys.argv[1]), PreprocessConfig(224, 224, (0.5,) * 3, (0.5,) * 3), int(sys.argv[2]), decoder="pyav")
 print(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))  # peak RSS, kB
 """
@@ -486,8 +486,8 @@ def test_ffmpeg_scaler_stays_within_its_stated_error(name: str) -> None:
     """--scaler ffmpeg: the same frames at the same size as Pillow's resize, resized by FFmpeg's
     scaler as PyAV decodes them: within the error the README states (mean under 2 levels, 99th
     percentile under 16; measured 1.0-1.3 and 3-7 on these clips, 1.7 and 13 on 1080p)."""
-    from models.preprocess import PreprocessConfig
-    from models.video_input import sample_clip
+    from text4vis.models.preprocess import PreprocessConfig
+    from text4vis.models.video_input import sample_clip
 
     cfg = PreprocessConfig.for_mode("clip", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     path = shared_path("videos", name)
@@ -503,8 +503,8 @@ def test_ffmpeg_scaler_stays_within_its_stated_error(name: str) -> None:
 def test_ffmpeg_scaler_keeps_the_shape_of_phone_video_and_leaves_images_to_pillow(
     tmp_path: Path, rotation: int
 ) -> None:
-    from models.preprocess import PreprocessConfig
-    from models.video_input import sample_clip
+    from text4vis.models.preprocess import PreprocessConfig
+    from text4vis.models.video_input import sample_clip
 
     cfg = PreprocessConfig.for_mode("clip", 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     path = write_video(tmp_path / "phone.mp4", moving_square_frames(8, 96, 64), rotation=rotation)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.abstain import background_for, decide
-from engine.classifier import Classifier, Prediction
+from text4vis.engine.vocab.abstain import background_for, decide
+from text4vis.engine.vocab.classifier import Classifier, Prediction
 
 
 def _classifier(labels: list[str], rows: torch.Tensor) -> Classifier:

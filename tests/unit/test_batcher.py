@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from engine.batcher import DynamicBatcher, FrameQueue, _Item, collect_batch
-from engine.errors import DeadlineExceeded, Overloaded
+from text4vis.engine.errors import DeadlineExceeded, Overloaded
+from text4vis.engine.flow.batcher import DynamicBatcher, FrameQueue, _Item, collect_batch
 
 
 def _item(n: int, loop: asyncio.AbstractEventLoop) -> _Item:

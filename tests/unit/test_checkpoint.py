@@ -7,17 +7,17 @@ import open_clip
 import pytest
 import torch
 
-from models.checkpoint import (
+from tests.checkpoints import prefixed_state
+from tests.conftest import shared_path
+from text4vis.models.checkpoint import (
     apply_text4vis_checkpoint,
     read_text4vis_checkpoint,
     released_state,
     save_text4vis_checkpoint,
 )
-from models.clip_loader import TINY_ARCH, LoadedClip
-from models.errors import CheckpointMismatchError, ModelLoadError
-from models.temporal import TransformerHead
-from tests.checkpoints import prefixed_state
-from tests.conftest import shared_path
+from text4vis.models.clip_loader import TINY_ARCH, LoadedClip
+from text4vis.models.errors import CheckpointMismatchError, ModelLoadError
+from text4vis.models.temporal import TransformerHead
 
 
 @pytest.fixture

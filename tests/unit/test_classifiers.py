@@ -2,10 +2,10 @@ import open_clip
 import pytest
 import torch
 
-from models.classifiers import random_normal_classifier, random_orthogonal_classifier, text_classifier
-from models.clip_loader import LoadedClip
-from models.prompts import KINETICS_TEMPLATES, clean_label
-from models.text_encoder import TextEncoder
+from text4vis.models.classifiers import random_normal_classifier, random_orthogonal_classifier, text_classifier
+from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.prompts import KINETICS_TEMPLATES, clean_label
+from text4vis.models.text_encoder import TextEncoder
 
 LABELS = ["arm wrestling", "ApplyEyeMakeup", "dancing ballet", "riding a bike", "yoga"]
 

@@ -8,10 +8,10 @@ import open_clip
 import pytest
 import torch
 
-from models import clip_loader
-from models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
-from models.errors import CheckpointMismatchError, ModelLoadError
 from tests.conftest import GELU_ARCH, QUICK_TAG
+from text4vis.models import clip_loader
+from text4vis.models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
+from text4vis.models.errors import CheckpointMismatchError, ModelLoadError
 
 
 def test_local_open_clip_checkpoint(tiny_clip: LoadedClip, tiny_clip_path: Path) -> None:

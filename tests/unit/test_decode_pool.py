@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from engine import decode_worker
-from engine.decode_pool import KILL_GRACE_S, DecodePool
-from engine.decode_worker import DecodeJob
-from engine.decode_worker import run as _run
-from engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
-from models.errors import MediaError
-from models.preprocess import PreprocessConfig
 from tests.media import generated_videos
 from tests.processes import children_of
+from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
+from text4vis.engine.flow import decode_worker
+from text4vis.engine.flow.decode_pool import KILL_GRACE_S, DecodePool
+from text4vis.engine.flow.decode_worker import DecodeJob
+from text4vis.engine.flow.decode_worker import run as _run
+from text4vis.models.errors import MediaError
+from text4vis.models.preprocess import PreprocessConfig
 
 PRE = PreprocessConfig(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -123,17 +123,17 @@ def test_the_deadline_stops_pyav_inside_its_own_error_handling(monkeypatch: pyte
     """The alarm lands inside the PyAV reader, whose broad ``except Exception`` (a failed seek falls
     back to counting; a decode error becomes "corrupt video") must not swallow it: the job stops at
     the deadline with DecodeTimedOut, not later, and not as a 415."""
-    from models import media
+    from text4vis.models.media import pyav
 
-    real = media._rgb
+    real = pyav.to_rgb
 
     def slow(frame, short_side=None):  # noqa: ANN001, ANN202 - each frame converted slowly: the decode outlives its deadline
         time.sleep(0.2)
         return real(frame, short_side)
 
-    monkeypatch.setattr(media, "_rgb", slow)
+    monkeypatch.setattr(pyav, "to_rgb", slow)
     if not seek:
-        monkeypatch.setattr(media, "_read_seeking", lambda *a, **k: None)  # the counting path
+        monkeypatch.setattr(pyav, "read_seeking", lambda *a, **k: None)  # the counting path
     t0 = time.monotonic()
     with pytest.raises(DecodeTimedOut, match="while decoding"):
         _run(job(generated_videos()["clip_a.mp4"], time.time() + 0.3))

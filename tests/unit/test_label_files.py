@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.prompts import read_labels as server_read
 from t4v_client.labels import read_labels as client_read
+from text4vis.models.prompts import read_labels as server_read
 
 GOOD = {
     "a.txt": ("yoga\n\n  surfing \nApplyEyeMakeup\n", ["yoga", "surfing", "ApplyEyeMakeup"]),

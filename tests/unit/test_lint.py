@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.lint import SIMILAR_COSINE, clustered_order, lint, normalized
+from text4vis.engine.vocab.lint import SIMILAR_COSINE, clustered_order, lint, normalized
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -7,16 +7,16 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from models.media import open_media
-from models.preprocess import (
+from tests.conftest import REAL_CLIPS, shared_path
+from text4vis.models.media import open_media
+from text4vis.models.preprocess import (
     PreprocessConfig,
     PreprocessMode,
     crop_offsets,
     resize_and_crop,
     resized_size,
 )
-from models.preprocess_torch import normalize, pil_bicubic_resize, resize_and_crop_on_device
-from tests.conftest import REAL_CLIPS, shared_path
+from text4vis.models.preprocess_torch import normalize, pil_bicubic_resize, resize_and_crop_on_device
 
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
 

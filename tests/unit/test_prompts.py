@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from models.prompts import (
+from tests.conftest import shared_path
+from text4vis.models.prompts import (
     DEFAULT_TEMPLATE,
     KINETICS_TEMPLATES,
     clean_label,
@@ -11,7 +12,6 @@ from models.prompts import (
     read_templates,
     validate_template,
 )
-from tests.conftest import shared_path
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.onnx_backend import provider_options
-from engine.options import ModelOptions
-from engine.runtime import build_runtime, compile_problem, resolve_precision
-from models.clip_loader import TINY_ARCH
-from models.errors import ModelLoadError
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.runtime.backends.onnx_backend import provider_options
+from text4vis.engine.runtime.build import build_runtime, compile_problem, resolve_precision
+from text4vis.models.clip_loader import TINY_ARCH
+from text4vis.models.errors import ModelLoadError
 
 
 def test_precision_auto_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
@@ -72,7 +72,7 @@ def test_onnxruntime_provider_options_on_a_gpu(tmp_path: Path) -> None:
 
 
 def test_the_decoder_is_chosen_at_start_up_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.runtime as runtime
+    import text4vis.engine.runtime.build as runtime
 
     problem: dict[str, str | None] = {"value": None}
     probed: list[int] = []

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.sampling import parse_views, sample_indices
+from text4vis.engine.request import parse_views, sample_indices
 
 
 def reference_indices(n_frames: int, t: int, clips: int) -> list[list[int]]:
@@ -71,7 +71,7 @@ def test_parse_views_rejects(text: str) -> None:
                                              (300, 16, [0]), (1800, 8, list(range(0, 1800, 60))), (40, 8, None),
                                              (8, 8, [0, 4])])
 def test_fast_sampling_takes_one_cheap_frame_inside_each_segment(n: int, t: int, keys: list[int] | None) -> None:
-    from models.sampling import fast_indices
+    from text4vis.models.sampling import fast_indices
 
     chosen = fast_indices(n, t, keys)
     assert len(chosen) == len(set(chosen)) == t and chosen == sorted(chosen)
@@ -83,6 +83,6 @@ def test_fast_sampling_takes_one_cheap_frame_inside_each_segment(n: int, t: int,
 
 
 def test_fast_sampling_of_a_video_shorter_than_t_repeats_frames() -> None:
-    from models.sampling import fast_indices
+    from text4vis.models.sampling import fast_indices
 
     assert fast_indices(3, 8, [0]) == sample_indices(3, 8).reshape(-1).tolist()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models.temporal import MeanHead, TransformerHead, build_temporal_head
 from tests.checkpoints import reference_transf, trained_like
+from text4vis.models.temporal import MeanHead, TransformerHead, build_temporal_head
 
 
 @pytest.mark.parametrize(("dim", "frames"), [(64, 8), (128, 16), (512, 8), (128, 32)])
@@ -46,7 +46,7 @@ def test_heads_follow_the_clip_text_width_as_the_reference() -> None:
     """RN50: embedding 1024, text width 512 -> 8 heads (not 1024 // 64 = 16); ViT-B-16: 512/512 -> 8."""
     import open_clip
 
-    from models.temporal import head_count
+    from text4vis.models.temporal import head_count
 
     for arch, heads in (("RN50", 8), ("ViT-B-16", 8), ("ViT-L-14", 12)):
         cfg = open_clip.get_model_config(arch)

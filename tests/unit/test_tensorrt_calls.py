@@ -21,13 +21,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.backends import tensorrt_backend
-from engine.backends.base import BackendUnavailable
-from engine.backends.tensorrt_backend import PlanRunner, build_engine, plan_key
-from engine.export import Manifest, export_engine
-from engine.runtime import choose_backend
-from models.temporal import build_temporal_head
 from tests import fake_tensorrt
+from text4vis.engine.runtime.backends import tensorrt_backend
+from text4vis.engine.runtime.backends.base import BackendUnavailable
+from text4vis.engine.runtime.backends.tensorrt_backend import PlanRunner, build_engine, plan_key
+from text4vis.engine.runtime.build import choose_backend
+from text4vis.engine.runtime.export import Manifest, export_engine
+from text4vis.models.temporal import build_temporal_head
 
 VERSIONS = ["10.16.1.11", "11.4.0.106"]
 S, D = 8, 4  # input size and embedding width of the test graphs

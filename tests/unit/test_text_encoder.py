@@ -2,10 +2,10 @@ from pathlib import Path
 
 import torch
 
-from models.clip_loader import ClipSource, LoadedClip, load_clip
-from models.prompts import DEFAULT_TEMPLATE, KINETICS_TEMPLATES, read_labels
-from models.text_encoder import TextEncoder, move_text_tower
 from tests.conftest import shared_path
+from text4vis.models.clip_loader import ClipSource, LoadedClip, load_clip
+from text4vis.models.prompts import DEFAULT_TEMPLATE, KINETICS_TEMPLATES, read_labels
+from text4vis.models.text_encoder import TextEncoder, move_text_tower
 
 
 def _prompts() -> list[str]:

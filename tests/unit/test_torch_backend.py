@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.backends import FrameEncoder, TorchFrameEncoder
-from models.clip_loader import LoadedClip
-from models.preprocess import PreprocessConfig
-from models.preprocess_torch import normalize
+from text4vis.engine.runtime.backends import FrameEncoder, TorchFrameEncoder
+from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.preprocess_torch import normalize
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 
-from models.clip_loader import TINY_ARCH, ClipSource, load_clip
-from models.temporal import build_temporal_head, head_count
-from models.training.config import TrainConfig
-from models.training.data import (
+from text4vis.models.clip_loader import TINY_ARCH, ClipSource, load_clip
+from text4vis.models.temporal import build_temporal_head, head_count
+from text4vis.models.training.config import TrainConfig
+from text4vis.models.training.data import (
     ReferenceSizedCrop,
     Sample,
     VideoDataset,
@@ -26,8 +26,8 @@ from models.training.data import (
     read_samples,
     reference_crop_box,
 )
-from models.training.train import _param_groups, epoch_batches
-from models.video_classifier import VideoClassifier
+from text4vis.models.training.train import _param_groups, epoch_batches
+from text4vis.models.video_classifier import VideoClassifier
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_half_splits_follow_the_reference_rule() -> None:
     the script's softmax runs over a view axis of size 1)."""
     import numpy as np
 
-    from models.training.evaluate import half_class_splits
+    from text4vis.models.training.evaluate import half_class_splits
 
     rng = np.random.default_rng(0)
     view_embeddings = rng.normal(size=(40, 3, 16))

@@ -1,8 +1,8 @@
 import torch
 
-from models.clip_loader import LoadedClip
-from models.temporal import TransformerHead
-from models.video_classifier import LOGIT_SCALE, VideoClassifier, class_logits, video_embedding
+from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.temporal import TransformerHead
+from text4vis.models.video_classifier import LOGIT_SCALE, VideoClassifier, class_logits, video_embedding
 
 
 def test_views_are_averaged_before_normalizing(tiny_clip: LoadedClip) -> None:

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from engine.classifier import AbstainDefaults
-from engine.errors import PreconditionFailed, StoreUnavailable
+from text4vis.engine.errors import PreconditionFailed, StoreUnavailable
+from text4vis.engine.vocab.classifier import AbstainDefaults
 
 log = logging.getLogger(__name__)
 

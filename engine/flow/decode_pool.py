@@ -23,11 +23,11 @@ from multiprocessing.process import BaseProcess
 
 import torch
 
-from engine.decode_worker import DecodeJob, PlanJob, run, serve
-from engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
-from models.errors import MediaError
-from models.video_input import SampledClip
-from models.windows import TimelinePlan
+from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
+from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob, run, serve
+from text4vis.models.errors import MediaError
+from text4vis.models.video_input import SampledClip
+from text4vis.models.windows import TimelinePlan
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class DecodedClip:
 
 
 class _Worker:
-    """One spawned process (safe with torch and CUDA; it imports only ``engine/decode_worker.py``
+    """One spawned process (safe with torch and CUDA; it imports only ``engine/flow/decode_worker.py``
     and the decoders) and the pipe its jobs and results travel on."""
 
     def __init__(self, main: Callable[[Connection], None]) -> None:

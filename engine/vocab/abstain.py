@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.classifier import Classifier, Prediction
-from engine.lint import normalized
+from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.engine.vocab.lint import normalized
 
 CLOSE_TO_USER = 0.9  # a background label this close to one of the user's is the user's, not background
 

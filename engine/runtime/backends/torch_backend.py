@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.backends.base import DTYPES, PRECISIONS, ChunkedEncoder, PixelEncoder, Precision
+from text4vis.engine.runtime.backends.base import DTYPES, PRECISIONS, ChunkedEncoder, PixelEncoder, Precision
 
 
 class TorchFrameEncoder(ChunkedEncoder):

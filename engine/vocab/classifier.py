@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.validation import check_prompt_lengths, validate_labels, validate_templates
-from models.classifiers import text_classifier
-from models.prompts import DEFAULT_TEMPLATE
-from models.text_encoder import TextEncoder
+from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_templates
+from text4vis.models.classifiers import text_classifier
+from text4vis.models.prompts import DEFAULT_TEMPLATE
+from text4vis.models.text_encoder import TextEncoder
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Prediction:
 
 @dataclass(frozen=True)
 class AbstainDefaults:
-    """A vocabulary's default for "none of these" (``engine/abstain.py``), stored with it: score a
+    """A vocabulary's default for "none of these" (``engine/vocab/abstain.py``), stored with it: score a
     background vocabulary (``background``: a registered vocabulary's name; None: the built-in one)
     and abstain when it wins by ``margin``, or under ``min_score``. A request's own fields override."""
 
@@ -60,7 +60,7 @@ class Classifier:
         clean_labels: bool = False,
     ) -> Classifier:
         """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`), under
-        the server's rules (engine/validation.py): a prompt over the encoder's length is refused."""
+        the server's rules (engine/vocab/validation.py): a prompt over the encoder's length is refused."""
         clean, temps = validate_labels(labels), validate_templates(templates)
         check_prompt_lengths(encoder, clean, temps, clean=clean_labels)
         matrix = text_classifier(encoder, clean, temps, clean_labels)

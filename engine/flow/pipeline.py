@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.backends.base import FrameEncoder
-from engine.classifier import Classifier, Prediction
-from models.media import Decoder
-from models.preprocess import PreprocessConfig
-from models.video_classifier import class_logits, video_embedding
+from text4vis.engine.runtime.backends.base import FrameEncoder
+from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.models.media import Decoder
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.video_classifier import class_logits, video_embedding
 
 
 class VideoPipeline:

@@ -7,25 +7,25 @@ import json
 import logging
 from pathlib import Path
 
-from engine.registry import VocabRegistry
-from engine.runtime import Runtime, build_runtime
-from engine.service import ClassifyService
-from engine.stores import RedisStore, SQLiteStore, VocabStore
-from models.presets import preset_labels
-from server.auth import ApiKeys
-from server.metrics import Metrics
-from server.settings import Settings
+from text4vis.engine.flow.service import ClassifyService
+from text4vis.engine.runtime.build import Runtime, build_runtime
+from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabStore
+from text4vis.models.presets import preset_labels
+from text4vis.server.auth import ApiKeys
+from text4vis.server.metrics import Metrics
+from text4vis.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class Service:
+class ServerState:
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.runtime = runtime
         self.registry: VocabRegistry | None = None
-        self.engine: ClassifyService | None = None
+        self.classify_service: ClassifyService | None = None
         self.ready = False
         self.error: str | None = None
         self._startup: asyncio.Task[None] | None = None
@@ -49,7 +49,7 @@ class Service:
                                           ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts,
                                           on_prompts_encoded=self.metrics.prompts_encoded.inc)
             s = self.settings
-            self.engine = ClassifyService(
+            self.classify_service = ClassifyService(
                 runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.decode_queue(),
                 decode_budget_s=s.decode_budget_s, limits=s.media_limits(),
                 on_worker_replaced=self.metrics.on_worker_replaced,
@@ -58,7 +58,7 @@ class Service:
                 on_decoded=self.metrics.decode_seconds.observe,
             )
             log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
-            await self.engine.start()
+            await self.classify_service.start()
             await asyncio.to_thread(self._register_startup_vocabs)
             self.ready = True
             log.info("ready: %s on %s (%s)", runtime.info.model_id, runtime.info.device, runtime.info.backend)
@@ -86,7 +86,7 @@ class Service:
     async def stop(self) -> None:
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
-        if self.engine is not None:
-            await self.engine.stop()
+        if self.classify_service is not None:
+            await self.classify_service.stop()
         if self.registry is not None:
             self.registry.store.close()

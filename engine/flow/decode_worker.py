@@ -1,7 +1,7 @@
 """What runs in a decode worker process: one job, stopped at its deadline.
 
 Kept free of torch (and of the model): a worker imports this module, ``models/video_input.py`` and
-the decoders, nothing more, so each worker process stays small (``engine/decode_pool.py`` starts
+the decoders, nothing more, so each worker process stays small (``engine/flow/decode_pool.py`` starts
 them; its own side converts the numpy results to tensors).
 """
 
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from engine.errors import DecodeTimedOut
-from models.errors import MediaError, T4VError
-from models.limits import MediaLimits
-from models.media import Decoder
-from models.preprocess import PreprocessConfig
-from models.video_input import SampledClip, Sampling, sample_clip, sample_frames
-from models.windows import TimelinePlan, plan_timeline
+from text4vis.engine.errors import DecodeTimedOut
+from text4vis.models.errors import MediaError, T4VError
+from text4vis.models.limits import MediaLimits
+from text4vis.models.media import Decoder
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.video_input import SampledClip, Sampling, sample_clip, sample_frames
+from text4vis.models.windows import TimelinePlan, plan_timeline
 
 log = logging.getLogger(__name__)
 

@@ -31,16 +31,16 @@ from pathlib import Path
 
 import torch
 
-from engine.batcher import DynamicBatcher
-from engine.classifier import Classifier, Prediction
-from engine.decode_pool import DecodePool
-from engine.decode_worker import DecodeJob, PlanJob
-from engine.errors import Overloaded
-from engine.pipeline import VideoPipeline
-from engine.timeline import Segment
-from models.limits import MediaLimits
-from models.video_input import Sampling
-from models.windows import TimelinePlan, Window
+from text4vis.engine.errors import Overloaded
+from text4vis.engine.flow.batcher import DynamicBatcher
+from text4vis.engine.flow.decode_pool import DecodePool
+from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob
+from text4vis.engine.flow.pipeline import VideoPipeline
+from text4vis.engine.flow.timeline import Segment
+from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.models.limits import MediaLimits
+from text4vis.models.video_input import Sampling
+from text4vis.models.windows import TimelinePlan, Window
 
 TIMING_KEYS = ("decode_wait", "decode", "preprocess", "encode", "classify", "total")
 
@@ -117,7 +117,7 @@ class ClassifyService:
         background: Classifier | None = None,
     ) -> ClassifyResult:
         """Classify one video or image file; ``timeout_s`` bounds every stage together.
-        ``background``: also score it (open-set abstention, ``engine/abstain.py``)."""
+        ``background``: also score it (open-set abstention, ``engine/vocab/abstain.py``)."""
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name,

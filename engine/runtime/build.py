@@ -17,25 +17,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.backends.base import BackendUnavailable, FrameEncoder, Precision
-from engine.backends.onnx_backend import OnnxFrameEncoder
-from engine.backends.tensorrt_backend import (
+from text4vis.engine.flow.pipeline import VideoPipeline
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.runtime.backends.base import BackendUnavailable, FrameEncoder, Precision
+from text4vis.engine.runtime.backends.onnx_backend import OnnxFrameEncoder
+from text4vis.engine.runtime.backends.tensorrt_backend import (
     TensorRTFrameEncoder,
     plan_key,
     require_tensorrt,
     tensorrt_available,
     tensorrt_version,
 )
-from engine.backends.torch_backend import TorchFrameEncoder
-from engine.export import Manifest, load_head
-from engine.loading import load_clip_for, load_model
-from engine.options import ModelOptions
-from engine.pipeline import VideoPipeline
-from models.clip_loader import LoadedClip
-from models.errors import ModelLoadError
-from models.media import Decoder, nvdec_problem
-from models.preprocess import PreprocessConfig
-from models.text_encoder import TextEncoder
+from text4vis.engine.runtime.backends.torch_backend import TorchFrameEncoder
+from text4vis.engine.runtime.export import Manifest, load_head
+from text4vis.engine.runtime.loading import load_clip_for, load_model
+from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.errors import ModelLoadError
+from text4vis.models.media import Decoder, nvdec_problem
+from text4vis.models.preprocess import PreprocessConfig
+from text4vis.models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from functools import partial
 import numpy as np
 import torch
 
-from engine.classifier import AbstainDefaults, Classifier
-from engine.errors import StoreUnavailable, VocabNotFound
-from engine.stores import VocabRecord, VocabStore, VocabSummary
-from engine.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
-from models.classifiers import ensemble
-from models.errors import InputError
-from models.prompts import DEFAULT_TEMPLATE, format_prompts
-from models.text_encoder import TextEncoder
+from text4vis.engine.errors import StoreUnavailable, VocabNotFound
+from text4vis.engine.vocab.classifier import AbstainDefaults, Classifier
+from text4vis.engine.vocab.stores import VocabRecord, VocabStore, VocabSummary
+from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
+from text4vis.models.classifiers import ensemble
+from text4vis.models.errors import InputError
+from text4vis.models.prompts import DEFAULT_TEMPLATE, format_prompts
+from text4vis.models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +239,11 @@ class VocabRegistry:
 
     def background(self, vocabulary: Classifier, name: str | None = None) -> Classifier:
         """The background vocabulary for open-set abstention, minus the labels that are the
-        vocabulary's own (``engine/abstain.py``): the registered vocabulary ``name``, or by default
+        vocabulary's own (``engine/vocab/abstain.py``): the registered vocabulary ``name``, or by default
         the Kinetics-400 names with the reference template (encoded once; their embeddings cached
         like any vocabulary's)."""
-        from engine.abstain import background_for
-        from models.presets import preset_labels
+        from text4vis.engine.vocab.abstain import background_for
+        from text4vis.models.presets import preset_labels
 
         if name is not None:
             try:

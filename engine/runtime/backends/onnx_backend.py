@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends.base import BackendUnavailable, ChunkedEncoder, Precision
+from text4vis.engine.runtime.backends.base import BackendUnavailable, ChunkedEncoder, Precision
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def provider_options(
 
 def _trt_cache_dir(engine_dir: Path, device: str) -> Path | None:
     """``ENGINE_DIR/ort-trt-cache/<gpu>_trt<version>``, or None (no cache) where it cannot be written."""
-    from engine.backends.tensorrt_backend import gpu_slug, tensorrt_version
+    from text4vis.engine.runtime.backends.tensorrt_backend import gpu_slug, tensorrt_version
 
     # importing tensorrt also loads libnvinfer from its pip wheel, which the TensorRT provider links
     path = engine_dir / "ort-trt-cache" / f"{gpu_slug(device)}_trt{tensorrt_version() or 'system'}"

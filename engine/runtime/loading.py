@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from engine.options import ModelOptions
-from models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
-from models.clip_loader import ClipSource, LoadedClip, load_clip
-from models.errors import ModelLoadError
-from models.preprocess import PreprocessConfig, PreprocessMode
-from models.temporal import build_temporal_head, head_count
+from text4vis.engine.options import ModelOptions
+from text4vis.models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
+from text4vis.models.clip_loader import ClipSource, LoadedClip, load_clip
+from text4vis.models.errors import ModelLoadError
+from text4vis.models.preprocess import PreprocessConfig, PreprocessMode
+from text4vis.models.temporal import build_temporal_head, head_count
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from engine.backends.base import BackendUnavailable, ChunkedEncoder, Precision
+from text4vis.engine.runtime.backends.base import BackendUnavailable, ChunkedEncoder, Precision
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import re
 from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING
 
-from models.errors import InputError
-from models.prompts import DEFAULT_TEMPLATE, format_prompts, validate_template
+from text4vis.models.errors import InputError
+from text4vis.models.prompts import DEFAULT_TEMPLATE, format_prompts, validate_template
 
 if TYPE_CHECKING:  # the rules are imported by light modules (settings, the CLI): no torch here
-    from models.text_encoder import TextEncoder
+    from text4vis.models.text_encoder import TextEncoder
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_TEMPLATES = 64

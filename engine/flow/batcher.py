@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.errors import DeadlineExceeded, Overloaded
+from text4vis.engine.errors import DeadlineExceeded, Overloaded
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from engine.backends.base import DTYPES, PixelEncoder, Precision
-from engine.backends.tensorrt_backend import build_engine, plan_key, require_tensorrt, tensorrt_version
-from engine.loading import load_model
-from engine.options import ModelOptions
-from models.clip_loader import file_digest
-from models.errors import ModelLoadError
-from models.temporal import build_temporal_head
+from text4vis.engine.options import ModelOptions
+from text4vis.engine.runtime.backends.base import DTYPES, PixelEncoder, Precision
+from text4vis.engine.runtime.backends.tensorrt_backend import build_engine, plan_key, require_tensorrt, tensorrt_version
+from text4vis.engine.runtime.loading import load_model
+from text4vis.models.clip_loader import file_digest
+from text4vis.models.errors import ModelLoadError
+from text4vis.models.temporal import build_temporal_head
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.classifier import Prediction
+from text4vis.engine.vocab.classifier import Prediction
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from models.errors import ModelLoadError
+from text4vis.models.errors import ModelLoadError
 
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")

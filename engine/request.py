@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.errors import InputError
-from models.sampling import sample_indices as sample_indices  # re-exported: the method's arithmetic
+from text4vis.models.errors import InputError
+from text4vis.models.sampling import sample_indices as sample_indices  # re-exported: the method's arithmetic
 
 
 def parse_views(views: str) -> tuple[int, int]:
