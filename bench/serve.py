@@ -19,12 +19,14 @@ sampling=fast (with Pillow's resize and with FFmpeg's scaler) and of decord (ver
 decoder, the baseline), each server started once and
 loaded in interleaved rounds, with the ratios to decord from the same rounds.
 
-    python bench/serve.py --scenario overload [--decode-workers 2] [--overload 10]
+    python bench/serve.py --scenario admission [--decode-workers 2] [--overload 10] [--seconds 30]
 
-Admission under overload: the tiny model, --decode-workers processes, the real clips. Unloaded:
-as many clients as workers. Overloaded: --overload times as many, no client retrying: the latency
-of accepted requests (p50/p99, and the p99 ratio to unloaded) and of refusals (503), and the
-share refused. Rounds interleave unloaded and overloaded; --max-decode-queue is the server's.
+Admission by predicted wait: the tiny model, --decode-workers processes, the real clips. Bursts
+of 16, 32 and 64 requests against the default server and against a fixed queue of twice the
+workers (the old default), interleaved: 200s, 503s and the slowest answer. Then a sustained
+--overload x overload (clients retrying as Retry-After tells them) against the default: goodput
+against the unloaded capacity measured in the same run, accepted latency, refusal latency, and
+Retry-After against the wait a retry really saw.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -220,67 +223,125 @@ def decode_bound(args: argparse.Namespace) -> None:
               f"p99 {np.percentile(ms, 99):6.0f} ms")
 
 
-async def _hammer(url: str, videos: list[Path], clients: int, seconds: float) -> dict[int, list[float]]:
-    """``clients`` clients sending uploads back to back for ``seconds``: latencies by status."""
+async def _post(c: httpx.AsyncClient, url: str, name: str, body: bytes) -> httpx.Response:
+    return await c.post(f"{url}/classify", files={"file": (name, body)}, data={"vocab": "kinetics400"})
+
+
+async def _burst(url: str, videos: list[Path], n: int) -> tuple[list[int], float]:
+    """``n`` requests at once: their statuses and the slowest one's seconds."""
     data = [(p.name, p.read_bytes()) for p in videos]
-    by_status: dict[int, list[float]] = {}
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=n + 4)) as c:
+        async def one(i: int) -> tuple[int, float]:
+            t0 = time.perf_counter()
+            r = await _post(c, url, *data[i % len(data)])
+            return r.status_code, time.perf_counter() - t0
+        done = await asyncio.gather(*(one(i) for i in range(n)))
+    return [s for s, _ in done], max(t for _, t in done)
+
+
+@dataclass
+class Sustained:
+    """What clients saw in a sustained run: latencies by status, and for each refusal the
+    Retry-After it carried and the seconds until that client's retry was admitted."""
+
+    by_status: dict[int, list[float]] = field(default_factory=dict)
+    retry_told_s: list[float] = field(default_factory=list)
+    retry_saw_s: list[float] = field(default_factory=list)
+    service_s: list[float] = field(default_factory=list)  # server-side total of each accepted request
+
+
+async def _sustained(url: str, videos: list[Path], clients: int, seconds: float) -> Sustained:
+    """``clients`` clients back to back for ``seconds``; a refused client waits as Retry-After tells
+    it and retries, so the run measures whether the header is right."""
+    data = [(p.name, p.read_bytes()) for p in videos]
+    seen = Sustained()
     stop = time.perf_counter() + seconds
 
     async def client(c: httpx.AsyncClient, k: int) -> None:
-        i = k
+        i, refused_at, told = k, None, 0.0
         while time.perf_counter() < stop:
-            name, body = data[i % len(data)]
-            i += 1
             t0 = time.perf_counter()
-            r = await c.post(f"{url}/classify", files={"file": (name, body)}, data={"vocab": "kinetics400"})
-            by_status.setdefault(r.status_code, []).append(time.perf_counter() - t0)
+            r = await _post(c, url, *data[i % len(data)])
+            took = time.perf_counter() - t0
+            seen.by_status.setdefault(r.status_code, []).append(took)
             if r.status_code == 503:
-                await asyncio.sleep(0.05)  # a client that would honour Retry-After; keeps the pressure on
+                if refused_at is None:
+                    refused_at, told = t0, float(r.headers.get("retry-after", "1"))
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                continue
+            if r.status_code == 200:
+                seen.service_s.append(r.json()["timing_ms"]["total"] / 1e3)
+            if refused_at is not None:  # admitted after a refusal: the wait the retry really saw
+                seen.retry_told_s.append(told)
+                seen.retry_saw_s.append(t0 - refused_at)
+                refused_at = None
+            i += 1
 
-    limits = httpx.Limits(max_connections=clients + 4)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as c:
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients + 4)) as c:
         await asyncio.gather(*(client(c, k) for k in range(clients)))
-    return by_status
+    return seen
 
 
-def overload(args: argparse.Namespace) -> None:
+def admission(args: argparse.Namespace) -> None:
+    """Bursts against the default admission (predicted wait) and a fixed queue of twice the
+    workers (the old default), interleaved; then a sustained overload against the default."""
     from text4vis.models.clip_loader import TINY_ARCH
 
     videos = clips()
     serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=32,
                                     max_delay_ms=5.0)
-    queue = args.max_decode_queue or 2 * args.decode_workers  # the server's default: twice the workers
-    extra = ("--preset", "kinetics400", "--max-decode-queue", str(queue))
-    unloaded: dict[int, list[float]] = {}
-    loaded: dict[int, list[float]] = {}
+    fixed = str(2 * args.decode_workers)
+    servers = {"predicted wait (default)": ("--preset", "kinetics400", "--max-decode-queue", "256"),
+               f"fixed queue of {fixed} (old default)": ("--preset", "kinetics400", "--max-decode-queue", fixed)}
+    bursts: dict[tuple[str, int], list[tuple[list[int], float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        proc = start_server(serve_args, Path(tmp), port, extra)
-        url = f"http://127.0.0.1:{port}"
+        procs, urls = [], {}
         try:
-            asyncio.run(_hammer(url, videos, args.decode_workers, 3.0))  # warm-up
+            for k, (name, extra) in enumerate(servers.items()):
+                port = free_port()
+                procs.append(start_server(serve_args, Path(tmp) / str(k), port, extra))
+                urls[name] = f"http://127.0.0.1:{port}"
+                asyncio.run(_sustained(urls[name], videos, args.decode_workers, 3.0))  # warm-up, the estimates
             for _ in range(args.runs):
-                for mine, clients in ((unloaded, args.decode_workers), (loaded, args.decode_workers * args.overload)):
-                    for status, seconds in asyncio.run(_hammer(url, videos, clients, args.seconds)).items():
-                        mine.setdefault(status, []).extend(seconds)
+                for n in (16, 32, 64):
+                    for name, url in urls.items():
+                        bursts.setdefault((name, n), []).append(asyncio.run(_burst(url, videos, n)))
+                        time.sleep(1.0)
+            default = urls["predicted wait (default)"]
+            unloaded = asyncio.run(_sustained(default, videos, args.decode_workers, args.seconds))
+            loaded = asyncio.run(_sustained(default, videos, args.decode_workers * args.overload, args.seconds))
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=60)
+
+    print(f"admission: {TINY_ARCH}, {args.decode_workers} decode processes, the real clips, "
+          f"{args.runs} interleaved rounds per burst; median over rounds")
+    for (name, n), rounds in sorted(bursts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ok = statistics.median(statuses.count(200) for statuses, _ in rounds)
+        refused = statistics.median(statuses.count(503) for statuses, _ in rounds)
+        slowest = statistics.median(t for _, t in rounds)
+        print(f"  burst of {n:2d}, {name:28s}: {ok:4.0f} x 200, {refused:4.0f} x 503, slowest {slowest:5.2f} s")
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(np.array(values) * 1e3, q)) if values else float("nan")
 
-    base_p99 = pct(unloaded.get(200, []), 99)
-    ok, refused = loaded.get(200, []), loaded.get(503, [])
-    total = sum(len(v) for v in loaded.values())
-    print(f"overload: {TINY_ARCH}, {args.decode_workers} decode processes, max_decode_queue {queue}, the real clips; "
-          f"{args.runs} interleaved rounds of {args.seconds:g} s")
-    print(f"  unloaded ({args.decode_workers} clients): {len(unloaded.get(200, []))} served, p50 "
-          f"{pct(unloaded.get(200, []), 50):.0f} ms, p99 {base_p99:.0f} ms")
-    print(f"  {args.overload}x overload ({args.decode_workers * args.overload} clients): {len(ok)} accepted, p50 "
-          f"{pct(ok, 50):.0f} ms, p99 {pct(ok, 99):.0f} ms ({pct(ok, 99) / base_p99:.2f}x unloaded p99); "
-          f"{len(refused)} refused ({len(refused) / max(total, 1):.0%}) with 503 in p50 {pct(refused, 50):.1f} ms, "
-          f"p99 {pct(refused, 99):.1f} ms; other statuses {sorted(s for s in loaded if s not in (200, 503))}")
+    capacity = len(unloaded.by_status.get(200, [])) / args.seconds
+    ok, refused = loaded.by_status.get(200, []), loaded.by_status.get(503, [])
+    goodput = len(ok) / args.seconds
+    limit = 10.0  # the server's max_queue_wait_s (default)
+    late = sum(t > limit + s for t, s in zip(ok, loaded.service_s, strict=False))
+    ratios = [told / max(saw, 1e-3) for told, saw in zip(loaded.retry_told_s, loaded.retry_saw_s, strict=True)]
+    within = sum(0.5 <= r <= 2.0 for r in ratios)
+    print(f"  unloaded ({args.decode_workers} clients, {args.seconds:g} s): {capacity:.1f} videos/s")
+    print(f"  {args.overload}x overload ({args.decode_workers * args.overload} clients, {args.seconds:g} s): "
+          f"goodput {goodput:.1f} videos/s = {goodput / capacity:.2f}x unloaded capacity; accepted p50 "
+          f"{pct(ok, 50):.0f} ms, p99 {pct(ok, 99):.0f} ms, {late} past max_queue_wait_s + own service time; "
+          f"{len(refused)} refusals in p50 {pct(refused, 50):.1f} ms, p99 {pct(refused, 99):.1f} ms; "
+          f"other statuses {sorted(s for s in loaded.by_status if s not in (200, 503))}")
+    if ratios:
+        print(f"  Retry-After / the wait a retry really saw: median {statistics.median(ratios):.2f}, "
+              f"{within} of {len(ratios)} within 2x")
 
 
 def main() -> None:
@@ -292,16 +353,15 @@ def main() -> None:
     parser.add_argument("--max-batch-frames", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--scenario", choices=("default", "decode-bound", "overload"), default="default")
-    parser.add_argument("--overload", type=int, default=10, help="overload scenario: clients per decode worker")
-    parser.add_argument("--seconds", type=float, default=10.0, help="overload scenario: seconds per round")
-    parser.add_argument("--max-decode-queue", type=int, default=0, help="overload scenario: the server's (0: default)")
+    parser.add_argument("--scenario", choices=("default", "decode-bound", "admission"), default="default")
+    parser.add_argument("--overload", type=int, default=10, help="admission scenario: clients per decode worker")
+    parser.add_argument("--seconds", type=float, default=30.0, help="admission scenario: seconds of sustained load")
     args = parser.parse_args()
     if args.scenario == "decode-bound":
         decode_bound(args)
         return
-    if args.scenario == "overload":
-        overload(args)
+    if args.scenario == "admission":
+        admission(args)
         return
     videos = clips()
     med = statistics.median

@@ -4,7 +4,12 @@ from text4vis.models.errors import InputError, T4VError
 
 
 class Overloaded(T4VError):
-    """A bounded queue is full; retry later."""
+    """The server is full; retry later. ``retry_after_s``: when a retry should find room (the
+    ``Retry-After`` header of the 503)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(T4VError):

@@ -8,16 +8,11 @@ from them: adding an option is one edit here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from text4vis.models.choices import Activation
+from text4vis.models.choices import Activation, Backend, Decoder, Precision, Preprocess, Provider, Scaler, TemporalHead
 from text4vis.models.errors import InputError
-from text4vis.models.preprocess import Scaler
-
-Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
-Provider = Literal["tensorrt", "cuda", "cpu"]
 
 
 class ModelOptions(BaseModel):
@@ -32,28 +27,28 @@ class ModelOptions(BaseModel):
     text4vis_checkpoint: Path | None = Field(
         None, description="Checkpoint released with Text4Vis (visual encoder + temporal head)."
     )
-    temporal: Literal["mean", "transf"] | None = Field(
+    temporal: TemporalHead | None = Field(
         None, description="Temporal head: mean | transf (default: the checkpoint's)."
     )
-    preprocess: Literal["clip", "text4vis"] | None = Field(
+    preprocess: Preprocess | None = Field(
         None, description="Preprocessing: clip | text4vis (default text4vis with a Text4Vis checkpoint)."
     )
     activation: Activation = Field(
-        "auto", description="CLIP's MLP activation: auto (what the weights were trained with: QuickGELU for OpenAI's "
+        Activation.AUTO, description="CLIP's MLP activation: auto (what the weights were trained with: QuickGELU for OpenAI's "
                             "tags and files, else the architecture's) | gelu | quickgelu (OpenAI-trained weights "
                             "in a plain state dict under --model ARCH)."
     )
     random_init: bool = Field(False, description="Run RANDOM weights on purpose (benchmarks, tests). Never implicit.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16."
+    precision: Precision = Field(
+        Precision.AUTO, description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16."
     )
-    decoder: Literal["auto", "pyav", "nvdec", "decord"] = Field(
-        "auto", description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
+    decoder: Decoder = Field(
+        Decoder.AUTO, description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
                             "pyav (CPU) | nvdec (the GPU's video decoder through FFmpeg) | decord (CPU)."
     )
     scaler: Scaler = Field(
-        "pillow", description="Who resizes video frames: pillow (the reference's pixels) | ffmpeg (FFmpeg's bicubic "
+        Scaler.PILLOW, description="Who resizes video frames: pillow (the reference's pixels) | ffmpeg (FFmpeg's bicubic "
                               "scaler as PyAV decodes: cheaper, not pixel-exact; see the README's decode figures)."
     )
     engine_dir: Path | None = Field(
@@ -61,11 +56,11 @@ class ModelOptions(BaseModel):
         json_schema_extra={"flag": "--engine"},
     )
     backend: Backend = Field(
-        "auto", description="Encoder backend: auto | torch | onnxruntime | tensorrt; auto: the engine's TensorRT "
+        Backend.AUTO, description="Encoder backend: auto | torch | onnxruntime | tensorrt; auto: the engine's TensorRT "
                             "plan for this GPU, else ONNX Runtime for an engine, else torch."
     )
     providers: tuple[Provider, ...] = Field(
-        ("tensorrt", "cuda", "cpu"), description="ONNX Runtime execution providers, in order of preference.",
+        (Provider.TENSORRT, Provider.CUDA, Provider.CPU), description="ONNX Runtime execution providers, in order of preference.",
         json_schema_extra={"flag": "--provider"},
     )
     threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0: the cores).")

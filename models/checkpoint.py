@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from text4vis.models.choices import TemporalHead
 from text4vis.models.clip_loader import load_strict, read_checkpoint
 from text4vis.models.errors import CheckpointMismatchError, ModelLoadError
 from text4vis.models.temporal import HeadKind, build_temporal_head
@@ -57,7 +58,7 @@ def read_text4vis_checkpoint(path: Path) -> Text4VisCheckpoint:
         log.warning("%s carries %d text-encoder keys; they are ignored (the text encoder is the base CLIP's)",
                     path, len(text))
     layers = {int(m.group(1)) for k in head if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))}
-    kind: HeadKind = "transf" if head else "mean"
+    kind = TemporalHead.TRANSF if head else TemporalHead.MEAN
     epoch = extras.get("epoch") if isinstance(extras.get("epoch"), int) else None
     return Text4VisCheckpoint(visual, head, kind, max(layers) + 1 if layers else 6, epoch, str(path))
 

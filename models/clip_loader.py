@@ -53,7 +53,7 @@ class ClipSource:
     checkpoint: Path | None = None
     random_init: bool = False
     seed: int = 0
-    activation: Activation = "auto"
+    activation: Activation = Activation.AUTO
 
     def resolved(self) -> ClipSource:
         """Fill in defaults: ViT-B-16 with the OpenAI weights when nothing else is named."""

@@ -10,23 +10,15 @@ encoder runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from text4vis.models.choices import Preprocess, Scaler
 from text4vis.models.sampling import crop_offsets as crop_offsets  # re-exported: the crops are part of preprocessing
 from text4vis.models.sampling import resized_size as resized_size
 
-
-class PreprocessMode(StrEnum):
-    CLIP = "clip"  # CLIP's own transform: short side to the input size, center crop
-    TEXT4VIS = "text4vis"  # fine-tuned checkpoints: short side to 256 for 224 px models (else C), center crop
-
-
-Scaler = Literal["pillow", "ffmpeg"]
-
+PreprocessMode = Preprocess  # the name this module's callers know
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -36,7 +28,7 @@ class PreprocessConfig:
     std: tuple[float, float, float]
     # who resizes video frames: Pillow (the reference's pixels) or FFmpeg's scaler as PyAV decodes
     # them (several times cheaper, a few levels off: an opt-in, see bench/decode.py)
-    scaler: Scaler = "pillow"
+    scaler: Scaler = Scaler.PILLOW
 
     @classmethod
     def for_mode(

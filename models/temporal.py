@@ -7,13 +7,14 @@ parameter names, so released checkpoints load into it unchanged.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Literal
 
 import torch
 from torch import nn
 
-HeadKind = Literal["mean", "transf"]
-HEAD_KINDS: tuple[HeadKind, ...] = ("mean", "transf")
+from text4vis.models.choices import TemporalHead
+
+HeadKind = TemporalHead  # the name this module's callers know
+HEAD_KINDS: tuple[TemporalHead, ...] = tuple(TemporalHead)
 POSITIONS = 77  # nn.Embedding(context_length, d) in the reference
 
 
@@ -58,7 +59,7 @@ class TemporalTransformer(nn.Module):
 class MeanHead(nn.Module):
     """TAP: the mean over frames."""
 
-    kind: HeadKind = "mean"
+    kind: HeadKind = TemporalHead.MEAN
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=1)
@@ -67,7 +68,7 @@ class MeanHead(nn.Module):
 class TransformerHead(nn.Module):
     """T-Trans: position embedding, a transformer over time, residual, mean over frames."""
 
-    kind: HeadKind = "transf"
+    kind: HeadKind = TemporalHead.TRANSF
 
     def __init__(self, embed_dim: int, layers: int = 6, heads: int | None = None) -> None:
         """``heads``: the reference's CLIP TEXT width // 64 (:func:`head_count`); equal to

@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, MediaError
 from text4vis.models.limits import MediaLimits
 from text4vis.models.media import Decoder, MediaReader, open_media, renamed
@@ -29,13 +29,12 @@ class SampledClip:
     timing_ms: dict[str, float]
 
 
-Sampling = Literal["exact", "fast"]
-SAMPLINGS: tuple[Sampling, ...] = ("exact", "fast")
+SAMPLINGS: tuple[Sampling, ...] = tuple(Sampling)
 
 
 def sample_clip(
     path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
-    decoder: Decoder = "auto", name: str | None = None, sampling: Sampling = "exact", gpu: int = 0,
+    decoder: Decoder = Decoder.AUTO, name: str | None = None, sampling: Sampling = Sampling.EXACT, gpu: int = 0,
     limits: MediaLimits | None = None,
 ) -> SampledClip:
     """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
@@ -65,7 +64,7 @@ def sample_clip(
 
 
 def sample_frames(
-    path: Path, preprocess: PreprocessConfig, rows: list[list[int]], decoder: Decoder = "auto",
+    path: Path, preprocess: PreprocessConfig, rows: list[list[int]], decoder: Decoder = Decoder.AUTO,
     name: str | None = None, gpu: int = 0, limits: MediaLimits | None = None,
 ) -> SampledClip:
     """The frames ``rows`` names (display indices, one row of T per window of a timeline), each

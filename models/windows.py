@@ -91,14 +91,15 @@ def plan_windows(
 
 
 def plan_timeline(
-    path: Path, window_s: float, stride_s: float, frames: int, max_windows: int, decoder: Decoder = "pyav",
+    path: Path, window_s: float, stride_s: float, frames: int, max_windows: int, decoder: Decoder = Decoder.PYAV,
     name: str | None = None, limits: MediaLimits | None = None,
 ) -> TimelinePlan:
     """Open ``path`` (within ``limits``), read when its frames are shown, and plan its windows.
     Images and animations have no timeline: InputError."""
     label = name or path.name
     try:
-        with open_media(path, "pyav" if decoder == "decord" else decoder, name=name, limits=limits) as media:
+        with open_media(path, Decoder.PYAV if decoder == Decoder.DECORD else decoder, name=name,
+                        limits=limits) as media:
             if media.info.kind != "video":
                 raise InputError(f"{label} is {'an image' if media.info.kind == 'image' else 'an animation'}; "
                                  "a timeline needs a video")

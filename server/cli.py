@@ -20,8 +20,9 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from text4vis.engine.options import ModelOptions
-from text4vis.engine.request import parse_views
+from text4vis.engine.request import MAX_CLIPS, parse_views
 from text4vis.engine.vocab.validation import validate_templates
+from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, ModelLoadError, T4VError
 from text4vis.models.media import open_media
 from text4vis.models.presets import LABEL_PRESETS, preset_labels
@@ -33,6 +34,7 @@ from text4vis.models.prompts import (
     read_templates,
     validate_template,
 )
+from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
 from text4vis.server.cli_options import flag, with_options
 from text4vis.server.settings import Settings
 
@@ -73,40 +75,50 @@ def classify(
     frames: Annotated[int, typer.Option(help="Frames sampled per clip (T).")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
     sampling: Annotated[
-        str, typer.Option(help="exact (the method's test-time frames) | fast (one cheap frame per segment).")
-    ] = "exact",
+        Sampling, typer.Option(help="exact (the method's test-time frames) | fast (one cheap frame per segment).")
+    ] = Sampling.EXACT,
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
     clean_labels: Annotated[bool, typer.Option(
         "--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default labels "
                                "are used as written, as the reference and its checkpoints do.")] = False,
+    abstain: Annotated[bool | None, typer.Option(
+        "--abstain/--no-abstain", help='"None of these": also score the built-in background (Kinetics-400 names '
+                                       "minus those close to yours) and abstain when it wins.")] = None,
+    abstain_margin: Annotated[float | None, typer.Option(
+        help="Cosine margin the background must win by (default 0).")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Abstain when the best label's cosine is below this.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Classify videos or images against class names given as text (zero-shot)."""
+    from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, RequestLimits
+
     try:
-        clips, crops = _check_views(views)
         label_list = _labels(labels, labels_file, preset)
         templates = _templates(template, templates_file, template_set)
         model_options = _validated(ModelOptions, options or {})
-        if top_k < 0:
-            raise UsageProblem("--top-k must be 0 (all) or positive")
-        _choice("--sampling", sampling, ("exact", "fast"))
-        for path in videos:  # fail before loading a model on inputs we can already tell are bad
+        request = ClassifyRequest(labels=tuple(label_list), templates=tuple(templates), clean_labels=clean_labels,
+                                  clip=ClipSpec(frames, views, sampling), top_k=top_k,
+                                  abstain=AbstainPolicy(abstain, abstain_margin, min_score))
+        limits = RequestLimits(max_frames=MAX_FRAMES_PER_CLIP, max_views=f"{MAX_CLIPS}x3")
+        request.resolved(limits)  # the request's own errors, before a model loads
+        for path in videos:  # and the inputs we can already tell are bad
             with open_media(path, model_options.decoder):
                 pass
-        from text4vis.engine.flow.service import classify_files
+        from text4vis.engine.flow.service import classify_files  # the heavy layers, once the arguments are good
         from text4vis.engine.runtime.build import build_runtime
-        from text4vis.engine.vocab.classifier import Classifier  # the heavy layers, once the arguments are known good
+        from text4vis.engine.vocab.registry import VocabRegistry
+        from text4vis.engine.vocab.stores import SQLiteStore
 
         runtime = build_runtime(model_options)
-        classifier = Classifier.from_labels(runtime.text_encoder, label_list, templates, clean_labels)
+        vocabularies = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
+        vocabularies.ad_hoc(label_list, templates, clean_labels)  # refuses bad labels before any file decodes
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
         _fail(exc)
     results: list[ClassifyResult] = []
     failed = False
     with _files_progress(len(videos)) as done:
-        outcomes = classify_files(runtime.pipeline, classifier, videos, frames=frames, clips=clips, crops=crops,
-                                  top_k=top_k, sampling=sampling, on_done=done)  # type: ignore[arg-type]
+        outcomes = classify_files(runtime.pipeline, vocabularies, request, videos, limits=limits, on_done=done)
     for outcome in outcomes:
         if isinstance(outcome, InputError | ValueError):
             _error_line(outcome)
@@ -350,7 +362,7 @@ def _validated(model: type[M], given: dict[str, Any]) -> M:
             field = model.model_fields.get(str(e["loc"][0])) if e["loc"] else None
             where = flag(name, field) if field is not None else name
             ctx = e.get("ctx", {})
-            if e["type"] == "literal_error":
+            if e["type"] in ("literal_error", "enum"):
                 problems.append(f"{where} must be one of {ctx['expected']}; got {e['input']!r}")
                 continue
             message = str(ctx["error"]) if "error" in ctx else e["msg"]
@@ -437,14 +449,15 @@ def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> None:
 
 
 def _result_json(result: ClassifyResult) -> dict[str, object]:
-    return {
-        "file": result.file,
-        "frame_indices": result.frame_indices,
-        "predictions": [
-            {"label": p.label, "probability": p.probability, "score": p.score} for p in result.predictions
-        ],
-        "timing_ms": result.timing_ms,
-    }
+    def predictions(items: list[Any]) -> list[dict[str, object]]:
+        return [{"label": p.label, "probability": p.probability, "score": p.score} for p in items]
+
+    out: dict[str, object] = {"file": result.file, "frame_indices": result.frame_indices,
+                              "predictions": predictions(result.predictions), "timing_ms": result.timing_ms}
+    if result.abstention is not None:
+        out.update(abstained=result.abstention.abstained, abstain_reason=result.abstention.reason,
+                   background=predictions(result.abstention.background))
+    return out
 
 
 def _print_tables(results: list[ClassifyResult]) -> None:
@@ -461,6 +474,8 @@ def _print_tables(results: list[ClassifyResult]) -> None:
         for p in result.predictions:
             table.add_row(p.label, f"{p.probability:.4f}", f"{p.score:.4f}")
         out.print(table)
+        if result.abstention is not None and result.abstention.abstained:
+            out.print(f"none of these: {result.abstention.reason}", markup=False, highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m text4vis.server.cli

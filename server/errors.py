@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from text4vis.engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
 from text4vis.models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
 from text4vis.server.auth import Unauthorized
+from text4vis.server.uploads import MalformedBody
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class NotReady(T4VError):
 
 
 STATUS: list[tuple[type[Exception], int]] = [
+    (MalformedBody, 400),
     (Unauthorized, 401),
     (MediaLimitExceeded, 413),
     (MediaError, 415),
@@ -60,6 +62,9 @@ def install(app: FastAPI) -> None:
 
 def _handler(status: int, headers: dict[str, str] | None):  # noqa: ANN202
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, Overloaded):  # the wait the admission predicted
+            headers_now = {**(headers or {}), "Retry-After": str(exc.retry_after_s)}
+            return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers_now)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handle

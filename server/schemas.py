@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from dataclasses import replace
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec
+from text4vis.models.choices import Sampling
+from text4vis.models.errors import InputError
 from text4vis.models.windows import MAX_WINDOW_S
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]
@@ -124,9 +129,16 @@ class UploadForm(BaseModel):
     frames: int | None = Field(None, ge=1, description="Frames sampled per clip (T), 1 to the server's max_frames; "
                                                        "unset: its default_frames.")
 
+    def to_request(self) -> ClassifyRequest:
+        """The engine's request object: the one shape every caller (route, CLI, archive) builds."""
+        return ClassifyRequest(
+            vocab=self.vocab or None, labels=tuple(parse_labels(self.labels)) if self.labels else None,
+            clean_labels=self.clean_labels, clip=ClipSpec(self.frames), top_k=self.top_k,
+        )
+
     @classmethod
     def openapi_body(cls) -> dict[str, object]:
-        schema = cls.model_json_schema()
+        schema = _inlined(cls.model_json_schema())
         schema["properties"] = {"file": {"type": "string", "format": "binary", "description":
                                          "A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif)."},
                                 **schema["properties"]}
@@ -134,13 +146,29 @@ class UploadForm(BaseModel):
         return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` (enums: Sampling) written out where they are used: a route's
+    ``openapi_extra`` body is not among the components, so its references would not resolve."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
 class ClassifyForm(UploadForm):
     """The form fields of ``POST /classify`` (beside the ``file`` part)."""
 
     views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
-    sampling: Literal["", "exact", "fast"] = Field(
-        "", description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
-                        "(one clip); empty: the server's default_sampling."
+    sampling: Sampling | None = Field(
+        None, description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
+                          "(one clip); unset or empty: the server's default_sampling."
     )
     thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
     abstain: bool | None = Field(None, description='"None of these": also score a background vocabulary (the '
@@ -153,6 +181,28 @@ class ClassifyForm(UploadForm):
                                                                        "below this (unset: the vocabulary's).")
     background: str = Field("", description="A registered vocabulary to score as the background instead of the "
                                             "built-in one (implies abstain unless abstain=false).")
+
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def to_request(self) -> ClassifyRequest:
+        return replace(super().to_request(), clip=ClipSpec(self.frames, self.views, self.sampling),
+                       abstain=AbstainPolicy(self.abstain, self.abstain_margin, self.min_score,
+                                             self.background or None))
+
+
+def parse_labels(labels: str) -> list[str]:
+    """A form's ``labels``: a JSON array of strings."""
+    try:
+        value = json.loads(labels)
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise InputError('labels must be a JSON array of strings, e.g. ["dancing", "surfing"]') from None
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise InputError('labels must be a JSON array of strings, e.g. ["dancing", "surfing"]')
+    return value
 
 
 class TimelineForm(UploadForm):

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from text4vis.engine.flow.options import FlowOptions
 from text4vis.engine.options import ModelOptions, model_options_of
-from text4vis.engine.request import parse_views
+from text4vis.engine.request import RequestLimits, parse_views
 from text4vis.engine.vocab.validation import MAX_LABELS
+from text4vis.models.choices import Sampling
 from text4vis.models.limits import MediaLimits
 from text4vis.models.presets import LABEL_PRESETS
 from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
@@ -74,19 +76,25 @@ class ServingOptions(BaseModel):
                                 description="Frames sampled per clip when a request names none.")
     max_frames: int = Field(32, ge=1, le=MAX_FRAMES_PER_CLIP, description="Largest `frames` a request may ask for.")
     max_views: str = Field("4x3", description="Largest `views` a request may ask for (CLIPSxCROPS).")
-    default_sampling: Literal["exact", "fast"] = Field(
-        "exact", description="Frames when a request names none: exact (the method's) or fast (cheap, one per segment)."
+    default_sampling: Sampling = Field(
+        Sampling.EXACT, description="Frames when a request names none: exact (the method's) or fast (cheap, one per segment)."
     )
     max_batch_frames: int = Field(64, ge=1, le=4096, description="Frames per encoder call.")
     max_delay_ms: float = Field(10.0, ge=0, le=1000, description="Longest wait to fill a batch.")
-    max_queue_frames: int = Field(512, ge=1, description="Frames waiting for the encoder; beyond: 503.")
+    max_queue_frames: int = Field(512, ge=1, description="Frames waiting for the encoder at most (memory's bound); "
+                                  "an admitted request whose frames do not fit waits for room within its deadline.")
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of one classify request.")
     decode_workers: int = Field(default_factory=lambda: available_cores(), ge=0, le=256,
                                 description="Decode processes (default: the cores available); 0 decodes in threads.")
-    max_decode_queue: int | None = Field(
-        None, ge=1, description="Classify requests in progress (upload arriving, waiting for or in a decode worker, "
-                                "encoding); one more: 503 before its body is read. Default: twice the decode "
-                                "workers, so an accepted request waits about one decode at most."
+    max_queue_wait_s: float = Field(
+        10.0, gt=0, le=3600, description="Admission: a classify request is refused (503, before its upload is read, "
+                                         "with Retry-After) when the work ahead of it is predicted to take longer "
+                                         "than this to start on; at most request_timeout_s."
+    )
+    max_decode_queue: int = Field(
+        256, ge=1, le=100_000, description="Classify requests in progress at most (uploading, waiting for or in a "
+                                           "decode worker, encoding), whatever the predicted wait: the bound on "
+                                           "memory and spool space; one more: 503 before its body is read."
     )
     max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Pixels per frame of an upload (from its header, "
                             "before decoding); beyond: 413.")
@@ -114,6 +122,8 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
     def _check(self) -> Settings:
         if self.max_queue_frames < self.max_batch_frames:
             raise ValueError("max_queue_frames must be at least max_batch_frames")
+        if self.max_queue_wait_s > self.request_timeout_s:
+            raise ValueError("max_queue_wait_s must not exceed request_timeout_s")
         if self.decode_budget_s > self.request_timeout_s:
             raise ValueError("decode_budget_s must not exceed request_timeout_s")
         if self.default_frames > self.max_frames:
@@ -131,9 +141,16 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
     def model_options(self) -> ModelOptions:
         return model_options_of(self)
 
-    def decode_queue(self) -> int:
-        """``max_decode_queue``, or twice the decode workers (threads: 2) when unset."""
-        return self.max_decode_queue or 2 * (self.decode_workers or 2)
-
     def media_limits(self) -> MediaLimits:
         return MediaLimits(self.max_pixels, self.max_aspect_ratio, self.max_animation_frames, self.max_duration_s)
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(self.default_frames, self.max_frames, self.max_views, self.default_sampling)
+
+    def flow_options(self) -> FlowOptions:
+        return FlowOptions(
+            decode_workers=self.decode_workers, max_decode_queue=self.max_decode_queue,
+            max_queue_wait_s=self.max_queue_wait_s, decode_budget_s=self.decode_budget_s,
+            media_limits=self.media_limits(), max_batch_frames=self.max_batch_frames, max_delay_ms=self.max_delay_ms,
+            max_queue_frames=self.max_queue_frames,
+        )

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from text4vis.engine.flow.options import FlowHooks
 from text4vis.engine.flow.service import ClassifyService
 from text4vis.engine.runtime.build import Runtime, build_runtime
 from text4vis.engine.vocab.registry import VocabRegistry
@@ -48,14 +49,11 @@ class ServerState:
                                           on_embedding_cache=self.metrics.on_embedding_cache,
                                           ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts,
                                           on_prompts_encoded=self.metrics.prompts_encoded.inc)
-            s = self.settings
+            s, m = self.settings, self.metrics
             self.classify_service = ClassifyService(
-                runtime.pipeline, decode_workers=s.decode_workers, max_decode_queue=s.decode_queue(),
-                decode_budget_s=s.decode_budget_s, limits=s.media_limits(),
-                on_worker_replaced=self.metrics.on_worker_replaced,
-                max_batch_frames=s.max_batch_frames, max_delay_ms=s.max_delay_ms,
-                max_queue_frames=s.max_queue_frames, on_batch=self.metrics.on_batch,
-                on_decoded=self.metrics.decode_seconds.observe,
+                runtime.pipeline, self.registry, s.flow_options(), s.request_limits(),
+                FlowHooks(on_batch=m.on_batch, on_decoded=m.decode_seconds.observe,
+                          on_worker_replaced=m.on_worker_replaced),
             )
             log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
             await self.classify_service.start()

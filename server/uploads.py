@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import Request
 
-from text4vis.models.errors import InputError
+from text4vis.models.errors import InputError, T4VError
 
 MAX_FIELD_BYTES = 1 << 20  # a form field (labels of a large ad-hoc vocabulary) is at most 1 MiB
+MAX_PARTS = 64  # the forms have 14 fields; more parts than this are refused before they are parsed
+
+
+class MalformedBody(T4VError):
+    """The request body cannot be read as the multipart form it claims to be (400)."""
 
 
 @dataclass
@@ -51,8 +56,12 @@ class _Receiver:
         self.disposition = b""
         self.file: IO[bytes] | None = None  # the one file part's spool file
         self.pending: list[bytes] = []  # its bytes parsed but not yet written
+        self.parts = 0
 
     def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise MalformedBody(f"the form has more than {MAX_PARTS} parts")
         self.part, self.disposition = _Part(), b""
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -120,6 +129,8 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
             _parse(parser.write, chunk)
             await asyncio.to_thread(receiver.flush)
         _parse(parser.finalize)
+        if parser.state != MultipartState.END:  # a cut connection: never classify a file missing its end
+            raise MalformedBody("the upload ended before the multipart body did (no closing boundary)")
         receiver.close()
         yield receiver.upload
     finally:
@@ -132,10 +143,10 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
 def _parse(step: Callable[..., object], *args: bytes) -> None:
     try:
         step(*args)
-    except InputError:
+    except (InputError, MalformedBody):
         raise
     except Exception as exc:  # python-multipart's own parse errors: a malformed body is the client's
-        raise InputError(f"the multipart body is malformed ({type(exc).__name__})") from None
+        raise MalformedBody(f"the multipart body is malformed ({type(exc).__name__})") from None
 
 
 def _suffix(filename: str | None) -> str:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -16,11 +16,26 @@ from fastapi import FastAPI
 
 from tests.processes import alive, children_of
 from tests.redis_server import free_port
+from text4vis.engine.flow.service import ClassifyResult, classify_files
 from text4vis.engine.options import ModelOptions
+from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits
 from text4vis.engine.runtime.build import Runtime, build_runtime
+from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.engine.vocab.stores import SQLiteStore
 from text4vis.models.clip_loader import TINY_ARCH
 from text4vis.server.app import create_app
 from text4vis.server.settings import Settings
+
+
+def classify_offline(
+    runtime: Runtime, labels: list[str], paths: list[Path], *, top_k: int = 5, frames: int = 8, views: str = "1x1",
+    on_done: Callable[[], None] | None = None,
+) -> list[ClassifyResult | BaseException]:
+    """``t4v classify``'s flow (classify_files) on ad-hoc labels, offline."""
+    registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
+    request = ClassifyRequest(labels=tuple(labels), clip=ClipSpec(frames, views), top_k=top_k)
+    limits = RequestLimits(max_frames=64, max_views="16x3")
+    return classify_files(runtime.pipeline, registry, request, paths, limits=limits, on_done=on_done)
 
 
 def tiny_runtime(checkpoint: Path) -> Runtime:
@@ -28,7 +43,7 @@ def tiny_runtime(checkpoint: Path) -> Runtime:
 
 
 def settings(data_dir: Path, **overrides: object) -> Settings:
-    base: dict[str, object] = {"data_dir": data_dir, "decode_workers": 0, "max_delay_ms": 20.0, "max_decode_queue": 32}
+    base: dict[str, object] = {"data_dir": data_dir, "decode_workers": 0, "max_delay_ms": 20.0}
     return Settings(**{**base, **overrides})
 
 

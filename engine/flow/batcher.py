@@ -56,14 +56,41 @@ class FrameQueue:
         self.frames = 0
         self._items: deque[_Item] = deque()
         self._nonempty = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._waiting = 0  # puts waiting for room: a new put queues behind them
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def _fits(self, item: _Item) -> bool:
+        return self.frames + item.frames <= self.max_frames
+
     def put(self, item: _Item) -> None:
         """Append ``item``, or raise :class:`Overloaded` at once if its frames do not fit."""
-        if self.frames + item.frames > self.max_frames:
+        if item.frames > self.max_frames or not self._fits(item) or self._waiting:
             raise Overloaded(f"{self.frames} frames are queued (limit {self.max_frames})")
+        self._append(item)
+
+    async def put_waiting(self, item: _Item, timeout_s: float) -> None:
+        """Append ``item`` once its frames fit, in arrival order; :class:`DeadlineExceeded` past
+        ``timeout_s``, :class:`Overloaded` at once for an item larger than the whole queue."""
+        if item.frames > self.max_frames:
+            raise Overloaded(f"{item.frames} frames are more than the queue holds ({self.max_frames}, "
+                             "T4V_MAX_QUEUE_FRAMES)")
+        if self._fits(item) and not self._waiting:
+            self._append(item)
+            return
+        self._waiting += 1
+        try:
+            async with self._room:
+                await asyncio.wait_for(self._room.wait_for(lambda: self._fits(item)), timeout_s)
+                self._append(item)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no room for the frames within {timeout_s:.1f} s") from None
+        finally:
+            self._waiting -= 1
+
+    def _append(self, item: _Item) -> None:
         self._items.append(item)
         self.frames += item.frames
         self._nonempty.set()
@@ -76,7 +103,13 @@ class FrameQueue:
         self.frames -= item.frames
         if not self._items:
             self._nonempty.clear()
+        if self._waiting:
+            asyncio.get_running_loop().create_task(self._wake())
         return item
+
+    async def _wake(self) -> None:
+        async with self._room:
+            self._room.notify_all()
 
     async def wait(self) -> None:
         """Until the queue holds an item."""
@@ -120,7 +153,10 @@ class DynamicBatcher:
         max_delay_ms: float = 10.0,
         max_queue_frames: int = 1024,
         on_batch: Callable[[int, int], None] | None = None,
+        on_encoded: Callable[[float, int], None] | None = None,
     ) -> None:
+        """``on_batch(requests, frames)`` and ``on_encoded(seconds, frames)`` after each batch (metrics,
+        and the admission's estimate of the encoder's seconds per frame)."""
         if max_batch_frames < 1 or max_queue_frames < max_batch_frames:
             raise ValueError("need 1 <= max_batch_frames <= max_queue_frames")
         self._encode = encode
@@ -128,6 +164,7 @@ class DynamicBatcher:
         self.max_delay_s = max_delay_ms / 1e3
         self.max_queue_frames = max_queue_frames
         self._on_batch = on_batch
+        self._on_encoded = on_encoded
         self._queue = FrameQueue(max_queue_frames)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self._task: asyncio.Task[None] | None = None
@@ -158,14 +195,16 @@ class DynamicBatcher:
         self._executor.shutdown(wait=True)
 
     async def embed(self, pixels: torch.Tensor, timeout_s: float = 30.0) -> torch.Tensor:
-        """Embeddings ``[N, D]`` of ``pixels [N, ...]``; :class:`Overloaded` at once if the queue is full."""
+        """Embeddings ``[N, D]`` of ``pixels [N, ...]``. A full queue is waited on (in order) within
+        ``timeout_s``; the request was admitted, and this bound is memory's, not admission's."""
         if int(pixels.shape[0]) == 0:
             raise ValueError("no frames to embed")
         loop = asyncio.get_running_loop()
-        item = _Item(pixels, loop.create_future(), time.monotonic() + timeout_s)
-        self._queue.put(item)  # Overloaded at once when it does not fit
+        deadline = time.monotonic() + timeout_s
+        item = _Item(pixels, loop.create_future(), deadline)
+        await self._queue.put_waiting(item, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), timeout_s)
+            return await asyncio.wait_for(asyncio.shield(item.future), max(deadline - time.monotonic(), 1e-3))
         except TimeoutError:
             raise DeadlineExceeded(f"no result within {timeout_s:.1f} s") from None
 
@@ -181,6 +220,7 @@ class DynamicBatcher:
             if not live:
                 continue
             pixels = torch.cat([i.pixels for i in live])
+            started = time.perf_counter()
             try:
                 emb = await loop.run_in_executor(self._executor, self._encode, pixels)
             except Exception as exc:  # noqa: BLE001 - the error goes to every waiting request
@@ -189,12 +229,12 @@ class DynamicBatcher:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
-            self._record(len(live), int(pixels.shape[0]))
+            self._record(len(live), int(pixels.shape[0]), time.perf_counter() - started)
             for item, rows in zip(live, emb.split([i.frames for i in live]), strict=True):
                 if not item.future.done():
                     item.future.set_result(rows)
 
-    def _record(self, requests: int, frames: int) -> None:
+    def _record(self, requests: int, frames: int, seconds: float) -> None:
         self.stats.batches += 1
         self.stats.frames += frames
         self.stats.requests += requests
@@ -202,3 +242,5 @@ class DynamicBatcher:
         del self.stats.sizes[:-1000]
         if self._on_batch is not None:
             self._on_batch(requests, frames)
+        if self._on_encoded is not None:
+            self._on_encoded(seconds, frames)

@@ -43,6 +43,14 @@ class DecodedClip:
     gather: torch.Tensor  # int64 [crops * clips, T]
     frame_indices: list[int]
     timing_ms: dict[str, float]
+    busy_s: float = 0.0  # how long a worker was taken by the job (its answer included): the admission's estimate
+
+
+def _timed(job: DecodeJob | PlanJob) -> tuple[SampledClip | TimelinePlan, float]:
+    """:func:`run` on a thread, and how long it took."""
+    started = time.perf_counter()
+    result = run(job)
+    return result, time.perf_counter() - started
 
 
 class _Worker:
@@ -118,18 +126,21 @@ class DecodePool:
     async def decode(self, job: DecodeJob, timeout_s: float, admitted: bool = False) -> DecodedClip:
         """The job's frames as tensors. ``admitted``: the request already holds its place (a
         timeline's later windows), so the job waits for a worker instead of being refused."""
-        clip = await self._submit(job, timeout_s, admitted)
+        clip, busy_s = await self._submit(job, timeout_s, admitted)
         assert isinstance(clip, SampledClip)
         return DecodedClip(torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices,
-                           clip.timing_ms)
+                           clip.timing_ms, busy_s)
 
     async def plan(self, job: PlanJob, timeout_s: float) -> TimelinePlan:
         """A timeline's windows, read from the file in a worker."""
-        plan = await self._submit(job, timeout_s, admitted=False)
+        plan, _ = await self._submit(job, timeout_s, admitted=False)
         assert isinstance(plan, TimelinePlan)
         return plan
 
-    async def _submit(self, job: DecodeJob | PlanJob, timeout_s: float, admitted: bool) -> SampledClip | TimelinePlan:
+    async def _submit(
+        self, job: DecodeJob | PlanJob, timeout_s: float, admitted: bool
+    ) -> tuple[SampledClip | TimelinePlan, float]:
+        """The job's result and the seconds a worker was busy with it."""
         if self.pending >= self.max_pending and not admitted:
             raise Overloaded(f"{self.pending} uploads are waiting for a decoder; retry shortly")
         loop = asyncio.get_running_loop()
@@ -137,14 +148,14 @@ class DecodePool:
         self.pending += 1
         try:
             if self._threads is not None:
-                return await asyncio.wait_for(loop.run_in_executor(self._threads, run, job), timeout_s)
+                return await asyncio.wait_for(loop.run_in_executor(self._threads, _timed, job), timeout_s)
             return await loop.run_in_executor(self._waiters, self._run_in_a_process, job)
         except (TimeoutError, DecodeTimedOut):
             raise DeadlineExceeded(f"decoding took longer than {timeout_s:g} s") from None
         finally:
             self.pending -= 1
 
-    def _run_in_a_process(self, job: DecodeJob | PlanJob) -> SampledClip | TimelinePlan:
+    def _run_in_a_process(self, job: DecodeJob | PlanJob) -> tuple[SampledClip | TimelinePlan, float]:
         """On a waiting thread: take an idle worker, give it the job, wait for its answer; a worker
         that dies or stays silent past the budget is replaced and only this job fails."""
         assert job.deadline is not None
@@ -155,6 +166,7 @@ class DecodePool:
             raise DecodeTimedOut("the deadline passed while the job waited for a worker") from None
         name = job.name or job.path.name
         stop_at = min(job.deadline, time.time() + self.budget_s)
+        started = time.perf_counter()
         try:
             worker.conn.send(replace(job, deadline=stop_at))
             answered = worker.conn.poll(max(0.0, stop_at - time.time()) + KILL_GRACE_S)
@@ -169,7 +181,7 @@ class DecodePool:
             raise MediaError(f"{name}: the decoder crashed on this file")
         self._idle.put(worker)
         if status == "ok":
-            return value  # type: ignore[return-value]
+            return value, time.perf_counter() - started  # type: ignore[return-value]
         if isinstance(value, DecodeTimedOut):
             raise self._late(name, stop_at, job.deadline)
         raise value  # type: ignore[misc]  # the job's own error: MediaError, InputError, ...

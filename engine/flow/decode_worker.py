@@ -42,7 +42,7 @@ class DecodeJob:
     decoder: Decoder
     name: str | None = None  # for messages
     deadline: float | None = None  # time.time() after which nobody waits for the result
-    sampling: Sampling = "exact"
+    sampling: Sampling = Sampling.EXACT
     gpu: int = 0  # the nvdec decoder's CUDA device index
     limits: MediaLimits | None = None  # None: MediaLimits' defaults
     rows: list[list[int]] | None = None  # these frames (a timeline's windows) instead of sampling

@@ -24,7 +24,7 @@ class VideoPipeline:
         encoder: FrameEncoder,
         head: nn.Module,
         preprocess: PreprocessConfig,
-        decoder: Decoder = "auto",
+        decoder: Decoder = Decoder.AUTO,
         gpu: int = 0,
     ) -> None:
         self.encoder = encoder

@@ -1,14 +1,18 @@
 """The one classify flow, for the server and the CLI alike.
 
-    decode + sample + resize (worker processes)  ->  encode (the dynamic batcher: frames of
-    concurrent requests share one backend call)  ->  temporal head + scoring (a thread)
+    admission  ->  decode + sample + resize (worker processes)  ->  encode (the dynamic batcher:
+    frames of concurrent requests share one backend call)  ->  temporal head + scoring (a thread)
 
-:class:`ClassifyService` owns the three stages; the event loop only awaits them. The stages are
-bounded: at most ``max_decode_queue`` files wait for or sit in a decoder and at most
-``max_queue_frames`` frames wait for the encoder; past either, :class:`Overloaded` at once.
+:class:`ClassifyService` owns the stages and the vocabularies; the event loop only awaits them.
+:meth:`ClassifyService.classify` takes one :class:`~text4vis.engine.request.ClassifyRequest`
+(the route, ``t4v classify`` and the archive build the same object) and answers a
+:class:`ClassifyResult` with the "none of these" decision. Admission (``admission.py``) refuses a
+request whose predicted wait passes ``max_queue_wait_s`` before its upload is read; past
+admission, the stages wait (bounded) rather than refuse.
 
 Timing keys of every result (milliseconds), one set for the server and ``t4v classify``:
 
+``vocab``        resolving the vocabulary (and the background, for "none of these")
 ``decode_wait``  waiting for a decode worker, and moving the frames back from it
 ``decode``       opening the file and decoding the sampled frames (in the worker)
 ``preprocess``   resize and crop (in the worker)
@@ -24,64 +28,67 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from text4vis.engine.errors import Overloaded
+from text4vis.engine.flow.admission import Admission, Ticket
 from text4vis.engine.flow.batcher import DynamicBatcher
 from text4vis.engine.flow.decode_pool import DecodePool
 from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob
+from text4vis.engine.flow.options import FlowHooks, FlowOptions
 from text4vis.engine.flow.pipeline import VideoPipeline
 from text4vis.engine.flow.timeline import Segment
+from text4vis.engine.request import ClassifyRequest, RequestLimits
+from text4vis.engine.vocab.abstain import Abstention, decide
 from text4vis.engine.vocab.classifier import Classifier, Prediction
-from text4vis.models.limits import MediaLimits
-from text4vis.models.video_input import Sampling
+from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.models.windows import TimelinePlan, Window
 
-TIMING_KEYS = ("decode_wait", "decode", "preprocess", "encode", "classify", "total")
+TIMING_KEYS = ("vocab", "decode_wait", "decode", "preprocess", "encode", "classify", "total")
+
+
+@dataclass(frozen=True)
+class VocabVersion:
+    name: str
+    version: int
 
 
 @dataclass
 class ClassifyResult:
     file: str
+    vocab: VocabVersion | None  # None for ad-hoc labels
+    model: str  # the text model the classifier was built with
     frame_indices: list[int]  # clip-major: clips x T indices
     predictions: list[Prediction]
     timing_ms: dict[str, float]  # TIMING_KEYS
     first_view: torch.Tensor  # uint8 [T, 3, S, S]: the frames of the first view (thumbnails)
-    background: list[Prediction] = field(default_factory=list)  # nearest background labels, when one was given
+    abstention: Abstention | None = None  # with abstain or min_score: the decision and the nearest background
 
 
 class ClassifyService:
     """Start it once (``await start()``), call :meth:`classify` from any number of tasks, ``stop()``."""
 
     def __init__(
-        self,
-        pipeline: VideoPipeline,
-        *,
-        decode_workers: int = 2,
-        max_decode_queue: int = 32,
-        decode_budget_s: float = 20.0,
-        limits: MediaLimits | None = None,
-        max_batch_frames: int = 64,
-        max_delay_ms: float = 10.0,
-        max_queue_frames: int = 512,
-        on_batch: Callable[[int, int], None] | None = None,
-        on_decoded: Callable[[float], None] | None = None,
-        on_worker_replaced: Callable[[str], None] | None = None,
+        self, pipeline: VideoPipeline, vocabularies: VocabRegistry, options: FlowOptions | None = None,
+        limits: RequestLimits | None = None, hooks: FlowHooks | None = None,
     ) -> None:
+        options, hooks = options or FlowOptions(), hooks or FlowHooks()
         self.pipeline = pipeline
-        self.limits = limits
-        self.decode_pool = DecodePool(decode_workers, max_decode_queue, decode_budget_s, on_worker_replaced)
-        self.batcher = DynamicBatcher(pipeline.encoder.encode, max_batch_frames, max_delay_ms, max_queue_frames,
-                                      on_batch=on_batch)
+        self.vocabularies = vocabularies
+        self.options = options
+        self.limits = limits or RequestLimits()
+        self.admission = Admission(options.decode_workers or 2, options.max_queue_wait_s, options.max_decode_queue)
+        self.decode_pool = DecodePool(options.decode_workers, options.max_decode_queue, options.decode_budget_s,
+                                      hooks.on_worker_replaced)
+        self.batcher = DynamicBatcher(pipeline.encoder.encode, options.max_batch_frames, options.max_delay_ms,
+                                      options.max_queue_frames, on_batch=hooks.on_batch,
+                                      on_encoded=self.admission.estimates.encoded)
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postprocess")
-        self.max_in_flight = max_decode_queue
-        self.in_flight = 0  # requests admitted and not finished (changed on the event loop only)
-        self._on_decoded = on_decoded
+        self._on_decoded = hooks.on_decoded
 
     async def start(self) -> None:
         """Start the batcher, warm the encoder on its thread and start the decode workers."""
@@ -94,53 +101,73 @@ class ClassifyService:
         self.decode_pool.close()
         self._post.shutdown(wait=True)
 
-    @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """Admission before anything is read: past ``max_decode_queue`` requests in flight (their
-        uploads arriving, waiting for or in a decoder, encoding), :class:`Overloaded` at once, so
-        an overloaded server answers 503 in milliseconds instead of after receiving the upload."""
-        if self.in_flight >= self.max_in_flight:
-            raise Overloaded(f"{self.in_flight} classify requests are in progress; retry in a moment")
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[Ticket]:
+        """Admission before anything is read (:class:`~text4vis.engine.flow.admission.Admission`):
+        :class:`Overloaded` at once when the predicted wait passes ``max_queue_wait_s`` (or
+        ``max_decode_queue`` requests are in progress), so an overloaded server answers 503 in
+        milliseconds; call ``ticket.uploaded()`` once the upload is in."""
+        with self.admission.admit() as ticket:
+            yield ticket
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
     def healthy(self) -> bool:
         """False once the encoder has failed (``/health/ready`` reports it)."""
         return self.pipeline.encoder.healthy()
 
+    async def classifier_for(self, request: ClassifyRequest) -> tuple[Classifier, VocabVersion | None]:
+        """The registered vocabulary the request names (and its version), or a classifier of its labels."""
+        if request.vocab is not None:
+            classifier, version = await asyncio.to_thread(self.vocabularies.classifier, request.vocab)
+            return classifier, VocabVersion(request.vocab, version)
+        assert request.labels is not None
+        classifier = await asyncio.to_thread(self.vocabularies.ad_hoc, list(request.labels),
+                                             list(request.templates) if request.templates else None,
+                                             request.clean_labels)
+        return classifier, None
+
     async def classify(
-        self, media: Path, classifier: Classifier, *, frames: int = 8, clips: int = 1, crops: int = 1,
-        top_k: int = 5, timeout_s: float = 60.0, name: str | None = None, sampling: Sampling = "exact",
-        background: Classifier | None = None,
+        self, media: Path, request: ClassifyRequest, *, timeout_s: float = 60.0, name: str | None = None,
     ) -> ClassifyResult:
-        """Classify one video or image file; ``timeout_s`` bounds every stage together.
-        ``background``: also score it (open-set abstention, ``engine/vocab/abstain.py``)."""
+        """Classify one video or image file as ``request`` asks; ``timeout_s`` bounds every stage
+        together. :class:`InputError` for a request outside the limits, before anything is decoded."""
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
-        job = DecodeJob(media, self.pipeline.preprocess, frames, clips, crops, self.pipeline.decoder, name=name,
-                        sampling=sampling, gpu=self.pipeline.gpu, limits=self.limits)
-        clip = await self.decode_pool.decode(job, timeout_s)
+        clip_spec = request.resolved(self.limits)
+        classifier, vocab = await self.classifier_for(request)
+        policy = request.abstain.resolved(classifier.abstain)
+        background = None
+        if policy.score_background:
+            background = await asyncio.to_thread(self.vocabularies.background, classifier, policy.background)
+        self.admission.estimates.requested(clip_spec.frames * clip_spec.views)
         t1 = time.perf_counter()
+        job = DecodeJob(media, self.pipeline.preprocess, clip_spec.frames, clip_spec.clips, clip_spec.crops,
+                        self.pipeline.decoder, name=name, sampling=clip_spec.sampling, gpu=self.pipeline.gpu,
+                        limits=self.options.media_limits)
+        clip = await self.decode_pool.decode(job, max(deadline - time.monotonic(), 1e-3))
+        t2 = time.perf_counter()
         worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]
+        self.admission.estimates.decoded(clip.busy_s)
         if self._on_decoded is not None:
             self._on_decoded(worker_ms / 1e3)
         emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
-        t2 = time.perf_counter()
+        t3 = time.perf_counter()
         loop = asyncio.get_running_loop()
         predictions, nearest = await loop.run_in_executor(self._post, self.pipeline.score, emb, clip.gather, classifier,
-                                                          top_k, background)
-        t3 = time.perf_counter()
+                                                          request.top_k, background)
+        t4 = time.perf_counter()
+        abstention = decide(predictions[0], nearest, policy.margin, policy.min_score) if policy.decides else None
         timing = {
-            "decode_wait": max((t1 - t0) * 1e3 - worker_ms, 0.0), **clip.timing_ms,
-            "encode": (t2 - t1) * 1e3, "classify": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
+            "vocab": (t1 - t0) * 1e3, "decode_wait": max((t2 - t1) * 1e3 - worker_ms, 0.0), **clip.timing_ms,
+            "encode": (t3 - t2) * 1e3, "classify": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3,
         }
         return ClassifyResult(
-            file=name or str(media), frame_indices=clip.frame_indices, predictions=predictions,
-            timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS}, first_view=clip.pixels[clip.gather[0]],
-            background=nearest,
+            file=name or str(media), vocab=vocab, model=classifier.text_model, frame_indices=clip.frame_indices,
+            predictions=predictions, timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS},
+            first_view=clip.pixels[clip.gather[0]], abstention=abstention,
         )
 
     async def plan_timeline(
@@ -149,7 +176,7 @@ class ClassifyService:
     ) -> TimelinePlan:
         """Read when the video's frames are shown and cut it into windows (in a decode worker)."""
         job = PlanJob(media, window_s, stride_s, frames, max_windows, self.pipeline.decoder, name=name,
-                      limits=self.limits)
+                      limits=self.options.media_limits)
         return await self.decode_pool.plan(job, timeout_s)
 
     async def timeline(
@@ -178,7 +205,7 @@ class ClassifyService:
         async def run(group: list[Window]) -> list[Segment]:
             remaining = max(deadline - time.monotonic(), 1e-3)
             job = DecodeJob(media, self.pipeline.preprocess, frames, 1, 1, self.pipeline.decoder, name=name,
-                            gpu=self.pipeline.gpu, limits=self.limits, rows=[w.indices for w in group])
+                            gpu=self.pipeline.gpu, limits=self.options.media_limits, rows=[w.indices for w in group])
             clip = await self.decode_pool.decode(job, remaining, admitted=True)  # the plan was admitted
             emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
             loop = asyncio.get_running_loop()
@@ -205,25 +232,27 @@ class ClassifyService:
 
 
 def classify_files(
-    pipeline: VideoPipeline, classifier: Classifier, paths: list[Path], *, frames: int = 8, clips: int = 1,
-    crops: int = 1, top_k: int = 5, in_flight: int = 4, sampling: Sampling = "exact",
-    on_done: Callable[[], None] | None = None,
+    pipeline: VideoPipeline, vocabularies: VocabRegistry, request: ClassifyRequest, paths: list[Path], *,
+    in_flight: int = 4, limits: RequestLimits | None = None, on_done: Callable[[], None] | None = None,
 ) -> list[ClassifyResult | BaseException]:
     """The same flow, synchronously, for ``t4v classify``: files decode in threads while the encoder
     takes the frames of several files in one batch. One result or exception per path, in order;
     ``on_done()`` after each file (the CLI's progress bar)."""
+    limits = limits or RequestLimits()
+    clip = request.resolved(limits)  # a bad request fails once, before any file
+    batch = pipeline.encoder.max_batch_size
+    options = FlowOptions(decode_workers=0, max_decode_queue=in_flight, max_queue_wait_s=24 * 3600,
+                          max_batch_frames=batch, max_delay_ms=2.0,
+                          max_queue_frames=max(batch, in_flight * clip.frames * clip.views))
 
     async def run() -> list[ClassifyResult | BaseException]:
-        batch = pipeline.encoder.max_batch_size
-        service = ClassifyService(pipeline, decode_workers=0, max_decode_queue=in_flight, max_batch_frames=batch,
-                                  max_delay_ms=2.0, max_queue_frames=max(batch, in_flight * frames * clips * crops))
+        service = ClassifyService(pipeline, vocabularies, options, limits)
         gate = asyncio.Semaphore(in_flight)
 
         async def one(path: Path) -> ClassifyResult:
             async with gate:
                 try:
-                    return await service.classify(path, classifier, frames=frames, clips=clips, crops=crops,
-                                                  top_k=top_k, timeout_s=24 * 3600, name=str(path), sampling=sampling)
+                    return await service.classify(path, request, timeout_s=24 * 3600, name=str(path))
                 finally:
                     if on_done is not None:
                         on_done()

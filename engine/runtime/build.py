@@ -84,14 +84,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> tuple[Precision, str]:
+def resolve_precision(precision: Precision | str, device: str) -> tuple[Precision, str]:
     """``auto`` is fp16 on CUDA (the precision OpenAI's CLIP weights were released in; within the
     tested tolerance of fp32, see bench/gpu_check.py) and fp32 on the CPU. Returns it and why."""
-    if precision != "auto":
-        return precision, f"precision {precision} as asked"  # type: ignore[return-value]
+    if precision != Precision.AUTO:
+        return Precision(precision), f"precision {precision} as asked"
     if device.startswith("cuda"):
-        return "fp16", "precision fp16 (auto on CUDA)"
-    return "fp32", "precision fp32 (auto on the CPU)"
+        return Precision.FP16, "precision fp16 (auto on CUDA)"
+    return Precision.FP32, "precision fp32 (auto on the CPU)"
 
 
 _SCALED_BY = {"pillow": "", "ffmpeg": "; video frames resized by FFmpeg's scaler as asked (not Pillow's pixels)"}
@@ -103,18 +103,18 @@ def choose_decoder(asked: Decoder, device: str) -> tuple[Decoder, int, str]:
     pixels (:func:`models.media.nvdec_problem`), else with PyAV on the CPU; ``nvdec`` asked for
     and unusable is an error, not a silent CPU fallback."""
     gpu = (torch.device(device).index or 0) if device.startswith("cuda") else 0
-    if asked not in ("auto", "nvdec"):
+    if asked not in (Decoder.AUTO, Decoder.NVDEC):
         return asked, gpu, f"decoder {asked} as asked"
     if not device.startswith("cuda"):
-        if asked == "nvdec":
+        if asked == Decoder.NVDEC:
             raise ModelLoadError(f"--decoder nvdec needs a CUDA device (the model runs on {device})")
-        return "pyav", gpu, "decoder pyav (auto: the model runs on the CPU)"
+        return Decoder.PYAV, gpu, "decoder pyav (auto: the model runs on the CPU)"
     problem = nvdec_problem(gpu)
     if problem is None:
-        return "nvdec", gpu, f"decoder nvdec on cuda:{gpu} (a probe clip decoded there equals the CPU's frames)"
-    if asked == "nvdec":
+        return Decoder.NVDEC, gpu, f"decoder nvdec on cuda:{gpu} (a probe clip decoded there equals the CPU's frames)"
+    if asked == Decoder.NVDEC:
         raise ModelLoadError(f"--decoder nvdec cannot be used: {problem}")
-    return "pyav", gpu, f"decoder pyav on the CPU (auto: {problem})"
+    return Decoder.PYAV, gpu, f"decoder pyav on the CPU (auto: {problem})"
 
 
 def compile_problem(device: str) -> str | None:

@@ -30,7 +30,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,13 +39,13 @@ from text4vis.engine.options import ModelOptions
 from text4vis.engine.runtime.backends.base import DTYPES, PixelEncoder, Precision
 from text4vis.engine.runtime.backends.tensorrt_backend import build_engine, plan_key, require_tensorrt, tensorrt_version
 from text4vis.engine.runtime.loading import load_model
+from text4vis.models.choices import ExportFormat
 from text4vis.models.clip_loader import file_digest
 from text4vis.models.errors import ModelLoadError
 from text4vis.models.temporal import build_temporal_head
 
 log = logging.getLogger(__name__)
 
-ExportFormat = Literal["onnx", "tensorrt"]
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -137,8 +137,8 @@ def export_engine(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     preprocess: str,
-    fmt: ExportFormat = "onnx",
-    precision: Precision = "fp32",
+    fmt: ExportFormat = ExportFormat.ONNX,
+    precision: Precision = Precision.FP32,
     max_batch: int = 64,
     source: dict[str, str | None] | None = None,
     force: bool = False,
@@ -215,7 +215,7 @@ def _export_onnx_and_head(
     kind = getattr(head, "kind", "mean")
     layers = len(getattr(getattr(head, "transformer", None), "resblocks", [])) or 6
     heads = getattr(head, "heads", None)
-    torch.save({"kind": kind, "layers": layers, "heads": heads, "state_dict": head.state_dict()}, out / files["head"])
+    torch.save({"kind": str(kind), "layers": layers, "heads": heads, "state_dict": head.state_dict()}, out / files["head"])
     return Manifest(
         architecture=architecture, text_model=text_model, embed_dim=int(getattr(visual, "output_dim")),  # noqa: B009
         input_size=input_size, input={"name": "pixels", "dtype": "uint8", "layout": "NCHW, RGB"},
@@ -245,7 +245,7 @@ def _copy_as(module: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def export_from_options(
-    opts: ModelOptions, out: Path, fmt: ExportFormat = "onnx", precision: Precision = "fp32", max_batch: int = 64,
+    opts: ModelOptions, out: Path, fmt: ExportFormat = ExportFormat.ONNX, precision: Precision = Precision.FP32, max_batch: int = 64,
     force: bool = False,
 ) -> Manifest:
     """Load what ``opts`` names (as ``t4v classify`` would, on the CPU) and write an engine directory."""

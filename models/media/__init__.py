@@ -43,7 +43,7 @@ __all__ = [
 
 
 def open_media(
-    path: Path, decoder: Decoder = "auto", threads: int = 1, name: str | None = None, gpu: int = 0,
+    path: Path, decoder: Decoder = Decoder.AUTO, threads: int = 1, name: str | None = None, gpu: int = 0,
     limits: MediaLimits | None = None,
 ) -> MediaReader:
     """Open ``path`` as an image or a video within ``limits`` (the defaults of :class:`MediaLimits`

@@ -14,11 +14,11 @@ from typing import Literal
 import av
 import numpy as np
 
+from text4vis.models.choices import Decoder
 from text4vis.models.errors import MediaError
 
-Decoder = Literal["auto", "decord", "pyav", "nvdec"]
 FrameFn = Callable[[np.ndarray], np.ndarray]
-DECODERS: tuple[Decoder, ...] = ("auto", "decord", "pyav", "nvdec")
+DECODERS: tuple[Decoder, ...] = tuple(Decoder)
 IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
 
 

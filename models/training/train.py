@@ -6,6 +6,7 @@ GPU); only rank 0 writes. Run ``python -m text4vis.models.training.train --help`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -13,6 +14,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -184,38 +187,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                 num_workers=cfg.workers)
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
             net.train()
-            losses, t0, done = [], time.perf_counter(), 0
-            it = iter(loader)
-            for parts in plan:
-                loss_sum = torch.zeros((), dtype=torch.float64)
-                mine = sum(len(part) for part in parts)  # the loss is this process's mean, as the reference
-                seen = mine * world
-                for k in range(len(parts)):
-                    pixels, labels = next(it)
-                    pixels, labels = pixels.to(device), labels.to(device)
-                    sync = k == len(parts) - 1 or world == 1
-                    ctx: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-                    if not sync and isinstance(net, DistributedDataParallel):
-                        ctx = net.no_sync()  # accumulate locally; all-reduce on the last step
-                    with ctx, torch.autocast("cuda", enabled=use_amp):
-                        logits = net(pixels).float()
-                        ce = F.cross_entropy(logits, labels, reduction="sum")
-                        scaler.scale(ce / mine).backward()
-                    loss_sum += ce.detach().double().cpu()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if world > 1:
-                    dist.all_reduce(loss_sum)
-                losses.append(float(loss_sum) / seen)
-                done += seen
-                rate = done / (time.perf_counter() - t0)
-                progress.update(task, advance=1, status=f"loss {losses[-1]:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                                                       f"{rate:.1f} videos/s")
+            t0 = time.perf_counter()
+            losses = _train_epoch(Step(net, optimizer, scheduler, scaler, use_amp, cfg.clip_grad, device, world),
+                                  plan, iter(loader), functools.partial(_advance, progress, task))
             metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(np.mean(losses)),
                        "step_losses": losses, "lr": scheduler.get_last_lr()[0],
                        "seconds": time.perf_counter() - t0}
@@ -233,6 +207,59 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         dist.barrier()
         dist.destroy_process_group()
     return metrics
+
+
+def _advance(progress: Progress, task: TaskID, status: str) -> None:
+    progress.update(task, advance=1, status=status)
+
+
+@dataclass
+class Step:
+    """What one optimization step needs (the DDP-wrapped net when there are several processes)."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    clip_grad: float | None
+    device: str
+    world: int
+
+
+def _train_epoch(step: Step, plan: list[list[list[int]]], batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                 report: Callable[[str], None]) -> list[float]:
+    """One epoch: per step, this process's micro-batches (gradients accumulated, all-reduced on
+    the last), the loss being this process's mean as in the reference; the global mean loss of each step."""
+    losses: list[float] = []
+    done, t0 = 0, time.perf_counter()
+    for parts in plan:
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        mine = sum(len(part) for part in parts)
+        for k in range(len(parts)):
+            pixels, labels = next(batches)
+            pixels, labels = pixels.to(step.device), labels.to(step.device)
+            ctx: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+            if k < len(parts) - 1 and isinstance(step.net, DistributedDataParallel):
+                ctx = step.net.no_sync()  # accumulate locally; all-reduce on the last micro-batch
+            with ctx, torch.autocast("cuda", enabled=step.use_amp):
+                ce = F.cross_entropy(step.net(pixels).float(), labels, reduction="sum")
+                step.scaler.scale(ce / mine).backward()
+            loss_sum += ce.detach().double().cpu()
+        if step.clip_grad:
+            step.scaler.unscale_(step.optimizer)
+            torch.nn.utils.clip_grad_norm_(step.net.parameters(), step.clip_grad)
+        step.scaler.step(step.optimizer)
+        step.scaler.update()
+        step.optimizer.zero_grad(set_to_none=True)
+        step.scheduler.step()
+        if step.world > 1:
+            dist.all_reduce(loss_sum)
+        losses.append(float(loss_sum) / (mine * step.world))
+        done += mine * step.world
+        report(f"loss {losses[-1]:.4f} lr {step.scheduler.get_last_lr()[0]:.2e} "
+               f"{done / (time.perf_counter() - t0):.1f} videos/s")
+    return losses
 
 
 def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,

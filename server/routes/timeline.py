@@ -23,12 +23,12 @@ from starlette.types import Receive, Scope, Send
 from text4vis.engine.flow.timeline import Event, Segment, merge_events
 from text4vis.models.errors import T4VError
 from text4vis.models.windows import check_window
-from text4vis.server.deps import ClassifyDep, RegistryDep, StateDep, require_key_to_classify
+from text4vis.server.deps import ClassifyDep, StateDep, require_key_to_classify
 from text4vis.server.errors import status_of
-from text4vis.server.routes.classify import display_name, frames_of, parse_form, resolve_classifier
+from text4vis.server.forms import display_name, parse_form
+from text4vis.server.routes.classify import predictions_out
 from text4vis.server.schemas import (
     EventOut,
-    PredictionOut,
     SegmentOut,
     TimelineEndLine,
     TimelineErrorLine,
@@ -36,6 +36,7 @@ from text4vis.server.schemas import (
     TimelineOut,
     TimelineSegmentLine,
     TimelineStartLine,
+    VocabRef,
     errors,
 )
 from text4vis.server.uploads import receive_upload
@@ -63,29 +64,30 @@ _STREAMED = {"description": "With stream=true: one JSON object per line (start, 
 @router.post("/classify/timeline", response_model=TimelineOut,
              responses={200: _STREAMED, **errors(400, 401, 404, 413, 415, 422, 503)},
              openapi_extra=TimelineForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
-async def timeline(
-    request: Request, service: StateDep, registry: RegistryDep, engine: ClassifyDep,
-) -> TimelineOut | Response:
+async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> TimelineOut | Response:
     """Classify a video window by window: segments with their predictions, and merged events."""
-    settings = service.settings
+    settings = state.settings
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(engine.admit())
-        upload = await stack.enter_async_context(receive_upload(request, service.upload_dir))
+        ticket = stack.enter_context(flow.admit())
+        upload = await stack.enter_async_context(receive_upload(request, state.upload_dir))
+        ticket.uploaded()
         t0 = time.perf_counter()
         form, path = parse_form(TimelineForm, upload)
         stride_s = form.stride_s or form.window_s
         check_window(form.window_s, stride_s)
-        frames = frames_of(form, service)
-        classifier, ref = await resolve_classifier(form, registry)
+        classify_request = form.to_request()
+        frames = classify_request.resolved(flow.limits).frames
+        classifier, vocab = await flow.classifier_for(classify_request)
+        ref = VocabRef(name=vocab.name, version=vocab.version) if vocab else None
         t1 = time.perf_counter()
         name = display_name(upload.filename)
-        plan = await engine.plan_timeline(path, window_s=form.window_s, stride_s=stride_s, frames=frames,
-                                          max_windows=settings.max_timeline_windows,
-                                          timeout_s=min(settings.request_timeout_s, settings.timeline_timeout_s),
-                                          name=name)
+        plan = await flow.plan_timeline(path, window_s=form.window_s, stride_s=stride_s, frames=frames,
+                                        max_windows=settings.max_timeline_windows,
+                                        timeout_s=min(settings.request_timeout_s, settings.timeline_timeout_s),
+                                        name=name)
         t2 = time.perf_counter()
         remaining = settings.timeline_timeout_s - (t2 - t1)
-        segments = engine.timeline(path, plan, classifier, top_k=form.top_k, timeout_s=max(remaining, 1.0), name=name)
+        segments = flow.timeline(path, plan, classifier, top_k=form.top_k, timeout_s=max(remaining, 1.0), name=name)
         timing = {"vocab": (t1 - t0) * 1e3, "plan": (t2 - t1) * 1e3}
         if not form.stream:
             done = [s async for s in segments]
@@ -149,8 +151,7 @@ def _line(model: BaseModel) -> bytes:
 
 def _segment(s: Segment) -> SegmentOut:
     return SegmentOut(start_s=s.start_s, end_s=s.end_s, frame_indices=s.frame_indices, times_s=s.times_s,
-                      predictions=[PredictionOut(label=p.label, probability=p.probability, score=p.score)
-                                   for p in s.predictions])
+                      predictions=predictions_out(s.predictions))
 
 
 def _events(events: list[Event]) -> list[EventOut]:

@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 from tests.checkpoints import prefixed_state, trained_like
 from tests.conftest import GELU_ARCH, QUICK_TAG
 from tests.media import generated_videos
-from text4vis.engine.flow.service import ClassifyResult, classify_files
+from tests.server_helpers import classify_offline
+from text4vis.engine.flow.service import ClassifyResult
 from text4vis.engine.options import ModelOptions
 from text4vis.engine.runtime.backends.tensorrt_backend import tensorrt_available
 from text4vis.engine.runtime.build import Runtime, build_runtime
 from text4vis.engine.runtime.export import Manifest, export_from_options
-from text4vis.engine.vocab.classifier import Classifier
 from text4vis.models.clip_loader import TINY_ARCH
 from text4vis.models.errors import ModelLoadError
 from text4vis.models.temporal import TransformerHead
@@ -40,8 +40,8 @@ def tiny_engine(tmp_path_factory: pytest.TempPathFactory, tiny_clip_path: Path) 
     return out
 
 
-def _classify(runtime: Runtime, video: Path, clf: Classifier, **options: int) -> ClassifyResult:
-    (result,) = classify_files(runtime.pipeline, clf, [video], top_k=0, **options)
+def _classify(runtime: Runtime, video: Path) -> ClassifyResult:
+    (result,) = classify_offline(runtime, LABELS, [video], top_k=0)
     assert isinstance(result, ClassifyResult), result
     return result
 
@@ -66,10 +66,9 @@ def test_onnxruntime_matches_torch(tiny_engine: Path, tiny_clip_path: Path) -> N
     for n in (1, 5, 16, 37):  # 37 > max_batch 16: the encoder splits it
         diff = (ort.pipeline.encoder.encode(_pixels(n)) - ref.pipeline.encoder.encode(_pixels(n))).abs().max()
         assert diff <= 1e-4, (n, float(diff))
-    clf = Classifier.from_labels(ref.text_encoder, LABELS)
     video = generated_videos()["clip_c.avi"]
-    a = {p.label: p.probability for p in _classify(ref, video, clf).predictions}
-    b = {p.label: p.probability for p in _classify(ort, video, clf).predictions}
+    a = {p.label: p.probability for p in _classify(ref, video).predictions}
+    b = {p.label: p.probability for p in _classify(ort, video).predictions}
     assert max(abs(a[k] - b[k]) for k in a) <= 1e-4
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.media import generated_videos
-from tests.server_helpers import make_app, running, tiny_runtime
-from text4vis.engine.flow.service import TIMING_KEYS, classify_files
+from tests.server_helpers import classify_offline, make_app, running, tiny_runtime
+from text4vis.engine.flow.service import TIMING_KEYS
 from text4vis.engine.runtime.build import Runtime
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup"]
@@ -93,10 +93,7 @@ def test_bad_vocab_is_422_and_nothing_lost(
 
 
 def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, runtime: Runtime) -> None:
-    from text4vis.engine.vocab.classifier import Classifier
-
-    clf = Classifier.from_labels(runtime.text_encoder, LABELS)
-    (offline,) = classify_files(runtime.pipeline, clf, [generated_videos()["clip_a.mp4"]], top_k=0)
+    (offline,) = classify_offline(runtime, LABELS, [generated_videos()["clip_a.mp4"]], top_k=0)
     assert not isinstance(offline, BaseException)
 
     async def go() -> None:
@@ -109,7 +106,7 @@ def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, run
             assert body["vocab"] == {"name": "sports", "version": 1}
             assert body["frame_indices"] == offline.frame_indices
             assert body["model"] == runtime.info.model_id
-            assert list(body["timing_ms"]) == ["vocab", *TIMING_KEYS] == ["vocab", *offline.timing_ms]
+            assert list(body["timing_ms"]) == list(TIMING_KEYS) == list(offline.timing_ms)
             assert body["timing_ms"]["total"] >= body["timing_ms"]["encode"] > 0
             got = {p["label"]: p["probability"] for p in body["predictions"]}
             for p in offline.predictions:
@@ -212,25 +209,48 @@ def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime
     run(go())
 
 
-def test_overload_is_fast_503(tmp_path: Path, runtime: Runtime) -> None:
+def test_a_burst_that_fits_the_wait_is_served_whole(tmp_path: Path, runtime: Runtime) -> None:
+    """16 concurrent requests on 2 decode threads: the predicted wait is well under
+    max_queue_wait_s, so none is refused (a fixed queue of twice the workers refused 12)."""
     async def go() -> None:
-        app = make_app(tmp_path, runtime, max_queue_frames=8, max_batch_frames=8)
-        async with running(app) as c:
-            batcher = app.state.server.classify_service.batcher
-            fast = batcher._encode
-
-            def slow(pixels):  # noqa: ANN001, ANN202 - a GPU busy for 0.3 s per batch
-                time.sleep(0.3)
-                return fast(pixels)
-
-            batcher._encode = slow
+        async with running(make_app(tmp_path, runtime)) as c:
             files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
-            data = {"labels": '["a", "b"]', "frames": "8"}
-            results = await asyncio.gather(*(c.post("/classify", files=files, data=data) for _ in range(6)))
-            codes = sorted(r.status_code for r in results)
-            assert 200 in codes and 503 in codes, codes
-            busy = next(r for r in results if r.status_code == 503)
-            assert busy.headers["retry-after"] == "1" and "queued" in busy.json()["detail"]
+            data = {"labels": '["a", "b"]'}
+            assert (await c.post("/classify", files=files, data=data)).status_code == 200  # the estimate
+            results = await asyncio.gather(*(c.post("/classify", files=files, data=data) for _ in range(16)))
+            assert [r.status_code for r in results] == [200] * 16, [r.text for r in results if r.status_code != 200]
+
+    run(go())
+
+
+def test_admission_refuses_by_predicted_wait_with_retry_after(
+    tmp_path: Path, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding takes 0.4 s a file on 2 threads and max_queue_wait_s is 1 s: a burst of 12 is
+    admitted while the work ahead stays under 1 s (about 6) and the rest is refused at once with
+    Retry-After, the predicted wait rounded up; every admitted request is answered."""
+    from text4vis.engine.flow import decode_worker
+
+    real = decode_worker.sample_clip
+
+    def slow(*args):  # noqa: ANN002, ANN202
+        time.sleep(0.4)
+        return real(*args)
+
+    monkeypatch.setattr(decode_worker, "sample_clip", slow)
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, max_queue_wait_s=1.0)) as c:
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            data = {"labels": '["a", "b"]'}
+            for _ in range(2):  # the running estimate of a decode
+                assert (await c.post("/classify", files=files, data=data)).status_code == 200
+            results = await asyncio.gather(*(c.post("/classify", files=files, data=data) for _ in range(12)))
+            codes = [r.status_code for r in results]
+            assert 4 <= codes.count(200) <= 8 and codes.count(503) == 12 - codes.count(200), codes
+            for busy in (r for r in results if r.status_code == 503):
+                assert "max_queue_wait_s of 1 s" in busy.json()["detail"], busy.text
+                assert int(busy.headers["retry-after"]) >= 1
 
     run(go())
 
@@ -254,7 +274,7 @@ def test_full_decode_queue_is_fast_503(tmp_path: Path, runtime: Runtime, monkeyp
             codes = sorted(r.status_code for r in results)
             assert codes.count(200) >= 2 and 503 in codes, codes
             busy = next(r for r in results if r.status_code == 503)
-            assert busy.headers["retry-after"] == "1" and "in progress; retry" in busy.json()["detail"]
+            assert busy.headers["retry-after"] == "1" and "requests are in progress" in busy.json()["detail"]
             assert 't4v_decode_pending 0.0' in (await c.get("/metrics")).text
 
     run(go())
@@ -347,6 +367,9 @@ def test_the_upload_is_written_once_into_the_spool_and_removed(
             assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "top_k"]
             assert r.json()["detail"].startswith("top_k: input should be greater than or equal to 0")
             r = await c.post("/classify", data={"labels": '["a", "b"]'}, files={"other": ("x", b"y")})
+            assert r.status_code == 422 and r.json()["detail"].startswith("unknown field 'other'; the fields are file,")
+            r = await c.post("/classify", data={"labels": '["a", "b"]', "top_k": "1"},
+                             files={"labels": (None, '["a", "b"]')})
             assert r.status_code == 422 and r.json()["detail"] == "file is required"
 
     run(go())
@@ -476,15 +499,12 @@ def test_every_error_is_one_sentence_naming_the_field(tmp_path: Path, runtime: R
 
 def test_classify_files_reports_each_file_done(runtime: Runtime, tmp_path: Path) -> None:
     """The CLI's progress bar advances once per file, a file that fails included."""
-    from text4vis.engine.vocab.classifier import Classifier
-
-    clf = Classifier.from_labels(runtime.text_encoder, LABELS)
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     done: list[int] = []
     videos = generated_videos()
-    out = classify_files(runtime.pipeline, clf, [videos["clip_a.mp4"], bad, videos["clip_b.mp4"]],
-                         on_done=lambda: done.append(1))
+    out = classify_offline(runtime, LABELS, [videos["clip_a.mp4"], bad, videos["clip_b.mp4"]],
+                           on_done=lambda: done.append(1))
     assert len(done) == 3 and isinstance(out[1], BaseException) and not isinstance(out[0], BaseException)
 
 
@@ -578,5 +598,58 @@ def test_abstention_with_a_named_background_and_vocabulary_defaults(tmp_path: Pa
             assert same.json()["version"] == 2  # identical content: nothing new
             cleared = await c.put("/vocab/two", json={"labels": ["basketball", "surfing"]})
             assert cleared.json()["version"] == 3 and cleared.json()["abstain"] is None
+
+    run(go())
+
+
+@pytest.mark.parametrize(("route", "field", "suggestion"), [
+    ("/classify", "topk", "top_k"), ("/classify", "top-k", "top_k"), ("/classify", "frame", "frames"),
+    ("/classify/timeline", "window", "window_s"), ("/classify", "zzzz", None),
+])
+def test_an_unknown_form_field_is_a_422_naming_the_closest_known_one(
+    tmp_path: Path, runtime: Runtime, route: str, field: str, suggestion: str | None
+) -> None:
+    """``-F topk=1`` used to be ignored: the user got every label. Now it names the field it meant."""
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post(route, files=files, data={"labels": '["a", "b"]', field: "1"})
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert detail.startswith(f"unknown field {field!r}"), detail
+            if suggestion:
+                assert detail.endswith(f"did you mean {suggestion!r}?"), detail
+            else:
+                assert "the fields are file, vocab, labels" in detail
+
+    run(go())
+
+
+def test_an_upload_without_its_closing_boundary_is_a_400(tmp_path: Path, runtime: Runtime) -> None:
+    """A connection cut mid-upload must not be classified as if the file were whole."""
+    body = (b'--xyz\r\nContent-Disposition: form-data; name="labels"\r\n\r\n["a", "b"]\r\n'
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+            b"Content-Type: video/mp4\r\n\r\n" + clip_bytes())
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            headers = {"content-type": "multipart/form-data; boundary=xyz"}
+            r = await c.post("/classify", content=body, headers=headers)
+            assert r.status_code == 400, r.text
+            assert r.json()["detail"] == "the upload ended before the multipart body did (no closing boundary)"
+            whole = await c.post("/classify", content=body + b"\r\n--xyz--\r\n", headers=headers)
+            assert whole.status_code == 200, whole.text
+            assert not list((tmp_path / "uploads").iterdir())
+
+    run(go())
+
+
+def test_too_many_form_fields_are_a_400_before_they_are_read(tmp_path: Path, runtime: Runtime) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            fields = {f"f{i}": "x" for i in range(2000)}
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post("/classify", files=files, data={"labels": '["a", "b"]', **fields})
+            assert r.status_code == 400 and r.json()["detail"] == "the form has more than 64 parts", r.text
 
     run(go())

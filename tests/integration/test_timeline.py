@@ -16,10 +16,13 @@ import torch
 
 from tests.media import joined_parts, moving_square_frames, write_frames
 from tests.server_helpers import tiny_runtime
+from text4vis.engine.flow.options import FlowOptions
 from text4vis.engine.flow.service import ClassifyService
 from text4vis.engine.flow.timeline import Event, Segment, merge_events
 from text4vis.engine.runtime.build import Runtime
 from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.engine.vocab.stores import SQLiteStore
 from text4vis.models.errors import InputError
 from text4vis.models.media import FrameTimes
 from text4vis.models.video_classifier import video_embedding
@@ -89,7 +92,8 @@ def test_events_join_consecutive_windows_that_agree() -> None:
 def _timeline(runtime: Runtime, path: Path, classifier: Classifier, window_s: float, stride_s: float, frames: int,
               **kw: object) -> tuple[list[Segment], float]:
     async def go() -> tuple[list[Segment], float]:
-        service = ClassifyService(runtime.pipeline, decode_workers=0, max_batch_frames=32)
+        registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
+        service = ClassifyService(runtime.pipeline, registry, FlowOptions(decode_workers=0, max_batch_frames=32))
         await service.start()
         try:
             plan = await service.plan_timeline(path, window_s=window_s, stride_s=stride_s, frames=frames,

@@ -110,7 +110,9 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
     assert all(name.startswith("encode") for name in enc.threads)  # never on the event loop
 
 
-def test_full_queue_answers_at_once() -> None:
+def test_a_full_queue_makes_admitted_work_wait_within_its_deadline() -> None:
+    """Admission decided these requests run: a full frame queue makes the next one wait for room
+    (memory stays bounded), in order, until its deadline; one larger than the queue is refused."""
     enc = BlockingEncoder()
 
     async def run() -> None:
@@ -120,11 +122,17 @@ def test_full_queue_answers_at_once() -> None:
         queued = [asyncio.create_task(batcher.embed(torch.zeros(8, 3))) for _ in range(2)]
         await asyncio.sleep(0)
         assert batcher.queued_frames == 16
-        with pytest.raises(Overloaded, match="16 frames are queued"):
-            await batcher.embed(torch.zeros(8, 3))  # refused while the encoder is still busy
-        assert not enc.release.is_set()
+        with pytest.raises(DeadlineExceeded, match="no room for the frames"):
+            await batcher.embed(torch.zeros(8, 3), timeout_s=0.2)  # no room while the encoder is busy
+        waiting = asyncio.create_task(batcher.embed(torch.ones(8, 3), timeout_s=10))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and batcher.queued_frames == 16
+        with pytest.raises(Overloaded, match="more than the queue holds"):
+            await batcher.embed(torch.zeros(17, 3))
         enc.release.set()
         await asyncio.gather(first, *queued)
+        torch.testing.assert_close(await waiting, torch.full((8, 1), 6.0))  # it got its turn
+        assert batcher.queued_frames == 0
         await batcher.stop()
 
     asyncio.run(run())

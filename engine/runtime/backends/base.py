@@ -6,15 +6,16 @@ normalization runs where the encoder runs (on the device, or inside an exported 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from text4vis.models.choices import Precision
 from text4vis.models.errors import ModelLoadError
 
-Precision = Literal["fp32", "fp16", "bf16"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
-DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.BF16)  # what runs: never auto
+DTYPES: dict[Precision, torch.dtype] = {Precision.FP32: torch.float32, Precision.FP16: torch.float16,
+                                        Precision.BF16: torch.bfloat16}
 
 
 class BackendUnavailable(ModelLoadError):

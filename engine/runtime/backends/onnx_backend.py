@@ -89,7 +89,7 @@ class OnnxFrameEncoder(ChunkedEncoder):
         onnx_path: Path,
         embed_dim: int,
         input_size: int,
-        precision: Precision = "fp32",
+        precision: Precision = Precision.FP32,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int = 0,
         max_batch_size: int = 64,

@@ -165,7 +165,7 @@ class TensorRTFrameEncoder(ChunkedEncoder):
 
     def __init__(
         self, plan_path: Path, embed_dim: int, input_size: int, max_batch_size: int,
-        precision: Precision = "fp16", device: str = "cuda:0",
+        precision: Precision = Precision.FP16, device: str = "cuda:0",
     ) -> None:
         trt = _trt()
         if not torch.cuda.is_available():

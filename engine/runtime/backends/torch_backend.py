@@ -19,7 +19,7 @@ class TorchFrameEncoder(ChunkedEncoder):
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         device: str = "cpu",
-        precision: Precision = "fp32",
+        precision: Precision = Precision.FP32,
         max_batch_size: int = 64,
         compile: bool = False,
     ) -> None:

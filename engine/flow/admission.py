@@ -1,0 +1,123 @@
+"""Admission by predicted wait: a request is let in while the work ahead of it would let it start
+within ``max_wait_s``; past that it is refused at once (503 with ``Retry-After``: the predicted
+wait), before its upload is read.
+
+The prediction is queueing arithmetic on running estimates, no model of its own:
+
+    decode backlog = requests in progress / decode workers x seconds a worker spends per file
+    encode backlog = requests in progress x frames per request x encoder seconds per frame
+    predicted wait = the larger of the two (the stages run side by side)
+
+The per-file and per-frame seconds are exponentially weighted means of what the decode workers
+and the batcher measure. Requests whose upload is still arriving count too: in a burst, every
+request is admitted while its body streams in, before any reaches a decoder, and leaving them out
+would admit the whole burst. ``uploading`` and ``working`` are counted apart (``/metrics``), and
+``max_in_flight`` caps both together whatever the prediction, which bounds memory and spool
+space. A cold server (no estimate yet) admits up to that cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from text4vis.engine.errors import Overloaded
+
+SMOOTHING = 0.2  # weight of the newest measurement in the running means
+
+
+@dataclass
+class Estimates:
+    """Running means of the stages' service times; ``None`` until first measured."""
+
+    decode_s_per_file: float | None = None
+    encode_s_per_frame: float | None = None
+    frames_per_request: float = 8.0
+
+    def decoded(self, seconds: float) -> None:
+        self.decode_s_per_file = _mean(self.decode_s_per_file, seconds)
+
+    def encoded(self, seconds: float, frames: int) -> None:
+        if frames > 0:
+            self.encode_s_per_frame = _mean(self.encode_s_per_frame, seconds / frames)
+
+    def requested(self, frames: int) -> None:
+        self.frames_per_request = _mean(self.frames_per_request, float(frames)) or float(frames)
+
+
+class Admission:
+    """Counts requests (uploading, working) and admits by predicted wait. Event-loop only."""
+
+    def __init__(self, workers: int, max_wait_s: float, max_in_flight: int) -> None:
+        self.workers = max(1, workers)
+        self.max_wait_s = max_wait_s
+        self.max_in_flight = max_in_flight
+        self.estimates = Estimates()
+        self.uploading = 0  # admitted, body still arriving
+        self.working = 0  # upload complete: waiting for or in a decoder, encoding, scoring
+
+    @property
+    def in_flight(self) -> int:
+        return self.uploading + self.working
+
+    def predicted_wait_s(self) -> float | None:
+        """Seconds a request admitted now would wait before its own work starts; None when cold."""
+        e = self.estimates
+        if e.decode_s_per_file is None:
+            return None
+        decode = self.in_flight / self.workers * e.decode_s_per_file
+        encode = self.in_flight * e.frames_per_request * (e.encode_s_per_frame or 0.0)
+        return max(decode, encode)
+
+    def check(self) -> None:
+        """Raise :class:`Overloaded` (with its ``retry_after_s``) when a new request should not enter."""
+        if self.in_flight >= self.max_in_flight:
+            wait = self.predicted_wait_s()
+            raise Overloaded(f"{self.in_flight} classify requests are in progress (the server's max_decode_queue); "
+                             "retry in a moment", retry_after_s=_retry_after(wait))
+        wait = self.predicted_wait_s()
+        if wait is not None and wait > self.max_wait_s:
+            raise Overloaded(f"the work ahead would take about {wait:.1f} s to start on, more than this server's "
+                             f"max_queue_wait_s of {self.max_wait_s:g} s; retry later",
+                             retry_after_s=_retry_after(wait))
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[Ticket]:
+        """Admit one request (or raise :class:`Overloaded`); it counts as uploading until
+        :meth:`Ticket.uploaded`, and leaves the counts when the block ends."""
+        self.check()
+        ticket = Ticket(self)
+        self.uploading += 1
+        try:
+            yield ticket
+        finally:
+            if ticket.is_working:
+                self.working -= 1
+            else:
+                self.uploading -= 1
+
+
+class Ticket:
+    """One admitted request's place in the counts."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.is_working = False
+
+    def uploaded(self) -> None:
+        """The upload is complete: the request is now work the stages will do."""
+        if not self.is_working:
+            self.is_working = True
+            self._admission.uploading -= 1
+            self._admission.working += 1
+
+
+def _mean(old: float | None, new: float) -> float:
+    return new if old is None else (1 - SMOOTHING) * old + SMOOTHING * new
+
+
+def _retry_after(wait: float | None) -> int:
+    """Whole seconds, at least 1: the predicted wait rounded up."""
+    return max(1, math.ceil(wait or 0.0))

@@ -1,0 +1,75 @@
+"""Admission by predicted wait, on its own (no server): the arithmetic, the caps, Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+
+from text4vis.engine.errors import Overloaded
+from text4vis.engine.flow.admission import Admission
+
+
+def test_a_cold_server_admits_up_to_the_hard_cap() -> None:
+    admission = Admission(workers=2, max_wait_s=10.0, max_in_flight=3)
+    with admission.admit(), admission.admit(), admission.admit():
+        assert admission.predicted_wait_s() is None and admission.in_flight == 3
+        with pytest.raises(Overloaded, match="3 classify requests are in progress") as refused:
+            admission.check()
+        assert refused.value.retry_after_s == 1
+    assert admission.in_flight == 0
+
+
+def test_refuses_when_the_predicted_wait_passes_the_limit_with_retry_after_the_wait() -> None:
+    """2 workers, 0.5 s a file: 40 requests past their upload are 10 s of decoding ahead."""
+    admission = Admission(workers=2, max_wait_s=10.0, max_in_flight=1000)
+    admission.estimates.decoded(0.5)
+    admission.estimates.encoded(0.0, 64)
+    tickets = []
+    for _ in range(40):
+        cm = admission.admit()
+        tickets.append(cm)
+        cm.__enter__().uploaded()
+    assert admission.predicted_wait_s() == pytest.approx(10.0)
+    admission.check()  # exactly at the limit: admitted
+    cm = admission.admit()
+    cm.__enter__().uploaded()
+    with pytest.raises(Overloaded, match="about 10.2 s to start on") as refused:
+        admission.check()
+    assert refused.value.retry_after_s == 11  # the predicted wait, rounded up
+    cm.__exit__(None, None, None)
+    for cm in tickets:
+        cm.__exit__(None, None, None)
+    assert admission.in_flight == 0 and admission.predicted_wait_s() == 0.0
+
+
+def test_uploads_still_arriving_count_as_work_to_come() -> None:
+    """In a burst every request is admitted while its body streams in: they must count, or the
+    whole burst would be admitted before any reached a decoder."""
+    admission = Admission(workers=1, max_wait_s=2.0, max_in_flight=100)
+    admission.estimates.decoded(1.0)
+    held = [admission.admit() for _ in range(3)]
+    for cm in held:
+        cm.__enter__()  # uploading
+    assert admission.uploading == 3 and admission.working == 0 and admission.predicted_wait_s() == 3.0
+    with pytest.raises(Overloaded):
+        admission.check()
+    for cm in held:
+        cm.__exit__(None, None, None)
+    assert admission.uploading == 0
+
+
+def test_the_encoder_backlog_counts_when_it_is_the_slower_stage() -> None:
+    admission = Admission(workers=4, max_wait_s=5.0, max_in_flight=100)
+    admission.estimates.decoded(0.01)
+    admission.estimates.encoded(0.8, 8)  # 0.1 s a frame
+    admission.estimates.requested(8)
+    with admission.admit() as a, admission.admit() as b:
+        a.uploaded()
+        b.uploaded()
+        assert admission.predicted_wait_s() == pytest.approx(2 * 8 * 0.1)
+
+
+def test_estimates_are_running_means() -> None:
+    admission = Admission(workers=1, max_wait_s=1.0, max_in_flight=10)
+    admission.estimates.decoded(1.0)
+    admission.estimates.decoded(2.0)
+    assert admission.estimates.decode_s_per_file == pytest.approx(1.2)
