@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_ARGS ?= --model ViT-B-16 --pretrained openai
 
-.PHONY: install serve test lint bench system-deps
+.PHONY: install serve test lint bench system-deps docs
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,7 @@ serve: install
 
 test: install system-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -34,7 +35,12 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# docs/configuration.md from the settings (a test fails when it is stale)
+docs: install
+	$(BIN)/python -m text4vis.server.config_reference
 
 bench: install
 	$(BIN)/python bench/text_encode.py

@@ -84,8 +84,10 @@ def main() -> None:
         "onnxruntime fp32, our options": ort_runner(onnx_path, session_options()),
         "onnxruntime fp32, ViT-fused graph": ort_runner(fused, session_options()),
     }
-    print(f"visual encoder {args.model} (random weights), CPU, torch {torch.get_num_threads()} threads, "
-          f"onnxruntime {ort.__version__}; frames/s, median of {args.runs} x {args.seconds:.0f} s")
+    print(
+        f"visual encoder {args.model} (random weights), CPU, torch {torch.get_num_threads()} threads, "
+        f"onnxruntime {ort.__version__}; frames/s, median of {args.runs} x {args.seconds:.0f} s"
+    )
     header = f"{'backend':36s}" + "".join(f" {'batch ' + str(b):>16s}" for b in args.batches)
     print(header)
     base: dict[int, float] = {}

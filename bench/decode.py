@@ -120,6 +120,7 @@ def _served(sampling: Sampling, scaler: Scaler = "pillow") -> Callable[[Path, li
         if clip.frame_indices != indices:
             raise RuntimeError(f"{path.name}: sampled {clip.frame_indices}, expected {indices}")
         return clip.pixels[clip.gather]
+
     return run
 
 
@@ -169,9 +170,11 @@ def main() -> None:
     clips = [c for c in clips if args.only in c.name]
     methods = {k: v for k, v in METHODS.items() if HAVE_DECORD or "decord" not in k and k != "0.1 default"}
     base = "decord + Pillow" if HAVE_DECORD else "pyav count"
-    print(f"CPU-ms per video: decode {args.frames} sampled frames + resize + crop 224, one thread, median of "
-          f"{args.runs} interleaved rounds; (x) = {base} / this, from the same rounds; = pixels identical to a "
-          "full decode's, resized by Pillow; ~e: e levels off them on average")
+    print(
+        f"CPU-ms per video: decode {args.frames} sampled frames + resize + crop 224, one thread, median of "
+        f"{args.runs} interleaved rounds; (x) = {base} / this, from the same rounds; = pixels identical to a "
+        "full decode's, resized by Pillow; ~e: e levels off them on average"
+    )
     print(f"{'clip':26s} {'size':>10s}" + "".join(f" {k:>22s}" for k in methods))
     for clip in clips:
         with open_media(clip, "pyav") as media:

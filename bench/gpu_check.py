@@ -116,16 +116,20 @@ def visual_parity(clip: LoadedClip, device: str, precisions: list[str]) -> None:
     text = F.normalize(torch.randn(400, ref.shape[1], generator=torch.Generator().manual_seed(1)), dim=-1)
     ref_p = (100 * F.normalize(ref, dim=-1) @ text.T).softmax(-1)
     for precision in precisions:
-        enc = TorchFrameEncoder(copy.deepcopy(clip.model.visual), clip.mean, clip.std, device=device,
-                                precision=precision)  # type: ignore[arg-type]
+        enc = TorchFrameEncoder(
+            copy.deepcopy(clip.model.visual), clip.mean, clip.std, device=device, precision=precision
+        )  # type: ignore[arg-type]
         emb = enc.encode(pixels)
         cos = F.cosine_similarity(emb, ref, dim=-1).min().item()
         p = (100 * F.normalize(emb, dim=-1) @ text.T).softmax(-1)
         top1 = (p.argmax(-1) == ref_p.argmax(-1)).float().mean().item()
-        check(f"visual {precision} on {device} vs fp32 CPU", cos >= MIN_COSINE[precision],
-              f"min cosine {cos:.6f} (>= {MIN_COSINE[precision]}), max |emb diff| "
-              f"{(emb - ref).abs().max().item():.2e}, max |prob diff| {(p - ref_p).abs().max().item():.2e}, "
-              f"top-1 agreement {top1:.0%}")
+        check(
+            f"visual {precision} on {device} vs fp32 CPU",
+            cos >= MIN_COSINE[precision],
+            f"min cosine {cos:.6f} (>= {MIN_COSINE[precision]}), max |emb diff| "
+            f"{(emb - ref).abs().max().item():.2e}, max |prob diff| {(p - ref_p).abs().max().item():.2e}, "
+            f"top-1 agreement {top1:.0%}",
+        )
         del enc
 
 
@@ -145,8 +149,10 @@ def text_tower(clip: LoadedClip, device: str, runs: int) -> None:
         results[where] = (emb.float().cpu(), statistics.median(times))
     diff = (results[device][0] - results["cpu"][0]).abs().max().item()
     check(f"text tower on {device} vs CPU", diff <= 1e-3, f"max |diff| {diff:.2e} over {len(prompts)} prompts")
-    print(f"  {len(prompts)} prompts: CPU {results['cpu'][1]:.2f} s, {device} {results[device][1]:.3f} s "
-          f"({results['cpu'][1] / results[device][1]:.1f}x), median of {runs}")
+    print(
+        f"  {len(prompts)} prompts: CPU {results['cpu'][1]:.2f} s, {device} {results[device][1]:.3f} s "
+        f"({results['cpu'][1] / results[device][1]:.1f}x), median of {runs}"
+    )
 
 
 def rate(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, seconds: float) -> float:
@@ -177,8 +183,15 @@ def throughput(args: argparse.Namespace, clip: LoadedClip, device: str, budget: 
         if budget.left() < args.seconds + (60 if compiled else 10):
             print(f"  {precision} {'compile' if compiled else 'eager'}: skipped, {budget.left():.0f} s left")
             continue
-        enc = TorchFrameEncoder(copy.deepcopy(clip.model.visual), clip.mean, clip.std, device=device,
-                                precision=precision, max_batch_size=args.batch, compile=compiled)  # type: ignore[arg-type]
+        enc = TorchFrameEncoder(
+            copy.deepcopy(clip.model.visual),
+            clip.mean,
+            clip.std,
+            device=device,
+            precision=precision,
+            max_batch_size=args.batch,
+            compile=compiled,
+        )  # type: ignore[arg-type]
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = enc.module(x)
@@ -188,11 +201,20 @@ def throughput(args: argparse.Namespace, clip: LoadedClip, device: str, budget: 
         flops = r * gflop * 1e9 if gflop else float("nan")
         p = peak(name, precision)
         mfu = f"{flops / p * 100:5.1f}%" if p and gflop else "   n/a"
-        print(f"  {precision:9s} {'compile' if compiled else 'eager':8s} {r:10.0f} {flops / 1e12:8.1f} {mfu:>6s} "
-              f"{r / base:11.2f}x" + (f"   (first call {first:.1f} s)" if compiled else ""), flush=True)
+        print(
+            f"  {precision:9s} {'compile' if compiled else 'eager':8s} {r:10.0f} {flops / 1e12:8.1f} {mfu:>6s} "
+            f"{r / base:11.2f}x" + (f"   (first call {first:.1f} s)" if compiled else ""),
+            flush=True,
+        )
         if compiled:
-            eager = TorchFrameEncoder(copy.deepcopy(clip.model.visual), clip.mean, clip.std, device=device,
-                                      precision="fp16", max_batch_size=args.batch)
+            eager = TorchFrameEncoder(
+                copy.deepcopy(clip.model.visual),
+                clip.mean,
+                clip.std,
+                device=device,
+                precision="fp16",
+                max_batch_size=args.batch,
+            )
             with torch.inference_mode():
                 cos = F.cosine_similarity(out.float(), eager.module(x).float(), dim=-1).min().item()
             check("torch.compile fp16 vs eager fp16", cos >= 0.999, f"min cosine {cos:.6f}")
@@ -212,9 +234,11 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
         import onnxruntime
 
         providers = onnxruntime.get_available_providers()
-    print(f"  onnxruntime: {'providers ' + ', '.join(providers) if have_ort else 'not installed'}; "
-          f"tensorrt: {'installed' if have_trt else 'not installed'}; onnx export: "
-          f"{'available' if have_export else 'onnx/onnxscript not installed'}")
+    print(
+        f"  onnxruntime: {'providers ' + ', '.join(providers) if have_ort else 'not installed'}; "
+        f"tensorrt: {'installed' if have_trt else 'not installed'}; onnx export: "
+        f"{'available' if have_export else 'onnx/onnxscript not installed'}"
+    )
     gpu_ort = "CUDAExecutionProvider" in providers and device.startswith("cuda")
     if not have_export or not (gpu_ort or have_trt) or not device.startswith("cuda"):
         print("  skipped: needs onnx + onnxscript and onnxruntime-gpu or TensorRT on a CUDA host")
@@ -227,25 +251,50 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
         out = Path(tmp) / "engine"
         fmt = "tensorrt" if have_trt else "onnx"
         t0 = time.perf_counter()
-        m = export_engine(copy.deepcopy(clip.model.visual), build_temporal_head("mean", clip.embed_dim), out,
-                          architecture=args.model, text_model="check", input_size=clip.image_size, mean=clip.mean,
-                          std=clip.std, preprocess="clip", fmt=fmt, precision="fp16", max_batch=args.batch)
+        m = export_engine(
+            copy.deepcopy(clip.model.visual),
+            build_temporal_head("mean", clip.embed_dim),
+            out,
+            architecture=args.model,
+            text_model="check",
+            input_size=clip.image_size,
+            mean=clip.mean,
+            std=clip.std,
+            preprocess="clip",
+            fmt=fmt,
+            precision="fp16",
+            max_batch=args.batch,
+        )
         print(f"  export fp16 {fmt}: {time.perf_counter() - t0:.0f} s")
         encoders: list[FrameEncoder] = []
         if gpu_ort:
-            encoders.append(OnnxFrameEncoder(out / m.files["onnx"], m.embed_dim, m.input_size, "fp16",
-                                             ("cuda",), max_batch_size=args.batch, device=device))
+            encoders.append(
+                OnnxFrameEncoder(
+                    out / m.files["onnx"],
+                    m.embed_dim,
+                    m.input_size,
+                    "fp16",
+                    ("cuda",),
+                    max_batch_size=args.batch,
+                    device=device,
+                )
+            )
         if have_trt:
             from text4vis.engine.runtime.backends.tensorrt_backend import TensorRTFrameEncoder, plan_key
 
-            encoders.append(TensorRTFrameEncoder(out / m.plans[plan_key(device)], m.embed_dim, m.input_size,
-                                                 args.batch, "fp16", device=device))
+            encoders.append(
+                TensorRTFrameEncoder(
+                    out / m.plans[plan_key(device)], m.embed_dim, m.input_size, args.batch, "fp16", device=device
+                )
+            )
         x = torch.randint(0, 256, (args.batch, 3, clip.image_size, clip.image_size), dtype=torch.uint8)
         for enc in encoders:
             cos = F.cosine_similarity(enc.encode(pixels), ref, dim=-1).min().item()
             check(f"{enc.name} fp16 on {enc.device} vs torch fp32", cos >= MIN_COSINE["fp16"], f"min cosine {cos:.6f}")
-            print(f"  {enc.name}: {rate(enc.encode, x, args.seconds):.0f} frames/s at batch {args.batch} "
-                  "(uint8 from host memory, as the server feeds it)")
+            print(
+                f"  {enc.name}: {rate(enc.encode, x, args.seconds):.0f} frames/s at batch {args.batch} "
+                "(uint8 from host memory, as the server feeds it)"
+            )
 
 
 def nvdec(args: argparse.Namespace, device: str) -> None:
@@ -256,8 +305,10 @@ def nvdec(args: argparse.Namespace, device: str) -> None:
 
     gpu = 0 if device == "cpu" else torch.device(device).index or 0
     problem = nvdec_problem(gpu)
-    print(f"  NVDEC on cuda:{gpu}: " + ("usable, a probe clip decodes to the CPU's pixels" if problem is None
-                                       else f"not used ({problem})"))
+    print(
+        f"  NVDEC on cuda:{gpu}: "
+        + ("usable, a probe clip decodes to the CPU's pixels" if problem is None else f"not used ({problem})")
+    )
     if problem is not None and device != "cpu":
         check("NVDEC usable on this GPU", False, problem)
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,8 +335,11 @@ def nvdec(args: argparse.Namespace, device: str) -> None:
             line = ", ".join(f"{k} {w:.0f} ms wall / {c:.0f} CPU-ms" for k, (w, c) in med.items())
             if "nvdec" in med:
                 same = np.array_equal(frames["cpu"], frames["nvdec"])
-                check(f"NVDEC frames equal the CPU's ({sampling})", same,
-                      "identical" if same else f"max diff {np.abs(frames['cpu'].astype(int) - frames['nvdec']).max()}")
+                check(
+                    f"NVDEC frames equal the CPU's ({sampling})",
+                    same,
+                    "identical" if same else f"max diff {np.abs(frames['cpu'].astype(int) - frames['nvdec']).max()}",
+                )
                 line += f"; CPU-ms ratio cpu/nvdec {med['cpu'][1] / med['nvdec'][1]:.1f}x"
             print(f"  {width}x{height} GOP 60 {args.clip_s} s, {sampling} 8 frames: {line}")
 
@@ -293,16 +347,21 @@ def nvdec(args: argparse.Namespace, device: str) -> None:
 def write_clips(directory: Path, n: int, seconds: int, size: tuple[int, int]) -> list[Path]:
     from tests.media import moving_square_frames, write_video
 
-    return [write_video(directory / f"clip{i}.mp4", moving_square_frames(25 * seconds, *size, seed=i))
-            for i in range(n)]
+    return [
+        write_video(directory / f"clip{i}.mp4", moving_square_frames(25 * seconds, *size, seed=i)) for i in range(n)
+    ]
 
 
 def gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
     if shutil.which("nvidia-smi") is None:
         return
     while not stop.is_set():
-        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, check=False).stdout.strip()
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         if out.isdigit():
             samples.append(float(out))
         stop.wait(0.5)
@@ -313,16 +372,19 @@ def server_load(args: argparse.Namespace, device: str, budget: Budget) -> None:
 
     from bench.serve import batch_mean, free_port, load, start_server
 
-    serve_args = argparse.Namespace(model=args.model, decode_workers=args.decode_workers,
-                                    max_batch_frames=args.batch, max_delay_ms=10.0)
+    serve_args = argparse.Namespace(
+        model=args.model, decode_workers=args.decode_workers, max_batch_frames=args.batch, max_delay_ms=10.0
+    )
     with tempfile.TemporaryDirectory() as tmp:
         clips = write_clips(Path(tmp), 4, args.clip_s, (340, 256))
         port, log = free_port(), Path(tmp) / "server.log"
         t0 = time.perf_counter()
         extra = ("--device", device, "--preset", "kinetics400", "--request-timeout-s", "120")
         proc = start_server(serve_args, Path(tmp) / "data", port, extra, ready_s=min(240, budget.left() - 30), log=log)
-        print(f"  t4v serve ready in {time.perf_counter() - t0:.0f} s (kinetics400 registered); "
-              f"{args.decode_workers} decode processes, batches up to {args.batch} frames")
+        print(
+            f"  t4v serve ready in {time.perf_counter() - t0:.0f} s (kinetics400 registered); "
+            f"{args.decode_workers} decode processes, batches up to {args.batch} frames"
+        )
         url = f"http://127.0.0.1:{port}"
         stop, samples = threading.Event(), []
         sampler = threading.Thread(target=gpu_utilisation, args=(stop, samples), daemon=True)
@@ -333,12 +395,16 @@ def server_load(args: argparse.Namespace, device: str, budget: Budget) -> None:
             served, latencies = asyncio.run(load(url, clips, args.clients, n))
             stop.set()
             lat = np.array(latencies) * 1e3
-            print(f"  {args.clients} clients, {n} uploads of {args.clip_s} s 340x256 H.264 clips, 8 frames each: "
-                  f"{served:.2f} videos/s; latency p50 {np.percentile(lat, 50):.0f} ms, "
-                  f"p99 {np.percentile(lat, 99):.0f} ms; mean batch {batch_mean(url):.1f} frames")
+            print(
+                f"  {args.clients} clients, {n} uploads of {args.clip_s} s 340x256 H.264 clips, 8 frames each: "
+                f"{served:.2f} videos/s; latency p50 {np.percentile(lat, 50):.0f} ms, "
+                f"p99 {np.percentile(lat, 99):.0f} ms; mean batch {batch_mean(url):.1f} frames"
+            )
             if samples:
-                print(f"  GPU utilisation during the load: mean {statistics.mean(samples):.0f}%, "
-                      f"max {max(samples):.0f}% ({len(samples)} samples)")
+                print(
+                    f"  GPU utilisation during the load: mean {statistics.mean(samples):.0f}%, "
+                    f"max {max(samples):.0f}% ({len(samples)} samples)"
+                )
             else:
                 print("  GPU utilisation: not sampled (no nvidia-smi)")
         finally:
@@ -374,17 +440,23 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = False
     args.decode_workers = args.decode_workers or max(1, (torch.multiprocessing.cpu_count() or 4) - 2)
     budget = Budget(args.budget_s)
-    print(f"gpu_check: torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.version.split()[0]}, "
-          f"{torch.multiprocessing.cpu_count()} CPUs, device {device}"
-          + (f" = {torch.cuda.get_device_name(0)}" if device != "cpu" else " (dry run)")
-          + f", model {args.model} with random weights, budget {args.budget_s:.0f} s")
+    print(
+        f"gpu_check: torch {torch.__version__} (CUDA {torch.version.cuda}), python {sys.version.split()[0]}, "
+        f"{torch.multiprocessing.cpu_count()} CPUs, device {device}"
+        + (f" = {torch.cuda.get_device_name(0)}" if device != "cpu" else " (dry run)")
+        + f", model {args.model} with random weights, budget {args.budget_s:.0f} s"
+    )
     clip = load_clip(ClipSource(arch=args.model, random_init=True))
     precisions = ["fp32", "fp16", "bf16"] if device != "cpu" else ["fp32", "bf16"]  # no fp16 matmul on CPU
     stage("1. visual tower parity (GPU vs CPU fp32)", budget, 20, lambda: visual_parity(clip, device, precisions))
     stage("2. text tower (PUT /vocab) on the GPU vs the CPU", budget, 30, lambda: text_tower(clip, device, 3))
     stage("3. torch backend throughput, eager and compiled", budget, 40, lambda: throughput(args, clip, device, budget))
-    stage("4. ONNX Runtime (CUDA) and TensorRT, where installed", budget, 90,
-          lambda: compiled_backends(args, clip, device))
+    stage(
+        "4. ONNX Runtime (CUDA) and TensorRT, where installed",
+        budget,
+        90,
+        lambda: compiled_backends(args, clip, device),
+    )
     stage("5. NVDEC vs CPU decoding", budget, 40, lambda: nvdec(args, device))
     stage("6. the HTTP server under load", budget, 60, lambda: server_load(args, device, budget))
     print(f"\ngpu_check: {len(FAILURES)} failure(s)" + "".join(f"\n  - {f}" for f in FAILURES))

@@ -123,16 +123,39 @@ def free_port() -> int:
 
 
 def start_server(
-    args: argparse.Namespace, data_dir: Path, port: int, extra: tuple[str, ...] = (), ready_s: float = 300,
+    args: argparse.Namespace,
+    data_dir: Path,
+    port: int,
+    extra: tuple[str, ...] = (),
+    ready_s: float = 300,
     log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """``t4v serve`` with random weights on ``port``, once ready (``extra``: more serve options).
     Throughput runs admit every client (a deep --max-decode-queue) unless ``extra`` sets it."""
     queue = () if "--max-decode-queue" in extra else ("--max-decode-queue", "1024")
-    cmd = [sys.executable, "-m", "text4vis.server.cli", "serve", "--model", args.model, "--random-init", "--port", str(port),
-           "--data-dir", str(data_dir), "--decode-workers", str(args.decode_workers),
-           "--max-batch-frames", str(args.max_batch_frames), "--max-delay-ms", str(args.max_delay_ms),
-           "--max-queue-frames", str(max(512, args.max_batch_frames)), *queue, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "text4vis.server.cli",
+        "serve",
+        "--model",
+        args.model,
+        "--random-init",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--decode-workers",
+        str(args.decode_workers),
+        "--max-batch-frames",
+        str(args.max_batch_frames),
+        "--max-delay-ms",
+        str(args.max_delay_ms),
+        "--max-queue-frames",
+        str(max(512, args.max_batch_frames)),
+        *queue,
+        *extra,
+    ]
     out = log.open("wb") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -173,8 +196,11 @@ async def load(url: str, videos: list[Path], clients: int, n: int) -> tuple[floa
 
 def batch_mean(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith(("t4v_batch_frames_sum", "t4v_batch_frames_count"))}
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith(("t4v_batch_frames_sum", "t4v_batch_frames_count"))
+    }
     return values["t4v_batch_frames_sum"] / max(values["t4v_batch_frames_count"], 1)
 
 
@@ -188,9 +214,12 @@ def decode_bound(args: argparse.Namespace) -> None:
 
     clips = [make_clip(OUT / f"1080p_gop{gop}_10s.mp4", 10, 1920, 1080, gop=gop) for gop in (12, 60, 250)]
     workers = available_cores()
-    configs = {"decord (0.1's decoder, baseline)": ("--decoder", "decord"), "exact (default)": (),
-               "fast": ("--default-sampling", "fast"),
-               "fast, --scaler ffmpeg": ("--default-sampling", "fast", "--scaler", "ffmpeg")}
+    configs = {
+        "decord (0.1's decoder, baseline)": ("--decoder", "decord"),
+        "exact (default)": (),
+        "fast": ("--default-sampling", "fast"),
+        "fast, --scaler ffmpeg": ("--default-sampling", "fast", "--scaler", "ffmpeg"),
+    }
     serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=workers, max_batch_frames=64, max_delay_ms=5.0)
     rates: dict[str, list[float]] = {name: [] for name in configs}
     latencies: dict[str, list[float]] = {name: [] for name in configs}
@@ -200,12 +229,14 @@ def decode_bound(args: argparse.Namespace) -> None:
             for name, extra in configs.items():
                 port = free_port()
                 servers[name] = (start_server(serve_args, Path(tmp) / str(port), port, extra), port)
-                httpx.put(f"http://127.0.0.1:{port}/vocab/kinetics400",
-                          json={"labels": preset_labels("kinetics400")}, timeout=300).raise_for_status()
+                httpx.put(
+                    f"http://127.0.0.1:{port}/vocab/kinetics400",
+                    json={"labels": preset_labels("kinetics400")},
+                    timeout=300,
+                ).raise_for_status()
             for _ in range(args.runs):
                 for name, (_, port) in servers.items():
-                    served, seconds = asyncio.run(load(f"http://127.0.0.1:{port}", clips, args.clients,
-                                                       args.requests))
+                    served, seconds = asyncio.run(load(f"http://127.0.0.1:{port}", clips, args.clients, args.requests))
                     rates[name].append(served)
                     latencies[name] += seconds
         finally:
@@ -213,14 +244,18 @@ def decode_bound(args: argparse.Namespace) -> None:
                 proc.terminate()
                 proc.wait(timeout=60)
     base = statistics.median(rates[next(iter(configs))])
-    print(f"decode-bound server: {TINY_ARCH} (a cheap encoder), {workers} decode processes, {args.clients} clients, "
-          f"{args.requests} uploads per round of 1080p H.264 10 s clips (GOP 12/60/250), 8 frames, median of "
-          f"{args.runs} interleaved rounds")
+    print(
+        f"decode-bound server: {TINY_ARCH} (a cheap encoder), {workers} decode processes, {args.clients} clients, "
+        f"{args.requests} uploads per round of 1080p H.264 10 s clips (GOP 12/60/250), 8 frames, median of "
+        f"{args.runs} interleaved rounds"
+    )
     for name in configs:
         med = statistics.median(rates[name])
         ms = np.array(latencies[name]) * 1e3
-        print(f"  {name:34s} {med:6.2f} videos/s ({med / base:4.2f}x)  p50 {np.percentile(ms, 50):6.0f} ms  "
-              f"p99 {np.percentile(ms, 99):6.0f} ms")
+        print(
+            f"  {name:34s} {med:6.2f} videos/s ({med / base:4.2f}x)  p50 {np.percentile(ms, 50):6.0f} ms  "
+            f"p99 {np.percentile(ms, 99):6.0f} ms"
+        )
 
 
 async def _post(c: httpx.AsyncClient, url: str, name: str, body: bytes) -> httpx.Response:
@@ -231,10 +266,12 @@ async def _burst(url: str, videos: list[Path], n: int) -> tuple[list[int], float
     """``n`` requests at once: their statuses and the slowest one's seconds."""
     data = [(p.name, p.read_bytes()) for p in videos]
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=n + 4)) as c:
+
         async def one(i: int) -> tuple[int, float]:
             t0 = time.perf_counter()
             r = await _post(c, url, *data[i % len(data)])
             return r.status_code, time.perf_counter() - t0
+
         done = await asyncio.gather(*(one(i) for i in range(n)))
     return [s for s, _ in done], max(t for _, t in done)
 
@@ -288,11 +325,14 @@ def admission(args: argparse.Namespace) -> None:
     from text4vis.models.clip_loader import TINY_ARCH
 
     videos = clips()
-    serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=32,
-                                    max_delay_ms=5.0)
+    serve_args = argparse.Namespace(
+        model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=32, max_delay_ms=5.0
+    )
     fixed = str(2 * args.decode_workers)
-    servers = {"predicted wait (default)": ("--preset", "kinetics400", "--max-decode-queue", "256"),
-               f"fixed queue of {fixed} (old default)": ("--preset", "kinetics400", "--max-decode-queue", fixed)}
+    servers = {
+        "predicted wait (default)": ("--preset", "kinetics400", "--max-decode-queue", "256"),
+        f"fixed queue of {fixed} (old default)": ("--preset", "kinetics400", "--max-decode-queue", fixed),
+    }
     bursts: dict[tuple[str, int], list[tuple[list[int], float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         procs, urls = [], {}
@@ -315,8 +355,10 @@ def admission(args: argparse.Namespace) -> None:
                 proc.terminate()
                 proc.wait(timeout=60)
 
-    print(f"admission: {TINY_ARCH}, {args.decode_workers} decode processes, the real clips, "
-          f"{args.runs} interleaved rounds per burst; median over rounds")
+    print(
+        f"admission: {TINY_ARCH}, {args.decode_workers} decode processes, the real clips, "
+        f"{args.runs} interleaved rounds per burst; median over rounds"
+    )
     for (name, n), rounds in sorted(bursts.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         ok = statistics.median(statuses.count(200) for statuses, _ in rounds)
         refused = statistics.median(statuses.count(503) for statuses, _ in rounds)
@@ -334,14 +376,18 @@ def admission(args: argparse.Namespace) -> None:
     ratios = [told / max(saw, 1e-3) for told, saw in zip(loaded.retry_told_s, loaded.retry_saw_s, strict=True)]
     within = sum(0.5 <= r <= 2.0 for r in ratios)
     print(f"  unloaded ({args.decode_workers} clients, {args.seconds:g} s): {capacity:.1f} videos/s")
-    print(f"  {args.overload}x overload ({args.decode_workers * args.overload} clients, {args.seconds:g} s): "
-          f"goodput {goodput:.1f} videos/s = {goodput / capacity:.2f}x unloaded capacity; accepted p50 "
-          f"{pct(ok, 50):.0f} ms, p99 {pct(ok, 99):.0f} ms, {late} past max_queue_wait_s + own service time; "
-          f"{len(refused)} refusals in p50 {pct(refused, 50):.1f} ms, p99 {pct(refused, 99):.1f} ms; "
-          f"other statuses {sorted(s for s in loaded.by_status if s not in (200, 503))}")
+    print(
+        f"  {args.overload}x overload ({args.decode_workers * args.overload} clients, {args.seconds:g} s): "
+        f"goodput {goodput:.1f} videos/s = {goodput / capacity:.2f}x unloaded capacity; accepted p50 "
+        f"{pct(ok, 50):.0f} ms, p99 {pct(ok, 99):.0f} ms, {late} past max_queue_wait_s + own service time; "
+        f"{len(refused)} refusals in p50 {pct(refused, 50):.1f} ms, p99 {pct(refused, 99):.1f} ms; "
+        f"other statuses {sorted(s for s in loaded.by_status if s not in (200, 503))}"
+    )
     if ratios:
-        print(f"  Retry-After / the wait a retry really saw: median {statistics.median(ratios):.2f}, "
-              f"{within} of {len(ratios)} within 2x")
+        print(
+            f"  Retry-After / the wait a retry really saw: median {statistics.median(ratios):.2f}, "
+            f"{within} of {len(ratios)} within 2x"
+        )
 
 
 def main() -> None:
@@ -394,18 +440,23 @@ def main() -> None:
             proc.wait(timeout=60)
 
     bound = min(decode, encode)
-    print(f"serving benchmark: {args.model} random weights, CPU ({torch.get_num_threads()} threads), 8 frames, "
-          f"{len(videos)} real clips, median of {args.runs} runs")
+    print(
+        f"serving benchmark: {args.model} random weights, CPU ({torch.get_num_threads()} threads), 8 frames, "
+        f"{len(videos)} real clips, median of {args.runs} runs"
+    )
     print(f"  naive loop (decord + open_clip, sequential):  {naive:6.2f} videos/s")
     print(f"  decode-only capacity ({args.decode_workers} processes):         {decode:6.2f} videos/s")
     print(f"  encode-only capacity (batch {args.max_batch_frames} frames):       {encode:6.2f} videos/s")
     print(f"  server, {args.clients} clients, {args.requests} requests:           {served:6.2f} videos/s")
-    print(f"    latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, "
-          f"p99 {np.percentile(lat, 99):.0f} ms; mean batch {mean_batch:.1f} frames")
+    print(
+        f"    latency p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, "
+        f"p99 {np.percentile(lat, 99):.0f} ms; mean batch {mean_batch:.1f} frames"
+    )
     print(f"    server / min(decode, encode) = {served / bound:.2f} (target >= 0.9)")
     print(f"    server / naive loop          = {served / naive:.2f} (target >= 1.3)")
-    print(f"  PUT /vocab 400 Kinetics labels: cold {cold * 1e3:.0f} ms, "
-          f"cached {med(cached) * 1e3:.0f} ms (median of 5)")
+    print(
+        f"  PUT /vocab 400 Kinetics labels: cold {cold * 1e3:.0f} ms, cached {med(cached) * 1e3:.0f} ms (median of 5)"
+    )
 
 
 if __name__ == "__main__":

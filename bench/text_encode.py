@@ -49,8 +49,10 @@ def main() -> None:
     trimmed = _median_seconds(lambda: encoder.encode(prompts, trim=True), args.runs)
     diff = (encoder.encode(prompts) - encoder.encode(prompts, trim=False)).abs().max().item()
 
-    print(f"text encoding, {len(prompts)} Kinetics-400 prompts, {args.model} (random weights), "
-          f"CPU, {args.threads} threads, median of {args.runs}")
+    print(
+        f"text encoding, {len(prompts)} Kinetics-400 prompts, {args.model} (random weights), "
+        f"CPU, {args.threads} threads, median of {args.runs}"
+    )
     print(f"  prompt tokens: mean {statistics.mean(lengths):.1f}, max {max(lengths)} (context 77)")
     print(f"  padded to 77 (baseline):  {padded:8.3f} s  {len(prompts) / padded:8.1f} prompts/s")
     print(f"  padded to longest/batch:  {trimmed:8.3f} s  {len(prompts) / trimmed:8.1f} prompts/s")

@@ -54,8 +54,7 @@ def make_long_clip(path: Path, minutes: int, width: int = 1280, height: int = 72
     with av.open(str(partial), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "28",
-                          "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0"}
+        stream.options = {"preset": "veryfast", "crf": "28", "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0"}
         for i in range(minutes * 60 * FPS):
             frame = cycle[i % GOP]
             frame.pts = None
@@ -115,8 +114,12 @@ def tree_cpu_s(pid: int) -> float:
 
 def timeline_round(url: str, clip: Path, window_s: float) -> float:
     with clip.open("rb") as f:
-        r = httpx.post(f"{url}/classify/timeline", files={"file": (clip.name, f)},
-                       data={"vocab": "kinetics400", "window_s": str(window_s)}, timeout=3600)
+        r = httpx.post(
+            f"{url}/classify/timeline",
+            files={"file": (clip.name, f)},
+            data={"vocab": "kinetics400", "window_s": str(window_s)},
+            timeout=3600,
+        )
     r.raise_for_status()
     return float(len(r.json()["segments"]))
 
@@ -124,9 +127,16 @@ def timeline_round(url: str, clip: Path, window_s: float) -> float:
 def first_segment_s(url: str, clip: Path, window_s: float) -> float:
     """Seconds from sending a streamed timeline to its first segment line (upload included)."""
     t0 = time.perf_counter()
-    with clip.open("rb") as f, httpx.stream("POST", f"{url}/classify/timeline", files={"file": (clip.name, f)},
-                                            data={"vocab": "kinetics400", "window_s": str(window_s),
-                                                  "stream": "true"}, timeout=3600) as r:
+    with (
+        clip.open("rb") as f,
+        httpx.stream(
+            "POST",
+            f"{url}/classify/timeline",
+            files={"file": (clip.name, f)},
+            data={"vocab": "kinetics400", "window_s": str(window_s), "stream": "true"},
+            timeout=3600,
+        ) as r,
+    ):
         r.raise_for_status()
         for line in r.iter_lines():
             if '"type":"segment"' in line:
@@ -144,8 +154,9 @@ def separate_round(url: str, pieces: list[Path], concurrency: int) -> float:
             done = 0
             while todo:
                 piece = todo.pop(0)
-                r = await c.post(f"{url}/classify", files={"file": (piece.name, piece.read_bytes())},
-                                 data={"vocab": "kinetics400"})
+                r = await c.post(
+                    f"{url}/classify", files={"file": (piece.name, piece.read_bytes())}, data={"vocab": "kinetics400"}
+                )
                 r.raise_for_status()
                 done += 1
             return done
@@ -165,12 +176,20 @@ def main() -> None:
     args = parser.parse_args()
 
     clip = make_long_clip(OUT / f"720p_gop{GOP}_{args.minutes}min.mp4", args.minutes)
-    serve_args = argparse.Namespace(model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=64,
-                                    max_delay_ms=5.0)
-    extra = ("--preset", "kinetics400", "--max-upload-bytes", str(2**30), "--max-decode-queue",
-             str(2 * args.decode_workers))
-    rows: dict[str, list[float]] = {k: [] for k in ("t_wall", "t_cpu", "s_wall", "s_cpu", "first", "ratio_wall",
-                                                      "ratio_cpu")}
+    serve_args = argparse.Namespace(
+        model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=64, max_delay_ms=5.0
+    )
+    extra = (
+        "--preset",
+        "kinetics400",
+        "--max-upload-bytes",
+        str(2**30),
+        "--max-decode-queue",
+        str(2 * args.decode_workers),
+    )
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("t_wall", "t_cpu", "s_wall", "s_cpu", "first", "ratio_wall", "ratio_cpu")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         pieces = split(clip, args.window_s, Path(tmp) / "pieces")
         port = free_port()
@@ -198,15 +217,23 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
     n = len(pieces)
     size_mb = clip.stat().st_size / 2**20
-    print(f"timeline: {clip.name} ({size_mb:.0f} MB, {args.minutes} min 720p30 H.264), {n} windows of "
-          f"{args.window_s:g} s, 8 frames each; {TINY_ARCH}, {args.decode_workers} decode processes; median of "
-          f"{args.runs} interleaved rounds")
-    print(f"  one timeline request:      {n / med['t_wall']:6.2f} windows/s  ({med['t_wall']:.1f} s wall, "
-          f"{med['t_cpu']:.1f} server CPU-s; first segment of a streamed one after {med['first']:.2f} s)")
-    print(f"  {n} separate uploads:      {n / med['s_wall']:6.2f} windows/s  ({med['s_wall']:.1f} s wall, "
-          f"{med['s_cpu']:.1f} server CPU-s; {2 * args.decode_workers} concurrent)")
-    print(f"  timeline vs separate uploads: {med['ratio_wall']:.2f}x faster (wall), {med['ratio_cpu']:.2f}x less "
-          "server CPU (median of per-round ratios)")
+    print(
+        f"timeline: {clip.name} ({size_mb:.0f} MB, {args.minutes} min 720p30 H.264), {n} windows of "
+        f"{args.window_s:g} s, 8 frames each; {TINY_ARCH}, {args.decode_workers} decode processes; median of "
+        f"{args.runs} interleaved rounds"
+    )
+    print(
+        f"  one timeline request:      {n / med['t_wall']:6.2f} windows/s  ({med['t_wall']:.1f} s wall, "
+        f"{med['t_cpu']:.1f} server CPU-s; first segment of a streamed one after {med['first']:.2f} s)"
+    )
+    print(
+        f"  {n} separate uploads:      {n / med['s_wall']:6.2f} windows/s  ({med['s_wall']:.1f} s wall, "
+        f"{med['s_cpu']:.1f} server CPU-s; {2 * args.decode_workers} concurrent)"
+    )
+    print(
+        f"  timeline vs separate uploads: {med['ratio_wall']:.2f}x faster (wall), {med['ratio_cpu']:.2f}x less "
+        "server CPU (median of per-round ratios)"
+    )
 
 
 if __name__ == "__main__":

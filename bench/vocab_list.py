@@ -27,8 +27,9 @@ def fill(store: VocabStore, vocabs: int, labels: int, dim: int) -> None:
     matrix = np.random.default_rng(0).random((labels, dim), dtype=np.float32)
     names = tuple(f"label {j}" for j in range(labels))
     for i in range(vocabs):
-        store.put(VocabRecord(f"v{i:04d}", 0, f"etag{i}", "bench/text", names, ("a video of {}.",), matrix,
-                              time.time()))
+        store.put(
+            VocabRecord(f"v{i:04d}", 0, f"etag{i}", "bench/text", names, ("a video of {}.",), matrix, time.time())
+        )
 
 
 def median_ms(fn: Callable[[], object], runs: int) -> float:

@@ -27,40 +27,45 @@ class ModelOptions(BaseModel):
     text4vis_checkpoint: Path | None = Field(
         None, description="Checkpoint released with Text4Vis (visual encoder + temporal head)."
     )
-    temporal: TemporalHead | None = Field(
-        None, description="Temporal head: mean | transf (default: the checkpoint's)."
-    )
+    temporal: TemporalHead | None = Field(None, description="Temporal head: mean | transf (default: the checkpoint's).")
     preprocess: Preprocess | None = Field(
         None, description="Preprocessing: clip | text4vis (default text4vis with a Text4Vis checkpoint)."
     )
     activation: Activation = Field(
-        Activation.AUTO, description="CLIP's MLP activation: auto (what the weights were trained with: QuickGELU for OpenAI's "
-                            "tags and files, else the architecture's) | gelu | quickgelu (OpenAI-trained weights "
-                            "in a plain state dict under --model ARCH)."
+        Activation.AUTO,
+        description="CLIP's MLP activation: auto (what the weights were trained with: QuickGELU for OpenAI's "
+        "tags and files, else the architecture's) | gelu | quickgelu (OpenAI-trained weights "
+        "in a plain state dict under --model ARCH).",
     )
     random_init: bool = Field(False, description="Run RANDOM weights on purpose (benchmarks, tests). Never implicit.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     precision: Precision = Field(
-        Precision.AUTO, description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16."
+        Precision.AUTO,
+        description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16.",
     )
     decoder: Decoder = Field(
-        Decoder.AUTO, description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
-                            "pyav (CPU) | nvdec (the GPU's video decoder through FFmpeg) | decord (CPU)."
+        Decoder.AUTO,
+        description="Video decoder: auto (nvdec when the model runs on a GPU whose NVDEC works, else pyav) | "
+        "pyav (CPU) | nvdec (the GPU's video decoder through FFmpeg) | decord (CPU).",
     )
     scaler: Scaler = Field(
-        Scaler.PILLOW, description="Who resizes video frames: pillow (the reference's pixels) | ffmpeg (FFmpeg's bicubic "
-                              "scaler as PyAV decodes: cheaper, not pixel-exact; see the README's decode figures)."
+        Scaler.PILLOW,
+        description="Who resizes video frames: pillow (the reference's pixels) | ffmpeg (FFmpeg's bicubic "
+        "scaler as PyAV decodes: cheaper, not pixel-exact; see the README's decode figures).",
     )
     engine_dir: Path | None = Field(
-        None, description="Engine directory written by t4v export (ONNX/TensorRT).",
+        None,
+        description="Engine directory written by t4v export (ONNX/TensorRT).",
         json_schema_extra={"flag": "--engine"},
     )
     backend: Backend = Field(
-        Backend.AUTO, description="Encoder backend: auto | torch | onnxruntime | tensorrt; auto: the engine's TensorRT "
-                            "plan for this GPU, else ONNX Runtime for an engine, else torch."
+        Backend.AUTO,
+        description="Encoder backend: auto | torch | onnxruntime | tensorrt; auto: the engine's TensorRT "
+        "plan for this GPU, else ONNX Runtime for an engine, else torch.",
     )
     providers: tuple[Provider, ...] = Field(
-        (Provider.TENSORRT, Provider.CUDA, Provider.CPU), description="ONNX Runtime execution providers, in order of preference.",
+        (Provider.TENSORRT, Provider.CUDA, Provider.CPU),
+        description="ONNX Runtime execution providers, in order of preference.",
         json_schema_extra={"flag": "--provider"},
     )
     threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0: the cores).")

@@ -75,7 +75,7 @@ class ResolvedClip:
 
 @dataclass(frozen=True)
 class AbstainPolicy:
-    """"None of these" as asked: ``abstain`` None follows the vocabulary's default (off without
+    """ "None of these" as asked: ``abstain`` None follows the vocabulary's default (off without
     one), False turns it off, True scores the background; unset values come from the default."""
 
     abstain: bool | None = None

@@ -40,12 +40,11 @@ class Text4VisCheckpoint:
 def read_text4vis_checkpoint(path: Path) -> Text4VisCheckpoint:
     """Read and split a Text4Vis checkpoint; unknown keys fail with their names."""
     state, extras = read_checkpoint(path)
-    visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-    head = {k[len("fusion_model."):]: v for k, v in state.items() if k.startswith("fusion_model.")}
+    visual = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    head = {k[len("fusion_model.") :]: v for k, v in state.items() if k.startswith("fusion_model.")}
     text = sorted(k for k in state if _TEXT_KEYS.match(k))
     other = sorted(
-        k for k in state
-        if not k.startswith(("visual.", "fusion_model.")) and k != "logit_scale" and k not in text
+        k for k in state if not k.startswith(("visual.", "fusion_model.")) and k != "logit_scale" and k not in text
     )
     if other:
         shown = ", ".join(other[:6]) + (f", ... ({len(other)} in all)" if len(other) > 6 else "")
@@ -55,8 +54,9 @@ def read_text4vis_checkpoint(path: Path) -> Text4VisCheckpoint:
     if not visual:
         raise CheckpointMismatchError(f"{path} holds no visual.* keys: not a Text4Vis checkpoint")
     if text:
-        log.warning("%s carries %d text-encoder keys; they are ignored (the text encoder is the base CLIP's)",
-                    path, len(text))
+        log.warning(
+            "%s carries %d text-encoder keys; they are ignored (the text encoder is the base CLIP's)", path, len(text)
+        )
     layers = {int(m.group(1)) for k in head if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))}
     kind = TemporalHead.TRANSF if head else TemporalHead.MEAN
     epoch = extras.get("epoch") if isinstance(extras.get("epoch"), int) else None
@@ -92,13 +92,15 @@ def released_state(
     reference code too), on the CPU. The one writer of that layout: training and export use it.
     ``logit_scale``: the learned log-scale training ends with (as the reference saves it); by
     default log(100), the scale the method tests with."""
+
     def host(v: torch.Tensor) -> torch.Tensor:
         return v.detach() if v.is_meta else v.detach().cpu()  # meta: a shape-only model (layout checks)
 
     state = {f"visual.{k}": host(v) for k, v in visual.state_dict().items()}
     state.update({f"fusion_model.{k}": host(v) for k, v in head.state_dict().items()})
-    state["logit_scale"] = (host(logit_scale).reshape(()) if logit_scale is not None
-                            else torch.tensor(math.log(LOGIT_SCALE)))
+    state["logit_scale"] = (
+        host(logit_scale).reshape(()) if logit_scale is not None else torch.tensor(math.log(LOGIT_SCALE))
+    )
     return state
 
 

@@ -140,7 +140,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise ModelLoadError(f"{path} does not hold a state dict of tensors")
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):  # TorchScript extras, derived
         state.pop(key, None)
     return state, extras
@@ -249,8 +249,7 @@ def _choose_activation(arch: str, asked: Activation, trained_quick: bool | None,
         wanted = own if trained_quick is None else trained_quick
     if own and not wanted:
         raise ModelLoadError(
-            f"{arch} is built with QuickGELU but {weights} need GELU: "
-            f"name the architecture without {QUICKGELU_SUFFIX}"
+            f"{arch} is built with QuickGELU but {weights} need GELU: name the architecture without {QUICKGELU_SUFFIX}"
         )
     if wanted and not own:
         log.info("building %s with QuickGELU, the activation %s were trained with", arch, weights)
@@ -267,9 +266,7 @@ def _create(arch: str, pretrained: str | None, quick: bool) -> Any:  # an open_c
 def _from_hub(arch: str, tag: str, activation: Activation) -> tuple[Any, bool]:
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
-        raise ModelLoadError(
-            f"no pretrained weights {tag!r} for {arch}; known tags: {', '.join(tags) or 'none'}"
-        )
+        raise ModelLoadError(f"no pretrained weights {tag!r} for {arch}; known tags: {', '.join(tags) or 'none'}")
     trained_quick = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
     quick = _choose_activation(arch, activation, trained_quick, f"the weights {arch}/{tag}")
     if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
@@ -313,8 +310,13 @@ def _from_checkpoint(path: Path, arch: str | None, activation: Activation) -> tu
     trained_quick = True if openai_archive else None
     quick = _choose_activation(arch, activation, trained_quick, f"the weights in {path}")
     if trained_quick is None and activation == "auto":
-        log.info("CLIP checkpoint %s runs %s with %s, the architecture's activation (OpenAI-trained weights "
-                 "need QuickGELU: --activation quickgelu)", path, arch, "QuickGELU" if quick else "GELU")
+        log.info(
+            "CLIP checkpoint %s runs %s with %s, the architecture's activation (OpenAI-trained weights "
+            "need QuickGELU: --activation quickgelu)",
+            path,
+            arch,
+            "QuickGELU" if quick else "GELU",
+        )
     with _quiet():  # open_clip warns "initialized randomly"; the checkpoint is loaded right after
         model = _create(arch, None, quick)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):

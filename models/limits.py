@@ -20,14 +20,21 @@ class MediaLimits:
 
     def check(self, name: str, kind: str, width: int, height: int, frames: int = 1, fps: float | None = None) -> None:
         if width * height > self.max_pixels:
-            raise MediaLimitExceeded(f"{name}: {width}x{height} is {width * height} pixels per frame; at most "
-                                     f"{self.max_pixels} (T4V_MAX_PIXELS)")
+            raise MediaLimitExceeded(
+                f"{name}: {width}x{height} is {width * height} pixels per frame; at most "
+                f"{self.max_pixels} (T4V_MAX_PIXELS)"
+            )
         if max(width, height) > self.max_aspect_ratio * max(1, min(width, height)):
-            raise MediaLimitExceeded(f"{name}: {width}x{height} has an aspect ratio beyond "
-                                     f"{self.max_aspect_ratio:g}:1 (T4V_MAX_ASPECT_RATIO)")
+            raise MediaLimitExceeded(
+                f"{name}: {width}x{height} has an aspect ratio beyond "
+                f"{self.max_aspect_ratio:g}:1 (T4V_MAX_ASPECT_RATIO)"
+            )
         if kind == "animation" and frames > self.max_animation_frames:
-            raise MediaLimitExceeded(f"{name}: an animation of {frames} frames; at most {self.max_animation_frames} "
-                                     "(T4V_MAX_ANIMATION_FRAMES)")
+            raise MediaLimitExceeded(
+                f"{name}: an animation of {frames} frames; at most {self.max_animation_frames} "
+                "(T4V_MAX_ANIMATION_FRAMES)"
+            )
         if fps and frames / fps > self.max_duration_s:
-            raise MediaLimitExceeded(f"{name}: {frames / fps:.0f} s long; at most {self.max_duration_s:g} s "
-                                     "(T4V_MAX_DURATION_S)")
+            raise MediaLimitExceeded(
+                f"{name}: {frames / fps:.0f} s long; at most {self.max_duration_s:g} s (T4V_MAX_DURATION_S)"
+            )

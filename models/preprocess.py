@@ -20,6 +20,7 @@ from text4vis.models.sampling import resized_size as resized_size
 
 PreprocessMode = Preprocess  # the name this module's callers know
 
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     resize: int  # short side after resizing
@@ -32,8 +33,11 @@ class PreprocessConfig:
 
     @classmethod
     def for_mode(
-        cls, mode: PreprocessMode | str, image_size: int,
-        mean: tuple[float, float, float], std: tuple[float, float, float],
+        cls,
+        mode: PreprocessMode | str,
+        image_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
     ) -> PreprocessConfig:
         mode = PreprocessMode(mode)
         # the reference: S = 256 if C == 224 else C (a 336-px model: short side 336, crop 336)

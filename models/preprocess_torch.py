@@ -54,7 +54,9 @@ def _resample(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
     shape = [1] * x.ndim
     shape[dim] = out_size
     acc = torch.full(
-        (*x.shape[:dim], out_size, *x.shape[dim:][1:]), 1 << (_PRECISION_BITS - 1), dtype=torch.int32,
+        (*x.shape[:dim], out_size, *x.shape[dim:][1:]),
+        1 << (_PRECISION_BITS - 1),
+        dtype=torch.int32,
         device=x.device,
     )
     for k in range(index.shape[1]):  # a handful of taps; int32 as in Pillow, which cannot overflow here

@@ -68,8 +68,9 @@ def format_prompts(label: str, templates: Sequence[str], clean: bool = False) ->
     return [t.format(words) for t in templates]
 
 
-LABEL_FILE_FORMATS = (".txt (one label per line), .csv (a header with a name column, e.g. id,name) or .json "
-                      "(an array of strings)")
+LABEL_FILE_FORMATS = (
+    ".txt (one label per line), .csv (a header with a name column, e.g. id,name) or .json (an array of strings)"
+)
 
 
 def read_labels(path: Path) -> list[str]:

@@ -36,7 +36,11 @@ class VideoClassifier(nn.Module):
     """
 
     def __init__(
-        self, visual: nn.Module, head: nn.Module, classifier: torch.Tensor, trainable_classifier: bool = False,
+        self,
+        visual: nn.Module,
+        head: nn.Module,
+        classifier: torch.Tensor,
+        trainable_classifier: bool = False,
         logit_scale: float = math.log(LOGIT_SCALE),
     ) -> None:
         """``logit_scale``: the initial log-scale of training's logits (CLIP's own, ``log(100)``

@@ -33,8 +33,15 @@ SAMPLINGS: tuple[Sampling, ...] = tuple(Sampling)
 
 
 def sample_clip(
-    path: Path, preprocess: PreprocessConfig, frames: int = 8, clips: int = 1, crops: int = 1,
-    decoder: Decoder = Decoder.AUTO, name: str | None = None, sampling: Sampling = Sampling.EXACT, gpu: int = 0,
+    path: Path,
+    preprocess: PreprocessConfig,
+    frames: int = 8,
+    clips: int = 1,
+    crops: int = 1,
+    decoder: Decoder = Decoder.AUTO,
+    name: str | None = None,
+    sampling: Sampling = Sampling.EXACT,
+    gpu: int = 0,
     limits: MediaLimits | None = None,
 ) -> SampledClip:
     """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
@@ -64,8 +71,13 @@ def sample_clip(
 
 
 def sample_frames(
-    path: Path, preprocess: PreprocessConfig, rows: list[list[int]], decoder: Decoder = Decoder.AUTO,
-    name: str | None = None, gpu: int = 0, limits: MediaLimits | None = None,
+    path: Path,
+    preprocess: PreprocessConfig,
+    rows: list[list[int]],
+    decoder: Decoder = Decoder.AUTO,
+    name: str | None = None,
+    gpu: int = 0,
+    limits: MediaLimits | None = None,
 ) -> SampledClip:
     """The frames ``rows`` names (display indices, one row of T per window of a timeline), each
     distinct frame decoded once; ``gather`` has one row per row of ``rows``."""
@@ -81,7 +93,11 @@ def sample_frames(
 
 
 def _decode_and_crop(
-    media: MediaReader, indices: np.ndarray, preprocess: PreprocessConfig, crops: int, t0: float,
+    media: MediaReader,
+    indices: np.ndarray,
+    preprocess: PreprocessConfig,
+    crops: int,
+    t0: float,
 ) -> SampledClip:
     """Decode the distinct frames of ``indices [clips, T]`` once, resize and crop them. Each frame
     is resized as soon as it is decoded, so full-size frames are never held together (64 frames

@@ -52,7 +52,12 @@ def check_window(window_s: float, stride_s: float) -> None:
 
 
 def plan_windows(
-    times: FrameTimes, window_s: float, stride_s: float, frames: int, max_windows: int, name: str = "the video",
+    times: FrameTimes,
+    window_s: float,
+    stride_s: float,
+    frames: int,
+    max_windows: int,
+    name: str = "the video",
 ) -> TimelinePlan:
     """The windows of a video whose frames are shown at ``times`` (:class:`models.media.FrameTimes`).
 
@@ -83,26 +88,39 @@ def plan_windows(
         lo, hi = (int(i) for i in np.searchsorted(offsets, [start, stop], side="left"))
         if hi > lo:
             chosen = (lo + sample_indices(hi - lo, frames)[0]).tolist()
-            windows.append(Window(
-                start_s=round(float(start * base), 6), end_s=round(float(min(stop, end) * base), 6), indices=chosen,
-                times_s=[round(float(offsets[i] * base), 6) for i in chosen],
-            ))
+            windows.append(
+                Window(
+                    start_s=round(float(start * base), 6),
+                    end_s=round(float(min(stop, end) * base), 6),
+                    indices=chosen,
+                    times_s=[round(float(offsets[i] * base), 6) for i in chosen],
+                )
+            )
     return TimelinePlan(duration_s=round(duration_s, 6), windows=windows)
 
 
 def plan_timeline(
-    path: Path, window_s: float, stride_s: float, frames: int, max_windows: int, decoder: Decoder = Decoder.PYAV,
-    name: str | None = None, limits: MediaLimits | None = None,
+    path: Path,
+    window_s: float,
+    stride_s: float,
+    frames: int,
+    max_windows: int,
+    decoder: Decoder = Decoder.PYAV,
+    name: str | None = None,
+    limits: MediaLimits | None = None,
 ) -> TimelinePlan:
     """Open ``path`` (within ``limits``), read when its frames are shown, and plan its windows.
     Images and animations have no timeline: InputError."""
     label = name or path.name
     try:
-        with open_media(path, Decoder.PYAV if decoder == Decoder.DECORD else decoder, name=name,
-                        limits=limits) as media:
+        with open_media(
+            path, Decoder.PYAV if decoder == Decoder.DECORD else decoder, name=name, limits=limits
+        ) as media:
             if media.info.kind != "video":
-                raise InputError(f"{label} is {'an image' if media.info.kind == 'image' else 'an animation'}; "
-                                 "a timeline needs a video")
+                raise InputError(
+                    f"{label} is {'an image' if media.info.kind == 'image' else 'an animation'}; "
+                    "a timeline needs a video"
+                )
             times = media.frame_times()
     except MediaError as exc:
         raise renamed(exc, path, name) from None

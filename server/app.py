@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await service.stop()
 
     app = FastAPIOffline(  # FastAPI whose /docs and /redoc load their assets from this server, not a CDN
-        title="text4vis-serve", favicon_url="/static/favicon.svg",
+        title="text4vis-serve",
+        favicon_url="/static/favicon.svg",
         version="0.1.0",
         description="Video and image classification against vocabularies of plain-text class names.",
         lifespan=lifespan,
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:  # browsers ask for it whatever the page's <link rel=icon> says
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT)
     app.add_middleware(RequestMetrics, metrics=service.metrics)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from text4vis.engine.options import ModelOptions
 from text4vis.engine.request import MAX_CLIPS, parse_views
 from text4vis.engine.vocab.validation import validate_templates
-from text4vis.models.choices import Sampling
+from text4vis.models.choices import ExportFormat, Precision, Sampling
 from text4vis.models.errors import InputError, ModelLoadError, T4VError
 from text4vis.models.media import open_media
 from text4vis.models.presets import LABEL_PRESETS, preset_labels
@@ -69,23 +69,32 @@ def classify(
     templates_file: Annotated[
         Path | None, typer.Option(help="Prompt templates, one per line (averaged: prompt ensemble).")
     ] = None,
-    template_set: Annotated[
-        str | None, typer.Option(help=f"Built-in templates: {', '.join(TEMPLATE_SETS)}.")
-    ] = None,
+    template_set: Annotated[str | None, typer.Option(help=f"Built-in templates: {', '.join(TEMPLATE_SETS)}.")] = None,
     frames: Annotated[int, typer.Option(help="Frames sampled per clip (T).")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
     sampling: Annotated[
         Sampling, typer.Option(help="exact (the method's test-time frames) | fast (one cheap frame per segment).")
     ] = Sampling.EXACT,
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = every label.")] = 5,
-    clean_labels: Annotated[bool, typer.Option(
-        "--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default labels "
-                               "are used as written, as the reference and its checkpoints do.")] = False,
-    abstain: Annotated[bool | None, typer.Option(
-        "--abstain/--no-abstain", help='"None of these": also score the built-in background (Kinetics-400 names '
-                                       "minus those close to yours) and abstain when it wins.")] = None,
-    abstain_margin: Annotated[float | None, typer.Option(
-        help="Cosine margin the background must win by (default 0).")] = None,
+    clean_labels: Annotated[
+        bool,
+        typer.Option(
+            "--clean-labels",
+            help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default labels "
+            "are used as written, as the reference and its checkpoints do.",
+        ),
+    ] = False,
+    abstain: Annotated[
+        bool | None,
+        typer.Option(
+            "--abstain/--no-abstain",
+            help='"None of these": also score the built-in background (Kinetics-400 names '
+            "minus those close to yours) and abstain when it wins.",
+        ),
+    ] = None,
+    abstain_margin: Annotated[
+        float | None, typer.Option(help="Cosine margin the background must win by (default 0).")
+    ] = None,
     min_score: Annotated[float | None, typer.Option(help="Abstain when the best label's cosine is below this.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     options: dict[str, Any] | None = None,
@@ -97,9 +106,14 @@ def classify(
         label_list = _labels(labels, labels_file, preset)
         templates = _templates(template, templates_file, template_set)
         model_options = _validated(ModelOptions, options or {})
-        request = ClassifyRequest(labels=tuple(label_list), templates=tuple(templates), clean_labels=clean_labels,
-                                  clip=ClipSpec(frames, views, sampling), top_k=top_k,
-                                  abstain=AbstainPolicy(abstain, abstain_margin, min_score))
+        request = ClassifyRequest(
+            labels=tuple(label_list),
+            templates=tuple(templates),
+            clean_labels=clean_labels,
+            clip=ClipSpec(frames, views, sampling),
+            top_k=top_k,
+            abstain=AbstainPolicy(abstain, abstain_margin, min_score),
+        )
         limits = RequestLimits(max_frames=MAX_FRAMES_PER_CLIP, max_views=f"{MAX_CLIPS}x3")
         request.resolved(limits)  # the request's own errors, before a model loads
         for path in videos:  # and the inputs we can already tell are bad
@@ -165,24 +179,28 @@ def vocab_lint(
         _fail(exc)
     prompts = [(label, p) for label in labels for p in format_prompts(label, templates, clean_labels)]
     limit = encoder.context_length
-    too_long: list[dict[str, Any]] = [{"label": label, "prompt": p, "tokens": n}
-                for (label, p), n in zip(prompts, encoder.token_counts([p for _, p in prompts]), strict=True)
-                if n > limit]
+    too_long: list[dict[str, Any]] = [
+        {"label": label, "prompt": p, "tokens": n}
+        for (label, p), n in zip(prompts, encoder.token_counts([p for _, p in prompts]), strict=True)
+        if n > limit
+    ]
     long_labels = {t["label"] for t in too_long}
     fitting = [label for label in labels if label not in long_labels]
     warnings: list[dict[str, Any]] = []
     if len(fitting) >= 2:
         matrix = text_classifier(encoder, fitting, templates, clean_labels).numpy()
-        warnings = [{"kind": w.kind, "labels": list(w.labels), "cosine": round(w.cosine, 4)}
-                    for w in lint(fitting, matrix)]
+        warnings = [
+            {"kind": w.kind, "labels": list(w.labels), "cosine": round(w.cosine, 4)} for w in lint(fitting, matrix)
+        ]
     if as_json:
         typer.echo(json.dumps({"labels": len(labels), "warnings": warnings, "too_long": too_long}))
     else:
         for t in too_long:
             typer.echo(f"too long: {t['prompt']!r} is {t['tokens']} tokens; the text encoder takes {limit}")
         for w in warnings:
-            typer.echo(f"{w['kind'].replace('_', ' ')}: {w['labels'][0]!r} and {w['labels'][1]!r} "
-                       f"(cosine {w['cosine']:.3f})")
+            typer.echo(
+                f"{w['kind'].replace('_', ' ')}: {w['labels'][0]!r} and {w['labels'][1]!r} (cosine {w['cosine']:.3f})"
+            )
         typer.echo(f"{len(labels)} labels: {len(warnings)} warnings, {len(too_long)} prompts too long")
     if warnings or too_long:
         raise typer.Exit(1)
@@ -212,8 +230,13 @@ def train(ctx: typer.Context) -> None:
     if cfg.export_engine:
         from text4vis.engine.runtime.export import export_from_options
 
-        options = ModelOptions(model=cfg.arch, pretrained=cfg.pretrained, clip_checkpoint=cfg.clip_checkpoint,
-                               random_init=cfg.random_init, text4vis_checkpoint=cfg.output / "last.pt")
+        options = ModelOptions(
+            model=cfg.arch,
+            pretrained=cfg.pretrained,
+            clip_checkpoint=cfg.clip_checkpoint,
+            random_init=cfg.random_init,
+            text4vis_checkpoint=cfg.output / "last.pt",
+        )
         manifest = export_from_options(options, cfg.output / "engine")
         typer.echo(f"engine: {cfg.output / 'engine'} ({manifest.temporal} head)")
 
@@ -222,10 +245,16 @@ def train(ctx: typer.Context) -> None:
 @with_options(ModelOptions, exclude=("text4vis_checkpoint", "temporal", "preprocess", *RUNTIME_ONLY))
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="A Text4Vis-layout checkpoint (e.g. OUTPUT/last.pt).")],
-    list_files: Annotated[list[Path], typer.Option(
-        "--list", help="'path label' lines or a folder per class; repeat it with --labels for several splits.")],
-    labels_files: Annotated[list[Path], typer.Option(
-        "--labels", help="Class names (.csv id,name or .txt), one per --list, in the same order.")],
+    list_files: Annotated[
+        list[Path],
+        typer.Option(
+            "--list", help="'path label' lines or a folder per class; repeat it with --labels for several splits."
+        ),
+    ],
+    labels_files: Annotated[
+        list[Path],
+        typer.Option("--labels", help="Class names (.csv id,name or .txt), one per --list, in the same order."),
+    ],
     root: Annotated[Path | None, typer.Option(help="Prefix of relative paths in the list.")] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
@@ -233,9 +262,13 @@ def evaluate_command(
     predictions: Annotated[
         Path | None, typer.Option(help="Also write one JSON line per video: file, label, top-5 probabilities.")
     ] = None,
-    protocol: Annotated[str, typer.Option(
-        help="standard, or zeroshot-halves: also the mean +- std top-1 over 10 random half-class splits "
-             "(UCF-101/HMDB-51, as the reference).")] = "standard",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="standard, or zeroshot-halves: also the mean +- std top-1 over 10 random half-class splits "
+            "(UCF-101/HMDB-51, as the reference)."
+        ),
+    ] = "standard",
     options: dict[str, Any] | None = None,
 ) -> None:
     """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view). It sees the
@@ -251,27 +284,42 @@ def evaluate_command(
             raise UsageProblem(f"--protocol must be standard or zeroshot-halves; got {protocol!r}")
         if len(list_files) != len(labels_files):
             raise UsageProblem(
-                f"give one --labels per --list: {len(list_files)} lists, {len(labels_files)} label files")
+                f"give one --labels per --list: {len(list_files)} lists, {len(labels_files)} label files"
+            )
         base = _validated(ModelOptions, options or {})
-        source = ClipSource(base.model, base.pretrained, base.clip_checkpoint, base.random_init,
-                            activation=base.activation)
+        source = ClipSource(
+            base.model, base.pretrained, base.clip_checkpoint, base.random_init, activation=base.activation
+        )
         result = evaluate_checkpoint(
-            checkpoint, list(zip(list_files, labels_files, strict=True)), clip_source=source, templates=template,
-            frames=frames, clips=clips, crops=crops, root=root, predictions=predictions,
+            checkpoint,
+            list(zip(list_files, labels_files, strict=True)),
+            clip_source=source,
+            templates=template,
+            frames=frames,
+            clips=clips,
+            crops=crops,
+            root=root,
+            predictions=predictions,
             half_splits=10 if protocol == "zeroshot-halves" else 0,
         )
     except (UsageProblem, ModelLoadError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if "splits" in result:
         for number, split in enumerate(result["splits"], 1):
-            sys.stderr.write(f"split {number}: top-1 {100 * split['top1']:.2f}%, top-5 {100 * split['top5']:.2f}% "
-                             f"({split['videos']} videos)\n")
-        sys.stderr.write(f"{len(result['splits'])} splits: top-1 {100 * result['top1_mean']:.2f} +- "
-                         f"{100 * result['top1_std']:.2f}%, top-5 {100 * result['top5_mean']:.2f} +- "
-                         f"{100 * result['top5_std']:.2f}%\n")
+            sys.stderr.write(
+                f"split {number}: top-1 {100 * split['top1']:.2f}%, top-5 {100 * split['top5']:.2f}% "
+                f"({split['videos']} videos)\n"
+            )
+        sys.stderr.write(
+            f"{len(result['splits'])} splits: top-1 {100 * result['top1_mean']:.2f} +- "
+            f"{100 * result['top1_std']:.2f}%, top-5 {100 * result['top5_mean']:.2f} +- "
+            f"{100 * result['top5_std']:.2f}%\n"
+        )
     elif protocol == "zeroshot-halves":
-        sys.stderr.write(f"zero-shot: full-class top-1 {100 * result['top1']:.2f}%; 10 half-class splits "
-                         f"{100 * result['half_splits_mean']:.2f} +- {100 * result['half_splits_std']:.2f}%\n")
+        sys.stderr.write(
+            f"zero-shot: full-class top-1 {100 * result['top1']:.2f}%; 10 half-class splits "
+            f"{100 * result['half_splits_mean']:.2f} +- {100 * result['half_splits_std']:.2f}%\n"
+        )
     typer.echo(json.dumps(result))
 
 
@@ -279,7 +327,9 @@ def evaluate_command(
 @with_options(ModelOptions, exclude=RUNTIME_ONLY)
 def export(
     out: Annotated[Path, typer.Option(help="Engine directory to write.")],
-    format: Annotated[str, typer.Option("--format", help="onnx | tensorrt (TensorRT also writes the ONNX).")] = "onnx",
+    format: Annotated[
+        ExportFormat, typer.Option("--format", help="onnx | tensorrt (TensorRT also writes the ONNX).")
+    ] = ExportFormat.ONNX,
     graph_precision: Annotated[str, typer.Option("--precision", help="fp32 | fp16 (the graph's precision).")] = "fp32",
     max_batch: Annotated[int, typer.Option(help="Largest batch of frames (the dynamic axis' bound).")] = 64,
     force: Annotated[
@@ -293,19 +343,19 @@ def export(
     kept, and a plan for this GPU and TensorRT version is added beside the others."""
     from text4vis.engine.runtime.export import export_from_options
 
-    logging.getLogger("text4vis.engine.runtime.export").setLevel(logging.INFO)  # its stages (minutes on a CPU), without -v
+    # its stages (minutes on a CPU), without -v
+    logging.getLogger("text4vis.engine.runtime.export").setLevel(logging.INFO)
     try:
         model_options = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
-        _choice("--format", format, ("onnx", "tensorrt"))
-        _choice("--precision", graph_precision, ("fp32", "fp16"))
-        manifest = export_from_options(
-            model_options, out, format, graph_precision, max_batch, force=force  # type: ignore[arg-type]
-        )
+        _choice("--precision", graph_precision, ("fp32", "fp16"))  # an exported graph is never bf16 or auto
+        manifest = export_from_options(model_options, out, format, Precision(graph_precision), max_batch, force=force)
     except (UsageProblem, ModelLoadError, InputError, ValueError, RuntimeError) as exc:
         _fail(exc)
     files = [*manifest.files.values(), *manifest.plans.values()]
-    typer.echo(f"wrote {out}: {', '.join(files)} ({manifest.architecture}, {manifest.temporal} "
-               f"head, {manifest.precision}, batch 1..{manifest.max_batch})")
+    typer.echo(
+        f"wrote {out}: {', '.join(files)} ({manifest.architecture}, {manifest.temporal} "
+        f"head, {manifest.precision}, batch 1..{manifest.max_batch})"
+    )
 
 
 @app.command()
@@ -327,8 +377,11 @@ def serve(options: dict[str, Any] | None = None) -> None:
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     uvicorn.run(
-        create_app(settings, runtime), host=settings.host, port=settings.port,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s, log_level="info",
+        create_app(settings, runtime),
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        log_level="info",
     )
 
 
@@ -377,8 +430,15 @@ def _files_progress(total: int) -> Iterator[Callable[[], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=total < 2 or not console.is_terminal)
+    progress = Progress(
+        TextColumn("classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=total < 2 or not console.is_terminal,
+    )
     with progress:
         task = progress.add_task("files", total=total)
         yield lambda: progress.advance(task)
@@ -452,11 +512,18 @@ def _result_json(result: ClassifyResult) -> dict[str, object]:
     def predictions(items: list[Any]) -> list[dict[str, object]]:
         return [{"label": p.label, "probability": p.probability, "score": p.score} for p in items]
 
-    out: dict[str, object] = {"file": result.file, "frame_indices": result.frame_indices,
-                              "predictions": predictions(result.predictions), "timing_ms": result.timing_ms}
+    out: dict[str, object] = {
+        "file": result.file,
+        "frame_indices": result.frame_indices,
+        "predictions": predictions(result.predictions),
+        "timing_ms": result.timing_ms,
+    }
     if result.abstention is not None:
-        out.update(abstained=result.abstention.abstained, abstain_reason=result.abstention.reason,
-                   background=predictions(result.abstention.background))
+        out.update(
+            abstained=result.abstention.abstained,
+            abstain_reason=result.abstention.reason,
+            background=predictions(result.abstention.background),
+        )
     return out
 
 

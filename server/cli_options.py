@@ -50,8 +50,11 @@ def option_parameters(model: type[BaseModel], *, env: bool, exclude: Iterable[st
         if kind is list[str]:
             text += " Repeat the option for several."
         option = typer.Option(flag(name, field), help=text, show_default=_default_text(field))
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[kind | None, option]))
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+            )
+        )
     return params
 
 

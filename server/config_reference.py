@@ -36,8 +36,10 @@ def render() -> str:
         parts.append(f"\n## {title}\n\n| variable | `t4v serve` option | default | meaning |\n|---|---|---|---|\n")
         for name in names:
             field = Settings.model_fields[name]
-            parts.append(f"| `{model_env(name)}` | `{flag(name, field)}` | {_default(name, field)} | "
-                         f"{(field.description or '').replace('|', '/')} |\n")
+            parts.append(
+                f"| `{model_env(name)}` | `{flag(name, field)}` | {_default(name, field)} | "
+                f"{(field.description or '').replace('|', '/')} |\n"
+            )
     return "".join(parts)
 
 

@@ -39,8 +39,7 @@ STATUS: list[tuple[type[Exception], int]] = [
     (NotReady, 503),
 ]
 HEADERS: dict[type[Exception], dict[str, str]] = {Unauthorized: {"WWW-Authenticate": 'Bearer realm="t4v"'}}
-RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1",
-                                           StoreUnavailable: "2"}
+RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1", StoreUnavailable: "2"}
 
 
 def status_of(exc: BaseException) -> int:
@@ -84,19 +83,25 @@ _UNION_BRANCHES = {"VocabLabelsIn": "labels", "VocabPresetIn": "preset"}
 def validation_sentence(errors: list[dict[str, Any]]) -> str:
     """One readable sentence for pydantic's errors. A body that may be one of several shapes
     (labels or a preset) is judged as the shape it tried to be, not against every shape."""
+
     def branch(e: dict[str, Any]) -> str | None:
         return next((str(part) for part in e.get("loc", ()) if part in _UNION_BRANCHES), None)
 
     branches = {branch(e) for e in errors} - {None}
     if len(branches) > 1:  # keep the errors of the shape with the fewest complaints about missing keys
+
         def missing(name: str | None) -> int:
             return sum(e.get("type") == "missing" for e in errors if branch(e) == name)
+
         best = min(sorted(b for b in branches if b is not None), key=missing)
         errors = [e for e in errors if branch(e) in (best, None)]
     parts = []
     for e in errors[:2]:
-        loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path", "header")
-               and str(x) not in _UNION_BRANCHES]
+        loc = [
+            str(x)
+            for x in e.get("loc", ())
+            if x not in ("body", "query", "path", "header") and str(x) not in _UNION_BRANCHES
+        ]
         field = ".".join(loc) or "the request body"
         kind = e.get("type")
         if kind == "missing":

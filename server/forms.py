@@ -30,8 +30,9 @@ def parse_form(form_type: type[FormT], upload: Upload) -> tuple[FormT, Path]:
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     if upload.path is None:
-        raise RequestValidationError([{"type": "missing", "loc": ("body", FILE_FIELD), "msg": "Field required",
-                                       "input": None}])
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body", FILE_FIELD), "msg": "Field required", "input": None}]
+        )
     return form, upload.path
 
 
@@ -40,8 +41,9 @@ def unknown_field(name: str, known: list[str]) -> str:
     shown = "".join(c for c in name if c.isprintable())[:64]
     folded = {k.replace("_", "").lower(): k for k in known}
     key = name.replace("-", "").replace("_", "").lower()
-    close = [folded[key]] if key in folded else difflib.get_close_matches(name.replace("-", "_"), known, n=1,
-                                                                          cutoff=0.6)
+    close = (
+        [folded[key]] if key in folded else difflib.get_close_matches(name.replace("-", "_"), known, n=1, cutoff=0.6)
+    )
     hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(known)}"
     return f"unknown field {shown!r}{hint}"
 

@@ -11,7 +11,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter("t4v_http_requests", "HTTP requests", ["route", "method", "status"], registry=r)
         self.latency = Histogram(
-            "t4v_http_request_seconds", "HTTP request latency", ["route", "method"], registry=r,
+            "t4v_http_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.batch_frames = Histogram(
@@ -22,18 +25,25 @@ class Metrics:
         )
         self.queue_frames = Gauge("t4v_queue_frames", "Frames waiting for the encoder", registry=r)
         self.decode_pending = Gauge("t4v_decode_pending", "Uploads waiting for or in a decode worker", registry=r)
-        self.prompts_encoded = Counter("t4v_prompts_encoded", "Prompts encoded by the text encoder (PUT /vocab, "
-                                       "ad-hoc labels): watch it grow during a long PUT", registry=r)
+        self.prompts_encoded = Counter(
+            "t4v_prompts_encoded",
+            "Prompts encoded by the text encoder (PUT /vocab, ad-hoc labels): watch it grow during a long PUT",
+            registry=r,
+        )
         self.decode_workers = Gauge("t4v_decode_workers", "Decode worker processes alive", registry=r)
         self.workers_replaced = Counter(
-            "t4v_decode_workers_replaced", "Decode workers killed and replaced: timeout (silent past the per-file "
-            "budget) or crash (the process died)", ["reason"], registry=r,
+            "t4v_decode_workers_replaced",
+            "Decode workers killed and replaced: timeout (silent past the per-file budget) or crash (the process died)",
+            ["reason"],
+            registry=r,
         )
         self.embedding_cache = Counter(
             "t4v_text_embedding_cache", "Text-embedding cache lookups", ["result"], registry=r
         )
         self.decode_seconds = Histogram(
-            "t4v_decode_seconds", "Decode + resize + crop time per request", registry=r,
+            "t4v_decode_seconds",
+            "Decode + resize + crop time per request",
+            registry=r,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
 

@@ -75,8 +75,13 @@ async def _send_413(send: Callable, limit: int) -> None:
 
 async def _send_json(send: Callable, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

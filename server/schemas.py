@@ -16,11 +16,17 @@ from text4vis.models.windows import MAX_WINDOW_S
 Label = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"\S")]
 Template = Annotated[str, StringConstraints(min_length=2, max_length=300, pattern=r"^[^{}]*\{\}[^{}]*$")]
 _TEMPLATES = Field(
-    None, min_length=1, max_length=64, description='Prompt templates with one "{}" (default: the reference\'s one, '
-    '"a video of a person {}."; several are averaged, CLIP\'s prompt ensemble, our extension).'
+    None,
+    min_length=1,
+    max_length=64,
+    description='Prompt templates with one "{}" (default: the reference\'s one, '
+    '"a video of a person {}."; several are averaged, CLIP\'s prompt ensemble, our extension).',
 )
-_CLEAN = Field(False, description="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default "
-                                  "labels are used as written, as the reference and its checkpoints do.")
+_CLEAN = Field(
+    False,
+    description="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default "
+    "labels are used as written, as the reference and its checkpoints do.",
+)
 
 
 VocabName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -33,12 +39,16 @@ class AbstainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best cosine is below this.")
-    background: VocabName | None = Field(None, description="A registered vocabulary to use as the background "
-                                                           "(default: the built-in Kinetics-400 names).")
+    background: VocabName | None = Field(
+        None, description="A registered vocabulary to use as the background (default: the built-in Kinetics-400 names)."
+    )
 
 
-_ABSTAIN = Field(None, description='Default "none of these" for classify requests naming this vocabulary '
-                                   "(omitted: only when a request asks).")
+_ABSTAIN = Field(
+    None,
+    description='Default "none of these" for classify requests naming this vocabulary '
+    "(omitted: only when a request asks).",
+)
 
 
 class VocabLabelsIn(BaseModel):
@@ -46,7 +56,9 @@ class VocabLabelsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     labels: list[Label] = Field(
-        min_length=1, max_length=100_000, json_schema_extra={"uniqueItems": True},
+        min_length=1,
+        max_length=100_000,
+        json_schema_extra={"uniqueItems": True},
         description="Class names, unique, at most the server's max_labels; each prompt at most 77 tokens.",
     )
     templates: list[Template] | None = _TEMPLATES
@@ -70,7 +82,8 @@ VocabIn = VocabLabelsIn | VocabPresetIn
 class LintWarningOut(BaseModel):
     kind: Literal["similar", "near_duplicate"] = Field(
         description="similar: the two classifier rows are closer than the lint threshold (cosine); near_duplicate: "
-                    "the same words after normalisation (case, punctuation, plural).")
+        "the same words after normalisation (case, punctuation, plural)."
+    )
     labels: list[str] = Field(description="The two labels.")
     cosine: float = Field(description="Cosine of their classifier rows.")
 
@@ -85,8 +98,10 @@ class VocabOut(BaseModel):
     etag: str
     abstain: AbstainIn | None = Field(None, description='The default "none of these", if it has one.')
     warnings: list[LintWarningOut] = Field(
-        default_factory=list, description="Label pairs the classifier will likely confuse (informative: nothing is "
-                                          "refused for them); at most 100, near duplicates first.")
+        default_factory=list,
+        description="Label pairs the classifier will likely confuse (informative: nothing is "
+        "refused for them); at most 100, near duplicates first.",
+    )
 
 
 class SimilarityOut(BaseModel):
@@ -123,25 +138,37 @@ class UploadForm(BaseModel):
 
     vocab: str = Field("", description="A registered vocabulary name (give vocab or labels).")
     labels: str = Field("", description='Ad-hoc labels instead of vocab: a JSON array, e.g. ["a", "b"].')
-    clean_labels: bool = Field(False, description="Ad-hoc labels: prompt their cleaned-up form (ApplyEyeMakeup -> "
-                                                  "apply eye makeup); by default as written.")
+    clean_labels: bool = Field(
+        False,
+        description="Ad-hoc labels: prompt their cleaned-up form (ApplyEyeMakeup -> "
+        "apply eye makeup); by default as written.",
+    )
     top_k: int = Field(5, ge=0, le=100_000, description="Predictions to return; 0 = all.")
-    frames: int | None = Field(None, ge=1, description="Frames sampled per clip (T), 1 to the server's max_frames; "
-                                                       "unset: its default_frames.")
+    frames: int | None = Field(
+        None, ge=1, description="Frames sampled per clip (T), 1 to the server's max_frames; unset: its default_frames."
+    )
 
     def to_request(self) -> ClassifyRequest:
         """The engine's request object: the one shape every caller (route, CLI, archive) builds."""
         return ClassifyRequest(
-            vocab=self.vocab or None, labels=tuple(parse_labels(self.labels)) if self.labels else None,
-            clean_labels=self.clean_labels, clip=ClipSpec(self.frames), top_k=self.top_k,
+            vocab=self.vocab or None,
+            labels=tuple(parse_labels(self.labels)) if self.labels else None,
+            clean_labels=self.clean_labels,
+            clip=ClipSpec(self.frames),
+            top_k=self.top_k,
         )
 
     @classmethod
     def openapi_body(cls) -> dict[str, object]:
         schema = _inlined(cls.model_json_schema())
-        schema["properties"] = {"file": {"type": "string", "format": "binary", "description":
-                                         "A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif)."},
-                                **schema["properties"]}
+        schema["properties"] = {
+            "file": {
+                "type": "string",
+                "format": "binary",
+                "description": "A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).",
+            },
+            **schema["properties"],
+        }
         schema["required"] = ["file"]
         return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
@@ -167,21 +194,32 @@ class ClassifyForm(UploadForm):
 
     views: str = Field("1x1", description="CLIPSxCROPS: 1x1 or up to the server's max, e.g. 4x3.")
     sampling: Sampling | None = Field(
-        None, description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
-                          "(one clip); unset or empty: the server's default_sampling."
+        None,
+        description="exact: the method's test-time frames; fast: one cheap-to-decode frame per TSN segment "
+        "(one clip); unset or empty: the server's default_sampling.",
     )
     thumbnails: bool = Field(False, description="Also return the first view's frames as small JPEG data URLs.")
-    abstain: bool | None = Field(None, description='"None of these": also score a background vocabulary (the '
-                                                   "Kinetics-400 names minus those close to these labels) and "
-                                                   "abstain when its best label beats the vocabulary's best by "
-                                                   "abstain_margin. Unset: the vocabulary's default (off if none).")
-    abstain_margin: float | None = Field(None, ge=0.0, le=1.0, description="Cosine margin the background must win "
-                                                                           "by (unset: the vocabulary's, else 0).")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best label's cosine is "
-                                                                       "below this (unset: the vocabulary's).")
-    background: str = Field("", description="A registered vocabulary to score as the background instead of the "
-                                            "built-in one (implies abstain unless abstain=false).")
-
+    abstain: bool | None = Field(
+        None,
+        description='"None of these": also score a background vocabulary (the '
+        "Kinetics-400 names minus those close to these labels) and "
+        "abstain when its best label beats the vocabulary's best by "
+        "abstain_margin. Unset: the vocabulary's default (off if none).",
+    )
+    abstain_margin: float | None = Field(
+        None, ge=0.0, le=1.0, description="Cosine margin the background must win by (unset: the vocabulary's, else 0)."
+    )
+    min_score: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Abstain when the best label's cosine is below this (unset: the vocabulary's).",
+    )
+    background: str = Field(
+        "",
+        description="A registered vocabulary to score as the background instead of the "
+        "built-in one (implies abstain unless abstain=false).",
+    )
 
     @field_validator("sampling", mode="before")
     @classmethod
@@ -189,9 +227,11 @@ class ClassifyForm(UploadForm):
         return None if value == "" else value
 
     def to_request(self) -> ClassifyRequest:
-        return replace(super().to_request(), clip=ClipSpec(self.frames, self.views, self.sampling),
-                       abstain=AbstainPolicy(self.abstain, self.abstain_margin, self.min_score,
-                                             self.background or None))
+        return replace(
+            super().to_request(),
+            clip=ClipSpec(self.frames, self.views, self.sampling),
+            abstain=AbstainPolicy(self.abstain, self.abstain_margin, self.min_score, self.background or None),
+        )
 
 
 def parse_labels(labels: str) -> list[str]:
@@ -209,12 +249,20 @@ class TimelineForm(UploadForm):
     """The form fields of ``POST /classify/timeline`` (beside the ``file`` part, a video)."""
 
     top_k: int = Field(3, ge=0, le=100_000, description="Predictions per window; 0 = all.")
-    window_s: float = Field(8.0, gt=0, le=MAX_WINDOW_S, description="Seconds per window; each window is sampled "
-                                                                    "as a video of its own (T frames).")
-    stride_s: float | None = Field(None, gt=0, le=MAX_WINDOW_S, description="Seconds from one window's start to "
-                                                                            "the next; unset: window_s.")
-    stream: bool = Field(False, description="Answer application/x-ndjson, one line per window as it is scored "
-                                            "(first a start line, last an end line with the events).")
+    window_s: float = Field(
+        8.0,
+        gt=0,
+        le=MAX_WINDOW_S,
+        description="Seconds per window; each window is sampled as a video of its own (T frames).",
+    )
+    stride_s: float | None = Field(
+        None, gt=0, le=MAX_WINDOW_S, description="Seconds from one window's start to the next; unset: window_s."
+    )
+    stream: bool = Field(
+        False,
+        description="Answer application/x-ndjson, one line per window as it is scored "
+        "(first a start line, last an end line with the events).",
+    )
 
 
 class ClassifyOut(BaseModel):
@@ -224,8 +272,11 @@ class ClassifyOut(BaseModel):
     frame_indices: list[int] = Field(description="Sampled frames, clips x T, clip-major.")
     timing_ms: dict[str, float]
     thumbnails: list[str] | None = Field(None, description="JPEG data URLs of the sampled frames, when asked.")
-    abstained: bool | None = Field(None, description="With abstain or min_score: whether the answer is none of "
-                                                     "these (the predictions are still returned).")
+    abstained: bool | None = Field(
+        None,
+        description="With abstain or min_score: whether the answer is none of "
+        "these (the predictions are still returned).",
+    )
     abstain_reason: str | None = Field(None, description="Why it abstained, in words.")
     background: list[PredictionOut] | None = Field(None, description="With abstain: the nearest background labels.")
 
@@ -316,8 +367,13 @@ class ErrorOut(BaseModel):
 def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     """OpenAPI ``responses`` entries for the error codes a route can answer."""
     text = {
-        400: "Malformed body", 401: "API key missing or not valid", 404: "Unknown vocabulary",
-        412: "If-Match names a stale ETag", 413: "Upload too large",
-        415: "Not a decodable video or image", 422: "Invalid input", 503: "Overloaded or not ready",
+        400: "Malformed body",
+        401: "API key missing or not valid",
+        404: "Unknown vocabulary",
+        412: "If-Match names a stale ETag",
+        413: "Upload too large",
+        415: "Not a decodable video or image",
+        422: "Invalid input",
+        503: "Overloaded or not ready",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}

@@ -42,8 +42,9 @@ class ServingOptions(BaseModel):
 
     # API keys
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="API keys (comma-separated) required to PUT/DELETE vocabularies; none: "
-                                          "open. Prefer api_key_file.", json_schema_extra={"flag": "--api-key"},
+        default_factory=list,
+        description="API keys (comma-separated) required to PUT/DELETE vocabularies; none: open. Prefer api_key_file.",
+        json_schema_extra={"flag": "--api-key"},
     )
     api_key_file: Path | None = Field(None, description="File of API key SHA-256 hex digests, one per line.")
     auth_classify: bool = Field(False, description="With API keys: require one for /classify too.")
@@ -60,11 +61,16 @@ class ServingOptions(BaseModel):
     redis_url: str | None = Field(None, description="Share vocabularies through Redis; SQLite in data_dir if unset.")
     data_dir: Path = Field(Path("data"), description="SQLite store and upload spool.")
     max_labels: int = Field(5000, ge=1, le=MAX_LABELS, description="Labels per vocabulary.")
-    presets: list[str] = Field(default_factory=list, description="Built-in vocabularies to register at start-up.",
-                               json_schema_extra={"flag": "--preset"})
+    presets: list[str] = Field(
+        default_factory=list,
+        description="Built-in vocabularies to register at start-up.",
+        json_schema_extra={"flag": "--preset"},
+    )
     ad_hoc_cache_prompts: int = Field(
-        20_000, ge=0, le=10_000_000, description="Prompt embeddings of ad-hoc labels kept in memory (LRU; never "
-                                                  "written to the store)."
+        20_000,
+        ge=0,
+        le=10_000_000,
+        description="Prompt embeddings of ad-hoc labels kept in memory (LRU; never written to the store).",
     )
     vocab_file: Path | None = Field(
         None, description='JSON {"name": {"labels": [...], "templates": [...]}} loaded at start-up.'
@@ -72,44 +78,76 @@ class ServingOptions(BaseModel):
 
     # requests and batching
     max_upload_bytes: int = Field(100 * 2**20, ge=1024, description="Largest upload; enforced while streaming.")
-    default_frames: int = Field(8, ge=1, le=MAX_FRAMES_PER_CLIP,
-                                description="Frames sampled per clip when a request names none.")
+    default_frames: int = Field(
+        8, ge=1, le=MAX_FRAMES_PER_CLIP, description="Frames sampled per clip when a request names none."
+    )
     max_frames: int = Field(32, ge=1, le=MAX_FRAMES_PER_CLIP, description="Largest `frames` a request may ask for.")
     max_views: str = Field("4x3", description="Largest `views` a request may ask for (CLIPSxCROPS).")
     default_sampling: Sampling = Field(
-        Sampling.EXACT, description="Frames when a request names none: exact (the method's) or fast (cheap, one per segment)."
+        Sampling.EXACT,
+        description="Frames when a request names none: exact (the method's) or fast (cheap, one per segment).",
     )
     max_batch_frames: int = Field(64, ge=1, le=4096, description="Frames per encoder call.")
     max_delay_ms: float = Field(10.0, ge=0, le=1000, description="Longest wait to fill a batch.")
-    max_queue_frames: int = Field(512, ge=1, description="Frames waiting for the encoder at most (memory's bound); "
-                                  "an admitted request whose frames do not fit waits for room within its deadline.")
+    max_queue_frames: int = Field(
+        512,
+        ge=1,
+        description="Frames waiting for the encoder at most (memory's bound); "
+        "an admitted request whose frames do not fit waits for room within its deadline.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of one classify request.")
-    decode_workers: int = Field(default_factory=lambda: available_cores(), ge=0, le=256,
-                                description="Decode processes (default: the cores available); 0 decodes in threads.")
+    decode_workers: int = Field(
+        default_factory=lambda: available_cores(),
+        ge=0,
+        le=256,
+        description="Decode processes (default: the cores available); 0 decodes in threads.",
+    )
     max_queue_wait_s: float = Field(
-        10.0, gt=0, le=3600, description="Admission: a classify request is refused (503, before its upload is read, "
-                                         "with Retry-After) when the work ahead of it is predicted to take longer "
-                                         "than this to start on; at most request_timeout_s."
+        10.0,
+        gt=0,
+        le=3600,
+        description="Admission: a classify request is refused (503, before its upload is read, "
+        "with Retry-After) when the work ahead of it is predicted to take longer "
+        "than this to start on; at most request_timeout_s.",
     )
     max_decode_queue: int = Field(
-        256, ge=1, le=100_000, description="Classify requests in progress at most (uploading, waiting for or in a "
-                                           "decode worker, encoding), whatever the predicted wait: the bound on "
-                                           "memory and spool space; one more: 503 before its body is read."
+        256,
+        ge=1,
+        le=100_000,
+        description="Classify requests in progress at most (uploading, waiting for or in a "
+        "decode worker, encoding), whatever the predicted wait: the bound on "
+        "memory and spool space; one more: 503 before its body is read.",
     )
-    max_pixels: int = Field(_LIMITS.max_pixels, ge=1, description="Pixels per frame of an upload (from its header, "
-                            "before decoding); beyond: 413.")
-    max_aspect_ratio: float = Field(_LIMITS.max_aspect_ratio, ge=1, description="Longest side / shortest side of an "
-                                    "upload's frames; beyond: 413.")
-    max_animation_frames: int = Field(_LIMITS.max_animation_frames, ge=1,
-                                      description="Frames of an animated GIF/WebP/TIFF; beyond: 413.")
+    max_pixels: int = Field(
+        _LIMITS.max_pixels,
+        ge=1,
+        description="Pixels per frame of an upload (from its header, before decoding); beyond: 413.",
+    )
+    max_aspect_ratio: float = Field(
+        _LIMITS.max_aspect_ratio, ge=1, description="Longest side / shortest side of an upload's frames; beyond: 413."
+    )
+    max_animation_frames: int = Field(
+        _LIMITS.max_animation_frames, ge=1, description="Frames of an animated GIF/WebP/TIFF; beyond: 413."
+    )
     max_duration_s: float = Field(_LIMITS.max_duration_s, gt=0, description="Duration of a video; beyond: 413.")
-    max_timeline_windows: int = Field(1024, ge=1, le=100_000, description="Windows of one timeline "
-                                      "(POST /classify/timeline); more: 422 asking for a longer stride_s.")
-    timeline_timeout_s: float = Field(900.0, gt=0, le=24 * 3600, description="Deadline of one timeline, all its "
-                                      "windows together (each group of windows is one decode job).")
+    max_timeline_windows: int = Field(
+        1024,
+        ge=1,
+        le=100_000,
+        description="Windows of one timeline (POST /classify/timeline); more: 422 asking for a longer stride_s.",
+    )
+    timeline_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        le=24 * 3600,
+        description="Deadline of one timeline, all its windows together (each group of windows is one decode job).",
+    )
     decode_budget_s: float = Field(
-        20.0, gt=0, le=3600, description="Longest a decode worker may spend on one file (a worker that overruns it "
-                                         "is killed and replaced); beyond: 422."
+        20.0,
+        gt=0,
+        le=3600,
+        description="Longest a decode worker may spend on one file (a worker that overruns it "
+        "is killed and replaced); beyond: 422.",
     )
 
 
@@ -149,8 +187,12 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
 
     def flow_options(self) -> FlowOptions:
         return FlowOptions(
-            decode_workers=self.decode_workers, max_decode_queue=self.max_decode_queue,
-            max_queue_wait_s=self.max_queue_wait_s, decode_budget_s=self.decode_budget_s,
-            media_limits=self.media_limits(), max_batch_frames=self.max_batch_frames, max_delay_ms=self.max_delay_ms,
+            decode_workers=self.decode_workers,
+            max_decode_queue=self.max_decode_queue,
+            max_queue_wait_s=self.max_queue_wait_s,
+            decode_budget_s=self.decode_budget_s,
+            media_limits=self.media_limits(),
+            max_batch_frames=self.max_batch_frames,
+            max_delay_ms=self.max_delay_ms,
             max_queue_frames=self.max_queue_frames,
         )

@@ -45,15 +45,23 @@ class ServerState:
             runtime = self.runtime
             self.upload_dir.mkdir(parents=True, exist_ok=True)
             store = await asyncio.to_thread(self._open_store)
-            self.registry = VocabRegistry(store, runtime.text_encoder, self.settings.max_labels,
-                                          on_embedding_cache=self.metrics.on_embedding_cache,
-                                          ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts,
-                                          on_prompts_encoded=self.metrics.prompts_encoded.inc)
+            self.registry = VocabRegistry(
+                store,
+                runtime.text_encoder,
+                self.settings.max_labels,
+                on_embedding_cache=self.metrics.on_embedding_cache,
+                ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts,
+                on_prompts_encoded=self.metrics.prompts_encoded.inc,
+            )
             s, m = self.settings, self.metrics
             self.classify_service = ClassifyService(
-                runtime.pipeline, self.registry, s.flow_options(), s.request_limits(),
-                FlowHooks(on_batch=m.on_batch, on_decoded=m.decode_seconds.observe,
-                          on_worker_replaced=m.on_worker_replaced),
+                runtime.pipeline,
+                self.registry,
+                s.flow_options(),
+                s.request_limits(),
+                FlowHooks(
+                    on_batch=m.on_batch, on_decoded=m.decode_seconds.observe, on_worker_replaced=m.on_worker_replaced
+                ),
             )
             log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
             await self.classify_service.start()

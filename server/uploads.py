@@ -120,9 +120,18 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InputError("send the upload as multipart/form-data")
     receiver = _Receiver(spool, file_field)
-    callbacks = {name: getattr(receiver, name) for name in (
-        "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
-        "on_part_data", "on_part_end")}
+    callbacks = {
+        name: getattr(receiver, name)
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
+    }
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
@@ -154,4 +163,3 @@ def _suffix(filename: str | None) -> str:
         return ""
     suffix = "." + filename.rsplit(".", 1)[1][:10]
     return suffix if suffix[1:].isalnum() else ""
-

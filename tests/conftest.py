@@ -71,7 +71,11 @@ def quick_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = folder / "weights.pt"
     torch.save(open_clip.create_model(TINY_ARCH).state_dict(), path)
     open_clip.pretrained._PRETRAINED[GELU_ARCH] = {  # a local file stands for the hub download
-        QUICK_TAG: {"file": str(path), "quick_gelu": True, "mean": open_clip.OPENAI_DATASET_MEAN,
-                    "std": open_clip.OPENAI_DATASET_STD},
+        QUICK_TAG: {
+            "file": str(path),
+            "quick_gelu": True,
+            "mean": open_clip.OPENAI_DATASET_MEAN,
+            "std": open_clip.OPENAI_DATASET_STD,
+        },
     }
     return path

@@ -50,8 +50,11 @@ class DataType:
     HALF = _Member("HALF", 1)
 
 
-_ONNX_TYPES = {onnx.TensorProto.UINT8: DataType.UINT8, onnx.TensorProto.FLOAT: DataType.FLOAT,
-               onnx.TensorProto.FLOAT16: DataType.HALF}
+_ONNX_TYPES = {
+    onnx.TensorProto.UINT8: DataType.UINT8,
+    onnx.TensorProto.FLOAT: DataType.FLOAT,
+    onnx.TensorProto.FLOAT16: DataType.HALF,
+}
 _NUMPY = {"UINT8": np.uint8, "FLOAT": np.float32, "HALF": np.float16}
 
 
@@ -189,11 +192,18 @@ class Builder:
         if not config.profiles or inp.name not in config.profiles[0].shapes:
             return None  # a dynamic input without a profile does not build
         low, _, high = config.profiles[0].shapes[inp.name]
-        return json.dumps({
-            "version": sys.modules["tensorrt"].__version__, "input": inp.name, "output": out.name,
-            "input_dtype": inp.dtype.name, "output_dtype": out.dtype.name, "embed_dim": out.shape[-1],
-            "min": low, "max": high,
-        }).encode()
+        return json.dumps(
+            {
+                "version": sys.modules["tensorrt"].__version__,
+                "input": inp.name,
+                "output": out.name,
+                "input_dtype": inp.dtype.name,
+                "output_dtype": out.dtype.name,
+                "embed_dim": out.shape[-1],
+                "min": low,
+                "max": high,
+            }
+        ).encode()
 
 
 class ICudaEngine:
@@ -231,8 +241,11 @@ class IExecutionContext:
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         _record("set_input_shape", name, tuple(shape))
-        ok = name == self.plan["input"] and len(shape) == len(self.plan["min"]) and all(
-            lo <= s <= hi for lo, s, hi in zip(self.plan["min"], shape, self.plan["max"], strict=True))
+        ok = (
+            name == self.plan["input"]
+            and len(shape) == len(self.plan["min"])
+            and all(lo <= s <= hi for lo, s, hi in zip(self.plan["min"], shape, self.plan["max"], strict=True))
+        )
         if ok:
             self.input_shape = tuple(shape)
         return ok
@@ -258,7 +271,8 @@ class IExecutionContext:
         out = means[:, None] + np.arange(self.plan["embed_dim"])[None, :]
         dtype = _NUMPY[self.plan["output_dtype"]]
         buffer = (ctypes.c_uint8 * (out.size * np.dtype(dtype).itemsize)).from_address(
-            self.addresses[self.plan["output"]])
+            self.addresses[self.plan["output"]]
+        )
         np.frombuffer(buffer, dtype=dtype)[:] = out.astype(dtype).ravel()
         return True
 
@@ -276,8 +290,21 @@ class Runtime:
         return ICudaEngine(plan)
 
 
-CLASSES = [DataType, TensorIOMode, NetworkDefinitionCreationFlag, Logger, ITensor, INetworkDefinition, OnnxParser,
-           IOptimizationProfile, IBuilderConfig, Builder, ICudaEngine, IExecutionContext, Runtime]
+CLASSES = [
+    DataType,
+    TensorIOMode,
+    NetworkDefinitionCreationFlag,
+    Logger,
+    ITensor,
+    INetworkDefinition,
+    OnnxParser,
+    IOptimizationProfile,
+    IBuilderConfig,
+    Builder,
+    ICudaEngine,
+    IExecutionContext,
+    Runtime,
+]
 # attributes the fake sets on instances; on the real classes they are properties
 INSTANCE_ATTRIBUTES = {"ITensor": ["name", "dtype", "shape"]}
 

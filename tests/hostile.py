@@ -25,6 +25,7 @@ from tests.media import moving_square_frames, write_gif, write_video
 def _png(width: int, height: int, pixels: bytes | None = None) -> bytes:
     """A PNG whose IHDR says ``width`` x ``height``; its data need not fill it (a bomb is the
     header's promise, not the bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -57,7 +58,7 @@ def _jpeg_sof(width: int, height: int) -> bytes:
     Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, "JPEG")
     data = bytearray(buf.getvalue())
     at = data.index(b"\xff\xc0")
-    data[at + 5:at + 9] = struct.pack(">HH", height, width)
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -67,13 +68,13 @@ def _tiff_huge() -> bytes:
     data = bytearray(buf.getvalue())
     # patch ImageWidth (256) and ImageLength (257) in the first IFD to 100000
     ifd = struct.unpack("<I", data[4:8])[0]
-    count = struct.unpack("<H", data[ifd:ifd + 2])[0]
+    count = struct.unpack("<H", data[ifd : ifd + 2])[0]
     for i in range(count):
         at = ifd + 2 + 12 * i
-        tag, kind = struct.unpack("<HH", data[at:at + 4])
+        tag, kind = struct.unpack("<HH", data[at : at + 4])
         if tag in (256, 257):
-            data[at + 2:at + 4] = struct.pack("<H", 4)  # LONG
-            data[at + 8:at + 12] = struct.pack("<I", 100_000)
+            data[at + 2 : at + 4] = struct.pack("<H", 4)  # LONG
+            data[at + 8 : at + 12] = struct.pack("<I", 100_000)
     return bytes(data)
 
 
@@ -95,7 +96,7 @@ def _patched(data: bytes, box: bytes, offset: int, value: bytes) -> bytes:
     """``value`` written ``offset`` bytes after the first ``box`` type code."""
     out = bytearray(data)
     at = out.index(box) + offset
-    out[at:at + len(value)] = value
+    out[at : at + len(value)] = value
     return bytes(out)
 
 

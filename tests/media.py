@@ -27,7 +27,11 @@ def moving_square_frames(n: int, width: int = 96, height: int = 64, seed: int = 
 
 
 def write_video(
-    path: Path, frames: np.ndarray, fps: int = 25, codec: str = "libx264", rotation: int = 0,
+    path: Path,
+    frames: np.ndarray,
+    fps: int = 25,
+    codec: str = "libx264",
+    rotation: int = 0,
     options: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``frames`` (uint8 ``[N, H, W, 3]``, even sizes) into ``path``.
@@ -65,8 +69,11 @@ def generated_videos() -> dict[str, Path]:
     Tests that only need "a video" use these; the real clips of ../shared/data are kept for the
     tests that need real content."""
     directory = Path(tempfile.mkdtemp(prefix="t4v-media-"))
-    specs = {"clip_a.mp4": (280, 340, 256, "libx264", 1), "clip_b.mp4": (300, 340, 256, "libx264", 2),
-             "clip_c.avi": (164, 320, 240, "mpeg4", 3)}
+    specs = {
+        "clip_a.mp4": (280, 340, 256, "libx264", 1),
+        "clip_b.mp4": (300, 340, 256, "libx264", 2),
+        "clip_c.avi": (164, 320, 240, "mpeg4", 3),
+    }
     out = {}
     for name, (n, width, height, codec, seed) in specs.items():
         frames = moving_square_frames(n, width, height, seed=seed)

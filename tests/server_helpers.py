@@ -28,7 +28,13 @@ from text4vis.server.settings import Settings
 
 
 def classify_offline(
-    runtime: Runtime, labels: list[str], paths: list[Path], *, top_k: int = 5, frames: int = 8, views: str = "1x1",
+    runtime: Runtime,
+    labels: list[str],
+    paths: list[Path],
+    *,
+    top_k: int = 5,
+    frames: int = 8,
+    views: str = "1x1",
     on_done: Callable[[], None] | None = None,
 ) -> list[ClassifyResult | BaseException]:
     """``t4v classify``'s flow (classify_files) on ad-hoc labels, offline."""
@@ -76,9 +82,25 @@ def serve_process(tmp: Path, checkpoint: Path, *extra: str) -> Iterator[tuple[st
     port = free_port()
     log = (tmp / f"serve-{port}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "text4vis.server.cli", "serve", "--model", TINY_ARCH, "--clip-checkpoint", str(checkpoint),
-         "--port", str(port), "--data-dir", str(tmp / f"data-{port}"), "--decode-workers", "1", *extra],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "text4vis.server.cli",
+            "serve",
+            "--model",
+            TINY_ARCH,
+            "--clip-checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp / f"data-{port}"),
+            "--decode-workers",
+            "1",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     workers: set[int] = set()

@@ -54,8 +54,11 @@ def test_redis_is_private_persistent_and_password_protected() -> None:
 def test_env_example_covers_the_compose_variables() -> None:
     text = (ROOT / "docker" / "compose.yaml").read_text()
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
-    example = {line.split("=")[0] for line in (ROOT / "docker" / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#")}
+    example = {
+        line.split("=")[0]
+        for line in (ROOT / "docker" / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert used <= example, used - example
 
 
@@ -139,16 +142,21 @@ def _index_files(name: str) -> list[dict[str, object]]:
     import json
     import urllib.request
 
-    request = urllib.request.Request(f"https://pypi.org/simple/{name}/",
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    request = urllib.request.Request(
+        f"https://pypi.org/simple/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)["files"]
 
 
 def _version_files(name: str, version: str) -> list[dict[str, object]]:
     stem = name.replace("-", "_").lower()
-    return [f for f in _index_files(name) if str(f["filename"]).lower().startswith(f"{stem}-{version}-")
-            or str(f["filename"]).lower() == f"{stem}-{version}.tar.gz"]
+    return [
+        f
+        for f in _index_files(name)
+        if str(f["filename"]).lower().startswith(f"{stem}-{version}-")
+        or str(f["filename"]).lower() == f"{stem}-{version}.tar.gz"
+    ]
 
 
 class _HttpRange:
@@ -185,8 +193,11 @@ def _wheel_requires(name: str, version: str) -> str:
     """``Requires-Dist`` of the Linux x86_64 CPython 3.11 wheel of ``name==version``."""
     import zipfile
 
-    wheels = [f for f in _version_files(name, version)
-              if "cp311" in str(f["filename"]) and "manylinux" in str(f["filename"]) and "x86_64" in str(f["filename"])]
+    wheels = [
+        f
+        for f in _version_files(name, version)
+        if "cp311" in str(f["filename"]) and "manylinux" in str(f["filename"]) and "x86_64" in str(f["filename"])
+    ]
     assert len(wheels) == 1, f"{name}=={version} has no single CPython 3.11 Linux x86_64 wheel on PyPI"
     (wheel,) = wheels
     with zipfile.ZipFile(_HttpRange(str(wheel["url"]), int(wheel["size"]))) as archive:  # type: ignore[arg-type]
@@ -198,8 +209,12 @@ def _wheel_requires(name: str, version: str) -> str:
 def test_every_dockerfile_pin_exists_on_the_package_index() -> None:
     """Every ``name==version`` a Dockerfile installs is on PyPI. (Dockerfile.cpu takes torch from
     torch's CPU index, which this machine cannot reach; the same version is checked on PyPI.)"""
-    missing = [f"{name}=={version} ({dockerfile})" for dockerfile, text in DOCKERFILES.items()
-               for name, version in _pins(text) if not _version_files(name, version)]
+    missing = [
+        f"{name}=={version} ({dockerfile})"
+        for dockerfile, text in DOCKERFILES.items()
+        for name, version in _pins(text)
+        if not _version_files(name, version)
+    ]
     assert not missing, f"not on PyPI: {missing}"
 
 

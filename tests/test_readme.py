@@ -84,8 +84,11 @@ def test_each_option_is_declared_once() -> None:
     sources = {p: p.read_text() for p in files if p.name != "schemas.py"}  # the API's responses are not options
     for name in [*ModelOptions.model_fields, *ServingOptions.model_fields]:
         field, option = rf"^\s+{name}: [^=\n]+= Field\(", rf"\b{name}: Annotated\["
-        declared = [str(p.relative_to(ROOT)) for p, text in sources.items()
-                    if re.search(field, text, re.M) or re.search(option, text)]
+        declared = [
+            str(p.relative_to(ROOT))
+            for p, text in sources.items()
+            if re.search(field, text, re.M) or re.search(option, text)
+        ]
         assert len(declared) == 1, (name, declared)
 
 

@@ -21,8 +21,12 @@ vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delet
 app.add_typer(vocab_app, name="vocab")
 URL = Annotated[str, typer.Option("--url", envvar="T4V_URL", help="Server base URL.")]
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-KEY = Annotated[str | None, typer.Option("--api-key", envvar="T4V_API_KEY", show_default=False,
-                                         help="API key, for a server that requires one.")]
+KEY = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="T4V_API_KEY", show_default=False, help="API key, for a server that requires one."
+    ),
+]
 VOCAB = Annotated[str | None, typer.Option(help="A registered vocabulary.")]
 LABELS = Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')]
 out = Console()
@@ -47,9 +51,15 @@ def classify(
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = all.")] = 5,
     frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
     views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
-    abstain: Annotated[bool | None, typer.Option(
-        "--abstain/--no-abstain", show_default=False, help='May answer "none of these" (a background vocabulary is '
-        "scored alongside); default: the vocabulary's own default.")] = None,
+    abstain: Annotated[
+        bool | None,
+        typer.Option(
+            "--abstain/--no-abstain",
+            show_default=False,
+            help='May answer "none of these" (a background vocabulary is '
+            "scored alongside); default: the vocabulary's own default.",
+        ),
+    ] = None,
     min_score: Annotated[float | None, typer.Option(help="Abstain under this cosine.")] = None,
     background: Annotated[str | None, typer.Option(help="A vocabulary to abstain against.")] = None,
     url: URL = "http://127.0.0.1:8000",
@@ -59,9 +69,17 @@ def classify(
     """Classify FILE against --vocab NAME or --labels."""
     try:
         with Client(url, api_key=api_key) as client:
-            result = client.classify(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
-                                     top_k=top_k, frames=frames, views=views, abstain=abstain, min_score=min_score,
-                                     background=background)
+            result = client.classify(
+                file,
+                vocab=vocab,
+                labels=_labels(labels, None) if labels else None,
+                top_k=top_k,
+                frames=frames,
+                views=views,
+                abstain=abstain,
+                min_score=min_score,
+                background=background,
+            )
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     if as_json:
@@ -95,22 +113,35 @@ def timeline(
     """Classify FILE window by window, printing each window as the server scores it, then the events."""
     try:
         with Client(url, api_key=api_key) as client:
-            for item in client.stream_timeline(file, vocab=vocab, labels=_labels(labels, None) if labels else None,
-                                               window_s=window, stride_s=stride, frames=frames, top_k=top_k):
+            for item in client.stream_timeline(
+                file,
+                vocab=vocab,
+                labels=_labels(labels, None) if labels else None,
+                window_s=window,
+                stride_s=stride,
+                frames=frames,
+                top_k=top_k,
+            ):
                 if as_json:  # NDJSON, as the server sends it
                     kind = {TimelineStart: "start", Segment: "segment", TimelineEnd: "end"}[type(item)]
                     typer.echo(json.dumps({"type": kind, **item.model_dump()}))
                 elif isinstance(item, TimelineStart):
-                    out.print(f"{file.name}: {item.duration_s:.1f} s, {item.windows} windows of {item.window_s:g} s "
-                              f"every {item.stride_s:g} s", markup=False)
+                    out.print(
+                        f"{file.name}: {item.duration_s:.1f} s, {item.windows} windows of {item.window_s:g} s "
+                        f"every {item.stride_s:g} s",
+                        markup=False,
+                    )
                 elif isinstance(item, Segment):
                     best = "  ".join(f"{p.label} {p.probability:.2f}" for p in item.predictions)
                     out.print(f"{_clock(item.start_s)}-{_clock(item.end_s)}  {best}", markup=False)
                 else:
                     out.print("events:")
                     for e in item.events:
-                        out.print(f"  {_clock(e.start_s)}-{_clock(e.end_s)}  {e.label}  ({e.windows} windows, "
-                                  f"mean {e.probability:.2f})", markup=False)
+                        out.print(
+                            f"  {_clock(e.start_s)}-{_clock(e.end_s)}  {e.label}  ({e.windows} windows, "
+                            f"mean {e.probability:.2f})",
+                            markup=False,
+                        )
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
 
@@ -128,10 +159,12 @@ def vocab_put(
     preset: Annotated[str | None, typer.Option(help="A built-in label set, e.g. kinetics400.")] = None,
     template: Annotated[list[str] | None, typer.Option(help="Prompt template; repeat for an ensemble.")] = None,
     if_match: Annotated[str | None, typer.Option(help="Only replace this ETag.")] = None,
-    clean_labels: Annotated[bool, typer.Option(
-        "--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup).")] = False,
-    abstain: Annotated[bool, typer.Option("--abstain", help='Requests naming it may answer "none of these" by '
-                                                            "default.")] = False,
+    clean_labels: Annotated[
+        bool, typer.Option("--clean-labels", help="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup).")
+    ] = False,
+    abstain: Annotated[
+        bool, typer.Option("--abstain", help='Requests naming it may answer "none of these" by default.')
+    ] = False,
     abstain_margin: Annotated[float, typer.Option(help="With --abstain: the margin the background must win by.")] = 0.0,
     min_score: Annotated[float | None, typer.Option(help="With --abstain: abstain under this cosine.")] = None,
     background: Annotated[str | None, typer.Option(help="With --abstain: a vocabulary to abstain against.")] = None,
@@ -143,15 +176,23 @@ def vocab_put(
     default = AbstainDefault(margin=abstain_margin, min_score=min_score, background=background) if abstain else None
     try:
         with Client(url, api_key=api_key) as client:
-            v = client.put_vocab(name, None if preset else _labels(labels, labels_file), template, if_match, preset,
-                                 clean_labels, default)
+            v = client.put_vocab(
+                name,
+                None if preset else _labels(labels, labels_file),
+                template,
+                if_match,
+                preset,
+                clean_labels,
+                default,
+            )
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
     typer.echo(v.model_dump_json() if as_json else f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}")
     if not as_json:
         for w in v.warnings:  # informative: the vocabulary is stored
-            sys.stderr.write(f"warning: {w.kind.replace('_', ' ')}: {w.labels[0]!r} and {w.labels[1]!r} "
-                             f"(cosine {w.cosine:.3f})\n")
+            sys.stderr.write(
+                f"warning: {w.kind.replace('_', ' ')}: {w.labels[0]!r} and {w.labels[1]!r} (cosine {w.cosine:.3f})\n"
+            )
 
 
 @vocab_app.command("similarity")
@@ -227,8 +268,9 @@ def health(url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSO
     """Liveness and readiness; exit 0 only when ready."""
     with Client(url, api_key=api_key) as client:
         h = client.health()
-    typer.echo(h.model_dump_json() if as_json else f"live: {h.live}, ready: {h.ready}" +
-               (f" ({h.detail})" if h.detail else ""))
+    typer.echo(
+        h.model_dump_json() if as_json else f"live: {h.live}, ready: {h.ready}" + (f" ({h.detail})" if h.detail else "")
+    )
     if not h.ready:
         raise typer.Exit(1)
 

@@ -61,10 +61,18 @@ def _file(media: Media, filename: str | None) -> tuple[str, bytes]:
     return filename or path.name, path.read_bytes()
 
 
-def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, frames: int | None,
-                   views: str | None, thumbnails: bool, abstain: bool | None = None,
-                   abstain_margin: float | None = None, min_score: float | None = None,
-                   background: str | None = None) -> dict[str, str]:
+def _classify_form(
+    vocab: str | None,
+    labels: Sequence[str] | None,
+    top_k: int,
+    frames: int | None,
+    views: str | None,
+    thumbnails: bool,
+    abstain: bool | None = None,
+    abstain_margin: float | None = None,
+    min_score: float | None = None,
+    background: str | None = None,
+) -> dict[str, str]:
     if (vocab is None) == (labels is None):
         raise ValueError("give exactly one of vocab or labels")
     form = {"top_k": str(top_k)}
@@ -89,8 +97,15 @@ def _classify_form(vocab: str | None, labels: Sequence[str] | None, top_k: int, 
     return form
 
 
-def _timeline_form(vocab: str | None, labels: Sequence[str] | None, window_s: float, stride_s: float | None,
-                   frames: int | None, top_k: int, stream: bool) -> dict[str, str]:
+def _timeline_form(
+    vocab: str | None,
+    labels: Sequence[str] | None,
+    window_s: float,
+    stride_s: float | None,
+    frames: int | None,
+    top_k: int,
+    stream: bool,
+) -> dict[str, str]:
     form = _classify_form(vocab, labels, top_k, frames, None, False)
     form["window_s"] = str(window_s)
     if stride_s is not None:
@@ -118,8 +133,13 @@ def _timeline_item(line: str) -> TimelineItem:
     raise T4VError(f"unexpected line in a timeline stream: {line[:100]}")
 
 
-def _vocab_body(labels: Sequence[str] | None, templates: Sequence[str] | None, preset: str | None,
-                clean_labels: bool = False, abstain: AbstainDefault | None = None) -> dict[str, Any]:
+def _vocab_body(
+    labels: Sequence[str] | None,
+    templates: Sequence[str] | None,
+    preset: str | None,
+    clean_labels: bool = False,
+    abstain: AbstainDefault | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"preset": preset} if preset else {"labels": list(labels or [])}
     if templates:
         body["templates"] = list(templates)
@@ -137,9 +157,15 @@ def _auth(api_key: str | None) -> dict[str, str]:
 class Client:
     """Blocking client. ``Client("http://localhost:8000")``; use as a context manager or call close()."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 120.0, retries: int = 3,
-                 max_wait_s: float = 10.0, transport: httpx.BaseTransport | None = None,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout: float = 120.0,
+        retries: int = 3,
+        max_wait_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
+    ) -> None:
         """``api_key``: sent with every request (a server with API keys needs one to change vocabularies)."""
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=_auth(api_key))
         self.retries = retries
@@ -171,31 +197,59 @@ class Client:
         _raise_for(response)
         return response
 
-    def classify(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None, top_k: int = 5,
-                 frames: int | None = None, views: str | None = None, filename: str | None = None,
-                 thumbnails: bool = False, abstain: bool | None = None, abstain_margin: float | None = None,
-                 min_score: float | None = None, background: str | None = None) -> ClassifyResult:
+    def classify(
+        self,
+        media: Media,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        top_k: int = 5,
+        frames: int | None = None,
+        views: str | None = None,
+        filename: str | None = None,
+        thumbnails: bool = False,
+        abstain: bool | None = None,
+        abstain_margin: float | None = None,
+        min_score: float | None = None,
+        background: str | None = None,
+    ) -> ClassifyResult:
         """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels;
         ``abstain`` / ``min_score`` / ``background`` (a vocabulary to abstain against): may answer
         "none of these" (``result.abstained``). Unset, the vocabulary's default applies;
         ``abstain=False`` turns it off."""
-        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score,
-                              background)
+        form = _classify_form(
+            vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score, background
+        )
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
 
-    def timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
-                 window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None, top_k: int = 3,
-                 filename: str | None = None) -> Timeline:
+    def timeline(
+        self,
+        media: Media,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        window_s: float = 8.0,
+        stride_s: float | None = None,
+        frames: int | None = None,
+        top_k: int = 3,
+        filename: str | None = None,
+    ) -> Timeline:
         """Classify a video window by window (``window_s`` long, every ``stride_s``): segments and
         the events they merge into, in one answer."""
         form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False)
         r = self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
         return Timeline.model_validate(r.json())
 
-    def stream_timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
-                        window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None,
-                        top_k: int = 3, filename: str | None = None) -> Iterator[TimelineItem]:
+    def stream_timeline(
+        self,
+        media: Media,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        window_s: float = 8.0,
+        stride_s: float | None = None,
+        frames: int | None = None,
+        top_k: int = 3,
+        filename: str | None = None,
+    ) -> Iterator[TimelineItem]:
         """The same, as it is computed: a :class:`TimelineStart`, one :class:`Segment` per window as
         the server scores it, then a :class:`TimelineEnd` with the events. A failure midway raises
         the error (``UnsupportedMedia`` for a file damaged after its start, ...)."""
@@ -220,15 +274,23 @@ class Client:
                 wait = _wait_s(None, attempt, self.max_wait_s)
             time.sleep(wait)
 
-    def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-                  if_match: str | None = None, preset: str | None = None, clean_labels: bool = False,
-                  abstain: AbstainDefault | None = None) -> Vocabulary:
+    def put_vocab(
+        self,
+        name: str,
+        labels: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+        if_match: str | None = None,
+        preset: str | None = None,
+        clean_labels: bool = False,
+        abstain: AbstainDefault | None = None,
+    ) -> Vocabulary:
         """Define (or replace) a vocabulary; ``if_match`` = the ETag you last saw, to avoid lost updates;
         ``clean_labels``: prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); ``abstain``:
         its default for "none of these"."""
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = self._request("PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels, abstain),
-                          headers=headers)
+        r = self._request(
+            "PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels, abstain), headers=headers
+        )
         return Vocabulary.model_validate(r.json())
 
     def get_vocab(self, name: str) -> Vocabulary:
@@ -262,9 +324,15 @@ class Client:
 class AsyncClient:
     """The same as :class:`Client`, with ``await``."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 120.0, retries: int = 3,
-                 max_wait_s: float = 10.0, transport: httpx.AsyncBaseTransport | None = None,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout: float = 120.0,
+        retries: int = 3,
+        max_wait_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport, headers=_auth(api_key))
         self.retries = retries
         self.max_wait_s = max_wait_s
@@ -295,26 +363,53 @@ class AsyncClient:
         _raise_for(response)
         return response
 
-    async def classify(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
-                       top_k: int = 5, frames: int | None = None, views: str | None = None,
-                       filename: str | None = None, thumbnails: bool = False, abstain: bool | None = None,
-                       abstain_margin: float | None = None, min_score: float | None = None,
-                       background: str | None = None) -> ClassifyResult:
-        form = _classify_form(vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score,
-                              background)
+    async def classify(
+        self,
+        media: Media,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        top_k: int = 5,
+        frames: int | None = None,
+        views: str | None = None,
+        filename: str | None = None,
+        thumbnails: bool = False,
+        abstain: bool | None = None,
+        abstain_margin: float | None = None,
+        min_score: float | None = None,
+        background: str | None = None,
+    ) -> ClassifyResult:
+        form = _classify_form(
+            vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score, background
+        )
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
 
-    async def timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
-                       window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None,
-                       top_k: int = 3, filename: str | None = None) -> Timeline:
+    async def timeline(
+        self,
+        media: Media,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        window_s: float = 8.0,
+        stride_s: float | None = None,
+        frames: int | None = None,
+        top_k: int = 3,
+        filename: str | None = None,
+    ) -> Timeline:
         form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False)
         r = await self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
         return Timeline.model_validate(r.json())
 
-    async def stream_timeline(self, media: Media, vocab: str | None = None, labels: Sequence[str] | None = None,
-                              window_s: float = 8.0, stride_s: float | None = None, frames: int | None = None,
-                              top_k: int = 3, filename: str | None = None) -> AsyncIterator[TimelineItem]:
+    async def stream_timeline(
+        self,
+        media: Media,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        window_s: float = 8.0,
+        stride_s: float | None = None,
+        frames: int | None = None,
+        top_k: int = 3,
+        filename: str | None = None,
+    ) -> AsyncIterator[TimelineItem]:
         form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True)
         upload = _file(media, filename)
         for attempt in range(self.retries + 1):
@@ -336,12 +431,20 @@ class AsyncClient:
                 wait = _wait_s(None, attempt, self.max_wait_s)
             await asyncio.sleep(wait)
 
-    async def put_vocab(self, name: str, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
-                        if_match: str | None = None, preset: str | None = None,
-                        clean_labels: bool = False, abstain: AbstainDefault | None = None) -> Vocabulary:
+    async def put_vocab(
+        self,
+        name: str,
+        labels: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+        if_match: str | None = None,
+        preset: str | None = None,
+        clean_labels: bool = False,
+        abstain: AbstainDefault | None = None,
+    ) -> Vocabulary:
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = await self._request("PUT", f"/vocab/{name}",
-                                json=_vocab_body(labels, templates, preset, clean_labels, abstain), headers=headers)
+        r = await self._request(
+            "PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels, abstain), headers=headers
+        )
         return Vocabulary.model_validate(r.json())
 
     async def get_vocab(self, name: str) -> Vocabulary:

@@ -46,8 +46,15 @@ class ServerError(T4VError):
 
 def error_for(status: int, message: str) -> T4VError:
     kinds: dict[int, type[T4VError]] = {
-        400: InvalidInput, 401: Unauthorized, 404: NotFound, 412: PreconditionFailed, 413: PayloadTooLarge,
-        415: UnsupportedMedia, 422: InvalidInput, 429: Unavailable, 503: Unavailable,
+        400: InvalidInput,
+        401: Unauthorized,
+        404: NotFound,
+        412: PreconditionFailed,
+        413: PayloadTooLarge,
+        415: UnsupportedMedia,
+        422: InvalidInput,
+        429: Unavailable,
+        503: Unavailable,
     }
     kind = kinds.get(status, ServerError if status >= 500 else T4VError)
     return kind(message, status)

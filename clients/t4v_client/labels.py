@@ -8,8 +8,9 @@ import csv
 import json
 from pathlib import Path
 
-LABEL_FILE_FORMATS = (".txt (one label per line), .csv (a header with a name column, e.g. id,name) or .json "
-                      "(an array of strings)")
+LABEL_FILE_FORMATS = (
+    ".txt (one label per line), .csv (a header with a name column, e.g. id,name) or .json (an array of strings)"
+)
 
 
 def read_labels(path: Path) -> list[str]:

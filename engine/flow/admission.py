@@ -75,13 +75,18 @@ class Admission:
         """Raise :class:`Overloaded` (with its ``retry_after_s``) when a new request should not enter."""
         if self.in_flight >= self.max_in_flight:
             wait = self.predicted_wait_s()
-            raise Overloaded(f"{self.in_flight} classify requests are in progress (the server's max_decode_queue); "
-                             "retry in a moment", retry_after_s=_retry_after(wait))
+            raise Overloaded(
+                f"{self.in_flight} classify requests are in progress (the server's max_decode_queue); "
+                "retry in a moment",
+                retry_after_s=_retry_after(wait),
+            )
         wait = self.predicted_wait_s()
         if wait is not None and wait > self.max_wait_s:
-            raise Overloaded(f"the work ahead would take about {wait:.1f} s to start on, more than this server's "
-                             f"max_queue_wait_s of {self.max_wait_s:g} s; retry later",
-                             retry_after_s=_retry_after(wait))
+            raise Overloaded(
+                f"the work ahead would take about {wait:.1f} s to start on, more than this server's "
+                f"max_queue_wait_s of {self.max_wait_s:g} s; retry later",
+                retry_after_s=_retry_after(wait),
+            )
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[Ticket]:

@@ -75,8 +75,9 @@ class FrameQueue:
         """Append ``item`` once its frames fit, in arrival order; :class:`DeadlineExceeded` past
         ``timeout_s``, :class:`Overloaded` at once for an item larger than the whole queue."""
         if item.frames > self.max_frames:
-            raise Overloaded(f"{item.frames} frames are more than the queue holds ({self.max_frames}, "
-                             "T4V_MAX_QUEUE_FRAMES)")
+            raise Overloaded(
+                f"{item.frames} frames are more than the queue holds ({self.max_frames}, T4V_MAX_QUEUE_FRAMES)"
+            )
         if self._fits(item) and not self._waiting:
             self._append(item)
             return

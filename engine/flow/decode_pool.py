@@ -91,8 +91,12 @@ class DecodePool:
     """
 
     def __init__(
-        self, workers: int, max_pending: int = 32, budget_s: float = 30.0,
-        on_replaced: Callable[[str], None] | None = None, worker_main: Callable[[Connection], None] = serve,
+        self,
+        workers: int,
+        max_pending: int = 32,
+        budget_s: float = 30.0,
+        on_replaced: Callable[[str], None] | None = None,
+        worker_main: Callable[[Connection], None] = serve,
     ) -> None:
         """``worker_main``: a worker process's loop (tests pass one whose decoder wedges or crashes)."""
         self.workers = workers
@@ -128,8 +132,9 @@ class DecodePool:
         timeline's later windows), so the job waits for a worker instead of being refused."""
         clip, busy_s = await self._submit(job, timeout_s, admitted)
         assert isinstance(clip, SampledClip)
-        return DecodedClip(torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices,
-                           clip.timing_ms, busy_s)
+        return DecodedClip(
+            torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices, clip.timing_ms, busy_s
+        )
 
     async def plan(self, job: PlanJob, timeout_s: float) -> TimelinePlan:
         """A timeline's windows, read from the file in a worker."""

@@ -50,8 +50,18 @@ class DecodeJob:
     def work(self) -> SampledClip:
         if self.rows is not None:
             return sample_frames(self.path, self.preprocess, self.rows, self.decoder, self.name, self.gpu, self.limits)
-        return sample_clip(self.path, self.preprocess, self.frames, self.clips, self.crops, self.decoder, self.name,
-                           self.sampling, self.gpu, self.limits)
+        return sample_clip(
+            self.path,
+            self.preprocess,
+            self.frames,
+            self.clips,
+            self.crops,
+            self.decoder,
+            self.name,
+            self.sampling,
+            self.gpu,
+            self.limits,
+        )
 
 
 @dataclass
@@ -69,8 +79,9 @@ class PlanJob:
     limits: MediaLimits | None = None
 
     def work(self) -> TimelinePlan:
-        return plan_timeline(self.path, self.window_s, self.stride_s, self.frames, self.max_windows, self.decoder,
-                             self.name, self.limits)
+        return plan_timeline(
+            self.path, self.window_s, self.stride_s, self.frames, self.max_windows, self.decoder, self.name, self.limits
+        )
 
 
 @contextmanager
@@ -114,8 +125,9 @@ def run(job: DecodeJob | PlanJob) -> SampledClip | TimelinePlan:
             raise
         except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, a library's ValueError ...
             log.warning("decoding %s failed unexpectedly", job.name or job.path.name, exc_info=True)
-            raise MediaError(f"{job.name or job.path.name}: the file could not be decoded "
-                             f"({type(exc).__name__})") from None
+            raise MediaError(
+                f"{job.name or job.path.name}: the file could not be decoded ({type(exc).__name__})"
+            ) from None
 
 
 def serve(conn: Connection) -> None:

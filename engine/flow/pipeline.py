@@ -35,7 +35,11 @@ class VideoPipeline:
 
     @torch.inference_mode()
     def score(
-        self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5,
+        self,
+        frame_emb: torch.Tensor,
+        gather: torch.Tensor,
+        classifier: Classifier,
+        top_k: int = 5,
         background: Classifier | None = None,
     ) -> tuple[list[Prediction], list[Prediction]]:
         """Embeddings of the distinct frames -> video embedding (views fused) -> top-k predictions,
@@ -48,7 +52,11 @@ class VideoPipeline:
 
     @torch.inference_mode()
     def score_rows(
-        self, frame_emb: torch.Tensor, gather: torch.Tensor, classifier: Classifier, top_k: int = 5,
+        self,
+        frame_emb: torch.Tensor,
+        gather: torch.Tensor,
+        classifier: Classifier,
+        top_k: int = 5,
     ) -> list[tuple[list[Prediction], torch.Tensor]]:
         """Each row of ``gather [W, T]`` on its own (a timeline's windows): its top-k predictions
         and its video embedding ``[D]``, the same numbers :meth:`score` gives that row as a video."""

@@ -73,8 +73,12 @@ class ClassifyService:
     """Start it once (``await start()``), call :meth:`classify` from any number of tasks, ``stop()``."""
 
     def __init__(
-        self, pipeline: VideoPipeline, vocabularies: VocabRegistry, options: FlowOptions | None = None,
-        limits: RequestLimits | None = None, hooks: FlowHooks | None = None,
+        self,
+        pipeline: VideoPipeline,
+        vocabularies: VocabRegistry,
+        options: FlowOptions | None = None,
+        limits: RequestLimits | None = None,
+        hooks: FlowHooks | None = None,
     ) -> None:
         options, hooks = options or FlowOptions(), hooks or FlowHooks()
         self.pipeline = pipeline
@@ -82,11 +86,17 @@ class ClassifyService:
         self.options = options
         self.limits = limits or RequestLimits()
         self.admission = Admission(options.decode_workers or 2, options.max_queue_wait_s, options.max_decode_queue)
-        self.decode_pool = DecodePool(options.decode_workers, options.max_decode_queue, options.decode_budget_s,
-                                      hooks.on_worker_replaced)
-        self.batcher = DynamicBatcher(pipeline.encoder.encode, options.max_batch_frames, options.max_delay_ms,
-                                      options.max_queue_frames, on_batch=hooks.on_batch,
-                                      on_encoded=self.admission.estimates.encoded)
+        self.decode_pool = DecodePool(
+            options.decode_workers, options.max_decode_queue, options.decode_budget_s, hooks.on_worker_replaced
+        )
+        self.batcher = DynamicBatcher(
+            pipeline.encoder.encode,
+            options.max_batch_frames,
+            options.max_delay_ms,
+            options.max_queue_frames,
+            on_batch=hooks.on_batch,
+            on_encoded=self.admission.estimates.encoded,
+        )
         self._post = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postprocess")
         self._on_decoded = hooks.on_decoded
 
@@ -124,13 +134,21 @@ class ClassifyService:
             classifier, version = await asyncio.to_thread(self.vocabularies.classifier, request.vocab)
             return classifier, VocabVersion(request.vocab, version)
         assert request.labels is not None
-        classifier = await asyncio.to_thread(self.vocabularies.ad_hoc, list(request.labels),
-                                             list(request.templates) if request.templates else None,
-                                             request.clean_labels)
+        classifier = await asyncio.to_thread(
+            self.vocabularies.ad_hoc,
+            list(request.labels),
+            list(request.templates) if request.templates else None,
+            request.clean_labels,
+        )
         return classifier, None
 
     async def classify(
-        self, media: Path, request: ClassifyRequest, *, timeout_s: float = 60.0, name: str | None = None,
+        self,
+        media: Path,
+        request: ClassifyRequest,
+        *,
+        timeout_s: float = 60.0,
+        name: str | None = None,
     ) -> ClassifyResult:
         """Classify one video or image file as ``request`` asks; ``timeout_s`` bounds every stage
         together. :class:`InputError` for a request outside the limits, before anything is decoded."""
@@ -144,9 +162,18 @@ class ClassifyService:
             background = await asyncio.to_thread(self.vocabularies.background, classifier, policy.background)
         self.admission.estimates.requested(clip_spec.frames * clip_spec.views)
         t1 = time.perf_counter()
-        job = DecodeJob(media, self.pipeline.preprocess, clip_spec.frames, clip_spec.clips, clip_spec.crops,
-                        self.pipeline.decoder, name=name, sampling=clip_spec.sampling, gpu=self.pipeline.gpu,
-                        limits=self.options.media_limits)
+        job = DecodeJob(
+            media,
+            self.pipeline.preprocess,
+            clip_spec.frames,
+            clip_spec.clips,
+            clip_spec.crops,
+            self.pipeline.decoder,
+            name=name,
+            sampling=clip_spec.sampling,
+            gpu=self.pipeline.gpu,
+            limits=self.options.media_limits,
+        )
         clip = await self.decode_pool.decode(job, max(deadline - time.monotonic(), 1e-3))
         t2 = time.perf_counter()
         worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]
@@ -156,32 +183,65 @@ class ClassifyService:
         emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
         t3 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        predictions, nearest = await loop.run_in_executor(self._post, self.pipeline.score, emb, clip.gather, classifier,
-                                                          request.top_k, background)
+        predictions, nearest = await loop.run_in_executor(
+            self._post, self.pipeline.score, emb, clip.gather, classifier, request.top_k, background
+        )
         t4 = time.perf_counter()
         abstention = decide(predictions[0], nearest, policy.margin, policy.min_score) if policy.decides else None
         timing = {
-            "vocab": (t1 - t0) * 1e3, "decode_wait": max((t2 - t1) * 1e3 - worker_ms, 0.0), **clip.timing_ms,
-            "encode": (t3 - t2) * 1e3, "classify": (t4 - t3) * 1e3, "total": (t4 - t0) * 1e3,
+            "vocab": (t1 - t0) * 1e3,
+            "decode_wait": max((t2 - t1) * 1e3 - worker_ms, 0.0),
+            **clip.timing_ms,
+            "encode": (t3 - t2) * 1e3,
+            "classify": (t4 - t3) * 1e3,
+            "total": (t4 - t0) * 1e3,
         }
         return ClassifyResult(
-            file=name or str(media), vocab=vocab, model=classifier.text_model, frame_indices=clip.frame_indices,
-            predictions=predictions, timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS},
-            first_view=clip.pixels[clip.gather[0]], abstention=abstention,
+            file=name or str(media),
+            vocab=vocab,
+            model=classifier.text_model,
+            frame_indices=clip.frame_indices,
+            predictions=predictions,
+            timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS},
+            first_view=clip.pixels[clip.gather[0]],
+            abstention=abstention,
         )
 
     async def plan_timeline(
-        self, media: Path, *, window_s: float, stride_s: float, frames: int, max_windows: int, timeout_s: float,
+        self,
+        media: Path,
+        *,
+        window_s: float,
+        stride_s: float,
+        frames: int,
+        max_windows: int,
+        timeout_s: float,
         name: str | None = None,
     ) -> TimelinePlan:
         """Read when the video's frames are shown and cut it into windows (in a decode worker)."""
-        job = PlanJob(media, window_s, stride_s, frames, max_windows, self.pipeline.decoder, name=name,
-                      limits=self.options.media_limits)
+        job = PlanJob(
+            media,
+            window_s,
+            stride_s,
+            frames,
+            max_windows,
+            self.pipeline.decoder,
+            name=name,
+            limits=self.options.media_limits,
+        )
         return await self.decode_pool.plan(job, timeout_s)
 
     async def timeline(
-        self, media: Path, plan: TimelinePlan, classifier: Classifier, *, top_k: int = 5, timeout_s: float = 600.0,
-        name: str | None = None, windows_per_job: int | None = None, jobs_in_flight: int | None = None,
+        self,
+        media: Path,
+        plan: TimelinePlan,
+        classifier: Classifier,
+        *,
+        top_k: int = 5,
+        timeout_s: float = 600.0,
+        name: str | None = None,
+        windows_per_job: int | None = None,
+        jobs_in_flight: int | None = None,
     ) -> AsyncIterator[Segment]:
         """The segments of ``plan``, in order, each as soon as it and those before it are scored.
 
@@ -197,22 +257,36 @@ class ClassifyService:
         frames = len(windows[0].indices)
         in_flight = jobs_in_flight or max(1, self.decode_pool.workers)
         # one batch's worth per job, but never so few jobs that workers idle on a short video
-        per_job = windows_per_job or max(1, min(self.batcher.max_batch_frames // frames,
-                                                math.ceil((len(windows) - 1) / in_flight)))
+        per_job = windows_per_job or max(
+            1, min(self.batcher.max_batch_frames // frames, math.ceil((len(windows) - 1) / in_flight))
+        )
         # the first window alone: its segment comes back soonest (a file that fails there stops the rest)
-        groups = [windows[:1], *(windows[i:i + per_job] for i in range(1, len(windows), per_job))]
+        groups = [windows[:1], *(windows[i : i + per_job] for i in range(1, len(windows), per_job))]
 
         async def run(group: list[Window]) -> list[Segment]:
             remaining = max(deadline - time.monotonic(), 1e-3)
-            job = DecodeJob(media, self.pipeline.preprocess, frames, 1, 1, self.pipeline.decoder, name=name,
-                            gpu=self.pipeline.gpu, limits=self.options.media_limits, rows=[w.indices for w in group])
+            job = DecodeJob(
+                media,
+                self.pipeline.preprocess,
+                frames,
+                1,
+                1,
+                self.pipeline.decoder,
+                name=name,
+                gpu=self.pipeline.gpu,
+                limits=self.options.media_limits,
+                rows=[w.indices for w in group],
+            )
             clip = await self.decode_pool.decode(job, remaining, admitted=True)  # the plan was admitted
             emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
             loop = asyncio.get_running_loop()
-            scored = await loop.run_in_executor(self._post, self.pipeline.score_rows, emb, clip.gather, classifier,
-                                                top_k)
-            return [Segment(w.start_s, w.end_s, w.indices, w.times_s, predictions, embedding)
-                    for w, (predictions, embedding) in zip(group, scored, strict=True)]
+            scored = await loop.run_in_executor(
+                self._post, self.pipeline.score_rows, emb, clip.gather, classifier, top_k
+            )
+            return [
+                Segment(w.start_s, w.end_s, w.indices, w.times_s, predictions, embedding)
+                for w, (predictions, embedding) in zip(group, scored, strict=True)
+            ]
 
         pending: collections.deque[asyncio.Task[list[Segment]]] = collections.deque()
         try:
@@ -232,8 +306,14 @@ class ClassifyService:
 
 
 def classify_files(
-    pipeline: VideoPipeline, vocabularies: VocabRegistry, request: ClassifyRequest, paths: list[Path], *,
-    in_flight: int = 4, limits: RequestLimits | None = None, on_done: Callable[[], None] | None = None,
+    pipeline: VideoPipeline,
+    vocabularies: VocabRegistry,
+    request: ClassifyRequest,
+    paths: list[Path],
+    *,
+    in_flight: int = 4,
+    limits: RequestLimits | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> list[ClassifyResult | BaseException]:
     """The same flow, synchronously, for ``t4v classify``: files decode in threads while the encoder
     takes the frames of several files in one batch. One result or exception per path, in order;
@@ -241,9 +321,14 @@ def classify_files(
     limits = limits or RequestLimits()
     clip = request.resolved(limits)  # a bad request fails once, before any file
     batch = pipeline.encoder.max_batch_size
-    options = FlowOptions(decode_workers=0, max_decode_queue=in_flight, max_queue_wait_s=24 * 3600,
-                          max_batch_frames=batch, max_delay_ms=2.0,
-                          max_queue_frames=max(batch, in_flight * clip.frames * clip.views))
+    options = FlowOptions(
+        decode_workers=0,
+        max_decode_queue=in_flight,
+        max_queue_wait_s=24 * 3600,
+        max_batch_frames=batch,
+        max_delay_ms=2.0,
+        max_queue_frames=max(batch, in_flight * clip.frames * clip.views),
+    )
 
     async def run() -> list[ClassifyResult | BaseException]:
         service = ClassifyService(pipeline, vocabularies, options, limits)

@@ -42,8 +42,13 @@ def merge_events(segments: Iterable[Segment]) -> list[Event]:
         last = events[-1] if events else None
         if last is not None and last.label == top.label:
             n = last.windows + 1
-            events[-1] = Event(last.label, last.start_s, max(last.end_s, segment.end_s),
-                               (last.probability * last.windows + top.probability) / n, n)
+            events[-1] = Event(
+                last.label,
+                last.start_s,
+                max(last.end_s, segment.end_s),
+                (last.probability * last.windows + top.probability) / n,
+                n,
+            )
         else:
             events.append(Event(top.label, segment.start_s, segment.end_s, top.probability, 1))
     return events

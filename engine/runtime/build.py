@@ -135,11 +135,20 @@ def _torch(opts: ModelOptions, source: VisualSource, device: str, max_batch: int
     if opts.compile:
         problem = compile_problem(device)
         if problem is not None:
-            raise ModelLoadError(f"--compile (T4V_COMPILE) cannot work here: {problem}; install them "
-                                 "(apt-get install gcc python3-dev) or serve without --compile")
+            raise ModelLoadError(
+                f"--compile (T4V_COMPILE) cannot work here: {problem}; install them "
+                "(apt-get install gcc python3-dev) or serve without --compile"
+            )
     clip_mean, clip_std = source.preprocess.mean, source.preprocess.std
-    encoder = TorchFrameEncoder(source.visual, clip_mean, clip_std, device=device, precision=precision,
-                                max_batch_size=max_batch, compile=opts.compile)
+    encoder = TorchFrameEncoder(
+        source.visual,
+        clip_mean,
+        clip_std,
+        device=device,
+        precision=precision,
+        max_batch_size=max_batch,
+        compile=opts.compile,
+    )
     return encoder, f"{'compiled' if opts.compile else 'eager'}, {why}"
 
 
@@ -151,9 +160,16 @@ def _engine(source: VisualSource, backend: str) -> tuple[Path, Manifest]:
 
 def _onnxruntime(opts: ModelOptions, source: VisualSource, device: str, max_batch: int) -> tuple[FrameEncoder, str]:
     directory, m = _engine(source, "onnxruntime")
-    encoder = OnnxFrameEncoder(directory / m.files["onnx"], m.embed_dim, m.input_size, m.precision,  # type: ignore[arg-type]
-                               opts.providers, opts.threads, m.max_batch,
-                               device=device if device.startswith("cuda") else "cuda:0")
+    encoder = OnnxFrameEncoder(
+        directory / m.files["onnx"],
+        m.embed_dim,
+        m.input_size,
+        m.precision,  # type: ignore[arg-type]
+        opts.providers,
+        opts.threads,
+        m.max_batch,
+        device=device if device.startswith("cuda") else "cuda:0",
+    )
     return encoder, f"precision {m.precision} (the engine's graph)"
 
 
@@ -165,17 +181,22 @@ def _tensorrt(opts: ModelOptions, source: VisualSource, device: str, max_batch: 
     gpu = device if device.startswith("cuda") else "cuda:0"
     key = plan_key(gpu)
     if key not in m.plans:
-        raise ModelLoadError(f"{directory} holds no TensorRT plan for {key} (it has {', '.join(m.plans)}): "
-                             "build one here with t4v export --format tensorrt and the same options")
-    encoder = TensorRTFrameEncoder(directory / m.plans[key], m.embed_dim, m.input_size, m.max_batch,
-                                   m.precision, device=gpu)  # type: ignore[arg-type]
+        raise ModelLoadError(
+            f"{directory} holds no TensorRT plan for {key} (it has {', '.join(m.plans)}): "
+            "build one here with t4v export --format tensorrt and the same options"
+        )
+    encoder = TensorRTFrameEncoder(
+        directory / m.plans[key], m.embed_dim, m.input_size, m.max_batch, Precision(m.precision), device=gpu
+    )
     return encoder, f"precision {m.precision} (the engine's graph)"
 
 
 # backend name -> factory(options, source, device, max batch) -> (encoder, why its precision); an engine's
 # backends split batches at the engine's own bound
 BACKENDS: dict[str, Callable[[ModelOptions, VisualSource, str, int], tuple[FrameEncoder, str]]] = {
-    "torch": _torch, "onnxruntime": _onnxruntime, "tensorrt": _tensorrt,
+    "torch": _torch,
+    "onnxruntime": _onnxruntime,
+    "tensorrt": _tensorrt,
 }
 
 
@@ -194,8 +215,10 @@ def choose_backend(asked: str, manifest: Manifest | None, device: str) -> tuple[
         return "onnxruntime", f"ONNX Runtime: TensorRT plans need a CUDA GPU (device {device})"
     key = plan_key(device)
     if key not in manifest.plans:
-        return "onnxruntime", (f"ONNX Runtime: no TensorRT plan for {key} (the directory has "
-                               f"{', '.join(manifest.plans)}; t4v export --format tensorrt builds one)")
+        return "onnxruntime", (
+            f"ONNX Runtime: no TensorRT plan for {key} (the directory has "
+            f"{', '.join(manifest.plans)}; t4v export --format tensorrt builds one)"
+        )
     return "tensorrt", f"TensorRT plan {manifest.plans[key]} matches this GPU and TensorRT {tensorrt_version()}"
 
 
@@ -216,24 +239,44 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
     text_encoder = TextEncoder(clip, device=device)
     decoder, gpu, decoder_why = choose_decoder(opts.decoder, device)
     info = ModelInfo(
-        arch=source.arch, model_id=clip.model_id, temporal=getattr(source.head, "kind", "mean"),
-        preprocess=source.mode, backend=encoder.name, device=encoder.device, precision=encoder.precision,
-        checkpoint=source.checkpoint, text_device=str(text_encoder.device),
+        arch=source.arch,
+        model_id=clip.model_id,
+        temporal=getattr(source.head, "kind", "mean"),
+        preprocess=source.mode,
+        backend=encoder.name,
+        device=encoder.device,
+        precision=encoder.precision,
+        checkpoint=source.checkpoint,
+        text_device=str(text_encoder.device),
         selection=f"{why}; {precision_why}; {decoder_why}" + _SCALED_BY[opts.scaler],
     )
-    log.info("model %s (%s head, %s preprocessing): %s on %s, %s; text encoder on %s. Why: %s", info.model_id,
-                info.temporal, info.preprocess, info.backend, info.device, info.precision, info.text_device,
-                info.selection)
-    pipeline = VideoPipeline(encoder, source.head, replace(source.preprocess, scaler=opts.scaler), decoder=decoder,
-                             gpu=gpu)
+    log.info(
+        "model %s (%s head, %s preprocessing): %s on %s, %s; text encoder on %s. Why: %s",
+        info.model_id,
+        info.temporal,
+        info.preprocess,
+        info.backend,
+        info.device,
+        info.precision,
+        info.text_device,
+        info.selection,
+    )
+    pipeline = VideoPipeline(
+        encoder, source.head, replace(source.preprocess, scaler=opts.scaler), decoder=decoder, gpu=gpu
+    )
     return Runtime(pipeline, text_encoder, info)
 
 
 def _weights_source(opts: ModelOptions, clip: LoadedClip) -> VisualSource:
     model = load_model(opts, clip)
-    return VisualSource(arch=model.clip.arch, head=model.head, preprocess=model.preprocess, mode=model.mode.value,
-                        checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
-                        visual=model.visual)
+    return VisualSource(
+        arch=model.clip.arch,
+        head=model.head,
+        preprocess=model.preprocess,
+        mode=model.mode.value,
+        checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
+        visual=model.visual,
+    )
 
 
 def _engine_source(opts: ModelOptions, text_model: str) -> VisualSource:
@@ -250,5 +293,12 @@ def _engine_source(opts: ModelOptions, text_model: str) -> VisualSource:
     mode = opts.preprocess or manifest.preprocess
     mean, std = tuple(manifest.mean), tuple(manifest.std)
     preprocess = PreprocessConfig.for_mode(mode, manifest.input_size, mean, std)  # type: ignore[arg-type]
-    return VisualSource(arch=manifest.architecture, head=load_head(directory, manifest), preprocess=preprocess,
-                        mode=mode, checkpoint=str(directory), engine_dir=directory, manifest=manifest)
+    return VisualSource(
+        arch=manifest.architecture,
+        head=load_head(directory, manifest),
+        preprocess=preprocess,
+        mode=mode,
+        checkpoint=str(directory),
+        engine_dir=directory,
+        manifest=manifest,
+    )

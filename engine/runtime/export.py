@@ -121,8 +121,15 @@ def export_onnx(encoder: PixelEncoder, path: Path, input_size: int, max_batch: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            encoder, (example,), str(path), input_names=["pixels"], output_names=["embeddings"],
-            dynamic_shapes={"pixels": {0: batch}}, dynamo=True, optimize=True, verbose=False,
+            encoder,
+            (example,),
+            str(path),
+            input_names=["pixels"],
+            output_names=["embeddings"],
+            dynamic_shapes={"pixels": {0: batch}},
+            dynamo=True,
+            optimize=True,
+            verbose=False,
         )
 
 
@@ -159,13 +166,28 @@ def export_engine(
     digest = weights_digest(visual, head)
     manifest = None if force else _reusable(out, digest, precision, max_batch, input_size, text_model)
     if manifest is None:
-        manifest = _export_onnx_and_head(visual, head, out, digest, architecture=architecture,
-                                         text_model=text_model, input_size=input_size, mean=mean, std=std,
-                                         preprocess=preprocess, precision=precision, max_batch=max_batch,
-                                         source=source or {})
+        manifest = _export_onnx_and_head(
+            visual,
+            head,
+            out,
+            digest,
+            architecture=architecture,
+            text_model=text_model,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            preprocess=preprocess,
+            precision=precision,
+            max_batch=max_batch,
+            source=source or {},
+        )
     else:
-        log.info("%s already holds these weights (%s, batch 1..%d): keeping its ONNX graph and head", out,
-                 precision, max_batch)
+        log.info(
+            "%s already holds these weights (%s, batch 1..%d): keeping its ONNX graph and head",
+            out,
+            precision,
+            max_batch,
+        )
     if fmt == "tensorrt":
         key = plan_key()
         plan = manifest.plans.get(key)
@@ -190,15 +212,31 @@ def _reusable(
     except ModelLoadError:
         return None
     same = (old.weights_sha256, old.precision, old.max_batch, old.input_size, old.text_model) == (
-        digest, precision, max_batch, input_size, text_model)
+        digest,
+        precision,
+        max_batch,
+        input_size,
+        text_model,
+    )
     files_there = all((out / name).is_file() for name in old.files.values())
     return old if same and files_there else None
 
 
 def _export_onnx_and_head(
-    visual: nn.Module, head: nn.Module, out: Path, digest: str, *, architecture: str, text_model: str,
-    input_size: int, mean: tuple[float, float, float], std: tuple[float, float, float], preprocess: str,
-    precision: Precision, max_batch: int, source: dict[str, str | None],
+    visual: nn.Module,
+    head: nn.Module,
+    out: Path,
+    digest: str,
+    *,
+    architecture: str,
+    text_model: str,
+    input_size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    preprocess: str,
+    precision: Precision,
+    max_batch: int,
+    source: dict[str, str | None],
 ) -> Manifest:
     for stale in [*out.glob("visual.*.plan"), out / "visual.onnx.data"]:
         stale.unlink(missing_ok=True)  # plans and weights of what this directory held before
@@ -215,13 +253,27 @@ def _export_onnx_and_head(
     kind = getattr(head, "kind", "mean")
     layers = len(getattr(getattr(head, "transformer", None), "resblocks", [])) or 6
     heads = getattr(head, "heads", None)
-    torch.save({"kind": str(kind), "layers": layers, "heads": heads, "state_dict": head.state_dict()}, out / files["head"])
+    torch.save(
+        {"kind": str(kind), "layers": layers, "heads": heads, "state_dict": head.state_dict()}, out / files["head"]
+    )
     return Manifest(
-        architecture=architecture, text_model=text_model, embed_dim=int(getattr(visual, "output_dim")),  # noqa: B009
-        input_size=input_size, input={"name": "pixels", "dtype": "uint8", "layout": "NCHW, RGB"},
-        mean=list(mean), std=list(std), preprocess=preprocess, temporal=kind, temporal_layers=layers,
-        precision=precision, max_batch=max_batch, files=files, weights_sha256=digest, source=source,
-        tools=_versions(), created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        architecture=architecture,
+        text_model=text_model,
+        embed_dim=int(getattr(visual, "output_dim")),  # noqa: B009
+        input_size=input_size,
+        input={"name": "pixels", "dtype": "uint8", "layout": "NCHW, RGB"},
+        mean=list(mean),
+        std=list(std),
+        preprocess=preprocess,
+        temporal=kind,
+        temporal_layers=layers,
+        precision=precision,
+        max_batch=max_batch,
+        files=files,
+        weights_sha256=digest,
+        source=source,
+        tools=_versions(),
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
 
 
@@ -245,7 +297,11 @@ def _copy_as(module: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def export_from_options(
-    opts: ModelOptions, out: Path, fmt: ExportFormat = ExportFormat.ONNX, precision: Precision = Precision.FP32, max_batch: int = 64,
+    opts: ModelOptions,
+    out: Path,
+    fmt: ExportFormat = ExportFormat.ONNX,
+    precision: Precision = Precision.FP32,
+    max_batch: int = 64,
     force: bool = False,
 ) -> Manifest:
     """Load what ``opts`` names (as ``t4v classify`` would, on the CPU) and write an engine directory."""
@@ -259,7 +315,18 @@ def export_from_options(
         "text4vis_checkpoint_sha256": file_digest(checkpoint, 64) if checkpoint else None,
     }
     return export_engine(
-        model.visual, model.head, out, architecture=model.clip.arch, text_model=model.clip.model_id,
-        input_size=cfg.crop, mean=cfg.mean, std=cfg.std, preprocess=model.mode.value, fmt=fmt, precision=precision,
-        max_batch=max_batch, source=source, force=force,
+        model.visual,
+        model.head,
+        out,
+        architecture=model.clip.arch,
+        text_model=model.clip.model_id,
+        input_size=cfg.crop,
+        mean=cfg.mean,
+        std=cfg.std,
+        preprocess=model.mode.value,
+        fmt=fmt,
+        precision=precision,
+        max_batch=max_batch,
+        source=source,
+        force=force,
     )

@@ -27,20 +27,25 @@ def background_for(vocabulary: Classifier, candidates: Classifier, close: float 
     own = {normalized(label) for label in vocabulary.labels}
     nearest = (candidates.matrix @ vocabulary.matrix.T).max(dim=1).values
     keep = [i for i, label in enumerate(candidates.labels) if normalized(label) not in own and nearest[i] < close]
-    return Classifier(tuple(candidates.labels[i] for i in keep), candidates.matrix[keep], candidates.templates,
-                      candidates.text_model)
+    return Classifier(
+        tuple(candidates.labels[i] for i in keep), candidates.matrix[keep], candidates.templates, candidates.text_model
+    )
 
 
-def decide(best: Prediction, background: list[Prediction], margin: float = 0.0,
-           min_score: float | None = None) -> Abstention:
+def decide(
+    best: Prediction, background: list[Prediction], margin: float = 0.0, min_score: float | None = None
+) -> Abstention:
     """Abstain when the best background label's cosine beats the best vocabulary label's by more
     than ``margin``, or when the best vocabulary cosine is below ``min_score``."""
     if background and background[0].score > best.score + margin:
-        return Abstention(True, f"background label {background[0].label!r} scores {background[0].score:.3f}, above "
-                                f"the best label {best.label!r} ({best.score:.3f}) by more than {margin:g}",
-                          background)
+        return Abstention(
+            True,
+            f"background label {background[0].label!r} scores {background[0].score:.3f}, above "
+            f"the best label {best.label!r} ({best.score:.3f}) by more than {margin:g}",
+            background,
+        )
     if min_score is not None and best.score < min_score:
-        return Abstention(True, f"the best label {best.label!r} scores {best.score:.3f}, under min_score "
-                                f"{min_score:g}", background)
+        return Abstention(
+            True, f"the best label {best.label!r} scores {best.score:.3f}, under min_score {min_score:g}", background
+        )
     return Abstention(False, None, background)
-

@@ -56,7 +56,10 @@ class Classifier:
 
     @classmethod
     def from_labels(
-        cls, encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+        cls,
+        encoder: TextEncoder,
+        labels: Sequence[str],
+        templates: Sequence[str] = (DEFAULT_TEMPLATE,),
         clean_labels: bool = False,
     ) -> Classifier:
         """Encode ``labels`` with ``templates`` (see :func:`models.classifiers.text_classifier`), under
@@ -71,7 +74,4 @@ class Classifier:
         probs = logits.double().softmax(dim=-1)
         k = len(self.labels) if top_k <= 0 else min(top_k, len(self.labels))
         top = torch.topk(probs, k)
-        return [
-            Prediction(self.labels[i], float(probs[i]), float(logits[i]) / 100.0)
-            for i in top.indices.tolist()
-        ]
+        return [Prediction(self.labels[i], float(probs[i]), float(logits[i]) / 100.0) for i in top.indices.tolist()]

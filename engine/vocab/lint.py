@@ -32,8 +32,12 @@ def normalized(label: str) -> str:
     return " ".join(re.sub(r"(?<=[a-z]{2})(es|s)$", "", w) for w in words)
 
 
-def lint(labels: tuple[str, ...] | list[str], matrix: np.ndarray, threshold: float = SIMILAR_COSINE,
-         limit: int = MAX_WARNINGS) -> list[LintWarning]:
+def lint(
+    labels: tuple[str, ...] | list[str],
+    matrix: np.ndarray,
+    threshold: float = SIMILAR_COSINE,
+    limit: int = MAX_WARNINGS,
+) -> list[LintWarning]:
     """Warnings for ``labels`` and their classifier rows ``matrix [C, D]`` (unit rows): near
     duplicates first, then the most similar pairs above ``threshold``; at most ``limit``.
     Computed in blocks of rows (never a C x C matrix); the pair search only up to
@@ -47,7 +51,7 @@ def lint(labels: tuple[str, ...] | list[str], matrix: np.ndarray, threshold: flo
             found[(j, i)] = LintWarning("near_duplicate", (labels[j], label), float(rows[j] @ rows[i]))
     similar: list[tuple[float, int, int]] = []
     for start in range(0, len(rows) if len(rows) <= MAX_PAIR_SEARCH else 0, 1024):
-        block = rows[start:start + 1024] @ rows.T  # [b, C]
+        block = rows[start : start + 1024] @ rows.T  # [b, C]
         ii, jj = np.nonzero(block > threshold)
         for i, j in zip((ii + start).tolist(), jj.tolist(), strict=True):
             if i < j and (i, j) not in found:

@@ -39,7 +39,10 @@ class CacheStats:
 
 
 def vocab_etag(
-    text_model: str, labels: Sequence[str], templates: Sequence[str], clean: bool = False,
+    text_model: str,
+    labels: Sequence[str],
+    templates: Sequence[str],
+    clean: bool = False,
     abstain: AbstainDefaults | None = None,
 ) -> str:
     """Content hash: the same labels, templates, clean-up, abstention default and text model give
@@ -85,9 +88,7 @@ class VocabRegistry:
 
     # -- validation -------------------------------------------------------------------------
 
-    def _clean(
-        self, name: str, labels: Sequence[str], templates: Sequence[str] | None
-    ) -> tuple[list[str], list[str]]:
+    def _clean(self, name: str, labels: Sequence[str], templates: Sequence[str] | None) -> tuple[list[str], list[str]]:
         """Clean and check a vocabulary's name, labels and templates; :class:`InputError` says what is wrong."""
         validate_name(name)
         return validate_labels(labels, self.max_labels), validate_templates(templates)
@@ -111,8 +112,13 @@ class VocabRegistry:
     # -- writes -----------------------------------------------------------------------------
 
     def put(
-        self, name: str, labels: Sequence[str], templates: Sequence[str] | None = None, if_match: str | None = None,
-        clean_labels: bool = False, abstain: AbstainDefaults | None = None,
+        self,
+        name: str,
+        labels: Sequence[str],
+        templates: Sequence[str] | None = None,
+        if_match: str | None = None,
+        clean_labels: bool = False,
+        abstain: AbstainDefaults | None = None,
     ) -> tuple[VocabRecord, bool]:
         """Store a new version (or nothing, for identical content). ``(record, changed)``.
         ``clean_labels``: prompts from cleaned-up labels (``ApplyEyeMakeup`` -> ``apply eye makeup``);
@@ -127,8 +133,9 @@ class VocabRegistry:
             if current is not None and current.etag == etag:
                 return current, False  # idempotent: nothing encoded, nothing written
         matrix = self._encode(clean, temps, cached, clean_labels=clean_labels)
-        record = VocabRecord(name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time(),
-                             clean_labels, abstain)
+        record = VocabRecord(
+            name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time(), clean_labels, abstain
+        )
         stored, changed = self.store.put(record, if_match)
         self._forget(name)
         return stored, changed
@@ -140,8 +147,12 @@ class VocabRegistry:
         return gone
 
     def _encode(
-        self, labels: list[str], templates: list[str], cached: dict[str, np.ndarray] | None = None,
-        keep: Callable[[dict[str, np.ndarray]], None] | None = None, clean_labels: bool = False,
+        self,
+        labels: list[str],
+        templates: list[str],
+        cached: dict[str, np.ndarray] | None = None,
+        keep: Callable[[dict[str, np.ndarray]], None] | None = None,
+        clean_labels: bool = False,
     ) -> np.ndarray:
         """The classifier matrix; new embeddings go to ``keep`` (by default the store)."""
         prompts = _prompts(labels, templates, clean_labels)
@@ -221,8 +232,9 @@ class VocabRegistry:
                 f"vocabulary {record.name!r} was encoded by {record.text_model}, this server runs "
                 f"{self.text_model}: PUT it again here"
             )
-        return Classifier(record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model,
-                          record.abstain)
+        return Classifier(
+            record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model, record.abstain
+        )
 
     def ad_hoc(
         self, labels: Sequence[str], templates: Sequence[str] | None = None, clean_labels: bool = False
@@ -254,8 +266,7 @@ class VocabRegistry:
         if self._background is None:
             labels = preset_labels("kinetics400")
             matrix = self._encode(labels, [DEFAULT_TEMPLATE])
-            self._background = Classifier(tuple(labels), torch.from_numpy(matrix), (DEFAULT_TEMPLATE,),
-                                          self.text_model)
+            self._background = Classifier(tuple(labels), torch.from_numpy(matrix), (DEFAULT_TEMPLATE,), self.text_model)
         return background_for(vocabulary, self._background)
 
     def _forget(self, name: str) -> None:

@@ -125,7 +125,8 @@ class SQLiteStore(VocabStore):
         with self._lock:
             row = self._db.execute(
                 "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels, "
-                "abstain FROM vocabs WHERE name = ?", (name,)
+                "abstain FROM vocabs WHERE name = ?",
+                (name,),
             ).fetchone()
         return None if row is None else self._record(row)
 
@@ -133,8 +134,16 @@ class SQLiteStore(VocabStore):
     def _record(row: tuple) -> VocabRecord:  # type: ignore[type-arg]
         name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean, abstain = row
         return VocabRecord(
-            name, version, etag, text_model, tuple(json.loads(labels)), tuple(json.loads(templates)),
-            _vec(matrix).reshape(-1, dim), updated_at, bool(clean), AbstainDefaults.from_json(abstain),
+            name,
+            version,
+            etag,
+            text_model,
+            tuple(json.loads(labels)),
+            tuple(json.loads(templates)),
+            _vec(matrix).reshape(-1, dim),
+            updated_at,
+            bool(clean),
+            AbstainDefaults.from_json(abstain),
         )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -157,10 +166,19 @@ class SQLiteStore(VocabStore):
                     self._db.execute(
                         "INSERT OR REPLACE INTO vocabs (name, version, etag, text_model, labels, templates, dim, "
                         "matrix, updated_at, clean_labels, abstain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (record.name, version, record.etag, record.text_model, json.dumps(record.labels),
-                         json.dumps(record.templates), record.matrix.shape[1],
-                         np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
-                         int(record.clean_labels), record.abstain.to_json() if record.abstain else None),
+                        (
+                            record.name,
+                            version,
+                            record.etag,
+                            record.text_model,
+                            json.dumps(record.labels),
+                            json.dumps(record.templates),
+                            record.matrix.shape[1],
+                            np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(),
+                            record.updated_at,
+                            int(record.clean_labels),
+                            record.abstain.to_json() if record.abstain else None,
+                        ),
                     )
                     self._db.execute("COMMIT")
                     stored = VocabRecord(**{**record.__dict__, "version": version})
@@ -251,11 +269,15 @@ class _Outage:
 
         try:
             yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                redis.exceptions.BusyLoadingError) as exc:
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError,
+        ) as exc:
             self.failed(exc)
-            raise StoreUnavailable(f"the vocabulary store (Redis at {self.where}) is unreachable; "
-                                   "retry shortly") from None
+            raise StoreUnavailable(
+                f"the vocabulary store (Redis at {self.where}) is unreachable; retry shortly"
+            ) from None
         self.recovered()
 
     def failed(self, exc: BaseException) -> None:
@@ -263,8 +285,12 @@ class _Outage:
             if self.down:
                 return
             self.down = True
-        log.warning("Redis at %s is unreachable (%s): serving the vocabularies held in memory; "
-                    "changes are refused until it is back", self.where, exc)
+        log.warning(
+            "Redis at %s is unreachable (%s): serving the vocabularies held in memory; "
+            "changes are refused until it is back",
+            self.where,
+            exc,
+        )
 
     def recovered(self) -> None:
         if not self.down:  # the common case: no lock
@@ -319,9 +345,15 @@ class RedisStore(VocabStore):
                 return None
             dim = int(h[b"dim"])
             return VocabRecord(
-                name, int(h[b"version"]), h[b"etag"].decode(), h[b"text_model"].decode(),
-                tuple(json.loads(h[b"labels"])), tuple(json.loads(h[b"templates"])),
-                _vec(h[b"matrix"]).reshape(-1, dim), float(h[b"updated_at"]), h.get(b"clean_labels") == b"1",
+                name,
+                int(h[b"version"]),
+                h[b"etag"].decode(),
+                h[b"text_model"].decode(),
+                tuple(json.loads(h[b"labels"])),
+                tuple(json.loads(h[b"templates"])),
+                _vec(h[b"matrix"]).reshape(-1, dim),
+                float(h[b"updated_at"]),
+                h.get(b"clean_labels") == b"1",
                 AbstainDefaults.from_json(h.get(b"abstain")),
             )
 
@@ -334,11 +366,20 @@ class RedisStore(VocabStore):
         with self.outage.guard():
             status, version = self._put(
                 keys=[self._key(record.name), self._names_key],
-                args=[if_match or "", record.etag, record.text_model, json.dumps(record.labels),
-                      json.dumps(record.templates), record.matrix.shape[1],
-                      np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(), record.updated_at,
-                      record.name, self._channel, "1" if record.clean_labels else "0",
-                      record.abstain.to_json() if record.abstain else ""],
+                args=[
+                    if_match or "",
+                    record.etag,
+                    record.text_model,
+                    json.dumps(record.labels),
+                    json.dumps(record.templates),
+                    record.matrix.shape[1],
+                    np.ascontiguousarray(record.matrix, dtype=np.float32).tobytes(),
+                    record.updated_at,
+                    record.name,
+                    self._channel,
+                    "1" if record.clean_labels else "0",
+                    record.abstain.to_json() if record.abstain else "",
+                ],
             )
             if status == -1:
                 raise PreconditionFailed(f"vocabulary {record.name!r} is not at ETag {if_match}")
@@ -369,8 +410,9 @@ class RedisStore(VocabStore):
                 version, etag, text_model, dim = fields
                 if version is None:  # deleted between SMEMBERS and HMGET
                     continue
-                out.append(VocabSummary(name, int(version), etag.decode(), text_model.decode(),
-                                        int(nbytes) // (4 * int(dim))))
+                out.append(
+                    VocabSummary(name, int(version), etag.decode(), text_model.decode(), int(nbytes) // (4 * int(dim)))
+                )
             return out
 
     def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:

@@ -31,8 +31,9 @@ def validate_labels(labels: Sequence[str], max_labels: int = MAX_LABELS) -> list
     if not labels:
         raise InputError("the label list is empty")
     if len(labels) == 1:
-        raise InputError("one label cannot be classified (softmax over a single label is always 1.0); "
-                         "give at least two")
+        raise InputError(
+            "one label cannot be classified (softmax over a single label is always 1.0); give at least two"
+        )
     if len(labels) > max_labels:
         raise InputError(f"{len(labels)} labels; at most {max_labels}")
     clean = []
@@ -63,7 +64,10 @@ def validate_templates(templates: Sequence[str] | None) -> list[str]:
 
 
 def check_prompt_lengths(
-    encoder: TextEncoder, labels: Sequence[str], templates: Sequence[str], known: Container[str] = (),
+    encoder: TextEncoder,
+    labels: Sequence[str],
+    templates: Sequence[str],
+    known: Container[str] = (),
     clean: bool = False,
 ) -> None:
     """Every prompt fits the text encoder (never silently truncated). Prompts in ``known`` (cached

@@ -37,13 +37,26 @@ from text4vis.models.media.nvdec import nvdec_problem
 from text4vis.models.media.pyav import PyAVReader
 
 __all__ = [
-    "DECODERS", "HAVE_DECORD", "IMAGE_FORMATS", "Decoder", "FrameFn", "FrameTimes", "MediaInfo", "MediaReader",
-    "nvdec_problem", "open_media", "renamed",
+    "DECODERS",
+    "HAVE_DECORD",
+    "IMAGE_FORMATS",
+    "Decoder",
+    "FrameFn",
+    "FrameTimes",
+    "MediaInfo",
+    "MediaReader",
+    "nvdec_problem",
+    "open_media",
+    "renamed",
 ]
 
 
 def open_media(
-    path: Path, decoder: Decoder = Decoder.AUTO, threads: int = 1, name: str | None = None, gpu: int = 0,
+    path: Path,
+    decoder: Decoder = Decoder.AUTO,
+    threads: int = 1,
+    name: str | None = None,
+    gpu: int = 0,
     limits: MediaLimits | None = None,
 ) -> MediaReader:
     """Open ``path`` as an image or a video within ``limits`` (the defaults of :class:`MediaLimits`
@@ -57,7 +70,6 @@ def open_media(
         return _open(path, decoder, threads, gpu, limits or MediaLimits())
     except MediaError as exc:
         raise renamed(exc, path, name) from None
-
 
 
 def _open(path: Path, decoder: Decoder, threads: int, gpu: int, limits: MediaLimits) -> MediaReader:

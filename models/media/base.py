@@ -73,7 +73,6 @@ class MediaReader(ABC):
             raise ValueError(f"frame indices {bad[:4]} outside 0..{self.info.num_frames - 1}")
 
 
-
 @dataclass(frozen=True)
 class FrameTimes:
     """When each frame of a video is shown, from its packets' timestamps (demuxing only, no
@@ -112,8 +111,9 @@ class OneSize:
             self._shape = shape
         elif shape != self._shape:
             shown = " and ".join(f"{w}x{h}" for h, w in sorted([self._shape, shape]))
-            raise MediaError(f"{self._name}: the frame size changes inside the file ({shown}); "
-                             "re-encode it at one size")
+            raise MediaError(
+                f"{self._name}: the frame size changes inside the file ({shown}); re-encode it at one size"
+            )
 
 
 def short(exc: BaseException) -> str:

@@ -79,4 +79,3 @@ def to_rgb(frame: av.VideoFrame, short_side: int | None = None) -> np.ndarray:
         height, width = width, height
     scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation=_SCALING)
     return upright(scaled.to_ndarray(), rotation)
-

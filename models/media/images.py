@@ -41,8 +41,9 @@ class PillowReader(MediaReader):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(path)
         except Image.DecompressionBombError:
-            raise MediaLimitExceeded(f"{path.name}: the image has more than {limits.max_pixels} pixels "
-                                     "(T4V_MAX_PIXELS)") from None
+            raise MediaLimitExceeded(
+                f"{path.name}: the image has more than {limits.max_pixels} pixels (T4V_MAX_PIXELS)"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             if looks_like_image:
                 raise MediaError(f"{path.name}: the image is truncated or corrupt ({short(exc)})") from None

@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 class PyAVReader(MediaReader):
     def __init__(
-        self, path: Path, threads: int, num_frames: int | None = None, count_frames: bool = True, seek: bool = True,
+        self,
+        path: Path,
+        threads: int,
+        num_frames: int | None = None,
+        count_frames: bool = True,
+        seek: bool = True,
         gpu: int | None = None,
     ) -> None:
         self._path = path
@@ -117,7 +122,10 @@ class PyAVReader(MediaReader):
             self._unread = None
 
     def _read_by_seeking(
-        self, wanted: list[int], skip: bool = True, convert: Callable[[av.VideoFrame], np.ndarray] | None = None,
+        self,
+        wanted: list[int],
+        skip: bool = True,
+        convert: Callable[[av.VideoFrame], np.ndarray] | None = None,
     ) -> dict[int, np.ndarray] | None:
         """Keyframes from the index, else from a packet scan (open GOPs, partial indexes); None
         when neither reads exactly (the caller counts frames)."""
@@ -127,8 +135,9 @@ class PyAVReader(MediaReader):
                 return None
             try:
                 with self._container() as container:
-                    decoded = read_seeking(container, wanted, self._threads, skip=skip, times=times,
-                                            convert=convert or to_rgb)
+                    decoded = read_seeking(
+                        container, wanted, self._threads, skip=skip, times=times, convert=convert or to_rgb
+                    )
             except Exception as exc:  # noqa: BLE001 - a failed seek or a damaged file: counting says which
                 log.debug("seeking in %s failed (%s)", self._path.name, short(exc))
                 continue
@@ -137,7 +146,9 @@ class PyAVReader(MediaReader):
         return None
 
     def _read_sequential(
-        self, container: av.container.InputContainer, wanted: set[int],
+        self,
+        container: av.container.InputContainer,
+        wanted: set[int],
         convert: Callable[[av.VideoFrame], np.ndarray] | None = None,
     ) -> dict[int, np.ndarray]:
         stream = video_stream(container, self._threads)

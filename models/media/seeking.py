@@ -46,8 +46,12 @@ def scan_packets(path: Path) -> FrameTimes | None:
 
 
 def read_seeking(
-    container: av.container.InputContainer, wanted: list[int], threads: int = 1, skip: bool = True,
-    times: FrameTimes | None = None, convert: Callable[[av.VideoFrame], np.ndarray] = to_rgb,
+    container: av.container.InputContainer,
+    wanted: list[int],
+    threads: int = 1,
+    skip: bool = True,
+    times: FrameTimes | None = None,
+    convert: Callable[[av.VideoFrame], np.ndarray] = to_rgb,
 ) -> dict[int, np.ndarray] | None:
     """The ``wanted`` frames (sorted display indices), jumping to the last keyframe before each
     one instead of decoding everything between them; ``None`` where that cannot be done exactly.
@@ -75,8 +79,9 @@ class _Timeline:
     """Display index <-> timestamp, and the keyframes: from the packet scan when there is one, else
     from the container's index and the frame rate (constant-rate video, closed GOPs only)."""
 
-    def __init__(self, keys: list[int], index_of: Callable[[int | None], int | None],
-                 seek_pts: Callable[[int], int]) -> None:
+    def __init__(
+        self, keys: list[int], index_of: Callable[[int | None], int | None], seek_pts: Callable[[int], int]
+    ) -> None:
         self.keys, self.index_of, self.seek_pts = keys, index_of, seek_pts
 
     @classmethod
@@ -91,9 +96,11 @@ class _Timeline:
             return None
         ticks = 1 / float(rate * base)  # stream time units per frame
         origin = stream.start_time or 0
-        return cls([i for i, entry in enumerate(entries) if entry.is_keyframe],
-                   lambda pts: None if pts is None else round((pts - origin) / ticks),
-                   lambda key: round(origin + key * ticks))
+        return cls(
+            [i for i, entry in enumerate(entries) if entry.is_keyframe],
+            lambda pts: None if pts is None else round((pts - origin) / ticks),
+            lambda key: round(origin + key * ticks),
+        )
 
     def key_of(self, index: int) -> int:
         """The last keyframe at or before ``index``."""
@@ -107,9 +114,15 @@ class _Mismatch(Exception):
 class _SeekingRead:
     """One read: per wanted frame, go on decoding or jump to its keyframe, and check each frame."""
 
-    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                 timeline: _Timeline, want: set[int], skip: bool,
-                 convert: Callable[[av.VideoFrame], np.ndarray]) -> None:
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        stream: av.video.stream.VideoStream,
+        timeline: _Timeline,
+        want: set[int],
+        skip: bool,
+        convert: Callable[[av.VideoFrame], np.ndarray],
+    ) -> None:
         self.container, self.stream, self.timeline = container, stream, timeline
         self.want, self.skip, self.convert = want, skip, convert
         self.codec = stream.codec_context

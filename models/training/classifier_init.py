@@ -65,8 +65,13 @@ def visual_features(
 
 
 def build_classifier(
-    kind: str, clip: LoadedClip, labels: Sequence[str], templates: Sequence[str], seed: int,
-    lda_data: tuple[torch.Tensor, torch.Tensor] | None = None, other_text_model: str | None = None,
+    kind: str,
+    clip: LoadedClip,
+    labels: Sequence[str],
+    templates: Sequence[str],
+    seed: int,
+    lda_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    other_text_model: str | None = None,
 ) -> torch.Tensor:
     dim = clip.embed_dim
     if kind == "text":

@@ -27,10 +27,14 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=0, description="DataLoader workers.")
 
     # model
-    arch: str | None = Field(None, description="open_clip architecture; default ViT-B-16, or the one a "
-                                               "clip_checkpoint's weights show (OpenAI or open_clip format).")
-    pretrained: str | None = Field(None, description="open_clip pretrained tag (default openai without a "
-                                                    "clip_checkpoint).")
+    arch: str | None = Field(
+        None,
+        description="open_clip architecture; default ViT-B-16, or the one a "
+        "clip_checkpoint's weights show (OpenAI or open_clip format).",
+    )
+    pretrained: str | None = Field(
+        None, description="open_clip pretrained tag (default openai without a clip_checkpoint)."
+    )
     clip_checkpoint: Path | None = None
     random_init: bool = Field(False, description="Start from random CLIP weights (tests only).")
     temporal: Literal["mean", "transf"] = "transf"
@@ -81,8 +85,9 @@ def flag_parser() -> argparse.ArgumentParser:
         if get_origin(kind) in (Union, UnionType):  # X | None -> X
             kind = next(a for a in get_args(kind) if a is not type(None))
         if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=field.description)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=field.description
+            )
         elif get_origin(kind) is list:
             parser.add_argument(flag, dest=name, nargs="+", default=None, help=field.description)
         elif get_origin(kind) is Literal:

@@ -75,8 +75,13 @@ def enough_frames(samples: list[Sample], frames: int, source: Path | str) -> lis
     reference filters its 3-column lists so; a 2-column list states no count and keeps all)."""
     kept = [s for s in samples if s.frames is None or s.frames >= frames]
     if len(kept) < len(samples):
-        log.info("%s: %d of %d videos have fewer than %d frames; training without them",
-                 source, len(samples) - len(kept), len(samples), frames)
+        log.info(
+            "%s: %d of %d videos have fewer than %d frames; training without them",
+            source,
+            len(samples) - len(kept),
+            len(samples),
+            frames,
+        )
     return kept
 
 
@@ -111,12 +116,16 @@ class ReferenceSizedCrop(T.Transform):
         box = reference_crop_box(width, height, draw)
         if box is not None:
             x, y, w, h = box
-            return T.functional.resize(clip[..., y:y + h, x:x + w], [self.size, self.size],
-                                       interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+            return T.functional.resize(
+                clip[..., y : y + h, x : x + w],
+                [self.size, self.size],
+                interpolation=T.InterpolationMode.BILINEAR,
+                antialias=True,
+            )
         scaled = T.functional.resize(clip, [self.size], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
         height, width = scaled.shape[-2:]
         x, y = draw.randint(0, width - self.size), draw.randint(0, height - self.size)
-        return scaled[..., y:y + self.size, x:x + self.size]
+        return scaled[..., y : y + self.size, x : x + self.size]
 
 
 def few_shot(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
@@ -148,8 +157,17 @@ class VideoDataset(Dataset):
     frames of ``clips`` views, short side to 256/224 of the input as Pillow resizes, ``crops`` crops."""
 
     def __init__(
-        self, samples: list[Sample], frames: int, input_size: int, mean: tuple[float, ...], std: tuple[float, ...],
-        train: bool, seed: int = 0, rand_augment: bool = False, clips: int = 1, crops: int = 1,
+        self,
+        samples: list[Sample],
+        frames: int,
+        input_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        train: bool,
+        seed: int = 0,
+        rand_augment: bool = False,
+        clips: int = 1,
+        crops: int = 1,
         grayscale: float = 0.2,
     ) -> None:
         self.samples = samples
@@ -164,7 +182,8 @@ class VideoDataset(Dataset):
         steps: list[T.Transform] = [
             T.Resize(self.preprocess.resize, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
             ReferenceSizedCrop(input_size),
-            T.RandomHorizontalFlip(), T.RandomGrayscale(p=grayscale),
+            T.RandomHorizontalFlip(),
+            T.RandomGrayscale(p=grayscale),
         ]
         if rand_augment:
             steps.append(T.RandAugment(num_ops=2, magnitude=9))
@@ -185,6 +204,7 @@ class VideoDataset(Dataset):
             torch.manual_seed(int(rng.integers(2**31)))  # torchvision's draws, tied to (seed, epoch, i)
             pixels = self.augment(clip).unsqueeze(0)  # one view
         else:
-            pixels = torch.from_numpy(views(sample_clip(sample.path, self.preprocess, self.frames, self.clips,
-                                                        self.crops)))
+            pixels = torch.from_numpy(
+                views(sample_clip(sample.path, self.preprocess, self.frames, self.clips, self.crops))
+            )
         return normalize(pixels, self.preprocess), sample.label

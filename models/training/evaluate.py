@@ -43,9 +43,14 @@ def half_class_splits(logits: torch.Tensor, labels: torch.Tensor, splits: int = 
 
 
 @torch.inference_mode()
-def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device: str,
-             num_classes: int, probabilities: list[torch.Tensor] | None = None,
-             half_splits: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: VideoClassifier,
+    loader: torch.utils.data.DataLoader,
+    device: str,
+    num_classes: int,
+    probabilities: list[torch.Tensor] | None = None,
+    half_splits: int = 0,
+) -> dict[str, Any]:
     """The metrics; ``probabilities`` (when given) receives each batch's ``[B, C]`` softmax, in order.
     ``half_splits``: also the zero-shot half-class splits' accuracies, mean and std."""
     model.eval()
@@ -80,15 +85,30 @@ def evaluate(model: VideoClassifier, loader: torch.utils.data.DataLoader, device
     }
     if half_splits and kept_logits:
         accuracies = half_class_splits(torch.cat(kept_logits), torch.cat(kept_labels), half_splits)
-        metrics.update({"half_splits_top1": accuracies, "half_splits_mean": float(np.mean(accuracies)),
-                        "half_splits_std": float(np.std(accuracies))})
+        metrics.update(
+            {
+                "half_splits_top1": accuracies,
+                "half_splits_mean": float(np.mean(accuracies)),
+                "half_splits_std": float(np.std(accuracies)),
+            }
+        )
     return metrics
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, splits: list[tuple[Path, Path]], *, clip_source: ClipSource,
-    templates: list[str] | None = None, frames: int = 8, clips: int = 1, crops: int = 1, root: Path | None = None,
-    batch_size: int = 8, device: str = "cpu", workers: int = 0, predictions: Path | None = None,
+    checkpoint: Path,
+    splits: list[tuple[Path, Path]],
+    *,
+    clip_source: ClipSource,
+    templates: list[str] | None = None,
+    frames: int = 8,
+    clips: int = 1,
+    crops: int = 1,
+    root: Path | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    workers: int = 0,
+    predictions: Path | None = None,
     half_splits: int = 0,
 ) -> dict[str, Any]:
     """``t4v eval``: a Text4Vis-layout checkpoint on ``(list, labels)`` pairs, single or multi-view.
@@ -105,8 +125,9 @@ def evaluate_checkpoint(
     from text4vis.models.training.data import VideoDataset, read_samples
 
     clip = load_clip(clip_source)
-    head = apply_text4vis_checkpoint(clip.model.visual, read_text4vis_checkpoint(checkpoint),
-                                     heads=head_count(clip.text_width))
+    head = apply_text4vis_checkpoint(
+        clip.model.visual, read_text4vis_checkpoint(checkpoint), heads=head_count(clip.text_width)
+    )
     text = TextEncoder(clip)
     results = []
     out = predictions.open("w") if predictions is not None else None
@@ -116,8 +137,9 @@ def evaluate_checkpoint(
             weights = text_classifier(text, classes, templates or [DEFAULT_TEMPLATE])
             model = VideoClassifier(clip.model.visual, head, weights).to(device)
             samples = read_samples(list_file, classes, root)
-            data = VideoDataset(samples, frames, clip.image_size, clip.mean, clip.std, train=False, clips=clips,
-                                crops=crops)
+            data = VideoDataset(
+                samples, frames, clip.image_size, clip.mean, clip.std, train=False, clips=clips, crops=crops
+            )
             probs: list[torch.Tensor] | None = [] if out is not None else None
             loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers)
             results.append(evaluate(model, loader, device, len(classes), probs, half_splits))
@@ -127,8 +149,10 @@ def evaluate_checkpoint(
                     line: dict[str, Any] = {"file": str(sample.path), "label": classes[sample.label]}
                     if len(splits) > 1:
                         line["split"] = number
-                    line["predictions"] = [{"label": classes[i], "probability": float(v)}
-                                           for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+                    line["predictions"] = [
+                        {"label": classes[i], "probability": float(v)}
+                        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+                    ]
                     out.write(json.dumps(line) + "\n")
     finally:
         if out is not None:

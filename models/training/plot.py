@@ -20,8 +20,13 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> None:
     loss_ax.set_ylabel("loss")
     if any("val_top1" in r for r in rows):
         acc_ax = loss_ax.twinx()
-        acc_ax.plot([r["epoch"] for r in rows if "val_top1" in r], [r["val_top1"] for r in rows if "val_top1" in r],
-                    "s--", color="tab:orange", label="val top-1")
+        acc_ax.plot(
+            [r["epoch"] for r in rows if "val_top1" in r],
+            [r["val_top1"] for r in rows if "val_top1" in r],
+            "s--",
+            color="tab:orange",
+            label="val top-1",
+        )
         acc_ax.set_ylabel("top-1")
         acc_ax.set_ylim(0, 1)
     fig.tight_layout()

@@ -70,8 +70,15 @@ def _param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, An
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups.setdefault(name.startswith("visual.") or name == "logit_scale", []).append(p)
-    return [{"params": ps, "lr": cfg.lr * (cfg.lr_ratio if backbone else 1.0), "weight_decay": cfg.weight_decay,
-             "backbone": backbone} for backbone, ps in groups.items()]
+    return [
+        {
+            "params": ps,
+            "lr": cfg.lr * (cfg.lr_ratio if backbone else 1.0),
+            "weight_decay": cfg.weight_decay,
+            "backbone": backbone,
+        }
+        for backbone, ps in groups.items()
+    ]
 
 
 def repeated_few_shot(full: list[Sample], shots: int, seed: int) -> list[Sample]:
@@ -90,7 +97,7 @@ def epoch_batches(order: np.ndarray, batch_size: int, rank: int, world: int, acc
     order = np.concatenate([order, order[: -len(order) % world]]) if len(order) % world else order
     steps = []
     for start in range(0, len(order), batch_size):
-        mine = order[start:start + batch_size][rank::world]
+        mine = order[start : start + batch_size][rank::world]
         steps.append([part.tolist() for part in np.array_split(mine, accumulate) if len(part)])
     return steps
 
@@ -100,10 +107,12 @@ def _rng_state() -> dict[str, Any]:
     numpy_state: Any = np.random.get_state()
     kind, keys, pos, has_gauss, cached = numpy_state
     version, inner, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "python": [version, list(inner), gauss],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(inner), gauss],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -124,33 +133,38 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.cuda.set_device(device)
     lead = rank == 0
     if cfg.batch_size % (world * cfg.accumulate):
-        raise ValueError(f"batch_size {cfg.batch_size} must divide by processes x accumulate "
-                         f"= {world * cfg.accumulate}")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must divide by processes x accumulate = {world * cfg.accumulate}"
+        )
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
     classes = read_labels(cfg.labels)
-    clip = load_clip(ClipSource(cfg.arch, cfg.pretrained,
-                                cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
+    clip = load_clip(ClipSource(cfg.arch, cfg.pretrained, cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
     full = enough_frames(read_samples(cfg.train_list, classes, cfg.root), cfg.frames, cfg.train_list)
     samples = repeated_few_shot(full, cfg.shots, cfg.seed) if cfg.shots else full
     batch_size = cfg.batch_size
     micro = max(1, batch_size // world // cfg.accumulate)
     steps_per_epoch = -(-len(samples) // batch_size)  # the last, partial batch included
     make = lambda s, train: VideoDataset(  # noqa: E731
-        s, cfg.frames, cfg.input_size, clip.mean, clip.std, train, cfg.seed, cfg.rand_augment, grayscale=cfg.grayscale)
+        s, cfg.frames, cfg.input_size, clip.mean, clip.std, train, cfg.seed, cfg.rand_augment, grayscale=cfg.grayscale
+    )
     train_set = make(samples, True)
 
     lda_data = None
     if cfg.classifier == "lda":
         lda_loader = DataLoader(make(few_shot(full, cfg.lda_shots, cfg.seed), False), batch_size=micro)
         lda_data = visual_features(clip.model.visual.to(device).eval(), lda_loader, device)
-    weights = build_classifier(cfg.classifier, clip, classes, cfg.templates, cfg.seed, lda_data,
-                               cfg.other_text_model)
+    weights = build_classifier(cfg.classifier, clip, classes, cfg.templates, cfg.seed, lda_data, cfg.other_text_model)
     head = build_temporal_head(cfg.temporal, clip.embed_dim, heads=head_count(clip.text_width))
-    model = VideoClassifier(clip.model.visual, head, weights, trainable_classifier=cfg.unfreeze_classifier,
-                            logit_scale=float(clip.model.logit_scale.detach()))
+    model = VideoClassifier(
+        clip.model.visual,
+        head,
+        weights,
+        trainable_classifier=cfg.unfreeze_classifier,
+        logit_scale=float(clip.model.logit_scale.detach()),
+    )
     model = model.to(device).train()
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), betas=cfg.betas, eps=1e-8)
@@ -172,31 +186,48 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         val_classes = read_labels(cfg.val_labels) if cfg.val_labels else classes
         val_samples = read_samples(cfg.val_list, val_classes, cfg.root)[rank::world]
         val_loader = DataLoader(make(val_samples, False), batch_size=max(1, micro), num_workers=cfg.workers)
-        val_weights = weights if cfg.val_labels is None else build_classifier(
-            "text", clip, val_classes, cfg.templates, cfg.seed)
+        val_weights = (
+            weights if cfg.val_labels is None else build_classifier("text", clip, val_classes, cfg.templates, cfg.seed)
+        )
 
     metrics: dict[str, Any] = {}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                        TimeElapsedColumn(), disable=not lead or not sys.stderr.isatty())
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        disable=not lead or not sys.stderr.isatty(),
+    )
     with progress:
         for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
             train_set.set_epoch(epoch)
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(samples))
             plan = epoch_batches(order, batch_size, rank, world, cfg.accumulate)
-            loader = DataLoader(train_set, batch_sampler=[part for step in plan for part in step],
-                                num_workers=cfg.workers)
+            loader = DataLoader(
+                train_set, batch_sampler=[part for step in plan for part in step], num_workers=cfg.workers
+            )
             task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
             net.train()
             t0 = time.perf_counter()
-            losses = _train_epoch(Step(net, optimizer, scheduler, scaler, use_amp, cfg.clip_grad, device, world),
-                                  plan, iter(loader), functools.partial(_advance, progress, task))
-            metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": float(np.mean(losses)),
-                       "step_losses": losses, "lr": scheduler.get_last_lr()[0],
-                       "seconds": time.perf_counter() - t0}
+            losses = _train_epoch(
+                Step(net, optimizer, scheduler, scaler, use_amp, cfg.clip_grad, device, world),
+                plan,
+                iter(loader),
+                functools.partial(_advance, progress, task),
+            )
+            metrics = {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps_per_epoch,
+                "loss": float(np.mean(losses)),
+                "step_losses": losses,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - t0,
+            }
             if val_loader is not None:
                 evaluated = model if cfg.val_labels is None else VideoClassifier(model.visual, model.head, val_weights)
-                metrics.update({f"val_{k}": v for k, v in evaluate(evaluated, val_loader, device,
-                                                                   len(val_weights)).items()})
+                metrics.update(
+                    {f"val_{k}": v for k, v in evaluate(evaluated, val_loader, device, len(val_weights)).items()}
+                )
             if lead:
                 _save(out, model, optimizer, scheduler, scaler, epoch + 1, cfg, metrics)
                 with (out / "metrics.jsonl").open("a") as f:
@@ -227,8 +258,12 @@ class Step:
     world: int
 
 
-def _train_epoch(step: Step, plan: list[list[list[int]]], batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-                 report: Callable[[str], None]) -> list[float]:
+def _train_epoch(
+    step: Step,
+    plan: list[list[list[int]]],
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    report: Callable[[str], None],
+) -> list[float]:
     """One epoch: per step, this process's micro-batches (gradients accumulated, all-reduced on
     the last), the loss being this process's mean as in the reference; the global mean loss of each step."""
     losses: list[float] = []
@@ -257,13 +292,23 @@ def _train_epoch(step: Step, plan: list[list[list[int]]], batches: Iterator[tupl
             dist.all_reduce(loss_sum)
         losses.append(float(loss_sum) / (mine * step.world))
         done += mine * step.world
-        report(f"loss {losses[-1]:.4f} lr {step.scheduler.get_last_lr()[0]:.2e} "
-               f"{done / (time.perf_counter() - t0):.1f} videos/s")
+        report(
+            f"loss {losses[-1]:.4f} lr {step.scheduler.get_last_lr()[0]:.2e} "
+            f"{done / (time.perf_counter() - t0):.1f} videos/s"
+        )
     return losses
 
 
-def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,
-          scaler: torch.amp.GradScaler, epoch: int, cfg: TrainConfig, metrics: dict[str, Any]) -> None:
+def _save(
+    out: Path,
+    model: VideoClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    cfg: TrainConfig,
+    metrics: dict[str, Any],
+) -> None:
     """``last.pt``: the released layout (``epoch``, ``model_state_dict``) plus what resuming needs."""
     state = {
         "epoch": epoch,
@@ -281,8 +326,9 @@ def _save(out: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, s
     tmp.replace(out / "last.pt")  # atomic: an interrupted save never leaves a broken checkpoint
 
 
-def _resume(path: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: torch.amp.GradScaler) -> int:
+def _resume(
+    path: Path, model: VideoClassifier, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler
+) -> int:
     state = torch.load(path, map_location="cpu", weights_only=True)
     head = apply_text4vis_checkpoint(model.visual, read_text4vis_checkpoint(path), getattr(model.head, "kind", None))
     model.head.load_state_dict(head.state_dict())

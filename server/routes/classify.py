@@ -20,16 +20,22 @@ from text4vis.server.uploads import receive_upload
 router = APIRouter(tags=["classify"])
 
 
-@router.post("/classify", response_model=ClassifyOut, responses=errors(400, 401, 404, 413, 415, 422, 503),
-             openapi_extra=ClassifyForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
+@router.post(
+    "/classify",
+    response_model=ClassifyOut,
+    responses=errors(400, 401, 404, 413, 415, 422, 503),
+    openapi_extra=ClassifyForm.openapi_body(),
+    dependencies=[Depends(require_key_to_classify)],
+)
 async def classify(request: Request, state: StateDep, flow: ClassifyDep) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
     with flow.admit() as ticket:  # before the upload is read: a full server answers at once
         async with receive_upload(request, state.upload_dir) as upload:  # written once, here
             ticket.uploaded()
             form, path = parse_form(ClassifyForm, upload)
-            result = await flow.classify(path, form.to_request(), timeout_s=state.settings.request_timeout_s,
-                                         name=display_name(upload.filename))
+            result = await flow.classify(
+                path, form.to_request(), timeout_s=state.settings.request_timeout_s, name=display_name(upload.filename)
+            )
             thumbnails = await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None
     return classify_out(result, thumbnails)
 
@@ -38,8 +44,11 @@ def classify_out(result: ClassifyResult, thumbnails: list[str] | None = None) ->
     abstention = result.abstention
     return ClassifyOut(
         vocab=VocabRef(name=result.vocab.name, version=result.vocab.version) if result.vocab else None,
-        predictions=predictions_out(result.predictions), model=result.model, frame_indices=result.frame_indices,
-        timing_ms=result.timing_ms, thumbnails=thumbnails,
+        predictions=predictions_out(result.predictions),
+        model=result.model,
+        frame_indices=result.frame_indices,
+        timing_ms=result.timing_ms,
+        thumbnails=thumbnails,
         abstained=abstention.abstained if abstention else None,
         abstain_reason=abstention.reason if abstention else None,
         background=predictions_out(abstention.background) if abstention and abstention.background else None,

@@ -28,16 +28,23 @@ async def ready(service: StateDep) -> Response:
         workers = engine.decode_pool.capacity()
         if engine.healthy() and workers > 0:
             return JSONResponse(Status(status="ready", detail=f"{workers} decode workers").model_dump())
-        detail = ("the encoder failed on its last batch (see the log)" if not engine.healthy()
-                  else "no decode worker is alive (see the log)")
+        detail = (
+            "the encoder failed on its last batch (see the log)"
+            if not engine.healthy()
+            else "no decode worker is alive (see the log)"
+        )
         status = Status(status="failed", detail=detail)
     else:
         status = Status(status="failed" if service.error else "loading", detail=service.error)
     return JSONResponse(status.model_dump(), status_code=503, headers={"Retry-After": "5"})
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
-            dependencies=[Depends(require_key_for_metrics)])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    dependencies=[Depends(require_key_for_metrics)],
+)
 async def metrics(service: StateDep) -> Response:
     """Prometheus metrics."""
     if service.classify_service is not None:

@@ -55,15 +55,28 @@ def _line_schema(model: type[BaseModel]) -> dict[str, object]:
     return schema
 
 
-_STREAMED = {"description": "With stream=true: one JSON object per line (start, segment..., end or error).",
-             "content": {NDJSON: {"schema": {"oneOf": [
-                 _line_schema(m) for m in (TimelineStartLine, TimelineSegmentLine, TimelineEndLine,
-                                           TimelineErrorLine)]}}}}
+_STREAMED = {
+    "description": "With stream=true: one JSON object per line (start, segment..., end or error).",
+    "content": {
+        NDJSON: {
+            "schema": {
+                "oneOf": [
+                    _line_schema(m)
+                    for m in (TimelineStartLine, TimelineSegmentLine, TimelineEndLine, TimelineErrorLine)
+                ]
+            }
+        }
+    },
+}
 
 
-@router.post("/classify/timeline", response_model=TimelineOut,
-             responses={200: _STREAMED, **errors(400, 401, 404, 413, 415, 422, 503)},
-             openapi_extra=TimelineForm.openapi_body(), dependencies=[Depends(require_key_to_classify)])
+@router.post(
+    "/classify/timeline",
+    response_model=TimelineOut,
+    responses={200: _STREAMED, **errors(400, 401, 404, 413, 415, 422, 503)},
+    openapi_extra=TimelineForm.openapi_body(),
+    dependencies=[Depends(require_key_to_classify)],
+)
 async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> TimelineOut | Response:
     """Classify a video window by window: segments with their predictions, and merged events."""
     settings = state.settings
@@ -81,10 +94,15 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
         ref = VocabRef(name=vocab.name, version=vocab.version) if vocab else None
         t1 = time.perf_counter()
         name = display_name(upload.filename)
-        plan = await flow.plan_timeline(path, window_s=form.window_s, stride_s=stride_s, frames=frames,
-                                        max_windows=settings.max_timeline_windows,
-                                        timeout_s=min(settings.request_timeout_s, settings.timeline_timeout_s),
-                                        name=name)
+        plan = await flow.plan_timeline(
+            path,
+            window_s=form.window_s,
+            stride_s=stride_s,
+            frames=frames,
+            max_windows=settings.max_timeline_windows,
+            timeout_s=min(settings.request_timeout_s, settings.timeline_timeout_s),
+            name=name,
+        )
         t2 = time.perf_counter()
         remaining = settings.timeline_timeout_s - (t2 - t1)
         segments = flow.timeline(path, plan, classifier, top_k=form.top_k, timeout_s=max(remaining, 1.0), name=name)
@@ -93,13 +111,25 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
             done = [s async for s in segments]
             timing["total"] = (time.perf_counter() - t0) * 1e3
             return TimelineOut(
-                vocab=ref, model=classifier.text_model, duration_s=plan.duration_s, window_s=form.window_s,
-                stride_s=stride_s, frames=frames, segments=[_segment(s) for s in done],
-                events=_events(merge_events(done)), timing_ms=_rounded(timing),
+                vocab=ref,
+                model=classifier.text_model,
+                duration_s=plan.duration_s,
+                window_s=form.window_s,
+                stride_s=stride_s,
+                frames=frames,
+                segments=[_segment(s) for s in done],
+                events=_events(merge_events(done)),
+                timing_ms=_rounded(timing),
             )
-        start = TimelineStartLine(vocab=ref, model=classifier.text_model, duration_s=plan.duration_s,
-                                  window_s=form.window_s, stride_s=stride_s, frames=frames,
-                                  windows=len(plan.windows))
+        start = TimelineStartLine(
+            vocab=ref,
+            model=classifier.text_model,
+            duration_s=plan.duration_s,
+            window_s=form.window_s,
+            stride_s=stride_s,
+            frames=frames,
+            windows=len(plan.windows),
+        )
         held = stack.pop_all()  # the stream now owns the admission and the upload
     return HeldStream(_lines(start, segments, timing, t0), held, media_type=NDJSON)
 
@@ -124,7 +154,10 @@ class HeldStream(StreamingResponse):
 
 
 async def _lines(
-    start: TimelineStartLine, segments: AsyncIterator[Segment], timing: dict[str, float], t0: float,
+    start: TimelineStartLine,
+    segments: AsyncIterator[Segment],
+    timing: dict[str, float],
+    t0: float,
 ) -> AsyncIterator[bytes]:
     yield _line(start)
     done: list[Segment] = []
@@ -150,13 +183,20 @@ def _line(model: BaseModel) -> bytes:
 
 
 def _segment(s: Segment) -> SegmentOut:
-    return SegmentOut(start_s=s.start_s, end_s=s.end_s, frame_indices=s.frame_indices, times_s=s.times_s,
-                      predictions=predictions_out(s.predictions))
+    return SegmentOut(
+        start_s=s.start_s,
+        end_s=s.end_s,
+        frame_indices=s.frame_indices,
+        times_s=s.times_s,
+        predictions=predictions_out(s.predictions),
+    )
 
 
 def _events(events: list[Event]) -> list[EventOut]:
-    return [EventOut(label=e.label, start_s=e.start_s, end_s=e.end_s, probability=e.probability, windows=e.windows)
-            for e in events]
+    return [
+        EventOut(label=e.label, start_s=e.start_s, end_s=e.end_s, probability=e.probability, windows=e.windows)
+        for e in events
+    ]
 
 
 def _rounded(timing: dict[str, float]) -> dict[str, float]:

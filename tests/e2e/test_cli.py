@@ -136,8 +136,17 @@ def test_duplicate_labels(tiny_clip_path: Path) -> None:
 def test_labels_file_and_table_output(tiny_clip_path: Path) -> None:
     clip = shared_path("videos", "ucf101_sample_320x240.avi")
     labels = shared_path("labels", "ucf_labels.csv")
-    result = invoke(str(clip), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path),
-                    "--labels-file", str(labels), "--top-k", "3")
+    result = invoke(
+        str(clip),
+        "--model",
+        TINY_ARCH,
+        "--clip-checkpoint",
+        str(tiny_clip_path),
+        "--labels-file",
+        str(labels),
+        "--top-k",
+        "3",
+    )
     assert result.exit_code == 0, result.stderr
     assert "probability" in result.stdout and str(clip) in result.stdout
 
@@ -156,8 +165,9 @@ def test_vocab_lint_offline(tiny_clip_path: Path, tmp_path: Path) -> None:
     """`t4v vocab lint FILE`: what PUT /vocab would warn about (and refuse), before sending it."""
     labels = tmp_path / "labels.txt"
     labels.write_text("surfing\nSurfing!\nyoga\n" + "word " * 80 + "\n")
-    r = CliRunner().invoke(app, ["vocab", "lint", str(labels), "--model", TINY_ARCH, "--clip-checkpoint",
-                                 str(tiny_clip_path), "--json"])
+    r = CliRunner().invoke(
+        app, ["vocab", "lint", str(labels), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--json"]
+    )
     assert r.exit_code == 1, r.output  # findings
     out = json.loads(r.stdout)
     assert out["labels"] == 4
@@ -165,6 +175,7 @@ def test_vocab_lint_offline(tiny_clip_path: Path, tmp_path: Path) -> None:
     assert len(out["too_long"]) == 1 and out["too_long"][0]["tokens"] > 77
     clean = tmp_path / "clean.txt"
     clean.write_text("surfing\nyoga\n")
-    ok = CliRunner().invoke(app, ["vocab", "lint", str(clean), "--model", TINY_ARCH, "--clip-checkpoint",
-                                  str(tiny_clip_path)])
+    ok = CliRunner().invoke(
+        app, ["vocab", "lint", str(clean), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
+    )
     assert ok.exit_code == 0 and ok.stdout.strip() == "2 labels: 0 warnings, 0 prompts too long"

@@ -58,18 +58,27 @@ def test_cli(live_server: str, tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("arm wrestling\nsurfing\n")
     cli = [sys.executable, "-m", "t4v_client.cli"]
-    put = subprocess.run([*cli, "vocab", "put", "cli-v", "--labels-file", str(labels), "--url", live_server],
-                         capture_output=True, text=True, timeout=60)
+    put = subprocess.run(
+        [*cli, "vocab", "put", "cli-v", "--labels-file", str(labels), "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert put.returncode == 0 and "cli-v v1: 2 labels" in put.stdout, put.stderr
     clip = generated_videos()["clip_a.mp4"]
-    out = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-v", "--json", "--url", live_server],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*cli, "classify", str(clip), "--vocab", "cli-v", "--json", "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert {p["label"] for p in json.loads(out.stdout)["predictions"]} == {"arm wrestling", "surfing"}
     table = subprocess.run([*cli, "vocab", "list", "--url", live_server], capture_output=True, text=True, timeout=60)
     assert "cli-v" in table.stdout
-    missing = subprocess.run([*cli, "vocab", "get", "nope", "--url", live_server], capture_output=True, text=True,
-                             timeout=60)
+    missing = subprocess.run(
+        [*cli, "vocab", "get", "nope", "--url", live_server], capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 2 and missing.stderr.strip() == "error: no vocabulary named 'nope'"
 
 
@@ -77,15 +86,24 @@ def test_cli_shows_lint_warnings_and_the_similarity_heatmap(live_server: str, tm
     labels = tmp_path / "labels.json"
     labels.write_text('["surfing", "Surfing!", "yoga"]')
     cli = [sys.executable, "-m", "t4v_client.cli"]
-    put = subprocess.run([*cli, "vocab", "put", "cli-lint", "--labels-file", str(labels), "--url", live_server],
-                         capture_output=True, text=True, timeout=60)
+    put = subprocess.run(
+        [*cli, "vocab", "put", "cli-lint", "--labels-file", str(labels), "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert put.returncode == 0 and "warning: near duplicate: 'surfing' and 'Surfing!'" in put.stderr, put.stderr
     png = tmp_path / "map.png"
-    heat = subprocess.run([*cli, "vocab", "similarity", "cli-lint", "--png", str(png), "--url", live_server],
-                          capture_output=True, text=True, timeout=60)
+    heat = subprocess.run(
+        [*cli, "vocab", "similarity", "cli-lint", "--png", str(png), "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert heat.returncode == 0 and png.read_bytes().startswith(b"\x89PNG"), heat.stderr
-    top = subprocess.run([*cli, "vocab", "similarity", "cli-lint", "--url", live_server], capture_output=True,
-                         text=True, timeout=60)
+    top = subprocess.run(
+        [*cli, "vocab", "similarity", "cli-lint", "--url", live_server], capture_output=True, text=True, timeout=60
+    )
     assert top.returncode == 0 and len(top.stdout.splitlines()) == 3 and "~" in top.stdout
 
 
@@ -99,8 +117,12 @@ def test_client_abstention(live_server: str) -> None:
     assert result.abstained is True and result.abstain_reason  # min_score 1: nothing reaches it
     assert result.background is not None and len(result.background) == 3 and result.predictions
     cli = [sys.executable, "-m", "t4v_client.cli"]
-    out = subprocess.run([*cli, "classify", str(clip), "--vocab", "client-open", "--min-score", "1", "--url",
-                          live_server], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*cli, "classify", str(clip), "--vocab", "client-open", "--min-score", "1", "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "none of these:" in out.stdout, out.stderr
 
 
@@ -110,8 +132,11 @@ def test_client_abstention_defaults_and_named_background(live_server: str) -> No
     clip = generated_videos()["clip_a.mp4"]
     with Client(live_server) as c:
         c.put_vocab("client-kitchen", ["cooking", "washing dishes", "chopping onion"])
-        v = c.put_vocab("client-default", ["basketball", "surfing"],
-                        abstain=AbstainDefault(margin=1.0, min_score=1.0, background="client-kitchen"))
+        v = c.put_vocab(
+            "client-default",
+            ["basketball", "surfing"],
+            abstain=AbstainDefault(margin=1.0, min_score=1.0, background="client-kitchen"),
+        )
         assert v.abstain == AbstainDefault(margin=1.0, min_score=1.0, background="client-kitchen")
         by_default = c.classify(clip, vocab="client-default")
         assert by_default.abstained is True and by_default.background is not None
@@ -120,13 +145,39 @@ def test_client_abstention_defaults_and_named_background(live_server: str) -> No
         named = c.classify(clip, labels=["basketball", "surfing"], background="client-kitchen")
         assert named.abstained is not None and named.background is not None
     cli = [sys.executable, "-m", "t4v_client.cli"]
-    put = subprocess.run([*cli, "vocab", "put", "cli-default", "--labels", "basketball,surfing", "--abstain",
-                          "--abstain-margin", "1", "--min-score", "1", "--url", live_server, "--json"],
-                         capture_output=True, text=True, timeout=60)
+    put = subprocess.run(
+        [
+            *cli,
+            "vocab",
+            "put",
+            "cli-default",
+            "--labels",
+            "basketball,surfing",
+            "--abstain",
+            "--abstain-margin",
+            "1",
+            "--min-score",
+            "1",
+            "--url",
+            live_server,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert put.returncode == 0 and json.loads(put.stdout)["abstain"]["min_score"] == 1.0, put.stderr
-    on = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-default", "--url", live_server],
-                        capture_output=True, text=True, timeout=60)
+    on = subprocess.run(
+        [*cli, "classify", str(clip), "--vocab", "cli-default", "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert on.returncode == 0 and "none of these:" in on.stdout, on.stderr
-    off = subprocess.run([*cli, "classify", str(clip), "--vocab", "cli-default", "--no-abstain", "--url", live_server],
-                         capture_output=True, text=True, timeout=60)
+    off = subprocess.run(
+        [*cli, "classify", str(clip), "--vocab", "cli-default", "--no-abstain", "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert off.returncode == 0 and "none of these:" not in off.stdout, off.stderr

@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(budget_s: int) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {**os.environ, "GPU_CHECK_BUDGET_S": str(budget_s)}
     t0 = time.monotonic()
-    done = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=budget_s + 60)
+    done = subprocess.run(
+        ["bash", "bench/gpu_check.sh", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=budget_s + 60,
+    )
     return done, time.monotonic() - t0
 
 
@@ -25,8 +31,14 @@ def test_dry_run_runs_every_stage() -> None:
     done, _ = _run(400)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    for heading in ("1. visual tower parity", "2. text tower", "3. torch backend throughput", "4. ONNX Runtime",
-                    "5. NVDEC vs CPU decoding", "6. the HTTP server under load"):
+    for heading in (
+        "1. visual tower parity",
+        "2. text tower",
+        "3. torch backend throughput",
+        "4. ONNX Runtime",
+        "5. NVDEC vs CPU decoding",
+        "6. the HTTP server under load",
+    ):
         assert f"== {heading}" in out
     assert "PASS visual fp32" in out and "PASS text tower" in out and "PASS torch.compile" in out
     assert "videos/s; latency p50" in out and '"selection":' in out

@@ -20,8 +20,9 @@ from tests.server_helpers import serve
 
 def _classify(url: str, **data: str) -> httpx.Response:
     clip = generated_videos()["clip_a.mp4"]
-    return httpx.post(f"{url}/classify", files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
-                      data=data, timeout=60)
+    return httpx.post(
+        f"{url}/classify", files={"file": (clip.name, clip.read_bytes(), "video/mp4")}, data=data, timeout=60
+    )
 
 
 @pytest.mark.slow
@@ -32,8 +33,11 @@ def test_a_redis_outage_under_load(tmp_path: Path, tiny_clip_path: Path) -> None
     stop = threading.Event()
     first_redis = contextlib.ExitStack()
     first_redis.enter_context(redis_server(tmp_path / "r1", port))
-    with first_redis, serve(tmp_path, tiny_clip_path, "--redis-url", url) as a, \
-            serve(tmp_path, tiny_clip_path, "--redis-url", url) as b:
+    with (
+        first_redis,
+        serve(tmp_path, tiny_clip_path, "--redis-url", url) as a,
+        serve(tmp_path, tiny_clip_path, "--redis-url", url) as b,
+    ):
         assert httpx.put(f"{a}/vocab/held", json={"labels": ["yoga", "surfing"]}, timeout=30).status_code == 201
         assert _classify(a, vocab="held").status_code == 200 and _classify(b, vocab="held").status_code == 200
 
@@ -75,8 +79,9 @@ def _while_redis_is_away_and_back(
     time.sleep(1.0)
     with redis_server(tmp_path / "r2", port):  # back, empty (no persistence)
         time.sleep(1.5)
-        assert httpx.put(f"{a}/vocab/held", json={"labels": ["yoga", "surfing", "skiing"]},
-                         timeout=30).status_code == 201
+        assert (
+            httpx.put(f"{a}/vocab/held", json={"labels": ["yoga", "surfing", "skiing"]}, timeout=30).status_code == 201
+        )
         back = _classify(b, vocab="held", top_k="0")
         assert back.status_code == 200 and len(back.json()["predictions"]) == 3, back.text
         stop.set()

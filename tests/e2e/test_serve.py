@@ -19,20 +19,27 @@ from text4vis.models.clip_loader import TINY_ARCH
 @pytest.mark.slow
 def test_two_replicas_share_vocabularies_through_redis(tmp_path: Path, tiny_clip_path: Path, redis_url: str) -> None:
     clip = generated_videos()["clip_a.mp4"]
-    with serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as a, \
-            serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as b:
+    with (
+        serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as a,
+        serve(tmp_path, tiny_clip_path, "--redis-url", redis_url) as b,
+    ):
         r = httpx.put(f"{a}/vocab/e2e", json={"labels": ["yoga", "surfing"]}, timeout=30)
         assert r.status_code == 201, r.text
         with clip.open("rb") as f:
-            got = httpx.post(f"{b}/classify", files={"file": (clip.name, f, "video/mp4")},
-                             data={"vocab": "e2e"}, timeout=60)
+            got = httpx.post(
+                f"{b}/classify", files={"file": (clip.name, f, "video/mp4")}, data={"vocab": "e2e"}, timeout=60
+            )
         assert got.status_code == 200, got.text
         assert got.json()["vocab"] == {"name": "e2e", "version": 1}
         grown = httpx.put(f"{a}/vocab/e2e", json={"labels": ["yoga", "surfing", "skiing"]}, timeout=30)
         assert grown.status_code == 200
         with clip.open("rb") as f:
-            again = httpx.post(f"{b}/classify", files={"file": (clip.name, f, "video/mp4")},
-                               data={"vocab": "e2e", "top_k": "0"}, timeout=60)
+            again = httpx.post(
+                f"{b}/classify",
+                files={"file": (clip.name, f, "video/mp4")},
+                data={"vocab": "e2e", "top_k": "0"},
+                timeout=60,
+            )
         assert again.json()["vocab"]["version"] == 2
         assert {p["label"] for p in again.json()["predictions"]} == {"yoga", "surfing", "skiing"}
         assert (httpx.get(f"{b}/vocab/e2e", timeout=10)).json()["version"] == 2
@@ -40,8 +47,19 @@ def test_two_replicas_share_vocabularies_through_redis(tmp_path: Path, tiny_clip
 
 def test_serve_fails_fast_on_a_checkpoint_that_does_not_fit(tiny_clip_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "text4vis.server.cli", "serve", "--model", "ViT-B-32", "--clip-checkpoint", str(tiny_clip_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "text4vis.server.cli",
+            "serve",
+            "--model",
+            "ViT-B-32",
+            "--clip-checkpoint",
+            str(tiny_clip_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2 and "does not fit the model" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -49,15 +67,28 @@ def test_serve_fails_fast_on_a_checkpoint_that_does_not_fit(tiny_clip_path: Path
 
 def test_serve_rejects_unsafe_settings() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "text4vis.server.cli", "serve", "--random-init", "--max-batch-frames", "64",
-         "--max-queue-frames", "8"], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "text4vis.server.cli",
+            "serve",
+            "--random-init",
+            "--max-batch-frames",
+            "64",
+            "--max-queue-frames",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2 and "max_queue_frames must be at least max_batch_frames" in proc.stderr
 
 
 def _serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "text4vis.server.cli", "serve", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "text4vis.server.cli", "serve", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_serve_on_a_busy_port_fails_before_loading_a_model(tiny_clip_path: Path) -> None:
@@ -68,13 +99,22 @@ def test_serve_on_a_busy_port_fails_before_loading_a_model(tiny_clip_path: Path)
         proc = _serve_fails("--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--port", str(port))
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (--port, T4V_PORT)")
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (--port, T4V_PORT)"
+    )
     assert "model t4v-tiny-vit" not in proc.stderr  # nothing was loaded
 
 
 def test_serve_with_an_unreachable_redis_exits_with_one_line(tiny_clip_path: Path) -> None:
-    proc = _serve_fails("--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--port", str(free_port()),
-                        "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    proc = _serve_fails(
+        "--model",
+        TINY_ARCH,
+        "--clip-checkpoint",
+        str(tiny_clip_path),
+        "--port",
+        str(free_port()),
+        "--redis-url",
+        f"redis://127.0.0.1:{free_port()}/0",
+    )
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot reach Redis at redis://127.0.0.1:") and "Traceback" not in proc.stderr

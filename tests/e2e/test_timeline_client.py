@@ -25,8 +25,9 @@ def joined(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_streamed_segments_arrive_before_the_video_is_done(live_server: str, tmp_path: Path) -> None:
     """A 60 s video in 1 s windows: eight decode jobs of 8 windows. The first segment reaches the
     client while later windows are still decoding, and the stream equals the one-piece answer."""
-    video = write_frames(tmp_path / "minute.mp4", moving_square_frames(600, 96, 64), fps=10,
-                         options={"preset": "ultrafast", "g": "20"})
+    video = write_frames(
+        tmp_path / "minute.mp4", moving_square_frames(600, 96, 64), fps=10, options={"preset": "ultrafast", "g": "20"}
+    )
     with Client(live_server) as c:
         t0 = time.perf_counter()
         arrivals, items = [], []
@@ -58,8 +59,19 @@ def test_async_client_streams_a_timeline(live_server: str, joined: Path) -> None
 
 
 def test_cli_prints_the_timeline_as_it_arrives(live_server: str, joined: Path) -> None:
-    cli = [sys.executable, "-m", "t4v_client.cli", "timeline", str(joined), "--labels", ",".join(LABELS),
-           "--window", "4", "--url", live_server]
+    cli = [
+        sys.executable,
+        "-m",
+        "t4v_client.cli",
+        "timeline",
+        str(joined),
+        "--labels",
+        ",".join(LABELS),
+        "--window",
+        "4",
+        "--url",
+        live_server,
+    ]
     out = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -67,8 +79,14 @@ def test_cli_prints_the_timeline_as_it_arrives(live_server: str, joined: Path) -
     assert [line.split()[0] for line in lines[1:4]] == ["0:00.0-0:04.0", "0:04.0-0:08.0", "0:08.0-0:12.0"]
     assert lines[4] == "events:" and len(lines) > 5
     raw = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=120)
-    assert [json.loads(line)["type"] for line in raw.stdout.splitlines()] == ["start", "segment", "segment",
-                                                                             "segment", "end"]
-    bad = subprocess.run([*cli[:5], "--labels", "a,b", "--window", "0", "--url", live_server], capture_output=True,
-                         text=True, timeout=60)
+    assert [json.loads(line)["type"] for line in raw.stdout.splitlines()] == [
+        "start",
+        "segment",
+        "segment",
+        "segment",
+        "end",
+    ]
+    bad = subprocess.run(
+        [*cli[:5], "--labels", "a,b", "--window", "0", "--url", live_server], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: window_s: input should be greater than 0")

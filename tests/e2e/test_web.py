@@ -12,8 +12,15 @@ import pytest
 from tests.media import generated_videos, joined_parts
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium)")
@@ -33,16 +40,22 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         assert page.locator("#model-line").inner_text().startswith("Model: t4v-tiny-vit/sha256:")
         assert page.locator("#random-warning").is_hidden()  # weights from a file: not --random-init
         page.click("#classify")  # nothing chosen yet: a plain-words error, no request
-        expected = ("Choose a video or an image to classify." if page.locator("#vocab-select").input_value()
-                    else "Choose or create a vocabulary first.")  # other e2e tests may have left vocabularies
+        expected = (
+            "Choose a video or an image to classify."
+            if page.locator("#vocab-select").input_value()
+            else "Choose or create a vocabulary first."
+        )  # other e2e tests may have left vocabularies
         assert page.locator("#error").inner_text() == expected
 
         page.fill("#vocab-name", "web-dups")
         page.fill("#vocab-labels", "surfing\nSurfing!\nyoga")
         page.click("#vocab-save")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Saved')")
-        assert page.locator("#vocab-warnings li").all_inner_texts()[0].startswith(
-            "Nearly the same label: “surfing” and “Surfing!”")  # the lint, shown; the vocabulary is saved
+        assert (
+            page.locator("#vocab-warnings li")
+            .all_inner_texts()[0]
+            .startswith("Nearly the same label: “surfing” and “Surfing!”")
+        )  # the lint, shown; the vocabulary is saved
         shot(page, "warnings")
 
         page.fill("#vocab-name", "web-sports")
@@ -80,7 +93,11 @@ def test_define_vocab_upload_clip_see_chart(live_server: str, tmp_path: Path) ->
         page.click("#vocab-view")
         page.wait_for_selector("#vocab-labels-view:not([hidden]) li")
         assert page.locator("#vocab-labels-list li").all_inner_texts() == [
-            "arm wrestling", "surfing", "yoga", "playing guitar"]
+            "arm wrestling",
+            "surfing",
+            "yoga",
+            "playing guitar",
+        ]
         heatmap = page.locator("#vocab-heatmap").get_attribute("href")
         assert heatmap == "/vocab/web-sports/similarity?format=png"
         assert httpx.get(f"{live_server}{heatmap}", timeout=30).headers["content-type"] == "image/png"
@@ -108,8 +125,12 @@ def test_timeline_band_and_none_of_these(live_server: str, tmp_path: Path) -> No
     joined, _ = joined_parts(tmp_path)
     labels = ["arm wrestling", "surfing", "yoga", "playing guitar"]
     httpx.put(f"{live_server}/vocab/web-timeline", json={"labels": labels}, timeout=60).raise_for_status()
-    api = httpx.post(f"{live_server}/classify/timeline", files={"file": ("joined.mp4", joined.read_bytes())},
-                     data={"vocab": "web-timeline", "window_s": "4"}, timeout=120).json()
+    api = httpx.post(
+        f"{live_server}/classify/timeline",
+        files={"file": ("joined.mp4", joined.read_bytes())},
+        data={"vocab": "web-timeline", "window_s": "4"},
+        timeout=120,
+    ).json()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1000, "height": 1100})
@@ -121,8 +142,10 @@ def test_timeline_band_and_none_of_these(live_server: str, tmp_path: Path) -> No
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Timeline done')")
         pieces = page.locator("#timeline-band .segment")
         assert pieces.count() == 3
-        placed = [(pieces.nth(i).evaluate("e => e.style.left"), pieces.nth(i).evaluate("e => e.style.width"))
-                  for i in range(3)]
+        placed = [
+            (pieces.nth(i).evaluate("e => e.style.left"), pieces.nth(i).evaluate("e => e.style.width"))
+            for i in range(3)
+        ]
         assert [left for left, _ in placed] == ["0%", "33.3333%", "66.6667%"], placed
         tops = [s["predictions"][0]["label"] for s in api["segments"]]
         assert [pieces.nth(i).get_attribute("data-label") for i in range(3)] == tops
@@ -138,8 +161,12 @@ def test_timeline_band_and_none_of_these(live_server: str, tmp_path: Path) -> No
         page.wait_for_selector("#results:not([hidden]) .bar")
         assert page.locator("#timeline-results").is_hidden()
         clip = generated_videos()["clip_a.mp4"].read_bytes()
-        answer = httpx.post(f"{live_server}/classify", files={"file": ("clip_a.mp4", clip)},
-                            data={"vocab": "web-timeline", "abstain": "true"}, timeout=60).json()
+        answer = httpx.post(
+            f"{live_server}/classify",
+            files={"file": ("clip_a.mp4", clip)},
+            data={"vocab": "web-timeline", "abstain": "true"},
+            timeout=60,
+        ).json()
         box = page.locator("#abstained")
         assert box.is_visible() == answer["abstained"]
         if answer["abstained"]:

@@ -45,8 +45,9 @@ def test_changes_need_a_key_and_reads_do_not(
             assert bad_body.status_code == 401  # who you are before what you sent
             ok = await c.put("/vocab/k", json={"labels": ["a", "b"]}, headers={"Authorization": f"Bearer {KEY}"})
             assert ok.status_code == 201, ok.text
-            assert (await c.put("/vocab/k", json={"labels": ["a", "b", "c"]},
-                                headers={"X-API-Key": "another"})).status_code == 200
+            assert (
+                await c.put("/vocab/k", json={"labels": ["a", "b", "c"]}, headers={"X-API-Key": "another"})
+            ).status_code == 200
             assert (await c.get("/vocab")).status_code == 200 and (await c.get("/vocab/k")).status_code == 200
             assert (await c.post("/classify", files=_upload(), data={"vocab": "k"})).status_code == 200
             assert (await c.get("/metrics")).status_code == 200
@@ -67,8 +68,9 @@ def test_classify_and_metrics_can_require_a_key(tmp_path: Path, runtime: Runtime
         app = make_app(tmp_path, runtime, api_key_file=key_file, auth_classify=True, auth_metrics=True)
         async with running(app) as c:
             assert (await c.post("/classify", files=_upload(), data={"labels": '["a", "b"]'})).status_code == 401
-            authed = await c.post("/classify", files=_upload(), data={"labels": '["a", "b"]'},
-                                  headers={"Authorization": f"Bearer {KEY}"})
+            authed = await c.post(
+                "/classify", files=_upload(), data={"labels": '["a", "b"]'}, headers={"Authorization": f"Bearer {KEY}"}
+            )
             assert authed.status_code == 200, authed.text
             assert (await c.get("/metrics")).status_code == 401
             assert (await c.get("/metrics", headers={"X-API-Key": KEY})).status_code == 200

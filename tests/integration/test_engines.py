@@ -151,8 +151,9 @@ def test_tensorrt_unavailable_is_a_clear_refusal(tiny_engine: Path, tiny_clip_pa
         pytest.skip("TensorRT is installed here: the refusal path does not apply")
     base = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
     video = str(generated_videos()["clip_a.mp4"])
-    r = CliRunner().invoke(app, ["classify", video, *base, "--labels", "a", "--engine", str(tiny_engine),
-                                 "--backend", "tensorrt"])
+    r = CliRunner().invoke(
+        app, ["classify", video, *base, "--labels", "a", "--engine", str(tiny_engine), "--backend", "tensorrt"]
+    )
     assert r.exit_code == 2 and "holds no TensorRT engine" in r.stderr
     r = CliRunner().invoke(app, ["export", *base, "--format", "tensorrt", "--out", str(tmp_path / "trt")])
     assert r.exit_code == 2 and "TensorRT is not installed" in r.stderr
@@ -163,8 +164,9 @@ def test_tensorrt_matches_torch(tmp_path: Path, tiny_clip_path: Path) -> None:  
     opts = ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path)
     export_from_options(opts, tmp_path / "trt", fmt="tensorrt", precision="fp16", max_batch=16)
     ref = build_runtime(replace(opts, precision="fp32"))
-    trt = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "trt",
-                                     backend="tensorrt"))
+    trt = build_runtime(
+        ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tmp_path / "trt", backend="tensorrt")
+    )
     x = _pixels(20)
     assert F.cosine_similarity(trt.pipeline.encoder.encode(x), ref.pipeline.encoder.encode(x)).min() >= 0.999
 

@@ -33,18 +33,35 @@ def test_eval_and_the_server_give_the_same_probabilities(tmp_path: Path, tiny_cl
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
     (tmp_path / "list.txt").write_text(f"{video} 2\n")
     out = tmp_path / "predictions.jsonl"
-    result = CliRunner().invoke(app, [
-        "eval", str(checkpoint), "--list", str(tmp_path / "list.txt"), "--labels", str(tmp_path / "labels.txt"),
-        "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--frames", "8", "--views", "2x3",
-        "--predictions", str(out),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint),
+            "--list",
+            str(tmp_path / "list.txt"),
+            "--labels",
+            str(tmp_path / "labels.txt"),
+            "--model",
+            TINY_ARCH,
+            "--clip-checkpoint",
+            str(tiny_clip_path),
+            "--frames",
+            "8",
+            "--views",
+            "2x3",
+            "--predictions",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (line,) = out.read_text().splitlines()
     evaluated = {p["label"]: p["probability"] for p in json.loads(line)["predictions"]}
     assert len(evaluated) == 5
 
-    runtime = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path,
-                                         text4vis_checkpoint=checkpoint, device="cpu"))
+    runtime = build_runtime(
+        ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, text4vis_checkpoint=checkpoint, device="cpu")
+    )
     assert runtime.info.preprocess == "text4vis" and runtime.info.temporal == "transf"
 
     async def served() -> dict[str, float]:

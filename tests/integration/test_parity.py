@@ -50,8 +50,13 @@ def test_image_matches_open_clip_zero_shot(tiny_clip_path: Path, tmp_path: Path,
     names = LABELS  # as written, as the reference prompts them
     with torch.no_grad():
         classifier = open_clip.build_zero_shot_classifier(
-            model, tokenizer, names, list(KINETICS_TEMPLATES) if templates else ["a video of a person {}."],
-            num_classes_per_batch=4, device="cpu", use_tqdm=False,
+            model,
+            tokenizer,
+            names,
+            list(KINETICS_TEMPLATES) if templates else ["a video of a person {}."],
+            num_classes_per_batch=4,
+            device="cpu",
+            use_tqdm=False,
         )
         feats = F.normalize(model.encode_image(preprocess(Image.open(image)).unsqueeze(0)), dim=-1)
         ref = (100.0 * feats @ classifier).softmax(dim=-1)[0]
@@ -66,10 +71,13 @@ def _first_frame() -> np.ndarray:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")
 
 
-@pytest.mark.parametrize(("arch", "size", "video"), [
-    (TINY_ARCH, 224, "arm_wrestling.mp4"),  # landscape, 224 px: short side to 256, crops left/right/center
-    ("t4v-tiny-vit-336", 336, "portrait"),  # 336 px: short side to 336 (S = C); portrait: crops along the width
-])
+@pytest.mark.parametrize(
+    ("arch", "size", "video"),
+    [
+        (TINY_ARCH, 224, "arm_wrestling.mp4"),  # landscape, 224 px: short side to 256, crops left/right/center
+        ("t4v-tiny-vit-336", 336, "portrait"),  # 336 px: short side to 336 (S = C); portrait: crops along the width
+    ],
+)
 def test_text4vis_checkpoint_multiview_matches_reference(
     tiny_clip_path: Path, tmp_path: Path, arch: str, size: int, video: str
 ) -> None:
@@ -91,8 +99,19 @@ def test_text4vis_checkpoint_multiview_matches_reference(
     else:
         path = shared_path("videos", video)
     out = run_cli(
-        str(path), "--model", arch, "--clip-checkpoint", str(clip_path),
-        "--text4vis-checkpoint", str(ckpt), "--labels", ",".join(LABELS), "--views", "4x3", "--decoder", "pyav",
+        str(path),
+        "--model",
+        arch,
+        "--clip-checkpoint",
+        str(clip_path),
+        "--text4vis-checkpoint",
+        str(ckpt),
+        "--labels",
+        ",".join(LABELS),
+        "--views",
+        "4x3",
+        "--decoder",
+        "pyav",
     )
     assert out["model"]["temporal"] == "transf" and out["model"]["preprocess"] == "text4vis"
 
@@ -109,8 +128,9 @@ def test_text4vis_checkpoint_multiview_matches_reference(
     sd = {k: v.detach() for k, v in head.state_dict().items()}
     with torch.no_grad():
         for clip_idx in indices:
-            scaled = [T.Resize(short, interpolation=T.InterpolationMode.BICUBIC)(Image.fromarray(frames[i]))
-                      for i in clip_idx]
+            scaled = [
+                T.Resize(short, interpolation=T.InterpolationMode.BICUBIC)(Image.fromarray(frames[i])) for i in clip_idx
+            ]
             w, h = scaled[0].size
             w_step, h_step = (w - size) // 4, (h - size) // 4
             for left in (0, 2 * w_step, 4 * w_step):  # GroupFullResSample: along the width, whatever the shape
@@ -118,8 +138,9 @@ def test_text4vis_checkpoint_multiview_matches_reference(
                 pixels = torch.stack([to_tensor(im.crop((left, top, left + size, top + size))) for im in scaled])
                 views.append(reference_transf(sd, visual(pixels)[None], layers=6, heads=128 // 64)[0])  # text width
         video_emb = F.normalize(torch.stack(views).mean(0), dim=-1)
-        text = F.normalize(clip.encode_text(open_clip.get_tokenizer(arch)(
-            [f"a video of a person {x}." for x in LABELS])), dim=-1)  # labels as written
+        text = F.normalize(
+            clip.encode_text(open_clip.get_tokenizer(arch)([f"a video of a person {x}." for x in LABELS])), dim=-1
+        )  # labels as written
         ref = (100.0 * video_emb @ text.T).softmax(-1)
     ours = probs_by_label(out)
     diff = max(abs(ours[label] - float(ref[i])) for i, label in enumerate(LABELS))

@@ -124,7 +124,11 @@ def test_summaries_match_the_records(registry: VocabRegistry) -> None:
     for row in rows:
         full = registry.get(row.name)
         assert (row.version, row.etag, row.text_model, row.num_labels) == (
-            full.version, full.etag, full.text_model, len(full.labels))
+            full.version,
+            full.etag,
+            full.text_model,
+            len(full.labels),
+        )
     assert rows[0].version == 2 and rows[0].num_labels == 2
 
 
@@ -208,8 +212,9 @@ def test_ad_hoc_embeddings_stay_in_a_bounded_cache(store_factory, tiny_clip: Loa
     assert len(enc.encoded) == before and again.labels == ("label 4a", "label 4b")
     registry.ad_hoc(["label 0a", "label 0b"])  # dropped long ago: encoded again
     assert enc.encoded[-2:] == ["a video of a person label 0a.", "a video of a person label 0b."]
-    np.testing.assert_allclose(registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy(),
-                               registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy())
+    np.testing.assert_allclose(
+        registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy(), registry.ad_hoc(["label 0a", "yoga"]).matrix.numpy()
+    )
 
 
 def test_clean_labels_is_stored_and_part_of_the_etag(registry: VocabRegistry) -> None:
@@ -236,14 +241,17 @@ def test_abstention_default_is_stored_in_both_stores_and_part_of_the_etag(regist
 
 
 def test_a_long_encode_reports_progress(
-    store_factory, tiny_clip: LoadedClip, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+    store_factory,
+    tiny_clip: LoadedClip,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     """A PUT of thousands of prompts says how far it is: INFO lines and a counter (/metrics)."""
     import logging
 
     counted: list[int] = []
-    registry = VocabRegistry(store_factory(), TextEncoder(tiny_clip), max_labels=2000,
-                             on_prompts_encoded=counted.append)
+    registry = VocabRegistry(
+        store_factory(), TextEncoder(tiny_clip), max_labels=2000, on_prompts_encoded=counted.append
+    )
     caplog.set_level(logging.INFO, logger="text4vis.engine.vocab.registry")
     registry.put("big", [f"class {i}" for i in range(1200)])
     assert sum(counted) == 1200 and len(counted) > 1  # one report per batch

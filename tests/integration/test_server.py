@@ -45,8 +45,11 @@ def test_vocab_lifecycle(tmp_path: Path, runtime: Runtime) -> None:
 
             stale = await c.put("/vocab/sports", json={"labels": ["x", "y"]}, headers={"If-Match": '"nope"'})
             assert stale.status_code == 412
-            ok = await c.put("/vocab/sports", json={"labels": [*LABELS, "skiing"], "templates": ["a photo of {}."]},
-                             headers={"If-Match": r.headers["etag"]})
+            ok = await c.put(
+                "/vocab/sports",
+                json={"labels": [*LABELS, "skiing"], "templates": ["a photo of {}."]},
+                headers={"If-Match": r.headers["etag"]},
+            )
             assert ok.status_code == 200 and ok.json()["version"] == 2
 
             listing = (await c.get("/vocab")).json()["vocabularies"]
@@ -168,14 +171,17 @@ def test_upload_cap_is_413(tmp_path: Path, runtime: Runtime) -> None:
             assert r.status_code == 413 and "larger than 65536 bytes" in r.json()["detail"]
 
             async def chunks():  # noqa: ANN202 - no Content-Length: the cap is counted while streaming
-                yield (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n'
-                       b"Content-Type: video/mp4\r\n\r\n")
+                yield (
+                    b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n'
+                    b"Content-Type: video/mp4\r\n\r\n"
+                )
                 for _ in range(100):
                     yield b"x" * 4096
                 yield b"\r\n--xyz--\r\n"
 
-            streamed = await c.post("/classify", content=chunks(),
-                                    headers={"content-type": "multipart/form-data; boundary=xyz"})
+            streamed = await c.post(
+                "/classify", content=chunks(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+            )
             assert streamed.status_code == 413
 
     run(go())
@@ -212,6 +218,7 @@ def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime
 def test_a_burst_that_fits_the_wait_is_served_whole(tmp_path: Path, runtime: Runtime) -> None:
     """16 concurrent requests on 2 decode threads: the predicted wait is well under
     max_queue_wait_s, so none is refused (a fixed queue of twice the workers refused 12)."""
+
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
             files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
@@ -275,7 +282,7 @@ def test_full_decode_queue_is_fast_503(tmp_path: Path, runtime: Runtime, monkeyp
             assert codes.count(200) >= 2 and 503 in codes, codes
             busy = next(r for r in results if r.status_code == 503)
             assert busy.headers["retry-after"] == "1" and "requests are in progress" in busy.json()["detail"]
-            assert 't4v_decode_pending 0.0' in (await c.get("/metrics")).text
+            assert "t4v_decode_pending 0.0" in (await c.get("/metrics")).text
 
     run(go())
 
@@ -368,8 +375,9 @@ def test_the_upload_is_written_once_into_the_spool_and_removed(
             assert r.json()["detail"].startswith("top_k: input should be greater than or equal to 0")
             r = await c.post("/classify", data={"labels": '["a", "b"]'}, files={"other": ("x", b"y")})
             assert r.status_code == 422 and r.json()["detail"].startswith("unknown field 'other'; the fields are file,")
-            r = await c.post("/classify", data={"labels": '["a", "b"]', "top_k": "1"},
-                             files={"labels": (None, '["a", "b"]')})
+            r = await c.post(
+                "/classify", data={"labels": '["a", "b"]', "top_k": "1"}, files={"labels": (None, '["a", "b"]')}
+            )
             assert r.status_code == 422 and r.json()["detail"] == "file is required"
 
     run(go())
@@ -398,11 +406,14 @@ def test_fast_sampling_per_request_and_as_the_default(tmp_path: Path, runtime: R
     run(go())
 
 
-@pytest.mark.parametrize("body", [
-    b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n\x00\x01",  # cut short
-    b"--xyz\r\nnot a header line at all\r\n\r\n--xyz--\r\n",
-    b"no boundary anywhere",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n\x00\x01',  # cut short
+        b"--xyz\r\nnot a header line at all\r\n\r\n--xyz--\r\n",
+        b"no boundary anywhere",
+    ],
+)
 def test_a_malformed_multipart_body_is_a_4xx(tmp_path: Path, runtime: Runtime, body: bytes) -> None:
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
@@ -436,8 +447,7 @@ def test_labels_are_prompted_as_written_and_clean_up_is_opt_in(tmp_path: Path, r
             as_written = await c.put("/vocab/ucf", json={"labels": ["ApplyEyeMakeup", "brush_hair"]})
             assert as_written.status_code == 201 and as_written.json()["clean_labels"] is False
             assert as_written.json()["templates"] == ["a video of a person {}."]  # the reference's one template
-            cleaned = await c.put("/vocab/ucf", json={"labels": ["ApplyEyeMakeup", "brush_hair"],
-                                                      "clean_labels": True})
+            cleaned = await c.put("/vocab/ucf", json={"labels": ["ApplyEyeMakeup", "brush_hair"], "clean_labels": True})
             assert cleaned.status_code == 200 and cleaned.json()["version"] == 2 and cleaned.json()["clean_labels"]
             assert cleaned.json()["etag"] != as_written.json()["etag"]
             files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
@@ -465,11 +475,15 @@ def test_a_database_of_an_earlier_version_opens_and_keeps_its_vocabularies(tmp_p
     from text4vis.engine.vocab.stores import SQLiteStore
 
     db = sqlite3.connect(tmp_path / "vocab.db")
-    db.execute("CREATE TABLE vocabs (name TEXT PRIMARY KEY, version INTEGER NOT NULL, etag TEXT NOT NULL, "
-               "text_model TEXT NOT NULL, labels TEXT NOT NULL, templates TEXT NOT NULL, dim INTEGER NOT NULL, "
-               "matrix BLOB NOT NULL, updated_at REAL NOT NULL)")
-    db.execute("INSERT INTO vocabs VALUES ('old', 3, 'e', 'm', '[\"a\", \"b\"]', '[\"{}\"]', 2, ?, 1.0)",
-               (np.eye(2, dtype=np.float32).tobytes(),))
+    db.execute(
+        "CREATE TABLE vocabs (name TEXT PRIMARY KEY, version INTEGER NOT NULL, etag TEXT NOT NULL, "
+        "text_model TEXT NOT NULL, labels TEXT NOT NULL, templates TEXT NOT NULL, dim INTEGER NOT NULL, "
+        "matrix BLOB NOT NULL, updated_at REAL NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO vocabs VALUES ('old', 3, 'e', 'm', '[\"a\", \"b\"]', '[\"{}\"]', 2, ?, 1.0)",
+        (np.eye(2, dtype=np.float32).tobytes(),),
+    )
     db.commit()
     db.close()
     record = SQLiteStore(tmp_path / "vocab.db").get("old")
@@ -503,8 +517,9 @@ def test_classify_files_reports_each_file_done(runtime: Runtime, tmp_path: Path)
     bad.write_text("not a video")
     done: list[int] = []
     videos = generated_videos()
-    out = classify_offline(runtime, LABELS, [videos["clip_a.mp4"], bad, videos["clip_b.mp4"]],
-                           on_done=lambda: done.append(1))
+    out = classify_offline(
+        runtime, LABELS, [videos["clip_a.mp4"], bad, videos["clip_b.mp4"]], on_done=lambda: done.append(1)
+    )
     assert len(done) == 3 and isinstance(out[1], BaseException) and not isinstance(out[0], BaseException)
 
 
@@ -524,8 +539,9 @@ def test_vocab_warnings_and_similarity(tmp_path: Path, runtime: Runtime) -> None
             sim = (await c.get("/vocab/lint/similarity")).json()
             matrix = sim["matrix"]
             assert sim["labels"] == ["surfing", "Surfing!", "yoga", "dancing"] and sorted(sim["order"]) == [0, 1, 2, 3]
-            assert all(abs(matrix[i][i] - 1) < 1e-4 and matrix[i][j] == matrix[j][i]
-                       for i in range(4) for j in range(4))
+            assert all(
+                abs(matrix[i][i] - 1) < 1e-4 and matrix[i][j] == matrix[j][i] for i in range(4) for j in range(4)
+            )
             png = await c.get("/vocab/lint/similarity", params={"format": "png"})
             assert png.headers["content-type"] == "image/png"
             assert Image.open(io.BytesIO(png.content)).size[0] > 200
@@ -555,8 +571,9 @@ def test_abstention_contract(tmp_path: Path, runtime: Runtime) -> None:
             assert out["abstained"] == (top_bg > best)
             always = (await c.post("/classify", files=files, data={"vocab": "two", "min_score": "1"})).json()
             assert always["abstained"] is True and "under min_score 1" in always["abstain_reason"]
-            bad = await c.post("/classify", files=files, data={"vocab": "two", "abstain": "true",
-                                                               "abstain_margin": "2"})
+            bad = await c.post(
+                "/classify", files=files, data={"vocab": "two", "abstain": "true", "abstain_margin": "2"}
+            )
             assert bad.status_code == 422 and bad.json()["detail"].startswith("abstain_margin:")
 
     run(go())
@@ -565,6 +582,7 @@ def test_abstention_contract(tmp_path: Path, runtime: Runtime) -> None:
 def test_abstention_with_a_named_background_and_vocabulary_defaults(tmp_path: Path, runtime: Runtime) -> None:
     """A background the user names (minus the vocabulary's own labels), and a default stored with
     the vocabulary that requests follow unless they say otherwise."""
+
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
             await c.put("/vocab/kitchen", json={"labels": ["cooking", "washing dishes", "surfing", "chopping onion"]})
@@ -575,8 +593,9 @@ def test_abstention_with_a_named_background_and_vocabulary_defaults(tmp_path: Pa
             assert {b["label"] for b in named["background"]} == {"cooking", "washing dishes", "chopping onion"}
             missing = await c.post("/classify", files=files, data={"vocab": "two", "background": "nope"})
             assert missing.status_code == 404 and "no vocabulary named 'nope' to use as the background" in missing.text
-            off = await c.post("/classify", files=files, data={"vocab": "two", "background": "kitchen",
-                                                               "abstain": "false"})
+            off = await c.post(
+                "/classify", files=files, data={"vocab": "two", "background": "kitchen", "abstain": "false"}
+            )
             assert off.status_code == 422 and "needs abstain unset or true" in off.json()["detail"]
 
             default = {"margin": 1.0, "min_score": 1.0, "background": "kitchen"}
@@ -587,8 +606,9 @@ def test_abstention_with_a_named_background_and_vocabulary_defaults(tmp_path: Pa
             by_default = (await c.post("/classify", files=files, data={"vocab": "two"})).json()
             assert by_default["abstained"] is True and "under min_score 1" in by_default["abstain_reason"]
             assert {b["label"] for b in by_default["background"]} <= {"cooking", "washing dishes", "chopping onion"}
-            overridden = (await c.post("/classify", files=files, data={"vocab": "two", "min_score": "-1",
-                                                                       "abstain_margin": "1"})).json()
+            overridden = (
+                await c.post("/classify", files=files, data={"vocab": "two", "min_score": "-1", "abstain_margin": "1"})
+            ).json()
             assert overridden["abstained"] is False  # the request's own values win
             plain = (await c.post("/classify", files=files, data={"vocab": "two", "abstain": "false"})).json()
             assert plain["abstained"] is None and plain["background"] is None
@@ -602,14 +622,21 @@ def test_abstention_with_a_named_background_and_vocabulary_defaults(tmp_path: Pa
     run(go())
 
 
-@pytest.mark.parametrize(("route", "field", "suggestion"), [
-    ("/classify", "topk", "top_k"), ("/classify", "top-k", "top_k"), ("/classify", "frame", "frames"),
-    ("/classify/timeline", "window", "window_s"), ("/classify", "zzzz", None),
-])
+@pytest.mark.parametrize(
+    ("route", "field", "suggestion"),
+    [
+        ("/classify", "topk", "top_k"),
+        ("/classify", "top-k", "top_k"),
+        ("/classify", "frame", "frames"),
+        ("/classify/timeline", "window", "window_s"),
+        ("/classify", "zzzz", None),
+    ],
+)
 def test_an_unknown_form_field_is_a_422_naming_the_closest_known_one(
     tmp_path: Path, runtime: Runtime, route: str, field: str, suggestion: str | None
 ) -> None:
     """``-F topk=1`` used to be ignored: the user got every label. Now it names the field it meant."""
+
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
             files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
@@ -627,9 +654,11 @@ def test_an_unknown_form_field_is_a_422_naming_the_closest_known_one(
 
 def test_an_upload_without_its_closing_boundary_is_a_400(tmp_path: Path, runtime: Runtime) -> None:
     """A connection cut mid-upload must not be classified as if the file were whole."""
-    body = (b'--xyz\r\nContent-Disposition: form-data; name="labels"\r\n\r\n["a", "b"]\r\n'
-            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
-            b"Content-Type: video/mp4\r\n\r\n" + clip_bytes())
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="labels"\r\n\r\n["a", "b"]\r\n'
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+        b"Content-Type: video/mp4\r\n\r\n" + clip_bytes()
+    )
 
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:

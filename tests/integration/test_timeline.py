@@ -41,6 +41,7 @@ def runtime(tiny_clip_path: Path) -> Runtime:
 
 # ---- planning: pure arithmetic on timestamps ----
 
+
 def test_windows_hold_the_frames_shown_inside_them() -> None:
     plan = plan_windows(times(list(range(0, 500 * 512, 512)), Fraction(1, 12800), 500 * 512), 8.0, 8.0, 8, 100)
     assert plan.duration_s == 20.0
@@ -89,15 +90,18 @@ def test_events_join_consecutive_windows_that_agree() -> None:
 
 # ---- the flow, on real files ----
 
-def _timeline(runtime: Runtime, path: Path, classifier: Classifier, window_s: float, stride_s: float, frames: int,
-              **kw: object) -> tuple[list[Segment], float]:
+
+def _timeline(
+    runtime: Runtime, path: Path, classifier: Classifier, window_s: float, stride_s: float, frames: int, **kw: object
+) -> tuple[list[Segment], float]:
     async def go() -> tuple[list[Segment], float]:
         registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
         service = ClassifyService(runtime.pipeline, registry, FlowOptions(decode_workers=0, max_batch_frames=32))
         await service.start()
         try:
-            plan = await service.plan_timeline(path, window_s=window_s, stride_s=stride_s, frames=frames,
-                                               max_windows=100, timeout_s=60)
+            plan = await service.plan_timeline(
+                path, window_s=window_s, stride_s=stride_s, frames=frames, max_windows=100, timeout_s=60
+            )
             return [s async for s in service.timeline(path, plan, classifier, top_k=0, **kw)], plan.duration_s
         finally:
             await service.stop()
@@ -192,11 +196,17 @@ def test_memory_stays_bounded_on_a_long_video(tmp_path: Path) -> None:
     """The windows of a 10-minute video, decoded four at a time as the server does, peak at about
     the RSS of a 1-minute one: nothing grows with the length of the video. (VmHWM, not ru_maxrss:
     the latter keeps the peak of the pytest process this one was forked from.)"""
+
     def peak(seconds: int) -> tuple[int, int]:
         frames = moving_square_frames(seconds * 10, 320, 240, seed=seconds)
         path = write_frames(tmp_path / f"{seconds}.mp4", frames, fps=10, options={"preset": "ultrafast", "g": "20"})
-        out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(path)], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).parents[2])
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_SCRIPT, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
+        )
         windows, kib = out.stdout.split()
         return int(windows), int(kib)
 

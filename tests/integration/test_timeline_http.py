@@ -38,8 +38,11 @@ def test_timeline_segments_are_the_parts_classified_alone(
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
             await c.put("/vocab/acts", json={"labels": LABELS})
-            r = await c.post("/classify/timeline", files={"file": ("joined.mp4", joined.read_bytes())},
-                             data={"vocab": "acts", "window_s": "4", "top_k": "0"})
+            r = await c.post(
+                "/classify/timeline",
+                files={"file": ("joined.mp4", joined.read_bytes())},
+                data={"vocab": "acts", "window_s": "4", "top_k": "0"},
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["vocab"] == {"name": "acts", "version": 1} and body["duration_s"] == 12.0
@@ -47,8 +50,9 @@ def test_timeline_segments_are_the_parts_classified_alone(
             assert [(s["start_s"], s["end_s"]) for s in body["segments"]] == [(0, 4), (4, 8), (8, 12)]
             assert set(body["timing_ms"]) == {"vocab", "plan", "total"}
             for segment, part in zip(body["segments"], files, strict=True):
-                alone = await c.post("/classify", files={"file": (part.name, part.read_bytes())},
-                                     data={"vocab": "acts", "top_k": "0"})
+                alone = await c.post(
+                    "/classify", files={"file": (part.name, part.read_bytes())}, data={"vocab": "acts", "top_k": "0"}
+                )
                 expected = {p["label"]: p["probability"] for p in alone.json()["predictions"]}
                 got = {p["label"]: p["probability"] for p in segment["predictions"]}
                 assert got == pytest.approx(expected, abs=1e-5)
@@ -57,8 +61,11 @@ def test_timeline_segments_are_the_parts_classified_alone(
             assert body["events"][0]["start_s"] == 0 and body["events"][-1]["end_s"] == 12.0
 
             # overlapping windows, 4 frames each, ad-hoc labels
-            r = await c.post("/classify/timeline", files={"file": ("joined.mp4", joined.read_bytes())},
-                             data={"labels": json.dumps(LABELS), "window_s": "4", "stride_s": "2", "frames": "4"})
+            r = await c.post(
+                "/classify/timeline",
+                files={"file": ("joined.mp4", joined.read_bytes())},
+                data={"labels": json.dumps(LABELS), "window_s": "4", "stride_s": "2", "frames": "4"},
+            )
             assert r.status_code == 200, r.text
             spans = [(s["start_s"], s["end_s"]) for s in r.json()["segments"]]
             assert spans == [(0, 4), (2, 6), (4, 8), (6, 10), (8, 12)]
@@ -75,10 +82,12 @@ def test_streamed_timeline_is_ndjson_start_segments_end(
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
             data = {"labels": json.dumps(LABELS), "window_s": "4"}
-            whole = (await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
-                                  data=data)).json()
-            r = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
-                             data={**data, "stream": "true"})
+            whole = (
+                await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())}, data=data)
+            ).json()
+            r = await c.post(
+                "/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())}, data={**data, "stream": "true"}
+            )
             assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
             lines = [json.loads(line) for line in r.text.splitlines()]
             assert [line["type"] for line in lines] == ["start", "segment", "segment", "segment", "end"]
@@ -110,14 +119,23 @@ def test_a_file_failing_midway_ends_the_stream_with_an_error_line(
 
     async def go() -> None:
         async with running(make_app(tmp_path, runtime, max_batch_frames=16)) as c:  # two windows per job
-            r = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
-                             data={"labels": json.dumps(LABELS), "window_s": "2", "stream": "true"})
+            r = await c.post(
+                "/classify/timeline",
+                files={"file": ("j.mp4", joined.read_bytes())},
+                data={"labels": json.dumps(LABELS), "window_s": "2", "stream": "true"},
+            )
             lines = [json.loads(line) for line in r.text.splitlines()]
             assert [line["type"] for line in lines] == ["start", "segment", "segment", "segment", "error"]
-            assert lines[-1] == {"type": "error", "status": 415, "detail": "j.mp4: truncated or corrupt video "
-                                                                            "(invalid data)"}
-            again = await c.post("/classify/timeline", files={"file": ("j.mp4", joined.read_bytes())},
-                                 data={"labels": json.dumps(LABELS), "window_s": "6"})
+            assert lines[-1] == {
+                "type": "error",
+                "status": 415,
+                "detail": "j.mp4: truncated or corrupt video (invalid data)",
+            }
+            again = await c.post(
+                "/classify/timeline",
+                files={"file": ("j.mp4", joined.read_bytes())},
+                data={"labels": json.dumps(LABELS), "window_s": "6"},
+            )
             assert again.status_code == 200 and len(again.json()["segments"]) == 2
 
     run(go())
@@ -125,11 +143,13 @@ def test_a_file_failing_midway_ends_the_stream_with_an_error_line(
 
 def test_timeline_takes_uploads_as_large_as_classify(tmp_path: Path, runtime: Runtime) -> None:
     """Long videos are large: the timeline has the upload cap of /classify, not the JSON bodies' 8 MB."""
+
     async def go() -> None:
         async with running(make_app(tmp_path, runtime, max_upload_bytes=12 * 2**20)) as c:
             for size, status in ((10 * 2**20, 415), (13 * 2**20, 413)):
-                r = await c.post("/classify/timeline", files={"file": ("big.mp4", b"\0" * size)},
-                                 data={"labels": json.dumps(LABELS)})
+                r = await c.post(
+                    "/classify/timeline", files={"file": ("big.mp4", b"\0" * size)}, data={"labels": json.dumps(LABELS)}
+                )
                 assert r.status_code == status, r.text
 
     run(go())
@@ -150,19 +170,26 @@ def test_timeline_takes_uploads_as_large_as_classify(tmp_path: Path, runtime: Ru
     ],
 )
 def test_timeline_bad_input(
-    tmp_path: Path, runtime: Runtime, parts: tuple[Path, list[Path]], data: dict, upload: str, status: int,
+    tmp_path: Path,
+    runtime: Runtime,
+    parts: tuple[Path, list[Path]],
+    data: dict,
+    upload: str,
+    status: int,
     fragment: str,
 ) -> None:
     from PIL import Image
 
     Image.new("RGB", (64, 48), "red").save(tmp_path / "a.png")
-    files = {"video": ("j.mp4", parts[0].read_bytes()), "image": ("a.png", (tmp_path / "a.png").read_bytes()),
-             "junk": ("a.mp4", b"not a video at all" * 50)}[upload]
+    files = {
+        "video": ("j.mp4", parts[0].read_bytes()),
+        "image": ("a.png", (tmp_path / "a.png").read_bytes()),
+        "junk": ("a.mp4", b"not a video at all" * 50),
+    }[upload]
 
     async def go() -> None:
         async with running(make_app(tmp_path, runtime, max_timeline_windows=100)) as c:
-            r = await c.post("/classify/timeline", files={"file": files},
-                             data={"labels": json.dumps(LABELS), **data})
+            r = await c.post("/classify/timeline", files={"file": files}, data={"labels": json.dumps(LABELS), **data})
             assert r.status_code == status, r.text
             assert fragment in r.json()["detail"]
             assert str(tmp_path) not in r.text
@@ -173,6 +200,7 @@ def test_timeline_bad_input(
 def test_every_reference_in_the_openapi_schema_resolves(tmp_path: Path, runtime: Runtime) -> None:
     """The NDJSON lines of a streamed timeline are documented in place: schemathesis reported
     their references as unresolvable when they pointed at components that did not exist."""
+
     async def go() -> dict:
         async with running(make_app(tmp_path, runtime)) as c:
             return (await c.get("/openapi.json")).json()
@@ -194,8 +222,7 @@ def test_every_reference_in_the_openapi_schema_resolves(tmp_path: Path, runtime:
     components = schema["components"]["schemas"]
     assert refs and all(ref.removeprefix("#/components/schemas/") in components for ref in refs), refs
     lines = schema["paths"]["/classify/timeline"]["post"]["responses"]["200"]["content"]["application/x-ndjson"]
-    assert [s["properties"]["type"]["const"] for s in lines["schema"]["oneOf"]] == ["start", "segment", "end",
-                                                                                  "error"]
+    assert [s["properties"]["type"]["const"] for s in lines["schema"]["oneOf"]] == ["start", "segment", "end", "error"]
 
 
 def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_first_line() -> None:

@@ -37,9 +37,35 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def args(data: tuple[Path, Path, Path], out: Path, *extra: str) -> list[str]:
     root, train_list, labels = data
-    return ["--train-list", str(train_list), "--labels", str(labels), "--root", str(root), "--arch", TINY_ARCH,
-            "--random-init", "--frames", "4", "--epochs", "4", "--warmup-epochs", "1", "--batch-size", "6",
-            "--lr", "1e-3", "--lr-ratio", "1", "--no-rand-augment", "--workers", "0", "--output", str(out), *extra]
+    return [
+        "--train-list",
+        str(train_list),
+        "--labels",
+        str(labels),
+        "--root",
+        str(root),
+        "--arch",
+        TINY_ARCH,
+        "--random-init",
+        "--frames",
+        "4",
+        "--epochs",
+        "4",
+        "--warmup-epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--lr",
+        "1e-3",
+        "--lr-ratio",
+        "1",
+        "--no-rand-augment",
+        "--workers",
+        "0",
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def losses(out: Path) -> list[float]:
@@ -63,8 +89,11 @@ def test_smoke_loss_goes_down_and_classifier_stays_frozen(smoke_run: Path) -> No
     clip = load_clip(ClipSource(arch=TINY_ARCH, random_init=True, seed=0))
     before = F.normalize(text_classifier(TextEncoder(clip), CLASSES), dim=-1)
     assert torch.equal(saved["classifier"], before)  # bit-identical after 4 epochs of training
-    assert not any(torch.equal(saved["model_state_dict"][f"visual.{k}"], v)
-                   for k, v in clip.model.visual.state_dict().items() if v.ndim >= 2)  # the encoder did train
+    assert not any(
+        torch.equal(saved["model_state_dict"][f"visual.{k}"], v)
+        for k, v in clip.model.visual.state_dict().items()
+        if v.ndim >= 2
+    )  # the encoder did train
     assert (smoke_run / "metrics.png").stat().st_size > 1000
     assert saved["epoch"] == 4 and set(saved["model_state_dict"]) >= {"logit_scale", "visual.proj"}
     learned = saved["model_state_dict"]["logit_scale"]  # the learned scale, saved as the reference does
@@ -74,14 +103,46 @@ def test_smoke_loss_goes_down_and_classifier_stays_frozen(smoke_run: Path) -> No
 def test_checkpoint_reloads_and_classifies(smoke_run: Path, data: tuple[Path, Path, Path]) -> None:
     root, train_list, labels = data
     video = root / "moving_left_0.mp4"
-    r = CliRunner().invoke(app, ["classify", str(video), "--model", TINY_ARCH, "--random-init", "--text4vis-checkpoint",
-                                 str(smoke_run / "last.pt"), "--labels-file", str(labels), "--frames", "4", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            str(video),
+            "--model",
+            TINY_ARCH,
+            "--random-init",
+            "--text4vis-checkpoint",
+            str(smoke_run / "last.pt"),
+            "--labels-file",
+            str(labels),
+            "--frames",
+            "4",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model"]["temporal"] == "transf" and len(out["results"][0]["predictions"]) == 3
-    e = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), "--list", str(train_list), "--labels", str(labels),
-                                 "--root", str(root), "--model", TINY_ARCH, "--random-init", "--frames", "4",
-                                 "--views", "2x3"])
+    e = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(smoke_run / "last.pt"),
+            "--list",
+            str(train_list),
+            "--labels",
+            str(labels),
+            "--root",
+            str(root),
+            "--model",
+            TINY_ARCH,
+            "--random-init",
+            "--frames",
+            "4",
+            "--views",
+            "2x3",
+        ],
+    )
     assert e.exit_code == 0, e.stderr
     result = json.loads(e.stdout)
     assert result["videos"] == 12 and 0 <= result["top1"] <= result["top5"] <= 1
@@ -104,8 +165,17 @@ def test_ddp_two_processes_match_one(smoke_run: Path, data: tuple[Path, Path, Pa
     """torchrun, 2 processes x 3 videos = the same global batch of 6: the same loss curve (gloo, CPU)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "text4vis.models.training.train", *args(data, out, "--epochs", "4", "--stop-after", "2")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "text4vis.models.training.train",
+        *args(data, out, "--epochs", "4", "--stop-after", "2"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert losses(out) == pytest.approx(losses(smoke_run)[:4], rel=1e-4)  # 2 epochs x 2 steps
@@ -144,8 +214,20 @@ def test_few_shot_lists_keep_the_last_partial_batch(
     selected = 3 * shots
     repeated = selected * (12 // selected)
     assert steps == -(-repeated // batch)
-    metrics = main(args(data, tmp_path / f"k{shots}b{batch}", "--shots", str(shots), "--epochs", "1",
-                        "--warmup-epochs", "0", "--batch-size", str(batch)))
+    metrics = main(
+        args(
+            data,
+            tmp_path / f"k{shots}b{batch}",
+            "--shots",
+            str(shots),
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--batch-size",
+            str(batch),
+        )
+    )
     assert len(metrics["step_losses"]) == steps
 
 
@@ -153,8 +235,20 @@ def test_zero_shot_protocol_evaluates_unseen_classes(data: tuple[Path, Path, Pat
     held = tmp_path / "held"
     val_list, val_labels = make_dataset(held, HELD_OUT, per_class=2, seed=9)
     val_list.write_text("".join(f"{held / line}\n" for line in val_list.read_text().splitlines()))  # absolute
-    metrics = main(args(data, tmp_path / "zs", "--epochs", "1", "--warmup-epochs", "0",
-                        "--val-list", str(val_list), "--val-labels", str(val_labels)))
+    metrics = main(
+        args(
+            data,
+            tmp_path / "zs",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--val-list",
+            str(val_list),
+            "--val-labels",
+            str(val_labels),
+        )
+    )
     assert metrics["val_videos"] == 4 and 0 <= metrics["val_top1"] <= 1 and "val_mean_class_acc" in metrics
 
 
@@ -179,15 +273,28 @@ def test_unfreeze_classifier_ablation_changes_it(data: tuple[Path, Path, Path], 
     out = tmp_path / "unfrozen"
     main(args(data, out, "--unfreeze-classifier", "--epochs", "2", "--warmup-epochs", "0", "--stop-after", "1"))
     first = torch.load(out / "last.pt", weights_only=False)["classifier"]
-    main(args(data, out, "--unfreeze-classifier", "--epochs", "2", "--warmup-epochs", "0",
-              "--resume", str(out / "last.pt")))
+    main(
+        args(
+            data,
+            out,
+            "--unfreeze-classifier",
+            "--epochs",
+            "2",
+            "--warmup-epochs",
+            "0",
+            "--resume",
+            str(out / "last.pt"),
+        )
+    )
     assert not torch.equal(first, torch.load(out / "last.pt", weights_only=False)["classifier"])
 
 
 def test_t4v_train_cli_exports_an_engine(data: tuple[Path, Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    r = CliRunner().invoke(app, ["train", *args(data, out, "--epochs", "1", "--warmup-epochs", "0"),
-                                 "--temporal", "mean", "--export-engine"])
+    r = CliRunner().invoke(
+        app,
+        ["train", *args(data, out, "--epochs", "1", "--warmup-epochs", "0"), "--temporal", "mean", "--export-engine"],
+    )
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[0])["epoch"] == 1
     manifest = json.loads((out / "engine" / "manifest.json").read_text())
@@ -205,15 +312,35 @@ def test_t4v_eval_zero_shot_halves_protocol(smoke_run: Path, tmp_path: Path) -> 
     root = tmp_path / "zs4"
     val_list, labels = make_dataset(root, classes, per_class=3, seed=5)
     preds = tmp_path / "preds.jsonl"
-    r = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), "--list", str(val_list), "--labels", str(labels),
-                                 "--root", str(root), "--model", TINY_ARCH, "--random-init", "--frames", "4",
-                                 "--protocol", "zeroshot-halves", "--predictions", str(preds)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(smoke_run / "last.pt"),
+            "--list",
+            str(val_list),
+            "--labels",
+            str(labels),
+            "--root",
+            str(root),
+            "--model",
+            TINY_ARCH,
+            "--random-init",
+            "--frames",
+            "4",
+            "--protocol",
+            "zeroshot-halves",
+            "--predictions",
+            str(preds),
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert "10 half-class splits" in r.stderr and len(out["half_splits_top1"]) == 10
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    probs = np.array([[next(p["probability"] for p in row["predictions"] if p["label"] == c) for c in classes]
-                      for row in rows])
+    probs = np.array(
+        [[next(p["probability"] for p in row["predictions"] if p["label"] == c) for c in classes] for row in rows]
+    )
     truth = np.array([classes.index(row["label"]) for row in rows])
     accuracies = []
     for split in range(10):
@@ -241,20 +368,36 @@ def test_t4v_eval_several_splits_reports_mean_and_std(smoke_run: Path, tmp_path:
         val_list, labels = make_dataset(root, classes, per_class=2, seed=number)
         val_list.write_text("".join(f"{root / line}\n" for line in val_list.read_text().splitlines()))
         args += ["--list", str(val_list), "--labels", str(labels)]
-        one = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), "--list", str(val_list), "--labels",
-                                       str(labels), "--model", TINY_ARCH, "--random-init", "--frames", "4"])
+        one = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                str(smoke_run / "last.pt"),
+                "--list",
+                str(val_list),
+                "--labels",
+                str(labels),
+                "--model",
+                TINY_ARCH,
+                "--random-init",
+                "--frames",
+                "4",
+            ],
+        )
         assert one.exit_code == 0, one.stderr
         alone.append(json.loads(one.stdout))
-    r = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), *args, "--model", TINY_ARCH, "--random-init",
-                                 "--frames", "4"])
+    r = CliRunner().invoke(
+        app, ["eval", str(smoke_run / "last.pt"), *args, "--model", TINY_ARCH, "--random-init", "--frames", "4"]
+    )
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert [s["top1"] for s in out["splits"]] == pytest.approx([a["top1"] for a in alone])
     assert out["top1_mean"] == pytest.approx(np.mean([a["top1"] for a in alone]))
     assert out["top1_std"] == pytest.approx(np.std([a["top1"] for a in alone]))
     assert "3 splits: top-1" in r.stderr and "split 2: top-1" in r.stderr
-    mismatched = CliRunner().invoke(app, ["eval", str(smoke_run / "last.pt"), *args[:6], "--model", TINY_ARCH,
-                                          "--random-init"])
+    mismatched = CliRunner().invoke(
+        app, ["eval", str(smoke_run / "last.pt"), *args[:6], "--model", TINY_ARCH, "--random-init"]
+    )
     assert mismatched.exit_code == 2 and "one --labels per --list" in mismatched.stderr
 
 
@@ -269,9 +412,30 @@ def test_train_infers_the_architecture_of_an_openai_format_clip_file(
     weights = tmp_path / "openai-format.pt"
     torch.save(model.state_dict(), weights)  # OpenAI key names: conv1, transformer.resblocks..., text_projection
     root, train_list, labels = data
-    metrics = main(["--train-list", str(train_list), "--labels", str(labels), "--root", str(root),
-                    "--clip-checkpoint", str(weights), "--frames", "4", "--epochs", "1", "--warmup-epochs", "0",
-                    "--batch-size", "6", "--workers", "0", "--output", str(tmp_path / "out")])
+    metrics = main(
+        [
+            "--train-list",
+            str(train_list),
+            "--labels",
+            str(labels),
+            "--root",
+            str(root),
+            "--clip-checkpoint",
+            str(weights),
+            "--frames",
+            "4",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--batch-size",
+            "6",
+            "--workers",
+            "0",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert metrics["epoch"] == 1
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["arch"] is None and config["pretrained"] is None

@@ -92,8 +92,15 @@ def short_gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "indices",
-    [sample_indices(150, 8).reshape(-1).tolist(), sample_indices(150, 16).reshape(-1).tolist(),
-     sample_indices(150, 8, 4).reshape(-1).tolist(), [149], [0], [5, 140, 6, 140], [11, 12, 13, 120]],
+    [
+        sample_indices(150, 8).reshape(-1).tolist(),
+        sample_indices(150, 16).reshape(-1).tolist(),
+        sample_indices(150, 8, 4).reshape(-1).tolist(),
+        [149],
+        [0],
+        [5, 140, 6, 140],
+        [11, 12, 13, 120],
+    ],
 )
 def test_pyav_seeking_equals_counting_every_frame(short_gop_video: Path, indices: list[int]) -> None:
     from text4vis.models.media.seeking import read_seeking
@@ -137,8 +144,10 @@ def test_skipping_non_reference_frames_changes_no_pixel(b_frame_video: Path, fra
         np.testing.assert_array_equal(skipped[i], full[i])
 
 
-@pytest.mark.parametrize(("ext", "codec"), [("mov", "libx264"), ("mkv", "libx264"), ("ts", "libx264"),
-                                           ("webm", "libvpx-vp9"), ("avi", "mpeg4")])
+@pytest.mark.parametrize(
+    ("ext", "codec"),
+    [("mov", "libx264"), ("mkv", "libx264"), ("ts", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4")],
+)
 def test_pyav_reads_right_in_every_container(tmp_path: Path, ext: str, codec: str) -> None:
     """Containers index and seek differently (mkv/webm/ts have no per-frame index: counting)."""
     path = write_video(tmp_path / f"clip.{ext}", moving_square_frames(150, 64, 48), codec=codec)
@@ -296,11 +305,14 @@ def test_fast_sampling_decodes_the_frames_it_reports(b_frame_video: Path) -> Non
         sample_clip(b_frame_video, cfg, frames=8, clips=4, sampling="fast")
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("concat.mp4", "ffconcat version 1.0\nfile '/etc/hostname'\n"),
-    ("playlist.mp4", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"),
-    ("session.mp4", "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video 9 RTP/AVP 96\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("concat.mp4", "ffconcat version 1.0\nfile '/etc/hostname'\n"),
+        ("playlist.mp4", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"),
+        ("session.mp4", "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video 9 RTP/AVP 96\n"),
+    ],
+)
 @pytest.mark.parametrize("decoder", ["auto", "pyav", "decord"])
 def test_files_that_name_other_files_or_addresses_are_refused(
     tmp_path: Path, name: str, content: str, decoder: str
@@ -325,10 +337,13 @@ def test_a_concat_script_cannot_read_a_neighbouring_upload(tmp_path: Path, decod
         open_media(script, decoder)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("name", "codec", "options"), [
-    ("open_gop.mp4", "libx265", {"preset": "fast", "x265-params": "keyint=30:log-level=error"}),  # CRA + RASL
-    ("partial_index.webm", "libvpx-vp9", {"g": "30", "deadline": "realtime", "cpu-used": "8"}),
-])
+@pytest.mark.parametrize(
+    ("name", "codec", "options"),
+    [
+        ("open_gop.mp4", "libx265", {"preset": "fast", "x265-params": "keyint=30:log-level=error"}),  # CRA + RASL
+        ("partial_index.webm", "libvpx-vp9", {"g": "30", "deadline": "realtime", "cpu-used": "8"}),
+    ],
+)
 def test_keyframes_from_a_packet_scan_let_open_gops_and_webm_seek(
     tmp_path: Path, name: str, codec: str, options: dict[str, str]
 ) -> None:
@@ -343,8 +358,9 @@ def test_keyframes_from_a_packet_scan_let_open_gops_and_webm_seek(
         assert reader.keyframes() == [i for i, f in enumerate(decoded) if f.key_frame]
         seeking = reader._read_by_seeking(sorted(set(indices)))
         assert seeking is not None, "read by seeking, not by counting"
-        np.testing.assert_array_equal(reader.read(indices), np.stack([decoded[i].to_ndarray(format="rgb24")
-                                                                     for i in indices]))
+        np.testing.assert_array_equal(
+            reader.read(indices), np.stack([decoded[i].to_ndarray(format="rgb24") for i in indices])
+        )
 
 
 def _cuda_visible() -> bool:
@@ -451,7 +467,7 @@ def test_no_packet_after_the_last_wanted_frame_of_a_gop_is_decoded(b_frame_video
         decoded = read_seeking(recording, [target], skip=True)  # type: ignore[arg-type]
     assert decoded is not None
     np.testing.assert_array_equal(decoded[target], full_decode_pyav(b_frame_video)[target])
-    after = set(by_position[target_position + 1:])
+    after = set(by_position[target_position + 1 :])
     assert recording.fed[-1] == target and not after & set(recording.fed), recording.fed
 
 
@@ -473,8 +489,13 @@ def test_sampled_frames_are_resized_as_they_are_decoded(tmp_path: Path) -> None:
     path = write_video(tmp_path / "540p.mp4", moving_square_frames(64, 960, 540), options={"g": "8"})
 
     def peak_kb(frames: int) -> int:
-        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), str(frames)], check=True,
-                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(frames)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         return int(out.stdout.strip())
 
     one, all_64 = peak_kb(1), peak_kb(64)
@@ -514,5 +535,6 @@ def test_ffmpeg_scaler_keeps_the_shape_of_phone_video_and_leaves_images_to_pillo
     assert np.abs(ffmpeg.pixels.astype(int) - pillow.pixels).mean() < 4  # a squashed frame would be far off
     image = tmp_path / "still.png"
     Image.fromarray(moving_square_frames(1, 96, 64)[0]).save(image)
-    np.testing.assert_array_equal(sample_clip(image, replace(cfg, scaler="ffmpeg"), frames=4).pixels,
-                                  sample_clip(image, cfg, frames=4).pixels)
+    np.testing.assert_array_equal(
+        sample_clip(image, replace(cfg, scaler="ffmpeg"), frames=4).pixels, sample_clip(image, cfg, frames=4).pixels
+    )

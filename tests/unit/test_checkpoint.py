@@ -40,8 +40,7 @@ def test_our_layout_is_the_released_layout() -> None:
     assert ours == layout
 
 
-def test_reads_and_applies(tiny_text4vis: tuple[Path, torch.nn.Module, torch.nn.Module],
-                           tiny_clip: LoadedClip) -> None:
+def test_reads_and_applies(tiny_text4vis: tuple[Path, torch.nn.Module, torch.nn.Module], tiny_clip: LoadedClip) -> None:
     path, visual, head = tiny_text4vis
     ckpt = read_text4vis_checkpoint(path)
     assert (ckpt.head_kind, ckpt.head_layers, ckpt.epoch) == ("transf", 6, 29)

@@ -17,8 +17,13 @@ def test_text_classifier_equals_open_clip(tiny_clip: LoadedClip, templates: list
     clean-up is opt-in. open_clip's own zero-shot classifier is the independent computation."""
     ours = text_classifier(TextEncoder(tiny_clip), LABELS, templates, clean)
     ref = open_clip.build_zero_shot_classifier(
-        tiny_clip.model, tiny_clip.tokenizer, [clean_label(x) for x in LABELS] if clean else LABELS, templates,
-        num_classes_per_batch=2, device="cpu", use_tqdm=False,
+        tiny_clip.model,
+        tiny_clip.tokenizer,
+        [clean_label(x) for x in LABELS] if clean else LABELS,
+        templates,
+        num_classes_per_batch=2,
+        device="cpu",
+        use_tqdm=False,
     )
     assert ours.shape == (len(LABELS), 64)
     torch.testing.assert_close(ours, ref.T, rtol=0, atol=1e-5)

@@ -175,8 +175,7 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
     before = _children()
 
     async def go() -> None:
-        pool = DecodePool(2, max_pending=8, budget_s=1.0, on_replaced=replaced.append,
-                          worker_main=misbehaving_worker)
+        pool = DecodePool(2, max_pending=8, budget_s=1.0, on_replaced=replaced.append, worker_main=misbehaving_worker)
         try:
             await asyncio.to_thread(pool.warmup)
             assert pool.capacity() == 2

@@ -13,7 +13,7 @@ from text4vis.models.prompts import read_labels as server_read
 GOOD = {
     "a.txt": ("yoga\n\n  surfing \nApplyEyeMakeup\n", ["yoga", "surfing", "ApplyEyeMakeup"]),
     "b.csv": ("id,name\n0,brush hair\n1,cartwheel\n", ["brush hair", "cartwheel"]),
-    "c.csv": ("name,notes\nyoga,calm\n\"surfing, big waves\",wet\n", ["yoga", "surfing, big waves"]),
+    "c.csv": ('name,notes\nyoga,calm\n"surfing, big waves",wet\n', ["yoga", "surfing, big waves"]),
     "d.json": ('["a", " b "]', ["a", "b"]),
 }
 BAD = {

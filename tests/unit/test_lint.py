@@ -32,15 +32,18 @@ def test_near_duplicates_after_normalisation() -> None:
     rows = _unit(np.eye(5, 8) + 0.01)
     warnings = lint(labels, rows)
     assert [(w.kind, w.labels) for w in warnings] == [
-        ("near_duplicate", ("surfing", "Surfing!")), ("near_duplicate", ("surfing", "Surfings"))]
+        ("near_duplicate", ("surfing", "Surfing!")),
+        ("near_duplicate", ("surfing", "Surfings")),
+    ]
     assert all(w.cosine < SIMILAR_COSINE for w in warnings)
 
 
 def test_clustering_puts_similar_labels_next_to_each_other() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=64), rng.normal(size=64)
-    rows = _unit(np.stack([a + 0.1 * rng.normal(size=64) if i % 2 == 0 else b + 0.1 * rng.normal(size=64)
-                           for i in range(8)]))
+    rows = _unit(
+        np.stack([a + 0.1 * rng.normal(size=64) if i % 2 == 0 else b + 0.1 * rng.normal(size=64) for i in range(8)])
+    )
     order = clustered_order(rows)
     assert sorted(order) == list(range(8))
     groups = [i % 2 for i in order]

@@ -76,10 +76,14 @@ def test_matches_torchvision_pil_pipeline(mode: PreprocessMode) -> None:
     if mode is PreprocessMode.CLIP:
         reference = open_clip.image_transform(224, is_train=False, mean=MEAN, std=STD)
     else:
-        reference = T.Compose([
-            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
-            T.ToTensor(), T.Normalize(MEAN, STD),
-        ])
+        reference = T.Compose(
+            [
+                T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+                T.CenterCrop(224),
+                T.ToTensor(),
+                T.Normalize(MEAN, STD),
+            ]
+        )
     expected = torch.stack([reference(Image.fromarray(f)) for f in frames])
     ours = _preprocessed(frames, cfg)[0]
     assert ours.shape == expected.shape == (4, 3, 224, 224)
@@ -121,7 +125,6 @@ def test_the_cpu_path_and_the_gpu_path_give_the_same_pixels(name: str) -> None:
         port = resize_and_crop_on_device(torch.from_numpy(frames), cfg, crops=3)
         assert pillow.shape == port.shape == (3, 4, 3, 224, 224) and pillow.is_contiguous()
         torch.testing.assert_close(pillow, port, rtol=0, atol=0)
-
 
 
 @pytest.mark.parametrize(("size", "short"), [(224, 256), (336, 336), (288, 288)])

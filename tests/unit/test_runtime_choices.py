@@ -25,10 +25,13 @@ def test_precision_auto_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
 def test_the_runtime_says_what_runs_and_why(tiny_clip_path: Path) -> None:
     info = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu")).info
     assert (info.backend, info.precision) == ("torch", "fp32")
-    assert info.selection == ("torch: no engine directory given; eager, precision fp32 (auto on the CPU); "
-                              "decoder pyav (auto: the model runs on the CPU)")
-    runtime = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu",
-                                         scaler="ffmpeg"))
+    assert info.selection == (
+        "torch: no engine directory given; eager, precision fp32 (auto on the CPU); "
+        "decoder pyav (auto: the model runs on the CPU)"
+    )
+    runtime = build_runtime(
+        ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu", scaler="ffmpeg")
+    )
     assert runtime.info.selection.endswith("; video frames resized by FFmpeg's scaler as asked (not Pillow's pixels)")
     assert runtime.pipeline.preprocess.scaler == "ffmpeg"
 
@@ -53,22 +56,28 @@ def test_compile_is_refused_without_the_python_headers(tmp_path: Path, monkeypat
 
 def test_onnxruntime_provider_options_on_a_gpu(tmp_path: Path) -> None:
     """Names as onnxruntime-gpu 1.31.1's TensorRT provider reads them (checked in its library's strings)."""
-    trt = provider_options("tensorrt", device_id=1, cache_dir=tmp_path, input_name="pixels", input_size=224,
-                           max_batch=64)
+    trt = provider_options(
+        "tensorrt", device_id=1, cache_dir=tmp_path, input_name="pixels", input_size=224, max_batch=64
+    )
     assert trt == {
-        "device_id": "1", "trt_fp16_enable": "False",
-        "trt_profile_min_shapes": "pixels:1x3x224x224", "trt_profile_opt_shapes": "pixels:32x3x224x224",
+        "device_id": "1",
+        "trt_fp16_enable": "False",
+        "trt_profile_min_shapes": "pixels:1x3x224x224",
+        "trt_profile_opt_shapes": "pixels:32x3x224x224",
         "trt_profile_max_shapes": "pixels:64x3x224x224",
-        "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(tmp_path),
-        "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(tmp_path),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(tmp_path),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(tmp_path),
     }
-    no_cache = provider_options("tensorrt", device_id=0, cache_dir=None, input_name="pixels", input_size=336,
-                                max_batch=1)
+    no_cache = provider_options(
+        "tensorrt", device_id=0, cache_dir=None, input_name="pixels", input_size=336, max_batch=1
+    )
     assert "trt_engine_cache_enable" not in no_cache and no_cache["trt_profile_opt_shapes"] == "pixels:1x3x336x336"
-    assert provider_options("cuda", device_id=2, cache_dir=None, input_name="pixels", input_size=224,
-                            max_batch=8) == {"device_id": "2"}
-    assert provider_options("cpu", device_id=0, cache_dir=None, input_name="pixels", input_size=224,
-                            max_batch=8) == {}
+    assert provider_options("cuda", device_id=2, cache_dir=None, input_name="pixels", input_size=224, max_batch=8) == {
+        "device_id": "2"
+    }
+    assert provider_options("cpu", device_id=0, cache_dir=None, input_name="pixels", input_size=224, max_batch=8) == {}
 
 
 def test_the_decoder_is_chosen_at_start_up_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +93,10 @@ def test_the_decoder_is_chosen_at_start_up_with_its_reason(monkeypatch: pytest.M
     monkeypatch.setattr(runtime, "nvdec_problem", nvdec_problem)
     assert runtime.choose_decoder("auto", "cpu") == ("pyav", 0, "decoder pyav (auto: the model runs on the CPU)")
     assert runtime.choose_decoder("auto", "cuda:1") == (
-        "nvdec", 1, "decoder nvdec on cuda:1 (a probe clip decoded there equals the CPU's frames)")
+        "nvdec",
+        1,
+        "decoder nvdec on cuda:1 (a probe clip decoded there equals the CPU's frames)",
+    )
     assert runtime.choose_decoder("nvdec", "cuda")[:2] == ("nvdec", 0)
     assert probed == [1, 0]
     problem["value"] = "no NVDEC here"

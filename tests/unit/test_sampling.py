@@ -22,7 +22,9 @@ def reference_indices(n_frames: int, t: int, clips: int) -> list[list[int]]:
         (3, 8, 1, [[0, 0, 0, 1, 1, 1, 2, 2]]),
         (1, 8, 1, [[0] * 8]),
         (
-            164, 8, 4,
+            164,
+            8,
+            4,
             [
                 [0, 20, 41, 61, 82, 102, 123, 143],
                 [6, 26, 47, 67, 88, 108, 129, 149],
@@ -67,9 +69,17 @@ def test_parse_views_rejects(text: str) -> None:
         parse_views(text)
 
 
-@pytest.mark.parametrize(("n", "t", "keys"), [(300, 8, list(range(0, 300, 60))), (300, 8, list(range(0, 300, 12))),
-                                             (300, 16, [0]), (1800, 8, list(range(0, 1800, 60))), (40, 8, None),
-                                             (8, 8, [0, 4])])
+@pytest.mark.parametrize(
+    ("n", "t", "keys"),
+    [
+        (300, 8, list(range(0, 300, 60))),
+        (300, 8, list(range(0, 300, 12))),
+        (300, 16, [0]),
+        (1800, 8, list(range(0, 1800, 60))),
+        (40, 8, None),
+        (8, 8, [0, 4]),
+    ],
+)
 def test_fast_sampling_takes_one_cheap_frame_inside_each_segment(n: int, t: int, keys: list[int] | None) -> None:
     from text4vis.models.sampling import fast_indices
 

@@ -33,13 +33,19 @@ VERSIONS = ["10.16.1.11", "11.4.0.106"]
 S, D = 8, 4  # input size and embedding width of the test graphs
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
-                    reason="TensorRT is not installed here (it needs a CUDA machine); the fake stands in for it")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is None,
+    reason="TensorRT is not installed here (it needs a CUDA machine); the fake stands in for it",
+)
 def test_every_call_exists_in_the_installed_tensorrt() -> None:  # pragma: no cover - TensorRT hosts
     import tensorrt as trt
 
-    missing = [f"{cls.REAL}.{name}" for cls in fake_tensorrt.CLASSES for name in fake_tensorrt.public_api(cls)
-               if not hasattr(getattr(trt, cls.REAL, None), name)]
+    missing = [
+        f"{cls.REAL}.{name}"
+        for cls in fake_tensorrt.CLASSES
+        for name in fake_tensorrt.public_api(cls)
+        if not hasattr(getattr(trt, cls.REAL, None), name)
+    ]
     assert not missing, f"TensorRT {trt.__version__} lacks {missing}"
 
 
@@ -54,9 +60,11 @@ def _graph_with_external_weights(directory: Path) -> Path:
     """uint8 pixels [batch, 3, S, S] -> float32 [batch, D], its weights in visual.onnx.data."""
     weight = numpy_helper.from_array(np.linspace(-1, 1, 3 * S * S * D, dtype=np.float32).reshape(-1, D), "w")
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
-         helper.make_node("Flatten", ["x"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["embeddings"])],
+        [
+            helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("Flatten", ["x"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["embeddings"]),
+        ],
         "visual",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 3, S, S])],
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", D])],
@@ -64,8 +72,9 @@ def _graph_with_external_weights(directory: Path) -> Path:
     )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "visual.onnx"
-    onnx.save_model(helper.make_model(graph), str(path), save_as_external_data=True, location="visual.onnx.data",
-                    size_threshold=0)
+    onnx.save_model(
+        helper.make_model(graph), str(path), save_as_external_data=True, location="visual.onnx.data", size_threshold=0
+    )
     assert (directory / "visual.onnx.data").is_file()
     return path
 
@@ -77,7 +86,9 @@ def _built_plan(tmp_path: Path, max_batch: int = 16) -> bytes:
 
 
 def test_build_parses_by_path_strongly_typed_without_precision_flags(
-    trt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    trt,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     onnx_path = _graph_with_external_weights(tmp_path / "engine")
     elsewhere = tmp_path / "cwd"
@@ -115,7 +126,9 @@ def test_runner_binds_by_name_and_checks_every_shape(trt, tmp_path: Path) -> Non
 
 
 def test_plan_of_another_tensorrt_version_is_refused_with_advice(
-    trt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    trt,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     plan = _built_plan(tmp_path)
     other = fake_tensorrt.module("10.13.3.9" if trt.__version__.startswith("11") else "11.4.0.106")
@@ -141,12 +154,23 @@ def _gpu(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 def test_export_keeps_one_plan_per_gpu_and_version_and_reuses_the_rest(
-    trt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    trt,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     torch.manual_seed(0)
     visual, head = _TinyVisual(), build_temporal_head("mean", D)
-    args = dict(architecture="tiny", text_model="tiny/sha256:0", input_size=S, mean=(0.5, 0.5, 0.5),
-                std=(0.25, 0.25, 0.25), preprocess="clip", fmt="tensorrt", precision="fp16", max_batch=16)
+    args = dict(
+        architecture="tiny",
+        text_model="tiny/sha256:0",
+        input_size=S,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        preprocess="clip",
+        fmt="tensorrt",
+        precision="fp16",
+        max_batch=16,
+    )
     out = tmp_path / "engine"
     _gpu(monkeypatch, "NVIDIA H200")
     first = export_engine(visual, head, out, **args)  # type: ignore[arg-type]

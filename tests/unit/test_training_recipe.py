@@ -34,8 +34,9 @@ from text4vis.models.video_classifier import VideoClassifier
 def model() -> VideoClassifier:
     clip = load_clip(ClipSource(arch=TINY_ARCH, random_init=True, seed=0))
     head = build_temporal_head("transf", clip.embed_dim, heads=head_count(clip.text_width))
-    return VideoClassifier(clip.model.visual, head, torch.randn(3, clip.embed_dim),
-                           logit_scale=float(clip.model.logit_scale.detach()))
+    return VideoClassifier(
+        clip.model.visual, head, torch.randn(3, clip.embed_dim), logit_scale=float(clip.model.logit_scale.detach())
+    )
 
 
 def test_defaults_are_the_reference_recipe(tmp_path: Path) -> None:
@@ -166,7 +167,11 @@ def test_three_column_lists_and_short_videos(tmp_path: Path, caplog: pytest.LogC
     listing.write_text("a/v1 300 0\nb/v 2 7 1\nc/v3 120 1\nwith space/v4.mp4 2\n")
     samples = read_samples(listing, ["x", "y", "z"], tmp_path)
     assert [(s.path.relative_to(tmp_path).as_posix(), s.frames, s.label) for s in samples] == [
-        ("a/v1", 300, 0), ("b/v 2", 7, 1), ("c/v3", 120, 1), ("with space/v4.mp4", None, 2)]
+        ("a/v1", 300, 0),
+        ("b/v 2", 7, 1),
+        ("c/v3", 120, 1),
+        ("with space/v4.mp4", None, 2),
+    ]
     with caplog.at_level(logging.INFO):
         kept = enough_frames(samples, 8, listing)
     assert [s.frames for s in kept] == [300, 120, None]

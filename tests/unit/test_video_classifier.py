@@ -18,7 +18,8 @@ def test_views_are_averaged_before_normalizing(tiny_clip: LoadedClip) -> None:
             pooled = head(frames)  # [views, D], not normalized
             expected = LOGIT_SCALE * torch.nn.functional.normalize(pooled.mean(0), dim=-1) @ classifier.T
             torch.testing.assert_close(logits[b], expected, rtol=1e-5, atol=1e-4)
-            torch.testing.assert_close(class_logits(video_embedding(head, frames), classifier), expected,
-                                       rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(
+                class_logits(video_embedding(head, frames), classifier), expected, rtol=1e-5, atol=1e-4
+            )
     assert not model.classifier.requires_grad
     assert "classifier" not in dict(model.named_parameters())

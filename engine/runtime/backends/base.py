@@ -14,8 +14,11 @@ from text4vis.models.choices import Precision
 from text4vis.models.errors import ModelLoadError
 
 PRECISIONS: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.BF16)  # what runs: never auto
-DTYPES: dict[Precision, torch.dtype] = {Precision.FP32: torch.float32, Precision.FP16: torch.float16,
-                                        Precision.BF16: torch.bfloat16}
+DTYPES: dict[Precision, torch.dtype] = {
+    Precision.FP32: torch.float32,
+    Precision.FP16: torch.float16,
+    Precision.BF16: torch.bfloat16,
+}
 
 
 class BackendUnavailable(ModelLoadError):

@@ -60,10 +60,14 @@ def provider_options(
         "trt_profile_max_shapes": f"{input_name}:{max_batch}x{shape}",
     }
     if cache_dir is not None:
-        options.update({
-            "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
-            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
-        })
+        options.update(
+            {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": str(cache_dir),
+            }
+        )
     return options
 
 
@@ -113,16 +117,32 @@ class OnnxFrameEncoder(ChunkedEncoder):
         device_id = int(device.split(":")[1]) if device.startswith("cuda:") else 0
         input_name = "pixels"
         cache = _trt_cache_dir(onnx_path.parent, f"cuda:{device_id}") if names[0] == "tensorrt" else None
-        chosen = [(PROVIDERS[p], provider_options(p, device_id=device_id, cache_dir=cache, input_name=input_name,
-                                                  input_size=input_size, max_batch=max_batch_size)) for p in names]
+        chosen = [
+            (
+                PROVIDERS[p],
+                provider_options(
+                    p,
+                    device_id=device_id,
+                    cache_dir=cache,
+                    input_name=input_name,
+                    input_size=input_size,
+                    max_batch=max_batch_size,
+                ),
+            )
+            for p in names
+        ]
         # onnxruntime 1.32 crashes (SIGSEGV) building an fp16 ViT with ORT_ENABLE_ALL for the CPU:
         # its CPU layout optimizations are left out there (tests/integration/test_engines.py)
         full = not (precision == "fp16" and names[0] == "cpu")
         self.session = ort.InferenceSession(str(onnx_path), session_options(threads, full), providers=chosen)
         running = self.session.get_providers()[0]
         skipped = [PROVIDERS[p] for p in providers if p not in names]
-        log.warning("onnxruntime runs %s (asked %s%s)", running, ", ".join(providers),
-                    f"; not available here (library or GPU missing): {', '.join(skipped)}" if skipped else "")
+        log.warning(
+            "onnxruntime runs %s (asked %s%s)",
+            running,
+            ", ".join(providers),
+            f"; not available here (library or GPU missing): {', '.join(skipped)}" if skipped else "",
+        )
         self.device = "cpu" if running == "CPUExecutionProvider" else f"cuda:{device_id}"
         self.precision: Precision = precision
         self.embed_dim = embed_dim

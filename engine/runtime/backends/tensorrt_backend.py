@@ -98,16 +98,16 @@ def build_engine(onnx_path: Path, plan_path: Path, input_size: int, max_batch: i
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     if network.num_inputs != 1 or network.num_outputs != 1:
-        raise RuntimeError(f"{onnx_path} must have one input and one output, "
-                           f"not {network.num_inputs} and {network.num_outputs}")
+        raise RuntimeError(
+            f"{onnx_path} must have one input and one output, not {network.num_inputs} and {network.num_outputs}"
+        )
     name = network.get_input(0).name
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     shape = (3, input_size, input_size)
     profile.set_shape(name, (1, *shape), (max(1, max_batch // 2), *shape), (max_batch, *shape))
     config.add_optimization_profile(profile)
-    log.info("TensorRT %s: building %s (batch 1..%d); this takes minutes", trt.__version__, plan_path.name,
-             max_batch)
+    log.info("TensorRT %s: building %s (batch 1..%d); this takes minutes", trt.__version__, plan_path.name, max_batch)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT failed to build the engine (see its log above)")
@@ -132,8 +132,10 @@ class PlanRunner:
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            raise BackendUnavailable("the TensorRT plan does not deserialize here: it was built for another GPU or "
-                                     "TensorRT version; rebuild it on this machine with t4v export --format tensorrt")
+            raise BackendUnavailable(
+                "the TensorRT plan does not deserialize here: it was built for another GPU or "
+                "TensorRT version; rebuild it on this machine with t4v export --format tensorrt"
+            )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -164,8 +166,13 @@ class TensorRTFrameEncoder(ChunkedEncoder):
     name = "tensorrt"
 
     def __init__(
-        self, plan_path: Path, embed_dim: int, input_size: int, max_batch_size: int,
-        precision: Precision = Precision.FP16, device: str = "cuda:0",
+        self,
+        plan_path: Path,
+        embed_dim: int,
+        input_size: int,
+        max_batch_size: int,
+        precision: Precision = Precision.FP16,
+        device: str = "cuda:0",
     ) -> None:
         trt = _trt()
         if not torch.cuda.is_available():
