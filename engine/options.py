@@ -1,7 +1,9 @@
 """What to run: each model and backend option declared once, with its type, default and help.
+The weights' own options (architecture, tag, files, head, activation) are ``models/options.py``'s,
+shared with training.
 
 ``t4v classify``, ``t4v export`` and ``t4v serve`` derive their command-line options from these
-fields (``server/cli_options.py``), and ``server/settings.py`` derives the ``T4V_*`` variables
+fields (``models/cli_options.py``), and ``server/settings.py`` derives the ``T4V_*`` variables
 from them: adding an option is one edit here.
 """
 
@@ -11,34 +13,23 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from text4vis.models.choices import Activation, Backend, Decoder, Precision, Preprocess, Provider, Scaler, TemporalHead
+from text4vis.models.choices import Backend, Decoder, Precision, Preprocess, Provider, Scaler
 from text4vis.models.errors import InputError
+from text4vis.models.options import DeviceOption, WeightOptions, existing_file
 
 
-class ModelOptions(BaseModel):
+class ModelOptions(DeviceOption, WeightOptions):
     """The model, its weights, and how its visual encoder runs. Defaults: ViT-B-16 with OpenAI
     weights, the checkpoint's head (mean without one), the preprocessing that suits the weights."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str | None = Field(None, description="open_clip architecture (default ViT-B-16).")
-    pretrained: str | None = Field(None, description="open_clip pretrained tag (default openai).")
-    clip_checkpoint: Path | None = Field(None, description="Local CLIP weights (open_clip or OpenAI format).")
     text4vis_checkpoint: Path | None = Field(
         None, description="Checkpoint released with Text4Vis (visual encoder + temporal head)."
     )
-    temporal: TemporalHead | None = Field(None, description="Temporal head: mean | transf (default: the checkpoint's).")
     preprocess: Preprocess | None = Field(
         None, description="Preprocessing: clip | text4vis (default text4vis with a Text4Vis checkpoint)."
     )
-    activation: Activation = Field(
-        Activation.AUTO,
-        description="CLIP's MLP activation: auto (what the weights were trained with: QuickGELU for OpenAI's "
-        "tags and files, else the architecture's) | gelu | quickgelu (OpenAI-trained weights "
-        "in a plain state dict under --model ARCH).",
-    )
-    random_init: bool = Field(False, description="Run RANDOM weights on purpose (benchmarks, tests). Never implicit.")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     precision: Precision = Field(
         Precision.AUTO,
         description="Visual encoder precision: auto (fp16 on CUDA, fp32 on the CPU) | fp32 | fp16 | bf16.",
@@ -71,12 +62,10 @@ class ModelOptions(BaseModel):
     threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads (0: the cores).")
     compile: bool = Field(False, description="torch.compile the torch backend (needs a C compiler).")
 
-    @field_validator("clip_checkpoint", "text4vis_checkpoint")
+    @field_validator("text4vis_checkpoint")
     @classmethod
-    def _file_exists(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise InputError(f"checkpoint file not found: {path}")
-        return path
+    def _text4vis_file_exists(cls, path: Path | None) -> Path | None:
+        return existing_file(path)
 
     @field_validator("engine_dir")
     @classmethod

@@ -22,14 +22,15 @@ from open_clip.model import build_model_from_openai_state_dict, convert_to_custo
 from torch import nn
 
 from text4vis.models.choices import Activation
+from text4vis.models.clip_source import DEFAULT_ARCH as DEFAULT_ARCH
+from text4vis.models.clip_source import DEFAULT_PRETRAINED as DEFAULT_PRETRAINED
+from text4vis.models.clip_source import ClipSource as ClipSource
 from text4vis.models.errors import CheckpointMismatchError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_ARCH = "t4v-tiny-vit"
-DEFAULT_ARCH = "ViT-B-16"
-DEFAULT_PRETRAINED = "openai"
 HUB_HOST = "huggingface.co"
 
 open_clip.add_model_config(CONFIG_DIR)
@@ -37,38 +38,6 @@ open_clip.add_model_config(CONFIG_DIR)
 Tokenizer = Callable[..., torch.Tensor]
 QUICKGELU_SUFFIX = "-quickgelu"
 OPENAI_ARCHIVE = "openai_torchscript"  # extras key set by read_checkpoint for OpenAI's TorchScript files
-
-
-@dataclass(frozen=True)
-class ClipSource:
-    """Where a CLIP model comes from. Exactly one of pretrained, checkpoint, random_init is used.
-
-    ``arch=None`` with a checkpoint infers the architecture from an OpenAI-layout state dict.
-    ``activation``: the MLP activation the weights were trained with; ``auto`` takes it from the
-    weights where they say (see :func:`load_clip`), ``gelu``/``quickgelu`` name it.
-    """
-
-    arch: str | None = None
-    pretrained: str | None = None
-    checkpoint: Path | None = None
-    random_init: bool = False
-    seed: int = 0
-    activation: Activation = Activation.AUTO
-
-    def resolved(self) -> ClipSource:
-        """Fill in defaults: ViT-B-16 with the OpenAI weights when nothing else is named."""
-        if self.checkpoint is not None and self.pretrained is not None:
-            raise ModelLoadError("give either a pretrained tag or a CLIP checkpoint file, not both")
-        if self.random_init and (self.checkpoint is not None or self.pretrained is not None):
-            raise ModelLoadError("random init cannot be combined with pretrained weights or a checkpoint")
-        arch = self.arch
-        pretrained = self.pretrained
-        if self.checkpoint is None and not self.random_init:
-            arch = arch or DEFAULT_ARCH
-            pretrained = pretrained or DEFAULT_PRETRAINED
-        if self.random_init:
-            arch = arch or DEFAULT_ARCH
-        return ClipSource(arch, pretrained, self.checkpoint, self.random_init, self.seed, self.activation)
 
 
 @dataclass

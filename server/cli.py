@@ -8,6 +8,7 @@ processes, which import this module as their main one, stay small.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -23,6 +24,7 @@ from text4vis.engine.options import ModelOptions
 from text4vis.engine.request import MAX_CLIPS, parse_views
 from text4vis.engine.vocab.validation import validate_templates
 from text4vis.models.choices import ExportFormat, Precision, Sampling
+from text4vis.models.cli_options import flag, with_options
 from text4vis.models.errors import InputError, ModelLoadError, T4VError
 from text4vis.models.media import open_media
 from text4vis.models.presets import LABEL_PRESETS, preset_labels
@@ -35,7 +37,7 @@ from text4vis.models.prompts import (
     validate_template,
 )
 from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
-from text4vis.server.cli_options import flag, with_options
+from text4vis.models.training.config import collect
 from text4vis.server.settings import Settings
 
 if TYPE_CHECKING:
@@ -206,23 +208,19 @@ def vocab_lint(
         raise typer.Exit(1)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
-def train(ctx: typer.Context) -> None:
+@app.command("train", help=collect.__doc__)
+@functools.wraps(collect)
+def train(**kwargs: Any) -> None:
     """Fine-tune the visual encoder against a frozen text classifier: t4v train --config FILE [--field value ...].
 
-    Every config field is a flag (t4v train --help lists them); torchrun runs it on several GPUs/nodes:
+    Every config field is a flag; torchrun runs the same on several GPUs or nodes:
     torchrun --nproc_per_node 8 -m text4vis.models.training.train --config FILE. With --export-engine the
-    final checkpoint is exported to OUTPUT/engine (ONNX).
-    """
-    from text4vis.models.training.config import flag_parser, parse_args
+    final checkpoint is exported to OUTPUT/engine (ONNX)."""
     from text4vis.models.training.train import train as run
 
-    if "--help" in ctx.args or "-h" in ctx.args:
-        typer.echo(flag_parser().format_help())
-        return
     logging.getLogger("text4vis.models.training").setLevel(logging.INFO)  # each epoch's loss, without -v
     try:
-        cfg = parse_args(list(ctx.args))
+        cfg = collect(**kwargs)
         metrics = run(cfg)
     except (ModelLoadError, InputError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -231,9 +229,10 @@ def train(ctx: typer.Context) -> None:
         from text4vis.engine.runtime.export import export_from_options
 
         options = ModelOptions(
-            model=cfg.arch,
+            model=cfg.model,
             pretrained=cfg.pretrained,
             clip_checkpoint=cfg.clip_checkpoint,
+            activation=cfg.activation,
             random_init=cfg.random_init,
             text4vis_checkpoint=cfg.output / "last.pt",
         )
@@ -275,7 +274,6 @@ def evaluate_command(
     pixels the server sees: its probabilities are the server's for the same clip and checkpoint.
     Several --list/--labels pairs (the three 160-class Kinetics-600 zero-shot splits) print each
     split and the mean +- std over them, as the paper reports them."""
-    from text4vis.models.clip_loader import ClipSource
     from text4vis.models.training.evaluate import evaluate_checkpoint
 
     try:
@@ -287,9 +285,7 @@ def evaluate_command(
                 f"give one --labels per --list: {len(list_files)} lists, {len(labels_files)} label files"
             )
         base = _validated(ModelOptions, options or {})
-        source = ClipSource(
-            base.model, base.pretrained, base.clip_checkpoint, base.random_init, activation=base.activation
-        )
+        source = base.clip_source()
         result = evaluate_checkpoint(
             checkpoint,
             list(zip(list_files, labels_files, strict=True)),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from text4vis.server.cli_options import flag, model_env
+from text4vis.models.cli_options import flag, model_env
 from text4vis.server.settings import ServingOptions, Settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"

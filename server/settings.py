@@ -1,6 +1,6 @@
 """All configuration in one place: the serving options here and the model options of
 ``engine/options.py``, each declared once; every field is a ``T4V_*`` variable and a
-``t4v serve`` option (``server/cli_options.py`` derives the options from these fields)."""
+``t4v serve`` option (``models/cli_options.py`` derives the options from these fields)."""
 
 from __future__ import annotations
 

@@ -75,21 +75,34 @@ def test_configuration_reference_is_generated_from_the_settings() -> None:
 
 
 def test_each_option_is_declared_once() -> None:
-    """Model and serving options live in engine/options.py and server/settings.py; the CLI derives
-    its options from them (server/cli_options.py) and redeclares none."""
+    """Every option class's field is declared in one file of the whole tree (training included):
+    the weights' options in models/options.py, the runtime's in engine/options.py, serving's in
+    server/settings.py, the recipe's in models/training/config.py; the CLIs derive their flags from
+    them (models/cli_options.py) and redeclare none, and training reuses the model options."""
     from text4vis.engine.options import ModelOptions
+    from text4vis.models.options import WeightOptions
+    from text4vis.models.training.config import TrainConfig
     from text4vis.server.settings import ServingOptions
 
-    files = [*ROOT.glob("server/**/*.py"), *ROOT.glob("engine/**/*.py")]
+    files = [*ROOT.glob("server/**/*.py"), *ROOT.glob("engine/**/*.py"), *ROOT.glob("models/**/*.py")]
     sources = {p: p.read_text() for p in files if p.name != "schemas.py"}  # the API's responses are not options
-    for name in [*ModelOptions.model_fields, *ServingOptions.model_fields]:
-        field, option = rf"^\s+{name}: [^=\n]+= Field\(", rf"\b{name}: Annotated\["
+    fields = {
+        *ModelOptions.model_fields,
+        *ServingOptions.model_fields,
+        *WeightOptions.model_fields,
+        *TrainConfig.model_fields,
+    }
+    cli_options = {*ModelOptions.model_fields, *ServingOptions.model_fields}  # what t4v's commands derive
+    for name in sorted(fields):
+        field = rf"^\s+{name}: [^=\n]+= Field\("
+        option = rf"\b{name}: Annotated\[" if name in cli_options else r"(?!)"
         declared = [
             str(p.relative_to(ROOT))
             for p, text in sources.items()
             if re.search(field, text, re.M) or re.search(option, text)
         ]
         assert len(declared) == 1, (name, declared)
+    assert "arch" not in TrainConfig.model_fields and "model" in TrainConfig.model_fields
 
 
 def test_serve_help_shows_defaults() -> None:

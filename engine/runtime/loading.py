@@ -9,7 +9,7 @@ from torch import nn
 
 from text4vis.engine.options import ModelOptions
 from text4vis.models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint
-from text4vis.models.clip_loader import ClipSource, LoadedClip, load_clip
+from text4vis.models.clip_loader import LoadedClip, load_clip
 from text4vis.models.errors import ModelLoadError
 from text4vis.models.preprocess import PreprocessConfig, PreprocessMode
 from text4vis.models.temporal import build_temporal_head, head_count
@@ -26,8 +26,7 @@ class LoadedModel:
 
 def load_clip_for(opts: ModelOptions) -> LoadedClip:
     """The CLIP ``opts`` names, on the CPU (the runtime moves what runs)."""
-    source = ClipSource(opts.model, opts.pretrained, opts.clip_checkpoint, opts.random_init, activation=opts.activation)
-    return load_clip(source, device="cpu")
+    return load_clip(opts.clip_source(), device="cpu")
 
 
 def load_model(opts: ModelOptions, clip: LoadedClip | None = None) -> LoadedModel:

@@ -1,18 +1,29 @@
-"""Training configuration: one pydantic model; a YAML/TOML file, and every field also a flag."""
+"""Training configuration: one pydantic model, a YAML/TOML file, and every field also a flag.
+
+The weights' options (``model``, ``pretrained``, ``clip_checkpoint``, ``temporal``,
+``activation``, ``random_init``) are :class:`~text4vis.models.options.WeightOptions`, the same
+fields serving uses; the flags come from the one field-to-flag generator
+(``models/cli_options.py``), for ``t4v train`` and ``torchrun -m text4vis.models.training.train`` alike.
+"""
 
 from __future__ import annotations
 
-import argparse
 import tomllib
 from pathlib import Path
-from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any
 
+import typer
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
+
+from text4vis.models.choices import ClassifierInit, TemporalHead
+from text4vis.models.cli_options import with_options
+from text4vis.models.options import DeviceOption, WeightOptions
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(DeviceOption, WeightOptions):
+    """What a training run does; ``temporal`` unset trains the T-Trans head (the paper's)."""
+
     model_config = ConfigDict(extra="forbid")
 
     # data
@@ -21,32 +32,21 @@ class TrainConfig(BaseModel):
     labels: Path = Field(description="Class names: .csv (id,name) or .txt; label i is line i.")
     val_labels: Path | None = Field(None, description="Class names of val_list when they differ (zero-shot).")
     root: Path | None = Field(None, description="Prefix for relative paths in the list files.")
-    frames: int = Field(8, ge=1, le=64)
-    input_size: int = Field(224, ge=32)
+    frames: int = Field(8, ge=1, le=64, description="Frames per clip (T).")
+    input_size: int = Field(224, ge=32, description="The model's input size (C).")
     shots: int | None = Field(None, ge=1, description="Few-shot: K training videos per class, seeded.")
     workers: int = Field(2, ge=0, description="DataLoader workers.")
 
-    # model
-    arch: str | None = Field(
-        None,
-        description="open_clip architecture; default ViT-B-16, or the one a "
-        "clip_checkpoint's weights show (OpenAI or open_clip format).",
-    )
-    pretrained: str | None = Field(
-        None, description="open_clip pretrained tag (default openai without a clip_checkpoint)."
-    )
-    clip_checkpoint: Path | None = None
-    random_init: bool = Field(False, description="Start from random CLIP weights (tests only).")
-    temporal: Literal["mean", "transf"] = "transf"
-    classifier: Literal["text", "random", "orthogonal", "lda", "text-other"] = "text"
-    templates: list[str] = Field(default_factory=lambda: ["a video of a person {}."])
+    # the classifier (the CLIP model and the head: WeightOptions)
+    classifier: ClassifierInit = Field(ClassifierInit.TEXT, description="How the frozen classifier is initialized.")
+    templates: list[str] = Field(default_factory=lambda: ["a video of a person {}."], description="Prompt templates.")
     lda_shots: int = Field(2, ge=1, description="Videos per class for the LDA initialization.")
     other_text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="For classifier=text-other.")
     unfreeze_classifier: bool = Field(False, description="Train the classifier too (the paper's ablation).")
 
     # optimization
-    epochs: int = Field(30, ge=1)
-    warmup_epochs: int = Field(5, ge=0)
+    epochs: int = Field(30, ge=1, description="Epochs.")
+    warmup_epochs: int = Field(5, ge=0, description="Linear warm-up epochs of the cosine schedule.")
     batch_size: int = Field(256, ge=1, description="Global batch (all processes, before accumulation).")
     accumulate: int = Field(1, ge=1, description="Gradient accumulation steps.")
     lr: float = Field(5e-5, gt=0, description="Learning rate of the new parts (head, classifier if trained).")
@@ -57,14 +57,19 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="Mixed precision (CUDA only).")
     grayscale: float = Field(0.2, ge=0, le=1, description="Probability of a grayscale clip (augmentation).")
     rand_augment: bool = Field(False, description="RandAugment (the paper's; off in the reference code).")
-    seed: int = 0
+    seed: int = Field(0, description="Seeds the data order, augmentations and initializations.")
 
     # output
-    output: Path = Path("runs/train")
+    output: Path = Field(Path("runs/train"), description="Run directory: last.pt, metrics.jsonl, metrics.png.")
     resume: Path | None = Field(None, description="A checkpoint (last.pt) to continue from exactly.")
     stop_after: int | None = Field(None, ge=1, description="Stop after this epoch (a planned interruption).")
-    export_engine: bool = Field(False, description="Write an ONNX engine directory at the end (needs engine).")
-    device: str = "auto"
+    export_engine: bool = Field(False, description="Write an ONNX engine directory at the end (OUTPUT/engine).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})")
+        return self
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
@@ -75,29 +80,26 @@ class TrainConfig(BaseModel):
         return cls(**{**data, **overrides})
 
 
-def flag_parser() -> argparse.ArgumentParser:
-    """``--config FILE`` plus one ``--field-name`` flag per config field."""
-    parser = argparse.ArgumentParser(prog="t4v train", description="Fine-tune CLIP's visual encoder (Text4Vis).")
-    parser.add_argument("--config", type=Path, default=None, help="YAML or TOML file of the fields below.")
-    for name, field in TrainConfig.model_fields.items():
-        flag = f"--{name.replace('_', '-')}"
-        kind = field.annotation
-        if get_origin(kind) in (Union, UnionType):  # X | None -> X
-            kind = next(a for a in get_args(kind) if a is not type(None))
-        if kind is bool:
-            parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=field.description
-            )
-        elif get_origin(kind) is list:
-            parser.add_argument(flag, dest=name, nargs="+", default=None, help=field.description)
-        elif get_origin(kind) is Literal:
-            parser.add_argument(flag, dest=name, choices=get_args(kind), default=None, help=field.description)
-        else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=field.description)  # type: ignore[arg-type]
-    return parser
+def head_kind(cfg: TrainConfig) -> TemporalHead:
+    """The head a run trains: the config's, else T-Trans."""
+    return cfg.temporal or TemporalHead.TRANSF
+
+
+@with_options(TrainConfig)
+def collect(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or TOML file of the fields; flags win.")] = None,
+    options: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Fine-tune CLIP's visual encoder against a frozen text classifier (Text4Vis): --config FILE
+    and any field as a flag."""
+    return TrainConfig.load(config, options or {})
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
-    args = vars(flag_parser().parse_args(argv))
-    config = args.pop("config")
-    return TrainConfig.load(config, {k: v for k, v in args.items() if v is not None})
+    """The config ``argv`` (``--config FILE --epochs 3 ...``) describes; ``--help`` prints the flags."""
+    app = typer.Typer(add_completion=False, rich_markup_mode="rich")
+    app.command()(collect)
+    result = typer.main.get_command(app).main(argv, prog_name="t4v train", standalone_mode=False)
+    if not isinstance(result, TrainConfig):  # --help answered
+        raise SystemExit(0)
+    return result

@@ -28,11 +28,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from text4vis.models.checkpoint import apply_text4vis_checkpoint, read_text4vis_checkpoint, released_state
-from text4vis.models.clip_loader import ClipSource, load_clip
+from text4vis.models.clip_loader import load_clip
 from text4vis.models.prompts import read_labels
 from text4vis.models.temporal import build_temporal_head, head_count
 from text4vis.models.training.classifier_init import build_classifier, visual_features
-from text4vis.models.training.config import TrainConfig, parse_args
+from text4vis.models.training.config import TrainConfig, head_kind, parse_args
 from text4vis.models.training.data import Sample, VideoDataset, enough_frames, few_shot, read_samples
 from text4vis.models.training.evaluate import evaluate
 from text4vis.models.training.plot import plot_metrics
@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     np.random.seed(cfg.seed)
 
     classes = read_labels(cfg.labels)
-    clip = load_clip(ClipSource(cfg.arch, cfg.pretrained, cfg.clip_checkpoint, cfg.random_init, seed=cfg.seed))
+    clip = load_clip(cfg.clip_source(seed=cfg.seed))
     full = enough_frames(read_samples(cfg.train_list, classes, cfg.root), cfg.frames, cfg.train_list)
     samples = repeated_few_shot(full, cfg.shots, cfg.seed) if cfg.shots else full
     batch_size = cfg.batch_size
@@ -157,7 +157,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         lda_loader = DataLoader(make(few_shot(full, cfg.lda_shots, cfg.seed), False), batch_size=micro)
         lda_data = visual_features(clip.model.visual.to(device).eval(), lda_loader, device)
     weights = build_classifier(cfg.classifier, clip, classes, cfg.templates, cfg.seed, lda_data, cfg.other_text_model)
-    head = build_temporal_head(cfg.temporal, clip.embed_dim, heads=head_count(clip.text_width))
+    head = build_temporal_head(head_kind(cfg), clip.embed_dim, heads=head_count(clip.text_width))
     model = VideoClassifier(
         clip.model.visual,
         head,

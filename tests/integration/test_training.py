@@ -44,7 +44,7 @@ def args(data: tuple[Path, Path, Path], out: Path, *extra: str) -> list[str]:
         str(labels),
         "--root",
         str(root),
-        "--arch",
+        "--model",
         TINY_ARCH,
         "--random-init",
         "--frames",
@@ -184,8 +184,31 @@ def test_ddp_two_processes_match_one(smoke_run: Path, data: tuple[Path, Path, Pa
 def test_config_file_and_flags(tmp_path: Path, data: tuple[Path, Path, Path]) -> None:
     cfg_file = tmp_path / "train.yaml"
     cfg_file.write_text(yaml.safe_dump({"train_list": "a.txt", "labels": "l.txt", "epochs": 7, "temporal": "mean"}))
-    cfg = parse_args(["--config", str(cfg_file), "--epochs", "3", "--lr-ratio", "0.5", "--no-amp"])
+    cfg = parse_args(
+        [
+            "--config",
+            str(cfg_file),
+            "--epochs",
+            "3",
+            "--warmup-epochs",
+            "1",
+            "--lr-ratio",
+            "0.5",
+            "--no-amp",
+            "--betas",
+            "0.8",
+            "--betas",
+            "0.99",
+            "--templates",
+            "a {}",
+            "--templates",
+            "b {}.",
+        ]
+    )
     assert (cfg.epochs, cfg.temporal, cfg.lr_ratio, cfg.amp) == (3, "mean", 0.5, False)
+    assert cfg.betas == (0.8, 0.99) and cfg.templates == ["a {}", "b {}."]
+    with pytest.raises(ValueError, match=r"warmup_epochs \(5\) must not exceed epochs \(3\)"):
+        parse_args(["--config", str(cfg_file), "--epochs", "3"])
     toml = tmp_path / "train.toml"
     toml.write_text('train_list = "a.txt"\nlabels = "l.txt"\nclassifier = "orthogonal"\n')
     assert TrainConfig.load(toml, {}).classifier == "orthogonal"
@@ -438,4 +461,4 @@ def test_train_infers_the_architecture_of_an_openai_format_clip_file(
     )
     assert metrics["epoch"] == 1
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["arch"] is None and config["pretrained"] is None
+    assert config["model"] is None and config["pretrained"] is None

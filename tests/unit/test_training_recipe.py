@@ -203,4 +203,4 @@ def test_shipped_few_shot_configs_are_the_references(name: str) -> None:
 def test_shipped_fine_tuning_config() -> None:
     path = Path(__file__).parents[2] / "models" / "training" / "configs" / "k400_vitb16_f8.yaml"
     cfg = TrainConfig.load(path, {"train_list": Path("t.txt"), "labels": Path("l.txt")})
-    assert (cfg.arch, cfg.temporal, cfg.batch_size, cfg.frames) == ("ViT-B-16", "transf", 256, 8)
+    assert (cfg.model, cfg.temporal, cfg.batch_size, cfg.frames) == ("ViT-B-16", "transf", 256, 8)

@@ -49,7 +49,10 @@ def option_parameters(model: type[BaseModel], *, env: bool, exclude: Iterable[st
         text = (field.description or "") + (f" [env {model_env(name)}]" if env else "")
         if kind is list[str]:
             text += " Repeat the option for several."
-        option = typer.Option(flag(name, field), help=text, show_default=_default_text(field))
+        spelled = flag(name, field)
+        if kind is bool:  # --amp / --no-amp: a default of True can be turned off
+            spelled = f"{spelled}/--no-{spelled.removeprefix('--')}"
+        option = typer.Option(spelled, help=text, show_default=_default_text(field))
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
