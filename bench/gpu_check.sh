@@ -22,4 +22,4 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
 left=$(( budget - ($(date +%s) - start) ))
 # the Python side keeps 20 s for its own cleanup; timeout stops everything at the budget regardless
-PYTHONPATH=. exec timeout --kill-after=10 "$left" "$python" bench/gpu_check.py --budget-s $(( left - 20 )) "$@"
+PYTHONPATH=.:.pkg exec timeout --kill-after=10 "$left" "$python" bench/gpu_check.py --budget-s $(( left - 20 )) "$@"

@@ -31,7 +31,6 @@ from text4vis.models.presets import LABEL_PRESETS, preset_labels
 from text4vis.models.prompts import (
     DEFAULT_TEMPLATE,
     TEMPLATE_SETS,
-    format_prompts,
     read_labels,
     read_templates,
     validate_template,
@@ -172,39 +171,32 @@ def vocab_lint(
         templates = validate_templates(template)
         base = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
         from text4vis.engine.runtime.loading import load_clip_for
-        from text4vis.engine.vocab.lint import lint
-        from text4vis.models.classifiers import text_classifier
+        from text4vis.engine.vocab.lint import lint_labels
         from text4vis.models.text_encoder import TextEncoder
 
-        encoder = TextEncoder(load_clip_for(base))
+        report = lint_labels(TextEncoder(load_clip_for(base)), labels, templates, clean_labels)
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
         _fail(exc)
-    prompts = [(label, p) for label in labels for p in format_prompts(label, templates, clean_labels)]
-    limit = encoder.context_length
-    too_long: list[dict[str, Any]] = [
-        {"label": label, "prompt": p, "tokens": n}
-        for (label, p), n in zip(prompts, encoder.token_counts([p for _, p in prompts]), strict=True)
-        if n > limit
-    ]
-    long_labels = {t["label"] for t in too_long}
-    fitting = [label for label in labels if label not in long_labels]
-    warnings: list[dict[str, Any]] = []
-    if len(fitting) >= 2:
-        matrix = text_classifier(encoder, fitting, templates, clean_labels).numpy()
-        warnings = [
-            {"kind": w.kind, "labels": list(w.labels), "cosine": round(w.cosine, 4)} for w in lint(fitting, matrix)
-        ]
     if as_json:
-        typer.echo(json.dumps({"labels": len(labels), "warnings": warnings, "too_long": too_long}))
-    else:
-        for t in too_long:
-            typer.echo(f"too long: {t['prompt']!r} is {t['tokens']} tokens; the text encoder takes {limit}")
-        for w in warnings:
-            typer.echo(
-                f"{w['kind'].replace('_', ' ')}: {w['labels'][0]!r} and {w['labels'][1]!r} (cosine {w['cosine']:.3f})"
+        typer.echo(
+            json.dumps(
+                {
+                    "labels": report.labels,
+                    "warnings": [
+                        {"kind": w.kind, "labels": list(w.labels), "cosine": round(w.cosine, 4)}
+                        for w in report.warnings
+                    ],
+                    "too_long": [{"label": t.label, "prompt": t.prompt, "tokens": t.tokens} for t in report.too_long],
+                }
             )
-        typer.echo(f"{len(labels)} labels: {len(warnings)} warnings, {len(too_long)} prompts too long")
-    if warnings or too_long:
+        )
+    else:
+        for t in report.too_long:
+            typer.echo(f"too long: {t.prompt!r} is {t.tokens} tokens; the text encoder takes {report.limit}")
+        for w in report.warnings:
+            typer.echo(f"{w.kind.replace('_', ' ')}: {w.labels[0]!r} and {w.labels[1]!r} (cosine {w.cosine:.3f})")
+        typer.echo(f"{report.labels} labels: {len(report.warnings)} warnings, {len(report.too_long)} prompts too long")
+    if report.warnings or report.too_long:
         raise typer.Exit(1)
 
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from text4vis.models.prompts import format_prompts
+
+if TYPE_CHECKING:
+    from text4vis.models.text_encoder import TextEncoder
 
 SIMILAR_COSINE = 0.95  # CLIP text embeddings of unrelated action names sit around 0.6-0.85
 MAX_WARNINGS = 100
@@ -60,6 +65,40 @@ def lint(
     warnings = list(found.values())
     warnings += [LintWarning("similar", (labels[i], labels[j]), c) for c, i, j in similar]
     return warnings[:limit]
+
+
+@dataclass(frozen=True)
+class TooLong:
+    label: str
+    prompt: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """What ``t4v vocab lint`` finds offline: what PUT /vocab would warn about, and the prompts it
+    would refuse as longer than the text encoder takes (``limit`` tokens)."""
+
+    labels: int
+    warnings: list[LintWarning]
+    too_long: list[TooLong]
+    limit: int
+
+
+def lint_labels(encoder: TextEncoder, labels: list[str], templates: list[str], clean_labels: bool) -> LintReport:
+    """Token counts of every prompt, then the lint of the labels whose prompts all fit."""
+    from text4vis.models.classifiers import text_classifier
+
+    prompts = [(label, p) for label in labels for p in format_prompts(label, templates, clean_labels)]
+    limit = encoder.context_length
+    counts = encoder.token_counts([p for _, p in prompts])
+    too_long = [TooLong(label, p, n) for (label, p), n in zip(prompts, counts, strict=True) if n > limit]
+    long_labels = {t.label for t in too_long}
+    fitting = [label for label in labels if label not in long_labels]
+    warnings: list[LintWarning] = []
+    if len(fitting) >= 2:
+        warnings = lint(fitting, text_classifier(encoder, fitting, templates, clean_labels).numpy())
+    return LintReport(len(labels), warnings, too_long, limit)
 
 
 def clustered_order(matrix: np.ndarray) -> list[int]:
