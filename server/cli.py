@@ -13,9 +13,10 @@ import json
 import logging
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -31,6 +32,7 @@ from text4vis.models.presets import LABEL_PRESETS, preset_labels
 from text4vis.models.prompts import (
     DEFAULT_TEMPLATE,
     TEMPLATE_SETS,
+    LabelFileWarning,
     read_labels,
     read_templates,
     validate_template,
@@ -117,9 +119,10 @@ def classify(
         )
         limits = RequestLimits(max_frames=MAX_FRAMES_PER_CLIP, max_views=f"{MAX_CLIPS}x3")
         request.resolved(limits)  # the request's own errors, before a model loads
-        for path in videos:  # and the inputs we can already tell are bad
-            with open_media(path, model_options.decoder):
-                pass
+        unreadable = _unreadable(videos, model_options)  # files we can tell are bad without a model
+        readable = [path for path in videos if path not in unreadable]
+        if not readable:
+            _report_failures(videos, unreadable, as_json)
         from text4vis.engine.flow.service import classify_files  # the heavy layers, once the arguments are good
         from text4vis.engine.runtime.build import build_runtime
         from text4vis.engine.vocab.registry import VocabRegistry
@@ -130,24 +133,51 @@ def classify(
         vocabularies.ad_hoc(label_list, templates, clean_labels)  # refuses bad labels before any file decodes
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
         _fail(exc)
-    results: list[ClassifyResult] = []
-    failed = False
-    with _files_progress(len(videos)) as done:
-        outcomes = classify_files(runtime.pipeline, vocabularies, request, videos, limits=limits, on_done=done)
-    for outcome in outcomes:
+    with _files_progress(readable) as done:
+        outcomes = classify_files(runtime.pipeline, vocabularies, request, readable, limits=limits, on_done=done)
+    failures: dict[Path, BaseException] = dict(unreadable)
+    results: dict[Path, ClassifyResult] = {}
+    for path, outcome in zip(readable, outcomes, strict=True):
         if isinstance(outcome, InputError | ValueError):
-            _error_line(outcome)
-            failed = True
+            failures[path] = outcome
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            results.append(outcome)
+            results[path] = outcome
+    for path in videos:
+        if path in failures:
+            _error_line(failures[path])
     if as_json:
-        typer.echo(json.dumps({"model": runtime.info.as_dict(), "results": [_result_json(r) for r in results]}))
+        rows = [
+            _result_json(results[p]) if p in results else {"file": str(p), "error": _one_line(failures[p])}
+            for p in videos
+        ]
+        typer.echo(json.dumps({"model": runtime.info.as_dict(), "results": rows}))
     else:
-        _print_tables(results)
-    if failed:
-        raise typer.Exit(2)
+        _print_tables([results[p] for p in videos if p in results])
+    if failures:  # every file that could be classified was; the failures said so above
+        raise typer.Exit(1)
+
+
+def _unreadable(videos: list[Path], options: ModelOptions) -> dict[Path, InputError]:
+    """The files that are not a video or image we can open (missing, empty, garbage, past a limit)."""
+    found: dict[Path, InputError] = {}
+    for path in videos:
+        try:
+            with open_media(path, options.decoder):
+                pass
+        except InputError as exc:
+            found[path] = exc
+    return found
+
+
+def _report_failures(videos: list[Path], failures: dict[Path, InputError], as_json: bool) -> NoReturn:
+    """No file can be classified: each one's error, then exit 1 (without loading a model)."""
+    for path in videos:
+        _error_line(failures[path])
+    if as_json:
+        typer.echo(json.dumps({"results": [{"file": str(p), "error": _one_line(failures[p])} for p in videos]}))
+    raise typer.Exit(1)
 
 
 vocab_app = typer.Typer(no_args_is_help=True, help="Vocabularies offline.")
@@ -167,7 +197,9 @@ def vocab_lint(
     confuse (near duplicates, too-similar prompts) and prompts over the text encoder's limit
     (which the server refuses). Exit 0 with no finding, 1 with findings."""
     try:
-        labels = _labels(None, labels_file, None)
+        with warnings.catch_warnings(record=True) as header:
+            warnings.simplefilter("always", LabelFileWarning)
+            labels = _labels(None, labels_file, None)
         templates = validate_templates(template)
         base = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
         from text4vis.engine.runtime.loading import load_clip_for
@@ -196,7 +228,7 @@ def vocab_lint(
         for w in report.warnings:
             typer.echo(f"{w.kind.replace('_', ' ')}: {w.labels[0]!r} and {w.labels[1]!r} (cosine {w.cosine:.3f})")
         typer.echo(f"{report.labels} labels: {len(report.warnings)} warnings, {len(report.too_long)} prompts too long")
-    if report.warnings or report.too_long:
+    if report.warnings or report.too_long or header:
         raise typer.Exit(1)
 
 
@@ -412,12 +444,25 @@ def _validated(model: type[M], given: dict[str, Any]) -> M:
 
 
 @contextlib.contextmanager
-def _files_progress(total: int) -> Iterator[Callable[[], None]]:
-    """A rich bar of files done on stderr, for several files on a terminal; a no-op otherwise."""
+def _files_progress(files: list[Path]) -> Iterator[Callable[[], None]]:
+    """Files done, on stderr, for several files: a rich bar on a terminal; elsewhere (logs, pipes)
+    one line per file, so a long run is never silent for minutes."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    total = len(files)
     console = Console(stderr=True)
+    if total >= 2 and not console.is_terminal:
+        done = 0
+
+        def line() -> None:
+            nonlocal done
+            done += 1
+            sys.stderr.write(f"classified {done}/{total} files\n")
+            sys.stderr.flush()
+
+        yield line
+        return
     progress = Progress(
         TextColumn("classifying"),
         BarColumn(),
@@ -434,8 +479,11 @@ def _files_progress(total: int) -> Iterator[Callable[[], None]]:
 
 def _error_line(exc: BaseException) -> None:
     """One line on stderr, never wrapped: scripts grep it."""
-    message = " ".join(str(exc).split())
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {_one_line(exc)}\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _fail(exc: BaseException) -> None:
@@ -462,9 +510,13 @@ def _labels(labels: str | None, labels_file: Path | None, preset: str | None) ->
         if not labels_file.is_file():
             raise UsageProblem(f"labels file not found: {labels_file}")
         try:
-            found = read_labels(labels_file)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", LabelFileWarning)
+                found = read_labels(labels_file)
         except ValueError as exc:
             raise UsageProblem(str(exc)) from None
+        for warning in caught:
+            sys.stderr.write(f"warning: {warning.message}\n")
     else:
         assert labels is not None
         found = [label.strip() for label in labels.split(",") if label.strip()]

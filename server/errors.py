@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from text4vis.engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
 from text4vis.models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
 from text4vis.server.auth import Unauthorized
-from text4vis.server.uploads import MalformedBody
+from text4vis.server.uploads import MalformedBody, drain
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def _handler(status: int, headers: dict[str, str] | None):  # noqa: ANN202
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, Overloaded):  # the wait the admission predicted
             headers_now = {**(headers or {}), "Retry-After": str(exc.retry_after_s)}
+            if not await drain(request):  # an upload still arriving: the connection cannot be reused
+                headers_now["Connection"] = "close"
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers_now)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from text4vis.models.errors import InputError
-from text4vis.server.schemas import UploadForm
+from text4vis.server.schemas import ClassifyForm, UploadForm
 from text4vis.server.uploads import Upload
 
 FormT = TypeVar("FormT", bound=UploadForm)
@@ -23,8 +23,11 @@ def parse_form(form_type: type[FormT], upload: Upload) -> tuple[FormT, Path]:
     """The upload's form fields as ``form_type`` and its file; 422 naming the field otherwise."""
     known = [FILE_FIELD, *form_type.model_fields]
     for name in upload.fields:
-        if name not in form_type.model_fields:
-            raise InputError(unknown_field(name, known))
+        if name in form_type.model_fields:
+            continue
+        if name in ClassifyForm.model_fields:  # a /classify option another route does not support
+            raise InputError(f"{name!r} is not supported by this route (it applies to POST /classify)")
+        raise InputError(unknown_field(name, known))
     try:
         form = form_type(**upload.fields)
     except ValidationError as exc:

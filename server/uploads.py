@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import IO
 
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from text4vis.models.errors import InputError, T4VError
 
 MAX_FIELD_BYTES = 1 << 20  # a form field (labels of a large ad-hoc vocabulary) is at most 1 MiB
 MAX_PARTS = 64  # the forms have 14 fields; more parts than this are refused before they are parsed
+DRAIN_S = 1.0  # a refused upload is read and dropped for at most this long before the 503 goes out
+DRAIN_BYTES = 64 << 20
 
 
 class MalformedBody(T4VError):
@@ -147,6 +149,25 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
         with contextlib.suppress(FileNotFoundError):
             if receiver.upload.path is not None:
                 receiver.upload.path.unlink()
+
+
+async def drain(request: Request, seconds: float = DRAIN_S, max_bytes: int = DRAIN_BYTES) -> bool:
+    """Read and drop what is left of ``request``'s body, within ``seconds`` and ``max_bytes``; True
+    when it was all read. A refusal sent before the body is read (admission's 503) would otherwise
+    be lost to most clients: they read the answer only once they have sent the whole body, and a
+    connection closed on unread bytes is reset, taking the answer with it (a lingering close)."""
+    if request.scope.get("type") != "http" or request.method not in ("POST", "PUT", "PATCH"):
+        return True
+    read = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                read += len(chunk)
+                if read > max_bytes:
+                    return False
+    except (TimeoutError, RuntimeError, ClientDisconnect):  # RuntimeError: the body was already read
+        return False
+    return True
 
 
 def _parse(step: Callable[..., object], *args: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from t4v_client.client import Client
 from t4v_client.errors import T4VError
-from t4v_client.labels import read_labels
+from t4v_client.labels import LabelFileWarning, read_labels
 from t4v_client.models import AbstainDefault, Segment, TimelineEnd, TimelineStart
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
@@ -39,7 +40,12 @@ def _fail(exc: Exception) -> None:
 
 def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
     if labels_file is not None:
-        return read_labels(labels_file)  # .txt, .csv with a name column, .json: the server's rules
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LabelFileWarning)
+            found = read_labels(labels_file)  # .txt, .csv with a name column, .json: the server's rules
+        for warning in caught:
+            sys.stderr.write(f"warning: {warning.message}\n")
+        return found
     return [x.strip() for x in (labels or "").split(",") if x.strip()]
 
 

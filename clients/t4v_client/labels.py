@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 LABEL_FILE_FORMATS = (
@@ -13,8 +14,18 @@ LABEL_FILE_FORMATS = (
 )
 
 
+class LabelFileWarning(UserWarning):
+    """Something in a label file that is probably a mistake but still read as written."""
+
+
+HEADER_WORDS = frozenset(
+    {"name", "names", "label", "labels", "class", "classes", "class_name", "classname", "category", "categories"}
+)
+
+
 def read_labels(path: Path) -> list[str]:
-    """Class names from a label file: ``.txt`` one per line (blank lines skipped), ``.csv`` with a
+    """Class names from a label file: ``.txt`` one per line (blank lines and ``#`` comment lines
+    skipped; a first line that looks like a header warns, :class:`LabelFileWarning`), ``.csv`` with a
     header naming a ``name`` column, ``.json`` an array of strings. Anything else, or a file that
     reads as another format (a JSON array in a .txt, ``a;b;c`` on one line), is a ValueError that
     says so."""
@@ -36,8 +47,15 @@ def read_labels(path: Path) -> list[str]:
         column = header.index("name")
         labels = [row[column].strip() if len(row) > column else "" for row in rows[1:]]
     elif suffix == ".txt":
-        labels = [line.strip() for line in text.splitlines()]
+        labels = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]  # comments
         filled = [x for x in labels if x]
+        if filled and filled[0].lower().replace(" ", "_") in HEADER_WORDS:
+            warnings.warn(
+                f"{path.name}: the first line {filled[0]!r} looks like a header, not a class; "
+                "it is used as a label (delete the line if it is a header)",
+                LabelFileWarning,
+                stacklevel=2,
+            )
         if filled and filled[0].startswith("["):
             raise ValueError(f"{path.name}: looks like a JSON array; name the file .json")
         if len(filled) == 1 and any(sep in filled[0] for sep in ",;\t"):

@@ -133,7 +133,10 @@ def run(job: DecodeJob | PlanJob) -> SampledClip | TimelinePlan:
 def serve(conn: Connection) -> None:
     """A worker process's loop: one job at a time from ``conn``, answered with ``("ok", clip)`` or
     ``("error", exception)``; numpy crosses the pipe (plain pickling, no shared memory). Ends when
-    the server closes the pipe; the kernel kills it if the server dies first (Linux)."""
+    the server closes the pipe; the kernel kills it if the server dies first (Linux). Ctrl-C in a
+    terminal reaches every process of the group: a worker ignores it (no traceback of its own) and
+    ends when the server, which handles it, closes the pipe or stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_worker()
     _die_with_parent()
     conn.send("ready")

@@ -22,10 +22,11 @@ def t4v(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*T4V, *args], capture_output=True, text=True, timeout=300)
 
 
-def assert_clean_failure(proc_or_result, fragment: str) -> None:  # noqa: ANN001
+def assert_clean_failure(proc_or_result, fragment: str, expected: int = 2) -> None:  # noqa: ANN001
+    """One line on stderr, no traceback; exit 2 for bad usage, 1 for files that could not be classified."""
     code = getattr(proc_or_result, "returncode", getattr(proc_or_result, "exit_code", None))
     stderr = proc_or_result.stderr.strip()
-    assert code == 2, stderr
+    assert code == expected, stderr
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1, stderr
     assert stderr.startswith("error: ") and fragment in stderr, stderr
@@ -54,7 +55,7 @@ def test_classify_json_on_real_clips(base_args: list[str], tmp_path: Path) -> No
 def test_not_a_video(base_args: list[str], tmp_path: Path) -> None:
     bad = tmp_path / "report.mp4"
     bad.write_text("this is text, not a video\n" * 50)
-    assert_clean_failure(t4v("classify", str(bad), *base_args), "not a video or image")
+    assert_clean_failure(t4v("classify", str(bad), *base_args), "not a video or image", 1)
 
 
 def test_truncated_video(base_args: list[str], tmp_path: Path) -> None:
@@ -72,10 +73,28 @@ def test_truncated_video(base_args: list[str], tmp_path: Path) -> None:
                 out.mux(packet)
     fastcut = tmp_path / "fastcut.mp4"
     fastcut.write_bytes(fast.read_bytes()[: len(fast.read_bytes()) // 2])
-    assert_clean_failure(t4v("classify", str(cut), *base_args), "cut.mp4")
+    assert_clean_failure(t4v("classify", str(cut), *base_args), "cut.mp4", 1)
     for decoder in ("auto", "pyav", "decord"):
         proc = t4v("classify", str(fastcut), *base_args, "--decoder", decoder)
-        assert_clean_failure(proc, "fastcut.mp4: truncated or corrupt video")
+        assert_clean_failure(proc, "fastcut.mp4: truncated or corrupt video", 1)
+
+
+def test_a_bad_file_does_not_stop_the_batch(base_args: list[str], tmp_path: Path) -> None:
+    """Every file that can be classified is; each failure is one line (and a result with an error
+    in --json); exit 1. Without a terminal, one progress line per file goes to stderr."""
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    good = shared_path("videos", "arm_wrestling.mp4")
+    other = shared_path("videos", "ucf101_sample_320x240.avi")
+    proc = t4v("classify", str(fake), str(good), str(other), *base_args, "--json")
+    assert proc.returncode == 1, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert [r["file"] for r in results] == [str(fake), str(good), str(other)]
+    assert "not a video or image" in results[0]["error"] and "predictions" not in results[0]
+    assert all(r["predictions"] for r in results[1:])
+    lines = proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr and sum(line.startswith("error: ") for line in lines) == 1
+    assert "classified 1/2 files" in lines and "classified 2/2 files" in lines
 
 
 def test_unknown_architecture(tmp_path: Path) -> None:
@@ -96,11 +115,11 @@ def invoke(*args: str):  # noqa: ANN201
 def test_empty_file(base_args: list[str], tmp_path: Path) -> None:
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    assert_clean_failure(invoke(str(empty), *base_args), "empty")
+    assert_clean_failure(invoke(str(empty), *base_args), "empty", 1)
 
 
 def test_missing_file(base_args: list[str], tmp_path: Path) -> None:
-    assert_clean_failure(invoke(str(tmp_path / "nope.mp4"), *base_args), "not found")
+    assert_clean_failure(invoke(str(tmp_path / "nope.mp4"), *base_args), "not found", 1)
 
 
 def test_damaged_text4vis_checkpoint(base_args: list[str], tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import joined_parts
+from tests.media import generated_videos, joined_parts
 from tests.server_helpers import make_app, running, tiny_runtime
 from text4vis.engine.runtime.build import Runtime
 from text4vis.models.errors import MediaError
@@ -258,3 +258,19 @@ def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_firs
     run(go())
     assert released == [True]
     assert body.ag_frame is None  # closed (it never ran: Starlette's send failed first)
+
+
+@pytest.mark.parametrize(("field", "value"), [("views", "4x3"), ("sampling", "fast"), ("abstain", "true")])
+def test_classify_options_a_timeline_does_not_support_are_refused(
+    tmp_path: Path, runtime: Runtime, field: str, value: str
+) -> None:
+    """They used to be accepted and ignored (the web page's "none of these" did nothing there)."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            files = {"file": ("a.mp4", generated_videos()["clip_a.mp4"].read_bytes(), "video/mp4")}
+            r = await c.post("/classify/timeline", files=files, data={"labels": '["a", "b"]', field: value})
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"] == f"{field!r} is not supported by this route (it applies to POST /classify)"
+
+    run(go())

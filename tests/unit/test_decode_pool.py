@@ -200,3 +200,20 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
     asyncio.run(go())
     time.sleep(0.2)
     assert _children() - before == set(), "a decode worker outlived its pool"
+
+
+def test_a_worker_ignores_ctrl_c_the_server_handles_it() -> None:
+    """Ctrl-C reaches every process of the terminal's group: a decode worker must not die of it
+    (printing its own traceback) but keep serving until the server stops it."""
+    pool = DecodePool(1, 2, 10.0)
+    try:
+        pool.warmup()
+        (worker,) = list(pool._all)
+        assert worker.process.pid is not None
+        os.kill(worker.process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert worker.process.is_alive() and worker.process.exitcode is None
+        clip = asyncio.run(pool.decode(job(generated_videos()["clip_a.mp4"], None), 30))
+        assert clip.pixels.shape[0] > 0
+    finally:
+        pool.close()

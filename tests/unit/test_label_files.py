@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,17 @@ def test_shared_label_lists_parse() -> None:
 
     ucf = server_read(shared_path("labels", "ucf_labels.csv"))
     assert len(ucf) == 101 and ucf == client_read(shared_path("labels", "ucf_labels.csv"))
+
+
+@pytest.mark.parametrize("read", [server_read, client_read], ids=["t4v", "t4v-client"])
+def test_comment_lines_are_skipped_and_a_header_line_warns(tmp_path: Path, read) -> None:  # noqa: ANN001
+    """``# my classes`` was classified as a class; a first line ``name`` is probably a header."""
+    commented = tmp_path / "c.txt"
+    commented.write_text("# my classes\nyoga\n  # a note\nsurfing\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for a file without a header
+        assert read(commented) == ["yoga", "surfing"]
+    headed = tmp_path / "h.txt"
+    headed.write_text("Label\nyoga\nsurfing\n")
+    with pytest.warns(UserWarning, match=r"the first line 'Label' looks like a header"):
+        assert read(headed) == ["Label", "yoga", "surfing"]
