@@ -22,7 +22,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from text4vis.engine.options import ModelOptions
-from text4vis.engine.request import MAX_CLIPS, parse_views
+from text4vis.engine.request import parse_views
 from text4vis.engine.vocab.validation import validate_templates
 from text4vis.models.choices import ExportFormat, Precision, Sampling
 from text4vis.models.cli_options import flag, with_options
@@ -37,7 +37,6 @@ from text4vis.models.prompts import (
     read_templates,
     validate_template,
 )
-from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
 from text4vis.models.training.config import collect
 from text4vis.server.settings import Settings
 
@@ -117,7 +116,7 @@ def classify(
             top_k=top_k,
             abstain=AbstainPolicy(abstain, abstain_margin, min_score),
         )
-        limits = RequestLimits(max_frames=MAX_FRAMES_PER_CLIP, max_views=f"{MAX_CLIPS}x3")
+        limits = RequestLimits()  # the server's defaults: the same request is valid offline and over HTTP
         request.resolved(limits)  # the request's own errors, before a model loads
         unreadable = _unreadable(videos, model_options)  # files we can tell are bad without a model
         readable = [path for path in videos if path not in unreadable]
@@ -378,6 +377,23 @@ def export(
     )
 
 
+keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """A new random API key and its SHA-256 digest: give the key to the client, put the digest
+    in the file T4V_API_KEY_FILE names (one per line; the server never stores the key)."""
+    import secrets
+
+    from text4vis.server.auth import key_digest
+
+    key = "t4v_" + secrets.token_urlsafe(32)
+    typer.echo(f"key:    {key}")
+    typer.echo(f"digest: {key_digest(key)}")
+
+
 @app.command()
 @with_options(Settings, env=True)
 def serve(options: dict[str, Any] | None = None) -> None:
@@ -388,6 +404,8 @@ def serve(options: dict[str, Any] | None = None) -> None:
     from text4vis.server.app import create_app
 
     logging.getLogger().setLevel(logging.INFO)  # a server's log says what it loads and runs
+    for name in Settings.unknown_variables():
+        logging.getLogger(__name__).warning("%s is set but is no setting of t4v serve: ignored", name)
     try:
         settings = _validated(Settings, options or {})
         _check_port(settings.host, settings.port)  # a busy port fails in a second, not after the model loads

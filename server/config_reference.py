@@ -24,7 +24,8 @@ Every setting is an environment variable (`T4V_` prefix; lists as JSON, e.g.
 `T4V_PRESETS=["kinetics400"]`) and a `t4v serve` option; the options win. `t4v serve --help`
 shows the same list. Values are checked at start-up: an unsafe combination (for instance
 `max_queue_wait_s` above `request_timeout_s`) stops the server with one line before anything
-loads.
+loads, and a `T4V_*` variable that names no setting (a misspelling) is named in a warning at
+start, with the setting it probably meant.
 """
 
 

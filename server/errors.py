@@ -76,7 +76,8 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     pydantic's list for programs."""
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    return JSONResponse({"detail": validation_sentence(errors), "errors": jsonable_encoder(errors)}, status_code=422)
+    shown = [{**e, "loc": [part for part in e.get("loc", ()) if part not in _UNION_BRANCHES]} for e in errors]
+    return JSONResponse({"detail": validation_sentence(errors), "errors": jsonable_encoder(shown)}, status_code=422)
 
 
 _UNION_BRANCHES = {"VocabLabelsIn": "labels", "VocabPresetIn": "preset"}
@@ -114,6 +115,10 @@ def validation_sentence(errors: list[dict[str, Any]]) -> str:
             parts.append("the request body is not valid JSON")
         elif kind == "string_pattern_mismatch" and e.get("ctx", {}).get("pattern") == r"\S":
             parts.append(f"{field} must not be blank")
+        elif kind == "string_pattern_mismatch" and "\\{\\}" in str(e.get("ctx", {}).get("pattern", "")):
+            parts.append(f"{field} must hold one {{}} where the label goes, e.g. \"a video of a person {{}}.\"")
+        elif kind in ("model_attributes_type", "dict_type") and field == "the request body":
+            parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
         else:
             message = str(e.get("msg", "is not valid"))
             parts.append(f"{field}: {message[0].lower()}{message[1:]}")

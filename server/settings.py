@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +31,8 @@ def available_cores() -> int:
 
 
 _LIMITS = MediaLimits()
+_REQUEST = RequestLimits()  # one place for the frames and views a request may ask for
+CLIENT_VARIABLES = frozenset({"T4V_URL", "T4V_API_KEY"})  # t4v-client's, not the server's
 
 
 class ServingOptions(BaseModel):
@@ -79,10 +82,15 @@ class ServingOptions(BaseModel):
     # requests and batching
     max_upload_bytes: int = Field(100 * 2**20, ge=1024, description="Largest upload; enforced while streaming.")
     default_frames: int = Field(
-        8, ge=1, le=MAX_FRAMES_PER_CLIP, description="Frames sampled per clip when a request names none."
+        _REQUEST.default_frames,
+        ge=1,
+        le=MAX_FRAMES_PER_CLIP,
+        description="Frames sampled per clip when a request names none.",
     )
-    max_frames: int = Field(32, ge=1, le=MAX_FRAMES_PER_CLIP, description="Largest `frames` a request may ask for.")
-    max_views: str = Field("4x3", description="Largest `views` a request may ask for (CLIPSxCROPS).")
+    max_frames: int = Field(
+        _REQUEST.max_frames, ge=1, le=MAX_FRAMES_PER_CLIP, description="Largest `frames` a request may ask for."
+    )
+    max_views: str = Field(_REQUEST.max_views, description="Largest `views` a request may ask for (CLIPSxCROPS).")
     default_sampling: Sampling = Field(
         Sampling.EXACT,
         description="Frames when a request names none: exact (the method's) or fast (cheap, one per segment).",
@@ -175,6 +183,18 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
         if self.vocab_file is not None and not self.vocab_file.is_file():
             raise ValueError(f"file not found: {self.vocab_file}")
         return self
+
+    @classmethod
+    def unknown_variables(cls, environ: dict[str, str] | None = None) -> list[str]:
+        """``T4V_*`` variables that name no setting (a misspelling would otherwise pass silently),
+        each with the closest setting's variable when one is close."""
+        known = {f"T4V_{name.upper()}" for name in cls.model_fields}
+        found = []
+        for name in sorted(environ if environ is not None else os.environ):
+            if name.startswith("T4V_") and name not in known and name not in CLIENT_VARIABLES:
+                close = difflib.get_close_matches(name, known, n=1)
+                found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        return found
 
     def model_options(self) -> ModelOptions:
         return model_options_of(self)

@@ -682,3 +682,26 @@ def test_too_many_form_fields_are_a_400_before_they_are_read(tmp_path: Path, run
             assert r.status_code == 400 and r.json()["detail"] == "the form has more than 64 parts", r.text
 
     run(go())
+
+
+def test_messages_a_user_can_act_on(tmp_path: Path, runtime: Runtime) -> None:
+    """A PUT without content-type, a template without {}: one sentence that says what to do, and
+    no internal model names (VocabLabelsIn, VocabPresetIn) anywhere in the answer."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            r = await c.put("/vocab/x", content=b'{"labels": ["a", "b"]}')
+            assert r.status_code == 422
+            assert r.json()["detail"] == (
+                "the request body must be a JSON object, sent with Content-Type: application/json"
+            )
+            r = await c.put("/vocab/x", json={"labels": ["a", "b"], "templates": ["no placeholder"]})
+            assert (
+                r.json()["detail"]
+                == 'templates.0 must hold one {} where the label goes, e.g. "a video of a person {}."'
+            )
+            for body in ({"preset": "nope"}, {"labels": []}):
+                r = await c.put("/vocab/x", json=body)
+                assert r.status_code == 422 and "VocabLabelsIn" not in r.text and "VocabPresetIn" not in r.text
+
+    run(go())

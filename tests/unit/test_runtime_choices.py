@@ -108,3 +108,24 @@ def test_the_decoder_is_chosen_at_start_up_with_its_reason(monkeypatch: pytest.M
     assert runtime.choose_decoder("decord", "cuda")[0] == "decord"
     assert runtime.choose_decoder("pyav", "cuda")[0] == "pyav"
     assert len(probed) == 4  # pyav and decord asked for: no probe
+
+
+def test_a_misspelled_t4v_variable_is_named_with_the_setting_it_meant() -> None:
+    from text4vis.server.settings import Settings
+
+    env = {"T4V_MAX_FRAME": "16", "T4V_MAX_FRAMES": "16", "T4V_URL": "http://x", "T4V_ZZZ": "1", "HOME": "/"}
+    assert Settings.unknown_variables(env) == ["T4V_MAX_FRAME (did you mean T4V_MAX_FRAMES?)", "T4V_ZZZ"]
+
+
+def test_t4v_keys_new_prints_a_key_and_its_digest() -> None:
+    import hashlib
+
+    from typer.testing import CliRunner
+
+    from text4vis.server.cli import app
+
+    out = CliRunner().invoke(app, ["keys", "new"])
+    assert out.exit_code == 0, out.output
+    key = out.stdout.split("key:")[1].split()[0]
+    digest = out.stdout.split("digest:")[1].split()[0]
+    assert len(key) > 30 and digest == hashlib.sha256(key.encode()).hexdigest()
