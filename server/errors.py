@@ -116,7 +116,7 @@ def validation_sentence(errors: list[dict[str, Any]]) -> str:
         elif kind == "string_pattern_mismatch" and e.get("ctx", {}).get("pattern") == r"\S":
             parts.append(f"{field} must not be blank")
         elif kind == "string_pattern_mismatch" and "\\{\\}" in str(e.get("ctx", {}).get("pattern", "")):
-            parts.append(f"{field} must hold one {{}} where the label goes, e.g. \"a video of a person {{}}.\"")
+            parts.append(f'{field} must hold one {{}} where the label goes, e.g. "a video of a person {{}}."')
         elif kind in ("model_attributes_type", "dict_type") and field == "the request body":
             parts.append("the request body must be a JSON object, sent with Content-Type: application/json")
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,19 +16,49 @@ from rich.table import Table
 from t4v_client.client import Client
 from t4v_client.errors import T4VError
 from t4v_client.labels import LabelFileWarning, read_labels
-from t4v_client.models import AbstainDefault, Segment, TimelineEnd, TimelineStart
+from t4v_client.models import AbstainDefault, ClassifyResult, Segment, TimelineEnd, TimelineStart
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
 vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
 app.add_typer(vocab_app, name="vocab")
-URL = Annotated[str, typer.Option("--url", envvar="T4V_URL", help="Server base URL.")]
+URL = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        show_default=False,
+        help="Server base URL (before or after the command; else T4V_URL, else http://127.0.0.1:8000).",
+    ),
+]
+CLEAN = Annotated[
+    bool, typer.Option("--clean-labels", help="Ad-hoc labels: prompt ApplyEyeMakeup as 'apply eye makeup'.")
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+_globals: dict[str, str | None] = {"url": None, "api_key": None}
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 KEY = Annotated[
     str | None,
     typer.Option(
-        "--api-key", envvar="T4V_API_KEY", show_default=False, help="API key, for a server that requires one."
+        "--api-key",
+        show_default=False,
+        help="API key, for a server that requires one (before or after the command; else T4V_API_KEY).",
     ),
 ]
+
+
+@app.callback()
+def _options(url: URL = None, api_key: KEY = None) -> None:
+    """Client for a text4vis-serve server. --url and --api-key go before or after the command."""
+    _globals.update(url=url, api_key=api_key)
+
+
+def _url(url: str | None) -> str:
+    return url or _globals["url"] or os.environ.get("T4V_URL") or DEFAULT_URL
+
+
+def _key(api_key: str | None) -> str | None:
+    return api_key or _globals["api_key"] or os.environ.get("T4V_API_KEY")
+
+
 VOCAB = Annotated[str | None, typer.Option(help="A registered vocabulary.")]
 LABELS = Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')]
 out = Console()
@@ -51,12 +82,19 @@ def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
 
 @app.command()
 def classify(
-    file: Annotated[Path, typer.Argument(help="A video or an image.")],
+    files: Annotated[list[Path], typer.Argument(help="Videos or images.")],
     vocab: VOCAB = None,
     labels: LABELS = None,
     top_k: Annotated[int, typer.Option(help="Predictions to show; 0 = all.")] = 5,
     frames: Annotated[int | None, typer.Option(help="Frames per clip.")] = None,
     views: Annotated[str | None, typer.Option(help="CLIPSxCROPS, e.g. 4x3.")] = None,
+    sampling: Annotated[
+        str | None, typer.Option(help="exact (the method's frames) | fast (one cheap frame per segment).")
+    ] = None,
+    clean_labels: CLEAN = False,
+    thumbnails: Annotated[
+        bool, typer.Option("--thumbnails", help="Also ask for the frames as JPEG data URLs.")
+    ] = False,
     abstain: Annotated[
         bool | None,
         typer.Option(
@@ -66,28 +104,48 @@ def classify(
             "scored alongside); default: the vocabulary's own default.",
         ),
     ] = None,
+    abstain_margin: Annotated[float | None, typer.Option(help="Cosine margin the background must win by.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Abstain under this cosine.")] = None,
     background: Annotated[str | None, typer.Option(help="A vocabulary to abstain against.")] = None,
-    url: URL = "http://127.0.0.1:8000",
+    url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
 ) -> None:
-    """Classify FILE against --vocab NAME or --labels."""
+    """Classify FILES against --vocab NAME or --labels; a file that fails is reported and the rest go on."""
+    failed = False
     try:
-        with Client(url, api_key=api_key) as client:
-            result = client.classify(
-                file,
-                vocab=vocab,
-                labels=_labels(labels, None) if labels else None,
-                top_k=top_k,
-                frames=frames,
-                views=views,
-                abstain=abstain,
-                min_score=min_score,
-                background=background,
-            )
+        with Client(_url(url), api_key=_key(api_key)) as client:
+            for file in files:
+                try:
+                    result = client.classify(
+                        file,
+                        vocab=vocab,
+                        labels=_labels(labels, None) if labels else None,
+                        top_k=top_k,
+                        frames=frames,
+                        views=views,
+                        sampling=sampling,
+                        clean_labels=clean_labels,
+                        thumbnails=thumbnails,
+                        abstain=abstain,
+                        abstain_margin=abstain_margin,
+                        min_score=min_score,
+                        background=background,
+                    )
+                except (T4VError, OSError) as exc:
+                    if len(files) == 1:
+                        raise
+                    sys.stderr.write(f"error: {file}: {' '.join(str(exc).split())}\n")
+                    failed = True
+                    continue
+                _print_result(file, result, as_json)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_result(file: Path, result: ClassifyResult, as_json: bool) -> None:
     if as_json:
         typer.echo(result.model_dump_json())
         return
@@ -112,13 +170,14 @@ def timeline(
     stride: Annotated[float | None, typer.Option(help="Seconds between window starts (default: --window).")] = None,
     frames: Annotated[int | None, typer.Option(help="Frames per window.")] = None,
     top_k: Annotated[int, typer.Option(help="Predictions per window.")] = 3,
-    url: URL = "http://127.0.0.1:8000",
+    clean_labels: CLEAN = False,
+    url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
 ) -> None:
     """Classify FILE window by window, printing each window as the server scores it, then the events."""
     try:
-        with Client(url, api_key=api_key) as client:
+        with Client(_url(url), api_key=_key(api_key)) as client:
             for item in client.stream_timeline(
                 file,
                 vocab=vocab,
@@ -127,6 +186,7 @@ def timeline(
                 stride_s=stride,
                 frames=frames,
                 top_k=top_k,
+                clean_labels=clean_labels,
             ):
                 if as_json:  # NDJSON, as the server sends it
                     kind = {TimelineStart: "start", Segment: "segment", TimelineEnd: "end"}[type(item)]
@@ -174,14 +234,14 @@ def vocab_put(
     abstain_margin: Annotated[float, typer.Option(help="With --abstain: the margin the background must win by.")] = 0.0,
     min_score: Annotated[float | None, typer.Option(help="With --abstain: abstain under this cosine.")] = None,
     background: Annotated[str | None, typer.Option(help="With --abstain: a vocabulary to abstain against.")] = None,
-    url: URL = "http://127.0.0.1:8000",
+    url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
 ) -> None:
     """Define or replace vocabulary NAME."""
     default = AbstainDefault(margin=abstain_margin, min_score=min_score, background=background) if abstain else None
     try:
-        with Client(url, api_key=api_key) as client:
+        with Client(_url(url), api_key=_key(api_key)) as client:
             v = client.put_vocab(
                 name,
                 None if preset else _labels(labels, labels_file),
@@ -205,12 +265,12 @@ def vocab_put(
 def vocab_similarity(
     name: str,
     png: Annotated[Path | None, typer.Option(help="Write the clustered heatmap to this PNG file.")] = None,
-    url: URL = "http://127.0.0.1:8000",
+    url: URL = None,
     api_key: KEY = None,
 ) -> None:
     """Print the closest label pairs of vocabulary NAME (or write its heatmap with --png)."""
     try:
-        with Client(url, api_key=api_key) as client:
+        with Client(_url(url), api_key=_key(api_key)) as client:
             if png is not None:
                 png.write_bytes(client.similarity_png(name))
                 typer.echo(f"wrote {png}")
@@ -225,10 +285,10 @@ def vocab_similarity(
 
 
 @vocab_app.command("get")
-def vocab_get(name: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSON = False) -> None:
+def vocab_get(name: str, url: URL = None, api_key: KEY = None, as_json: JSON = False) -> None:
     """Show vocabulary NAME."""
     try:
-        with Client(url, api_key=api_key) as client:
+        with Client(_url(url), api_key=_key(api_key)) as client:
             v = client.get_vocab(name)
     except T4VError as exc:
         _fail(exc)
@@ -240,10 +300,10 @@ def vocab_get(name: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None
 
 
 @vocab_app.command("list")
-def vocab_list(url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSON = False) -> None:
+def vocab_list(url: URL = None, api_key: KEY = None, as_json: JSON = False) -> None:
     """List the vocabularies."""
     try:
-        with Client(url, api_key=api_key) as client:
+        with Client(_url(url), api_key=_key(api_key)) as client:
             items = client.list_vocabs()
     except T4VError as exc:
         _fail(exc)
@@ -259,10 +319,10 @@ def vocab_list(url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json:
 
 
 @vocab_app.command("delete")
-def vocab_delete(name: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -> None:
+def vocab_delete(name: str, url: URL = None, api_key: KEY = None) -> None:
     """Delete vocabulary NAME."""
     try:
-        with Client(url, api_key=api_key) as client:
+        with Client(_url(url), api_key=_key(api_key)) as client:
             client.delete_vocab(name)
     except T4VError as exc:
         _fail(exc)
@@ -270,9 +330,9 @@ def vocab_delete(name: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = N
 
 
 @app.command()
-def health(url: URL = "http://127.0.0.1:8000", api_key: KEY = None, as_json: JSON = False) -> None:
+def health(url: URL = None, api_key: KEY = None, as_json: JSON = False) -> None:
     """Liveness and readiness; exit 0 only when ready."""
-    with Client(url, api_key=api_key) as client:
+    with Client(_url(url), api_key=_key(api_key)) as client:
         h = client.health()
     typer.echo(
         h.model_dump_json() if as_json else f"live: {h.live}, ready: {h.ready}" + (f" ({h.detail})" if h.detail else "")

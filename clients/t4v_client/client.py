@@ -72,6 +72,8 @@ def _classify_form(
     abstain_margin: float | None = None,
     min_score: float | None = None,
     background: str | None = None,
+    sampling: str | None = None,
+    clean_labels: bool = False,
 ) -> dict[str, str]:
     if (vocab is None) == (labels is None):
         raise ValueError("give exactly one of vocab or labels")
@@ -94,6 +96,10 @@ def _classify_form(
         form["min_score"] = str(min_score)
     if background:
         form["background"] = background
+    if sampling:
+        form["sampling"] = sampling
+    if clean_labels:
+        form["clean_labels"] = "true"
     return form
 
 
@@ -105,8 +111,9 @@ def _timeline_form(
     frames: int | None,
     top_k: int,
     stream: bool,
+    clean_labels: bool = False,
 ) -> dict[str, str]:
-    form = _classify_form(vocab, labels, top_k, frames, None, False)
+    form = _classify_form(vocab, labels, top_k, frames, None, False, clean_labels=clean_labels)
     form["window_s"] = str(window_s)
     if stride_s is not None:
         form["stride_s"] = str(stride_s)
@@ -211,13 +218,26 @@ class Client:
         abstain_margin: float | None = None,
         min_score: float | None = None,
         background: str | None = None,
+        sampling: str | None = None,
+        clean_labels: bool = False,
     ) -> ClassifyResult:
         """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels;
         ``abstain`` / ``min_score`` / ``background`` (a vocabulary to abstain against): may answer
         "none of these" (``result.abstained``). Unset, the vocabulary's default applies;
         ``abstain=False`` turns it off."""
         form = _classify_form(
-            vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score, background
+            vocab,
+            labels,
+            top_k,
+            frames,
+            views,
+            thumbnails,
+            abstain,
+            abstain_margin,
+            min_score,
+            background,
+            sampling,
+            clean_labels,
         )
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
@@ -232,10 +252,11 @@ class Client:
         frames: int | None = None,
         top_k: int = 3,
         filename: str | None = None,
+        clean_labels: bool = False,
     ) -> Timeline:
         """Classify a video window by window (``window_s`` long, every ``stride_s``): segments and
         the events they merge into, in one answer."""
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False)
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False, clean_labels=clean_labels)
         r = self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
         return Timeline.model_validate(r.json())
 
@@ -249,11 +270,12 @@ class Client:
         frames: int | None = None,
         top_k: int = 3,
         filename: str | None = None,
+        clean_labels: bool = False,
     ) -> Iterator[TimelineItem]:
         """The same, as it is computed: a :class:`TimelineStart`, one :class:`Segment` per window as
         the server scores it, then a :class:`TimelineEnd` with the events. A failure midway raises
         the error (``UnsupportedMedia`` for a file damaged after its start, ...)."""
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True)
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True, clean_labels=clean_labels)
         upload = _file(media, filename)
         for attempt in range(self.retries + 1):
             try:
@@ -377,9 +399,22 @@ class AsyncClient:
         abstain_margin: float | None = None,
         min_score: float | None = None,
         background: str | None = None,
+        sampling: str | None = None,
+        clean_labels: bool = False,
     ) -> ClassifyResult:
         form = _classify_form(
-            vocab, labels, top_k, frames, views, thumbnails, abstain, abstain_margin, min_score, background
+            vocab,
+            labels,
+            top_k,
+            frames,
+            views,
+            thumbnails,
+            abstain,
+            abstain_margin,
+            min_score,
+            background,
+            sampling,
+            clean_labels,
         )
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
@@ -394,8 +429,9 @@ class AsyncClient:
         frames: int | None = None,
         top_k: int = 3,
         filename: str | None = None,
+        clean_labels: bool = False,
     ) -> Timeline:
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False)
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False, clean_labels=clean_labels)
         r = await self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
         return Timeline.model_validate(r.json())
 
@@ -409,8 +445,9 @@ class AsyncClient:
         frames: int | None = None,
         top_k: int = 3,
         filename: str | None = None,
+        clean_labels: bool = False,
     ) -> AsyncIterator[TimelineItem]:
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True)
+        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True, clean_labels=clean_labels)
         upload = _file(media, filename)
         for attempt in range(self.retries + 1):
             try:
