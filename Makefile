@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 
 # the HTTP server on 127.0.0.1:8000 with the Kinetics-400 vocabulary registered
 serve: install
+	@echo "text4vis-serve: the web page at http://127.0.0.1:8000/, the API at http://127.0.0.1:8000/docs"
+	@echo "  then, in another shell: source $(VENV)/bin/activate && t4v-client classify clip.mp4 --vocab kinetics400"
+	@echo "  without network: make serve MODEL_ARGS=\"--model ViT-B-32 --random-init\" (random weights, a try-out)"
 	$(BIN)/t4v serve $(MODEL_ARGS) --preset kinetics400
 
 test: install system-deps

@@ -131,3 +131,11 @@ def test_every_command_block_is_tested_or_marked() -> None:
         for path, name in re.findall(r"(tests/[\w/]+\.py)::(\w+)", " ".join(marks)):
             source = ROOT.joinpath(path).read_text()
             assert f"def {name}(" in source, (path, name)
+
+
+def test_make_serve_says_where_to_go_next() -> None:
+    """A fresh shell has no t4v on its PATH: make serve prints the URL, the next command (through
+    the venv) and the offline way to try it."""
+    recipe = ROOT.joinpath("Makefile").read_text().split("\nserve:")[1].split("\n\n")[0]
+    assert "http://127.0.0.1:8000/" in recipe and "source $(VENV)/bin/activate" in recipe
+    assert '--model ViT-B-32 --random-init' in recipe
