@@ -116,6 +116,9 @@ class VocabSummaryOut(BaseModel):
     num_labels: int
     text_model: str
     etag: str
+    encoded_for_this_model: bool = Field(
+        description="Whether its embeddings are this server's text model's; if not, the first use encodes it again."
+    )
 
 
 class VocabList(BaseModel):

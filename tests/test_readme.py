@@ -138,4 +138,4 @@ def test_make_serve_says_where_to_go_next() -> None:
     the venv) and the offline way to try it."""
     recipe = ROOT.joinpath("Makefile").read_text().split("\nserve:")[1].split("\n\n")[0]
     assert "http://127.0.0.1:8000/" in recipe and "source $(VENV)/bin/activate" in recipe
-    assert '--model ViT-B-32 --random-init' in recipe
+    assert "--model ViT-B-32 --random-init" in recipe

@@ -314,7 +314,8 @@ def vocab_list(url: URL = None, api_key: KEY = None, as_json: JSON = False) -> N
     for column in ("name", "version", "labels", "text model"):
         table.add_column(column)
     for v in items:
-        table.add_row(v.name, str(v.version), str(v.num_labels), v.text_model)
+        model = v.text_model if v.encoded_for_this_model else f"{v.text_model} (encoded again on first use)"
+        table.add_row(v.name, str(v.version), str(v.num_labels), model)
     out.print(table)
 
 

@@ -114,6 +114,7 @@ class VocabularySummary(BaseModel):
     num_labels: int
     text_model: str
     etag: str
+    encoded_for_this_model: bool = True  # False: the server encodes it again for its model on first use
 
 
 class Health(BaseModel):

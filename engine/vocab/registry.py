@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from text4vis.engine.errors import StoreUnavailable, VocabNotFound
+from text4vis.engine.errors import PreconditionFailed, StoreUnavailable, VocabNotFound
 from text4vis.engine.vocab.classifier import AbstainDefaults, Classifier
 from text4vis.engine.vocab.stores import VocabRecord, VocabStore, VocabSummary
 from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
@@ -79,6 +79,7 @@ class VocabRegistry:
         self._on_embedding_cache = on_embedding_cache
         self._on_prompts_encoded = on_prompts_encoded
         self._encode_lock = threading.Lock()
+        self._reencode_lock = threading.RLock()
         self._cache: dict[str, tuple[int, str, Classifier]] = {}
         self._cache_lock = threading.Lock()
         self.embedding_stats = CacheStats()
@@ -221,10 +222,41 @@ class VocabRegistry:
         if hit is not None and hit[:2] == head:
             return hit[2], hit[0]
         record = self.get(name)
+        if record.text_model != self.text_model:
+            record = self._reencoded(record)
         clf = self.to_classifier(record)
         with self._cache_lock:
             self._cache[name] = (record.version, record.etag, clf)
         return clf, record.version
+
+    def _reencoded(self, record: VocabRecord) -> VocabRecord:
+        """A vocabulary is its labels, templates and options; its matrix is a cache of one text
+        model. Under another model it is encoded again, once, and stored as a new version (so other
+        replicas find it done; two doing it at once store one version: the same content has the
+        same ETag)."""
+        with self._reencode_lock:  # one re-encoding at a time in this process; the others wait for it
+            current = self.get(record.name)
+            if current.text_model == self.text_model:
+                return current
+            try:  # If-Match: a PUT that changed the vocabulary meanwhile wins over this re-encoding
+                stored, _ = self.put(
+                    record.name,
+                    current.labels,
+                    current.templates,
+                    clean_labels=current.clean_labels,
+                    abstain=current.abstain,
+                    if_match=current.etag,
+                )
+            except PreconditionFailed:
+                return self._reencoded(self.get(record.name))
+        log.info(
+            "vocabulary %r was encoded by %s: encoded again for %s (version %d)",
+            record.name,
+            record.text_model,
+            self.text_model,
+            stored.version,
+        )
+        return stored
 
     def to_classifier(self, record: VocabRecord) -> Classifier:
         if record.text_model != self.text_model:

@@ -112,7 +112,12 @@ async def list_vocabs(registry: RegistryDep) -> VocabList:
     return VocabList(
         vocabularies=[
             VocabSummaryOut(
-                name=r.name, version=r.version, num_labels=r.num_labels, text_model=r.text_model, etag=r.etag
+                name=r.name,
+                version=r.version,
+                num_labels=r.num_labels,
+                text_model=r.text_model,
+                etag=r.etag,
+                encoded_for_this_model=r.text_model == registry.text_model,
             )
             for r in rows
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from text4vis.engine.errors import PreconditionFailed, VocabNotFound
 from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabStore
 from text4vis.models.classifiers import text_classifier
-from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
 from text4vis.models.errors import InputError
 from text4vis.models.text_encoder import TextEncoder
 
@@ -194,6 +195,40 @@ def test_text_model_mismatch_is_refused(registry: VocabRegistry) -> None:
     with pytest.raises(InputError, match="encoded by ViT-L-14/openai"):
         registry.to_classifier(other)
     assert torch.is_tensor(registry.to_classifier(rec).matrix)
+
+
+def test_a_vocabulary_follows_the_model(
+    store_factory,
+    tiny_clip: LoadedClip,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+) -> None:
+    """Stored under one text model, used under another (a restart with other weights): encoded
+    again once, from its labels, templates and options, stored as a new version that a second
+    replica of the new model finds done; one log line says so."""
+    from text4vis.engine.vocab.classifier import AbstainDefaults
+
+    old = VocabRegistry(store_factory(), TextEncoder(tiny_clip))
+    abstain = AbstainDefaults(margin=0.05)
+    first, _ = old.put("v", ["yoga", "surfing", "brush_hair"], ["a clip of {}."], clean_labels=True, abstain=abstain)
+    other_clip = load_clip(ClipSource(arch=TINY_ARCH, random_init=True, seed=7))
+    new = VocabRegistry(store_factory(), CountingEncoder(other_clip))
+    assert new.text_model != old.text_model
+    with caplog.at_level(logging.INFO, logger="text4vis.engine.vocab.registry"):
+        clf, version = new.classifier("v")
+    assert version == first.version + 1 and clf.text_model == new.text_model
+    assert f"vocabulary 'v' was encoded by {old.text_model}: encoded again for {new.text_model}" in caplog.text
+    record = new.get("v")
+    assert (record.labels, record.templates, record.clean_labels, record.abstain) == (
+        first.labels,
+        first.templates,
+        True,
+        abstain,
+    )
+    expected = text_classifier(TextEncoder(other_clip), record.labels, record.templates, clean=True)
+    np.testing.assert_allclose(record.matrix, expected.numpy(), atol=1e-6)
+    replica = VocabRegistry(store_factory(), CountingEncoder(other_clip))
+    assert replica.classifier("v")[1] == version
+    assert isinstance(replica.text_encoder, CountingEncoder) and replica.text_encoder.encoded == []
 
 
 def test_ad_hoc_embeddings_stay_in_a_bounded_cache(store_factory, tiny_clip: LoadedClip) -> None:  # noqa: ANN001

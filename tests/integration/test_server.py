@@ -705,3 +705,30 @@ def test_messages_a_user_can_act_on(tmp_path: Path, runtime: Runtime) -> None:
                 assert r.status_code == 422 and "VocabLabelsIn" not in r.text and "VocabPresetIn" not in r.text
 
     run(go())
+
+
+def test_the_list_says_which_vocabularies_are_encoded_for_this_model(tmp_path: Path, runtime: Runtime) -> None:
+    """Restarted with another model, the server lists the old vocabularies as not yet encoded for
+    it; classifying with one encodes it again (no 422 asking to PUT it again)."""
+    from text4vis.engine.vocab.registry import VocabRegistry
+    from text4vis.engine.vocab.stores import SQLiteStore
+    from text4vis.models.clip_loader import TINY_ARCH, ClipSource, load_clip
+    from text4vis.models.text_encoder import TextEncoder
+
+    store = SQLiteStore(tmp_path / "vocab.db")
+    VocabRegistry(store, TextEncoder(load_clip(ClipSource(arch=TINY_ARCH, random_init=True, seed=3)))).put(
+        "old", ["yoga", "surfing"])
+    store.close()
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            (row,) = (await c.get("/vocab")).json()["vocabularies"]
+            assert row["name"] == "old" and row["encoded_for_this_model"] is False
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post("/classify", files=files, data={"vocab": "old"})
+            assert r.status_code == 200, r.text
+            assert r.json()["vocab"] == {"name": "old", "version": 2} and r.json()["model"] == runtime.info.model_id
+            (row,) = (await c.get("/vocab")).json()["vocabularies"]
+            assert row["encoded_for_this_model"] is True and row["text_model"] == runtime.info.model_id
+
+    run(go())
