@@ -4,12 +4,14 @@ wait), before its upload is read.
 
 The prediction is queueing arithmetic on running estimates, no model of its own:
 
-    decode backlog = requests in progress / decode workers x seconds a worker spends per file
+    decode backlog = requests in progress x seconds between two decodes finishing
     encode backlog = requests in progress x frames per request x encoder seconds per frame
     predicted wait = the larger of the two (the stages run side by side)
 
-The per-file and per-frame seconds are exponentially weighted means of what the decode workers
-and the batcher measure. Requests whose upload is still arriving count too: in a burst, every
+The seconds between two decodes finishing are measured while every worker is busy (the stage's
+real rate, handoffs and a CPU shared with the event loop included); until the stage has been
+saturated once, a worker's busy time per file / the workers stands in for it. Each figure is an
+exponentially weighted mean. Requests whose upload is still arriving count too: in a burst, every
 request is admitted while its body streams in, before any reaches a decoder, and leaving them out
 would admit the whole burst. ``uploading`` and ``working`` are counted apart (``/metrics``), and
 ``max_in_flight`` caps both together whatever the prediction, which bounds memory and spool
@@ -32,12 +34,19 @@ SMOOTHING = 0.2  # weight of the newest measurement in the running means
 class Estimates:
     """Running means of the stages' service times; ``None`` until first measured."""
 
-    decode_s_per_file: float | None = None
+    decode_s_per_file: float | None = None  # a worker's busy time per file
+    decode_interval_s: float | None = None  # between two decodes finishing, while every worker is busy
     encode_s_per_frame: float | None = None
     frames_per_request: float = 8.0
+    _last_finish: float | None = None
 
-    def decoded(self, seconds: float) -> None:
+    def decoded(self, seconds: float, finished_at: float, saturated: bool) -> None:
+        """A decode took a worker ``seconds`` and finished at ``finished_at`` (monotonic);
+        ``saturated``: every worker was busy, so the gap since the last finish is the stage's rate."""
         self.decode_s_per_file = _mean(self.decode_s_per_file, seconds)
+        if saturated and self._last_finish is not None:
+            self.decode_interval_s = _mean(self.decode_interval_s, finished_at - self._last_finish)
+        self._last_finish = finished_at
 
     def encoded(self, seconds: float, frames: int) -> None:
         if frames > 0:
@@ -67,7 +76,8 @@ class Admission:
         e = self.estimates
         if e.decode_s_per_file is None:
             return None
-        decode = self.in_flight / self.workers * e.decode_s_per_file
+        per_request = e.decode_interval_s if e.decode_interval_s is not None else e.decode_s_per_file / self.workers
+        decode = self.in_flight * per_request
         encode = self.in_flight * e.frames_per_request * (e.encode_s_per_frame or 0.0)
         return max(decode, encode)
 

@@ -177,7 +177,8 @@ class ClassifyService:
         clip = await self.decode_pool.decode(job, max(deadline - time.monotonic(), 1e-3))
         t2 = time.perf_counter()
         worker_ms = clip.timing_ms["decode"] + clip.timing_ms["preprocess"]
-        self.admission.estimates.decoded(clip.busy_s)
+        workers = self.decode_pool.workers or 2  # threads: 2
+        self.admission.estimates.decoded(clip.busy_s, time.monotonic(), self.decode_pool.pending >= workers)
         if self._on_decoded is not None:
             self._on_decoded(worker_ms / 1e3)
         emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))

@@ -717,7 +717,8 @@ def test_the_list_says_which_vocabularies_are_encoded_for_this_model(tmp_path: P
 
     store = SQLiteStore(tmp_path / "vocab.db")
     VocabRegistry(store, TextEncoder(load_clip(ClipSource(arch=TINY_ARCH, random_init=True, seed=3)))).put(
-        "old", ["yoga", "surfing"])
+        "old", ["yoga", "surfing"]
+    )
     store.close()
 
     async def go() -> None:

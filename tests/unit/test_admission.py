@@ -21,7 +21,7 @@ def test_a_cold_server_admits_up_to_the_hard_cap() -> None:
 def test_refuses_when_the_predicted_wait_passes_the_limit_with_retry_after_the_wait() -> None:
     """2 workers, 0.5 s a file: 40 requests past their upload are 10 s of decoding ahead."""
     admission = Admission(workers=2, max_wait_s=10.0, max_in_flight=1000)
-    admission.estimates.decoded(0.5)
+    admission.estimates.decoded(0.5, 0.0, False)
     admission.estimates.encoded(0.0, 64)
     tickets = []
     for _ in range(40):
@@ -45,7 +45,7 @@ def test_uploads_still_arriving_count_as_work_to_come() -> None:
     """In a burst every request is admitted while its body streams in: they must count, or the
     whole burst would be admitted before any reached a decoder."""
     admission = Admission(workers=1, max_wait_s=2.0, max_in_flight=100)
-    admission.estimates.decoded(1.0)
+    admission.estimates.decoded(1.0, 0.0, False)
     held = [admission.admit() for _ in range(3)]
     for cm in held:
         cm.__enter__()  # uploading
@@ -59,7 +59,7 @@ def test_uploads_still_arriving_count_as_work_to_come() -> None:
 
 def test_the_encoder_backlog_counts_when_it_is_the_slower_stage() -> None:
     admission = Admission(workers=4, max_wait_s=5.0, max_in_flight=100)
-    admission.estimates.decoded(0.01)
+    admission.estimates.decoded(0.01, 0.0, False)
     admission.estimates.encoded(0.8, 8)  # 0.1 s a frame
     admission.estimates.requested(8)
     with admission.admit() as a, admission.admit() as b:
@@ -70,6 +70,19 @@ def test_the_encoder_backlog_counts_when_it_is_the_slower_stage() -> None:
 
 def test_estimates_are_running_means() -> None:
     admission = Admission(workers=1, max_wait_s=1.0, max_in_flight=10)
-    admission.estimates.decoded(1.0)
-    admission.estimates.decoded(2.0)
+    admission.estimates.decoded(1.0, 10.0, False)
+    admission.estimates.decoded(2.0, 10.5, False)
     assert admission.estimates.decode_s_per_file == pytest.approx(1.2)
+    assert admission.estimates.decode_interval_s is None  # never saturated: the busy time stands in
+
+
+def test_once_saturated_the_rate_of_finishes_predicts_the_wait() -> None:
+    """2 workers that each take 0.2 s of work but finish one every 0.3 s (handoffs, a shared CPU):
+    the wait follows the 0.3 s actually seen, not 0.2 / 2."""
+    admission = Admission(workers=2, max_wait_s=10.0, max_in_flight=100)
+    for k in range(40):
+        admission.estimates.decoded(0.2, 100.0 + 0.3 * k, saturated=True)
+    with admission.admit() as a, admission.admit() as b:
+        a.uploaded()
+        b.uploaded()
+        assert admission.predicted_wait_s() == pytest.approx(2 * 0.3)
