@@ -308,7 +308,7 @@ def evaluate_command(
                 f"give one --labels per --list: {len(list_files)} lists, {len(labels_files)} label files"
             )
         base = _validated(ModelOptions, options or {})
-        source = base.clip_source()
+        source = base.clip_source(checkpoint=checkpoint)  # a run's checkpoint finds its own base
         result = evaluate_checkpoint(
             checkpoint,
             list(zip(list_files, labels_files, strict=True)),

@@ -25,8 +25,9 @@ class LoadedModel:
 
 
 def load_clip_for(opts: ModelOptions) -> LoadedClip:
-    """The CLIP ``opts`` names, on the CPU (the runtime moves what runs)."""
-    return load_clip(opts.clip_source(), device="cpu")
+    """The CLIP ``opts`` names (or, naming none, the base a training run's checkpoint was trained
+    from), on the CPU (the runtime moves what runs)."""
+    return load_clip(opts.clip_source(checkpoint=opts.text4vis_checkpoint), device="cpu")
 
 
 def load_model(opts: ModelOptions, clip: LoadedClip | None = None) -> LoadedModel:
