@@ -189,6 +189,80 @@ def load_clip(source: ClipSource, device: str | torch.device = "cpu") -> LoadedC
     )
 
 
+TEXT_FILE = "text.pt"
+
+
+def save_text_tower(clip: LoadedClip, path: Path) -> None:
+    """CLIP's text tower (every weight outside ``visual``) with what rebuilds it: enough to encode
+    vocabularies beside an exported visual engine, without the hub or the base checkpoint."""
+    text = {k: v.detach().cpu() for k, v in clip.model.state_dict().items() if not k.startswith("visual.")}
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "arch": clip.arch,
+            "quick_gelu": clip.quick_gelu,
+            "model_id": clip.model_id,
+            "image_size": clip.image_size,
+            "mean": list(clip.mean),
+            "std": list(clip.std),
+            "state_dict": text,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def load_text_tower(path: Path) -> LoadedClip:
+    """A CLIP whose text tower is :func:`save_text_tower`'s and whose visual tower holds no weights
+    (the meta device: the visual encoder runs from the engine); its model id is the one exported."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        arch, quick, state = str(saved["arch"]), bool(saved["quick_gelu"]), saved["state_dict"]
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        raise ModelLoadError(f"cannot read the text encoder {path}: {_one_line(exc)}") from None
+    name = arch.removeprefix("openai-")  # an OpenAI file's inferred name: open_clip's config of that name
+    if name not in open_clip.list_models():
+        raise ModelLoadError(
+            f"{path}: open_clip has no architecture {name!r} to rebuild the text encoder; "
+            "export the engine again with --model ARCH"
+        )
+    with _quiet(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="QuickGELU mismatch")
+        model = open_clip.create_model(name, pretrained=None, device="meta", force_quick_gelu=quick)
+    own = {k for k in model.state_dict() if not k.startswith("visual.")}
+    try:
+        if set(state) != own:
+            raise ValueError("other keys")
+        model.load_state_dict(state, strict=False, assign=True)
+    except (ValueError, RuntimeError):
+        raise CheckpointMismatchError(f"{path} does not fit {name}'s text tower: export the engine again") from None
+    _causal_masks(model)
+    model.eval()
+    return LoadedClip(
+        model=model,
+        tokenizer=_tokenizer(arch),
+        arch=arch,
+        model_id=str(saved["model_id"]),
+        image_size=int(saved["image_size"]),
+        mean=(float(saved["mean"][0]), float(saved["mean"][1]), float(saved["mean"][2])),
+        std=(float(saved["std"][0]), float(saved["std"][1]), float(saved["std"][2])),
+        quick_gelu=quick,
+    )
+
+
+def _causal_masks(model: nn.Module) -> None:
+    """The text tower's causal attention masks (buffers no state dict holds) built on the CPU: a
+    model created on the meta device has them as shapes only."""
+    for name, buffer in list(model.named_buffers()):
+        if name.startswith("visual.") or not buffer.is_meta:
+            continue
+        if not name.endswith("attn_mask") or buffer.ndim != 2 or buffer.shape[0] != buffer.shape[1]:
+            raise ModelLoadError(f"cannot rebuild the text encoder's buffer {name}")
+        mask = torch.full(tuple(buffer.shape), float("-inf")).triu_(1)
+        owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        owner.register_buffer(name.rpartition(".")[2], mask, persistent=False)
+
+
 def arch_quick_gelu(arch: str) -> bool:
     """Whether open_clip's config of ``arch`` builds QuickGELU (the ``-quickgelu`` spellings do)."""
     cfg = open_clip.get_model_config(arch) or {}

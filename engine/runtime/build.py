@@ -31,7 +31,7 @@ from text4vis.engine.runtime.backends.tensorrt_backend import (
 from text4vis.engine.runtime.backends.torch_backend import TorchFrameEncoder
 from text4vis.engine.runtime.export import Manifest, load_head
 from text4vis.engine.runtime.loading import load_clip_for, load_model
-from text4vis.models.clip_loader import LoadedClip
+from text4vis.models.clip_loader import LoadedClip, load_text_tower
 from text4vis.models.errors import ModelLoadError
 from text4vis.models.media import Decoder, nvdec_problem
 from text4vis.models.preprocess import PreprocessConfig
@@ -222,12 +222,24 @@ def choose_backend(asked: str, manifest: Manifest | None, device: str) -> tuple[
     return "tensorrt", f"TensorRT plan {manifest.plans[key]} matches this GPU and TensorRT {tensorrt_version()}"
 
 
+def _engine_text(opts: ModelOptions) -> LoadedClip | None:
+    """An engine directory's own text encoder, when the options name no other CLIP."""
+    if opts.engine_dir is None or opts.names_a_clip():
+        return None
+    manifest = Manifest.read(opts.engine_dir)
+    text = manifest.files.get("text")
+    if text is None:
+        return None  # exported before engines carried it: the options' (default) CLIP, checked below
+    log.info("text encoder: %s from %s", manifest.text_model, opts.engine_dir / text)
+    return load_text_tower(opts.engine_dir / text)
+
+
 def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
     """Load CLIP (its text tower encodes vocabularies), the visual encoder from weights or an
     engine directory, the backend that runs it (in calls of at most ``max_batch_size`` frames),
     and the head."""
     device = resolve_device(opts.device)
-    clip = load_clip_for(opts)
+    clip = _engine_text(opts) or load_clip_for(opts)
     source = _engine_source(opts, clip.model_id) if opts.engine_dir is not None else _weights_source(opts, clip)
     backend, why = choose_backend(opts.backend, source.manifest, device)
     if backend not in BACKENDS:

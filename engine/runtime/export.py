@@ -7,6 +7,8 @@ DIR/visual.onnx.data      the graph's weights, when the exporter keeps them outs
 DIR/visual.<key>.plan     TensorRT engines (format tensorrt), one profile 1 / max/2 / max, one per
                           GPU model and TensorRT version (<key>, e.g. nvidia-h200_trt10.16.1.11)
 DIR/head.pt               the temporal head: {"kind", "layers", "heads", "state_dict"} (runs in torch: tiny)
+DIR/text.pt               CLIP's text tower (t4v export writes it): a server of this directory needs
+                          neither the hub nor the base checkpoint to encode vocabularies
 DIR/ort-trt-cache/<key>/  ONNX Runtime's TensorRT engine cache, written by the server
 ```
 The graph takes uint8 crops and normalizes inside: a quarter of the bytes to move to a GPU,
@@ -38,9 +40,9 @@ from torch import nn
 from text4vis.engine.options import ModelOptions
 from text4vis.engine.runtime.backends.base import DTYPES, PixelEncoder, Precision
 from text4vis.engine.runtime.backends.tensorrt_backend import build_engine, plan_key, require_tensorrt, tensorrt_version
-from text4vis.engine.runtime.loading import load_model
+from text4vis.engine.runtime.loading import LoadedModel, load_model
 from text4vis.models.choices import ExportFormat
-from text4vis.models.clip_loader import file_digest
+from text4vis.models.clip_loader import TEXT_FILE, file_digest, save_text_tower
 from text4vis.models.errors import ModelLoadError
 from text4vis.models.temporal import build_temporal_head
 
@@ -307,6 +309,24 @@ def export_from_options(
     """Load what ``opts`` names (as ``t4v classify`` would, on the CPU) and write an engine directory."""
     log.info("loading the model to export")
     model = load_model(opts)
+    manifest = _export_visual(model, opts, out, fmt, precision, max_batch, force)
+    if "text" not in manifest.files or not (out / manifest.files["text"]).is_file():
+        log.info("writing the text encoder beside the engine (%s)", model.clip.model_id)
+        save_text_tower(model.clip, out / TEXT_FILE)
+        manifest.files["text"] = TEXT_FILE
+        manifest.write(out)
+    return manifest
+
+
+def _export_visual(
+    model: LoadedModel,
+    opts: ModelOptions,
+    out: Path,
+    fmt: ExportFormat,
+    precision: Precision,
+    max_batch: int,
+    force: bool,
+) -> Manifest:
     cfg = model.preprocess
     checkpoint = opts.text4vis_checkpoint
     source: dict[str, str | None] = {

@@ -98,6 +98,24 @@ def test_text4vis_checkpoint_exported_and_served_like_torch(
     assert max(abs(x["probability"] - y["probability"]) for x, y in zip(a, b, strict=True)) <= 1e-4
 
 
+def test_an_engine_directory_stands_alone(tiny_engine: Path, tiny_clip_path: Path) -> None:
+    """Naming only the engine (no --model, no checkpoint: without it the hub would be asked for
+    ViT-B-16), the server encodes vocabularies with the text tower exported beside the engine and
+    answers as the torch reference does."""
+    assert Manifest.read(tiny_engine).files["text"] == "text.pt"
+    alone = build_runtime(ModelOptions(engine_dir=tiny_engine))
+    ref = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu"))
+    assert alone.info.model_id == ref.info.model_id and alone.info.backend == "onnxruntime"
+    video = generated_videos()["clip_c.avi"]
+    a = {p.label: p.probability for p in _classify(ref, video).predictions}
+    b = {p.label: p.probability for p in _classify(alone, video).predictions}
+    assert max(abs(a[k] - b[k]) for k in a) <= 1e-4
+    out = CliRunner().invoke(
+        app, ["classify", str(video), "--labels", ",".join(LABELS), "--engine", str(tiny_engine), "--json"]
+    )
+    assert out.exit_code == 0, out.stderr
+
+
 def test_engine_exported_from_a_quickgelu_tag(
     tmp_path: Path, quick_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -468,8 +468,18 @@ def test_a_runs_checkpoint_finds_its_own_base(smoke_run: Path, data: tuple[Path,
     """t4v eval RUN/last.pt with no --model: the run's config.json names its base CLIP (here the
     tiny random one), so nothing asks the hub; the numbers are those of naming it explicitly."""
     root, train_list, labels = data
-    common = ["eval", str(smoke_run / "last.pt"), "--list", str(train_list), "--labels", str(labels), "--root",
-              str(root), "--frames", "4"]
+    common = [
+        "eval",
+        str(smoke_run / "last.pt"),
+        "--list",
+        str(train_list),
+        "--labels",
+        str(labels),
+        "--root",
+        str(root),
+        "--frames",
+        "4",
+    ]
     implicit = CliRunner().invoke(app, common)
     explicit = CliRunner().invoke(app, [*common, "--model", TINY_ARCH, "--random-init"])
     assert implicit.exit_code == 0 and explicit.exit_code == 0, implicit.stderr
