@@ -31,6 +31,17 @@ class Metrics:
             registry=r,
         )
         self.decode_workers = Gauge("t4v_decode_workers", "Decode worker processes alive", registry=r)
+        self.in_progress = Gauge(
+            "t4v_requests_in_progress",
+            "Admitted classify requests: uploading, or working (decode, encode, score)",
+            ["stage"],
+            registry=r,
+        )
+        self.predicted_wait = Gauge(
+            "t4v_predicted_wait_seconds",
+            "The wait admission predicts for a request arriving now (0: no estimate)",
+            registry=r,
+        )
         self.workers_replaced = Counter(
             "t4v_decode_workers_replaced",
             "Decode workers killed and replaced: timeout (silent past the per-file budget) or crash (the process died)",

@@ -8,26 +8,31 @@ The prediction is queueing arithmetic on running estimates, no model of its own:
     encode backlog = requests in progress x frames per request x encoder seconds per frame
     predicted wait = the larger of the two (the stages run side by side)
 
-The seconds between two decodes finishing are measured while every worker is busy (the stage's
-real rate, handoffs and a CPU shared with the event loop included); until the stage has been
-saturated once, a worker's busy time per file / the workers stands in for it. Each figure is an
-exponentially weighted mean. Requests whose upload is still arriving count too: in a burst, every
-request is admitted while its body streams in, before any reaches a decoder, and leaving them out
-would admit the whole burst. ``uploading`` and ``working`` are counted apart (``/metrics``), and
+The seconds between two decodes finishing are measured over the last decodes that finished while
+every worker was busy (the stage's real rate, handoffs and a CPU shared with the event loop
+included); until then a worker's busy time per file / the workers stands in for it. The busy time
+and the encoder's time per frame are exponentially weighted means.
+
+Requests whose upload is still arriving count too: in a burst, every request is admitted while
+its body streams in, before any reaches a decoder, and leaving them out would admit the whole
+burst. ``uploading`` and ``working`` are counted apart (``/metrics``), and
 ``max_in_flight`` caps both together whatever the prediction, which bounds memory and spool
 space. A cold server (no estimate yet) admits up to that cap.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from text4vis.engine.errors import Overloaded
 
 SMOOTHING = 0.2  # weight of the newest measurement in the running means
+RATE_WINDOW = 64  # decodes whose finishes measure the stage's rate
+MIN_FINISHES = 8
 
 
 @dataclass
@@ -35,18 +40,26 @@ class Estimates:
     """Running means of the stages' service times; ``None`` until first measured."""
 
     decode_s_per_file: float | None = None  # a worker's busy time per file
-    decode_interval_s: float | None = None  # between two decodes finishing, while every worker is busy
     encode_s_per_frame: float | None = None
     frames_per_request: float = 8.0
-    _last_finish: float | None = None
+    _finishes: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=RATE_WINDOW))
 
     def decoded(self, seconds: float, finished_at: float, saturated: bool) -> None:
         """A decode took a worker ``seconds`` and finished at ``finished_at`` (monotonic);
-        ``saturated``: every worker was busy, so the gap since the last finish is the stage's rate."""
+        ``saturated``: every worker was busy, so the finishes' spacing is the stage's rate."""
         self.decode_s_per_file = _mean(self.decode_s_per_file, seconds)
-        if saturated and self._last_finish is not None:
-            self.decode_interval_s = _mean(self.decode_interval_s, finished_at - self._last_finish)
-        self._last_finish = finished_at
+        if not saturated:
+            self._finishes.clear()  # a gap in the load is no measure of the rate
+        self._finishes.append(finished_at)
+
+    @property
+    def decode_interval_s(self) -> float | None:
+        """Seconds between two decodes finishing while every worker was busy: the span of the last
+        finishes over their count (a windowed rate; a running mean of single gaps dips after a
+        bunch of finishes and would admit too many just then)."""
+        if len(self._finishes) < MIN_FINISHES:
+            return None
+        return (self._finishes[-1] - self._finishes[0]) / (len(self._finishes) - 1)
 
     def encoded(self, seconds: float, frames: int) -> None:
         if frames > 0:

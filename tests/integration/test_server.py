@@ -255,6 +255,9 @@ def test_admission_refuses_by_predicted_wait_with_retry_after(
             results = await asyncio.gather(*(c.post("/classify", files=files, data=data) for _ in range(12)))
             codes = [r.status_code for r in results]
             assert 4 <= codes.count(200) <= 8 and codes.count(503) == 12 - codes.count(200), codes
+            metrics = (await c.get("/metrics")).text
+            assert 't4v_requests_in_progress{stage="working"} 0.0' in metrics
+            assert "t4v_predicted_wait_seconds 0.0" in metrics  # all answered: nothing ahead
             for busy in (r for r in results if r.status_code == 503):
                 assert "max_queue_wait_s of 1 s" in busy.json()["detail"], busy.text
                 assert int(busy.headers["retry-after"]) >= 1
