@@ -59,33 +59,11 @@ def test_every_form_field_is_a_t4v_client_option(path: str, command: str) -> Non
 
 def test_global_options_go_before_or_after_the_command() -> None:
     """``t4v-client --url U health`` and ``t4v-client health --url U`` both ask U."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from tests.http_stub import stub_server
 
-    asked: list[str] = []
-
-    class Ready(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            asked.append(self.path)
-            body = json.dumps({"status": "ok", "detail": None}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with stub_server(lambda n, path: (200, {}, {"status": "ok", "detail": None})) as (url, seen):
         for args in (["--url", url, "health"], ["health", "--url", url]):
-            before = len(asked)
+            before = len(seen)
             out = CliRunner().invoke(client_app, args, env={"T4V_URL": "http://127.0.0.1:9"})
             assert out.exit_code == 0, out.output
-            assert "ready: True" in out.stdout and len(asked) > before
-    finally:
-        server.shutdown()
+            assert "ready: True" in out.stdout and len(seen) > before

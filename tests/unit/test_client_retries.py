@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -65,41 +64,19 @@ def test_client_package_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_t4v_client_waits_as_retry_after_tells_it(tmp_path: Path) -> None:
+def test_t4v_client_waits_as_retry_after_tells_it() -> None:
     """The command line (a real process, a real socket) waits what Retry-After says before it retries."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from tests.http_stub import stub_server
 
-    seen: list[float] = []
+    def answer(n: int, path: str) -> tuple[int, dict[str, str], object]:
+        return (503, {"Retry-After": "2"}, {"detail": "busy"}) if n == 1 else (200, {}, {"vocabularies": []})
 
-    class Busy(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            seen.append(time.monotonic())
-            first = len(seen) == 1
-            body = json.dumps({"detail": "busy"} if first else {"vocabularies": []}).encode()
-            self.send_response(503 if first else 200)
-            if first:
-                self.send_header("Retry-After", "2")
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with stub_server(answer) as (url, seen):
         proc = subprocess.run(
             [sys.executable, "-m", "t4v_client.cli", "vocab", "list", "--url", url],
             capture_output=True,
             text=True,
             timeout=60,
         )
-    finally:
-        server.shutdown()
     assert proc.returncode == 0, proc.stderr
-    assert len(seen) == 2 and 2.0 <= seen[1] - seen[0] < 4.0, seen
+    assert len(seen) == 2 and 2.0 <= seen[1][0] - seen[0][0] < 4.0, seen
