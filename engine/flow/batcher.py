@@ -58,6 +58,7 @@ class FrameQueue:
         self._nonempty = asyncio.Event()
         self._room = asyncio.Condition()
         self._waiting = 0  # puts waiting for room: a new put queues behind them
+        self._wakers: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -105,7 +106,9 @@ class FrameQueue:
         if not self._items:
             self._nonempty.clear()
         if self._waiting:
-            asyncio.get_running_loop().create_task(self._wake())
+            task = asyncio.get_running_loop().create_task(self._wake())
+            self._wakers.add(task)  # held until done: the loop keeps only weak references to tasks
+            task.add_done_callback(self._wakers.discard)
         return item
 
     async def _wake(self) -> None:
