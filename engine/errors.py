@@ -38,3 +38,15 @@ class StoreUnavailable(T4VError):
 
 class PreconditionFailed(T4VError):
     """If-Match named a version that is no longer current."""
+
+
+class ArchiveUnavailable(T4VError):
+    """The archive's storage cannot be opened or read (a bad URI, a corrupt table): 503."""
+
+
+class ArchiveMismatch(T4VError):
+    """The archive holds no embeddings of the running model and sampling (only of others): 409."""
+
+
+class NotInArchive(T4VError):
+    """No stored video of that id: 404."""

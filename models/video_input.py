@@ -13,7 +13,7 @@ import numpy as np
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, MediaError
 from text4vis.models.limits import MediaLimits
-from text4vis.models.media import Decoder, MediaReader, open_media, renamed
+from text4vis.models.media import Decoder, MediaInfo, MediaReader, open_media, renamed
 from text4vis.models.preprocess import PreprocessConfig, crop_frames, resize_short_side
 from text4vis.models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_indices
 
@@ -27,6 +27,7 @@ class SampledClip:
     gather: np.ndarray  # int64 [crops * clips, T] rows of ``pixels`` forming each view
     frame_indices: list[int]
     timing_ms: dict[str, float]
+    duration_s: float | None = None  # the video's length (frames / rate); None when the rate is unknown
 
 
 SAMPLINGS: tuple[Sampling, ...] = tuple(Sampling)
@@ -124,7 +125,14 @@ def _decode_and_crop(
         gather=gather,
         frame_indices=indices.reshape(-1).tolist(),
         timing_ms={"decode": (t1 - t0 - resizing) * 1e3, "preprocess": (resizing + t2 - t1) * 1e3},
+        duration_s=_duration(media.info),
     )
+
+
+def _duration(info: MediaInfo) -> float | None:
+    if info.kind == "image":
+        return 0.0
+    return info.num_frames / info.fps if info.fps else None
 
 
 def views(clip: SampledClip) -> np.ndarray:

@@ -7,37 +7,44 @@ processes, which import this module as their main one, stay small.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import socket
 import sys
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from text4vis.engine.options import ModelOptions
-from text4vis.engine.request import parse_views
 from text4vis.engine.vocab.validation import validate_templates
 from text4vis.models.choices import ExportFormat, Precision, Sampling
-from text4vis.models.cli_options import flag, with_options
+from text4vis.models.cli_options import with_options
 from text4vis.models.errors import InputError, ModelLoadError, T4VError
 from text4vis.models.media import open_media
-from text4vis.models.presets import LABEL_PRESETS, preset_labels
+from text4vis.models.presets import LABEL_PRESETS
 from text4vis.models.prompts import (
     DEFAULT_TEMPLATE,
     TEMPLATE_SETS,
     LabelFileWarning,
-    read_labels,
-    read_templates,
-    validate_template,
 )
 from text4vis.models.training.config import collect
+from text4vis.server import cli_archive as archive_commands
+from text4vis.server.cli_common import (
+    UsageProblem,
+    check_views,
+    choice,
+    error_line,
+    fail,
+    files_progress,
+    label_args,
+    one_line,
+    template_args,
+    validated,
+)
 from text4vis.server.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,10 +56,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="text4vis-ser
 M = TypeVar("M", bound=BaseModel)
 # model options that say where and how a model runs, not which weights: export and eval ignore them
 RUNTIME_ONLY = ("device", "precision", "decoder", "scaler", "engine_dir", "backend", "providers", "threads", "compile")
-
-
-class UsageProblem(InputError):
-    """Bad command-line input found after parsing (missing file, empty label list, ...)."""
 
 
 @app.callback()
@@ -105,9 +108,9 @@ def classify(
     from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, RequestLimits
 
     try:
-        label_list = _labels(labels, labels_file, preset)
-        templates = _templates(template, templates_file, template_set)
-        model_options = _validated(ModelOptions, options or {})
+        label_list = label_args(labels, labels_file, preset)
+        templates = template_args(template, templates_file, template_set)
+        model_options = validated(ModelOptions, options or {})
         request = ClassifyRequest(
             labels=tuple(label_list),
             templates=tuple(templates),
@@ -131,8 +134,8 @@ def classify(
         vocabularies = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
         vocabularies.ad_hoc(label_list, templates, clean_labels)  # refuses bad labels before any file decodes
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
-        _fail(exc)
-    with _files_progress(readable) as done:
+        fail(exc)
+    with files_progress(readable) as done:
         outcomes = classify_files(runtime.pipeline, vocabularies, request, readable, limits=limits, on_done=done)
     failures: dict[Path, BaseException] = dict(unreadable)
     results: dict[Path, ClassifyResult] = {}
@@ -145,10 +148,10 @@ def classify(
             results[path] = outcome
     for path in videos:
         if path in failures:
-            _error_line(failures[path])
+            error_line(failures[path])
     if as_json:
         rows = [
-            _result_json(results[p]) if p in results else {"file": str(p), "error": _one_line(failures[p])}
+            _result_json(results[p]) if p in results else {"file": str(p), "error": one_line(failures[p])}
             for p in videos
         ]
         typer.echo(json.dumps({"model": runtime.info.as_dict(), "results": rows}))
@@ -173,9 +176,9 @@ def _unreadable(videos: list[Path], options: ModelOptions) -> dict[Path, InputEr
 def _report_failures(videos: list[Path], failures: dict[Path, InputError], as_json: bool) -> NoReturn:
     """No file can be classified: each one's error, then exit 1 (without loading a model)."""
     for path in videos:
-        _error_line(failures[path])
+        error_line(failures[path])
     if as_json:
-        typer.echo(json.dumps({"results": [{"file": str(p), "error": _one_line(failures[p])} for p in videos]}))
+        typer.echo(json.dumps({"results": [{"file": str(p), "error": one_line(failures[p])} for p in videos]}))
     raise typer.Exit(1)
 
 
@@ -198,16 +201,16 @@ def vocab_lint(
     try:
         with warnings.catch_warnings(record=True) as header:
             warnings.simplefilter("always", LabelFileWarning)
-            labels = _labels(None, labels_file, None)
+            labels = label_args(None, labels_file, None)
         templates = validate_templates(template)
-        base = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
+        base = validated(ModelOptions, {**(options or {}), "device": "cpu"})
         from text4vis.engine.runtime.loading import load_clip_for
         from text4vis.engine.vocab.lint import lint_labels
         from text4vis.models.text_encoder import TextEncoder
 
         report = lint_labels(TextEncoder(load_clip_for(base)), labels, templates, clean_labels)
     except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         typer.echo(
             json.dumps(
@@ -246,7 +249,7 @@ def train(**kwargs: Any) -> None:
         cfg = collect(**kwargs)
         metrics = run(cfg)
     except (ModelLoadError, InputError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "step_losses"}))
     if cfg.export_engine:
         from text4vis.engine.runtime.export import export_from_options
@@ -300,14 +303,14 @@ def evaluate_command(
     from text4vis.models.training.evaluate import evaluate_checkpoint
 
     try:
-        clips, crops = _check_views(views)
+        clips, crops = check_views(views)
         if protocol not in ("standard", "zeroshot-halves"):
             raise UsageProblem(f"--protocol must be standard or zeroshot-halves; got {protocol!r}")
         if len(list_files) != len(labels_files):
             raise UsageProblem(
                 f"give one --labels per --list: {len(list_files)} lists, {len(labels_files)} label files"
             )
-        base = _validated(ModelOptions, options or {})
+        base = validated(ModelOptions, options or {})
         source = base.clip_source(checkpoint=checkpoint)  # a run's checkpoint finds its own base
         result = evaluate_checkpoint(
             checkpoint,
@@ -322,7 +325,7 @@ def evaluate_command(
             half_splits=10 if protocol == "zeroshot-halves" else 0,
         )
     except (UsageProblem, ModelLoadError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     if "splits" in result:
         for number, split in enumerate(result["splits"], 1):
             sys.stderr.write(
@@ -365,11 +368,11 @@ def export(
     # its stages (minutes on a CPU), without -v
     logging.getLogger("text4vis.engine.runtime.export").setLevel(logging.INFO)
     try:
-        model_options = _validated(ModelOptions, {**(options or {}), "device": "cpu"})
-        _choice("--precision", graph_precision, ("fp32", "fp16"))  # an exported graph is never bf16 or auto
+        model_options = validated(ModelOptions, {**(options or {}), "device": "cpu"})
+        choice("--precision", graph_precision, ("fp32", "fp16"))  # an exported graph is never bf16 or auto
         manifest = export_from_options(model_options, out, format, Precision(graph_precision), max_batch, force=force)
     except (UsageProblem, ModelLoadError, InputError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+        fail(exc)
     files = [*manifest.files.values(), *manifest.plans.values()]
     typer.echo(
         f"wrote {out}: {', '.join(files)} ({manifest.architecture}, {manifest.temporal} "
@@ -407,13 +410,13 @@ def serve(options: dict[str, Any] | None = None) -> None:
     for name in Settings.unknown_variables():
         logging.getLogger(__name__).warning("%s is set but is no setting of t4v serve: ignored", name)
     try:
-        settings = _validated(Settings, options or {})
+        settings = validated(Settings, options or {})
         _check_port(settings.host, settings.port)  # a busy port fails in a second, not after the model loads
         if settings.redis_url:
             _check_redis(settings.redis_url)
         runtime = build_runtime(settings.model_options(), settings.max_batch_frames)
     except (T4VError, ValueError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     uvicorn.run(
         create_app(settings, runtime),
         host=settings.host,
@@ -440,130 +443,6 @@ def _check_redis(url: str) -> None:
     from text4vis.engine.vocab.stores import RedisStore
 
     RedisStore(url).close()
-
-
-def _validated(model: type[M], given: dict[str, Any]) -> M:
-    """``model(**given)``; a validation error becomes one line naming the option and the problem."""
-    try:
-        return model(**given)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            name = ".".join(map(str, e["loc"]))
-            field = model.model_fields.get(str(e["loc"][0])) if e["loc"] else None
-            where = flag(name, field) if field is not None else name
-            ctx = e.get("ctx", {})
-            if e["type"] in ("literal_error", "enum"):
-                problems.append(f"{where} must be one of {ctx['expected']}; got {e['input']!r}")
-                continue
-            message = str(ctx["error"]) if "error" in ctx else e["msg"]
-            problems.append(f"{where}: {message}" if where else message)
-        raise UsageProblem("; ".join(problems)) from None
-
-
-@contextlib.contextmanager
-def _files_progress(files: list[Path]) -> Iterator[Callable[[], None]]:
-    """Files done, on stderr, for several files: a rich bar on a terminal; elsewhere (logs, pipes)
-    one line per file, so a long run is never silent for minutes."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    total = len(files)
-    console = Console(stderr=True)
-    if total >= 2 and not console.is_terminal:
-        done = 0
-
-        def line() -> None:
-            nonlocal done
-            done += 1
-            sys.stderr.write(f"classified {done}/{total} files\n")
-            sys.stderr.flush()
-
-        yield line
-        return
-    progress = Progress(
-        TextColumn("classifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=total < 2 or not console.is_terminal,
-    )
-    with progress:
-        task = progress.add_task("files", total=total)
-        yield lambda: progress.advance(task)
-
-
-def _error_line(exc: BaseException) -> None:
-    """One line on stderr, never wrapped: scripts grep it."""
-    sys.stderr.write(f"error: {_one_line(exc)}\n")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _fail(exc: BaseException) -> None:
-    _error_line(exc)
-    raise typer.Exit(2)
-
-
-def _check_views(views: str) -> tuple[int, int]:
-    try:
-        return parse_views(views)
-    except ValueError as exc:
-        raise UsageProblem(str(exc)) from None
-
-
-def _labels(labels: str | None, labels_file: Path | None, preset: str | None) -> list[str]:
-    if sum(x is not None for x in (labels, labels_file, preset)) != 1:
-        raise UsageProblem("give exactly one of --labels, --labels-file or --preset")
-    if preset is not None:
-        try:
-            return preset_labels(preset)
-        except KeyError as exc:
-            raise UsageProblem(str(exc.args[0])) from None
-    if labels_file is not None:
-        if not labels_file.is_file():
-            raise UsageProblem(f"labels file not found: {labels_file}")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", LabelFileWarning)
-                found = read_labels(labels_file)
-        except ValueError as exc:
-            raise UsageProblem(str(exc)) from None
-        for warning in caught:
-            sys.stderr.write(f"warning: {warning.message}\n")
-    else:
-        assert labels is not None
-        found = [label.strip() for label in labels.split(",") if label.strip()]
-    if not found:
-        raise UsageProblem("the label list is empty")
-    return found
-
-
-def _templates(template: str | None, templates_file: Path | None, template_set: str | None) -> list[str]:
-    given = [x for x in (template, templates_file, template_set) if x is not None]
-    if len(given) > 1:
-        raise UsageProblem("give at most one of --template, --templates-file, --template-set")
-    if templates_file is not None:
-        if not templates_file.is_file():
-            raise UsageProblem(f"templates file not found: {templates_file}")
-        found = read_templates(templates_file)
-        if not found:
-            raise UsageProblem(f"{templates_file} holds no templates")
-        return found
-    if template_set is not None:
-        if template_set not in TEMPLATE_SETS:
-            raise UsageProblem(f"unknown template set {template_set!r}; choose from {', '.join(TEMPLATE_SETS)}")
-        return list(TEMPLATE_SETS[template_set])
-    return [validate_template(template or DEFAULT_TEMPLATE)]
-
-
-def _choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> None:
-    if value is not None and value not in allowed:
-        raise UsageProblem(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _result_json(result: ClassifyResult) -> dict[str, object]:
@@ -601,6 +480,9 @@ def _print_tables(results: list[ClassifyResult]) -> None:
         out.print(table)
         if result.abstention is not None and result.abstention.abstained:
             out.print(f"none of these: {result.abstention.reason}", markup=False, highlight=False)
+
+
+archive_commands.register(app)  # t4v index, t4v relabel, t4v search
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m text4vis.server.cli

@@ -44,6 +44,7 @@ class DecodedClip:
     frame_indices: list[int]
     timing_ms: dict[str, float]
     busy_s: float = 0.0  # how long a worker was taken by the job (its answer included): the admission's estimate
+    duration_s: float | None = None  # the video's length, when its frame rate is known
 
 
 def _timed(job: DecodeJob | PlanJob) -> tuple[SampledClip | TimelinePlan, float]:
@@ -133,7 +134,12 @@ class DecodePool:
         clip, busy_s = await self._submit(job, timeout_s, admitted)
         assert isinstance(clip, SampledClip)
         return DecodedClip(
-            torch.from_numpy(clip.pixels), torch.from_numpy(clip.gather), clip.frame_indices, clip.timing_ms, busy_s
+            torch.from_numpy(clip.pixels),
+            torch.from_numpy(clip.gather),
+            clip.frame_indices,
+            clip.timing_ms,
+            busy_s,
+            clip.duration_s,
         )
 
     async def plan(self, job: PlanJob, timeout_s: float) -> TimelinePlan:

@@ -34,17 +34,21 @@ class VideoPipeline:
         self.gpu = gpu  # the CUDA device index of the nvdec decoder
 
     @torch.inference_mode()
+    def embed(self, frame_emb: torch.Tensor, gather: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the distinct frames -> the normalized video embedding ``[D]`` (views fused):
+        what every vocabulary scores against, and what the archive stores."""
+        return video_embedding(self.head, frame_emb[gather])
+
+    @torch.inference_mode()
     def score(
         self,
-        frame_emb: torch.Tensor,
-        gather: torch.Tensor,
+        video: torch.Tensor,
         classifier: Classifier,
         top_k: int = 5,
         background: Classifier | None = None,
     ) -> tuple[list[Prediction], list[Prediction]]:
-        """Embeddings of the distinct frames -> video embedding (views fused) -> top-k predictions,
-        and the 3 nearest labels of ``background`` (none without one) from the same embedding."""
-        video = video_embedding(self.head, frame_emb[gather])
+        """A video embedding ``[D]`` -> top-k predictions, and the 3 nearest labels of
+        ``background`` (none without one) from the same embedding."""
         predictions = classifier.predictions(class_logits(video, classifier.matrix), top_k)
         if background is None or not background.labels:
             return predictions, []
@@ -55,13 +59,17 @@ class VideoPipeline:
         self,
         frame_emb: torch.Tensor,
         gather: torch.Tensor,
-        classifier: Classifier,
+        classifier: Classifier | None,
         top_k: int = 5,
     ) -> list[tuple[list[Prediction], torch.Tensor]]:
         """Each row of ``gather [W, T]`` on its own (a timeline's windows): its top-k predictions
-        and its video embedding ``[D]``, the same numbers :meth:`score` gives that row as a video."""
-        out = []
+        (none without a classifier: the archive's windows) and its video embedding ``[D]``, the
+        same numbers :meth:`embed` and :meth:`score` give that row as a video."""
+        out: list[tuple[list[Prediction], torch.Tensor]] = []
         for row in gather:
             video = video_embedding(self.head, frame_emb[row][None])
-            out.append((classifier.predictions(class_logits(video, classifier.matrix), top_k), video))
+            if classifier is None:
+                out.append(([], video))
+            else:
+                out.append((classifier.predictions(class_logits(video, classifier.matrix), top_k), video))
         return out

@@ -28,10 +28,11 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -42,10 +43,11 @@ from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob
 from text4vis.engine.flow.options import FlowHooks, FlowOptions
 from text4vis.engine.flow.pipeline import VideoPipeline
 from text4vis.engine.flow.timeline import Segment
-from text4vis.engine.request import ClassifyRequest, RequestLimits
+from text4vis.engine.request import ClassifyRequest, RequestLimits, ResolvedClip
 from text4vis.engine.vocab.abstain import Abstention, decide
 from text4vis.engine.vocab.classifier import Classifier, Prediction
 from text4vis.engine.vocab.registry import VocabRegistry
+from text4vis.models.errors import InputError
 from text4vis.models.windows import TimelinePlan, Window
 
 TIMING_KEYS = ("vocab", "decode_wait", "decode", "preprocess", "encode", "classify", "total")
@@ -67,6 +69,21 @@ class ClassifyResult:
     timing_ms: dict[str, float]  # TIMING_KEYS
     first_view: torch.Tensor  # uint8 [T, 3, S, S]: the frames of the first view (thumbnails)
     abstention: Abstention | None = None  # with abstain or min_score: the decision and the nearest background
+    embedding: torch.Tensor | None = None  # the video embedding [D] the predictions scored (the archive stores it)
+    duration_s: float | None = None
+
+
+@dataclass
+class EmbeddedClip:
+    """One file through decode and encode: its normalized video embedding (views fused), before
+    any vocabulary: what :meth:`ClassifyService.classify` scores and what the archive stores."""
+
+    file: str
+    embedding: torch.Tensor  # float32 [D]
+    frame_indices: list[int]
+    first_view: torch.Tensor  # uint8 [T, 3, S, S]
+    duration_s: float | None
+    timing_ms: dict[str, float]  # decode_wait, decode, preprocess, encode
 
 
 class ClassifyService:
@@ -75,7 +92,7 @@ class ClassifyService:
     def __init__(
         self,
         pipeline: VideoPipeline,
-        vocabularies: VocabRegistry,
+        vocabularies: VocabRegistry | None,
         options: FlowOptions | None = None,
         limits: RequestLimits | None = None,
         hooks: FlowHooks | None = None,
@@ -130,6 +147,8 @@ class ClassifyService:
 
     async def classifier_for(self, request: ClassifyRequest) -> tuple[Classifier, VocabVersion | None]:
         """The registered vocabulary the request names (and its version), or a classifier of its labels."""
+        if self.vocabularies is None:
+            raise InputError("this flow embeds videos only (the archive's indexing): it has no vocabularies")
         if request.vocab is not None:
             classifier, version = await asyncio.to_thread(self.vocabularies.classifier, request.vocab)
             return classifier, VocabVersion(request.vocab, version)
@@ -142,24 +161,16 @@ class ClassifyService:
         )
         return classifier, None
 
-    async def classify(
+    async def embed(
         self,
         media: Path,
-        request: ClassifyRequest,
+        clip_spec: ResolvedClip,
         *,
-        timeout_s: float = 60.0,
+        deadline: float,
         name: str | None = None,
-    ) -> ClassifyResult:
-        """Classify one video or image file as ``request`` asks; ``timeout_s`` bounds every stage
-        together. :class:`InputError` for a request outside the limits, before anything is decoded."""
-        t0 = time.perf_counter()
-        deadline = time.monotonic() + timeout_s
-        clip_spec = request.resolved(self.limits)
-        classifier, vocab = await self.classifier_for(request)
-        policy = request.abstain.resolved(classifier.abstain)
-        background = None
-        if policy.score_background:
-            background = await asyncio.to_thread(self.vocabularies.background, classifier, policy.background)
+    ) -> EmbeddedClip:
+        """Decode, sample and encode one file as ``clip_spec`` says: its video embedding (views
+        fused), before any vocabulary. ``deadline`` (``time.monotonic()``) bounds every stage."""
         self.admission.estimates.requested(clip_spec.frames * clip_spec.views)
         t1 = time.perf_counter()
         job = DecodeJob(
@@ -181,31 +192,69 @@ class ClassifyService:
         self.admission.estimates.decoded(clip.busy_s, time.monotonic(), self.decode_pool.pending >= workers)
         if self._on_decoded is not None:
             self._on_decoded(worker_ms / 1e3)
-        emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
+        frame_emb = await self.batcher.embed(clip.pixels, timeout_s=max(deadline - time.monotonic(), 1e-3))
+        video = await asyncio.get_running_loop().run_in_executor(
+            self._post, self.pipeline.embed, frame_emb, clip.gather
+        )
         t3 = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        predictions, nearest = await loop.run_in_executor(
-            self._post, self.pipeline.score, emb, clip.gather, classifier, request.top_k, background
+        timing = {
+            "decode_wait": max((t2 - t1) * 1e3 - worker_ms, 0.0),
+            **clip.timing_ms,
+            "encode": (t3 - t2) * 1e3,
+        }
+        return EmbeddedClip(
+            file=name or str(media),
+            embedding=video,
+            frame_indices=clip.frame_indices,
+            first_view=clip.pixels[clip.gather[0]],
+            duration_s=clip.duration_s,
+            timing_ms=timing,
+        )
+
+    async def classify(
+        self,
+        media: Path,
+        request: ClassifyRequest,
+        *,
+        timeout_s: float = 60.0,
+        name: str | None = None,
+    ) -> ClassifyResult:
+        """Classify one video or image file as ``request`` asks; ``timeout_s`` bounds every stage
+        together. :class:`InputError` for a request outside the limits, before anything is decoded."""
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        clip_spec = request.resolved(self.limits)
+        classifier, vocab = await self.classifier_for(request)
+        policy = request.abstain.resolved(classifier.abstain)
+        background = None
+        if policy.score_background:
+            assert self.vocabularies is not None  # classifier_for found a classifier
+            background = await asyncio.to_thread(self.vocabularies.background, classifier, policy.background)
+        t1 = time.perf_counter()
+        clip = await self.embed(media, clip_spec, deadline=deadline, name=name)
+        t3 = time.perf_counter()
+        predictions, nearest = await asyncio.get_running_loop().run_in_executor(
+            self._post, self.pipeline.score, clip.embedding, classifier, request.top_k, background
         )
         t4 = time.perf_counter()
         abstention = decide(predictions[0], nearest, policy.margin, policy.min_score) if policy.decides else None
         timing = {
             "vocab": (t1 - t0) * 1e3,
-            "decode_wait": max((t2 - t1) * 1e3 - worker_ms, 0.0),
             **clip.timing_ms,
-            "encode": (t3 - t2) * 1e3,
             "classify": (t4 - t3) * 1e3,
             "total": (t4 - t0) * 1e3,
         }
         return ClassifyResult(
-            file=name or str(media),
+            file=clip.file,
             vocab=vocab,
             model=classifier.text_model,
             frame_indices=clip.frame_indices,
             predictions=predictions,
             timing_ms={k: round(timing[k], 2) for k in TIMING_KEYS},
-            first_view=clip.pixels[clip.gather[0]],
+            first_view=clip.first_view,
             abstention=abstention,
+            embedding=clip.embedding,
+            duration_s=clip.duration_s,
         )
 
     async def plan_timeline(
@@ -236,7 +285,7 @@ class ClassifyService:
         self,
         media: Path,
         plan: TimelinePlan,
-        classifier: Classifier,
+        classifier: Classifier | None,
         *,
         top_k: int = 5,
         timeout_s: float = 600.0,
@@ -285,8 +334,8 @@ class ClassifyService:
                 self._post, self.pipeline.score_rows, emb, clip.gather, classifier, top_k
             )
             return [
-                Segment(w.start_s, w.end_s, w.indices, w.times_s, predictions, embedding)
-                for w, (predictions, embedding) in zip(group, scored, strict=True)
+                Segment(w.start_s, w.end_s, w.indices, w.times_s, predictions, embedding, clip.pixels[row[0]])
+                for w, (predictions, embedding), row in zip(group, scored, clip.gather, strict=True)
             ]
 
         pending: collections.deque[asyncio.Task[list[Segment]]] = collections.deque()
@@ -321,6 +370,30 @@ def classify_files(
     ``on_done()`` after each file (the CLI's progress bar)."""
     limits = limits or RequestLimits()
     clip = request.resolved(limits)  # a bad request fails once, before any file
+
+    async def one(service: ClassifyService, path: Path) -> ClassifyResult:
+        return await service.classify(path, request, timeout_s=24 * 3600, name=str(path))
+
+    return run_files(pipeline, vocabularies, paths, one, clip, in_flight=in_flight, limits=limits, on_done=on_done)
+
+
+T = TypeVar("T")
+
+
+def run_files(
+    pipeline: VideoPipeline,
+    vocabularies: VocabRegistry | None,
+    paths: list[Path],
+    work: Callable[[ClassifyService, Path], Awaitable[T]],
+    clip: ResolvedClip,
+    *,
+    in_flight: int = 4,
+    limits: RequestLimits | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> list[T | BaseException]:
+    """``work(service, path)`` for every path on one offline :class:`ClassifyService` (decode on
+    threads, ``in_flight`` files at a time, their frames sharing encoder batches): the CLI's
+    classify and index. One result or exception per path, in order; ``on_done()`` after each."""
     batch = pipeline.encoder.max_batch_size
     options = FlowOptions(
         decode_workers=0,
@@ -331,14 +404,14 @@ def classify_files(
         max_queue_frames=max(batch, in_flight * clip.frames * clip.views),
     )
 
-    async def run() -> list[ClassifyResult | BaseException]:
+    async def run() -> list[T | BaseException]:
         service = ClassifyService(pipeline, vocabularies, options, limits)
         gate = asyncio.Semaphore(in_flight)
 
-        async def one(path: Path) -> ClassifyResult:
+        async def one(path: Path) -> T:
             async with gate:
                 try:
-                    return await service.classify(path, request, timeout_s=24 * 3600, name=str(path))
+                    return await work(service, path)
                 finally:
                     if on_done is not None:
                         on_done()

@@ -20,6 +20,7 @@ class Segment:
     times_s: list[float]  # when those frames are shown
     predictions: list[Prediction]
     embedding: torch.Tensor  # the window's video embedding [D] (normalized; not sent over HTTP)
+    first_frame: torch.Tensor | None = None  # uint8 [3, S, S]: the window's first sampled frame (thumbnails)
 
 
 @dataclass(frozen=True)

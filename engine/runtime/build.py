@@ -29,7 +29,7 @@ from text4vis.engine.runtime.backends.tensorrt_backend import (
     tensorrt_version,
 )
 from text4vis.engine.runtime.backends.torch_backend import TorchFrameEncoder
-from text4vis.engine.runtime.export import Manifest, load_head
+from text4vis.engine.runtime.export import Manifest, load_head, weights_digest
 from text4vis.engine.runtime.loading import load_clip_for, load_model
 from text4vis.models.clip_loader import LoadedClip, load_text_tower
 from text4vis.models.errors import ModelLoadError
@@ -52,6 +52,7 @@ class ModelInfo:
     checkpoint: str | None
     text_device: str  # where prompts are encoded (PUT /vocab): the GPU when there is one
     selection: str  # why this backend, precision and decoder run, in words
+    weights_sha256: str = ""  # the visual encoder's and the head's weights (an engine's manifest has it too)
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -76,6 +77,7 @@ class VisualSource:
     visual: nn.Module | None = None  # the torch backend's
     engine_dir: Path | None = None
     manifest: Manifest | None = None
+    weights_sha256: str = ""
 
 
 def resolve_device(device: str) -> str:
@@ -261,6 +263,7 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
         checkpoint=source.checkpoint,
         text_device=str(text_encoder.device),
         selection=f"{why}; {precision_why}; {decoder_why}" + _SCALED_BY[opts.scaler],
+        weights_sha256=source.weights_sha256,
     )
     log.info(
         "model %s (%s head, %s preprocessing): %s on %s, %s; text encoder on %s. Why: %s",
@@ -288,6 +291,8 @@ def _weights_source(opts: ModelOptions, clip: LoadedClip) -> VisualSource:
         mode=model.mode.value,
         checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
         visual=model.visual,
+        # before a backend casts the weights (fp16): the digest an engine exported from them records
+        weights_sha256=weights_digest(model.visual, model.head),
     )
 
 
@@ -313,4 +318,5 @@ def _engine_source(opts: ModelOptions, text_model: str) -> VisualSource:
         checkpoint=str(directory),
         engine_dir=directory,
         manifest=manifest,
+        weights_sha256=manifest.weights_sha256,
     )

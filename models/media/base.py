@@ -93,8 +93,9 @@ class FrameTimes:
 
 def renamed(exc: MediaError, path: Path, name: str | None) -> MediaError:
     """Keep server paths out of messages: the full path and the file name become ``name``."""
-    name = name or path.name
-    return type(exc)(str(exc).replace(str(path), name).replace(path.name, name))
+    name, text = name or path.name, str(exc)
+    # one replacement: a name that holds the file name (the path as given) is not renamed again
+    return type(exc)(text.replace(str(path), name) if str(path) in text else text.replace(path.name, name))
 
 
 class OneSize:

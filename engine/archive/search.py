@@ -1,0 +1,55 @@
+"""Text -> the archive's nearest rows, and the table a runtime reads or writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from text4vis.engine.archive.indexer import spec_for
+from text4vis.engine.archive.store import Archive, ArchiveTable, Hit
+from text4vis.engine.request import ResolvedClip
+from text4vis.engine.runtime.build import Runtime
+from text4vis.engine.vocab.validation import validate_templates
+from text4vis.models.classifiers import text_classifier
+from text4vis.models.errors import InputError
+from text4vis.models.prompts import DEFAULT_TEMPLATE
+from text4vis.models.text_encoder import TextEncoder
+
+MAX_K = 1_000
+MAX_QUERY_CHARS = 300
+
+
+def open_table(archive: Archive, runtime: Runtime, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
+    """The table of what ``runtime`` embeds with ``clip``'s frames and views (made when ``create``)."""
+    spec = spec_for(runtime.pipeline, runtime.info.model_id, runtime.info.weights_sha256, clip)
+    return archive.table(spec, create=create)
+
+
+def text_vector(encoder: TextEncoder, text: str, templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> torch.Tensor:
+    """A query as a vocabulary row: ``text`` in the prompt template(s), encoded and normalized ``[D]``
+    (so a search scores rows as a one-label classify would)."""
+    text = " ".join(text.split())
+    if not text:
+        raise InputError("the search text is empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InputError(f"the search text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
+    return text_classifier(encoder, [text], validate_templates(list(templates)))[0]
+
+
+def search_text(
+    table: ArchiveTable,
+    encoder: TextEncoder,
+    text: str,
+    k: int = 10,
+    kind: str | None = "video",
+    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+    thumbnail: bool = False,
+) -> list[Hit]:
+    """The ``k`` stored videos (or windows) nearest ``text``, best first."""
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must be 1..{MAX_K}")
+    if kind not in (None, "video", "window"):
+        raise InputError(f"kind must be video or window; got {kind!r}")
+    vector = text_vector(encoder, text, templates)
+    return table.search(vector.numpy(), k=k, kind=kind, thumbnail=thumbnail)

@@ -1,0 +1,143 @@
+"""`t4v index`, `t4v relabel` and `t4v search` as a user runs them: real processes, real files,
+a run killed mid-way, two writers at once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import shared_path
+from tests.media import moving_square_frames, write_video
+from text4vis.engine.archive.store import TABLE_PREFIX
+from text4vis.models.clip_loader import TINY_ARCH
+
+T4V = [sys.executable, "-m", "text4vis.server.cli"]
+
+
+def t4v(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*T4V, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_clip_path: Path) -> list[str]:
+    return ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
+
+
+@pytest.fixture(scope="module")
+def many_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve small distinct videos."""
+    folder = tmp_path_factory.mktemp("clips")
+    for i in range(12):
+        write_video(folder / f"clip{i:02d}.mp4", moving_square_frames(24, 96, 64, seed=i))
+    return folder
+
+
+def stored_ids(archive: Path) -> list[str]:
+    import lancedb
+
+    db = lancedb.connect(str(archive))
+    (name,) = [n for n in db.list_tables().tables if n.startswith(TABLE_PREFIX)]
+    return db.open_table(name).to_arrow()["id"].to_pylist()
+
+
+def test_index_relabel_search(model: list[str], tmp_path: Path) -> None:
+    archive = str(tmp_path / "archive")
+    videos = shared_path("videos")
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 2000)
+    proc = t4v("index", str(videos), str(bad), "--archive", archive, "--windows", "4", *model)
+    assert proc.returncode == 1, proc.stderr  # the broken file is reported, the others stored
+    assert "error: " in proc.stderr and "broken.mp4" in proc.stderr and "Traceback" not in proc.stderr
+    assert "3 files indexed, 0 already stored, 1 failed" in proc.stderr
+    again = t4v("index", str(videos), "--archive", archive, *model)
+    assert again.returncode == 0 and "0 files indexed, 3 already stored" in again.stderr, again.stderr
+
+    out = tmp_path / "labels.parquet"
+    proc = t4v(
+        "relabel",
+        "--archive",
+        archive,
+        "--labels",
+        "arm wrestling,yoga,surfing",
+        "--top-k",
+        "2",
+        "--out",
+        str(out),
+        *model,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 3 and set(table["kind"].to_pylist()) == {"video"}
+    assert all(len(p) == 2 for p in table["predictions"].to_pylist())
+    csv_out = tmp_path / "labels.csv"
+    proc = t4v(
+        "relabel", "--archive", archive, "--preset", "kinetics400", "--kind", "all", "--out", str(csv_out), *model
+    )
+    assert proc.returncode == 0, proc.stderr
+    header, *lines = csv_out.read_text().splitlines()
+    assert header.startswith("id,content_id,name,kind,start_s,end_s,label_1,probability_1,score_1")
+    assert len(lines) == len(stored_ids(tmp_path / "archive")) > 3  # videos and windows
+    proc = t4v("relabel", "--archive", archive, "--labels", "a,b", "--top-k", "0", *model)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 3 and all(abs(sum(p["probability"] for p in r["predictions"]) - 1) < 1e-9 for r in rows)
+
+    proc = t4v("search", "arm wrestling", "--archive", archive, "--k", "2", "--json", *model)
+    hits = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and len(hits) == 2 and hits[0]["score"] >= hits[1]["score"]
+    proc = t4v("search", "arm wrestling", "--archive", archive, "--windows", "--json", *model)
+    windows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert windows and all(w["kind"] == "window" and w["end_s"] > w["start_s"] for w in windows)
+
+
+def test_another_model_and_a_bad_archive_are_one_line(model: list[str], tmp_path: Path) -> None:
+    archive = str(tmp_path / "archive")
+    assert t4v("index", str(shared_path("videos", "arm_wrestling.mp4")), "--archive", archive, *model).returncode == 0
+    proc = t4v("relabel", "--archive", archive, "--labels", "a,b", "--frames", "4", *model)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "holds no embeddings of this model and sampling" in proc.stderr and "4 frames" in proc.stderr
+    assert "8 frames" in proc.stderr  # what the archive holds
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    proc = t4v("search", "x", "--archive", str(not_a_dir), *model)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: the archive") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_killed_and_concurrent_runs_store_every_row_once(model: list[str], many_clips: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    proc = subprocess.Popen(
+        [*T4V, "index", str(many_clips), "--archive", str(archive), *model],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # killed once its first files are in ("indexed 1/12 files")
+        line = proc.stderr.readline()
+        if line.startswith("indexed 3/"):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = stored_ids(archive)
+    assert 0 < len(before) < 12 and len(set(before)) == len(before)
+
+    # two writers at once over the rest (and what is stored already)
+    runs = [
+        subprocess.Popen([*T4V, "index", str(many_clips), "--archive", str(archive), *model], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read() if run.stderr else ""
+    after = stored_ids(archive)
+    assert len(after) == 12 and len(set(after)) == 12
+    assert set(before) <= set(after)
+    assert np.unique(after).size == 12
