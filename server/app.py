@@ -14,13 +14,13 @@ from fastapi_offline import FastAPIOffline
 from text4vis.engine.runtime.build import Runtime
 from text4vis.server import errors
 from text4vis.server.middleware import BodyLimit, RequestMetrics
-from text4vis.server.routes import classify, health, timeline, vocab
+from text4vis.server.routes import archive, classify, health, timeline, vocab
 from text4vis.server.settings import Settings
 from text4vis.server.state import ServerState
 
 STATIC = Path(__file__).parent / "static"
 JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only the upload routes take large bodies
-UPLOAD_PATHS = frozenset({"/classify", "/classify/timeline"})
+UPLOAD_PATHS = frozenset({"/classify", "/classify/timeline", "/archive/videos"})
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(classify.router)
     app.include_router(timeline.router)
     app.include_router(vocab.router)
+    app.include_router(archive.router)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -84,10 +84,6 @@ def index(
     frames: Frames = 8,
     views: Views = "1x1",
     sampling: Sampling_ = Sampling.EXACT,
-    ray: Annotated[
-        str | None,
-        typer.Option(help='Index on Ray Data: a cluster address, or "local" to start Ray on this machine.'),
-    ] = None,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Store the video embedding of each file (and of its windows) in the archive, once: a file
@@ -105,18 +101,10 @@ def index(
     except (T4VError, ValueError) as exc:
         fail(exc)
     t0 = time.perf_counter()
-    if ray is not None:
-        from text4vis.engine.archive.distributed import index_on_ray
-
-        try:
-            outcomes = index_on_ray(ray, validated(ModelOptions, options or {}), table, files, clip, windows_s=windows)
-        except (T4VError, ValueError) as exc:
-            fail(exc)
-    else:
-        with files_progress(files, "indexed") as done:
-            outcomes = index_files(
-                runtime.pipeline, table, files, ClipSpec(frames, views, sampling), windows_s=windows, on_done=done
-            )
+    with files_progress(files, "indexed") as done:
+        outcomes = index_files(
+            runtime.pipeline, table, files, ClipSpec(frames, views, sampling), windows_s=windows, on_done=done
+        )
     failed = [(p, o) for p, o in zip(files, outcomes, strict=True) if isinstance(o, BaseException)]
     for path, problem in failed:
         if not isinstance(problem, InputError | ValueError):

@@ -13,7 +13,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from text4vis.engine.errors import DeadlineExceeded, Overloaded, PreconditionFailed, StoreUnavailable, VocabNotFound
+from text4vis.engine.errors import (
+    ArchiveMismatch,
+    ArchiveUnavailable,
+    DeadlineExceeded,
+    NotInArchive,
+    Overloaded,
+    PreconditionFailed,
+    StoreUnavailable,
+    VocabNotFound,
+)
 from text4vis.models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
 from text4vis.server.auth import Unauthorized
 from text4vis.server.uploads import MalformedBody, drain
@@ -32,9 +41,12 @@ STATUS: list[tuple[type[Exception], int]] = [
     (MediaError, 415),
     (InputError, 422),
     (VocabNotFound, 404),
+    (NotInArchive, 404),
+    (ArchiveMismatch, 409),
     (PreconditionFailed, 412),
     (Overloaded, 503),
     (StoreUnavailable, 503),
+    (ArchiveUnavailable, 503),
     (DeadlineExceeded, 503),
     (NotReady, 503),
 ]

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from text4vis.models.errors import InputError
-from text4vis.server.schemas import ClassifyForm, UploadForm
+from text4vis.server.schemas import ClassifyForm
 from text4vis.server.uploads import Upload
 
-FormT = TypeVar("FormT", bound=UploadForm)
+FormT = TypeVar("FormT", bound=BaseModel)
 FILE_FIELD = "file"
 
 

@@ -163,17 +163,22 @@ class UploadForm(BaseModel):
 
     @classmethod
     def openapi_body(cls) -> dict[str, object]:
-        schema = _inlined(cls.model_json_schema())
-        schema["properties"] = {
-            "file": {
-                "type": "string",
-                "format": "binary",
-                "description": "A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).",
-            },
-            **schema["properties"],
-        }
-        schema["required"] = ["file"]
-        return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+        return upload_body(cls)
+
+
+def upload_body(form: type[BaseModel]) -> dict[str, object]:
+    """A route's multipart body in OpenAPI: the ``file`` part and the form's fields."""
+    schema = _inlined(form.model_json_schema())
+    schema["properties"] = {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "A video (mp4, avi, webm, ...) or an image (jpeg, png, webp, gif).",
+        },
+        **schema["properties"],
+    }
+    schema["required"] = ["file"]
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +227,11 @@ class ClassifyForm(UploadForm):
         "",
         description="A registered vocabulary to score as the background instead of the "
         "built-in one (implies abstain unless abstain=false).",
+    )
+    index: bool = Field(
+        False,
+        description="Also store the video's embedding in the archive (no extra decode or encode); "
+        "the answer's archive_id names the row. Needs an API key where keys are configured.",
     )
 
     @field_validator("sampling", mode="before")
@@ -282,6 +292,7 @@ class ClassifyOut(BaseModel):
     )
     abstain_reason: str | None = Field(None, description="Why it abstained, in words.")
     background: list[PredictionOut] | None = Field(None, description="With abstain: the nearest background labels.")
+    archive_id: str | None = Field(None, description="With index=true: the archive row's id (the file's SHA-256).")
 
 
 class SegmentOut(BaseModel):
@@ -372,7 +383,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, object]]:
     text = {
         400: "Malformed body",
         401: "API key missing or not valid",
-        404: "Unknown vocabulary",
+        404: "Unknown vocabulary (or archive row)",
+        409: "The archive holds no embeddings of this model and sampling",
         412: "If-Match names a stale ETag",
         413: "Upload too large",
         415: "Not a decodable video or image",
@@ -380,3 +392,93 @@ def errors(*codes: int) -> dict[int | str, dict[str, object]]:
         503: "Overloaded or not ready",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
+
+
+# --- the archive (/archive) ---
+
+
+class ArchiveForm(BaseModel):
+    """The form fields of ``POST /archive/videos`` (beside the ``file`` part)."""
+
+    frames: int | None = Field(None, ge=1, description="Frames per clip (T); unset: the server's default_frames.")
+    views: str = Field("1x1", description="CLIPSxCROPS.")
+    sampling: Sampling | None = Field(None, description="exact or fast; unset: the server's default_sampling.")
+    window_s: float | None = Field(
+        None, gt=0, le=MAX_WINDOW_S, description="Also store one row per window of this many seconds."
+    )
+    metadata: str = Field("", description='User metadata stored with the row: a JSON object, e.g. {"camera": 3}.')
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @classmethod
+    def openapi_body(cls) -> dict[str, object]:
+        return upload_body(cls)
+
+
+class ArchiveRowOut(BaseModel):
+    id: str = Field(description="The file's SHA-256; a window's adds @start-end.")
+    content_id: str = Field(description="The file's SHA-256.")
+    name: str
+    kind: Literal["video", "window"]
+    start_s: float
+    end_s: float
+    duration_s: float | None
+    metadata: dict[str, Any]
+    created_at: str
+    thumbnail: str | None = Field(None, description="A small JPEG data URL, when asked.")
+
+
+class ArchiveIndexOut(BaseModel):
+    video: ArchiveRowOut
+    windows: int = Field(description="Window rows stored with it.")
+    new: bool = Field(description="False when the same file was stored before (nothing was decoded).")
+
+
+class ArchivePage(BaseModel):
+    rows: list[ArchiveRowOut]
+    total: int
+    offset: int
+
+
+class ArchiveTableOut(BaseModel):
+    fingerprint: str
+    model: str = Field(description="The model and sampling its embeddings come from, in words.")
+    videos: int
+    windows: int
+    vector_index: bool
+
+
+class ArchiveStatsOut(BaseModel):
+    uri: str
+    tables: list[ArchiveTableOut]
+
+
+class SearchHitOut(ArchiveRowOut):
+    score: float = Field(description="Cosine of the text and the row's embedding.")
+
+
+class SearchOut(BaseModel):
+    query: str
+    results: list[SearchHitOut]
+
+
+class ArchiveLabelsIn(BaseModel):
+    """``POST /archive/labels``: every stored row under a vocabulary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vocab: str | None = Field(None, description="A registered vocabulary (give vocab or labels).")
+    labels: list[str] | None = Field(None, description="Ad-hoc labels.")
+    templates: list[str] | None = Field(None, description="Ad-hoc labels' prompt templates.")
+    top_k: int = Field(5, ge=0, le=100_000, description="Predictions per row; 0 = all.")
+    kind: Literal["video", "window", "all"] = "video"
+    abstain: bool | None = None
+    abstain_margin: float | None = Field(None, ge=0.0, le=1.0)
+    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    background: str | None = None
+    frames: int | None = Field(None, ge=1, description="Which table: its frames (unset: the server's default).")
+    views: str = Field("1x1", description="Which table: its views.")
+    sampling: Sampling | None = None

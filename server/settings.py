@@ -62,7 +62,10 @@ class ServingOptions(BaseModel):
 
     # vocabularies
     redis_url: str | None = Field(None, description="Share vocabularies through Redis; SQLite in data_dir if unset.")
-    data_dir: Path = Field(Path("data"), description="SQLite store and upload spool.")
+    data_dir: Path = Field(Path("data"), description="SQLite store, upload spool and (by default) the archive.")
+    archive_uri: str | None = Field(
+        None, description="The archive: a LanceDB directory or URI (s3://... to share it); unset: data_dir/archive."
+    )
     max_labels: int = Field(5000, ge=1, le=MAX_LABELS, description="Labels per vocabulary.")
     presets: list[str] = Field(
         default_factory=list,
@@ -204,6 +207,9 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
 
     def request_limits(self) -> RequestLimits:
         return RequestLimits(self.default_frames, self.max_frames, self.max_views, self.default_sampling)
+
+    def archive_location(self) -> str:
+        return self.archive_uri or str(self.data_dir / "archive")
 
     def flow_options(self) -> FlowOptions:
         return FlowOptions(

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from pathlib import Path
 
+from text4vis.engine.archive.indexer import spec_for
+from text4vis.engine.archive.store import Archive, ArchiveTable
 from text4vis.engine.flow.options import FlowHooks
 from text4vis.engine.flow.service import ClassifyService
+from text4vis.engine.request import ResolvedClip
 from text4vis.engine.runtime.build import Runtime, build_runtime
 from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabStore
@@ -31,6 +35,9 @@ class ServerState:
         self.error: str | None = None
         self._startup: asyncio.Task[None] | None = None
         self.upload_dir = settings.data_dir / "uploads"
+        self.archive: Archive | None = None
+        self._tables: dict[str, ArchiveTable] = {}
+        self._tables_lock = threading.Lock()
         self.api_keys = ApiKeys(settings.api_keys, settings.api_key_file)
 
     async def start(self) -> None:
@@ -45,6 +52,7 @@ class ServerState:
             runtime = self.runtime
             self.upload_dir.mkdir(parents=True, exist_ok=True)
             store = await asyncio.to_thread(self._open_store)
+            self.archive = await asyncio.to_thread(Archive, self.settings.archive_location())
             self.registry = VocabRegistry(
                 store,
                 runtime.text_encoder,
@@ -71,6 +79,21 @@ class ServerState:
         except Exception as exc:  # noqa: BLE001 - reported by /health/ready and the log
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("start-up failed")
+
+    def archive_table(self, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
+        """The archive's table for what this server embeds with ``clip``'s frames and views (made
+        when ``create``: indexing); blocking (call it in a thread)."""
+        assert self.archive is not None and self.runtime is not None
+        info = self.runtime.info
+        spec = spec_for(self.runtime.pipeline, info.model_id, info.weights_sha256, clip)
+        with self._tables_lock:
+            table = self._tables.get(spec.fingerprint)
+            if table is None:
+                # an empty archive reads as an empty table of this model; one holding only other
+                # models' tables is a 409 naming them
+                create = create or not self.archive.specs()
+                table = self._tables[spec.fingerprint] = self.archive.table(spec, create=create)
+            return table
 
     def _open_store(self) -> VocabStore:
         if self.settings.redis_url:

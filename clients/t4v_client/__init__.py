@@ -2,6 +2,7 @@
 
 from t4v_client.client import AsyncClient, Client
 from t4v_client.errors import (
+    ArchiveMismatch,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -14,10 +15,14 @@ from t4v_client.errors import (
 )
 from t4v_client.models import (
     AbstainDefault,
+    ArchiveIndexed,
+    ArchivePage,
+    ArchiveRow,
     ClassifyResult,
     Event,
     Health,
     Prediction,
+    SearchHit,
     Segment,
     Timeline,
     TimelineEnd,
@@ -28,6 +33,10 @@ from t4v_client.models import (
 
 __all__ = [
     "AbstainDefault",
+    "ArchiveMismatch",
+    "ArchiveIndexed",
+    "ArchivePage",
+    "ArchiveRow",
     "AsyncClient",
     "Client",
     "ClassifyResult",
@@ -38,6 +47,7 @@ __all__ = [
     "PayloadTooLarge",
     "Prediction",
     "PreconditionFailed",
+    "SearchHit",
     "Segment",
     "ServerError",
     "T4VError",

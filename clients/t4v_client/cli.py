@@ -107,6 +107,9 @@ def classify(
     abstain_margin: Annotated[float | None, typer.Option(help="Cosine margin the background must win by.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Abstain under this cosine.")] = None,
     background: Annotated[str | None, typer.Option(help="A vocabulary to abstain against.")] = None,
+    index: Annotated[
+        bool, typer.Option("--index", help="Also store each video's embedding in the server's archive.")
+    ] = False,
     url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
@@ -131,6 +134,7 @@ def classify(
                         abstain_margin=abstain_margin,
                         min_score=min_score,
                         background=background,
+                        index=index,
                     )
                 except (T4VError, OSError) as exc:
                     if len(files) == 1:
@@ -328,6 +332,47 @@ def vocab_delete(name: str, url: URL = None, api_key: KEY = None) -> None:
     except T4VError as exc:
         _fail(exc)
     typer.echo(f"deleted {name}")
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help='What to look for, e.g. "surfing".')],
+    k: Annotated[int, typer.Option("--k", help="How many results.")] = 10,
+    windows: Annotated[bool, typer.Option("--windows", help="Search windows (with times), not videos.")] = False,
+    url: URL = None,
+    api_key: KEY = None,
+    as_json: JSON = False,
+) -> None:
+    """The videos in the server's archive nearest a text."""
+    try:
+        with Client(_url(url), api_key=_key(api_key)) as client:
+            hits = client.search(text, k=k, kind="window" if windows else "video")
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
+    for hit in hits:
+        if as_json:
+            typer.echo(hit.model_dump_json())
+        else:
+            times = f" {hit.start_s:.1f}-{hit.end_s:.1f} s" if hit.kind == "window" else ""
+            typer.echo(f"{hit.score:.4f}  {hit.name}{times}  {hit.id[:12]}")
+
+
+@app.command()
+def relabel(
+    vocab: VOCAB = None,
+    labels: LABELS = None,
+    top_k: Annotated[int, typer.Option(help="Predictions per video; 0 = all.")] = 5,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """Every video in the server's archive under --vocab NAME or --labels: one JSON line each."""
+    try:
+        with Client(_url(url), api_key=_key(api_key)) as client:
+            label_list = _labels(labels, None) if labels else None
+            for row in client.relabel_archive(vocab=vocab, labels=label_list, top_k=top_k):
+                typer.echo(json.dumps(row))
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
 
 
 @app.command()

@@ -18,8 +18,12 @@ import httpx
 from t4v_client.errors import T4VError, Unavailable, error_for
 from t4v_client.models import (
     AbstainDefault,
+    ArchiveIndexed,
+    ArchivePage,
+    ArchiveRow,
     ClassifyResult,
     Health,
+    SearchHit,
     Segment,
     Similarity,
     Timeline,
@@ -74,6 +78,7 @@ def _classify_form(
     background: str | None = None,
     sampling: str | None = None,
     clean_labels: bool = False,
+    index: bool = False,
 ) -> dict[str, str]:
     if (vocab is None) == (labels is None):
         raise ValueError("give exactly one of vocab or labels")
@@ -100,6 +105,8 @@ def _classify_form(
         form["sampling"] = sampling
     if clean_labels:
         form["clean_labels"] = "true"
+    if index:
+        form["index"] = "true"
     return form
 
 
@@ -119,6 +126,27 @@ def _timeline_form(
         form["stride_s"] = str(stride_s)
     if stream:
         form["stream"] = "true"
+    return form
+
+
+def _archive_form(
+    frames: int | None,
+    views: str | None,
+    sampling: str | None,
+    window_s: float | None,
+    metadata: dict[str, Any] | None,
+) -> dict[str, str]:
+    form: dict[str, str] = {}
+    if frames:
+        form["frames"] = str(frames)
+    if views:
+        form["views"] = views
+    if sampling:
+        form["sampling"] = sampling
+    if window_s is not None:
+        form["window_s"] = str(window_s)
+    if metadata:
+        form["metadata"] = json.dumps(metadata)
     return form
 
 
@@ -220,11 +248,13 @@ class Client:
         background: str | None = None,
         sampling: str | None = None,
         clean_labels: bool = False,
+        index: bool = False,
     ) -> ClassifyResult:
         """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels;
         ``abstain`` / ``min_score`` / ``background`` (a vocabulary to abstain against): may answer
         "none of these" (``result.abstained``). Unset, the vocabulary's default applies;
-        ``abstain=False`` turns it off."""
+        ``abstain=False`` turns it off. ``index``: also store the video's embedding in the
+        server's archive (``result.archive_id``)."""
         form = _classify_form(
             vocab,
             labels,
@@ -238,6 +268,7 @@ class Client:
             background,
             sampling,
             clean_labels,
+            index,
         )
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
@@ -295,6 +326,73 @@ class Client:
                     raise Unavailable(f"cannot reach the server: {exc}") from None
                 wait = _wait_s(None, attempt, self.max_wait_s)
             time.sleep(wait)
+
+    # --- the archive ---
+
+    def index_video(
+        self,
+        media: Media,
+        filename: str | None = None,
+        frames: int | None = None,
+        views: str | None = None,
+        sampling: str | None = None,
+        window_s: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ArchiveIndexed:
+        """Store a video's embedding (and its windows' with ``window_s``) in the server's archive."""
+        form = _archive_form(frames, views, sampling, window_s, metadata)
+        r = self._request("POST", "/archive/videos", data=form, files={"file": _file(media, filename)})
+        return ArchiveIndexed.model_validate(r.json())
+
+    def archive_videos(
+        self, kind: str = "video", offset: int = 0, limit: int = 50, thumbnails: bool = False, **table: Any
+    ) -> ArchivePage:
+        """A page of stored rows (``table``: frames / views / sampling, to read another table)."""
+        params = {"kind": kind, "offset": offset, "limit": limit, "thumbnails": thumbnails, **table}
+        return ArchivePage.model_validate(self._request("GET", "/archive/videos", params=params).json())
+
+    def archive_video(self, row_id: str, **table: Any) -> ArchiveRow:
+        return ArchiveRow.model_validate(self._request("GET", f"/archive/videos/{row_id}", params=table).json())
+
+    def delete_archive_video(self, row_id: str, **table: Any) -> int:
+        """A video and its windows; how many rows went."""
+        return int(self._request("DELETE", f"/archive/videos/{row_id}", params=table).json()["deleted"])
+
+    def archive_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/archive/stats").json()
+        return result
+
+    def search(
+        self, q: str, k: int = 10, kind: str = "video", thumbnails: bool = False, **table: Any
+    ) -> list[SearchHit]:
+        """The stored videos (or windows) nearest a text, best first."""
+        params = {"q": q, "k": k, "kind": kind, "thumbnails": thumbnails, **table}
+        data = self._request("GET", "/archive/search", params=params).json()["results"]
+        return [SearchHit.model_validate(h) for h in data]
+
+    def relabel_archive(
+        self,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        top_k: int = 5,
+        kind: str = "video",
+        **options: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Every stored row under a vocabulary, as the server streams it (one dict per row, with
+        ``predictions`` as /classify's); ``options``: abstain, min_score, templates, frames, views..."""
+        body = {"vocab": vocab, "labels": list(labels) if labels is not None else None, "top_k": top_k, "kind": kind}
+        with self._http.stream("POST", "/archive/labels", json={**body, **options}) as r:
+            if not r.is_success:
+                r.read()
+                _raise_for(r)
+            for line in r.iter_lines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                if "error" in item:
+                    raise error_for(int(item.get("status", 500)), item["error"])
+                if not item.get("done"):
+                    yield item
 
     def put_vocab(
         self,
@@ -401,6 +499,7 @@ class AsyncClient:
         background: str | None = None,
         sampling: str | None = None,
         clean_labels: bool = False,
+        index: bool = False,
     ) -> ClassifyResult:
         form = _classify_form(
             vocab,
@@ -415,6 +514,7 @@ class AsyncClient:
             background,
             sampling,
             clean_labels,
+            index,
         )
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())

@@ -44,11 +44,16 @@ class ServerError(T4VError):
     """5xx other than 503."""
 
 
+class ArchiveMismatch(T4VError):
+    """409: the server's archive holds no embeddings of its model with these frames and views."""
+
+
 def error_for(status: int, message: str) -> T4VError:
     kinds: dict[int, type[T4VError]] = {
         400: InvalidInput,
         401: Unauthorized,
         404: NotFound,
+        409: ArchiveMismatch,
         412: PreconditionFailed,
         413: PayloadTooLarge,
         415: UnsupportedMedia,

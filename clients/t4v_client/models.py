@@ -26,6 +26,7 @@ class ClassifyResult(BaseModel):
     abstained: bool | None = None  # with abstain / min_score: "none of these"
     abstain_reason: str | None = None
     background: list[Prediction] | None = None  # with abstain: the nearest background labels
+    archive_id: str | None = None  # with index=True: the archive row's id
 
 
 class Segment(BaseModel):
@@ -121,3 +122,34 @@ class Health(BaseModel):
     live: bool
     ready: bool
     detail: str | None = None
+
+
+class ArchiveRow(BaseModel):
+    """A stored video (or one window of it) in the server's archive."""
+
+    id: str
+    content_id: str  # the file's SHA-256
+    name: str
+    kind: str  # video | window
+    start_s: float
+    end_s: float
+    duration_s: float | None = None
+    metadata: dict[str, object] = {}
+    created_at: str
+    thumbnail: str | None = None  # a JPEG data URL, when asked
+
+
+class ArchiveIndexed(BaseModel):
+    video: ArchiveRow
+    windows: int
+    new: bool  # False: the same file was stored before
+
+
+class ArchivePage(BaseModel):
+    rows: list[ArchiveRow]
+    total: int
+    offset: int
+
+
+class SearchHit(ArchiveRow):
+    score: float  # cosine of the text and the row

@@ -22,7 +22,7 @@ from PIL import Image
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import ArchiveRow, ArchiveTable, content_id, window_id
 from text4vis.engine.flow.pipeline import VideoPipeline
-from text4vis.engine.flow.service import ClassifyService, EmbeddedClip, run_files
+from text4vis.engine.flow.service import ClassifyService, run_files
 from text4vis.engine.flow.timeline import Segment
 from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits, ResolvedClip
 from text4vis.models.errors import InputError
@@ -61,18 +61,25 @@ def spec_for(pipeline: VideoPipeline, text_model: str, weights_sha256: str, clip
     )
 
 
-def video_row(content: str, clip: EmbeddedClip, name: str, metadata: dict[str, Any] | None = None) -> ArchiveRow:
-    duration = clip.duration_s
+def video_row(
+    content: str,
+    embedding: torch.Tensor,
+    first_frame: torch.Tensor,
+    duration_s: float | None,
+    name: str,
+    metadata: dict[str, Any] | None = None,
+) -> ArchiveRow:
+    """A video's row: ``embedding`` the fused, normalized video embedding scoring uses."""
     return ArchiveRow(
         id=content,
         content_id=content,
         name=name,
         kind="video",
         start_s=0.0,
-        end_s=duration if duration is not None else 0.0,
-        duration_s=duration,
-        embedding=clip.embedding.float().numpy().astype(np.float32),
-        thumbnail=thumbnail(clip.first_view[0]),
+        end_s=duration_s if duration_s is not None else 0.0,
+        duration_s=duration_s,
+        embedding=embedding.float().numpy().astype(np.float32),
+        thumbnail=thumbnail(first_frame),
         metadata=metadata or {},
     )
 
@@ -130,9 +137,10 @@ async def index_file(
     deadline = time.monotonic() + timeout_s
     content = await asyncio.to_thread(content_id, media)
     if content in await asyncio.to_thread(table.stored, [content]):
-        return Indexed(name, content, 0, 0, skipped=True)
+        windows = len(await asyncio.to_thread(table.windows_of, content)) if windows_s is not None else 0
+        return Indexed(name, content, 0, windows, skipped=True)
     embedded = await service.embed(media, clip, deadline=deadline, name=name)
-    rows = [video_row(content, embedded, name, metadata)]
+    rows = [video_row(content, embedded.embedding, embedded.first_view[0], embedded.duration_s, name, metadata)]
     if windows_s is not None:
         segments = await embed_windows(service, media, windows_s, clip.frames, deadline=deadline, name=name)
         rows += window_rows(content, segments, name, embedded.duration_s, metadata)

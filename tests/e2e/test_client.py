@@ -181,3 +181,31 @@ def test_client_abstention_defaults_and_named_background(live_server: str) -> No
         timeout=60,
     )
     assert off.returncode == 0 and "none of these:" not in off.stdout, off.stderr
+
+
+def test_client_archive_calls(live_server: str) -> None:
+    """index_video, classify(index=True), search, relabel_archive, the page and delete calls; and
+    ``t4v-client search`` / ``relabel`` print what the SDK returns."""
+    videos = generated_videos()
+    with Client(live_server) as c:
+        stored = c.index_video(videos["clip_b.mp4"], window_s=4.0, metadata={"camera": 3})
+        assert stored.windows == 3 and stored.video.metadata == {"camera": 3}
+        result = c.classify(videos["clip_c.avi"], labels=["surfing", "yoga"], index=True)
+        assert result.archive_id is not None and len(result.archive_id) == 64
+        ids = {stored.video.id, result.archive_id}
+        assert {h.id for h in c.search("surfing", k=50)} >= ids
+        assert all(h.kind == "window" for h in c.search("surfing", kind="window"))
+        rows = list(c.relabel_archive(labels=["surfing", "yoga"], top_k=1))
+        assert ids <= {r["id"] for r in rows} and all(len(r["predictions"]) == 1 for r in rows)
+        assert c.archive_video(stored.video.id).name == "clip_b.mp4"
+        assert c.archive_videos(limit=1).total >= 2
+        assert c.delete_archive_video(stored.video.id) == 4
+        with pytest.raises(NotFound):
+            c.archive_video(stored.video.id)
+    client = [sys.executable, "-m", "t4v_client.cli"]
+    out = subprocess.run([*client, "search", "surfing", "--url", live_server, "--json"], capture_output=True, text=True)
+    assert out.returncode == 0 and result.archive_id in out.stdout, out.stderr
+    out = subprocess.run(
+        [*client, "relabel", "--labels", "surfing,yoga", "--url", live_server], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and result.archive_id in out.stdout, out.stderr

@@ -1,0 +1,108 @@
+"""/archive over HTTP: index=true stores what /classify computed, the archive re-labels to the
+same probabilities, search finds the rows, writes need a key, another model's table is a 409."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.media import generated_videos
+from tests.server_helpers import make_app, running, tiny_runtime
+from text4vis.engine.runtime.build import Runtime
+
+LABELS = ["yoga", "surfing", "arm wrestling", "cooking"]
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_clip_path: Path) -> Runtime:
+    return tiny_runtime(tiny_clip_path)
+
+
+def upload(name: str) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, generated_videos()[name].read_bytes(), "video/mp4")}
+
+
+@pytest.mark.parametrize("views", ["1x1", "4x3"])
+def test_index_true_then_labels_equal_classify(runtime: Runtime, tmp_path: Path, views: str) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            answers = {}
+            for name in ("clip_a.mp4", "clip_c.avi"):
+                data = {"labels": json.dumps(LABELS), "top_k": "0", "views": views, "index": "true"}
+                r = await c.post("/classify", files=upload(name), data=data)
+                assert r.status_code == 200, r.text
+                answers[r.json()["archive_id"]] = {p["label"]: p["probability"] for p in r.json()["predictions"]}
+            r = await c.post("/archive/labels", json={"labels": LABELS, "top_k": 0, "views": views})
+            assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson"), r.text
+            *rows, summary = [json.loads(line) for line in r.text.splitlines()]
+            assert summary["done"] and summary["rows"] == 2
+            for row in rows:
+                stored = {p["label"]: p["probability"] for p in row["predictions"]}
+                assert max(abs(stored[k] - v) for k, v in answers[row["id"]].items()) < 1e-6
+            # the other views' table does not hold them
+            other = "4x3" if views == "1x1" else "1x1"
+            r = await c.get("/archive/videos", params={"views": other})
+            assert r.status_code == 409 and "holds no embeddings of this model and sampling" in r.json()["detail"]
+
+    asyncio.run(go())
+
+
+def test_upload_list_get_search_delete(runtime: Runtime, tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            r = await c.post(
+                "/archive/videos", files=upload("clip_b.mp4"), data={"window_s": "4", "metadata": '{"camera": 3}'}
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["new"] and body["windows"] == 3 and body["video"]["metadata"] == {"camera": 3}
+            assert body["video"]["thumbnail"].startswith("data:image/jpeg;base64,")
+            video_id = body["video"]["id"]
+            again = await c.post("/archive/videos", files=upload("clip_b.mp4"), data={"window_s": "4"})
+            assert again.status_code == 200 and not again.json()["new"] and again.json()["video"]["id"] == video_id
+            await c.post("/archive/videos", files=upload("clip_a.mp4"))
+
+            page = (await c.get("/archive/videos", params={"limit": 1})).json()
+            assert page["total"] == 2 and len(page["rows"]) == 1
+            windows = (await c.get("/archive/videos", params={"kind": "window"})).json()
+            assert windows["total"] == 3 and all(w["content_id"] == video_id for w in windows["rows"])
+            assert (await c.get(f"/archive/videos/{video_id}")).json()["name"] == "clip_b.mp4"
+            assert (await c.get("/archive/videos/nope")).status_code == 404
+
+            hits = (await c.get("/archive/search", params={"q": "surfing", "k": 5})).json()["results"]
+            assert len(hits) == 2 and hits[0]["score"] >= hits[1]["score"] and hits[0]["thumbnail"]
+            hits = (await c.get("/archive/search", params={"q": "surfing", "kind": "window"})).json()["results"]
+            assert len(hits) == 3 and all(h["kind"] == "window" for h in hits)
+            stats = (await c.get("/archive/stats")).json()
+            assert [(t["videos"], t["windows"]) for t in stats["tables"]] == [(2, 3)]
+
+            assert (await c.delete(f"/archive/videos/{video_id}")).json() == {"deleted": 4}
+            assert (await c.get("/archive/videos")).json()["total"] == 1
+
+            bad = await c.post("/archive/videos", files=upload("clip_a.mp4"), data={"metadata": "[1]"})
+            assert bad.status_code == 422 and "metadata must be a JSON object" in bad.json()["detail"]
+            bad = await c.post("/archive/videos", files=upload("clip_a.mp4"), data={"vocab": "x"})
+            assert bad.status_code == 422 and "not supported by this route" in bad.json()["detail"]
+            broken = {"file": ("x.mp4", b"\x00" * 500, "video/mp4")}
+            assert (await c.post("/archive/videos", files=broken)).status_code == 415
+            assert (await c.get("/archive/videos")).json()["total"] == 1  # nothing stored lost
+
+    asyncio.run(go())
+
+
+def test_archive_writes_need_a_key(runtime: Runtime, tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, api_keys=["s3cret"])) as c:
+            assert (await c.post("/archive/videos", files=upload("clip_a.mp4"))).status_code == 401
+            data = {"labels": json.dumps(LABELS), "index": "true"}
+            assert (await c.post("/classify", files=upload("clip_a.mp4"), data=data)).status_code == 401
+            assert (await c.get("/archive/videos")).json()["total"] == 0
+            key = {"Authorization": "Bearer s3cret"}
+            r = await c.post("/archive/videos", files=upload("clip_a.mp4"), headers=key)
+            assert r.status_code == 200, r.text
+            assert (await c.delete(f"/archive/videos/{r.json()['video']['id']}")).status_code == 401
+
+    asyncio.run(go())
