@@ -1,7 +1,7 @@
 """Re-label stored embeddings under a vocabulary, without decoding anything.
 
-The same numbers as ``/classify``: ``100 x normalize(v) @ W.T``, a softmax in float64 over every
-label, the top ``k``; "none of these" from the same rules (``engine/vocab/abstain.py``). Each
+The same numbers as ``/classify`` (within 1e-7): ``100 x normalize(v) @ W.T``, a softmax over
+every label, the top ``k``; "none of these" from the same rules (``engine/vocab/abstain.py``). Each
 batch of rows is one matrix product; the output is Arrow record batches, written as Parquet, CSV
 or JSON lines (:func:`write`) or streamed by the server.
 """
@@ -32,9 +32,13 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 def _top(classifier: Classifier, emb: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Indices, probabilities and cosines of the top ``k`` labels of each row of ``emb [B, D]``."""
     logits = class_logits(emb, classifier.matrix)  # [B, C]
-    probs = logits.double().softmax(dim=-1)
-    top = torch.topk(probs, k, dim=-1)
-    return top.indices, top.values, torch.gather(logits, 1, top.indices).double() / 100.0
+    top = torch.topk(logits, k, dim=-1)  # the softmax keeps the order
+    # the softmax's denominator from float32 exponentials of logits shifted by their maximum (each
+    # term within 1e-7 of float64's, all positive), the top-k probabilities themselves in float64
+    peak = top.values[:, :1]
+    log_total = peak.double() + torch.exp(logits - peak).sum(dim=-1, keepdim=True).double().log()
+    probs = torch.exp(top.values.double() - log_total)
+    return top.indices, probs, top.values.double() / 100.0
 
 
 def _predictions(labels: np.ndarray, idx: torch.Tensor, prob: torch.Tensor, score: torch.Tensor) -> pa.Array:

@@ -204,6 +204,10 @@ class ArchiveTable:
         result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
         return int(result.num_inserted_rows)
 
+    def append_new(self, rows: pa.Table) -> None:
+        """Append rows known to be new, without the id check (a bulk import, the benchmark)."""
+        self._table.add(rows.cast(self._table.schema))
+
     def count(self, kind: str | None = None) -> int:
         return int(self._table.count_rows(f"kind = {_quote(kind)}" if kind else None))
 

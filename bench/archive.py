@@ -1,0 +1,145 @@
+"""The archive at scale: re-labelling and search over stored embeddings, against classifying
+the same kind of videos from their files.
+
+    python bench/archive.py [--rows 1000000] [--labels 400] [--runs 3]
+
+Synthetic rows that cluster as real embeddings do (around --centres centres, with noise), D=512
+(ViT-B). Prints, each the median of --runs:
+- relabel: rows/s of scoring every row under a --labels vocabulary and writing Parquet, and the
+  ratio against classify (videos/s of ``t4v classify``'s flow on the shared real clips, the tiny
+  test model: a ViT-B decodes and encodes far slower, so the real ratio is larger);
+- search: p50 / p99 latency of a text-sized query (k=10) with the IVF-PQ index, and recall@10
+  against an exact brute-force top-10 (numpy, computed here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from text4vis.engine.archive.relabel import relabel_batches, write
+from text4vis.engine.archive.spec import ArchiveSpec
+from text4vis.engine.archive.store import Archive, ArchiveTable, schema
+from text4vis.engine.vocab.classifier import Classifier
+
+DIM = 512
+
+
+def synthetic(table: ArchiveTable, rows: int, centres: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, DIM)).astype(np.float32)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    out = np.empty((rows, DIM), dtype=np.float32)
+    target = schema(table.spec)
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        v = means[rng.integers(0, centres, n)] + 0.35 * rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        out[start : start + n] = v
+        ids = [f"{i:064x}" for i in range(start, start + n)]
+        batch = pa.table(
+            {
+                "id": ids,
+                "content_id": ids,
+                "name": [f"video{i}.mp4" for i in range(start, start + n)],
+                "kind": ["video"] * n,
+                "start_s": np.zeros(n),
+                "end_s": np.full(n, 10.0),
+                "duration_s": np.full(n, 10.0),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), DIM),
+                "thumbnail": pa.nulls(n, pa.binary()),
+                "metadata": ["{}"] * n,
+                "created_at": pa.array([0] * n, pa.timestamp("ms", tz="UTC")),
+            },
+            schema=target,
+        )
+        table.append_new(batch)
+    return out
+
+
+def classify_rate(runs: int) -> float:
+    """Videos/s of the offline classify flow on the three shared clips (the tiny test model)."""
+    import open_clip
+
+    from tests.conftest import shared_path
+    from tests.server_helpers import classify_offline, tiny_runtime
+    from text4vis.models.clip_loader import TINY_ARCH
+
+    torch.manual_seed(1234)
+    weights = Path(tempfile.mkdtemp()) / "tiny.pt"
+    torch.save(open_clip.create_model(TINY_ARCH).state_dict(), weights)
+    runtime = tiny_runtime(weights)
+    clips = [shared_path("videos", n) for n in ("arm_wrestling.mp4", "k400_sample_340x256.mp4")] * 2
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        classify_offline(runtime, ["a", "b"], clips)
+        rates.append(len(clips) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--labels", type=int, default=400)
+    parser.add_argument("--centres", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    spec = ArchiveSpec("bench/text", "00" * 32, "mean", "bench", 8, "1x1", "exact", DIM)
+    directory = Path(tempfile.mkdtemp(prefix="t4v-archive-bench-"))
+    table = Archive(str(directory / "archive")).table(spec, create=True)
+    t0 = time.perf_counter()
+    matrix = synthetic(table, args.rows, args.centres)
+    print(f"stored {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
+
+    g = torch.Generator().manual_seed(1)
+    vocab = torch.nn.functional.normalize(torch.randn(args.labels, DIM, generator=g), dim=-1)
+    classifier = Classifier(tuple(f"label {i}" for i in range(args.labels)), vocab)
+    relabel, classify = [], []
+    for run in range(args.runs):  # interleaved: relabel, then classify, each run
+        t0 = time.perf_counter()
+        rows = write(relabel_batches(table.embeddings(), classifier, 5), directory / f"labels{run}.parquet")
+        relabel.append(rows / (time.perf_counter() - t0))
+        classify.append(classify_rate(1))
+    r, c = statistics.median(relabel), statistics.median(classify)
+    print(
+        f"relabel: {r:,.0f} rows/s ({args.rows:,} rows, {args.labels} labels, Parquet); "
+        f"runs: {[round(x) for x in relabel]}"
+    )
+    print(f"classify from files: {c:.1f} videos/s (tiny model, shared clips); relabel / classify = {r / c:,.0f}x")
+
+    t0 = time.perf_counter()
+    table.ensure_index(min_rows=0)
+    print(f"vector index (IVF-PQ) over {args.rows:,} rows: {time.perf_counter() - t0:.1f} s")
+    rng = np.random.default_rng(7)
+    queries = matrix[rng.integers(0, args.rows, args.queries)] + 0.02 * rng.normal(size=(args.queries, DIM)).astype(
+        np.float32
+    )
+    latencies, recalls = [], []
+    for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        hits = table.search(q, k=10)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+        if i < 50:
+            exact = set(np.argsort(-(matrix @ (q / np.linalg.norm(q))))[:10].tolist())
+            found = {int(h.row["id"], 16) for h in hits}
+            recalls.append(len(found & exact) / 10)
+    lat = np.array(latencies)
+    print(
+        f"search k=10 with the index: p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms "
+        f"({args.queries} queries); recall@10 {np.mean(recalls):.3f} against exact ({len(recalls)} queries)"
+    )
+
+
+if __name__ == "__main__":
+    main()
