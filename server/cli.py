@@ -412,6 +412,9 @@ def serve(options: dict[str, Any] | None = None) -> None:
     try:
         settings = validated(Settings, options or {})
         _check_port(settings.host, settings.port)  # a busy port fails in a second, not after the model loads
+        from text4vis.engine.archive.store import Archive
+
+        Archive(settings.archive_location())  # an archive that cannot be opened: one line, before the model loads
         if settings.redis_url:
             _check_redis(settings.redis_url)
         runtime = build_runtime(settings.model_options(), settings.max_batch_frames)

@@ -124,3 +124,21 @@ def test_serve_with_an_unreachable_redis_exits_with_one_line(tiny_clip_path: Pat
 def test_serve_refuses_an_unknown_preset_at_once() -> None:
     proc = _serve_fails("--random-init", "--preset", "ucf101")
     assert proc.returncode == 2 and "unknown label preset 'ucf101'; known: kinetics400" in proc.stderr
+
+
+def test_serve_with_an_archive_it_cannot_open_exits_with_one_line(tiny_clip_path: Path, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "archive"
+    not_a_dir.write_text("not a LanceDB directory")
+    proc = _serve_fails(
+        "--model",
+        TINY_ARCH,
+        "--clip-checkpoint",
+        str(tiny_clip_path),
+        "--port",
+        str(free_port()),
+        "--archive-uri",
+        str(not_a_dir),
+    )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the archive {not_a_dir} cannot be opened") and "Traceback" not in proc.stderr
