@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e clients
+	$(BIN)/pip install --quiet -e '.[dev,distributed]' -e clients
 	touch $@
 
 # the HTTP server on 127.0.0.1:8000 with the Kinetics-400 vocabulary registered

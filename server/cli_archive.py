@@ -84,6 +84,13 @@ def index(
     frames: Frames = 8,
     views: Views = "1x1",
     sampling: Sampling_ = Sampling.EXACT,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help='Index on Ray Data: a Ray cluster\'s address, or "local" to start Ray on this machine '
+            "(pip install 'text4vis-serve[distributed]')."
+        ),
+    ] = None,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Store the video embedding of each file (and of its windows) in the archive, once: a file
@@ -102,9 +109,12 @@ def index(
         fail(exc)
     t0 = time.perf_counter()
     with files_progress(files, "indexed") as done:
-        outcomes = index_files(
-            runtime.pipeline, table, files, ClipSpec(frames, views, sampling), windows_s=windows, on_done=done
-        )
+        if ray is None:
+            outcomes = index_files(
+                runtime.pipeline, table, files, ClipSpec(frames, views, sampling), windows_s=windows, on_done=done
+            )
+        else:
+            outcomes = _on_ray(ray, options, table, files, clip, runtime, windows, done)
     failed = [(p, o) for p, o in zip(files, outcomes, strict=True) if isinstance(o, BaseException)]
     for path, problem in failed:
         if not isinstance(problem, InputError | ValueError):
@@ -119,6 +129,30 @@ def index(
     )
     if failed:
         raise typer.Exit(1)
+
+
+def _on_ray(
+    address: str,
+    options: dict[str, Any] | None,
+    table: Any,
+    files: list[Path],
+    clip: ResolvedClip,
+    runtime: Runtime,
+    windows: float | None,
+    done: Any,
+) -> list[Any]:
+    try:
+        from text4vis.engine.archive.distributed import index_on_ray
+    except ImportError as exc:
+        fail(UsageProblem(f"--ray needs Ray Data: pip install 'text4vis-serve[distributed]' ({exc})"))
+    model_options = validated(ModelOptions, options or {})
+    try:
+        return index_on_ray(
+            address, model_options, table, files, clip, runtime.pipeline.preprocess, windows_s=windows, on_done=done
+        )
+    except (T4VError, ValueError, ConnectionError) as exc:
+        fail(exc)
+    raise AssertionError("unreachable")
 
 
 @with_options(ModelOptions)

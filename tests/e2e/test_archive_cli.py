@@ -141,3 +141,31 @@ def test_killed_and_concurrent_runs_store_every_row_once(model: list[str], many_
     assert len(after) == 12 and len(set(after)) == 12
     assert set(before) <= set(after)
     assert np.unique(after).size == 12
+
+
+@pytest.mark.slow
+def test_ray_data_indexes_the_same_rows(model: list[str], tmp_path: Path) -> None:
+    """`t4v index --ray local` (Ray Data on this machine: decode tasks, an encoder actor) stores the
+    rows `t4v index` stores: the same ids, embeddings within 1e-6; a broken file is reported."""
+    import lancedb
+
+    videos = str(shared_path("videos"))
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 2000)
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert t4v("index", videos, "--archive", str(local), "--windows", "4", *model).returncode == 0
+    proc = t4v("index", videos, str(bad), "--archive", str(on_ray), "--windows", "4", "--ray", "local", *model)
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: {bad}: not a video or image" in proc.stderr and "Traceback" not in proc.stderr
+
+    def rows(archive: Path) -> dict[str, np.ndarray]:
+        db = lancedb.connect(str(archive))
+        (name,) = [n for n in db.list_tables().tables if n.startswith(TABLE_PREFIX)]
+        table = db.open_table(name).to_arrow()
+        return {i: np.array(e) for i, e in zip(table["id"].to_pylist(), table["embedding"].to_pylist(), strict=True)}
+
+    expected, got = rows(local), rows(on_ray)
+    assert sorted(got) == sorted(expected) and len(got) > 3  # videos and their windows
+    assert max(float(np.abs(got[k] - expected[k]).max()) for k in expected) < 1e-6
+    again = t4v("index", videos, "--archive", str(on_ray), "--ray", "local", *model)
+    assert again.returncode == 0 and "0 files indexed, 3 already stored" in again.stderr, again.stderr
