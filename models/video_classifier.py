@@ -24,8 +24,11 @@ def video_embedding(head: nn.Module, frame_emb: torch.Tensor) -> torch.Tensor:
 
 
 def class_logits(video_emb: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    """``100 * normalize(v) @ W.T`` for ``video_emb [..., D]`` and ``classifier [C, D]``."""
-    return LOGIT_SCALE * F.normalize(video_emb, dim=-1) @ classifier.T
+    """``100 * normalize(v) @ W.T`` for ``video_emb [..., D]`` and ``classifier [C, D]``, in float64:
+    serving, evaluation and the archive's re-labelling score the same stored float32 tensors
+    and agree to 1e-12, whatever the shape of the product (float32 matrix products of another
+    shape differ by ~1e-6 in probability)."""
+    return LOGIT_SCALE * F.normalize(video_emb.double(), dim=-1) @ classifier.double().T
 
 
 class VideoClassifier(nn.Module):
@@ -77,5 +80,8 @@ class VideoClassifier(nn.Module):
         return self.logit_scale.exp() * self.cosines(pixels)
 
     def test_logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Evaluation's logits: ``100 * cosine`` (the scale the method tests with)."""
-        return LOGIT_SCALE * self.cosines(pixels)
+        """Evaluation's logits: ``100 * cosine`` (the scale the method tests with), as serving
+        computes them (:func:`class_logits`, float64)."""
+        classifier = self.classifier
+        assert isinstance(classifier, torch.Tensor)
+        return class_logits(self.embed(pixels), F.normalize(classifier, dim=-1))

@@ -276,6 +276,11 @@ class TimelineForm(UploadForm):
         description="Answer application/x-ndjson, one line per window as it is scored "
         "(first a start line, last an end line with the events).",
     )
+    index: bool = Field(
+        False,
+        description="Also store each window's embedding in the archive (kind window; no extra decode or "
+        "encode); archive_id names the video. Needs an API key where keys are configured.",
+    )
 
 
 class ClassifyOut(BaseModel):
@@ -321,6 +326,7 @@ class TimelineOut(BaseModel):
     segments: list[SegmentOut]
     events: list[EventOut]
     timing_ms: dict[str, float]
+    archive_id: str | None = Field(None, description="With index=true: the video's content id (its windows' rows).")
 
 
 class TimelineStartLine(BaseModel):
@@ -346,6 +352,7 @@ class TimelineEndLine(BaseModel):
     type: Literal["end"] = "end"
     events: list[EventOut]
     timing_ms: dict[str, float]
+    archive_id: str | None = Field(None, description="With index=true: the video's content id (its windows' rows).")
 
 
 class TimelineErrorLine(BaseModel):

@@ -175,6 +175,9 @@ def timeline(
     frames: Annotated[int | None, typer.Option(help="Frames per window.")] = None,
     top_k: Annotated[int, typer.Option(help="Predictions per window.")] = 3,
     clean_labels: CLEAN = False,
+    index: Annotated[
+        bool, typer.Option("--index", help="Also store each window's embedding in the server's archive.")
+    ] = False,
     url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
@@ -191,6 +194,7 @@ def timeline(
                 frames=frames,
                 top_k=top_k,
                 clean_labels=clean_labels,
+                index=index,
             ):
                 if as_json:  # NDJSON, as the server sends it
                     kind = {TimelineStart: "start", Segment: "segment", TimelineEnd: "end"}[type(item)]

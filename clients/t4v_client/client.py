@@ -119,8 +119,9 @@ def _timeline_form(
     top_k: int,
     stream: bool,
     clean_labels: bool = False,
+    index: bool = False,
 ) -> dict[str, str]:
-    form = _classify_form(vocab, labels, top_k, frames, None, False, clean_labels=clean_labels)
+    form = _classify_form(vocab, labels, top_k, frames, None, False, clean_labels=clean_labels, index=index)
     form["window_s"] = str(window_s)
     if stride_s is not None:
         form["stride_s"] = str(stride_s)
@@ -284,10 +285,13 @@ class Client:
         top_k: int = 3,
         filename: str | None = None,
         clean_labels: bool = False,
+        index: bool = False,
     ) -> Timeline:
         """Classify a video window by window (``window_s`` long, every ``stride_s``): segments and
         the events they merge into, in one answer."""
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False, clean_labels=clean_labels)
+        form = _timeline_form(
+            vocab, labels, window_s, stride_s, frames, top_k, stream=False, clean_labels=clean_labels, index=index
+        )
         r = self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
         return Timeline.model_validate(r.json())
 
@@ -302,11 +306,14 @@ class Client:
         top_k: int = 3,
         filename: str | None = None,
         clean_labels: bool = False,
+        index: bool = False,
     ) -> Iterator[TimelineItem]:
         """The same, as it is computed: a :class:`TimelineStart`, one :class:`Segment` per window as
         the server scores it, then a :class:`TimelineEnd` with the events. A failure midway raises
         the error (``UnsupportedMedia`` for a file damaged after its start, ...)."""
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True, clean_labels=clean_labels)
+        form = _timeline_form(
+            vocab, labels, window_s, stride_s, frames, top_k, stream=True, clean_labels=clean_labels, index=index
+        )
         upload = _file(media, filename)
         for attempt in range(self.retries + 1):
             try:
@@ -530,8 +537,11 @@ class AsyncClient:
         top_k: int = 3,
         filename: str | None = None,
         clean_labels: bool = False,
+        index: bool = False,
     ) -> Timeline:
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=False, clean_labels=clean_labels)
+        form = _timeline_form(
+            vocab, labels, window_s, stride_s, frames, top_k, stream=False, clean_labels=clean_labels, index=index
+        )
         r = await self._request("POST", "/classify/timeline", data=form, files={"file": _file(media, filename)})
         return Timeline.model_validate(r.json())
 
@@ -546,8 +556,11 @@ class AsyncClient:
         top_k: int = 3,
         filename: str | None = None,
         clean_labels: bool = False,
+        index: bool = False,
     ) -> AsyncIterator[TimelineItem]:
-        form = _timeline_form(vocab, labels, window_s, stride_s, frames, top_k, stream=True, clean_labels=clean_labels)
+        form = _timeline_form(
+            vocab, labels, window_s, stride_s, frames, top_k, stream=True, clean_labels=clean_labels, index=index
+        )
         upload = _file(media, filename)
         for attempt in range(self.retries + 1):
             try:

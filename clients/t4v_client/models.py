@@ -62,6 +62,7 @@ class Timeline(_TimelineInfo):
     segments: list[Segment]
     events: list[Event]
     timing_ms: dict[str, float]
+    archive_id: str | None = None  # with index=True: the video whose windows were stored
 
 
 class TimelineStart(_TimelineInfo):
@@ -75,6 +76,7 @@ class TimelineEnd(BaseModel):
 
     events: list[Event]
     timing_ms: dict[str, float]
+    archive_id: str | None = None
 
 
 class LintWarning(BaseModel):

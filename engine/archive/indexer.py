@@ -22,7 +22,7 @@ from PIL import Image
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import ArchiveRow, ArchiveTable, content_id, window_id
 from text4vis.engine.flow.pipeline import VideoPipeline
-from text4vis.engine.flow.service import ClassifyService, run_files
+from text4vis.engine.flow.service import ClassifyResult, ClassifyService, run_files
 from text4vis.engine.flow.timeline import Segment
 from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits, ResolvedClip
 from text4vis.models.errors import InputError
@@ -102,6 +102,21 @@ def window_rows(
         )
         for s in segments
     ]
+
+
+def store_classified(table: ArchiveTable, media: Path, result: ClassifyResult) -> str:
+    """Store the embedding a classify request computed (``index=true``); its row id. Blocking."""
+    assert result.embedding is not None
+    content = content_id(media)
+    table.add([video_row(content, result.embedding, result.first_view[0], result.duration_s, result.file)])
+    return content
+
+
+def store_segments(table: ArchiveTable, media: Path, name: str, segments: list[Segment], duration_s: float) -> str:
+    """Store a timeline's windows (``index=true`` on the timeline); the video's content id. Blocking."""
+    content = content_id(media)
+    table.add(window_rows(content, segments, name, duration_s))
+    return content
 
 
 async def embed_windows(

@@ -1,7 +1,7 @@
 """Re-label stored embeddings under a vocabulary, without decoding anything.
 
-The same numbers as ``/classify`` (within 1e-7): ``100 x normalize(v) @ W.T``, a softmax over
-every label, the top ``k``; "none of these" from the same rules (``engine/vocab/abstain.py``). Each
+The same numbers as ``/classify``: ``100 x normalize(v) @ W.T``, a softmax over every label,
+the top ``k`` (:func:`_top` says how exactly); "none of these" from the same rules (``engine/vocab/abstain.py``). Each
 batch of rows is one matrix product; the output is Arrow record batches, written as Parquet, CSV
 or JSON lines (:func:`write`) or streamed by the server.
 """
@@ -22,7 +22,7 @@ from text4vis.engine.request import ResolvedAbstain
 from text4vis.engine.vocab.abstain import decide
 from text4vis.engine.vocab.classifier import Classifier, Prediction
 from text4vis.models.errors import InputError
-from text4vis.models.video_classifier import class_logits
+from text4vis.models.video_classifier import LOGIT_SCALE
 
 PREDICTION = pa.struct([("label", pa.string()), ("probability", pa.float64()), ("score", pa.float64())])
 OUTPUT_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s")
@@ -30,15 +30,16 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 
 
 def _top(classifier: Classifier, emb: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices, probabilities and cosines of the top ``k`` labels of each row of ``emb [B, D]``."""
-    logits = class_logits(emb, classifier.matrix)  # [B, C]
+    """Indices, probabilities and cosines of the top ``k`` labels of each row of ``emb [B, D]``:
+    the float64 logits serving computes (:func:`class_logits`; float32 products of this shape
+    differ from a single video's by up to ~1e-5 in a logit), their log-sum-exp, the top ``k``."""
+    wide = emb.double()
+    # class_logits' arithmetic, with the normalization folded into one scale per row (to 1e-15)
+    scale = LOGIT_SCALE / torch.linalg.vector_norm(wide, dim=-1, keepdim=True).clamp_min(1e-12)
+    logits = (wide @ classifier.matrix.double().T).mul_(scale)  # float64 [B, C]
     top = torch.topk(logits, k, dim=-1)  # the softmax keeps the order
-    # the softmax's denominator from float32 exponentials of logits shifted by their maximum (each
-    # term within 1e-7 of float64's, all positive), the top-k probabilities themselves in float64
-    peak = top.values[:, :1]
-    log_total = peak.double() + torch.exp(logits - peak).sum(dim=-1, keepdim=True).double().log()
-    probs = torch.exp(top.values.double() - log_total)
-    return top.indices, probs, top.values.double() / 100.0
+    probs = torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True))
+    return top.indices, probs, top.values / 100.0
 
 
 def _predictions(labels: np.ndarray, idx: torch.Tensor, prob: torch.Tensor, score: torch.Tensor) -> pa.Array:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from pathlib import Path
 
 import torch
 from fastapi import APIRouter, Depends, Request
 from PIL import Image
 
-from text4vis.engine.archive.indexer import video_row
-from text4vis.engine.archive.store import content_id
+from text4vis.engine.archive.indexer import store_classified
 from text4vis.engine.flow.service import ClassifyResult
 from text4vis.engine.vocab.classifier import Prediction
 from text4vis.server.deps import ClassifyDep, StateDep, require_key_to_classify
 from text4vis.server.forms import display_name, parse_form
 from text4vis.server.schemas import ClassifyForm, ClassifyOut, PredictionOut, VocabRef, errors
-from text4vis.server.state import ServerState
 from text4vis.server.uploads import receive_upload
 
 router = APIRouter(tags=["classify"])
@@ -37,31 +34,20 @@ async def classify(request: Request, state: StateDep, flow: ClassifyDep) -> Clas
         async with receive_upload(request, state.upload_dir) as upload:  # written once, here
             ticket.uploaded()
             form, path = parse_form(ClassifyForm, upload)
+            if form.index:  # a write to the archive needs a key, as a vocabulary write does
+                state.api_keys.check(request)
             result = await flow.classify(
                 path, form.to_request(), timeout_s=state.settings.request_timeout_s, name=display_name(upload.filename)
             )
             thumbnails = await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None
-            archive_id = await _index(request, state, form, path, result) if form.index else None
+            archive_id = None
+            if form.index:
+                clip = form.to_request().resolved(state.settings.request_limits())
+                table = await asyncio.to_thread(state.archive_table, clip, True)
+                archive_id = await asyncio.to_thread(store_classified, table, path, result)
     out = classify_out(result, thumbnails)
     out.archive_id = archive_id
     return out
-
-
-async def _index(request: Request, state: ServerState, form: ClassifyForm, path: Path, result: ClassifyResult) -> str:
-    """Store the embedding this request computed (``index=true``): no second decode or encode."""
-    state.api_keys.check(request)  # a write to the archive, as a vocabulary write, needs a key
-    clip = form.to_request().resolved(state.settings.request_limits())
-    assert result.embedding is not None
-
-    def store() -> str:
-        table = state.archive_table(clip, create=True)
-        content = content_id(path)
-        assert result.embedding is not None
-        row = video_row(content, result.embedding, result.first_view[0], result.duration_s, result.file)
-        table.add([row])
-        return content
-
-    return await asyncio.to_thread(store)
 
 
 def classify_out(result: ClassifyResult, thumbnails: list[str] | None = None) -> ClassifyOut:

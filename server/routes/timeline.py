@@ -9,10 +9,11 @@ streamed response keeps the request's admission and its spooled upload until it 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -20,7 +21,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from text4vis.engine.archive.indexer import store_segments
 from text4vis.engine.flow.timeline import Event, Segment, merge_events
+from text4vis.engine.request import ClassifyRequest, ClipSpec
+from text4vis.models.choices import Sampling
 from text4vis.models.errors import T4VError
 from text4vis.models.windows import check_window
 from text4vis.server.deps import ClassifyDep, StateDep, require_key_to_classify
@@ -73,7 +77,7 @@ _STREAMED = {
 @router.post(
     "/classify/timeline",
     response_model=TimelineOut,
-    responses={200: _STREAMED, **errors(400, 401, 404, 413, 415, 422, 503)},
+    responses={200: _STREAMED, **errors(400, 401, 404, 409, 413, 415, 422, 503)},
     openapi_extra=TimelineForm.openapi_body(),
     dependencies=[Depends(require_key_to_classify)],
 )
@@ -86,6 +90,8 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
         ticket.uploaded()
         t0 = time.perf_counter()
         form, path = parse_form(TimelineForm, upload)
+        if form.index:  # a write to the archive needs a key, as a vocabulary write does
+            state.api_keys.check(request)
         stride_s = form.stride_s or form.window_s
         check_window(form.window_s, stride_s)
         classify_request = form.to_request()
@@ -107,8 +113,18 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
         remaining = settings.timeline_timeout_s - (t2 - t1)
         segments = flow.timeline(path, plan, classifier, top_k=form.top_k, timeout_s=max(remaining, 1.0), name=name)
         timing = {"vocab": (t1 - t0) * 1e3, "plan": (t2 - t1) * 1e3}
+        store: Callable[[list[Segment]], Awaitable[str]] | None = None
+        if form.index:
+            clip = ClassifyRequest(labels=("-",), clip=ClipSpec(frames, "1x1", Sampling.EXACT)).resolved(flow.limits)
+            duration = plan.duration_s
+
+            async def store(done: list[Segment]) -> str:
+                table = await asyncio.to_thread(state.archive_table, clip, True)
+                return await asyncio.to_thread(store_segments, table, path, name, done, duration)
+
         if not form.stream:
             done = [s async for s in segments]
+            archive_id = await store(done) if store is not None else None
             timing["total"] = (time.perf_counter() - t0) * 1e3
             return TimelineOut(
                 vocab=ref,
@@ -120,6 +136,7 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
                 segments=[_segment(s) for s in done],
                 events=_events(merge_events(done)),
                 timing_ms=_rounded(timing),
+                archive_id=archive_id,
             )
         start = TimelineStartLine(
             vocab=ref,
@@ -131,7 +148,7 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
             windows=len(plan.windows),
         )
         held = stack.pop_all()  # the stream now owns the admission and the upload
-    return HeldStream(_lines(start, segments, timing, t0), held, media_type=NDJSON)
+    return HeldStream(_lines(start, segments, timing, t0, store), held, media_type=NDJSON)
 
 
 class HeldStream(StreamingResponse):
@@ -158,13 +175,17 @@ async def _lines(
     segments: AsyncIterator[Segment],
     timing: dict[str, float],
     t0: float,
+    store: Callable[[list[Segment]], Awaitable[str]] | None = None,
 ) -> AsyncIterator[bytes]:
     yield _line(start)
     done: list[Segment] = []
+    archive_id = None
     try:
         async for segment in segments:
             done.append(segment)
             yield _line(TimelineSegmentLine(**_segment(segment).model_dump()))
+        if store is not None:  # the windows, once all are in (the upload is still held)
+            archive_id = await store(done)
     except T4VError as exc:  # the status line went out long ago: the error is the last line
         yield _line(TimelineErrorLine(status=status_of(exc), detail=str(exc)))
         return
@@ -175,7 +196,7 @@ async def _lines(
     finally:
         await segments.aclose()  # type: ignore[attr-defined]
     timing["total"] = (time.perf_counter() - t0) * 1e3
-    yield _line(TimelineEndLine(events=_events(merge_events(done)), timing_ms=_rounded(timing)))
+    yield _line(TimelineEndLine(events=_events(merge_events(done)), timing_ms=_rounded(timing), archive_id=archive_id))
 
 
 def _line(model: BaseModel) -> bytes:

@@ -106,3 +106,35 @@ def test_archive_writes_need_a_key(runtime: Runtime, tmp_path: Path) -> None:
             assert (await c.delete(f"/archive/videos/{r.json()['video']['id']}")).status_code == 401
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_timeline_index_stores_its_windows(runtime: Runtime, tmp_path: Path, stream: bool) -> None:
+    """index=true on the timeline stores each window's embedding; re-labelled, the windows give
+    the timeline's own probabilities."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            data = {"labels": json.dumps(LABELS), "top_k": "0", "window_s": "4", "index": "true"}
+            if stream:
+                data["stream"] = "true"
+            r = await c.post("/classify/timeline", files=upload("clip_b.mp4"), data=data)
+            assert r.status_code == 200, r.text
+            if stream:
+                lines = [json.loads(line) for line in r.text.splitlines()]
+                segments = [line for line in lines if line["type"] == "segment"]
+                archive_id = lines[-1]["archive_id"]
+            else:
+                segments, archive_id = r.json()["segments"], r.json()["archive_id"]
+            assert archive_id and len(segments) == 3
+            r = await c.post("/archive/labels", json={"labels": LABELS, "top_k": 0, "kind": "window"})
+            *rows, summary = [json.loads(line) for line in r.text.splitlines()]
+            assert summary["rows"] == 3
+            rows.sort(key=lambda row: row["start_s"])
+            for row, segment in zip(rows, segments, strict=True):
+                assert (row["start_s"], row["end_s"]) == (segment["start_s"], segment["end_s"])
+                stored = {p["label"]: p["probability"] for p in row["predictions"]}
+                answered = {p["label"]: p["probability"] for p in segment["predictions"]}
+                assert max(abs(stored[k] - v) for k, v in answered.items()) < 1e-6
+
+    asyncio.run(go())

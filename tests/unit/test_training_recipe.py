@@ -70,7 +70,7 @@ def test_the_training_logits_use_the_learned_scale(model: VideoClassifier) -> No
         expected = 42.0 * video @ F.normalize(model.classifier, dim=-1).T  # the reference: logit_scale.exp() * cos
         got = model(pixels)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(model.test_logits(pixels), expected * 100 / 42, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.test_logits(pixels).float(), expected * 100 / 42, rtol=1e-5, atol=1e-5)
     labels = torch.tensor([0, 2])
     loss = F.cross_entropy(model(pixels), labels)
     loss.backward()

@@ -17,9 +17,9 @@ def test_views_are_averaged_before_normalizing(tiny_clip: LoadedClip) -> None:
             frames = tiny_clip.model.visual(pixels[b].flatten(0, 1)).view(3, 4, -1)
             pooled = head(frames)  # [views, D], not normalized
             expected = LOGIT_SCALE * torch.nn.functional.normalize(pooled.mean(0), dim=-1) @ classifier.T
-            torch.testing.assert_close(logits[b], expected, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(logits[b].float(), expected, rtol=1e-5, atol=1e-4)
             torch.testing.assert_close(
-                class_logits(video_embedding(head, frames), classifier), expected, rtol=1e-5, atol=1e-4
+                class_logits(video_embedding(head, frames), classifier).float(), expected, rtol=1e-5, atol=1e-4
             )
     assert not model.classifier.requires_grad
     assert "classifier" not in dict(model.named_parameters())
