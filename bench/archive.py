@@ -9,7 +9,9 @@ Synthetic rows that cluster as real embeddings do (around --centres centres, wit
   ratio against classify (videos/s of ``t4v classify``'s flow on the shared real clips, the tiny
   test model: a ViT-B decodes and encodes far slower, so the real ratio is larger);
 - search: p50 / p99 latency of a text-sized query (k=10) with the IVF-PQ index, and recall@10
-  against an exact brute-force top-10 (numpy, computed here).
+  against an exact brute-force top-10 (numpy, computed here);
+- over HTTP (in-process, the tiny test model, so D=64): POST /archive/labels streaming --http-rows
+  rows (rows/s), and what index=true adds to POST /classify (paired rounds, alternating order).
 """
 
 from __future__ import annotations
@@ -85,6 +87,90 @@ def classify_rate(runs: int) -> float:
     return statistics.median(rates)
 
 
+def http_figures(rows: int, labels: int, rounds: int) -> None:
+    import asyncio
+    import json
+
+    import open_clip
+
+    from tests.media import moving_square_frames, write_video
+    from tests.server_helpers import make_app, running, tiny_runtime
+    from text4vis.engine.request import ClassifyRequest, ClipSpec
+    from text4vis.models.clip_loader import TINY_ARCH
+
+    torch.manual_seed(1234)
+    directory = Path(tempfile.mkdtemp(prefix="t4v-archive-http-"))
+    torch.save(open_clip.create_model(TINY_ARCH).state_dict(), directory / "tiny.pt")
+    runtime = tiny_runtime(directory / "tiny.pt")
+    clips = [
+        write_video(directory / f"c{i}.mp4", moving_square_frames(48, 160, 120, seed=i)) for i in range(2 * rounds)
+    ]
+    names = [f"label {i}" for i in range(labels)]
+
+    async def go() -> None:
+        app = make_app(directory / "data", runtime, decode_workers=1)
+        async with running(app) as client:
+            state = app.state.server
+            spec_clip = ClassifyRequest(labels=("-",), clip=ClipSpec()).resolved(state.settings.request_limits())
+            table = state.archive_table(spec_clip, create=True)
+            synthetic_rows(table, rows)
+            t0 = time.perf_counter()
+            n = 0
+            async with client.stream("POST", "/archive/labels", json={"labels": names, "top_k": 5}) as r:
+                async for _line in r.aiter_lines():
+                    n += 1
+            seconds = time.perf_counter() - t0
+            print(f"POST /archive/labels: {n - 1:,} rows streamed in {seconds:.1f} s: {(n - 1) / seconds:,.0f} rows/s")
+            ratios = []
+            form = {"labels": json.dumps(names[:5])}
+            for i in range(rounds):  # a pair per round, the order alternating; a new file each time
+                plain, indexed = clips[2 * i], clips[2 * i + 1]
+                order = [(plain, False), (indexed, True)] if i % 2 == 0 else [(indexed, True), (plain, False)]
+                took = {}
+                for path, index in order:
+                    files = {"file": (path.name, path.read_bytes(), "video/mp4")}
+                    t0 = time.perf_counter()
+                    answer = await client.post("/classify", files=files, data={**form, "index": str(index).lower()})
+                    took[index] = time.perf_counter() - t0
+                    assert answer.status_code == 200, answer.text
+                ratios.append(took[True] / took[False])
+            print(
+                f"index=true on POST /classify: x{statistics.median(ratios):.3f} latency (median of {rounds} "
+                f"paired rounds; quartiles {np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f})"
+            )
+
+    asyncio.run(go())
+
+
+def synthetic_rows(table: ArchiveTable, rows: int) -> None:
+    """``rows`` random unit rows of the table's width (the HTTP figures)."""
+    rng = np.random.default_rng(3)
+    dim = table.spec.embed_dim
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        v = rng.normal(size=(n, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        ids = [f"{i:064x}" for i in range(start, start + n)]
+        table.append_new(
+            pa.table(
+                {
+                    "id": ids,
+                    "content_id": ids,
+                    "name": [f"video{i}.mp4" for i in range(start, start + n)],
+                    "kind": ["video"] * n,
+                    "start_s": np.zeros(n),
+                    "end_s": np.full(n, 10.0),
+                    "duration_s": np.full(n, 10.0),
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim),
+                    "thumbnail": pa.nulls(n, pa.binary()),
+                    "metadata": ["{}"] * n,
+                    "created_at": pa.array([0] * n, pa.timestamp("ms", tz="UTC")),
+                },
+                schema=schema(table.spec),
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -92,7 +178,13 @@ def main() -> None:
     parser.add_argument("--centres", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--http-rows", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--only-http", action="store_true")
     args = parser.parse_args()
+    if args.only_http:
+        http_figures(args.http_rows, args.labels, args.rounds)
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     spec = ArchiveSpec("bench/text", "00" * 32, "mean", "bench", 8, "1x1", "exact", DIM)
@@ -139,6 +231,7 @@ def main() -> None:
         f"search k=10 with the index: p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms "
         f"({args.queries} queries); recall@10 {np.mean(recalls):.3f} against exact ({len(recalls)} queries)"
     )
+    http_figures(args.http_rows, args.labels, args.rounds)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ def index(
             )
         else:
             outcomes = _on_ray(ray, options, table, files, clip, runtime, windows, done)
+    if table.ensure_index():  # from INDEX_MIN_ROWS rows on: IVF-PQ (once; later runs bring it up to date)
+        table.optimize()
     failed = [(p, o) for p, o in zip(files, outcomes, strict=True) if isinstance(o, BaseException)]
     for path, problem in failed:
         if not isinstance(problem, InputError | ValueError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from text4vis.engine.archive.indexer import spec_for
 from text4vis.engine.archive.store import Archive, ArchiveTable
+from text4vis.engine.archive.writer import ArchiveWriter
 from text4vis.engine.flow.options import FlowHooks
 from text4vis.engine.flow.service import ClassifyService
 from text4vis.engine.request import ResolvedClip
@@ -36,6 +37,7 @@ class ServerState:
         self._startup: asyncio.Task[None] | None = None
         self.upload_dir = settings.data_dir / "uploads"
         self.archive: Archive | None = None
+        self.archive_writer = ArchiveWriter()
         self._tables: dict[str, ArchiveTable] = {}
         self._tables_lock = threading.Lock()
         self.api_keys = ApiKeys(settings.api_keys, settings.api_key_file)
@@ -117,5 +119,6 @@ class ServerState:
             self._startup.cancel()
         if self.classify_service is not None:
             await self.classify_service.stop()
+        await asyncio.to_thread(self.archive_writer.close)  # index=true rows still queued are committed
         if self.registry is not None:
             self.registry.store.close()

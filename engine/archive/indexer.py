@@ -104,12 +104,11 @@ def window_rows(
     ]
 
 
-def store_classified(table: ArchiveTable, media: Path, result: ClassifyResult) -> str:
-    """Store the embedding a classify request computed (``index=true``); its row id. Blocking."""
+def classified_row(media: Path, result: ClassifyResult) -> ArchiveRow:
+    """The archive row of what a classify request computed (``index=true``). Blocking (hashes the file)."""
     assert result.embedding is not None
     content = content_id(media)
-    table.add([video_row(content, result.embedding, result.first_view[0], result.duration_s, result.file)])
-    return content
+    return video_row(content, result.embedding, result.first_view[0], result.duration_s, result.file)
 
 
 def store_segments(table: ArchiveTable, media: Path, name: str, segments: list[Segment], duration_s: float) -> str:

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SPEC_KEY = b"t4v.archive_spec"
 TABLE_PREFIX = "videos_"
 INDEX_MIN_ROWS = 100_000  # below this an exact scan answers a search in milliseconds; above, IVF-PQ pays
+ID_INDEX_MIN_ROWS = 1_000  # from here a BTree on id makes each keyed commit ~4x cheaper (24 -> 6 ms at 200k rows)
+MAINTAIN_EVERY = 200  # commits between maintenance (compaction, the id index brought up to date)
 ROW_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s", "duration_s", "metadata", "created_at")
 
 
@@ -158,6 +160,8 @@ class ArchiveTable:
         self._table = table
         self.spec = spec
         self._index_lock = threading.Lock()
+        self._commits = 0
+        self._building: threading.Thread | None = None
 
     @property
     def name(self) -> str:
@@ -176,6 +180,9 @@ class ArchiveTable:
 
     def add(self, rows: list[ArchiveRow]) -> int:
         """Store ``rows`` in one commit; rows already stored are left as they are. Returns how many were new."""
+        rows = list({row.id: row for row in reversed(rows)}.values())[
+            ::-1
+        ]  # one per id: the key checks the table, not the batch
         if not rows:
             return 0
         now = dt.datetime.now(dt.UTC)
@@ -202,7 +209,31 @@ class ArchiveTable:
             schema=self._table.schema,
         )
         result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
+        with self._index_lock:
+            self._commits += 1
+            due = self._commits % MAINTAIN_EVERY == 1  # the first commit of this process too
+        if due:
+            self.maintain()
         return int(result.num_inserted_rows)
+
+    def maintain(self) -> None:
+        """A BTree index on ``id`` once the table has :data:`ID_INDEX_MIN_ROWS` (a keyed commit
+        then reads the index, not every id), and compaction of the small commits one row at a
+        time leaves (which also brings the indices up to date)."""
+        from lancedb.index import BTree
+
+        with self._index_lock:
+            names = {tuple(i.columns) for i in self._table.list_indices()}
+            if ("id",) not in names and self.count() >= ID_INDEX_MIN_ROWS:
+                log.info("archive table %s: indexing its ids", self.name)
+                self._table.create_index("id", config=BTree())
+            elif self._commits > 1:
+                self._table.optimize()
+            building = self._building is not None and self._building.is_alive()
+        if not building and not self.has_index() and self.count() >= INDEX_MIN_ROWS:
+            # minutes on a CPU: on a thread of its own, searches stay exact meanwhile
+            self._building = threading.Thread(target=self.ensure_index, name="archive-index", daemon=True)
+            self._building.start()
 
     def append_new(self, rows: pa.Table) -> None:
         """Append rows known to be new, without the id check (a bulk import, the benchmark)."""

@@ -59,6 +59,9 @@ def _clip(state: ServerState, frames: int | None, views: str, sampling: Sampling
 
 
 async def _table(state: ServerState, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
+    """The table, once the rows index=true requests queued before this one are committed (a
+    client sees what it indexed)."""
+    await asyncio.to_thread(state.archive_writer.flush)
     return await asyncio.to_thread(state.archive_table, clip, create)
 
 
@@ -168,6 +171,7 @@ async def stats(state: StateDep, runtime: RuntimeDep) -> ArchiveStatsOut:
     """Every table of the archive: its model and sampling, rows, and whether it has a vector index."""
     archive = state.archive
     assert archive is not None
+    await asyncio.to_thread(state.archive_writer.flush)
 
     def read() -> list[ArchiveTableOut]:
         out = []

@@ -10,7 +10,7 @@ import torch
 from fastapi import APIRouter, Depends, Request
 from PIL import Image
 
-from text4vis.engine.archive.indexer import store_classified
+from text4vis.engine.archive.indexer import classified_row
 from text4vis.engine.flow.service import ClassifyResult
 from text4vis.engine.vocab.classifier import Prediction
 from text4vis.server.deps import ClassifyDep, StateDep, require_key_to_classify
@@ -44,7 +44,9 @@ async def classify(request: Request, state: StateDep, flow: ClassifyDep) -> Clas
             if form.index:
                 clip = form.to_request().resolved(state.settings.request_limits())
                 table = await asyncio.to_thread(state.archive_table, clip, True)
-                archive_id = await asyncio.to_thread(store_classified, table, path, result)
+                row = await asyncio.to_thread(classified_row, path, result)
+                state.archive_writer.submit(table, [row])  # committed behind the answer (engine/archive/writer.py)
+                archive_id = row.id
     out = classify_out(result, thumbnails)
     out.archive_id = archive_id
     return out

@@ -181,3 +181,34 @@ def test_an_archive_that_cannot_be_opened_is_one_error(tmp_path: Path) -> None:
     not_a_dir.write_text("x")
     with pytest.raises(ArchiveUnavailable, match="cannot be opened"):
         Archive(str(not_a_dir))
+
+
+def test_write_behind_commits_every_row_once_and_flush_waits(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from text4vis.engine.archive.writer import ArchiveWriter
+
+    table = Archive(str(tmp_path / "a")).table(spec(), create=True)
+    rows = random_rows(300, 32)
+    writer = ArchiveWriter()
+    with ThreadPoolExecutor(8) as pool:  # requests from many threads, some rows twice
+        futures = list(pool.map(lambda r: writer.submit(table, [r]), rows + rows[:50]))
+    writer.flush()
+    assert all(f.done() for f in futures) and table.count() == 300
+    assert sum(f.result() for f in futures) >= 300  # a group's count is shared by its requests
+
+    class Broken:
+        name = "broken"
+
+        def add(self, rows: list[ArchiveRow]) -> int:
+            raise OSError("disk full")
+
+    failed = writer.submit(Broken(), rows[:1])  # type: ignore[arg-type]
+    writer.flush()
+    with pytest.raises(OSError, match="disk full"):
+        failed.result()
+    (fresh,) = random_rows(1, 32, seed=5)
+    fresh.id = fresh.content_id = "f" * 64  # an id not stored yet
+    late = writer.submit(table, [fresh])
+    writer.close()  # commits what is queued
+    assert late.result() == 1 and table.count() == 301
