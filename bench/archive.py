@@ -171,6 +171,57 @@ def synthetic_rows(table: ArchiveTable, rows: int) -> None:
         )
 
 
+def ray_figures(files: int, runs: int) -> None:
+    """``t4v index`` against ``t4v index --ray local`` on the same generated clips (each run into a
+    fresh archive, the two interleaved): rows/s from the "in X s" each prints (model loading
+    excluded on both sides; Ray's start and its actor's model load included)."""
+    import re
+    import subprocess
+    import sys
+
+    import open_clip
+
+    from tests.media import moving_square_frames, write_video
+    from text4vis.models.clip_loader import TINY_ARCH
+
+    directory = Path(tempfile.mkdtemp(prefix="t4v-archive-ray-"))
+    torch.manual_seed(1234)
+    torch.save(open_clip.create_model(TINY_ARCH).state_dict(), directory / "tiny.pt")
+    clips = directory / "clips"
+    clips.mkdir()
+    for i in range(files):
+        write_video(clips / f"c{i:03d}.mp4", moving_square_frames(150, 320, 240, seed=i))
+    model = ["--model", TINY_ARCH, "--clip-checkpoint", str(directory / "tiny.pt")]
+    rates: dict[str, list[float]] = {"local": [], "ray": []}
+    for run in range(runs):
+        for mode in ("local", "ray"):
+            extra = ["--ray", "local"] if mode == "ray" else []
+            archive = directory / f"{mode}{run}"
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "text4vis.server.cli",
+                    "index",
+                    str(clips),
+                    "--archive",
+                    str(archive),
+                    *model,
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            found = re.search(r"(\d+) new rows .* in ([\d.]+) s", out.stderr)
+            assert out.returncode == 0 and found, out.stderr[-2000:]
+            rates[mode].append(int(found.group(1)) / float(found.group(2)))
+    local, ray = statistics.median(rates["local"]), statistics.median(rates["ray"])
+    print(
+        f"t4v index: {local:.1f} rows/s; t4v index --ray local: {ray:.1f} rows/s; ray / local = {ray / local:.2f} "
+        f"({files} clips of 150 frames 320x240, tiny model, median of {runs} interleaved runs)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -181,7 +232,11 @@ def main() -> None:
     parser.add_argument("--http-rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--only-http", action="store_true")
+    parser.add_argument("--ray-files", type=int, default=0, help="Only compare t4v index with --ray on N clips.")
     args = parser.parse_args()
+    if args.ray_files:
+        ray_figures(args.ray_files, args.runs)
+        return
     if args.only_http:
         http_figures(args.http_rows, args.labels, args.rounds)
         return
