@@ -148,12 +148,25 @@ def _on_ray(
     except ImportError as exc:
         fail(UsageProblem(f"--ray needs Ray Data: pip install 'text4vis-serve[distributed]' ({exc})"))
     model_options = validated(ModelOptions, options or {})
+    started, first = time.perf_counter(), list[float]()
+
+    def each() -> None:
+        if not first:
+            first.append(time.perf_counter())
+        done()
+
     try:
-        return index_on_ray(
-            address, model_options, table, files, clip, runtime.pipeline.preprocess, windows_s=windows, on_done=done
+        outcomes = index_on_ray(
+            address, model_options, table, files, clip, runtime.pipeline.preprocess, windows_s=windows, on_done=each
         )
     except (T4VError, ValueError, ConnectionError) as exc:
         fail(exc)
+    if first:  # Ray's start, its workers' imports and the actors' model loads, then the steady rate
+        steady = time.perf_counter() - first[0]
+        sys.stderr.write(
+            f"Ray: the first file done after {first[0] - started:.1f} s, the other {len(files) - 1} in {steady:.1f} s\n"
+        )
+    return outcomes
     raise AssertionError("unreachable")
 
 

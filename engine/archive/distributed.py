@@ -249,7 +249,9 @@ def index_on_ray(
         batch_size=4,
         concurrency=actors,
         num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else 1,
+        # reserves no CPU: a CPU actor's torch uses the node's cores whatever Ray reserves, and
+        # reserving one would leave a 2-core machine one decode task at a time (0.42x t4v index)
+        num_cpus=0,
     )
     per_file: dict[str, Indexed | BaseException] = {}
     counts: dict[str, list[int]] = {}
