@@ -64,7 +64,7 @@ def test_env_example_covers_the_compose_variables() -> None:
 
 def test_dockerfiles_install_as_the_readme_does() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "pip install --quiet -e '.[dev]' -e clients" in makefile  # the README's install
+    assert "pip install --quiet -e '.[dev,distributed]' -e clients" in makefile  # the README's install
     for name in ("Dockerfile", "Dockerfile.cpu"):
         text = (ROOT / "docker" / name).read_text()
         assert "pip install . ./clients" in text, name  # the same packages, not editable, no dev tools
