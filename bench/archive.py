@@ -34,19 +34,12 @@ from text4vis.engine.vocab.classifier import Classifier
 DIM = 512
 
 
-def synthetic(table: ArchiveTable, rows: int, centres: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    means = rng.normal(size=(centres, DIM)).astype(np.float32)
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
-    out = np.empty((rows, DIM), dtype=np.float32)
-    target = schema(table.spec)
-    for start in range(0, rows, 100_000):
-        n = min(100_000, rows - start)
-        v = means[rng.integers(0, centres, n)] + 0.35 * rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        out[start : start + n] = v
-        ids = [f"{i:064x}" for i in range(start, start + n)]
-        batch = pa.table(
+def append_rows(table: ArchiveTable, vectors: np.ndarray, start: int) -> None:
+    """Rows ``start...`` of unit ``vectors [n, D]``, appended without the id check (they are new)."""
+    n, dim = vectors.shape
+    ids = [f"{i:064x}" for i in range(start, start + n)]
+    table.append_new(
+        pa.table(
             {
                 "id": ids,
                 "content_id": ids,
@@ -55,14 +48,28 @@ def synthetic(table: ArchiveTable, rows: int, centres: int, seed: int = 0) -> np
                 "start_s": np.zeros(n),
                 "end_s": np.full(n, 10.0),
                 "duration_s": np.full(n, 10.0),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), DIM),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
                 "thumbnail": pa.nulls(n, pa.binary()),
                 "metadata": ["{}"] * n,
                 "created_at": pa.array([0] * n, pa.timestamp("ms", tz="UTC")),
             },
-            schema=target,
+            schema=schema(table.spec),
         )
-        table.append_new(batch)
+    )
+
+
+def synthetic(table: ArchiveTable, rows: int, centres: int, seed: int = 0) -> np.ndarray:
+    """Rows that cluster as real embeddings do: around ``centres`` unit centres, with noise."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, DIM)).astype(np.float32)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    out = np.empty((rows, DIM), dtype=np.float32)
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        v = means[rng.integers(0, centres, n)] + 0.35 * rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        out[start : start + n] = v
+        append_rows(table, v, start)
     return out
 
 
@@ -145,30 +152,9 @@ def http_figures(rows: int, labels: int, rounds: int) -> None:
 def synthetic_rows(table: ArchiveTable, rows: int) -> None:
     """``rows`` random unit rows of the table's width (the HTTP figures)."""
     rng = np.random.default_rng(3)
-    dim = table.spec.embed_dim
     for start in range(0, rows, 100_000):
-        n = min(100_000, rows - start)
-        v = rng.normal(size=(n, dim)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        ids = [f"{i:064x}" for i in range(start, start + n)]
-        table.append_new(
-            pa.table(
-                {
-                    "id": ids,
-                    "content_id": ids,
-                    "name": [f"video{i}.mp4" for i in range(start, start + n)],
-                    "kind": ["video"] * n,
-                    "start_s": np.zeros(n),
-                    "end_s": np.full(n, 10.0),
-                    "duration_s": np.full(n, 10.0),
-                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim),
-                    "thumbnail": pa.nulls(n, pa.binary()),
-                    "metadata": ["{}"] * n,
-                    "created_at": pa.array([0] * n, pa.timestamp("ms", tz="UTC")),
-                },
-                schema=schema(table.spec),
-            )
-        )
+        v = rng.normal(size=(min(100_000, rows - start), table.spec.embed_dim)).astype(np.float32)
+        append_rows(table, v / np.linalg.norm(v, axis=1, keepdims=True), start)
 
 
 def ray_figures(files: int, runs: int) -> None:

@@ -26,7 +26,6 @@ from text4vis.server.cli_common import (
     fail,
     files_progress,
     label_args,
-    one_line,
     template_args,
     validated,
 )
@@ -266,6 +265,3 @@ def search(
             typer.echo(f"{hit.score:.4f}  {row['name']}{times}  {row['id'][:12]}")
     if not hits:
         sys.stderr.write(f"the archive's table {table.name} is empty\n")
-
-
-__all__ = ["register", "one_line"]

@@ -17,6 +17,7 @@ exactly once whoever writes it. Files already stored are skipped before they are
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class DecodeSpec:
     crops: int
     sampling: str
     windows_s: float | None
-    stored: frozenset[str]  # content ids already in the table: not decoded again
+    stored: frozenset[str]  # the table's videos (content ids): not decoded again
 
 
 def _pack(array: np.ndarray) -> tuple[bytes, list[int]]:
@@ -68,7 +69,7 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np
     from text4vis.models.windows import plan_timeline
 
     preprocess = PreprocessConfig(spec.resize, spec.crop, spec.mean, spec.std, Scaler(spec.scaler))
-    out: dict[str, list[Any]] = {k: [] for k in ("path", "content", "error", "pixels", "gather", "shape", "meta")}
+    out: dict[str, list[Any]] = {k: [] for k in ("path", "content", "error", "pixels", "gather", "meta")}
     for path_text in batch["path"]:
         path = Path(str(path_text))
         record: dict[str, Any] = {"path": str(path), "content": "", "error": "", "pixels": b"", "gather": b""}
@@ -101,15 +102,8 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np
             record["error"] = f"{path.name}: the file could not be decoded ({type(exc).__name__})"
         for key in ("path", "content", "error", "pixels", "gather"):
             out[key].append(record[key])
-        out["shape"].append(0)
-        out["meta"].append(_json(meta))
-    return {k: np.array(v, dtype=object) for k, v in out.items() if k != "shape"}
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
+        out["meta"].append(json.dumps(meta))
+    return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
 class EncodeActor:
@@ -122,8 +116,6 @@ class EncodeActor:
         self.runtime = build_runtime(options, max_batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import json
-
         import torch
 
         from text4vis.engine.archive.indexer import thumbnail
@@ -185,8 +177,6 @@ class EncodeActor:
 
 
 def _row(record: dict[str, Any], dim: int) -> ArchiveRow:
-    import json
-
     fields = json.loads(record["row_json"])
     return ArchiveRow(
         id=fields["id"],
@@ -225,7 +215,7 @@ def index_on_ray(
     ray.data.DataContext.get_current().enable_progress_bars = False
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = encoders or max(1, gpus)
-    stored = frozenset(table.stored([content_id(p) for p in files])) if files else frozenset()
+    stored = table.video_ids()  # the decode tasks hash each file once and skip these
     p = preprocess
     spec = DecodeSpec(
         p.resize,
@@ -254,7 +244,7 @@ def index_on_ray(
         num_cpus=0,
     )
     per_file: dict[str, Indexed | BaseException] = {}
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, tuple[str, list[int]]] = {}  # file -> its content id, [videos, windows]
     pending: list[ArchiveRow] = []
     dim = table.spec.embed_dim
 
@@ -279,20 +269,17 @@ def index_on_ray(
                 continue
             row = _row(record, dim)
             pending.append(row)
-            c = counts.setdefault(name, [0, 0])
+            c = counts.setdefault(name, (row.content_id, [0, 0]))[1]
             c[0 if row.kind == "video" else 1] += 1
             if row.kind == "video" and on_done:
                 on_done()
         if len(pending) >= COMMIT_ROWS:
             commit()
     commit()
-    for name, (videos, windows) in counts.items():
-        content = content_id(Path(name))
+    for name, (content, (videos, windows)) in counts.items():
         per_file[name] = Indexed(name, content, videos + windows, windows, skipped=False)
     return [per_file.get(str(path), RuntimeError(f"{path}: no result from the Ray pipeline")) for path in files]
 
 
 def _content(record: dict[str, Any]) -> str:
-    import json
-
     return str(json.loads(record["row_json"])["id"])

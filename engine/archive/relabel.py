@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from text4vis.engine.archive.store import ROW_FIELDS
 from text4vis.engine.request import ResolvedAbstain
 from text4vis.engine.vocab.abstain import decide
 from text4vis.engine.vocab.classifier import Classifier, Prediction
@@ -162,6 +161,3 @@ def _write_csv(batch: pa.RecordBatch, f: IO[str], header: bool) -> None:
         for p in row["predictions"]:
             cells += [p["label"], f"{p['probability']:.6g}", f"{p['score']:.6f}"]
         out.writerow(cells)
-
-
-__all__ = ["ROW_FIELDS", "relabel_batches", "write", "write_jsonl", "output_format"]

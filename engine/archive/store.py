@@ -178,6 +178,11 @@ class ArchiveTable:
             found.update(rows["id"].to_pylist())
         return found
 
+    def video_ids(self) -> frozenset[str]:
+        """Every stored video's content id (one column scan: what a bulk run skips)."""
+        rows = self._table.search().where("kind = 'video'").select(["content_id"]).limit(None).to_arrow()
+        return frozenset(rows["content_id"].to_pylist())
+
     def add(self, rows: list[ArchiveRow]) -> int:
         """Store ``rows`` in one commit; rows already stored are left as they are. Returns how many were new."""
         rows = list({row.id: row for row in reversed(rows)}.values())[
