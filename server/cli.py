@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import socket
 import sys
 import warnings
@@ -420,13 +421,23 @@ def serve(options: dict[str, Any] | None = None) -> None:
         runtime = build_runtime(settings.model_options(), settings.max_batch_frames)
     except (T4VError, ValueError, OSError) as exc:
         fail(exc)
-    uvicorn.run(
-        create_app(settings, runtime),
+    app = create_app(settings, runtime)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:  # SIGTERM, SIGINT
+            app.state.server.begin_shutdown()  # streamed answers end with an error line
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         log_level="info",
     )
+    if hasattr(signal, "SIGHUP"):  # read the API key file again (a revoked key), as nginx reloads
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: app.state.server.reload_keys())
+    Server(config).run()
 
 
 def _check_port(host: str, port: int) -> None:

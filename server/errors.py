@@ -25,7 +25,7 @@ from text4vis.engine.errors import (
 )
 from text4vis.models.errors import InputError, MediaError, MediaLimitExceeded, T4VError
 from text4vis.server.auth import Unauthorized
-from text4vis.server.uploads import MalformedBody, drain
+from text4vis.server.uploads import MalformedBody, UploadTimedOut, drain
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class NotReady(T4VError):
 STATUS: list[tuple[type[Exception], int]] = [
     (MalformedBody, 400),
     (Unauthorized, 401),
+    (UploadTimedOut, 408),
     (MediaLimitExceeded, 413),
     (MediaError, 415),
     (InputError, 422),
@@ -50,7 +51,10 @@ STATUS: list[tuple[type[Exception], int]] = [
     (DeadlineExceeded, 503),
     (NotReady, 503),
 ]
-HEADERS: dict[type[Exception], dict[str, str]] = {Unauthorized: {"WWW-Authenticate": 'Bearer realm="t4v"'}}
+HEADERS: dict[type[Exception], dict[str, str]] = {
+    Unauthorized: {"WWW-Authenticate": 'Bearer realm="t4v"'},
+    UploadTimedOut: {"Connection": "close"},  # the rest of the body may still arrive: never read it as a request
+}
 RETRY_AFTER: dict[type[Exception], str] = {Overloaded: "1", NotReady: "5", DeadlineExceeded: "1", StoreUnavailable: "2"}
 
 

@@ -33,7 +33,8 @@ class Metrics:
         self.decode_workers = Gauge("t4v_decode_workers", "Decode worker processes alive", registry=r)
         self.in_progress = Gauge(
             "t4v_requests_in_progress",
-            "Admitted classify requests: uploading, or working (decode, encode, score)",
+            "Admitted classify requests: uploading, stalled (an upload silent for 2 s), "
+            "or working (decode, encode, score)",
             ["stage"],
             registry=r,
         )

@@ -20,6 +20,8 @@ from text4vis.models.choices import Sampling
 from text4vis.models.limits import MediaLimits
 from text4vis.models.presets import LABEL_PRESETS
 from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
+from text4vis.server.auth import read_key_file
+from text4vis.server.pace import UploadPace
 
 
 def available_cores() -> int:
@@ -57,7 +59,12 @@ class ServingOptions(BaseModel):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):  # T4V_API_KEYS=key1,key2
-            return [k.strip() for k in value.split(",") if k.strip()]
+            value = value.split(",") if value else []
+        if isinstance(value, list):
+            keys = [k.strip() for k in value if isinstance(k, str) and k.strip()]
+            if value and not keys:  # T4V_API_KEYS=" , ": configured, yet it would leave the server open
+                raise ValueError("T4V_API_KEYS (--api-key) is set but holds no key: give one, or unset it")
+            return keys
         return value
 
     # vocabularies
@@ -84,6 +91,16 @@ class ServingOptions(BaseModel):
 
     # requests and batching
     max_upload_bytes: int = Field(100 * 2**20, ge=1024, description="Largest upload; enforced while streaming.")
+    upload_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="An upload must arrive within this many seconds plus 1 s per upload_min_rate bytes it "
+        "sends (and within request_timeout_s, whose time it uses); slower: 408.",
+    )
+    upload_min_rate: int = Field(
+        32 * 1024, ge=1, description="Bytes per second an upload must keep up after upload_timeout_s."
+    )
     default_frames: int = Field(
         _REQUEST.default_frames,
         ge=1,
@@ -175,11 +192,20 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
             raise ValueError("max_queue_wait_s must not exceed request_timeout_s")
         if self.decode_budget_s > self.request_timeout_s:
             raise ValueError("decode_budget_s must not exceed request_timeout_s")
+        if self.upload_timeout_s > self.request_timeout_s:
+            raise ValueError("upload_timeout_s must not exceed request_timeout_s")
         if self.default_frames > self.max_frames:
             raise ValueError("default_frames must not exceed max_frames")
         parse_views(self.max_views)
-        if self.api_key_file is not None and not self.api_key_file.is_file():
-            raise ValueError(f"file not found: {self.api_key_file}")
+        if self.api_key_file is not None:
+            if not self.api_key_file.is_file():
+                raise ValueError(f"file not found: {self.api_key_file}")
+            read_key_file(self.api_key_file)  # no active digest: refuse to start (auth fails closed)
+        if (self.auth_classify or self.auth_metrics) and not (self.api_keys or self.api_key_file):
+            raise ValueError(
+                "--auth-classify / --auth-metrics need API keys (T4V_API_KEYS or T4V_API_KEY_FILE); "
+                "without them every route would stay open"
+            )
         unknown = [name for name in self.presets if name not in LABEL_PRESETS]
         if unknown:
             raise ValueError(f"unknown label preset {unknown[0]!r}; known: {', '.join(LABEL_PRESETS)}")
@@ -207,6 +233,9 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
 
     def request_limits(self) -> RequestLimits:
         return RequestLimits(self.default_frames, self.max_frames, self.max_views, self.default_sampling)
+
+    def upload_pace(self) -> UploadPace:
+        return UploadPace(self.upload_timeout_s, float(self.upload_min_rate), self.request_timeout_s)
 
     def archive_location(self) -> str:
         return self.archive_uri or str(self.data_dir / "archive")

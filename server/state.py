@@ -6,7 +6,10 @@ import asyncio
 import json
 import logging
 import threading
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+
+from starlette.requests import Request
 
 from text4vis.engine.archive.indexer import spec_for
 from text4vis.engine.archive.store import Archive, ArchiveTable
@@ -21,6 +24,7 @@ from text4vis.models.presets import preset_labels
 from text4vis.server.auth import ApiKeys
 from text4vis.server.metrics import Metrics
 from text4vis.server.settings import Settings
+from text4vis.server.uploads import Upload, admitted_upload
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,31 @@ class ServerState:
         self._tables: dict[str, ArchiveTable] = {}
         self._tables_lock = threading.Lock()
         self.api_keys = ApiKeys(settings.api_keys, settings.api_key_file)
+        self.stopping = asyncio.Event()  # set at SIGTERM: streamed answers end with an error line
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def begin_shutdown(self) -> None:
+        """The server was told to stop (callable from a signal handler)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.stopping.set)
+
+    def reload_keys(self) -> None:
+        """SIGHUP: read the API key file again (callable from a signal handler)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.api_keys.reload)
 
     async def start(self) -> None:
         """Begin loading in the background: /health/live answers at once, /health/ready when warm."""
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        if self.api_keys.enabled:
+            needs = ["PUT/DELETE /vocab", "archive writes"]
+            needs += ["/classify"] if s.auth_classify else []
+            needs += ["/metrics"] if s.auth_metrics else []
+            source = f" (key file {s.api_key_file}: read again when it changes or on SIGHUP)" if s.api_key_file else ""
+            log.info("API keys: %d active%s; needed for %s", self.api_keys.count, source, ", ".join(needs))
+        else:
+            log.info("no API keys configured: every route is open (T4V_API_KEY_FILE to require keys)")
         self._startup = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -81,6 +107,14 @@ class ServerState:
         except Exception as exc:  # noqa: BLE001 - reported by /health/ready and the log
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("start-up failed")
+
+    def admitted_upload(self, request: Request, flow: ClassifyService) -> AbstractAsyncContextManager[Upload]:
+        """Admission, then the upload at the server's pace (``server/uploads.py``)."""
+        return admitted_upload(request, flow, self.upload_dir, self.settings.upload_pace())
+
+    def time_left_s(self, upload: Upload) -> float:
+        """What the upload left of the request's deadline."""
+        return max(self.settings.request_timeout_s - upload.seconds, 1e-3)
 
     def archive_table(self, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
         """The archive's table for what this server embeds with ``clip``'s frames and views (made

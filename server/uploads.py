@@ -4,7 +4,10 @@
 Starlette's form parser would first spool the file to its own temporary file, which the route
 then copied into the upload directory: every upload written twice. This parser (python-multipart,
 the library Starlette uses) writes each chunk once, off the event loop. The byte cap is enforced
-before this runs, while the body streams in (``server/middleware.py``).
+before this runs, while the body streams in (``server/middleware.py``), and the pace here: an
+upload must be whole ``upload_timeout_s`` + its bytes / ``upload_min_rate`` after it began
+(Apache's mod_reqtimeout rule: a slow link gets time in proportion to what it sends, a client
+trickling a byte every few seconds is cut off), and never after ``request_timeout_s``: 408.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from text4vis.models.errors import InputError, T4VError
+from text4vis.server.pace import UploadPace
+
+if TYPE_CHECKING:
+    from text4vis.engine.flow.service import ClassifyService
 
 MAX_FIELD_BYTES = 1 << 20  # a form field (labels of a large ad-hoc vocabulary) is at most 1 MiB
 MAX_PARTS = 64  # the forms have 14 fields; more parts than this are refused before they are parsed
@@ -32,11 +39,16 @@ class MalformedBody(T4VError):
     """The request body cannot be read as the multipart form it claims to be (400)."""
 
 
+class UploadTimedOut(T4VError):
+    """The body did not arrive at the pace the server asks (408; the connection is closed)."""
+
+
 @dataclass
 class Upload:
     fields: dict[str, str] = field(default_factory=dict)
     path: Path | None = None  # the file part, in the spool directory
     filename: str | None = None
+    seconds: float = 0.0  # how long the body took to arrive: part of the request's deadline
 
 
 @dataclass
@@ -115,9 +127,29 @@ class _Receiver:
 
 
 @contextlib.asynccontextmanager
-async def receive_upload(request: Request, spool: Path, file_field: str = "file") -> AsyncIterator[Upload]:
+async def admitted_upload(
+    request: Request, flow: ClassifyService, spool: Path, pace: UploadPace
+) -> AsyncIterator[Upload]:
+    """Admission, then the upload: a request the server is too busy for is refused before its
+    body is read; an admitted one counts as uploading (stalled while it sends nothing) until its
+    body is in, then as work, until the block ends."""
+    with flow.admit() as ticket:
+        async with receive_upload(request, spool, pace, on_chunk=ticket.progress) as upload:
+            ticket.uploaded()
+            yield upload
+
+
+@contextlib.asynccontextmanager
+async def receive_upload(
+    request: Request,
+    spool: Path,
+    pace: UploadPace | None = None,
+    on_chunk: Callable[[], None] | None = None,
+    file_field: str = "file",
+) -> AsyncIterator[Upload]:
     """Parse ``request``'s multipart body; the file part is written once, into ``spool``, and
-    removed when the block ends (whatever happens)."""
+    removed when the block ends (whatever happens). ``pace``: the body's deadline
+    (:class:`UploadTimedOut` past it); ``on_chunk``: called as each piece arrives."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InputError("send the upload as multipart/form-data")
@@ -135,10 +167,22 @@ async def receive_upload(request: Request, spool: Path, file_field: str = "file"
         )
     }
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
+    pace = pace or UploadPace(max_s=float("inf"))
+    loop = asyncio.get_running_loop()
+    began, received = loop.time(), 0
     try:
-        async for chunk in request.stream():
-            _parse(parser.write, chunk)
-            await asyncio.to_thread(receiver.flush)
+        try:
+            async with asyncio.timeout(began + pace.allowed_s(0)) as deadline:
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    deadline.reschedule(began + pace.allowed_s(received))
+                    if on_chunk is not None:
+                        on_chunk()
+                    _parse(parser.write, chunk)
+                    await asyncio.to_thread(receiver.flush)
+        except TimeoutError:
+            raise UploadTimedOut(_too_slow(received, loop.time() - began, pace)) from None
+        receiver.upload.seconds = loop.time() - began
         _parse(parser.finalize)
         if parser.state != MultipartState.END:  # a cut connection: never classify a file missing its end
             raise MalformedBody("the upload ended before the multipart body did (no closing boundary)")
@@ -168,6 +212,15 @@ async def drain(request: Request, seconds: float = DRAIN_S, max_bytes: int = DRA
     except (TimeoutError, RuntimeError, ClientDisconnect):  # RuntimeError: the body was already read
         return False
     return True
+
+
+def _too_slow(received: int, seconds: float, pace: UploadPace) -> str:
+    if seconds >= pace.max_s - 1e-3:
+        return f"the upload took longer than the request's deadline of {pace.max_s:g} s ({received} bytes arrived)"
+    return (
+        f"the upload arrived too slowly ({received} bytes in {seconds:.0f} s); this server waits "
+        f"{pace.timeout_s:g} s plus 1 s per {pace.min_rate / 1024:g} KiB sent"
+    )
 
 
 def _parse(step: Callable[..., object], *args: bytes) -> None:

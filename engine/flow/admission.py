@@ -13,11 +13,14 @@ every worker was busy (the stage's real rate, handoffs and a CPU shared with the
 included); until then a worker's busy time per file / the workers stands in for it. The busy time
 and the encoder's time per frame are exponentially weighted means.
 
-Requests whose upload is still arriving count too: in a burst, every request is admitted while
-its body streams in, before any reaches a decoder, and leaving them out would admit the whole
-burst. ``uploading`` and ``working`` are counted apart (``/metrics``), and
-``max_in_flight`` caps both together whatever the prediction, which bounds memory and spool
-space. A cold server (no estimate yet) admits up to that cap.
+Requests whose upload is still arriving count too while it arrives: in a burst, every request
+is admitted while its body streams in, before any reaches a decoder, and leaving them out would
+admit the whole burst. An upload that has sent nothing for ``STALLED_S`` is *stalled*: it leaves
+the prediction and the cap (a client trickling a byte every few seconds holds no decode slot;
+the server's upload deadline, ``server/uploads.py``, ends it) and is capped apart, at
+``STALLED_PER_SLOT x max_in_flight`` stalled uploads. ``uploading`` and ``working`` are counted apart (``/metrics``),
+and ``max_in_flight`` caps working and live uploads together whatever the prediction, which
+bounds memory and spool space. A cold server (no estimate yet) admits up to that cap.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from text4vis.engine.errors import Overloaded
 
 SMOOTHING = 0.2  # weight of the newest measurement in the running means
+STALLED_S = 2.0  # an upload silent this long is stalled: out of the prediction, capped apart
+STALLED_PER_SLOT = 4  # stalled uploads allowed per max_in_flight: a socket and a partial spool file each
 RATE_WINDOW = 64  # decodes whose finishes measure the stage's rate
 MIN_FINISHES = 8
 
@@ -72,17 +78,31 @@ class Estimates:
 class Admission:
     """Counts requests (uploading, working) and admits by predicted wait. Event-loop only."""
 
-    def __init__(self, workers: int, max_wait_s: float, max_in_flight: int) -> None:
+    def __init__(
+        self, workers: int, max_wait_s: float, max_in_flight: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.workers = max(1, workers)
         self.max_wait_s = max_wait_s
         self.max_in_flight = max_in_flight
         self.estimates = Estimates()
-        self.uploading = 0  # admitted, body still arriving
+        self.clock = clock
+        self._uploads: set[Ticket] = set()  # admitted, body still arriving
         self.working = 0  # upload complete: waiting for or in a decoder, encoding, scoring
 
     @property
+    def uploading(self) -> int:
+        return len(self._uploads)
+
+    @property
+    def stalled(self) -> int:
+        """Uploads that have sent nothing for ``STALLED_S``."""
+        since = self.clock() - STALLED_S
+        return sum(1 for t in self._uploads if t.last_progress < since)
+
+    @property
     def in_flight(self) -> int:
-        return self.uploading + self.working
+        """Requests the stages will have to serve: working, and uploads still arriving (not stalled)."""
+        return self.uploading - self.stalled + self.working
 
     def predicted_wait_s(self) -> float | None:
         """Seconds a request admitted now would wait before its own work starts; None when cold."""
@@ -96,6 +116,12 @@ class Admission:
 
     def check(self) -> None:
         """Raise :class:`Overloaded` (with its ``retry_after_s``) when a new request should not enter."""
+        if self.stalled >= STALLED_PER_SLOT * self.max_in_flight:
+            raise Overloaded(
+                f"{self.stalled} uploads to this server have stalled ({STALLED_PER_SLOT} x the server's "
+                "max_decode_queue); retry in a moment",
+                retry_after_s=1,
+            )
         if self.in_flight >= self.max_in_flight:
             wait = self.predicted_wait_s()
             raise Overloaded(
@@ -117,14 +143,14 @@ class Admission:
         :meth:`Ticket.uploaded`, and leaves the counts when the block ends."""
         self.check()
         ticket = Ticket(self)
-        self.uploading += 1
+        self._uploads.add(ticket)
         try:
             yield ticket
         finally:
             if ticket.is_working:
                 self.working -= 1
             else:
-                self.uploading -= 1
+                self._uploads.discard(ticket)
 
 
 class Ticket:
@@ -133,12 +159,17 @@ class Ticket:
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self.is_working = False
+        self.last_progress = admission.clock()
+
+    def progress(self) -> None:
+        """Some of the upload arrived (it is not stalled)."""
+        self.last_progress = self._admission.clock()
 
     def uploaded(self) -> None:
         """The upload is complete: the request is now work the stages will do."""
         if not self.is_working:
             self.is_working = True
-            self._admission.uploading -= 1
+            self._admission._uploads.discard(self)
             self._admission.working += 1
 
 

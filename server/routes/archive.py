@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import StreamingResponse
 
 from text4vis.engine.archive.indexer import index_file
 from text4vis.engine.archive.relabel import write_jsonl
@@ -43,10 +42,9 @@ from text4vis.server.schemas import (
     errors,
 )
 from text4vis.server.state import ServerState
-from text4vis.server.uploads import receive_upload
+from text4vis.server.streaming import NDJSON, GuardedStream
 
 router = APIRouter(prefix="/archive", tags=["archive"])
-NDJSON = "application/x-ndjson"
 RowId = Annotated[str, Path(description="A row's id (a video's is its file's SHA-256).", max_length=200)]
 Frames = Annotated[int | None, Query(ge=1, description="Which table: frames per clip (unset: the server's).")]
 Views = Annotated[str, Query(max_length=8, description="Which table: CLIPSxCROPS.")]
@@ -82,24 +80,22 @@ def _row_out(row: dict[str, Any]) -> dict[str, Any]:
 async def add_video(request: Request, state: StateDep, flow: ClassifyDep) -> ArchiveIndexOut:
     """Upload a video and store its embedding (and its windows' with ``window_s``); a file stored
     before (same bytes) is not decoded again. Answers the stored row."""
-    with flow.admit() as ticket:
-        async with receive_upload(request, state.upload_dir) as upload:
-            ticket.uploaded()
-            form, path = parse_form(ArchiveForm, upload)
-            metadata = _metadata(form.metadata)
-            clip = _clip(state, form.frames, form.views, form.sampling)
-            table = await _table(state, clip, create=True)
-            name = display_name(upload.filename)
-            done = await index_file(
-                flow,
-                table,
-                path,
-                clip,
-                name=name,
-                windows_s=form.window_s,
-                metadata=metadata,
-                timeout_s=state.settings.request_timeout_s,
-            )
+    async with state.admitted_upload(request, flow) as upload:
+        form, path = parse_form(ArchiveForm, upload)
+        metadata = _metadata(form.metadata)
+        clip = _clip(state, form.frames, form.views, form.sampling)
+        table = await _table(state, clip, create=True)
+        name = display_name(upload.filename)
+        done = await index_file(
+            flow,
+            table,
+            path,
+            clip,
+            name=name,
+            windows_s=form.window_s,
+            metadata=metadata,
+            timeout_s=state.time_left_s(upload),
+        )
     row = await asyncio.to_thread(table.get, done.id, True)
     return ArchiveIndexOut(video=ArchiveRowOut(**_row_out(row)), windows=done.windows, new=not done.skipped)
 
@@ -222,7 +218,7 @@ async def search(
     },
     dependencies=[Depends(require_key_to_classify)],
 )
-async def labels(body: ArchiveLabelsIn, state: StateDep, flow: ClassifyDep) -> StreamingResponse:
+async def labels(body: ArchiveLabelsIn, state: StateDep, flow: ClassifyDep) -> GuardedStream:
     """Every stored row under a vocabulary (or ad-hoc labels), without decoding anything: the
     predictions ``/classify`` gives the same files. NDJSON, streamed as it is computed: one line
     per row (its id, name, times, predictions and, with abstention, the decision), then
@@ -248,7 +244,12 @@ async def labels(body: ArchiveLabelsIn, state: StateDep, flow: ClassifyDep) -> S
     batches = relabel_batches(
         table.embeddings(None if body.kind == "all" else body.kind), classifier, body.top_k, policy, background
     )
-    return StreamingResponse(_ndjson(batches), media_type=NDJSON)
+    return GuardedStream(
+        _ndjson(batches),
+        error_line=lambda status, detail: (json.dumps({"error": detail, "status": status}) + "\n").encode(),
+        stall_s=state.settings.request_timeout_s,  # a client that reads nothing for this long is gone
+        stopping=state.stopping,
+    )
 
 
 async def _ndjson(batches: Iterator[pa.RecordBatch]) -> AsyncIterator[bytes]:

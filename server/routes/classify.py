@@ -16,7 +16,6 @@ from text4vis.engine.vocab.classifier import Prediction
 from text4vis.server.deps import ClassifyDep, StateDep, require_key_to_classify
 from text4vis.server.forms import display_name, parse_form
 from text4vis.server.schemas import ClassifyForm, ClassifyOut, PredictionOut, VocabRef, errors
-from text4vis.server.uploads import receive_upload
 
 router = APIRouter(tags=["classify"])
 
@@ -30,23 +29,22 @@ router = APIRouter(tags=["classify"])
 )
 async def classify(request: Request, state: StateDep, flow: ClassifyDep) -> ClassifyOut:
     """Classify a video or an image against a vocabulary (or ad-hoc labels)."""
-    with flow.admit() as ticket:  # before the upload is read: a full server answers at once
-        async with receive_upload(request, state.upload_dir) as upload:  # written once, here
-            ticket.uploaded()
-            form, path = parse_form(ClassifyForm, upload)
-            if form.index:  # a write to the archive needs a key, as a vocabulary write does
-                state.api_keys.check(request)
-            result = await flow.classify(
-                path, form.to_request(), timeout_s=state.settings.request_timeout_s, name=display_name(upload.filename)
-            )
-            thumbnails = await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None
-            archive_id = None
-            if form.index:
-                clip = form.to_request().resolved(state.settings.request_limits())
-                table = await asyncio.to_thread(state.archive_table, clip, True)
-                row = await asyncio.to_thread(classified_row, path, result)
-                state.archive_writer.submit(table, [row])  # committed behind the answer (engine/archive/writer.py)
-                archive_id = row.id
+    # admission before the upload is read (a full server answers at once); written once, here
+    async with state.admitted_upload(request, flow) as upload:
+        form, path = parse_form(ClassifyForm, upload)
+        if form.index:  # a write to the archive needs a key, as a vocabulary write does
+            state.api_keys.check(request)
+        result = await flow.classify(
+            path, form.to_request(), timeout_s=state.time_left_s(upload), name=display_name(upload.filename)
+        )
+        thumbnails = await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None
+        archive_id = None
+        if form.index:
+            clip = form.to_request().resolved(state.settings.request_limits())
+            table = await asyncio.to_thread(state.archive_table, clip, True)
+            row = await asyncio.to_thread(classified_row, path, result)
+            state.archive_writer.submit(table, [row])  # committed behind the answer (engine/archive/writer.py)
+            archive_id = row.id
     out = classify_out(result, thumbnails)
     out.archive_id = archive_id
     return out

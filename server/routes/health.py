@@ -52,7 +52,9 @@ async def metrics(service: StateDep) -> Response:
         service.metrics.decode_pending.set(service.classify_service.decode_pool.pending)
         service.metrics.decode_workers.set(service.classify_service.decode_pool.capacity())
         admission = service.classify_service.admission
-        service.metrics.in_progress.labels("uploading").set(admission.uploading)
+        stalled = admission.stalled
+        service.metrics.in_progress.labels("uploading").set(admission.uploading - stalled)
+        service.metrics.in_progress.labels("stalled").set(stalled)
         service.metrics.in_progress.labels("working").set(admission.working)
         service.metrics.predicted_wait.set(admission.predicted_wait_s() or 0.0)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -2,9 +2,10 @@
 own (``models/windows.py`` plans them, :meth:`engine.service.ClassifyService.timeline` runs them).
 
 One JSON answer at the end, or (``stream=true``) NDJSON: a start line, one line per window as it
-is scored, an end line with the merged events, or an error line if the file fails midway. A
-streamed response keeps the request's admission and its spooled upload until it ends
-(:class:`HeldStream`).
+is scored, an end line with the merged events, or an error line if the file fails midway (or
+the server shuts down). ``timeline_timeout_s`` bounds the whole answer, the upload and the sends
+to the client included; a streamed response keeps the request's admission and its spooled upload
+until it ends (``server/streaming.py``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
-from starlette.types import Receive, Scope, Send
 
 from text4vis.engine.archive.indexer import store_segments
 from text4vis.engine.flow.timeline import Event, Segment, merge_events
@@ -43,12 +42,10 @@ from text4vis.server.schemas import (
     VocabRef,
     errors,
 )
-from text4vis.server.uploads import receive_upload
+from text4vis.server.streaming import NDJSON, GuardedStream
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["classify"])
-
-NDJSON = "application/x-ndjson"
 
 
 def _line_schema(model: type[BaseModel]) -> dict[str, object]:
@@ -85,9 +82,9 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
     """Classify a video window by window: segments with their predictions, and merged events."""
     settings = state.settings
     async with contextlib.AsyncExitStack() as stack:
-        ticket = stack.enter_context(flow.admit())
-        upload = await stack.enter_async_context(receive_upload(request, state.upload_dir))
-        ticket.uploaded()
+        upload = await stack.enter_async_context(state.admitted_upload(request, flow))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - upload.seconds + settings.timeline_timeout_s  # the whole answer's
         t0 = time.perf_counter()
         form, path = parse_form(TimelineForm, upload)
         if form.index:  # a write to the archive needs a key, as a vocabulary write does
@@ -106,12 +103,13 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
             stride_s=stride_s,
             frames=frames,
             max_windows=settings.max_timeline_windows,
-            timeout_s=min(settings.request_timeout_s, settings.timeline_timeout_s),
+            timeout_s=min(state.time_left_s(upload), deadline - loop.time()),
             name=name,
         )
         t2 = time.perf_counter()
-        remaining = settings.timeline_timeout_s - (t2 - t1)
-        segments = flow.timeline(path, plan, classifier, top_k=form.top_k, timeout_s=max(remaining, 1.0), name=name)
+        segments = flow.timeline(
+            path, plan, classifier, top_k=form.top_k, timeout_s=max(deadline - loop.time(), 1e-3), name=name
+        )
         timing = {"vocab": (t1 - t0) * 1e3, "plan": (t2 - t1) * 1e3}
         store: Callable[[list[Segment]], Awaitable[str]] | None = None
         if form.index:
@@ -148,26 +146,14 @@ async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> Time
             windows=len(plan.windows),
         )
         held = stack.pop_all()  # the stream now owns the admission and the upload
-    return HeldStream(_lines(start, segments, timing, t0, store), held, media_type=NDJSON)
-
-
-class HeldStream(StreamingResponse):
-    """A streamed response that releases what its request held (the admission, the spooled
-    upload) when it ends, however it ends: all lines sent, an error, or the client gone, even
-    before the first line (Starlette then never starts the body, so the body cannot do it)."""
-
-    def __init__(self, content: AsyncIterator[bytes], held: contextlib.AsyncExitStack, **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._held = held
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._held.aclose()  # first: its exits do not wait on anything, so a cancellation cannot skip them
-            close = getattr(self.body_iterator, "aclose", None)
-            if close is not None:  # a stream cut short: stop the decode jobs still in flight
-                await close()
+    return GuardedStream(
+        _lines(start, segments, timing, t0, store),
+        error_line=lambda status, detail: _line(TimelineErrorLine(status=status, detail=detail)),
+        stall_s=settings.request_timeout_s,
+        deadline=deadline,
+        stopping=state.stopping,
+        held=held,
+    )
 
 
 async def _lines(

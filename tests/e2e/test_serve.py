@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -12,8 +15,9 @@ import pytest
 
 from tests.media import generated_videos
 from tests.redis_server import free_port
-from tests.server_helpers import serve
+from tests.server_helpers import serve, serve_process
 from text4vis.models.clip_loader import TINY_ARCH
+from text4vis.server.auth import key_digest
 
 
 @pytest.mark.slow
@@ -85,10 +89,51 @@ def test_serve_rejects_unsafe_settings() -> None:
     assert proc.returncode == 2 and "max_queue_frames must be at least max_batch_frames" in proc.stderr
 
 
-def _serve_fails(*args: str) -> subprocess.CompletedProcess[str]:
+def _serve_fails(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "text4vis.server.cli", "serve", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "text4vis.server.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
+
+
+def test_serve_refuses_keys_configured_but_empty(tmp_path: Path) -> None:
+    """Auth fails closed: each of these left the server open (and logged nothing)."""
+    revoked = tmp_path / "keys.txt"
+    revoked.write_text("# all revoked\n")
+    cases = [
+        ((), {"T4V_API_KEYS": " , "}, "T4V_API_KEYS (--api-key) is set but holds no key"),
+        (("--api-key-file", str(revoked), "--auth-classify"), {}, "holds no active key digest"),
+        (("--auth-classify", "--auth-metrics"), {}, "need API keys (T4V_API_KEYS or T4V_API_KEY_FILE)"),
+    ]
+    for args, env, message in cases:
+        proc = _serve_fails("--random-init", "--port", str(free_port()), *args, env=env)
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_sighup_reads_the_key_file_again(tmp_path: Path, tiny_clip_path: Path) -> None:
+    """A revoked digest takes effect at SIGHUP, at once (and the server lives on: SIGHUP's default
+    action would end it)."""
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{key_digest('k1')}\n{key_digest('k2')}\n")
+    with serve_process(tmp_path, tiny_clip_path, "--api-key-file", str(key_file)) as (url, proc):
+
+        def put(key: str) -> int:
+            return httpx.put(f"{url}/vocab/v", json={"labels": ["a", "b"]}, headers={"X-API-Key": key}).status_code
+
+        assert put("k1") in (200, 201)
+        key_file.write_text(f"{key_digest('k2')}\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 0.5  # well under the 1 s stat check: the signal did it
+        while put("k1") != 401:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        assert put("k2") == 200 and proc.poll() is None
 
 
 def test_serve_on_a_busy_port_fails_before_loading_a_model(tiny_clip_path: Path) -> None:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
+from starlette.requests import Request
 
 from tests.media import generated_videos
 from tests.server_helpers import make_app, running, tiny_runtime
 from text4vis.engine.runtime.build import Runtime
-from text4vis.server.auth import ApiKeys
+from text4vis.server.auth import CHECK_EVERY_S, ApiKeys, Unauthorized, key_digest
+from text4vis.server.settings import Settings
 
 KEY = "s3cret-key-for-tests"
 
@@ -82,9 +86,75 @@ def test_classify_and_metrics_can_require_a_key(tmp_path: Path, runtime: Runtime
 def test_a_key_file_holds_digests_only(tmp_path: Path) -> None:
     bad = tmp_path / "keys.txt"
     bad.write_text("not-a-digest\n")
-    with pytest.raises(ValueError, match="SHA-256 hex digest"):
+    with pytest.raises(ValueError, match="line 1: every line must be a SHA-256 hex digest"):
         ApiKeys(key_file=bad)
     assert not ApiKeys().enabled and ApiKeys(["k"]).enabled
+
+
+def test_keys_configured_but_empty_refuse_to_start(tmp_path: Path) -> None:
+    """Auth fails closed: a setting that names keys but holds none is an error, never an open server."""
+    revoked = tmp_path / "keys.txt"
+    revoked.write_text(f"# all revoked\n# {'0' * 64}\n\n")
+    with pytest.raises(ValidationError, match="T4V_API_KEYS .* is set but holds no key"):
+        Settings(api_keys=" , ")
+    with pytest.raises(ValidationError, match="holds no active key digest"):
+        Settings(api_key_file=revoked)
+    with pytest.raises(ValidationError, match="--auth-classify / --auth-metrics need API keys"):
+        Settings(auth_metrics=True)
+    assert Settings(api_keys="").api_keys == [] and Settings(api_keys=" a ,b").api_keys == ["a", "b"]
+
+
+def test_the_key_file_is_read_again_when_it_changes(
+    tmp_path: Path, runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revoked digest takes effect without a restart; a key file broken while serving refuses
+    every key (fail closed) and logs why, until it is fixed."""
+    other = "the-other-key"
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{key_digest(KEY)}\n{key_digest(other)}\n")
+
+    async def put(c: httpx.AsyncClient, key: str) -> int:
+        return (await c.put("/vocab/k", json={"labels": ["a", "b"]}, headers={"X-API-Key": key})).status_code
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime, api_key_file=key_file)) as c:
+            assert await put(c, KEY) in (200, 201) and await put(c, other) == 200
+            key_file.write_text(f"# {key_digest(KEY)}  revoked\n{key_digest(other)}\n")
+            await asyncio.sleep(CHECK_EVERY_S + 0.1)
+            assert await put(c, KEY) == 401 and await put(c, other) == 200
+            key_file.write_text("# all revoked\n")
+            await asyncio.sleep(CHECK_EVERY_S + 0.1)
+            assert await put(c, KEY) == 401 and await put(c, other) == 401
+            assert (await c.put("/vocab/k", json={"labels": ["a"]})).status_code == 401
+            key_file.write_text(f"{key_digest(KEY)}\n")
+            await asyncio.sleep(CHECK_EVERY_S + 0.1)
+            assert await put(c, KEY) == 200 and await put(c, other) == 401
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(go())
+    assert "holds no active key digest" in caplog.text and "no key from that file is accepted" in caplog.text
+
+
+def test_reload_reads_the_file_even_when_its_stat_looks_the_same(tmp_path: Path) -> None:
+    """SIGHUP's path: ApiKeys.reload() reads the file whatever its size and mtime say."""
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{key_digest('a')}\n")
+    stat = key_file.stat()
+    keys = ApiKeys(key_file=key_file, clock=lambda: 0.0)  # the clock never moves: no stat check
+    key_file.write_text(f"{key_digest('b')}\n")  # the same size
+    os.utime(key_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _accepts(keys, "a") and not _accepts(keys, "b")
+    keys.reload()
+    assert not _accepts(keys, "a") and _accepts(keys, "b")
+
+
+def _accepts(keys: ApiKeys, key: str) -> bool:
+    request = Request({"type": "http", "headers": [(b"x-api-key", key.encode())]})
+    try:
+        keys.check(request)
+    except Unauthorized:
+        return False
+    return True
 
 
 def test_the_client_sends_its_key(tmp_path: Path, runtime: Runtime) -> None:

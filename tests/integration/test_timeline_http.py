@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,126 @@ def test_every_reference_in_the_openapi_schema_resolves(tmp_path: Path, runtime:
     assert [s["properties"]["type"]["const"] for s in lines["schema"]["oneOf"]] == ["start", "segment", "end", "error"]
 
 
+def _endless_lines(produced: list[int]):  # noqa: ANN202
+    async def lines():  # noqa: ANN202
+        while True:
+            produced.append(1)
+            yield b'{"type": "segment"}\n'
+            await asyncio.sleep(0.01)
+
+    return lines()
+
+
+def test_a_stream_whose_client_reads_nothing_is_cut_and_releases_its_slot() -> None:
+    """Issue 25: a client that stops reading held its slot and upload forever (the deadline was
+    checked only when a decode job was submitted). Each send now has a limit: past it the stream
+    ends, and what it held is released."""
+    import contextlib
+
+    from text4vis.server.streaming import GuardedStream
+
+    released: list[bool] = []
+    produced: list[int] = []
+    body = _endless_lines(produced)
+
+    async def go() -> float:
+        held = contextlib.AsyncExitStack()
+        held.callback(released.append, True)
+        response = GuardedStream(body, error_line=lambda s, d: b"", stall_s=0.3, held=held)
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if len(sent) > 3:  # the client's buffers are full: the send never completes
+                await asyncio.Event().wait()
+
+        async def receive() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        t0 = time.monotonic()
+        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
+        return time.monotonic() - t0
+
+    took = run(go())
+    assert released == [True] and 0.3 <= took < 2.0, took
+    assert body.ag_frame is None  # the work stopped with it
+    assert len(produced) <= 4
+
+
+def test_a_stream_past_its_deadline_is_cut_even_while_the_client_reads_slowly() -> None:
+    """``timeline_timeout_s`` covers the whole answer, sends included."""
+    import contextlib
+
+    from text4vis.server.streaming import GuardedStream
+
+    released: list[bool] = []
+
+    async def go() -> float:
+        held = contextlib.AsyncExitStack()
+        held.callback(released.append, True)
+        loop = asyncio.get_running_loop()
+        response = GuardedStream(
+            _endless_lines([]), error_line=lambda s, d: b"", stall_s=60, deadline=loop.time() + 0.5, held=held
+        )
+
+        async def send(message: dict) -> None:
+            await asyncio.sleep(0.05)  # a slow reader, never stalled for long
+
+        async def receive() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        t0 = time.monotonic()
+        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
+        return time.monotonic() - t0
+
+    took = run(go())
+    assert released == [True] and 0.5 <= took < 2.0, took
+
+
+def test_a_server_shutting_down_ends_a_stream_with_an_error_line() -> None:
+    """SIGTERM (``ServerState.begin_shutdown``) while a stream waits for its next window: the
+    stream's last line is a 503 error line and the answer completes, no traceback."""
+    import contextlib
+
+    from text4vis.server.streaming import SHUTTING_DOWN, GuardedStream
+
+    async def slow_lines():  # noqa: ANN202
+        yield b'{"type": "start"}\n'
+        await asyncio.sleep(30)
+        yield b'{"type": "end"}\n'
+
+    async def go() -> list[dict]:
+        stopping = asyncio.Event()
+        response = GuardedStream(
+            slow_lines(),
+            error_line=lambda status, detail: json.dumps({"status": status, "detail": detail}).encode() + b"\n",
+            stall_s=5,
+            stopping=stopping,
+            held=contextlib.AsyncExitStack(),
+        )
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message.get("body") == b'{"type": "start"}\n':
+                asyncio.get_running_loop().call_later(0.2, stopping.set)
+
+        async def receive() -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
+        return sent
+
+    sent = run(go())
+    bodies = [m.get("body", b"") for m in sent if m["type"] == "http.response.body"]
+    lines = [json.loads(b) for b in bodies if b]
+    assert lines[-1] == {"status": 503, "detail": SHUTTING_DOWN}
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
 def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_first_line() -> None:
     """Starlette never starts the body of a response whose client left first: the admission and
     the upload are released by the response itself, and the body is closed."""
@@ -232,7 +353,7 @@ def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_firs
 
     from starlette.requests import ClientDisconnect
 
-    from text4vis.server.routes.timeline import HeldStream
+    from text4vis.server.streaming import GuardedStream
 
     released: list[bool] = []
 
@@ -244,7 +365,7 @@ def test_a_stream_releases_what_it_holds_when_the_client_is_gone_before_the_firs
     async def go() -> None:
         held = contextlib.AsyncExitStack()
         held.callback(released.append, True)
-        response = HeldStream(body, held, media_type="application/x-ndjson")
+        response = GuardedStream(body, error_line=lambda s, d: b"", stall_s=5.0, held=held)
 
         async def send(message: dict) -> None:
             raise OSError("connection reset by peer")

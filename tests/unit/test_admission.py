@@ -86,3 +86,36 @@ def test_once_saturated_the_rate_of_finishes_predicts_the_wait() -> None:
         a.uploaded()
         b.uploaded()
         assert admission.predicted_wait_s() == pytest.approx(2 * 0.3)
+
+
+def test_a_stalled_upload_holds_no_slot_and_stalled_ones_are_capped_apart() -> None:
+    """Clients that send a header and then a byte every few seconds (issue 25): while silent they
+    leave the prediction and the cap, so they cannot refuse every other request; they are capped
+    apart, and the upload deadline (server/uploads.py) ends them."""
+    now = [0.0]
+    admission = Admission(workers=2, max_wait_s=10.0, max_in_flight=4, clock=lambda: now[0])
+    held = [admission.admit() for _ in range(4)]
+    tickets = [cm.__enter__() for cm in held]
+    with pytest.raises(Overloaded, match="4 classify requests are in progress"):
+        admission.check()  # four live uploads fill the cap
+    now[0] = 3.0  # silent for 3 s: stalled
+    assert admission.stalled == 4 and admission.in_flight == 0
+    admission.check()  # room for others
+    more = []
+    for _ in range(3):  # four more at a time, each four then silent
+        for _ in range(4):
+            more.append(admission.admit())
+            more[-1].__enter__()
+        now[0] += 3.0
+    with pytest.raises(Overloaded, match="16 uploads to this server have stalled"):
+        admission.check()  # capped apart, at 4 x the cap
+    for cm in more:
+        cm.__exit__(None, None, None)
+    tickets[0].progress()  # a byte arrives: live again
+    assert admission.stalled == 3 and admission.in_flight == 1
+    with admission.admit() as other:
+        other.uploaded()
+        assert admission.working == 1 and admission.in_flight == 2
+    for cm in held:
+        cm.__exit__(None, None, None)
+    assert admission.uploading == 0 and admission.stalled == 0
