@@ -85,8 +85,16 @@ async def _send_json(send: Callable, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class RequestMetrics:
-    """Count and time requests by route template (not raw path: vocabulary names stay out)."""
+    """Count and time requests by route template (not raw path: vocabulary names stay out).
+
+    Every label value comes from a closed set, so no client can grow the series (a method name is
+    any token to HTTP: ``FOO1``, ``FOO2``... would each make a new series): the method is one of
+    :data:`METHODS` or ``other``, the route a template of the app or ``unmatched``, the status a
+    three-digit code."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -108,5 +116,6 @@ class RequestMetrics:
             await self.app(scope, receive, capture)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route, scope["method"]).observe(time.perf_counter() - t0)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(time.perf_counter() - t0)

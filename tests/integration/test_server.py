@@ -312,6 +312,24 @@ def test_health_models_metrics(tmp_path: Path, runtime: Runtime) -> None:
     run(go())
 
 
+def test_metric_labels_come_from_closed_sets(tmp_path: Path, runtime: Runtime) -> None:
+    """Random method names and paths make no new series: 200 of them leave /metrics as it was
+    after the first (each was one new series per method before)."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            for i in range(200):
+                await c.request(f"X{i}FOO", f"/vocab/v{i}")
+                await c.request("GET", f"/no/such/path/{i}")
+            text = (await c.get("/metrics")).text
+            series = [line for line in text.splitlines() if line.startswith("t4v_http_requests_total")]
+            assert 't4v_http_requests_total{method="other",route="/vocab/{name}",status="405"} 200.0' in series
+            assert 't4v_http_requests_total{method="GET",route="unmatched",status="404"} 200.0' in series
+            assert len(series) == 2 and "FOO" not in text and "/no/such" not in text
+
+    run(go())
+
+
 def test_not_ready_until_loaded(tmp_path: Path, tiny_clip_path: Path) -> None:
     """Without a pre-built runtime the app loads in the background; ready flips from 503 to 200."""
     import httpx
