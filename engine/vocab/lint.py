@@ -7,16 +7,25 @@ and labels that become the same words after normalisation (case, punctuation, a 
 
 from __future__ import annotations
 
+import heapq
+import json
+import logging
 import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from text4vis.engine.errors import StoreUnavailable
 from text4vis.models.prompts import format_prompts
 
 if TYPE_CHECKING:
+    from text4vis.engine.vocab.stores import VocabRecord, VocabStore
     from text4vis.models.text_encoder import TextEncoder
+
+log = logging.getLogger(__name__)
 
 SIMILAR_COSINE = 0.95  # CLIP text embeddings of unrelated action names sit around 0.6-0.85
 MAX_WARNINGS = 100
@@ -29,6 +38,18 @@ class LintWarning:
     kind: Literal["similar", "near_duplicate"]
     labels: tuple[str, str]
     cosine: float
+
+
+def warnings_to_json(warnings: list[LintWarning]) -> str:
+    """How a store keeps a version's lint (beside its matrix)."""
+    return json.dumps([[w.kind, *w.labels, w.cosine] for w in warnings], ensure_ascii=False)
+
+
+def warnings_from_json(text: str | bytes | None) -> tuple[LintWarning, ...] | None:
+    """None: not linted yet (a version stored before the lint was, or by an earlier release)."""
+    if not text:
+        return None
+    return tuple(LintWarning(kind, (a, b), float(c)) for kind, a, b, c in json.loads(text))
 
 
 def normalized(label: str) -> str:
@@ -45,26 +66,83 @@ def lint(
 ) -> list[LintWarning]:
     """Warnings for ``labels`` and their classifier rows ``matrix [C, D]`` (unit rows): near
     duplicates first, then the most similar pairs above ``threshold``; at most ``limit``.
-    Computed in blocks of rows (never a C x C matrix); the pair search only up to
-    ``MAX_PAIR_SEARCH`` labels."""
+
+    Bounded in memory whatever the labels: the cosines are computed in blocks of rows (about
+    1M floats each, never a C x C matrix), and each block gives only its ``limit`` best pairs,
+    merged into the ``limit`` best so far (5,000 near-identical labels have 12.5M pairs above the
+    threshold, of which 100 are kept). The pair search runs up to ``MAX_PAIR_SEARCH`` labels."""
     rows = np.asarray(matrix, dtype=np.float32)
     found: dict[tuple[int, int], LintWarning] = {}
     keys: dict[str, int] = {}
     for i, label in enumerate(labels):
         j = keys.setdefault(normalized(label), i)
-        if j != i:
+        if j != i and len(found) < limit:
             found[(j, i)] = LintWarning("near_duplicate", (labels[j], label), float(rows[j] @ rows[i]))
-    similar: list[tuple[float, int, int]] = []
-    for start in range(0, len(rows) if len(rows) <= MAX_PAIR_SEARCH else 0, 1024):
-        block = rows[start : start + 1024] @ rows.T  # [b, C]
-        ii, jj = np.nonzero(block > threshold)
-        for i, j in zip((ii + start).tolist(), jj.tolist(), strict=True):
-            if i < j and (i, j) not in found:
-                similar.append((float(block[i - start, j]), i, j))
-    similar.sort(reverse=True)
+    wanted = limit - len(found)
+    n = len(rows)
+    best: list[tuple[float, int, int]] = []
+    if wanted > 0 and n <= MAX_PAIR_SEARCH:
+        step = max(1, (1 << 20) // max(n, 1))
+        for start in range(0, n, step):
+            block = rows[start : start + step] @ rows.T  # [b, C]
+            # pairs (i, j) with i < j only, and only above the threshold
+            block[np.arange(n)[None, :] <= np.arange(start, start + len(block))[:, None]] = -np.inf
+            block[block <= threshold] = -np.inf
+            flat = block.ravel()
+            take = min(wanted + len(found), int(np.count_nonzero(flat > -np.inf)))
+            if take == 0:
+                continue
+            top = np.argpartition(flat, -take)[-take:]
+            for k in top.tolist():
+                i, j = divmod(k, n)
+                if (i + start, j) not in found:
+                    best.append((float(flat[k]), i + start, j))
+            best = heapq.nlargest(wanted, best)
     warnings = list(found.values())
-    warnings += [LintWarning("similar", (labels[i], labels[j]), c) for c, i, j in similar]
+    warnings += [LintWarning("similar", (labels[i], labels[j]), c) for c, i, j in sorted(best, reverse=True)]
     return warnings[:limit]
+
+
+class Linter:
+    """A vocabulary version's lint, computed once and kept with the version in the store.
+
+    Lint runs on one thread of its own, so however many vocabularies are read at once it never
+    takes the threads uploads and the store need; concurrent reads of one version that was not
+    linted yet (after a restart, or a version stored by an earlier release) wait on the same
+    computation (single flight)."""
+
+    def __init__(self, store: VocabStore) -> None:
+        self._store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="t4v-lint")
+        self._running: dict[str, Future[list[LintWarning]]] = {}
+        self._lock = threading.Lock()
+
+    def warnings(self, record: VocabRecord) -> Future[list[LintWarning]]:
+        """The lint of ``record``: at once when stored with it, else computed (once per ETag)."""
+        if record.lint is not None:
+            done: Future[list[LintWarning]] = Future()
+            done.set_result(list(record.lint))
+            return done
+        with self._lock:
+            running = self._running.get(record.etag)
+            if running is None:
+                running = self._running[record.etag] = self._executor.submit(self._lint, record)
+            return running
+
+    def _lint(self, record: VocabRecord) -> list[LintWarning]:
+        try:
+            warnings = lint(record.labels, record.matrix)
+            try:
+                self._store.put_lint(record.name, record.etag, warnings)
+            except StoreUnavailable:
+                log.info("lint of %s v%d not stored (the store is unreachable)", record.name, record.version)
+            return warnings
+        finally:
+            with self._lock:
+                self._running.pop(record.etag, None)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)

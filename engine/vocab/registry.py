@@ -22,6 +22,7 @@ import torch
 
 from text4vis.engine.errors import PreconditionFailed, StoreUnavailable, VocabNotFound
 from text4vis.engine.vocab.classifier import AbstainDefaults, Classifier
+from text4vis.engine.vocab.lint import Linter
 from text4vis.engine.vocab.stores import VocabRecord, VocabStore, VocabSummary
 from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
 from text4vis.models.classifiers import ensemble
@@ -85,6 +86,7 @@ class VocabRegistry:
         self.embedding_stats = CacheStats()
         self.ad_hoc_embeddings = LRUEmbeddings(ad_hoc_cache_prompts)
         self._background: Classifier | None = None  # the built-in background label set, encoded once
+        self.linter = Linter(store)
         store.subscribe(self._forget)
 
     # -- validation -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 
 from text4vis.engine.errors import PreconditionFailed, StoreUnavailable
 from text4vis.engine.vocab.classifier import AbstainDefaults
+from text4vis.engine.vocab.lint import LintWarning, warnings_from_json, warnings_to_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class VocabRecord:
     updated_at: float
     clean_labels: bool = False  # prompts from cleaned-up labels (opt-in; labels as written by default)
     abstain: AbstainDefaults | None = None  # the default for "none of these" (None: off unless asked)
+    lint: tuple[LintWarning, ...] | None = None  # computed once per version, then stored with it (None: not yet)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class VocabStore(ABC):
 
         Same etag as stored: nothing changes, the stored record comes back with ``changed=False``.
         """
+
+    @abstractmethod
+    def put_lint(self, name: str, etag: str, warnings: list[LintWarning]) -> None:
+        """Keep a version's lint with it (nothing if ``name`` is no longer at ``etag``)."""
 
     @abstractmethod
     def delete(self, name: str) -> bool: ...
@@ -120,19 +126,21 @@ class SQLiteStore(VocabStore):
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN clean_labels INTEGER NOT NULL DEFAULT 0")
             if "abstain" not in columns:  # earlier versions: no default abstention
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN abstain TEXT")
+            if "lint" not in columns:  # earlier versions: linted again once, then kept
+                self._db.execute("ALTER TABLE vocabs ADD COLUMN lint TEXT")
 
     def get(self, name: str) -> VocabRecord | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels, "
-                "abstain FROM vocabs WHERE name = ?",
+                "abstain, lint FROM vocabs WHERE name = ?",
                 (name,),
             ).fetchone()
         return None if row is None else self._record(row)
 
     @staticmethod
     def _record(row: tuple) -> VocabRecord:  # type: ignore[type-arg]
-        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean, abstain = row
+        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean, abstain, lint = row
         return VocabRecord(
             name,
             version,
@@ -144,6 +152,7 @@ class SQLiteStore(VocabStore):
             updated_at,
             bool(clean),
             AbstainDefaults.from_json(abstain),
+            warnings_from_json(lint),
         )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -165,7 +174,7 @@ class SQLiteStore(VocabStore):
                     version = 1 if row is None else int(row[0]) + 1
                     self._db.execute(
                         "INSERT OR REPLACE INTO vocabs (name, version, etag, text_model, labels, templates, dim, "
-                        "matrix, updated_at, clean_labels, abstain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "matrix, updated_at, clean_labels, abstain, lint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             record.name,
                             version,
@@ -178,6 +187,7 @@ class SQLiteStore(VocabStore):
                             record.updated_at,
                             int(record.clean_labels),
                             record.abstain.to_json() if record.abstain else None,
+                            None if record.lint is None else warnings_to_json(list(record.lint)),
                         ),
                     )
                     self._db.execute("COMMIT")
@@ -190,6 +200,12 @@ class SQLiteStore(VocabStore):
             assert current is not None
             return current, False
         return stored, True
+
+    def put_lint(self, name: str, etag: str, warnings: list[LintWarning]) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE vocabs SET lint = ? WHERE name = ? AND etag = ?", (warnings_to_json(warnings), name, etag)
+            )
 
     def delete(self, name: str) -> bool:
         with self._lock:
@@ -240,10 +256,16 @@ if ARGV[1] ~= '' and cur ~= ARGV[1] then return {-1, 0} end
 if cur == ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'version'))} end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'etag', ARGV[2], 'text_model', ARGV[3], 'labels', ARGV[4], 'templates', ARGV[5],
-           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8], 'clean_labels', ARGV[11], 'abstain', ARGV[12])
+           'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8], 'clean_labels', ARGV[11], 'abstain', ARGV[12],
+           'lint', ARGV[13])
 redis.call('SADD', KEYS[2], ARGV[9])
 redis.call('PUBLISH', ARGV[10], ARGV[9])
 return {1, v}
+"""
+
+_PUT_LINT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'etag') == ARGV[1] then redis.call('HSET', KEYS[1], 'lint', ARGV[2]) end
+return 0
 """
 
 _DELETE_SCRIPT = """
@@ -328,6 +350,7 @@ class RedisStore(VocabStore):
         self._channel = f"{prefix}:changes"
         self._put = self._redis.register_script(_PUT_SCRIPT)
         self._delete = self._redis.register_script(_DELETE_SCRIPT)
+        self._put_lint = self._redis.register_script(_PUT_LINT_SCRIPT)
         self._pubsub_thread: Any = None
         self._pubsub: Any = None
 
@@ -355,6 +378,7 @@ class RedisStore(VocabStore):
                 float(h[b"updated_at"]),
                 h.get(b"clean_labels") == b"1",
                 AbstainDefaults.from_json(h.get(b"abstain")),
+                warnings_from_json(h.get(b"lint")),
             )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -379,6 +403,7 @@ class RedisStore(VocabStore):
                     self._channel,
                     "1" if record.clean_labels else "0",
                     record.abstain.to_json() if record.abstain else "",
+                    "" if record.lint is None else warnings_to_json(list(record.lint)),
                 ],
             )
             if status == -1:
@@ -388,6 +413,10 @@ class RedisStore(VocabStore):
                 assert current is not None
                 return current, False
             return VocabRecord(**{**record.__dict__, "version": int(version)}), True
+
+    def put_lint(self, name: str, etag: str, warnings: list[LintWarning]) -> None:
+        with self.outage.guard():
+            self._put_lint(keys=[self._key(name)], args=[etag, warnings_to_json(warnings)])
 
     def delete(self, name: str) -> bool:
         with self.outage.guard():

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import OrderedDict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from text4vis.engine.errors import VocabNotFound
 from text4vis.engine.vocab.classifier import AbstainDefaults
-from text4vis.engine.vocab.lint import MAX_MATRIX_LABELS, LintWarning, clustered_order, heatmap_png, lint
+from text4vis.engine.vocab.lint import MAX_MATRIX_LABELS, clustered_order, heatmap_png
+from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.engine.vocab.stores import VocabRecord
 from text4vis.models.errors import InputError
 from text4vis.models.presets import preset_labels
@@ -32,28 +31,9 @@ router = APIRouter(prefix="/vocab", tags=["vocabularies"])
 NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
-_LINTED: OrderedDict[str, list[LintWarning]] = OrderedDict()  # by ETag: a version's lint is computed once
-
-
-_LINTED_LOCK = threading.Lock()
-
-
-def _lint(record: VocabRecord) -> list[LintWarning]:
-    with _LINTED_LOCK:
-        if record.etag in _LINTED:
-            _LINTED.move_to_end(record.etag)
-            return _LINTED[record.etag]
-    warnings = lint(record.labels, record.matrix)
-    with _LINTED_LOCK:
-        _LINTED[record.etag] = warnings
-        while len(_LINTED) > 256:
-            _LINTED.popitem(last=False)
-    return warnings
-
-
-async def _out(record: VocabRecord, response: Response) -> VocabOut:
+async def _out(record: VocabRecord, response: Response, registry: VocabRegistry) -> VocabOut:
     response.headers["ETag"] = f'"{record.etag}"'
-    warnings = await asyncio.to_thread(_lint, record)
+    warnings = await asyncio.wrap_future(registry.linter.warnings(record))  # once per version, on its own thread
     return VocabOut(
         name=record.name,
         version=record.version,
@@ -102,7 +82,7 @@ async def put_vocab(
         registry.put, name, labels, body.templates, _unquote(if_match), body.clean_labels, abstain
     )
     response.status_code = 200 if existed is not None else 201
-    return await _out(record, response)
+    return await _out(record, response, registry)
 
 
 @router.get("", response_model=VocabList, responses=errors(503))
@@ -127,7 +107,7 @@ async def list_vocabs(registry: RegistryDep) -> VocabList:
 @router.get("/{name}", response_model=VocabOut, responses=errors(404, 422, 503))
 async def get_vocab(name: NamePath, registry: RegistryDep, response: Response) -> VocabOut:
     """One vocabulary, with an ETag header for later If-Match."""
-    return await _out(await asyncio.to_thread(registry.get, name), response)
+    return await _out(await asyncio.to_thread(registry.get, name), response, registry)
 
 
 @router.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -291,3 +292,36 @@ def test_a_long_encode_reports_progress(
     registry.put("big", [f"class {i}" for i in range(1200)])
     assert sum(counted) == 1200 and len(counted) > 1  # one report per batch
     assert "encoding 1200 prompts" in caplog.text and "encoded 1200 of 1200 prompts" in caplog.text
+
+
+def test_lint_runs_once_per_version_on_its_own_thread_and_is_stored_with_it(
+    store_factory, tiny_clip: LoadedClip, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """Six concurrent reads of a version nobody linted yet share one computation, on the lint
+    thread (not the executor uploads need); the result is stored with the version, so another
+    replica (or a restart) reads it instead of computing it; a new version is linted anew."""
+    import text4vis.engine.vocab.lint as lint_module
+
+    calls: list[str] = []
+    real = lint_module.lint
+
+    def counted(labels, matrix):  # noqa: ANN001, ANN202
+        calls.append(threading.current_thread().name)
+        time.sleep(0.3)  # long enough for the six reads to overlap
+        return real(labels, matrix)
+
+    monkeypatch.setattr(lint_module, "lint", counted)
+    first = VocabRegistry(store_factory(), CountingEncoder(tiny_clip), max_labels=50)
+    record, _ = first.put("lint", ["surfing", "Surfing!", "yoga"])
+    assert record.lint is None  # stored before its lint: what an earlier release left too
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: first.linter.warnings(first.get("lint")).result(), range(6)))
+    assert len(calls) == 1 and calls[0].startswith("t4v-lint")
+    assert all(r == results[0] for r in results) and results[0][0].labels == ("surfing", "Surfing!")
+    replica = VocabRegistry(store_factory(), CountingEncoder(tiny_clip), max_labels=50)
+    stored = replica.get("lint")
+    assert stored.lint is not None and list(stored.lint) == results[0]
+    assert replica.linter.warnings(stored).result() == results[0] and len(calls) == 1
+    replica.put("lint", ["surfing", "yoga"])
+    assert replica.get("lint").lint is None
+    assert replica.linter.warnings(replica.get("lint")).result() == [] and len(calls) == 2

@@ -48,3 +48,35 @@ def test_clustering_puts_similar_labels_next_to_each_other() -> None:
     assert sorted(order) == list(range(8))
     groups = [i % 2 for i in order]
     assert groups in ([0] * 4 + [1] * 4, [1] * 4 + [0] * 4)  # one block per cluster
+
+
+def test_many_similar_pairs_keep_only_the_best_in_bounded_memory() -> None:
+    """5,000 near-identical labels (12.5M pairs above the threshold): the 100 best pairs, exactly
+    those a brute-force sort finds, in a few tens of MB (the pair list was 700 MB and 10 s)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    centre = rng.normal(size=(1, 64))
+    rows = _unit(centre + 0.02 * rng.normal(size=(5000, 64)))
+    labels = [f"label {i}" for i in range(5000)]
+    tracemalloc.start()
+    warnings = lint(labels, rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40e6, f"lint peaked at {peak / 1e6:.0f} MB"
+    cos = rows @ rows.T
+    i, j = np.triu_indices(5000, k=1)
+    best = np.sort(cos[i, j])[::-1][:100]  # brute force (the order of near-ties may differ by rounding)
+    assert len(warnings) == 100 and all(w.kind == "similar" for w in warnings)
+    assert np.allclose([w.cosine for w in warnings], best, atol=1e-6)
+    index = {label: k for k, label in enumerate(labels)}
+    assert all(cos[index[w.labels[0]], index[w.labels[1]]] >= best[-1] - 1e-6 for w in warnings)
+    assert all(index[w.labels[0]] < index[w.labels[1]] for w in warnings)
+
+
+def test_near_duplicates_fill_the_limit_before_similar_pairs() -> None:
+    labels = [f"walking{'s' if i % 2 else ''} {i // 2}" for i in range(400)]  # "walking 3" == "walkings 3"
+    rows = _unit(np.ones((400, 8)) + 1e-3 * np.random.default_rng(3).normal(size=(400, 8)))
+    warnings = lint(labels, rows, limit=50)
+    assert len(warnings) == 50 and all(w.kind == "near_duplicate" for w in warnings)
+    assert len(lint(labels, rows, limit=250)) == 250
