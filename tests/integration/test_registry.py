@@ -295,7 +295,9 @@ def test_a_long_encode_reports_progress(
 
 
 def test_lint_runs_once_per_version_on_its_own_thread_and_is_stored_with_it(
-    store_factory, tiny_clip: LoadedClip, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    store_factory,
+    tiny_clip: LoadedClip,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     """Six concurrent reads of a version nobody linted yet share one computation, on the lint
     thread (not the executor uploads need); the result is stored with the version, so another
