@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from text4vis.engine.vocab.classifier import Classifier, Prediction
 from text4vis.engine.vocab.lint import normalized
 
@@ -25,11 +27,24 @@ def background_for(vocabulary: Classifier, candidates: Classifier, close: float 
     """``candidates`` without the labels that are the vocabulary's own: the same words after
     normalisation, or a text embedding within cosine ``close`` of one of its rows."""
     own = {normalized(label) for label in vocabulary.labels}
-    nearest = (candidates.matrix @ vocabulary.matrix.T).max(dim=1).values
+    nearest = nearest_cosines(candidates.matrix, vocabulary.matrix)
     keep = [i for i, label in enumerate(candidates.labels) if normalized(label) not in own and nearest[i] < close]
     return Classifier(
         tuple(candidates.labels[i] for i in keep), candidates.matrix[keep], candidates.templates, candidates.text_model
     )
+
+
+def nearest_cosines(rows: torch.Tensor, others: torch.Tensor, block_elements: int = 1 << 20) -> torch.Tensor:
+    """For each row of ``rows [N, D]``, its largest cosine with a row of ``others [M, D]``,
+    computed in blocks of about ``block_elements`` cosines: never the N x M matrix (20k labels
+    against 20k background labels would be 1.6 GB per request)."""
+    step = max(1, block_elements // max(1, len(others)))
+    out = torch.empty(len(rows), dtype=rows.dtype)
+    if len(others) == 0:
+        return out.fill_(float("-inf"))
+    for start in range(0, len(rows), step):
+        out[start : start + step] = (rows[start : start + step] @ others.T).max(dim=1).values
+    return out
 
 
 def decide(

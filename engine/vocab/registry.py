@@ -32,6 +32,8 @@ from text4vis.models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
+BACKGROUNDS_KEPT = 16  # backgrounds (vocabulary minus its own labels) kept in memory, least recently used out
+
 
 @dataclass
 class CacheStats:
@@ -87,6 +89,8 @@ class VocabRegistry:
         self.ad_hoc_embeddings = LRUEmbeddings(ad_hoc_cache_prompts)
         self._background: Classifier | None = None  # the built-in background label set, encoded once
         self.linter = Linter(store)
+        # (vocabulary, candidates) -> the background: once per pair of versions, not per request
+        self._backgrounds: OrderedDict[tuple[int, int], tuple[Classifier, Classifier, Classifier]] = OrderedDict()
         store.subscribe(self._forget)
 
     # -- validation -------------------------------------------------------------------------
@@ -288,7 +292,6 @@ class VocabRegistry:
         vocabulary's own (``engine/vocab/abstain.py``): the registered vocabulary ``name``, or by default
         the Kinetics-400 names with the reference template (encoded once; their embeddings cached
         like any vocabulary's)."""
-        from text4vis.engine.vocab.abstain import background_for
         from text4vis.models.presets import preset_labels
 
         if name is not None:
@@ -296,12 +299,31 @@ class VocabRegistry:
                 candidates, _ = self.classifier(name)
             except VocabNotFound:
                 raise VocabNotFound(f"no vocabulary named {name!r} to use as the background") from None
-            return background_for(vocabulary, candidates)
+            return self._background_for(vocabulary, candidates)
         if self._background is None:
             labels = preset_labels("kinetics400")
             matrix = self._encode(labels, [DEFAULT_TEMPLATE])
             self._background = Classifier(tuple(labels), torch.from_numpy(matrix), (DEFAULT_TEMPLATE,), self.text_model)
-        return background_for(vocabulary, self._background)
+        return self._background_for(vocabulary, self._background)
+
+    def _background_for(self, vocabulary: Classifier, candidates: Classifier) -> Classifier:
+        """:func:`background_for`, kept for the last few pairs of classifiers (a stored
+        vocabulary's classifier is one object per version, so its background is computed once
+        per version of both; an ad-hoc vocabulary's is computed per request)."""
+        from text4vis.engine.vocab.abstain import background_for
+
+        key = (id(vocabulary), id(candidates))
+        with self._cache_lock:
+            hit = self._backgrounds.get(key)
+            if hit is not None and hit[0] is vocabulary and hit[1] is candidates:
+                self._backgrounds.move_to_end(key)
+                return hit[2]
+        kept = background_for(vocabulary, candidates)
+        with self._cache_lock:
+            self._backgrounds[key] = (vocabulary, candidates, kept)  # held: their ids are not reused meanwhile
+            while len(self._backgrounds) > BACKGROUNDS_KEPT:
+                self._backgrounds.popitem(last=False)
+        return kept
 
     def _forget(self, name: str) -> None:
         with self._cache_lock:

@@ -327,3 +327,27 @@ def test_lint_runs_once_per_version_on_its_own_thread_and_is_stored_with_it(
     replica.put("lint", ["surfing", "yoga"])
     assert replica.get("lint").lint is None
     assert replica.linter.warnings(replica.get("lint")).result() == [] and len(calls) == 2
+
+
+def test_a_background_is_computed_once_per_pair_of_versions(
+    registry: VocabRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import text4vis.engine.vocab.abstain as abstain
+
+    calls = []
+    real = abstain.background_for
+
+    def counted(vocabulary, candidates):  # noqa: ANN001, ANN202
+        calls.append(candidates.labels)
+        return real(vocabulary, candidates)
+
+    monkeypatch.setattr(abstain, "background_for", counted)
+    registry.put("mine", ["surfing", "yoga"])
+    registry.put("bg", ["cooking", "Surfing!", "knitting"])
+    mine, _ = registry.classifier("mine")
+    first = registry.background(mine, "bg")
+    assert first.labels == ("cooking", "knitting") and registry.background(mine, "bg") is first
+    assert len(calls) == 1
+    registry.put("bg", ["cooking", "juggling"])  # a new version of the background: computed again
+    assert registry.background(registry.classifier("mine")[0], "bg").labels == ("cooking", "juggling")
+    assert len(calls) == 2

@@ -36,3 +36,28 @@ def test_min_score_alone() -> None:
     assert decide(best, [], min_score=0.25).abstained
     assert not decide(best, [], min_score=0.2).abstained
     assert decide(best, [], min_score=0.25).reason == "the best label 'surfing' scores 0.210, under min_score 0.25"
+
+
+def test_the_background_is_filtered_in_blocks() -> None:
+    """The nearest-label cosines of 8,000 background labels against 8,000 labels, in a fresh
+    process: the peak RSS grows by a few MB (the whole 8k x 8k matrix was +256 MB), and the
+    blocked answer is the direct one."""
+    import subprocess
+    import sys
+
+    script = """
+import resource, torch, torch.nn.functional as F
+from text4vis.engine.vocab.abstain import nearest_cosines
+torch.manual_seed(0)
+rows, others = F.normalize(torch.randn(8000, 64), dim=-1), F.normalize(torch.randn(8000, 64), dim=-1)
+small = nearest_cosines(rows[:300], others[:500], block_elements=1000)
+assert torch.allclose(small, (rows[:300] @ others[:500].T).max(dim=1).values)
+torch.set_num_threads(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+nearest_cosines(rows, others)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    grown_mb = float(out.stdout.strip())
+    assert grown_mb < 64, f"filtering the background grew the peak RSS by {grown_mb:.0f} MB"
