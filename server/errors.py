@@ -92,8 +92,26 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     pydantic's list for programs."""
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
-    shown = [{**e, "loc": [part for part in e.get("loc", ()) if part not in _UNION_BRANCHES]} for e in errors]
-    return JSONResponse({"detail": validation_sentence(errors), "errors": jsonable_encoder(shown)}, status_code=422)
+    shown = [_shown(e) for e in errors[:MAX_ERRORS_SHOWN]]
+    body: dict[str, Any] = {"detail": validation_sentence(errors), "errors": jsonable_encoder(shown)}
+    if len(errors) > MAX_ERRORS_SHOWN:  # 100k blank labels made a 16.7 MB answer
+        body["errors_omitted"] = len(errors) - MAX_ERRORS_SHOWN
+    return JSONResponse(body, status_code=422)
+
+
+MAX_ERRORS_SHOWN = 20
+MAX_INPUT_SHOWN = 200  # characters of an offending value echoed back; longer ones (a whole body) are not
+
+
+def _shown(error: Any) -> dict[str, Any]:
+    """One of pydantic's errors as a 422 lists it: without the union's branch names in ``loc``,
+    and without ``input`` where echoing it would send a large value back."""
+    shown = {k: v for k, v in error.items() if k not in ("input", "url")}
+    shown["loc"] = [part for part in error.get("loc", ()) if part not in _UNION_BRANCHES]
+    value = error.get("input")
+    if isinstance(value, str | int | float | bool) and len(str(value)) <= MAX_INPUT_SHOWN:
+        shown["input"] = value
+    return shown
 
 
 _UNION_BRANCHES = {"VocabLabelsIn": "labels", "VocabPresetIn": "preset"}

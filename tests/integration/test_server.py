@@ -95,6 +95,23 @@ def test_bad_vocab_is_422_and_nothing_lost(
     run(go())
 
 
+def test_a_422_lists_a_bounded_number_of_errors(tmp_path: Path, runtime: Runtime) -> None:
+    """100k blank labels (a 0.5 MB body) answered a 16.7 MB 422: now 20 errors and a count."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            r = await c.put("/vocab/blank", json={"labels": [" "] * 100_000})
+            assert r.status_code == 422 and len(r.content) < 10_000, len(r.content)
+            body = r.json()
+            assert "must not be blank" in body["detail"] and "more)" in body["detail"], body["detail"]
+            assert len(body["errors"]) == 20 and body["errors_omitted"] >= 100_000 - 20
+            assert body["errors"][0]["loc"] == ["body", "labels", 0] and body["errors"][0]["input"] == " "
+            huge = await c.put("/vocab/huge", json={"labels": "x" * 100_000})
+            assert huge.status_code == 422 and "input" not in huge.json()["errors"][0] and len(huge.content) < 2000
+
+    run(go())
+
+
 def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, runtime: Runtime) -> None:
     (offline,) = classify_offline(runtime, LABELS, [generated_videos()["clip_a.mp4"]], top_k=0)
     assert not isinstance(offline, BaseException)
