@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from text4vis.engine.runtime.build import Runtime
 from text4vis.server import errors
-from text4vis.server.middleware import BodyLimit, RequestMetrics
+from text4vis.server.middleware import AllowedHosts, BodyLimit, RelativeRedirects, RequestMetrics
 from text4vis.server.routes import archive, classify, health, timeline, vocab
 from text4vis.server.settings import Settings
 from text4vis.server.state import ServerState
@@ -63,5 +63,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT)
+    app.add_middleware(RelativeRedirects)
+    if settings.allowed_hosts != ["*"]:
+        app.add_middleware(AllowedHosts, hosts=settings.allowed_hosts)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app

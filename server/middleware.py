@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from text4vis.server.metrics import Metrics
 
@@ -83,6 +84,52 @@ async def _send_json(send: Callable, status: int, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class AllowedHosts:
+    """``T4V_ALLOWED_HOSTS``: a request whose Host header names another host gets a 400 (what
+    Starlette's TrustedHostMiddleware does, with the JSON error every other route answers).
+    ``*.example.com`` matches its subdomains."""
+
+    def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
+        self.app = app
+        self.exact = {h.lower() for h in hosts if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:].lower() for h in hosts if h.startswith("*."))
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+        host = host[: host.rindex("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
+        if host in self.exact or (self.suffixes and host.endswith(self.suffixes)):
+            return await self.app(scope, receive, send)
+        await _send_json(send, 400, "the Host header names a host this server does not answer to (T4V_ALLOWED_HOSTS)")
+
+
+class RelativeRedirects:
+    """The router's redirects (``/vocab/`` -> ``/vocab``) with a relative ``Location`` (RFC 9110
+    10.2.2): Starlette builds an absolute one from the request's Host header, so a forged Host
+    would be echoed back as a redirect to another site."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def relative(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (301, 302, 307, 308):
+                headers = []
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"location":
+                        parts = urlsplit(value.decode("latin-1"))
+                        value = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment)).encode("latin-1")
+                    headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, relative)
 
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})

@@ -45,6 +45,12 @@ class ServingOptions(BaseModel):
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
     shutdown_timeout_s: int = Field(20, ge=1, le=600, description="Graceful shutdown: seconds to finish requests.")
 
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="Host names this server answers to (comma-separated; *.example.com works); others get 400. "
+        "'*': any.",
+    )
+
     # API keys
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -54,6 +60,15 @@ class ServingOptions(BaseModel):
     api_key_file: Path | None = Field(None, description="File of API key SHA-256 hex digests, one per line.")
     auth_classify: bool = Field(False, description="With API keys: require one for /classify too.")
     auth_metrics: bool = Field(False, description="With API keys: require one for /metrics too.")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):  # T4V_ALLOWED_HOSTS=t4v.example.com,localhost
+            value = [h.strip() for h in value.split(",") if h.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("T4V_ALLOWED_HOSTS (--allowed-hosts) is set but names no host: give one, or '*'")
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -112,6 +112,25 @@ def test_a_422_lists_a_bounded_number_of_errors(tmp_path: Path, runtime: Runtime
     run(go())
 
 
+def test_redirects_are_relative_and_hosts_can_be_restricted(tmp_path: Path, runtime: Runtime) -> None:
+    """A trailing slash's redirect echoed the request's Host (``Location: http://evil.example/vocab``);
+    T4V_ALLOWED_HOSTS refuses other hosts with a 400."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            r = await c.get("/vocab/?x=1", headers={"Host": "evil.example"})
+            assert r.status_code == 307 and r.headers["location"] == "/vocab?x=1"
+        async with running(make_app(tmp_path, runtime, allowed_hosts="t4v, *.example.com")) as c:
+            assert (await c.get("/vocab")).status_code == 200  # the test client's Host is t4v
+            assert (await c.get("/vocab", headers={"Host": "t4v:8000"})).status_code == 200
+            assert (await c.get("/vocab", headers={"Host": "api.example.com"})).status_code == 200
+            for host in ("evil.example", "example.com.evil", "t4vx"):
+                refused = await c.get("/vocab", headers={"Host": host})
+                assert refused.status_code == 400 and "T4V_ALLOWED_HOSTS" in refused.json()["detail"], host
+
+    run(go())
+
+
 def test_classify_vocab_and_adhoc_match_the_offline_pipeline(tmp_path: Path, runtime: Runtime) -> None:
     (offline,) = classify_offline(runtime, LABELS, [generated_videos()["clip_a.mp4"]], top_k=0)
     assert not isinstance(offline, BaseException)
