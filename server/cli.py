@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -415,9 +416,10 @@ def serve(options: dict[str, Any] | None = None) -> None:
         _check_port(settings.host, settings.port)  # a busy port fails in a second, not after the model loads
         from text4vis.engine.archive.store import Archive
 
-        Archive(settings.archive_location())  # an archive that cannot be opened: one line, before the model loads
         if settings.redis_url:
             _check_redis(settings.redis_url)
+        _check_data_dir(settings)
+        Archive(settings.archive_location())  # an archive that cannot be opened: one line, before the model loads
         runtime = build_runtime(settings.model_options(), settings.max_batch_frames)
     except (T4VError, ValueError, OSError) as exc:
         fail(exc)
@@ -450,6 +452,23 @@ def _check_port(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--port, T4V_PORT)") from None
+
+
+def _check_data_dir(settings: Settings) -> None:
+    """The upload spool and the SQLite store can be written (a read-only data dir, a corrupt
+    vocab.db): one line now, not a server that answers 503 to everything after the model loads."""
+    spool = settings.data_dir / "uploads"
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=spool, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OSError(f"the data directory {settings.data_dir} is not writable: {reason} (--data-dir)") from None
+    if not settings.redis_url:
+        from text4vis.engine.vocab.stores import SQLiteStore
+
+        SQLiteStore(settings.data_dir / "vocab.db").close()
 
 
 def _check_redis(url: str) -> None:

@@ -58,6 +58,8 @@ class VocabSummary:
 class VocabStore(ABC):
     """Storage only: validation and encoding live in the registry."""
 
+    problem: str | None = None  # what fails now, for /health/ready (None: nothing known to fail)
+
     @abstractmethod
     def get(self, name: str) -> VocabRecord | None: ...
 
@@ -104,12 +106,26 @@ def _vec(data: bytes) -> np.ndarray:
 
 
 class SQLiteStore(VocabStore):
-    """One file, WAL mode: several processes on one machine may share it."""
+    """One file, WAL mode: several processes on one machine may share it.
+
+    A file that cannot be opened, is not a database, or cannot be written (a read-only data
+    directory) fails at once, in one sentence (:class:`StoreUnavailable`), rather than at the first
+    PUT; an SQLite error later is a 503 with that sentence, and :attr:`problem` says what failed
+    until a call succeeds again (``/health/ready`` reports it)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._path = path
+        self.problem: str | None = None
         self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._setup()
+        except (sqlite3.Error, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise StoreUnavailable(f"the vocabulary store {path} cannot be opened for writing: {reason}") from None
+
+    def _setup(self) -> None:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
@@ -128,9 +144,24 @@ class SQLiteStore(VocabStore):
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN abstain TEXT")
             if "lint" not in columns:  # earlier versions: linted again once, then kept
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN lint TEXT")
+            self._db.execute("BEGIN IMMEDIATE")  # can it be written? (a read-only file opens, and reads, fine)
+            self._db.execute("ROLLBACK")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """The lock, and SQLite's errors as :class:`StoreUnavailable` (a 503 naming the file)."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                if self.problem is None:
+                    log.error("the vocabulary store %s failed: %s", self._path, exc)
+                self.problem = f"the vocabulary store {self._path} failed: {exc}"
+                raise StoreUnavailable(self.problem) from None
+            self.problem = None
 
     def get(self, name: str) -> VocabRecord | None:
-        with self._lock:
+        with self._guard():
             row = self._db.execute(
                 "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels, "
                 "abstain, lint FROM vocabs WHERE name = ?",
@@ -156,12 +187,12 @@ class SQLiteStore(VocabStore):
         )
 
     def head(self, name: str) -> tuple[int, str] | None:
-        with self._lock:
+        with self._guard():
             row = self._db.execute("SELECT version, etag FROM vocabs WHERE name = ?", (name,)).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
     def put(self, record: VocabRecord, if_match: str | None = None) -> tuple[VocabRecord, bool]:
-        with self._lock:
+        with self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT version, etag FROM vocabs WHERE name = ?", (record.name,)).fetchone()
@@ -202,23 +233,23 @@ class SQLiteStore(VocabStore):
         return stored, True
 
     def put_lint(self, name: str, etag: str, warnings: list[LintWarning]) -> None:
-        with self._lock:
+        with self._guard():
             self._db.execute(
                 "UPDATE vocabs SET lint = ? WHERE name = ? AND etag = ?", (warnings_to_json(warnings), name, etag)
             )
 
     def delete(self, name: str) -> bool:
-        with self._lock:
+        with self._guard():
             return self._db.execute("DELETE FROM vocabs WHERE name = ?", (name,)).rowcount > 0
 
     def names(self) -> list[str]:
-        with self._lock:
+        with self._guard():
             return [r[0] for r in self._db.execute("SELECT name FROM vocabs ORDER BY name")]
 
     def summaries(self) -> list[VocabSummary]:
         # rows of the matrix = its bytes / (4 * dim): SQLite reads a blob's length from the record
         # header. No column stored after the matrix is read (updated_at would walk its overflow pages).
-        with self._lock:
+        with self._guard():
             rows = self._db.execute(
                 "SELECT name, version, etag, text_model, length(matrix) / (4 * dim) FROM vocabs ORDER BY name"
             ).fetchall()
@@ -227,7 +258,7 @@ class SQLiteStore(VocabStore):
     def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(prompts))
         found: dict[str, np.ndarray] = {}
-        with self._lock:
+        with self._guard():
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i : i + 500]
                 marks = ",".join("?" * len(chunk))
@@ -239,14 +270,14 @@ class SQLiteStore(VocabStore):
         return found
 
     def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None:
-        with self._lock:
+        with self._guard():
             self._db.executemany(
                 "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
                 [(text_model, p, np.asarray(v, dtype=np.float32).tobytes()) for p, v in embeddings.items()],
             )
 
     def close(self) -> None:
-        with self._lock:
+        with self._guard():
             self._db.close()
 
 

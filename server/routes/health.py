@@ -22,17 +22,19 @@ async def live() -> Status:
 async def ready(service: StateDep) -> Response:
     """200 once the model is loaded and warmed up, while its encoder works and at least one decode
     worker is alive (``detail`` says how many); 503 before, if start-up failed, after the encoder
-    failed, or with no decode worker."""
+    failed, with no decode worker, or while the vocabulary store fails (SQLite: the last call failed)."""
     engine = service.classify_service
     if service.ready and engine is not None:
         workers = engine.decode_pool.capacity()
-        if engine.healthy() and workers > 0:
+        store_problem = service.registry.store.problem if service.registry is not None else None
+        if engine.healthy() and workers > 0 and store_problem is None:
             return JSONResponse(Status(status="ready", detail=f"{workers} decode workers").model_dump())
-        detail = (
-            "the encoder failed on its last batch (see the log)"
-            if not engine.healthy()
-            else "no decode worker is alive (see the log)"
-        )
+        if not engine.healthy():
+            detail = "the encoder failed on its last batch (see the log)"
+        elif workers == 0:
+            detail = "no decode worker is alive (see the log)"
+        else:
+            detail = str(store_problem)
         status = Status(status="failed", detail=detail)
     else:
         status = Status(status="failed" if service.error else "loading", detail=service.error)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -187,3 +189,54 @@ def test_serve_with_an_archive_it_cannot_open_exits_with_one_line(tiny_clip_path
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: the archive {not_a_dir} cannot be opened") and "Traceback" not in proc.stderr
+
+
+def test_serve_exits_with_one_line_on_a_data_dir_it_cannot_use(tmp_path: Path) -> None:
+    """A data dir that is a file, a vocab.db that is no database, and a read-only data dir whose
+    vocab.db opens (and reads) fine: each stayed up answering 503 (or 500 at the first PUT)."""
+    a_file = tmp_path / "data-file"
+    a_file.write_text("not a directory")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "vocab.db").write_bytes(os.urandom(8192))
+    cases = [
+        (a_file, f"error: the data directory {a_file} is not writable: "),
+        (corrupt, f"error: the vocabulary store {corrupt / 'vocab.db'} cannot be opened for writing: file is not"),
+    ]
+    for data_dir, start in cases:
+        proc = _serve_fails("--random-init", "--port", str(free_port()), "--data-dir", str(data_dir))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(start), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_serve_exits_with_one_line_on_a_read_only_data_dir() -> None:
+    """Permissions do not bind root: the server runs as an unprivileged user (setpriv) when the
+    tests run as root."""
+    from text4vis.engine.vocab.stores import SQLiteStore
+
+    top = Path(tempfile.mkdtemp(prefix="t4v-ro-"))
+    try:
+        read_only = top / "data"
+        (read_only / "uploads").mkdir(parents=True)
+        store = SQLiteStore(read_only / "vocab.db")
+        store.close()
+        for path in (top, read_only / "uploads"):
+            path.chmod(0o777)
+        (read_only / "vocab.db").chmod(0o444)
+        read_only.chmod(0o555)
+        command = [sys.executable, "-m", "text4vis.server.cli", "serve", "--random-init"]
+        command += ["--port", str(free_port()), "--data-dir", str(read_only)]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(top)}
+        )
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: the vocabulary store {read_only / 'vocab.db'} cannot be opened for writing"), (
+            proc.stderr
+        )
+    finally:
+        read_only.chmod(0o755)
+        shutil.rmtree(top)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -127,6 +128,27 @@ def test_redirects_are_relative_and_hosts_can_be_restricted(tmp_path: Path, runt
             for host in ("evil.example", "example.com.evil", "t4vx"):
                 refused = await c.get("/vocab", headers={"Host": host})
                 assert refused.status_code == 400 and "T4V_ALLOWED_HOSTS" in refused.json()["detail"], host
+
+    run(go())
+
+
+def test_a_failing_sqlite_store_is_a_503_and_not_ready(tmp_path: Path, runtime: Runtime) -> None:
+    """An SQLite error on a vocabulary route is a 503 naming the store (it was a 500), and
+    /health/ready says not ready until a call to the store succeeds again."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            assert (await c.put("/vocab/v", json={"labels": ["a", "b"]})).status_code == 201
+            store = c._transport.app.state.server.registry.store  # type: ignore[attr-defined]
+            db = store._db
+            store._db = sqlite3.connect(":memory:", check_same_thread=False)  # no tables: every call fails
+            r = await c.put("/vocab/w", json={"labels": ["a", "c"]})
+            assert r.status_code == 503 and r.json()["detail"].startswith("the vocabulary store "), r.text
+            ready = await c.get("/health/ready")
+            assert ready.status_code == 503 and "no such table" in ready.json()["detail"]
+            store._db = db
+            assert (await c.get("/vocab/v")).status_code == 200
+            assert (await c.get("/health/ready")).status_code == 200
 
     run(go())
 
