@@ -28,6 +28,11 @@ class DecodeTimedOut(BaseException):
     reported as a corrupt file) must not swallow it. The pool turns it into DeadlineExceeded."""
 
 
+class NonFiniteOutput(T4VError):
+    """A model produced NaN or infinity (an engine fault, e.g. an fp16 overflow, never the input's):
+    503, and nothing non-finite is served or stored."""
+
+
 class VocabNotFound(T4VError):
     """No vocabulary of that name."""
 

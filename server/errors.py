@@ -17,6 +17,7 @@ from text4vis.engine.errors import (
     ArchiveMismatch,
     ArchiveUnavailable,
     DeadlineExceeded,
+    NonFiniteOutput,
     NotInArchive,
     Overloaded,
     PreconditionFailed,
@@ -50,6 +51,7 @@ STATUS: list[tuple[type[Exception], int]] = [
     (ArchiveUnavailable, 503),
     (DeadlineExceeded, 503),
     (NotReady, 503),
+    (NonFiniteOutput, 503),
 ]
 HEADERS: dict[type[Exception], dict[str, str]] = {
     Unauthorized: {"WWW-Authenticate": 'Bearer realm="t4v"'},
@@ -82,6 +84,8 @@ def _handler(status: int, headers: dict[str, str] | None):  # noqa: ANN202
             if not await drain(request):  # an upload still arriving: the connection cannot be reused
                 headers_now["Connection"] = "close"
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers_now)
+        if isinstance(exc, NonFiniteOutput):  # the engine's fault: the operator must hear of it
+            log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handle

@@ -9,6 +9,7 @@ or JSON lines (:func:`write`) or streamed by the server.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +27,7 @@ from text4vis.models.video_classifier import LOGIT_SCALE
 PREDICTION = pa.struct([("label", pa.string()), ("probability", pa.float64()), ("score", pa.float64())])
 OUTPUT_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s")
 FORMATS = (".parquet", ".csv", ".jsonl")
+log = logging.getLogger(__name__)
 
 
 def _top(classifier: Classifier, emb: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,18 +43,24 @@ def _top(classifier: Classifier, emb: torch.Tensor, k: int) -> tuple[torch.Tenso
     return top.indices, probs, top.values / 100.0
 
 
-def _predictions(labels: np.ndarray, idx: torch.Tensor, prob: torch.Tensor, score: torch.Tensor) -> pa.Array:
-    """A ``list<struct<label, probability, score>>`` column, built without a Python loop over rows."""
-    b, k = idx.shape
+def _predictions(
+    labels: np.ndarray, idx: torch.Tensor, prob: torch.Tensor, score: torch.Tensor, finite: np.ndarray
+) -> pa.Array:
+    """A ``list<struct<label, probability, score>>`` column, built without a Python loop over
+    rows; a row whose stored embedding is not ``finite`` gets an empty list (never a probability
+    of NaN, which JSON would carry as null)."""
+    k = idx.shape[1]
+    keep = torch.from_numpy(finite)
     flat = pa.StructArray.from_arrays(
         [
-            pa.array(labels[idx.reshape(-1).numpy()]),
-            pa.array(prob.reshape(-1).numpy()),
-            pa.array(score.reshape(-1).numpy()),
+            pa.array(labels[idx[keep].reshape(-1).numpy()]),
+            pa.array(prob[keep].reshape(-1).numpy()),
+            pa.array(score[keep].reshape(-1).numpy()),
         ],
         fields=list(PREDICTION),
     )
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, (b + 1) * k, k, dtype=np.int32)), flat)
+    offsets = np.concatenate([[0], np.cumsum(finite.astype(np.int32) * k)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
 def relabel_batches(
@@ -74,15 +82,24 @@ def relabel_batches(
         dim = batch.schema.field("embedding").type.list_size
         values = batch.column("embedding").values.to_numpy(zero_copy_only=False)
         emb = torch.from_numpy(np.array(values, copy=True).reshape(-1, dim))  # writable: torch wants it so
+        finite = torch.isfinite(emb).all(dim=1).numpy()
+        if not finite.all():  # stored before the archive refused such rows, or written by another tool
+            log.warning("%d stored rows have a non-finite embedding: they get no predictions", int((~finite).sum()))
+            emb[~torch.from_numpy(finite)] = 0.0
         with torch.inference_mode():
             idx, prob, score = _top(classifier, emb, k)
         columns = {name: batch.column(name) for name in OUTPUT_FIELDS}
-        columns["predictions"] = _predictions(labels, idx, prob, score)
+        columns["predictions"] = _predictions(labels, idx, prob, score, finite)
         if decides:
             assert policy is not None
             abstained, reasons = _abstain(emb, idx, prob, score, labels, policy, background)
-            columns["abstained"] = pa.array(abstained, pa.bool_())
-            columns["abstain_reason"] = pa.array(reasons, pa.string())
+            columns["abstained"] = pa.array(
+                [a if ok else None for a, ok in zip(abstained, finite, strict=True)], pa.bool_()
+            )
+            columns["abstain_reason"] = pa.array(
+                [r if ok else "the stored embedding is not finite" for r, ok in zip(reasons, finite, strict=True)],
+                pa.string(),
+            )
         yield pa.RecordBatch.from_pydict(columns)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from text4vis.engine.archive.spec import ArchiveSpec
-from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NotInArchive
+from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
 
 if TYPE_CHECKING:
     import lancedb
@@ -195,6 +195,8 @@ class ArchiveTable:
         for row in rows:
             if row.embedding.shape != (dim,):
                 raise ValueError(f"embedding of shape {row.embedding.shape}; this archive stores [{dim}]")
+            if not np.isfinite(row.embedding).all():  # a NaN row would be re-labelled as nothing, forever
+                raise NonFiniteOutput(f"the embedding of {row.name!r} is not finite (NaN or infinity): not stored")
         data = pa.Table.from_pydict(
             {
                 "id": [r.id for r in rows],

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from text4vis.engine.errors import NonFiniteOutput
 from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_templates
 from text4vis.models.classifiers import text_classifier
 from text4vis.models.prompts import DEFAULT_TEMPLATE
@@ -70,7 +71,14 @@ class Classifier:
         return cls(tuple(clean), matrix, tuple(temps), encoder.model_id)
 
     def predictions(self, logits: torch.Tensor, top_k: int = 5) -> list[Prediction]:
-        """Top ``top_k`` (0 = all) of ``logits [C]`` (100 x cosine), sorted by probability."""
+        """Top ``top_k`` (0 = all) of ``logits [C]`` (100 x cosine), sorted by probability. A
+        NaN or infinite logit (an engine fault) is :class:`NonFiniteOutput`, never a probability
+        served as null."""
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteOutput(
+                "the model produced a non-finite score (NaN or infinity) for this input: a fault of the "
+                "server's engine, not of the file (see the log)"
+            )
         probs = logits.double().softmax(dim=-1)
         k = len(self.labels) if top_k <= 0 else min(top_k, len(self.labels))
         top = torch.topk(probs, k)

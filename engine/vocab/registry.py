@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from text4vis.engine.errors import PreconditionFailed, StoreUnavailable, VocabNotFound
+from text4vis.engine.errors import NonFiniteOutput, PreconditionFailed, StoreUnavailable, VocabNotFound
 from text4vis.engine.vocab.classifier import AbstainDefaults, Classifier
 from text4vis.engine.vocab.lint import Linter
 from text4vis.engine.vocab.stores import VocabRecord, VocabStore, VocabSummary
@@ -172,12 +172,15 @@ class VocabRegistry:
         if missing:
             with self._encode_lock:
                 fresh = self.text_encoder.encode(missing, progress=self._progress(len(missing))).numpy()
+            _check_finite(fresh, missing)  # before anything is cached
             new = dict(zip(missing, fresh, strict=True))
             with contextlib.suppress(StoreUnavailable):  # not cached this time; the result is the same
                 (keep or partial(self.store.put_embeddings, self.text_model))(new)
             cached.update(new)
         emb = torch.from_numpy(np.stack([cached[p] for p in prompts])).view(len(labels), len(templates), -1)
-        return ensemble(emb).numpy()
+        matrix = ensemble(emb).numpy()
+        _check_finite(matrix, labels)  # never stored: every request would score NaN against it
+        return matrix
 
     def _progress(self, total: int) -> Callable[[int, int], None]:
         """Counts encoded prompts (``on_prompts_encoded``: /metrics) and, for a long encode, logs
@@ -328,6 +331,12 @@ class VocabRegistry:
     def _forget(self, name: str) -> None:
         with self._cache_lock:
             self._cache.pop(name, None)
+
+
+def _check_finite(rows: np.ndarray, names: Sequence[str]) -> None:
+    if not np.isfinite(rows).all():
+        bad = names[int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])]
+        raise NonFiniteOutput(f"the text encoder produced a non-finite embedding (NaN or infinity) for {bad!r}")
 
 
 class LRUEmbeddings:

@@ -165,6 +165,17 @@ def test_exact_search_equals_brute_force(tmp_path: Path) -> None:
     assert hits[0].row["metadata"] == {"i": int(expected[0])}
 
 
+def test_a_non_finite_embedding_is_never_stored(tmp_path: Path) -> None:
+    from text4vis.engine.errors import NonFiniteOutput
+
+    table = Archive(str(tmp_path / "a")).table(spec(), create=True)
+    rows = random_rows(3, 32)
+    rows[1].embedding[4] = np.inf
+    with pytest.raises(NonFiniteOutput, match="'v1.mp4' is not finite"):
+        table.add(rows)
+    assert table.count() == 0
+
+
 def test_an_archive_of_another_model_is_refused(tmp_path: Path) -> None:
     archive = Archive(str(tmp_path / "a"))
     archive.table(spec(), create=True).add(random_rows(3, 32))

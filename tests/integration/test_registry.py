@@ -351,3 +351,26 @@ def test_a_background_is_computed_once_per_pair_of_versions(
     registry.put("bg", ["cooking", "juggling"])  # a new version of the background: computed again
     assert registry.background(registry.classifier("mine")[0], "bg").labels == ("cooking", "juggling")
     assert len(calls) == 2
+
+
+def test_a_text_encoder_that_yields_nan_stores_and_caches_nothing(
+    store_factory,
+    tiny_clip: LoadedClip,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    from text4vis.engine.errors import NonFiniteOutput
+
+    encoder = CountingEncoder(tiny_clip)
+    real = encoder.encode
+
+    def nan_for_yoga(prompts, trim=True, progress=None):  # noqa: ANN001, ANN202
+        out = real(prompts, trim, progress).clone()
+        out[[i for i, p in enumerate(prompts) if "yoga" in p]] = float("nan")
+        return out
+
+    monkeypatch.setattr(encoder, "encode", nan_for_yoga)
+    registry = VocabRegistry(store_factory(), encoder, max_labels=50)
+    with pytest.raises(NonFiniteOutput, match="non-finite embedding .* for 'a video of a person yoga.'"):
+        registry.put("nan", ["surfing", "yoga"])
+    assert registry.store.get("nan") is None
+    assert registry.store.get_embeddings(registry.text_model, ["a video of a person surfing."]) == {}

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.media import generated_videos
@@ -149,6 +150,26 @@ def test_a_failing_sqlite_store_is_a_503_and_not_ready(tmp_path: Path, runtime: 
             store._db = db
             assert (await c.get("/vocab/v")).status_code == 200
             assert (await c.get("/health/ready")).status_code == 200
+
+    run(go())
+
+
+def test_a_nan_classifier_row_is_a_503_never_a_null_probability(tmp_path: Path, runtime: Runtime) -> None:
+    """A vocabulary whose stored matrix holds a NaN row (written by an earlier release or by hand
+    into Redis/SQLite): /classify answers 503 with a sentence, not probabilities of null."""
+    import dataclasses
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            assert (await c.put("/vocab/v", json={"labels": ["a", "b", "c"]})).status_code == 201
+            store = c._transport.app.state.server.registry.store  # type: ignore[attr-defined]
+            record = store.get("v")
+            matrix = record.matrix.copy()
+            matrix[1] = np.nan
+            store.put(dataclasses.replace(record, etag="tampered", matrix=matrix))
+            files = {"file": ("a.mp4", clip_bytes(), "video/mp4")}
+            r = await c.post("/classify", files=files, data={"vocab": "v", "top_k": "0"})
+            assert r.status_code == 503 and "non-finite score" in r.json()["detail"], r.text
 
     run(go())
 

@@ -46,3 +46,43 @@ def test_rows_keep_their_fields_and_order() -> None:
     (out,) = relabel_batches([batch], classifier, top_k=1)
     rows = out.to_pylist()
     assert [r["name"] for r in rows] == ["x.mp4", "y.mp4", "z.mp4"] and all(len(r["predictions"]) == 1 for r in rows)
+
+
+def test_a_non_finite_row_gets_no_predictions_and_no_nan() -> None:
+    """A stored row of NaN (written before the archive refused them, or by another tool) is
+    re-labelled as an empty list, never as probability NaN (JSON null); its neighbours as usual."""
+    import math
+
+    from text4vis.engine.request import ResolvedAbstain
+
+    emb = F.normalize(torch.randn(3, 8), dim=-1)
+    emb[1, 3] = float("nan")
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": ["a", "b", "c"],
+            "content_id": ["a", "b", "c"],
+            "name": ["x.mp4", "y.mp4", "z.mp4"],
+            "kind": ["video"] * 3,
+            "start_s": [0.0] * 3,
+            "end_s": [1.0] * 3,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1).numpy()), 8),
+        }
+    )
+    classifier = Classifier(("p", "q", "r"), F.normalize(torch.randn(3, 8), dim=-1))
+    policy = ResolvedAbstain(margin=0.0, min_score=0.99, background=None, score_background=False)
+    (out,) = relabel_batches([batch], classifier, top_k=2, policy=policy)
+    rows = out.to_pylist()
+    assert [len(r["predictions"]) for r in rows] == [2, 0, 2]
+    assert all(math.isfinite(p["probability"]) for r in rows for p in r["predictions"])
+    assert rows[1]["abstained"] is None and rows[1]["abstain_reason"] == "the stored embedding is not finite"
+    assert rows[0]["abstained"] is True and rows[2]["abstained"] is True  # min_score 0.99: no cosine reaches it
+
+
+def test_a_nan_logit_is_an_error_not_a_probability() -> None:
+    import pytest
+
+    from text4vis.engine.errors import NonFiniteOutput
+
+    classifier = Classifier(("p", "q"), F.normalize(torch.randn(2, 8), dim=-1))
+    with pytest.raises(NonFiniteOutput, match="non-finite score"):
+        classifier.predictions(torch.tensor([float("nan"), 1.0]))
