@@ -28,6 +28,11 @@ class DecodeTimedOut(BaseException):
     reported as a corrupt file) must not swallow it. The pool turns it into DeadlineExceeded."""
 
 
+class DecoderLost(T4VError):
+    """A decode worker was killed from outside (the OOM killer, an operator's kill) while it held a
+    job: the server's fault, not the file's (503; sending the file again may well succeed)."""
+
+
 class NonFiniteOutput(T4VError):
     """A model produced NaN or infinity (an engine fault, e.g. an fp16 overflow, never the input's):
     503, and nothing non-finite is served or stored."""

@@ -17,6 +17,7 @@ from text4vis.engine.errors import (
     ArchiveMismatch,
     ArchiveUnavailable,
     DeadlineExceeded,
+    DecoderLost,
     NonFiniteOutput,
     NotInArchive,
     Overloaded,
@@ -52,6 +53,7 @@ STATUS: list[tuple[type[Exception], int]] = [
     (DeadlineExceeded, 503),
     (NotReady, 503),
     (NonFiniteOutput, 503),
+    (DecoderLost, 503),
 ]
 HEADERS: dict[type[Exception], dict[str, str]] = {
     Unauthorized: {"WWW-Authenticate": 'Bearer realm="t4v"'},

@@ -45,7 +45,8 @@ class Metrics:
         )
         self.workers_replaced = Counter(
             "t4v_decode_workers_replaced",
-            "Decode workers killed and replaced: timeout (silent past the per-file budget) or crash (the process died)",
+            "Decode workers replaced: timeout (silent past the per-file budget), crash (its decoder crashed on a "
+            "file) or killed (from outside: the OOM killer, an operator)",
             ["reason"],
             registry=r,
         )

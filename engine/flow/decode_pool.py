@@ -2,8 +2,10 @@
 
 Each worker process decodes one file at a time, so a file that wedges or crashes its decoder costs
 that file's request only: a worker silent past the file's budget (its own alarm did not stop it:
-a C call that never returns) is killed and replaced, and a worker that dies (a decoder crash, the
-OOM killer) is replaced; other requests in flight were in other processes and are not touched.
+a C call that never returns) is killed and replaced, and a worker that dies is replaced; other
+requests in flight were in other processes and are not touched. A worker that died of a crash
+signal (SIGSEGV, SIGABRT...) blames the file (415); one killed from outside (SIGKILL: the OOM
+killer, an operator) or that exited blames the server (503).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from multiprocessing.process import BaseProcess
 
 import torch
 
-from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
+from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecoderLost, DecodeTimedOut, Overloaded
 from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob, run, serve
 from text4vis.models.errors import MediaError
 from text4vis.models.video_input import SampledClip
@@ -52,6 +55,20 @@ def _timed(job: DecodeJob | PlanJob) -> tuple[SampledClip | TimelinePlan, float]
     started = time.perf_counter()
     result = run(job)
     return result, time.perf_counter() - started
+
+
+# a decoder that crashes on a file dies of one of these; any other end came from outside the file
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL})
+
+
+def _fault_of(exitcode: int | None) -> str | None:
+    """None when a dead worker's exit says its decoder crashed (the file's fault); else how it
+    ended (killed by SIGKILL: the OOM killer or an operator; an exit of its own)."""
+    if exitcode is not None and exitcode < 0 and -exitcode in CRASH_SIGNALS:
+        return None
+    if exitcode is not None and exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"ended (exit code {exitcode})"
 
 
 class _Worker:
@@ -188,8 +205,15 @@ class DecodePool:
             self._replace(worker, "timeout", f"{name}: no answer {KILL_GRACE_S:g} s past its budget")
             raise self._late(name, stop_at, job.deadline)
         if status == "died":
-            self._replace(worker, "crash", f"{name}: the decoder process died")
-            raise MediaError(f"{name}: the decoder crashed on this file")
+            worker.process.join(1.0)  # its exit code says who ended it
+            fault = _fault_of(worker.process.exitcode)
+            if fault is None:
+                self._replace(worker, "crash", f"{name}: the decoder process died")
+                raise MediaError(f"{name}: the decoder crashed on this file")
+            self._replace(worker, "killed", f"{name}: the decode worker was {fault}")
+            raise DecoderLost(
+                f"the decode worker was {fault} while it decoded {name}: not the file's fault; send it again"
+            )
         self._idle.put(worker)
         if status == "ok":
             return value, time.perf_counter() - started  # type: ignore[return-value]

@@ -14,7 +14,7 @@ import pytest
 
 from tests.media import generated_videos
 from tests.processes import children_of
-from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecodeTimedOut, Overloaded
+from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecoderLost, DecodeTimedOut, Overloaded
 from text4vis.engine.flow import decode_worker
 from text4vis.engine.flow.decode_pool import KILL_GRACE_S, DecodePool
 from text4vis.engine.flow.decode_worker import DecodeJob
@@ -143,7 +143,8 @@ def test_the_deadline_stops_pyav_inside_its_own_error_handling(monkeypatch: pyte
 def misbehaving_worker(conn: Connection) -> None:
     """A worker process whose decoder wedges on ``wedge*`` files (a C call that never returns: the
     alarm is blocked, as it is inside one), kills its process on ``crash*`` files (as decord's
-    std::bad_alloc does) and decodes anything else for real."""
+    std::bad_alloc does), is SIGKILLed on ``killed*`` files (as by the OOM killer) and decodes
+    anything else for real."""
     real = decode_worker.sample_clip
 
     def sample_clip(path: Path, *args: object) -> object:
@@ -152,6 +153,8 @@ def misbehaving_worker(conn: Connection) -> None:
             time.sleep(3600)
         if path.name.startswith("crash"):
             os.abort()
+        if path.name.startswith("killed"):  # the OOM killer's way
+            os.kill(os.getpid(), signal.SIGKILL)
         return real(path, *args)  # type: ignore[arg-type]
 
     decode_worker.sample_clip = sample_clip  # type: ignore[assignment]
@@ -169,7 +172,7 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
     innocent uploads decoded at the same time all succeed, the dead workers are replaced, and
     closing the pool leaves no process behind."""
     clip = generated_videos()["clip_a.mp4"]
-    for name in ("wedge.mp4", "crash.mp4"):
+    for name in ("wedge.mp4", "crash.mp4", "killed.mp4"):
         (tmp_path / name).write_bytes(clip.read_bytes())
     replaced: list[str] = []
     before = _children()
@@ -183,6 +186,7 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
             results = await asyncio.gather(
                 pool.decode(job(tmp_path / "wedge.mp4", None), 30),
                 pool.decode(job(tmp_path / "crash.mp4", None), 30),
+                pool.decode(job(tmp_path / "killed.mp4", None), 30),
                 *[pool.decode(job(clip, None), 30) for _ in range(4)],
                 return_exceptions=True,
             )
@@ -190,9 +194,11 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
             assert isinstance(results[0], DecodeBudgetExceeded), results[0]
             assert "per-file budget of 1 s (T4V_DECODE_BUDGET_S)" in str(results[0])
             assert isinstance(results[1], MediaError) and "crash.mp4: the decoder crashed" in str(results[1])
-            assert all(getattr(r, "pixels", None) is not None for r in results[2:]), results[2:]
+            assert isinstance(results[2], DecoderLost), results[2]  # 503: the server's fault, not the file's
+            assert "killed by SIGKILL while it decoded killed.mp4" in str(results[2])
+            assert all(getattr(r, "pixels", None) is not None for r in results[3:]), results[3:]
             assert took < 1.0 + KILL_GRACE_S + 10  # the wedged file did not hold its worker to the deadline
-            assert sorted(replaced) == ["crash", "timeout"] and pool.capacity() == 2
+            assert sorted(replaced) == ["crash", "killed", "timeout"] and pool.capacity() == 2
             assert (await pool.decode(job(clip, None), 30)).pixels.shape == (8, 3, 32, 32)
         finally:
             pool.close()
