@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from text4vis.engine.flow.options import FlowOptions
 from text4vis.engine.options import ModelOptions, model_options_of
 from text4vis.engine.request import RequestLimits, parse_views
-from text4vis.engine.vocab.validation import MAX_LABELS
+from text4vis.engine.vocab.validation import MAX_LABELS, STORED_PROMPTS
 from text4vis.models.choices import Sampling
 from text4vis.models.limits import MediaLimits
 from text4vis.models.presets import LABEL_PRESETS
@@ -99,6 +99,13 @@ class ServingOptions(BaseModel):
         ge=0,
         le=10_000_000,
         description="Prompt embeddings of ad-hoc labels kept in memory (LRU; never written to the store).",
+    )
+    stored_prompts: int = Field(
+        STORED_PROMPTS,
+        ge=1,
+        le=100_000_000,
+        description="Prompt embeddings of stored vocabularies kept in the store per text model (LRU): a cache "
+        "that spares re-encoding; a vocabulary keeps its whole matrix.",
     )
     vocab_file: Path | None = Field(
         None, description='JSON {"name": {"labels": [...], "templates": [...]}} loaded at start-up.'

@@ -133,8 +133,8 @@ class ServerState:
 
     def _open_store(self) -> VocabStore:
         if self.settings.redis_url:
-            return RedisStore(self.settings.redis_url)
-        return SQLiteStore(self.settings.data_dir / "vocab.db")
+            return RedisStore(self.settings.redis_url, max_prompts=self.settings.stored_prompts)
+        return SQLiteStore(self.settings.data_dir / "vocab.db", max_prompts=self.settings.stored_prompts)
 
     def _register_startup_vocabs(self) -> None:
         assert self.registry is not None

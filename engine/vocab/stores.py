@@ -25,6 +25,7 @@ import numpy as np
 from text4vis.engine.errors import PreconditionFailed, StoreUnavailable
 from text4vis.engine.vocab.classifier import AbstainDefaults
 from text4vis.engine.vocab.lint import LintWarning, warnings_from_json, warnings_to_json
+from text4vis.engine.vocab.validation import STORED_PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,15 @@ class VocabSummary:
     num_labels: int
 
 
+TOUCH_EVERY_S = 3600.0  # a read marks an embedding used at most this often (reads stay reads)
+
+
 class VocabStore(ABC):
-    """Storage only: validation and encoding live in the registry."""
+    """Storage only: validation and encoding live in the registry.
+
+    The text-embedding cache (prompt -> embedding, per text model) is bounded: past
+    ``max_prompts`` the least recently used are dropped (they are a cache: a vocabulary keeps its
+    whole matrix, and a dropped prompt is encoded again if a later PUT needs it)."""
 
     problem: str | None = None  # what fails now, for /health/ready (None: nothing known to fail)
 
@@ -113,8 +121,9 @@ class SQLiteStore(VocabStore):
     PUT; an SQLite error later is a 503 with that sentence, and :attr:`problem` says what failed
     until a call succeeds again (``/health/ready`` reports it)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_prompts: int = STORED_PROMPTS) -> None:
         self._path = path
+        self.max_prompts = max_prompts
         self.problem: str | None = None
         self._lock = threading.Lock()
         try:
@@ -137,6 +146,9 @@ class SQLiteStore(VocabStore):
                 "CREATE TABLE IF NOT EXISTS embeddings (text_model TEXT NOT NULL, prompt TEXT NOT NULL, "
                 "vec BLOB NOT NULL, PRIMARY KEY (text_model, prompt))"
             )
+            if "used_at" not in [row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")]:
+                self._db.execute("ALTER TABLE embeddings ADD COLUMN used_at REAL NOT NULL DEFAULT 0")
+            self._db.execute("CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings (text_model, used_at)")
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(vocabs)")]
             if "clean_labels" not in columns:  # a database of an earlier version: its vocabularies keep their labels
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN clean_labels INTEGER NOT NULL DEFAULT 0")
@@ -267,14 +279,32 @@ class SQLiteStore(VocabStore):
                     (text_model, *chunk),
                 )
                 found.update((p, _vec(v)) for p, v in rows)
+            now = time.time()
+            hits = list(found)
+            for i in range(0, len(hits), 500):  # used now (rows touched within the hour are not written)
+                chunk = hits[i : i + 500]
+                self._db.execute(
+                    f"UPDATE embeddings SET used_at = ? WHERE text_model = ? AND used_at < ? "
+                    f"AND prompt IN ({','.join('?' * len(chunk))})",
+                    (now, text_model, now - TOUCH_EVERY_S, *chunk),
+                )
         return found
 
     def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None:
+        now = time.time()
         with self._guard():
             self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-                [(text_model, p, np.asarray(v, dtype=np.float32).tobytes()) for p, v in embeddings.items()],
+                "INSERT OR REPLACE INTO embeddings (text_model, prompt, vec, used_at) VALUES (?, ?, ?, ?)",
+                [(text_model, p, np.asarray(v, dtype=np.float32).tobytes(), now) for p, v in embeddings.items()],
             )
+            query = "SELECT count(*) FROM embeddings WHERE text_model = ?"
+            (count,) = self._db.execute(query, (text_model,)).fetchone()
+            if count > self.max_prompts:  # the least recently used out
+                self._db.execute(
+                    "DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings WHERE text_model = ? "
+                    "ORDER BY used_at LIMIT ?)",
+                    (text_model, count - self.max_prompts),
+                )
 
     def close(self) -> None:
         with self._guard():
@@ -368,8 +398,10 @@ class RedisStore(VocabStore):
     Every call raises :class:`StoreUnavailable` while Redis cannot be reached (the registry then
     serves what it holds in memory); the change listener reconnects with backoff."""
 
-    def __init__(self, url: str, prefix: str = "t4v") -> None:
+    def __init__(self, url: str, prefix: str = "t4v", max_prompts: int = STORED_PROMPTS) -> None:
         import redis
+
+        self.max_prompts = max_prompts
 
         self._redis: Any = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)  # bytes replies
         self.outage = _Outage(url)
@@ -481,15 +513,29 @@ class RedisStore(VocabStore):
             if not wanted:
                 return {}
             values = self._redis.hmget(f"{self._prefix}:emb:{text_model}", wanted)
-            return {p: _vec(v) for p, v in zip(wanted, values, strict=True) if v is not None}
+            found = {p: _vec(v) for p, v in zip(wanted, values, strict=True) if v is not None}
+            if found:  # used now: GT keeps the later of two replicas' times
+                now = time.time()
+                self._redis.zadd(f"{self._prefix}:emb-used:{text_model}", dict.fromkeys(found, now), xx=True, gt=True)
+            return found
 
     def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None:
         with self.outage.guard():
-            if embeddings:
-                self._redis.hset(
-                    f"{self._prefix}:emb:{text_model}",
-                    mapping={p: np.asarray(v, dtype=np.float32).tobytes() for p, v in embeddings.items()},
-                )
+            if not embeddings:
+                return
+            key, used = f"{self._prefix}:emb:{text_model}", f"{self._prefix}:emb-used:{text_model}"
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(key, mapping={p: np.asarray(v, dtype=np.float32).tobytes() for p, v in embeddings.items()})
+            pipe.zadd(used, dict.fromkeys(embeddings, time.time()))
+            pipe.zcard(used)
+            count = pipe.execute()[-1]
+            if count > self.max_prompts:  # the least recently used out (two replicas may both trim: no harm)
+                oldest = self._redis.zrange(used, 0, count - self.max_prompts - 1)
+                if oldest:
+                    pipe = self._redis.pipeline(transaction=True)
+                    pipe.hdel(key, *oldest)
+                    pipe.zrem(used, *oldest)
+                    pipe.execute()
 
     def subscribe(self, on_change: Callable[[str], None]) -> None:
         """Change notices from other replicas, on a thread that outlives outages: while Redis is

@@ -17,6 +17,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_TEMPLATES = 64
 MAX_LABEL_CHARS = 300
 MAX_LABELS = 100_000  # the most any setting may allow
+STORED_PROMPTS = 100_000  # prompt embeddings a store keeps per text model, by default (~200 MB at 512 floats)
 
 
 def validate_name(name: str) -> None:

@@ -374,3 +374,30 @@ def test_a_text_encoder_that_yields_nan_stores_and_caches_nothing(
         registry.put("nan", ["surfing", "yoga"])
     assert registry.store.get("nan") is None
     assert registry.store.get_embeddings(registry.text_model, ["a video of a person surfing."]) == {}
+
+
+def test_the_stored_text_embeddings_are_bounded_least_recently_used_out(
+    store_factory,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    """The embedding cache grew forever (138k rows after the test suite): past max_prompts, the
+    least recently used prompts (written or read) are dropped; other text models are untouched."""
+    import text4vis.engine.vocab.stores as stores
+
+    monkeypatch.setattr(stores, "TOUCH_EVERY_S", 0.0)  # every read counts as a use (the hour would hide it)
+    store = store_factory()
+    store.max_prompts = 10
+    vec = np.ones(4, dtype=np.float32)
+    store.put_embeddings("other-model", {"kept": vec})
+    store.put_embeddings("m", {f"p{i}": vec * i for i in range(6)})
+    time.sleep(0.01)
+    store.put_embeddings("m", {f"p{i}": vec * i for i in range(6, 10)})
+    time.sleep(0.01)
+    assert set(store.get_embeddings("m", ["p0", "p1"])) == {"p0", "p1"}  # used again: the newest
+    time.sleep(0.01)
+    store.put_embeddings("m", {f"p{i}": vec * i for i in range(10, 14)})
+    everything = [f"p{i}" for i in range(14)]
+    left = store.get_embeddings("m", everything)
+    assert sorted(left, key=lambda p: int(p[1:])) == ["p0", "p1", *[f"p{i}" for i in range(6, 14)]]
+    assert np.array_equal(left["p12"], vec * 12)
+    assert set(store.get_embeddings("other-model", ["kept"])) == {"kept"}
