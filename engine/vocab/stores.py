@@ -7,6 +7,7 @@ changes nothing; ``if_match`` guards against lost updates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -66,7 +67,9 @@ class VocabStore(ABC):
     ``max_prompts`` the least recently used are dropped (they are a cache: a vocabulary keeps its
     whole matrix, and a dropped prompt is encoded again if a later PUT needs it)."""
 
-    problem: str | None = None  # what fails now, for /health/ready (None: nothing known to fail)
+    def health(self) -> str | None:
+        """What fails now, for ``/health/ready`` (None: nothing known to fail). May block briefly."""
+        return None
 
     @abstractmethod
     def get(self, name: str) -> VocabRecord | None: ...
@@ -118,13 +121,13 @@ class SQLiteStore(VocabStore):
 
     A file that cannot be opened, is not a database, or cannot be written (a read-only data
     directory) fails at once, in one sentence (:class:`StoreUnavailable`), rather than at the first
-    PUT; an SQLite error later is a 503 with that sentence, and :attr:`problem` says what failed
+    PUT; an SQLite error later is a 503 with that sentence, and :meth:`health` says what failed
     until a call succeeds again (``/health/ready`` reports it)."""
 
     def __init__(self, path: Path, max_prompts: int = STORED_PROMPTS) -> None:
         self._path = path
         self.max_prompts = max_prompts
-        self.problem: str | None = None
+        self._failed: dict[bool, str] = {}  # by kind (True: a write): the last failure, until one succeeds
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,21 +159,39 @@ class SQLiteStore(VocabStore):
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN abstain TEXT")
             if "lint" not in columns:  # earlier versions: linted again once, then kept
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN lint TEXT")
-            self._db.execute("BEGIN IMMEDIATE")  # can it be written? (a read-only file opens, and reads, fine)
+            self._probe_write()  # a read-only file opens, and reads, fine: fail now, not at the first PUT
+
+    def _probe_write(self) -> None:
+        """A write that changes nothing, rolled back (BEGIN IMMEDIATE alone passes under query_only)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("UPDATE vocabs SET version = version WHERE 0")
+        finally:
             self._db.execute("ROLLBACK")
 
     @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """The lock, and SQLite's errors as :class:`StoreUnavailable` (a 503 naming the file)."""
+    def _guard(self, write: bool = False) -> Iterator[None]:
+        """The lock, and SQLite's errors as :class:`StoreUnavailable` (a 503 naming the file); a
+        failure is remembered until a call of the same kind (read or write) succeeds."""
         with self._lock:
             try:
                 yield
             except sqlite3.Error as exc:
-                if self.problem is None:
+                if not self._failed:
                     log.error("the vocabulary store %s failed: %s", self._path, exc)
-                self.problem = f"the vocabulary store {self._path} failed: {exc}"
-                raise StoreUnavailable(self.problem) from None
-            self.problem = None
+                self._failed[write] = f"the vocabulary store {self._path} failed: {exc}"
+                raise StoreUnavailable(self._failed[write]) from None
+            if self._failed.pop(write, None) is not None and not self._failed:
+                log.info("the vocabulary store %s works again", self._path)
+
+    def health(self) -> str | None:
+        """Nothing failed, or the failure still stands: a write (and a read) is tried again."""
+        if self._failed:
+            with contextlib.suppress(StoreUnavailable), self._guard(write=True):
+                self._probe_write()
+            with contextlib.suppress(StoreUnavailable), self._guard():
+                self._db.execute("SELECT count(*) FROM vocabs").fetchone()
+        return next(iter(self._failed.values()), None)
 
     def get(self, name: str) -> VocabRecord | None:
         with self._guard():
@@ -204,7 +225,7 @@ class SQLiteStore(VocabStore):
         return None if row is None else (int(row[0]), str(row[1]))
 
     def put(self, record: VocabRecord, if_match: str | None = None) -> tuple[VocabRecord, bool]:
-        with self._guard():
+        with self._guard(write=True):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT version, etag FROM vocabs WHERE name = ?", (record.name,)).fetchone()
@@ -245,13 +266,13 @@ class SQLiteStore(VocabStore):
         return stored, True
 
     def put_lint(self, name: str, etag: str, warnings: list[LintWarning]) -> None:
-        with self._guard():
+        with self._guard(write=True):
             self._db.execute(
                 "UPDATE vocabs SET lint = ? WHERE name = ? AND etag = ?", (warnings_to_json(warnings), name, etag)
             )
 
     def delete(self, name: str) -> bool:
-        with self._guard():
+        with self._guard(write=True):
             return self._db.execute("DELETE FROM vocabs WHERE name = ?", (name,)).rowcount > 0
 
     def names(self) -> list[str]:
@@ -270,7 +291,7 @@ class SQLiteStore(VocabStore):
     def get_embeddings(self, text_model: str, prompts: Iterable[str]) -> dict[str, np.ndarray]:
         wanted = list(dict.fromkeys(prompts))
         found: dict[str, np.ndarray] = {}
-        with self._guard():
+        with self._guard(write=True):  # it marks what it found as used
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i : i + 500]
                 marks = ",".join("?" * len(chunk))
@@ -292,7 +313,7 @@ class SQLiteStore(VocabStore):
 
     def put_embeddings(self, text_model: str, embeddings: dict[str, np.ndarray]) -> None:
         now = time.time()
-        with self._guard():
+        with self._guard(write=True):
             self._db.executemany(
                 "INSERT OR REPLACE INTO embeddings (text_model, prompt, vec, used_at) VALUES (?, ?, ?, ?)",
                 [(text_model, p, np.asarray(v, dtype=np.float32).tobytes(), now) for p, v in embeddings.items()],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,7 +28,7 @@ async def ready(service: StateDep) -> Response:
     engine = service.classify_service
     if service.ready and engine is not None:
         workers = engine.decode_pool.capacity()
-        store_problem = service.registry.store.problem if service.registry is not None else None
+        store_problem = await asyncio.to_thread(service.registry.store.health) if service.registry else None
         if engine.healthy() and workers > 0 and store_problem is None:
             return JSONResponse(Status(status="ready", detail=f"{workers} decode workers").model_dump())
         if not engine.healthy():

@@ -135,7 +135,7 @@ def test_redirects_are_relative_and_hosts_can_be_restricted(tmp_path: Path, runt
 
 def test_a_failing_sqlite_store_is_a_503_and_not_ready(tmp_path: Path, runtime: Runtime) -> None:
     """An SQLite error on a vocabulary route is a 503 naming the store (it was a 500), and
-    /health/ready says not ready until a call to the store succeeds again."""
+    /health/ready says not ready until the store can be read and written again."""
 
     async def go() -> None:
         async with running(make_app(tmp_path, runtime)) as c:
@@ -150,6 +150,15 @@ def test_a_failing_sqlite_store_is_a_503_and_not_ready(tmp_path: Path, runtime: 
             store._db = db
             assert (await c.get("/vocab/v")).status_code == 200
             assert (await c.get("/health/ready")).status_code == 200
+            # read-only after start: reads succeed, writes fail, and ready says so until writes work
+            db.execute("PRAGMA query_only = ON")
+            assert (await c.put("/vocab/w", json={"labels": ["a", "c"]})).status_code == 503
+            assert (await c.get("/vocab/v")).status_code == 200
+            ready = await c.get("/health/ready")
+            assert ready.status_code == 503 and "readonly database" in ready.json()["detail"], ready.text
+            db.execute("PRAGMA query_only = OFF")
+            assert (await c.get("/health/ready")).status_code == 200  # its own write probe clears it
+            assert (await c.put("/vocab/w", json={"labels": ["a", "c"]})).status_code == 201
 
     run(go())
 
