@@ -12,6 +12,7 @@ from t4v_client.errors import (
     Unauthorized,
     Unavailable,
     UnsupportedMedia,
+    UploadTooSlow,
 )
 from t4v_client.models import (
     AbstainDefault,
@@ -57,6 +58,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedMedia",
+    "UploadTooSlow",
     "Vocabulary",
     "VocabularySummary",
 ]

@@ -24,6 +24,10 @@ class NotFound(T4VError):
     """404: no such vocabulary."""
 
 
+class UploadTooSlow(T4VError):
+    """408: the upload arrived slower than the server's pace allows (a faster link, or a smaller file)."""
+
+
 class PreconditionFailed(T4VError):
     """412: If-Match named an ETag that is no longer the stored one."""
 
@@ -53,6 +57,7 @@ def error_for(status: int, message: str) -> T4VError:
         400: InvalidInput,
         401: Unauthorized,
         404: NotFound,
+        408: UploadTooSlow,
         409: ArchiveMismatch,
         412: PreconditionFailed,
         413: PayloadTooLarge,

@@ -67,3 +67,16 @@ def test_global_options_go_before_or_after_the_command() -> None:
             out = CliRunner().invoke(client_app, args, env={"T4V_URL": "http://127.0.0.1:9"})
             assert out.exit_code == 0, out.output
             assert "ready: True" in out.stdout and len(seen) > before
+
+
+def test_every_error_status_of_the_server_has_a_client_type() -> None:
+    """A status the server answers (server/errors.py) is a type of its own in the SDK, not the
+    catch-all T4VError (408 was, when slow uploads got their answer)."""
+    import t4v_client
+    from t4v_client.errors import error_for
+    from text4vis.server.errors import STATUS
+
+    for exc_type, status in STATUS:
+        kind = type(error_for(status, "x"))
+        assert kind is not t4v_client.T4VError, f"{exc_type.__name__} ({status}) has no type in the SDK"
+        assert kind.__name__ in t4v_client.__all__
