@@ -430,10 +430,13 @@ def serve(options: dict[str, Any] | None = None) -> None:
             app.state.server.begin_shutdown()  # streamed answers end with an error line
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
+    from text4vis.server.connections import head_deadline_protocol
+
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=head_deadline_protocol(settings.header_timeout_s),  # h11, with a deadline for each request's head
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         log_level="info",
     )

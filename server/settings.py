@@ -123,6 +123,13 @@ class ServingOptions(BaseModel):
     upload_min_rate: int = Field(
         32 * 1024, ge=1, description="Bytes per second an upload must keep up after upload_timeout_s."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A request's line and headers must arrive within this many seconds (from connecting, or "
+        "from its first byte on a kept-alive connection); slower: 408 and the connection closed.",
+    )
     default_frames: int = Field(
         _REQUEST.default_frames,
         ge=1,

@@ -5,6 +5,7 @@ what it held."""
 from __future__ import annotations
 
 import re
+import select
 import socket
 import time
 from pathlib import Path
@@ -112,3 +113,33 @@ def test_a_streamed_timeline_nobody_reads_ends_and_frees_its_slot(tmp_path: Path
         assert working is not None and float(working.group(1)) == 0, "the unread stream still holds its slot"
         assert took < 12, took
         assert not any((tmp_path / next(iter(p.name for p in tmp_path.glob("data-*")))).glob("uploads/*"))
+
+
+def test_a_request_head_that_never_completes_is_cut_off(tmp_path: Path, tiny_clip_path: Path) -> None:
+    """Slowloris: a connection that sends nothing, or its headers a byte at a time, was held for
+    ever (any byte cancelled uvicorn's keep-alive timer); each now gets a 408 and is closed at
+    --header-timeout-s, on a fresh or a kept-alive connection, while a normal request is served."""
+    with serve(tmp_path, tiny_clip_path, "--header-timeout-s", "2") as url:
+        u = urlparse(url)
+        silent = socket.create_connection((u.hostname, u.port))
+        trickling = socket.create_connection((u.hostname, u.port))
+        kept_alive = socket.create_connection((u.hostname, u.port))
+        kept_alive.sendall(b"GET /health/live HTTP/1.1\r\nHost: t4v\r\n\r\n")
+        assert _status(kept_alive, timeout_s=5)[0] == 200
+        t0 = time.monotonic()
+        head = b"GET /health/live HTTP/1.1\r\nHost: t4v\r\nX-Slow: " + b"a" * 100
+        answered: set[socket.socket] = set()
+        for i in range(len(head)):  # a byte every 0.1 s: 10 s for the head
+            # stop sending once the server answered (a byte sent after its close would be reset)
+            answered.update(select.select([trickling, kept_alive], [], [], 0)[0])
+            if len(answered) == 2:
+                break
+            for sock in {trickling, kept_alive} - answered:
+                sock.sendall(head[i : i + 1])
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/health/live", timeout=5).status_code == 200
+        for name, sock in (("silent", silent), ("trickling", trickling), ("kept_alive", kept_alive)):
+            status, body = _status(sock, timeout_s=5)
+            sock.close()
+            assert status == 408 and "must arrive within 2 s" in body, (name, status, body)
+        assert time.monotonic() - t0 < 8
