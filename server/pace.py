@@ -13,9 +13,9 @@ class UploadPace:
     """An upload must be whole by ``timeout_s + bytes received / min_rate`` after it began, and
     never after ``max_s`` (the request's deadline)."""
 
-    timeout_s: float = 10.0
-    min_rate: float = 32 * 1024  # bytes/s
-    max_s: float = 60.0
+    timeout_s: float
+    min_rate: float  # bytes/s
+    max_s: float
 
     def allowed_s(self, received: int) -> float:
         return min(self.max_s, self.timeout_s + received / self.min_rate)

@@ -143,7 +143,7 @@ async def admitted_upload(
 async def receive_upload(
     request: Request,
     spool: Path,
-    pace: UploadPace | None = None,
+    pace: UploadPace,
     on_chunk: Callable[[], None] | None = None,
     file_field: str = "file",
 ) -> AsyncIterator[Upload]:
@@ -167,7 +167,6 @@ async def receive_upload(
         )
     }
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
-    pace = pace or UploadPace(max_s=float("inf"))
     loop = asyncio.get_running_loop()
     began, received = loop.time(), 0
     try:

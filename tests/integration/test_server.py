@@ -133,6 +133,41 @@ def test_redirects_are_relative_and_hosts_can_be_restricted(tmp_path: Path, runt
     run(go())
 
 
+def test_an_upload_gets_time_in_proportion_to_what_it_sends(tmp_path: Path, runtime: Runtime) -> None:
+    """The upload's pace (upload_timeout_s + 1 s per upload_min_rate bytes): a 1.5 MB clip sent
+    over ~1.6 s is served although upload_timeout_s is 0.5 s (at 200 KB/s its bytes buy 8 s more);
+    16 KB trickled over the same time is a 408 that names the rule, after ~0.6 s."""
+    clip = clip_bytes()
+    boundary = "t4vpace"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="labels"\r\n\r\n["a", "b"]\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    async def body(payload: bytes, pieces: int):  # noqa: ANN202
+        yield head
+        step = -(-len(payload) // pieces)
+        for i in range(0, len(payload), step):
+            await asyncio.sleep(0.1)
+            yield payload[i : i + step]
+        yield tail
+
+    async def go() -> None:
+        app = make_app(tmp_path, runtime, upload_timeout_s=0.5, upload_min_rate=200_000)
+        async with running(app) as c:
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            steady = await c.post("/classify", content=body(clip, 16), headers=headers)
+            assert steady.status_code == 200, steady.text
+            t0 = time.monotonic()
+            slow = await c.post("/classify", content=body(clip[:16_000], 16), headers=headers)
+            assert slow.status_code == 408 and slow.headers["connection"] == "close", slow.text
+            assert "arrived too slowly" in slow.json()["detail"] and time.monotonic() - t0 < 1.2
+
+    run(go())
+
+
 def test_a_failing_sqlite_store_is_a_503_and_not_ready(tmp_path: Path, runtime: Runtime) -> None:
     """An SQLite error on a vocabulary route is a 503 naming the store (it was a 500), and
     /health/ready says not ready until the store can be read and written again."""
