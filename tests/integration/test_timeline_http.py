@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,6 +237,19 @@ def _endless_lines(produced: list[int]):  # noqa: ANN202
     return lines()
 
 
+async def _drive(response: Any, send: Any) -> float:
+    """Run a streamed response to its end against ``send`` and a client that says nothing (as
+    uvicorn calls it): the seconds it took."""
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()
+        return {}
+
+    t0 = time.monotonic()
+    await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
+    return time.monotonic() - t0
+
+
 def test_a_stream_whose_client_reads_nothing_is_cut_and_releases_its_slot() -> None:
     """Issue 25: a client that stops reading held its slot and upload forever (the deadline was
     checked only when a decode job was submitted). Each send now has a limit: past it the stream
@@ -259,13 +273,7 @@ def test_a_stream_whose_client_reads_nothing_is_cut_and_releases_its_slot() -> N
             if len(sent) > 3:  # the client's buffers are full: the send never completes
                 await asyncio.Event().wait()
 
-        async def receive() -> dict:
-            await asyncio.Event().wait()
-            return {}
-
-        t0 = time.monotonic()
-        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
-        return time.monotonic() - t0
+        return await _drive(response, send)
 
     took = run(go())
     assert released == [True] and 0.3 <= took < 2.0, took
@@ -292,13 +300,7 @@ def test_a_stream_past_its_deadline_is_cut_even_while_the_client_reads_slowly() 
         async def send(message: dict) -> None:
             await asyncio.sleep(0.05)  # a slow reader, never stalled for long
 
-        async def receive() -> dict:
-            await asyncio.Event().wait()
-            return {}
-
-        t0 = time.monotonic()
-        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
-        return time.monotonic() - t0
+        return await _drive(response, send)
 
     took = run(go())
     assert released == [True] and 0.5 <= took < 2.0, took
@@ -332,11 +334,7 @@ def test_a_server_shutting_down_ends_a_stream_with_an_error_line() -> None:
             if message.get("body") == b'{"type": "start"}\n':
                 asyncio.get_running_loop().call_later(0.2, stopping.set)
 
-        async def receive() -> dict:
-            await asyncio.Event().wait()
-            return {}
-
-        await asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5)
+        await _drive(response, send)
         return sent
 
     sent = run(go())

@@ -29,9 +29,9 @@ def test_top_k_equals_the_full_float64_softmax() -> None:
         assert float((score - class_logits(emb, matrix).gather(1, idx) / 100).abs().max()) < 1e-12
 
 
-def test_rows_keep_their_fields_and_order() -> None:
-    emb = F.normalize(torch.randn(3, 8), dim=-1)
-    batch = pa.RecordBatch.from_pydict(
+def _rows(emb: torch.Tensor) -> pa.RecordBatch:
+    """Stored rows of three videos with embeddings ``emb [3, 8]``."""
+    return pa.RecordBatch.from_pydict(
         {
             "id": ["a", "b", "c"],
             "content_id": ["a", "b", "c"],
@@ -42,8 +42,12 @@ def test_rows_keep_their_fields_and_order() -> None:
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1).numpy()), 8),
         }
     )
+
+
+def test_rows_keep_their_fields_and_order() -> None:
+    emb = F.normalize(torch.randn(3, 8), dim=-1)
     classifier = Classifier(("p", "q"), F.normalize(torch.randn(2, 8), dim=-1))
-    (out,) = relabel_batches([batch], classifier, top_k=1)
+    (out,) = relabel_batches([_rows(emb)], classifier, top_k=1)
     rows = out.to_pylist()
     assert [r["name"] for r in rows] == ["x.mp4", "y.mp4", "z.mp4"] and all(len(r["predictions"]) == 1 for r in rows)
 
@@ -57,20 +61,9 @@ def test_a_non_finite_row_gets_no_predictions_and_no_nan() -> None:
 
     emb = F.normalize(torch.randn(3, 8), dim=-1)
     emb[1, 3] = float("nan")
-    batch = pa.RecordBatch.from_pydict(
-        {
-            "id": ["a", "b", "c"],
-            "content_id": ["a", "b", "c"],
-            "name": ["x.mp4", "y.mp4", "z.mp4"],
-            "kind": ["video"] * 3,
-            "start_s": [0.0] * 3,
-            "end_s": [1.0] * 3,
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1).numpy()), 8),
-        }
-    )
     classifier = Classifier(("p", "q", "r"), F.normalize(torch.randn(3, 8), dim=-1))
     policy = ResolvedAbstain(margin=0.0, min_score=0.99, background=None, score_background=False)
-    (out,) = relabel_batches([batch], classifier, top_k=2, policy=policy)
+    (out,) = relabel_batches([_rows(emb)], classifier, top_k=2, policy=policy)
     rows = out.to_pylist()
     assert [len(r["predictions"]) for r in rows] == [2, 0, 2]
     assert all(math.isfinite(p["probability"]) for r in rows for p in r["predictions"])
