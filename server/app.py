@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     limit = settings.max_upload_bytes
     app.add_middleware(BodyLimit, limit_for=lambda path: limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT)
     app.add_middleware(RelativeRedirects)
-    if settings.allowed_hosts != ["*"]:
+    if "*" not in settings.allowed_hosts:
         app.add_middleware(AllowedHosts, hosts=settings.allowed_hosts)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app

@@ -27,7 +27,7 @@ SHUTTING_DOWN = "the server is shutting down; send the request again (to another
 
 
 class _Stalled(Exception):
-    """A send did not complete in time: the client stopped reading."""
+    """A send did not complete in time: the client stopped reading, or the answer's deadline came."""
 
 
 class GuardedStream(StreamingResponse):
@@ -57,22 +57,20 @@ class GuardedStream(StreamingResponse):
 
         async def timed_send(message: Message) -> None:
             limit = loop.time() + self._stall_s
-            if self._deadline is not None:
-                limit = min(limit, self._deadline)
+            why = f"the client read nothing for {self._stall_s:g} s"
+            if self._deadline is not None and self._deadline < limit:
+                limit, why = self._deadline, "the answer reached its deadline before the client read it"
             try:
                 async with asyncio.timeout_at(limit):
                     await send(message)
             except TimeoutError:
-                raise _Stalled from None
+                raise _Stalled(why) from None
 
         try:
             await super().__call__(scope, receive, timed_send)
-        except _Stalled:
-            # the client reads nothing: cut the connection (the server closes it when an answer
-            # ends unfinished) and free the slot
-            log.warning(
-                "%s %s: the client stopped reading the stream; closed it", scope.get("method"), scope.get("path")
-            )
+        except _Stalled as why:
+            # cut the connection (the server closes it when an answer ends unfinished), free the slot
+            log.warning("%s %s: %s; closed it", scope.get("method"), scope.get("path"), why)
         finally:
             await self._held.aclose()  # first: its exits wait on nothing, so a cancellation cannot skip them
             await self._content.aclose()  # type: ignore[attr-defined]  # stop the work still in flight

@@ -246,10 +246,15 @@ async def labels(body: ArchiveLabelsIn, state: StateDep, flow: ClassifyDep) -> G
     )
     return GuardedStream(
         _ndjson(batches),
-        error_line=lambda status, detail: (json.dumps({"error": detail, "status": status}) + "\n").encode(),
+        error_line=_error_line,
         stall_s=state.settings.request_timeout_s,  # a client that reads nothing for this long is gone
         stopping=state.stopping,
     )
+
+
+def _error_line(status: int, detail: str) -> bytes:
+    """The line that ends a stream of rows that failed (or a server shutting down)."""
+    return (json.dumps({"error": detail, "status": status}) + "\n").encode()
 
 
 async def _ndjson(batches: Iterator[pa.RecordBatch]) -> AsyncIterator[bytes]:
@@ -270,6 +275,6 @@ async def _ndjson(batches: Iterator[pa.RecordBatch]) -> AsyncIterator[bytes]:
             rows += page[1]
             yield page[0]
     except T4VError as exc:
-        yield (json.dumps({"error": str(exc), "status": status_of(exc)}) + "\n").encode()
+        yield _error_line(status_of(exc), str(exc))
         return
     yield (json.dumps({"done": True, "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}) + "\n").encode()

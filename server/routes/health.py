@@ -24,7 +24,8 @@ async def live() -> Status:
 async def ready(service: StateDep) -> Response:
     """200 once the model is loaded and warmed up, while its encoder works and at least one decode
     worker is alive (``detail`` says how many); 503 before, if start-up failed, after the encoder
-    failed, with no decode worker, or while the vocabulary store fails (SQLite: the last call failed)."""
+    failed, with no decode worker, or while the vocabulary store fails (SQLite: a read or write failed
+    and has not worked since)."""
     engine = service.classify_service
     if service.ready and engine is not None:
         workers = engine.decode_pool.capacity()

@@ -122,6 +122,8 @@ def test_redirects_are_relative_and_hosts_can_be_restricted(tmp_path: Path, runt
         async with running(make_app(tmp_path, runtime)) as c:
             r = await c.get("/vocab/?x=1", headers={"Host": "evil.example"})
             assert r.status_code == 307 and r.headers["location"] == "/vocab?x=1"
+        async with running(make_app(tmp_path, runtime, allowed_hosts="t4v,*")) as c:
+            assert (await c.get("/vocab", headers={"Host": "anything.example"})).status_code == 200  # '*': any
         async with running(make_app(tmp_path, runtime, allowed_hosts="t4v, *.example.com")) as c:
             assert (await c.get("/vocab")).status_code == 200  # the test client's Host is t4v
             assert (await c.get("/vocab", headers={"Host": "t4v:8000"})).status_code == 200
