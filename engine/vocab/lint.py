@@ -141,9 +141,6 @@ class Linter:
             with self._lock:
                 self._running.pop(record.etag, None)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
 
 @dataclass(frozen=True)
 class TooLong:

@@ -122,7 +122,7 @@ class SQLiteStore(VocabStore):
     A file that cannot be opened, is not a database, or cannot be written (a read-only data
     directory) fails at once, in one sentence (:class:`StoreUnavailable`), rather than at the first
     PUT; an SQLite error later is a 503 with that sentence, and :meth:`health` says what failed
-    until a call succeeds again (``/health/ready`` reports it)."""
+    until a read (or a write, for a failed write) succeeds again (``/health/ready`` reports it)."""
 
     def __init__(self, path: Path, max_prompts: int = STORED_PROMPTS) -> None:
         self._path = path
