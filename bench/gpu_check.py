@@ -257,6 +257,7 @@ def compiled_backends(args: argparse.Namespace, clip: LoadedClip, device: str) -
             out,
             architecture=args.model,
             text_model="check",
+            activation=clip.activation,
             input_size=clip.image_size,
             mean=clip.mean,
             std=clip.std,

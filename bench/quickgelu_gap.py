@@ -24,7 +24,7 @@ from text4vis.engine.options import ModelOptions
 from text4vis.engine.request import ClassifyRequest
 from text4vis.engine.runtime.build import build_runtime
 from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.stores import SQLiteStore
+from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 from text4vis.models.clip_loader import CONFIG_DIR, TINY_ARCH
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "arm_wrestling.mp4"

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabRecord, VocabStore
+from text4vis.engine.vocab.record import VocabRecord
+from text4vis.engine.vocab.stores.base import VocabStore
+from text4vis.engine.vocab.stores.redis import RedisStore
+from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 
 
 def fill(store: VocabStore, vocabs: int, labels: int, dim: int) -> None:

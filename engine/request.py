@@ -1,22 +1,24 @@
-"""One classify request, from the edge to the engine: what to classify against (a registered
-vocabulary or ad-hoc labels), which frames and views (:class:`ClipSpec`), how many predictions,
-and the "none of these" policy (:class:`AbstainPolicy`). The HTTP routes, ``t4v classify`` and
-the archive build the same object; :meth:`ClassifyRequest.resolved` checks it once, against the
-server's :class:`RequestLimits`, and fills in the server's defaults.
+"""The requests the engine takes, from the edge (HTTP routes, the CLI) to ``engine/facade.py``.
+
+:class:`ClassifyRequest`: what to classify against (a registered vocabulary or ad-hoc labels),
+which frames and views (:class:`ClipSpec`), how many predictions, and the "none of these" policy
+(:class:`AbstainPolicy`). ``/classify``, the timeline, ``/archive/labels`` and the CLI build the
+same object; there the clip also names the archive's table (embeddings made with those frames
+and views). :meth:`ClipSpec.resolve` checks frames and views once, against the server's
+:class:`RequestLimits`, and fills in its defaults. :class:`WindowSpec` (a timeline's windows)
+and :class:`IndexRequest` (storing a file in the archive) complete them.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError
 from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
 from text4vis.models.sampling import sample_indices as sample_indices  # re-exported: the method's arithmetic
-
-if TYPE_CHECKING:  # the classifier module imports torch; this one stays light (settings, CLI)
-    from text4vis.engine.vocab.classifier import AbstainDefaults
 
 MAX_CLIPS = 16
 
@@ -51,15 +53,6 @@ class RequestLimits:
 
 
 @dataclass(frozen=True)
-class ClipSpec:
-    """Frames and views as asked; ``None``: the limits' default."""
-
-    frames: int | None = None
-    views: str = "1x1"
-    sampling: Sampling | None = None
-
-
-@dataclass(frozen=True)
 class ResolvedClip:
     """A :class:`ClipSpec` checked against the limits, every value known."""
 
@@ -71,6 +64,57 @@ class ResolvedClip:
     @property
     def views(self) -> int:
         return self.clips * self.crops
+
+    def windows(self) -> ResolvedClip:
+        """How a timeline's windows are embedded with these frames: one view each, their frames
+        spread evenly over the window (the 1x1 table of the archive holds them)."""
+        return ResolvedClip(self.frames, 1, 1, Sampling.EXACT)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Frames and views as asked; ``None``: the limits' default."""
+
+    frames: int | None = None
+    views: str = "1x1"
+    sampling: Sampling | None = None
+
+    def resolve(self, limits: RequestLimits) -> ResolvedClip:
+        """Check against ``limits`` (:class:`InputError` naming what is wrong) and fill in the defaults."""
+        frames = self.frames if self.frames is not None else limits.default_frames
+        if frames < 1:
+            raise InputError("frames must be at least 1")
+        if frames > limits.max_frames:
+            raise InputError(f"frames must be at most {limits.max_frames} on this server (its max_frames)")
+        clips, crops = parse_views(self.views)
+        max_clips, max_crops = parse_views(limits.max_views)
+        if clips > max_clips or crops > max_crops:
+            raise InputError(f"views must be at most {limits.max_views}")
+        sampling = Sampling(self.sampling or limits.default_sampling)
+        if sampling is Sampling.FAST and clips != 1:
+            raise InputError("sampling=fast takes one clip per video (views 1x1 or 1x3)")
+        return ResolvedClip(frames, clips, crops, sampling)
+
+
+@dataclass(frozen=True)
+class AbstainDefaults:
+    """A vocabulary's default for "none of these" (``engine/vocab/abstain.py``), stored with it: score a
+    background vocabulary (``background``: a registered vocabulary's name; None: the built-in one)
+    and abstain when it wins by ``margin``, or under ``min_score``. A request's own fields override."""
+
+    margin: float = 0.0
+    min_score: float | None = None
+    background: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"margin": self.margin, "min_score": self.min_score, "background": self.background})
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> AbstainDefaults | None:
+        if not text:
+            return None
+        value = json.loads(text)
+        return cls(float(value.get("margin", 0.0)), value.get("min_score"), value.get("background"))
 
 
 @dataclass(frozen=True)
@@ -121,7 +165,7 @@ class ClassifyRequest:
     top_k: int = 5
     abstain: AbstainPolicy = field(default_factory=AbstainPolicy)
 
-    def resolved(self, limits: RequestLimits) -> ResolvedClip:
+    def check(self, limits: RequestLimits) -> ResolvedClip:
         """Check the request against ``limits`` (:class:`InputError` naming what is wrong) and
         return its frames and views with the defaults filled in."""
         if (self.vocab is None) == (self.labels is None):
@@ -130,16 +174,23 @@ class ClassifyRequest:
             raise InputError("templates go with ad-hoc labels; a vocabulary has its own")
         if self.top_k < 0:
             raise InputError("top_k must be 0 (all labels) or positive")
-        frames = self.clip.frames if self.clip.frames is not None else limits.default_frames
-        if frames < 1:
-            raise InputError("frames must be at least 1")
-        if frames > limits.max_frames:
-            raise InputError(f"frames must be at most {limits.max_frames} on this server (its max_frames)")
-        clips, crops = parse_views(self.clip.views)
-        max_clips, max_crops = parse_views(limits.max_views)
-        if clips > max_clips or crops > max_crops:
-            raise InputError(f"views must be at most {limits.max_views}")
-        sampling = Sampling(self.clip.sampling or limits.default_sampling)
-        if sampling is Sampling.FAST and clips != 1:
-            raise InputError("sampling=fast takes one clip per video (views 1x1 or 1x3)")
-        return ResolvedClip(frames, clips, crops, sampling)
+        return self.clip.resolve(limits)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A timeline's windows: ``window_s`` seconds each, one every ``stride_s``, at most ``max_windows``."""
+
+    window_s: float
+    stride_s: float
+    max_windows: int = 2_000
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """Store a file in the archive: its video row (``clip``: which frames and views, hence which
+    table), with ``window_s`` its windows' rows too, ``metadata`` on each."""
+
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    window_s: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)

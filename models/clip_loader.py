@@ -37,6 +37,7 @@ open_clip.add_model_config(CONFIG_DIR)
 
 Tokenizer = Callable[..., torch.Tensor]
 QUICKGELU_SUFFIX = "-quickgelu"
+GELU_SUFFIX = "-gelu"  # an OpenAI-layout file's inferred architecture run with GELU (not what OpenAI trained)
 OPENAI_ARCHIVE = "openai_torchscript"  # extras key set by read_checkpoint for OpenAI's TorchScript files
 
 
@@ -56,6 +57,11 @@ class LoadedClip:
     @property
     def embed_dim(self) -> int:
         return int(self.model.visual.output_dim)
+
+    @property
+    def activation(self) -> str:
+        """``quickgelu`` or ``gelu``: what its MLPs run (part of an archive's fingerprint)."""
+        return "quickgelu" if self.quick_gelu else "gelu"
 
     @property
     def text_width(self) -> int:
@@ -270,9 +276,13 @@ def arch_quick_gelu(arch: str) -> bool:
 
 
 def _spelled(arch: str, quick: bool) -> str:
-    """``arch`` named by the activation it runs: ``ViT-B-16`` forced to QuickGELU is
-    ``ViT-B-16-quickgelu``, as open_clip spells that architecture (openai-* names are always QuickGELU)."""
-    if quick and not arch.startswith("openai-") and not arch_quick_gelu(arch):
+    """``arch`` named by the activation it runs, so that a model id says it: ``ViT-B-16`` forced to
+    QuickGELU is ``ViT-B-16-quickgelu``, as open_clip spells that architecture; an architecture read
+    from an OpenAI-layout file (``openai-*``, QuickGELU as OpenAI trained it) run with GELU is
+    ``openai-...-gelu``."""
+    if arch.startswith("openai-"):
+        return arch if quick else arch + GELU_SUFFIX
+    if quick and not arch_quick_gelu(arch):
         return arch + QUICKGELU_SUFFIX
     return arch
 

@@ -19,7 +19,7 @@ from text4vis.models.sampling import MAX_FRAMES_PER_CLIP, fast_indices, sample_i
 
 
 @dataclass
-class SampledClip:
+class SampledFrames:
     """Decoded, resized and cropped frames of one file, before normalization and encoding (numpy:
     this module imports no torch, so the decode workers that run it stay small)."""
 
@@ -44,7 +44,7 @@ def sample_clip(
     sampling: Sampling = Sampling.EXACT,
     gpu: int = 0,
     limits: MediaLimits | None = None,
-) -> SampledClip:
+) -> SampledFrames:
     """Decode the sampled frames of ``path`` (each distinct frame once), resize and crop them.
 
     ``sampling``: ``exact``, the reference's test-time indices; ``fast``, one cheap-to-decode frame
@@ -79,7 +79,7 @@ def sample_frames(
     name: str | None = None,
     gpu: int = 0,
     limits: MediaLimits | None = None,
-) -> SampledClip:
+) -> SampledFrames:
     """The frames ``rows`` names (display indices, one row of T per window of a timeline), each
     distinct frame decoded once; ``gather`` has one row per row of ``rows``."""
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def _decode_and_crop(
     preprocess: PreprocessConfig,
     crops: int,
     t0: float,
-) -> SampledClip:
+) -> SampledFrames:
     """Decode the distinct frames of ``indices [clips, T]`` once, resize and crop them. Each frame
     is resized as soon as it is decoded, so full-size frames are never held together (64 frames
     of 1080p are 400 MB); the resizing is timed apart from the decoding."""
@@ -120,7 +120,7 @@ def _decode_and_crop(
     t2 = time.perf_counter()
     inverse_t = inverse.reshape(indices.shape).astype(np.int64)
     gather = np.concatenate([inverse_t + c * len(unique) for c in range(crops)])
-    return SampledClip(
+    return SampledFrames(
         pixels=pixels.reshape(-1, *pixels.shape[2:]),
         gather=gather,
         frame_indices=indices.reshape(-1).tolist(),
@@ -135,6 +135,6 @@ def _duration(info: MediaInfo) -> float | None:
     return info.num_frames / info.fps if info.fps else None
 
 
-def views(clip: SampledClip) -> np.ndarray:
+def views(frames: SampledFrames) -> np.ndarray:
     """uint8 ``[crops * clips, T, 3, S, S]``: the frames of each view, in ``gather`` order."""
-    return clip.pixels[clip.gather]
+    return frames.pixels[frames.gather]

@@ -1,7 +1,8 @@
-"""``t4v index``, ``t4v relabel`` and ``t4v search``: the archive offline (``engine/archive/``).
+"""``t4v index``, ``t4v relabel``, ``t4v search`` and ``t4v archive``: the archive offline
+(``engine/archive/``), through the same engine as the server (``engine/facade.py``).
 
 Each opens the archive's table of the model the options name and the frames and views given
-(the same defaults as ``t4v serve``): embeddings of another model or sampling are never mixed.
+(the same defaults as ``t4v serve``): embeddings made differently are never mixed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from text4vis.engine.options import ModelOptions
-from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits, ResolvedClip
+from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, IndexRequest, RequestLimits, ResolvedClip
 from text4vis.models.choices import Sampling
 from text4vis.models.cli_options import with_options
 from text4vis.models.errors import InputError, T4VError
@@ -31,6 +32,8 @@ from text4vis.server.cli_common import (
 )
 
 if TYPE_CHECKING:
+    from text4vis.engine.archive.store import Archive, ArchiveTable
+    from text4vis.engine.facade import Engine
     from text4vis.engine.runtime.build import Runtime
 
 DEFAULT_ARCHIVE = "data/archive"  # where `t4v serve` keeps it with the default data_dir
@@ -42,20 +45,40 @@ Views = Annotated[str, typer.Option(help="CLIPSxCROPS: part of the archive's fin
 Sampling_ = Annotated[Sampling, typer.Option(help="exact | fast: part of the archive's fingerprint.")]
 
 
+archive_app = typer.Typer(no_args_is_help=True, help="The archive's tables: check them, drop one.")
+
+
 def register(app: typer.Typer) -> None:
     app.command("index")(index)
     app.command("relabel")(relabel)
     app.command("search")(search)
+    app.add_typer(archive_app, name="archive")
 
 
 def _clip(frames: int, views: str, sampling: Sampling) -> ResolvedClip:
-    return ClassifyRequest(labels=("-",), clip=ClipSpec(frames, views, sampling)).resolved(RequestLimits())
+    return ClipSpec(frames, views, sampling).resolve(RequestLimits())
 
 
 def _runtime(options: dict[str, Any] | None) -> Runtime:
     from text4vis.engine.runtime.build import build_runtime
 
     return build_runtime(validated(ModelOptions, options or {}))
+
+
+def _archive(uri: str) -> Archive:
+    from text4vis.engine.archive.store import open_archive
+
+    return open_archive(uri)
+
+
+def _engine(options: dict[str, Any] | None, uri: str) -> Engine:
+    """The engine ``t4v relabel`` and ``t4v search`` read through (vocabularies in memory)."""
+    from text4vis.engine.facade import Engine
+    from text4vis.engine.vocab.registry import VocabRegistry
+    from text4vis.engine.vocab.stores.sqlite import SQLiteStore
+
+    runtime = _runtime(options)
+    return Engine(runtime, VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder), _archive(uri))
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -95,27 +118,26 @@ def index(
     """Store the video embedding of each file (and of its windows) in the archive, once: a file
     already stored (same bytes) is skipped, so a stopped run resumes. Files that cannot be decoded
     are reported and skipped; exit 1 at the end if any failed."""
-    from text4vis.engine.archive.indexer import index_files
-    from text4vis.engine.archive.search import open_table
-    from text4vis.engine.archive.store import Archive
+    from text4vis.engine.archive.spec import ArchiveSpec
+    from text4vis.engine.offline import index_files
 
+    request = IndexRequest(ClipSpec(frames, views, sampling), windows)
     try:
         clip = _clip(frames, views, sampling)
         files = _files(paths)
-        runtime = _runtime(options)
-        table = open_table(Archive(archive), runtime, clip, create=True)
+        store = _archive(archive)
+        runtime = None if ray is not None else _runtime(options)  # Ray's actors build their own
     except (T4VError, ValueError) as exc:
         fail(exc)
     t0 = time.perf_counter()
     with files_progress(files, "indexed") as done:
-        if ray is None:
-            outcomes = index_files(
-                runtime.pipeline, table, files, ClipSpec(frames, views, sampling), windows_s=windows, on_done=done
-            )
+        if runtime is not None:
+            outcomes = index_files(runtime, store, files, request, on_done=done)
+            table = store.table(ArchiveSpec.of(runtime, clip))
         else:
-            outcomes = _on_ray(ray, options, table, files, clip, runtime, windows, done)
-    if table.ensure_index():  # from INDEX_MIN_ROWS rows on: IVF-PQ (once; later runs bring it up to date)
-        table.optimize()
+            assert ray is not None
+            outcomes, table = _on_ray(ray, options, store, files, clip, request, done)
+    table.maintain()  # from INDEX_MIN_ROWS rows on: the vector index (once; later runs bring it up to date)
     failed = [(p, o) for p, o in zip(files, outcomes, strict=True) if isinstance(o, BaseException)]
     for path, problem in failed:
         if not isinstance(problem, InputError | ValueError):
@@ -135,13 +157,12 @@ def index(
 def _on_ray(
     address: str,
     options: dict[str, Any] | None,
-    table: Any,
+    archive: Archive,
     files: list[Path],
     clip: ResolvedClip,
-    runtime: Runtime,
-    windows: float | None,
+    request: IndexRequest,
     done: Any,
-) -> list[Any]:
+) -> tuple[list[Any], ArchiveTable]:
     try:
         from text4vis.engine.archive.distributed import index_on_ray
     except ImportError as exc:
@@ -155,9 +176,7 @@ def _on_ray(
         done()
 
     try:
-        outcomes = index_on_ray(
-            address, model_options, table, files, clip, runtime.pipeline.preprocess, windows_s=windows, on_done=each
-        )
+        outcomes, table = index_on_ray(address, model_options, archive, files, clip, request, on_done=each)
     except (T4VError, ValueError, ConnectionError) as exc:
         fail(exc)
     if first:  # Ray's start, its workers' imports and the actors' model loads, then the steady rate
@@ -165,8 +184,7 @@ def _on_ray(
         sys.stderr.write(
             f"Ray: the first file done after {first[0] - started:.1f} s, the other {len(files) - 1} in {steady:.1f} s\n"
         )
-    return outcomes
-    raise AssertionError("unreachable")
+    return outcomes, table
 
 
 @with_options(ModelOptions)
@@ -194,31 +212,26 @@ def relabel(
 ) -> None:
     """Predictions for every stored video under a vocabulary, without decoding anything: the
     probabilities /classify gives the same files."""
-    from text4vis.engine.archive.relabel import output_format, relabel_batches, write, write_jsonl
-    from text4vis.engine.archive.search import open_table
-    from text4vis.engine.archive.store import Archive
-    from text4vis.engine.request import AbstainPolicy
-    from text4vis.engine.vocab.registry import VocabRegistry
-    from text4vis.engine.vocab.stores import SQLiteStore
+    from text4vis.engine.archive.relabel import output_format, write, write_jsonl
 
     try:
         if kind not in ("video", "window", "all"):
             raise UsageProblem(f"--kind must be video, window or all; got {kind!r}")
         if out is not None:
             output_format(out)
-        label_list = label_args(labels, labels_file, preset)
-        templates = template_args(template, templates_file, template_set)
-        clip = _clip(frames, views, sampling)
-        runtime = _runtime(options)
-        table = open_table(Archive(archive), runtime, clip)
-        registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
-        classifier = registry.ad_hoc(label_list, templates)
-        policy = AbstainPolicy(abstain, None, min_score).resolved(None)
-        background = registry.background(classifier) if policy.score_background else None
+        request = ClassifyRequest(
+            labels=tuple(label_args(labels, labels_file, preset)),
+            templates=tuple(template_args(template, templates_file, template_set)),
+            clip=ClipSpec(frames, views, sampling),
+            top_k=top_k,
+            abstain=AbstainPolicy(abstain, None, min_score),
+        )
+        _clip(frames, views, sampling)  # the options' own errors, before a model loads
+        engine = _engine(options, archive)
+        batches = engine.relabel_blocking(request, None if kind == "all" else kind)
     except (T4VError, ValueError) as exc:
         fail(exc)
     t0 = time.perf_counter()
-    batches = relabel_batches(table.embeddings(None if kind == "all" else kind), classifier, top_k, policy, background)
     if out is None:
         rows = 0
         for batch in batches:
@@ -245,15 +258,13 @@ def search(
     options: dict[str, Any] | None = None,
 ) -> None:
     """The stored videos (or windows) nearest a text, by the cosine of their embeddings."""
-    from text4vis.engine.archive.search import open_table, search_text
-    from text4vis.engine.archive.store import Archive
-
     try:
         templates = template_args(template, None, None)
         clip = _clip(frames, views, sampling)
-        runtime = _runtime(options)
-        table = open_table(Archive(archive), runtime, clip)
-        hits = search_text(table, runtime.text_encoder, text, k, "window" if windows else "video", templates)
+        engine = _engine(options, archive)
+        kind = "window" if windows else "video"
+        hits = engine.search_blocking(text, clip, k=k, kind=kind, templates=templates)
+        table = engine.table_blocking(clip)
     except (T4VError, ValueError) as exc:
         fail(exc)
     for hit in hits:
@@ -265,3 +276,106 @@ def search(
             typer.echo(f"{hit.score:.4f}  {row['name']}{times}  {row['id'][:12]}")
     if not hits:
         sys.stderr.write(f"the archive's table {table.name} is empty\n")
+
+
+@archive_app.command("check")
+@with_options(ModelOptions)
+def archive_check(
+    archive: Archive_ = DEFAULT_ARCHIVE,
+    verify: Annotated[
+        int,
+        typer.Option(
+            help="Also embed again, under the model the options name, up to this many stored videos per table of "
+            "that model whose file is still where its name says, and compare (0: list the tables only)."
+        ),
+    ] = 0,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Every table of the archive: how its rows were made, how many there are, and whether they may
+    be mixed (a table written before the fingerprint named the activation, precision and backend).
+    With --verify N, stored videos are embedded again and compared. Exit 1 when a table may hold
+    rows made differently or a verified row differs."""
+    try:
+        store = _archive(archive)
+        specs = store.specs()
+        runtime = _runtime(options) if verify > 0 else None
+    except (T4VError, ValueError) as exc:
+        fail(exc)
+    if not specs:
+        typer.echo(f"{store.uri}: no tables yet (t4v index)")
+        return
+    suspect = 0
+    for spec in specs:
+        table = store.table(spec)
+        counts = table.stats()
+        typer.echo(f"{spec.describe()}: {counts.videos} videos, {counts.windows} windows")
+        if spec.legacy:
+            suspect += 1
+            typer.echo(
+                "  written before the fingerprint named the activation, precision and backend: it may hold rows "
+                "made differently. Index the files again under the model you run (a new table), then "
+                f"t4v archive drop {spec.fingerprint}"
+            )
+        if runtime is not None and spec.text_model == runtime.info.model_id:
+            suspect += _verify(runtime, table, verify)
+    if suspect:
+        raise typer.Exit(1)
+
+
+def _verify(runtime: Runtime, table: ArchiveTable, n: int) -> int:
+    """Embed up to ``n`` of ``table``'s stored videos again (those whose file is still at its
+    name) and compare; 1 when one differs by more than 1e-5 (a row made otherwise), else 0."""
+    import numpy as np
+
+    from text4vis.engine.facade import DAY_S
+    from text4vis.engine.offline import offline_engine, run_files
+    from text4vis.engine.request import ResolvedClip
+
+    spec = table.spec
+    clips, crops = (int(x) for x in spec.views.split("x"))
+    clip = ResolvedClip(spec.frames, clips, crops, Sampling(spec.sampling))
+    stored = {r["name"]: r for r in table.page("video", 0, 10 * n) if Path(r["name"]).is_file()}
+    names = list(stored)[:n]
+    if not names:
+        typer.echo("  verify: none of its videos' files is where its name says")
+        return 0
+    vectors = _stored_vectors(table, {stored[name]["id"] for name in names})
+    engine = offline_engine(runtime, clip=clip)
+
+    async def again(engine: Any, path: Path) -> Any:
+        return await engine.embed(path, clip, deadline=time.monotonic() + DAY_S, name=str(path))
+
+    made = run_files(engine, [Path(name) for name in names], again)
+    differ, worst = 0, 0.0
+    for name, video in zip(names, made, strict=True):
+        if isinstance(video, BaseException):
+            continue
+        gap = float(np.abs(vectors[stored[name]["id"]] - video.embedding.numpy()).max())
+        worst = max(worst, gap)
+        differ += gap > 1e-5
+    typer.echo(f"  verify: {differ} of {len(names)} videos differ from what these options make (max {worst:.2g})")
+    return int(differ > 0)
+
+
+def _stored_vectors(table: ArchiveTable, ids: set[str]) -> dict[str, Any]:
+    import numpy as np
+
+    out = {}
+    for batch in table.scan("video"):
+        for row_id, vector in zip(batch.column("id").to_pylist(), batch.column("embedding").to_pylist(), strict=True):
+            if row_id in ids:
+                out[row_id] = np.asarray(vector, dtype=np.float32)
+    return out
+
+
+@archive_app.command("drop")
+def archive_drop(
+    fingerprint: Annotated[str, typer.Argument(help="The table's fingerprint (t4v archive check lists them).")],
+    archive: Archive_ = DEFAULT_ARCHIVE,
+) -> None:
+    """Delete one table of the archive and every row in it."""
+    try:
+        rows = _archive(archive).drop(fingerprint)
+    except T4VError as exc:
+        fail(exc)
+    typer.echo(f"dropped table {fingerprint} ({rows} rows)")

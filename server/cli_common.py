@@ -1,5 +1,5 @@
-"""What the ``t4v`` commands share: option checks, label and template arguments, progress and
-one-line errors (``server/cli.py`` and ``server/cli_archive.py``)."""
+"""What the ``t4v`` commands share (``server/cli_*.py``): option checks, label and template
+arguments, progress and one-line errors."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from text4vis.models.prompts import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# model options that say where and how a model runs, not which weights: export and eval ignore them
+RUNTIME_ONLY = ("device", "precision", "decoder", "scaler", "engine_dir", "backend", "providers", "threads", "compile")
 
 
 class UsageProblem(InputError):

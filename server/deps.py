@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from text4vis.engine.flow.service import ClassifyService
+from text4vis.engine.facade import Engine
 from text4vis.engine.runtime.build import Runtime
 from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.server.errors import NotReady
@@ -37,9 +37,9 @@ def get_runtime(service: Annotated[ServerState, Depends(_ready)]) -> Runtime:
     return service.runtime
 
 
-def get_classify_service(service: Annotated[ServerState, Depends(_ready)]) -> ClassifyService:
-    assert service.classify_service is not None
-    return service.classify_service
+def get_engine(service: Annotated[ServerState, Depends(_ready)]) -> Engine:
+    assert service.engine is not None
+    return service.engine
 
 
 def require_key(request: Request, service: StateDep) -> None:
@@ -59,4 +59,4 @@ def require_key_for_metrics(request: Request, service: StateDep) -> None:
 
 RegistryDep = Annotated[VocabRegistry, Depends(get_registry)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-ClassifyDep = Annotated[ClassifyService, Depends(get_classify_service)]
+EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -1,22 +1,42 @@
-"""Upload forms: the multipart fields of ``/classify`` and ``/classify/timeline`` checked strictly
-(an unknown field is a 422 naming it and the closest known one: ``topk`` would otherwise be
-ignored and the user would get every label), and how a response names the uploaded file."""
+"""Upload forms: the multipart fields of the upload routes checked strictly (an unknown field is a
+422 naming it and the closest known one: ``topk`` would otherwise be ignored and the user would
+get every label; a field of another route's form says which route takes it), and how a response
+names the uploaded file."""
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from text4vis.models.errors import InputError
-from text4vis.server.schemas import ClassifyForm
 from text4vis.server.uploads import Upload
 
-FormT = TypeVar("FormT", bound=BaseModel)
 FILE_FIELD = "file"
+
+
+class Form(BaseModel):
+    """The fields of an upload route's multipart form (beside the ``file`` part)."""
+
+    route: ClassVar[str] = ""  # "POST /classify": where these fields apply
+
+
+FormT = TypeVar("FormT", bound=Form)
+
+
+def _route_taking(name: str) -> str | None:
+    """The route whose form has the field ``name`` (the widest form first: POST /classify)."""
+    stack: list[type[Form]] = [Form]
+    forms: list[type[Form]] = []
+    while stack:
+        cls = stack.pop()
+        forms.append(cls)
+        stack.extend(cls.__subclasses__())
+    routes = sorted((len(f.model_fields), f.route) for f in forms if f.route and name in f.model_fields)
+    return routes[-1][1] if routes else None
 
 
 def parse_form(form_type: type[FormT], upload: Upload) -> tuple[FormT, Path]:
@@ -25,8 +45,9 @@ def parse_form(form_type: type[FormT], upload: Upload) -> tuple[FormT, Path]:
     for name in upload.fields:
         if name in form_type.model_fields:
             continue
-        if name in ClassifyForm.model_fields:  # a /classify option another route does not support
-            raise InputError(f"{name!r} is not supported by this route (it applies to POST /classify)")
+        route = _route_taking(name)
+        if route is not None:  # another route's option
+            raise InputError(f"{name!r} is not supported by this route (it applies to {route})")
         raise InputError(unknown_field(name, known))
     try:
         form = form_type(**upload.fields)

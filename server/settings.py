@@ -199,6 +199,12 @@ class ServingOptions(BaseModel):
         le=24 * 3600,
         description="Deadline of one timeline, all its windows together (each group of windows is one decode job).",
     )
+    max_archive_scans: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Re-labellings of the archive (POST /archive/labels) streaming at once; one more: 503.",
+    )
     decode_budget_s: float = Field(
         20.0,
         gt=0,

@@ -1,25 +1,24 @@
-"""Everything a running server holds: runtime, registry, the classify service; start and stop."""
+"""Everything a running server holds: the runtime, the registry, the archive and the engine over
+them; start and stop."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import threading
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from starlette.requests import Request
 
-from text4vis.engine.archive.indexer import spec_for
-from text4vis.engine.archive.store import Archive, ArchiveTable
-from text4vis.engine.archive.writer import ArchiveWriter
+from text4vis.engine.archive.store import open_archive
+from text4vis.engine.facade import Engine
 from text4vis.engine.flow.options import FlowHooks
-from text4vis.engine.flow.service import ClassifyService
-from text4vis.engine.request import ResolvedClip
 from text4vis.engine.runtime.build import Runtime, build_runtime
 from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabStore
+from text4vis.engine.vocab.stores.base import VocabStore
+from text4vis.engine.vocab.stores.redis import RedisStore
+from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 from text4vis.models.presets import preset_labels
 from text4vis.server.auth import ApiKeys
 from text4vis.server.metrics import Metrics
@@ -35,15 +34,11 @@ class ServerState:
         self.metrics = Metrics()
         self.runtime = runtime
         self.registry: VocabRegistry | None = None
-        self.classify_service: ClassifyService | None = None
+        self.engine: Engine | None = None
         self.ready = False
         self.error: str | None = None
         self._startup: asyncio.Task[None] | None = None
         self.upload_dir = settings.data_dir / "uploads"
-        self.archive: Archive | None = None
-        self.archive_writer = ArchiveWriter()
-        self._tables: dict[str, ArchiveTable] = {}
-        self._tables_lock = threading.Lock()
         self.api_keys = ApiKeys(settings.api_keys, settings.api_key_file)
         self.stopping = asyncio.Event()  # set at SIGTERM: streamed answers end with an error line
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,7 +75,7 @@ class ServerState:
             runtime = self.runtime
             self.upload_dir.mkdir(parents=True, exist_ok=True)
             store = await asyncio.to_thread(self._open_store)
-            self.archive = await asyncio.to_thread(Archive, self.settings.archive_location())
+            archive = await asyncio.to_thread(open_archive, self.settings.archive_location())
             self.registry = VocabRegistry(
                 store,
                 runtime.text_encoder,
@@ -90,17 +85,19 @@ class ServerState:
                 on_prompts_encoded=self.metrics.prompts_encoded.inc,
             )
             s, m = self.settings, self.metrics
-            self.classify_service = ClassifyService(
-                runtime.pipeline,
+            self.engine = Engine(
+                runtime,
                 self.registry,
-                s.flow_options(),
-                s.request_limits(),
-                FlowHooks(
+                archive,
+                options=s.flow_options(),
+                limits=s.request_limits(),
+                hooks=FlowHooks(
                     on_batch=m.on_batch, on_decoded=m.decode_seconds.observe, on_worker_replaced=m.on_worker_replaced
                 ),
+                max_scans=s.max_archive_scans,
             )
             log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
-            await self.classify_service.start()
+            await self.engine.start()
             await asyncio.to_thread(self._register_startup_vocabs)
             self.ready = True
             log.info("ready: %s on %s (%s)", runtime.info.model_id, runtime.info.device, runtime.info.backend)
@@ -108,28 +105,13 @@ class ServerState:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("start-up failed")
 
-    def admitted_upload(self, request: Request, flow: ClassifyService) -> AbstractAsyncContextManager[Upload]:
+    def admitted_upload(self, request: Request, engine: Engine) -> AbstractAsyncContextManager[Upload]:
         """Admission, then the upload at the server's pace (``server/uploads.py``)."""
-        return admitted_upload(request, flow, self.upload_dir, self.settings.upload_pace())
+        return admitted_upload(request, engine, self.upload_dir, self.settings.upload_pace())
 
     def time_left_s(self, upload: Upload) -> float:
         """What the upload left of the request's deadline."""
         return max(self.settings.request_timeout_s - upload.seconds, 1e-3)
-
-    def archive_table(self, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
-        """The archive's table for what this server embeds with ``clip``'s frames and views (made
-        when ``create``: indexing); blocking (call it in a thread)."""
-        assert self.archive is not None and self.runtime is not None
-        info = self.runtime.info
-        spec = spec_for(self.runtime.pipeline, info.model_id, info.weights_sha256, clip)
-        with self._tables_lock:
-            table = self._tables.get(spec.fingerprint)
-            if table is None:
-                # an empty archive reads as an empty table of this model; one holding only other
-                # models' tables is a 409 naming them
-                create = create or not self.archive.specs()
-                table = self._tables[spec.fingerprint] = self.archive.table(spec, create=create)
-            return table
 
     def _open_store(self) -> VocabStore:
         if self.settings.redis_url:
@@ -151,8 +133,7 @@ class ServerState:
     async def stop(self) -> None:
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
-        if self.classify_service is not None:
-            await self.classify_service.stop()
-        await asyncio.to_thread(self.archive_writer.close)  # index=true rows still queued are committed
+        if self.engine is not None:
+            await self.engine.stop()  # index=true rows still queued are committed
         if self.registry is not None:
             self.registry.store.close()

@@ -27,7 +27,7 @@ from text4vis.models.errors import InputError, T4VError
 from text4vis.server.pace import UploadPace
 
 if TYPE_CHECKING:
-    from text4vis.engine.flow.service import ClassifyService
+    from text4vis.engine.facade import Engine
 
 MAX_FIELD_BYTES = 1 << 20  # a form field (labels of a large ad-hoc vocabulary) is at most 1 MiB
 MAX_PARTS = 64  # the forms have 14 fields; more parts than this are refused before they are parsed
@@ -127,13 +127,11 @@ class _Receiver:
 
 
 @contextlib.asynccontextmanager
-async def admitted_upload(
-    request: Request, flow: ClassifyService, spool: Path, pace: UploadPace
-) -> AsyncIterator[Upload]:
+async def admitted_upload(request: Request, engine: Engine, spool: Path, pace: UploadPace) -> AsyncIterator[Upload]:
     """Admission, then the upload: a request the server is too busy for is refused before its
     body is read; an admitted one counts as uploading (stalled while it sends nothing) until its
     body is in, then as work, until the block ends."""
-    with flow.admit() as ticket:
+    with engine.admit() as ticket:
         async with receive_upload(request, spool, pace, on_chunk=ticket.progress) as upload:
             ticket.uploaded()
             yield upload

@@ -8,11 +8,23 @@ import pytest
 import torch
 
 from tests.media import moving_square_frames, write_video
+from text4vis.engine.runtime.build import Runtime
 from text4vis.models.clip_loader import CONFIG_DIR, TINY_ARCH, ClipSource, LoadedClip, load_clip
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VIDEOS = SHARED_DATA / "videos"
 REAL_CLIPS = ["arm_wrestling.mp4", "k400_sample_340x256.mp4", "ucf101_sample_320x240.avi"]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Without the shared test data the run stops at once with one line, instead of forty
+    failures that each say it: a clone without it must not pass quietly, nor drown the reason."""
+    if not VIDEOS.is_dir():
+        pytest.exit(
+            f"test data missing: {SHARED_DATA} (the tests read real clips and class lists from "
+            "../shared/data beside the checkout)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def shared_path(*parts: str) -> Path:
@@ -79,3 +91,11 @@ def quick_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     }
     return path
+
+
+@pytest.fixture(scope="session")
+def runtime(tiny_clip_path: Path) -> Runtime:
+    """The tiny model with the mean head, built once for every test that only runs it."""
+    from tests.server_helpers import tiny_runtime
+
+    return tiny_runtime(tiny_clip_path)

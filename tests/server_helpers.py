@@ -16,12 +16,13 @@ from fastapi import FastAPI
 
 from tests.processes import alive, children_of
 from tests.redis_server import free_port
-from text4vis.engine.flow.service import ClassifyResult, classify_files
+from text4vis.engine.facade import ClassifyResult
+from text4vis.engine.offline import classify_files
 from text4vis.engine.options import ModelOptions
 from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits
 from text4vis.engine.runtime.build import Runtime, build_runtime
 from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.stores import SQLiteStore
+from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 from text4vis.models.clip_loader import TINY_ARCH
 from text4vis.server.app import create_app
 from text4vis.server.settings import Settings
@@ -41,7 +42,7 @@ def classify_offline(
     registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
     request = ClassifyRequest(labels=tuple(labels), clip=ClipSpec(frames, views), top_k=top_k)
     limits = RequestLimits(max_frames=64, max_views="16x3")
-    return classify_files(runtime.pipeline, registry, request, paths, limits=limits, on_done=on_done)
+    return classify_files(runtime, registry, request, paths, limits=limits, on_done=on_done)
 
 
 def tiny_runtime(checkpoint: Path) -> Runtime:

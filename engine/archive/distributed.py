@@ -1,211 +1,195 @@
-"""Bulk indexing on Ray Data: ``t4v index ... --ray ADDRESS`` (``local``: a Ray on this machine).
+"""Bulk indexing on Ray Data (``t4v index ... --ray ADDRESS``; ``local``: a Ray on this machine):
+an adapter that runs the engine's own functions on a cluster, nothing of its own.
 
-The same rows as :func:`~text4vis.engine.archive.indexer.index_files`, from a Ray Data pipeline:
+    file list -> decode tasks (CPU): the file's hash, skipped when stored, else the decode job the
+    server's workers run (``flow/decode_worker.py``: the same limits and decoder) -> an actor pool
+    holding the runtime (one actor per GPU with num_gpus=1, CPU actors otherwise): the same embed
+    step (the encoder, then ``VideoPipeline.fuse``) and the same row builders
+    (``archive/indexer.py``) -> rows, with the fingerprint of the runtime that made them -> the
+    driver commits them by key into the tables of that fingerprint
 
-    file list -> decode + sample + resize (CPU tasks, the project's own decoder:
-    models/video_input.py) -> encode + temporal head (an actor pool holding the model: one actor
-    per GPU with num_gpus=1, CPU actors otherwise) -> rows -> the archive's table
-
-Ray Data was chosen because it streams a file list through CPU tasks and a GPU actor pool with
-backpressure across machines, which is exactly the shape of this job. The rows are committed by
-the driver with the archive's own ``merge_insert`` (batches of a few hundred rows), not Ray Data's
-Lance sink: the sink appends without the id check, so a second writer at the same time (a
-server with ``index=true``) could store a video twice; committed by key, every row is stored
-exactly once whoever writes it. Files already stored are skipped before they are decoded.
+Which tables: one actor-like task reports the spec of what the actors run (a GPU cluster runs
+fp16 where this machine would run fp32), the driver opens those tables, and it refuses any row
+whose fingerprint is not its table's (a cluster of mixed nodes). Ray Data was chosen because it
+streams a file list through CPU tasks and a GPU actor pool with backpressure across machines. The
+driver commits with the archive's keyed merge (``ArchiveTable.add``), not Ray Data's Lance sink,
+which appends without the id check: a server writing at the same time could store a row twice.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
+import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from text4vis.engine.archive.indexer import MAX_WINDOWS, Indexed
-from text4vis.engine.archive.store import ArchiveRow, ArchiveTable, content_id, window_id
+from text4vis.engine.archive.indexer import MAX_WINDOWS, Indexed, video_row, window_row
+from text4vis.engine.archive.spec import ArchiveSpec
+from text4vis.engine.archive.store import Archive, ArchiveRow, ArchiveTable, content_id
+from text4vis.engine.errors import ArchiveMismatch
+from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob, run
 from text4vis.engine.options import ModelOptions
-from text4vis.engine.request import ResolvedClip
+from text4vis.engine.request import IndexRequest, ResolvedClip
 from text4vis.models.errors import InputError, T4VError
+from text4vis.models.limits import MediaLimits
 
 log = logging.getLogger(__name__)
 COMMIT_ROWS = 256
 
 
 @dataclass(frozen=True)
-class DecodeSpec:
-    """What a decode task needs (picklable: it travels to the cluster)."""
+class Made:
+    """What the actors run, as specs: the tables their rows belong to."""
 
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    scaler: str
-    frames: int
-    clips: int
-    crops: int
-    sampling: str
-    windows_s: float | None
-    stored: frozenset[str]  # the table's videos (content ids): not decoded again
+    video: ArchiveSpec
+    window: ArchiveSpec
 
 
-def _pack(array: np.ndarray) -> tuple[bytes, list[int]]:
-    return array.tobytes(), list(array.shape)
+def _made(options: ModelOptions, clip: ResolvedClip) -> tuple[str, str, Any]:
+    """On the cluster (a GPU node where there is one): the specs of what the actors will run, and
+    the preprocessing the decode tasks must apply."""
+    from text4vis.engine.runtime.build import build_runtime
+
+    runtime = build_runtime(options)
+    video, window = ArchiveSpec.of(runtime, clip), ArchiveSpec.of(runtime, clip.windows())
+    return video.to_json(), window.to_json(), runtime.pipeline.preprocess
 
 
-def _unpack(data: bytes, shape: Any, dtype: Any) -> np.ndarray:
-    return np.frombuffer(data, dtype=dtype).reshape([int(x) for x in shape])
+@dataclass(frozen=True)
+class DecodeTask:
+    """What a decode task needs (picklable: it travels to the cluster): the job every file's
+    video runs (its path filled in per file), the windows' length, the ids not to decode again."""
+
+    video: DecodeJob
+    window_s: float | None
+    stored: frozenset[str]
 
 
-def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np.ndarray]:
-    """A CPU task: each file's sampled, resized and cropped frames (and its windows'), or its error."""
-    from text4vis.models.choices import Sampling, Scaler
-    from text4vis.models.preprocess import PreprocessConfig
-    from text4vis.models.video_input import sample_clip, sample_frames
-    from text4vis.models.windows import plan_timeline
-
-    preprocess = PreprocessConfig(spec.resize, spec.crop, spec.mean, spec.std, Scaler(spec.scaler))
-    out: dict[str, list[Any]] = {k: [] for k in ("path", "content", "error", "pixels", "gather", "meta")}
+def decode_batch(batch: dict[str, np.ndarray], task: DecodeTask) -> dict[str, np.ndarray]:
+    """A CPU task: each file's decoded frames (and its windows'), or why it was skipped or failed."""
+    out: dict[str, list[Any]] = {k: [] for k in ("path", "content", "error", "skipped", "decoded")}
     for path_text in batch["path"]:
         path = Path(str(path_text))
-        record: dict[str, Any] = {"path": str(path), "content": "", "error": "", "pixels": b"", "gather": b""}
-        meta: dict[str, Any] = {}
+        content, error, decoded = "", "", b""
         try:
             content = content_id(path)
-            record["content"] = content
-            if content in spec.stored:
-                meta["skipped"] = True
-            else:
-                sampling = Sampling(spec.sampling)
-                clip = sample_clip(
-                    path, preprocess, spec.frames, spec.clips, spec.crops, name=str(path), sampling=sampling
-                )
-                pixels, gather = clip.pixels, clip.gather
-                meta.update(duration_s=clip.duration_s, video_views=len(gather), windows=[])
-                if spec.windows_s is not None:
-                    plan = plan_timeline(path, spec.windows_s, spec.windows_s, spec.frames, MAX_WINDOWS)
-                    if plan.windows:
-                        win = sample_frames(path, preprocess, [w.indices for w in plan.windows], name=str(path))
-                        gather = np.concatenate([gather, win.gather + len(pixels)])  # video views, then windows
-                        pixels = np.concatenate([pixels, win.pixels])
-                        meta["windows"] = [[w.start_s, w.end_s] for w in plan.windows]
-                record["pixels"], shape = _pack(np.ascontiguousarray(pixels))
-                record["gather"], gshape = _pack(np.ascontiguousarray(gather.astype(np.int64)))
-                meta.update(pixels_shape=shape, gather_shape=gshape)
+            if content not in task.stored:
+                decoded = pickle.dumps(_decode(path, task))
         except T4VError as exc:
-            record["error"] = " ".join(str(exc).split())
+            error = " ".join(str(exc).split())
         except Exception as exc:  # noqa: BLE001 - a library's own failure on a hostile file is the file's
-            record["error"] = f"{path.name}: the file could not be decoded ({type(exc).__name__})"
-        for key in ("path", "content", "error", "pixels", "gather"):
-            out[key].append(record[key])
-        out["meta"].append(json.dumps(meta))
+            error = f"{path.name}: the file could not be decoded ({type(exc).__name__})"
+        out["path"].append(str(path))
+        out["content"].append(content)
+        out["error"].append(error)
+        out["skipped"].append(bool(content) and not error and content in task.stored)
+        out["decoded"].append(decoded)
     return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
-class EncodeActor:
-    """Holds the model (built once per actor from the model options); encodes a batch of decoded
-    files in encoder calls shared by all of them, and answers the archive's rows."""
+def _decode(path: Path, task: DecodeTask) -> tuple[Any, list[Any], Any]:
+    """The video's frames, its windows and their frames, through the decode worker's ``run``."""
+    job = replace(task.video, path=path, name=str(path))
+    frames = run(job)
+    windows: list[Any] = []
+    window_frames = None
+    if task.window_s is not None:
+        plan = run(
+            PlanJob(
+                path,
+                task.window_s,
+                task.window_s,
+                job.frames,
+                MAX_WINDOWS,
+                job.decoder,
+                name=str(path),
+                limits=job.limits,
+            )
+        )
+        windows = plan.windows  # type: ignore[union-attr]
+        if windows:
+            window_frames = run(replace(job, rows=[w.indices for w in windows]))
+    return frames, windows, window_frames
 
-    def __init__(self, options: ModelOptions, max_batch: int = 64) -> None:
+
+class EncodeActor:
+    """Holds the runtime (built once per actor from the model options) and embeds a batch of
+    decoded files in one encoder call; answers each file's rows and the specs they were made under."""
+
+    def __init__(self, options: ModelOptions, clip: ResolvedClip, max_batch: int = 64) -> None:
         from text4vis.engine.runtime.build import build_runtime
 
-        self.runtime = build_runtime(options, max_batch)
+        runtime = build_runtime(options, max_batch)
+        self.pipeline = runtime.pipeline
+        self.made = (ArchiveSpec.of(runtime, clip).to_json(), ArchiveSpec.of(runtime, clip.windows()).to_json())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from text4vis.engine.archive.indexer import thumbnail
-
-        pipeline = self.runtime.pipeline
-        rows: dict[str, list[Any]] = {k: [] for k in ("path", "error", "skipped", "row_json", "embedding", "thumb")}
-        decoded = []
+        out: dict[str, list[Any]] = {k: [] for k in ("path", "content", "error", "skipped", "rows", "made")}
+        files = []
         for i in range(len(batch["path"])):
-            meta = json.loads(str(batch["meta"][i]))
-            if batch["error"][i] or meta.get("skipped"):
-                rows["path"].append(batch["path"][i])
-                rows["error"].append(str(batch["error"][i]))
-                rows["skipped"].append(bool(meta.get("skipped")))
-                rows["row_json"].append(json.dumps({"id": str(batch["content"][i])}))
-                rows["embedding"].append(b"")
-                rows["thumb"].append(b"")
-                continue
-            pixels = _unpack(batch["pixels"][i], meta["pixels_shape"], np.uint8)
-            gather = _unpack(batch["gather"][i], meta["gather_shape"], np.int64)
-            decoded.append((i, meta, pixels, gather))
-        if decoded:
-            frame_emb = pipeline.encoder.encode(torch.from_numpy(np.concatenate([d[2] for d in decoded])))
-            start = 0
-            for i, meta, pixels, gather in decoded:
-                emb = frame_emb[start : start + len(pixels)]
-                start += len(pixels)
-                views = meta["video_views"]
-                gather_t = torch.from_numpy(gather)
-                video = pipeline.embed(emb, gather_t[:views])
-                first = torch.from_numpy(pixels[gather[0, 0]])
-                name, content = str(batch["path"][i]), str(batch["content"][i])
-                entries = [(content, "video", 0.0, meta["duration_s"], video, first)]
-                window_emb = pipeline.score_rows(emb, gather_t[views:], None) if meta["windows"] else []
-                for (start_s, end_s), (_, w_emb), w_gather in zip(
-                    meta["windows"], window_emb, gather[views:], strict=True
-                ):
-                    w_first = torch.from_numpy(pixels[w_gather[0]])
-                    entries.append((window_id(content, start_s, end_s), "window", start_s, end_s, w_emb, w_first))
-                for row_id, kind, start_s, end_s, vector, frame in entries:
-                    duration = meta["duration_s"]
-                    rows["path"].append(name)
-                    rows["error"].append("")
-                    rows["skipped"].append(False)
-                    rows["row_json"].append(
-                        json.dumps(
-                            {
-                                "id": row_id,
-                                "content_id": content,
-                                "kind": kind,
-                                "start_s": start_s,
-                                "end_s": end_s if end_s is not None else 0.0,
-                                "duration_s": duration,
-                            }
-                        )
-                    )
-                    rows["embedding"].append(vector.float().numpy().astype(np.float32).tobytes())
-                    rows["thumb"].append(thumbnail(frame))
-        return {k: np.array(v, dtype=object) for k, v in rows.items()}
+            decoded = batch["decoded"][i]
+            files.append((i, pickle.loads(decoded) if decoded else None))
+        pieces = [
+            p for _, d in files if d is not None for p in (d[0].pixels, *(() if d[2] is None else (d[2].pixels,)))
+        ]
+        frame_emb = self.pipeline.encoder.encode(torch.from_numpy(np.concatenate(pieces))) if pieces else None
+        start = 0
+        for i, decoded in files:
+            rows: list[ArchiveRow] = []
+            if decoded is not None:
+                assert frame_emb is not None
+                rows, start = self._rows(str(batch["path"][i]), str(batch["content"][i]), decoded, frame_emb, start)
+            for key in ("path", "content", "error", "skipped"):
+                out[key].append(batch[key][i])
+            out["rows"].append(pickle.dumps(rows))
+            out["made"].append(self.made)
+        return {k: np.array(v, dtype=object) for k, v in out.items()}
 
+    def _rows(self, name: str, content: str, decoded: Any, frame_emb: Any, start: int) -> tuple[list[ArchiveRow], int]:
+        import torch
 
-def _row(record: dict[str, Any], dim: int) -> ArchiveRow:
-    fields = json.loads(record["row_json"])
-    return ArchiveRow(
-        id=fields["id"],
-        content_id=fields["content_id"],
-        name=str(record["path"]),
-        kind=fields["kind"],
-        start_s=fields["start_s"],
-        end_s=fields["end_s"],
-        duration_s=fields["duration_s"],
-        embedding=np.frombuffer(record["embedding"], dtype=np.float32).reshape(dim).copy(),
-        thumbnail=bytes(record["thumb"]),
-    )
+        frames, windows, window_frames = decoded
+        emb = frame_emb[start : start + len(frames.pixels)]
+        start += len(frames.pixels)
+        gather = torch.from_numpy(frames.gather)
+        (video,) = self.pipeline.fuse(emb, [gather])
+        first = torch.from_numpy(frames.pixels[frames.gather[0, 0]])
+        rows = []
+        if window_frames is not None:
+            w_emb = frame_emb[start : start + len(window_frames.pixels)]
+            start += len(window_frames.pixels)
+            w_gather = torch.from_numpy(window_frames.gather)
+            embeddings = self.pipeline.fuse(w_emb, [row[None] for row in w_gather])
+            for w, e, row in zip(windows, embeddings, window_frames.gather, strict=True):
+                frame = torch.from_numpy(window_frames.pixels[row[0]])
+                rows.append(window_row(content, w.start_s, w.end_s, e, frame, name, frames.duration_s))
+        return [*rows, video_row(content, video, first, frames.duration_s, name)], start
 
 
 def index_on_ray(
     address: str,
     options: ModelOptions,
-    table: ArchiveTable,
+    archive: Archive,
     files: list[Path],
     clip: ResolvedClip,
-    preprocess: Any,
+    request: IndexRequest,
     *,
-    windows_s: float | None = None,
+    limits: MediaLimits | None = None,
     encoders: int | None = None,
     on_done: Callable[[], None] | None = None,
-) -> list[Indexed | BaseException]:
-    """Index ``files`` on Ray Data into ``table`` (``address``: a cluster, or ``local``). One
-    result or error per file, in order, as :func:`index_files` answers."""
+) -> tuple[list[Indexed | BaseException], ArchiveTable]:
+    """Index ``files`` on Ray Data (``address``: a cluster, or ``local``). One result or error per
+    file, in order, as ``t4v index`` answers; and the videos' table."""
     import ray
+
+    from text4vis.engine.runtime.build import choose_decoder
 
     if not ray.is_initialized():
         if address == "local":
@@ -215,71 +199,78 @@ def index_on_ray(
     ray.data.DataContext.get_current().enable_progress_bars = False
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = encoders or max(1, gpus)
-    stored = table.video_ids()  # the decode tasks hash each file once and skip these
-    p = preprocess
-    spec = DecodeSpec(
-        p.resize,
-        p.crop,
-        tuple(p.mean),
-        tuple(p.std),
-        str(p.scaler),
-        clip.frames,
-        clip.clips,
-        clip.crops,
-        str(clip.sampling),
-        windows_s,
-        stored,
+    video_json, window_json, preprocess = ray.get(
+        ray.remote(num_gpus=1 if gpus else 0, num_cpus=0)(_made).remote(options, clip)
+    )
+    made = Made(ArchiveSpec.from_json(video_json), ArchiveSpec.from_json(window_json))
+    videos = archive.table(made.video, create=True)
+    windows = archive.table(made.window, create=True) if request.window_s is not None else None
+    stored = videos.video_ids()  # the decode tasks hash each file once and skip these
+    decoder, _, _ = choose_decoder(options.decoder, "cpu")  # decode tasks run on CPU nodes
+    job = DecodeJob(
+        Path(), preprocess, clip.frames, clip.clips, clip.crops, decoder, sampling=clip.sampling, limits=limits
     )
     log.info("Ray Data: %d files (%d stored), %d encoder actors, %d GPUs", len(files), len(stored), actors, gpus)
     dataset = ray.data.from_items([{"path": str(path)} for path in files])
-    decoded = dataset.map_batches(functools.partial(decode_batch, spec=spec), batch_size=1, num_cpus=1)
+    decoded = dataset.map_batches(
+        functools.partial(decode_batch, task=DecodeTask(job, request.window_s, stored)), batch_size=1, num_cpus=1
+    )
     encoded = decoded.map_batches(
         EncodeActor,
-        fn_constructor_kwargs={"options": options},
+        fn_constructor_kwargs={"options": options, "clip": clip},
         batch_size=4,
         concurrency=actors,
         num_gpus=1 if gpus else 0,
         # reserves no CPU: a CPU actor's torch uses the node's cores whatever Ray reserves, and
-        # reserving one would leave a 2-core machine one decode task at a time (0.42x t4v index)
+        # reserving one would leave a 2-core machine one decode task at a time
         num_cpus=0,
     )
+    committer = _Committer(made, videos, windows)
     per_file: dict[str, Indexed | BaseException] = {}
-    counts: dict[str, tuple[str, list[int]]] = {}  # file -> its content id, [videos, windows]
-    pending: list[ArchiveRow] = []
-    dim = table.spec.embed_dim
-
-    def commit() -> None:
-        if pending:
-            table.add(pending)
-            pending.clear()
-
     for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
         for i in range(len(batch["path"])):
-            record = {k: batch[k][i] for k in batch}
-            name = str(record["path"])
-            if record["error"]:
-                per_file[name] = InputError(str(record["error"]))
-                if on_done:
-                    on_done()
-                continue
-            if record["skipped"]:
-                per_file[name] = Indexed(name, _content(record), 0, 0, skipped=True)
-                if on_done:
-                    on_done()
-                continue
-            row = _row(record, dim)
-            pending.append(row)
-            c = counts.setdefault(name, (row.content_id, [0, 0]))[1]
-            c[0 if row.kind == "video" else 1] += 1
-            if row.kind == "video" and on_done:
+            name, content = str(batch["path"][i]), str(batch["content"][i])
+            if batch["error"][i]:
+                per_file[name] = InputError(str(batch["error"][i]))
+            elif batch["skipped"][i]:
+                per_file[name] = Indexed(name, content, 0, 0, skipped=True)
+            else:
+                rows: list[ArchiveRow] = pickle.loads(batch["rows"][i])
+                committer.take(tuple(batch["made"][i]), rows)
+                per_file[name] = Indexed(name, content, len(rows), len(rows) - 1, skipped=False)
+            if on_done is not None:
                 on_done()
-        if len(pending) >= COMMIT_ROWS:
-            commit()
-    commit()
-    for name, (content, (videos, windows)) in counts.items():
-        per_file[name] = Indexed(name, content, videos + windows, windows, skipped=False)
-    return [per_file.get(str(path), RuntimeError(f"{path}: no result from the Ray pipeline")) for path in files]
+        committer.commit(COMMIT_ROWS)
+    committer.commit(0)
+    return [per_file.get(str(path), RuntimeError(f"{path}: no result from the Ray pipeline")) for path in files], videos
 
 
-def _content(record: dict[str, Any]) -> str:
-    return str(json.loads(record["row_json"])["id"])
+class _Committer:
+    """Rows gathered per table and committed by key, windows before their videos; a row made
+    under another spec than its table's is refused."""
+
+    def __init__(self, made: Made, videos: ArchiveTable, windows: ArchiveTable | None) -> None:
+        self.made, self.videos, self.windows = made, videos, windows
+        self.pending: dict[str, list[ArchiveRow]] = {"window": [], "video": []}
+
+    def take(self, made: tuple[str, str], rows: list[ArchiveRow]) -> None:
+        video, window = ArchiveSpec.from_json(made[0]), ArchiveSpec.from_json(made[1])
+        if video.fingerprint != self.made.video.fingerprint or window.fingerprint != self.made.window.fingerprint:
+            raise ArchiveMismatch(
+                f"a Ray actor embeds as {video.describe()}, but the table is {self.made.video.describe()}: "
+                "every node must run the same model, precision and backend (give --precision and --backend)"
+            )
+        for row in rows:
+            self.pending[row.kind].append(row)
+
+    def commit(self, at_least: int) -> None:
+        if sum(len(rows) for rows in self.pending.values()) < max(at_least, 1):
+            return
+        if self.windows is self.videos:
+            self.videos.add(self.pending["window"] + self.pending["video"])
+        else:
+            if self.windows is not None and self.pending["window"]:
+                self.windows.add(self.pending["window"])
+            if self.pending["video"]:
+                self.videos.add(self.pending["video"])
+        self.pending = {"window": [], "video": []}

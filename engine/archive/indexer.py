@@ -1,8 +1,11 @@
-"""Index files into the archive: the classify flow's decode and encode (one code path,
-:meth:`~text4vis.engine.flow.service.ClassifyService.embed`), then rows instead of predictions.
+"""Index files into the archive: the embed step (``flow/embedder.py``), then rows instead of
+predictions. The row builders here are the only ones: ``index=true``, ``t4v index``, the upload
+route and the Ray actors build their rows with them.
 
-A file already stored (its SHA-256 is a row's id) is skipped before it is decoded, so a run
-that stopped resumes where it was; a video and its windows commit together.
+A file already stored (its SHA-256 is a row's id) is not decoded again, so a run that stopped
+resumes where it was. Window rows go to the table of how they were made: T frames, one view (the
+1x1 table of those frames), whatever the video's views and sampling; their video's row is
+committed after them, so a video that is stored has its windows.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import ArchiveRow, ArchiveTable, content_id, window_id
-from text4vis.engine.flow.pipeline import VideoPipeline
-from text4vis.engine.flow.service import ClassifyResult, ClassifyService, run_files
+from text4vis.engine.flow.embedder import EmbeddedWindow, Embedder
 from text4vis.engine.flow.timeline import Segment
-from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits, ResolvedClip
-from text4vis.models.errors import InputError
-from text4vis.models.windows import check_window
+from text4vis.engine.request import ResolvedClip
 
 THUMBNAIL_PX = 128
 MAX_WINDOWS = 2_000
@@ -37,7 +35,7 @@ class Indexed:
     file: str
     id: str  # the video's content id
     rows: int  # rows new in the archive (0: it was already there)
-    windows: int
+    windows: int  # the video's window rows (stored now or before)
     skipped: bool  # stored before this run: not decoded again
 
 
@@ -49,16 +47,8 @@ def thumbnail(frame: torch.Tensor, size: int = THUMBNAIL_PX) -> bytes:
     return buffer.getvalue()
 
 
-def spec_for(pipeline: VideoPipeline, text_model: str, weights_sha256: str, clip: ResolvedClip) -> ArchiveSpec:
-    """The archive spec of what ``pipeline`` embeds with ``clip``'s frames and views."""
-    return ArchiveSpec.of(
-        text_model=text_model,
-        weights_sha256=weights_sha256,
-        temporal=str(getattr(pipeline.head, "kind", "mean")),
-        preprocess=pipeline.preprocess,
-        clip=clip,
-        embed_dim=pipeline.encoder.embed_dim,
-    )
+def _vector(embedding: torch.Tensor) -> np.ndarray:
+    return embedding.float().numpy().astype(np.float32)
 
 
 def video_row(
@@ -78,112 +68,101 @@ def video_row(
         start_s=0.0,
         end_s=duration_s if duration_s is not None else 0.0,
         duration_s=duration_s,
-        embedding=embedding.float().numpy().astype(np.float32),
+        embedding=_vector(embedding),
         thumbnail=thumbnail(first_frame),
         metadata=metadata or {},
     )
 
 
-def window_rows(
-    content: str, segments: list[Segment], name: str, duration_s: float | None, metadata: dict[str, Any] | None = None
-) -> list[ArchiveRow]:
-    return [
-        ArchiveRow(
-            id=window_id(content, s.start_s, s.end_s),
-            content_id=content,
-            name=name,
-            kind="window",
-            start_s=s.start_s,
-            end_s=s.end_s,
-            duration_s=duration_s,
-            embedding=s.embedding.float().numpy().astype(np.float32),
-            thumbnail=thumbnail(s.first_frame) if s.first_frame is not None else None,
-            metadata=metadata or {},
-        )
-        for s in segments
-    ]
+def window_row(
+    content: str,
+    start_s: float,
+    end_s: float,
+    embedding: torch.Tensor,
+    first_frame: torch.Tensor | None,
+    name: str,
+    duration_s: float | None,
+    metadata: dict[str, Any] | None = None,
+) -> ArchiveRow:
+    """One window's row: ``embedding`` the window embedded as a video of its own (one view)."""
+    return ArchiveRow(
+        id=window_id(content, start_s, end_s),
+        content_id=content,
+        name=name,
+        kind="window",
+        start_s=start_s,
+        end_s=end_s,
+        duration_s=duration_s,
+        embedding=_vector(embedding),
+        thumbnail=thumbnail(first_frame) if first_frame is not None else None,
+        metadata=metadata or {},
+    )
 
 
-def classified_row(media: Path, result: ClassifyResult) -> ArchiveRow:
-    """The archive row of what a classify request computed (``index=true``). Blocking (hashes the file)."""
-    assert result.embedding is not None
-    content = content_id(media)
-    return video_row(content, result.embedding, result.first_view[0], result.duration_s, result.file)
-
-
-def store_segments(table: ArchiveTable, media: Path, name: str, segments: list[Segment], duration_s: float) -> str:
+def store_windows(table: ArchiveTable, media: Path, name: str, segments: list[Segment], duration_s: float) -> str:
     """Store a timeline's windows (``index=true`` on the timeline); the video's content id. Blocking."""
     content = content_id(media)
-    table.add(window_rows(content, segments, name, duration_s))
+    table.add([window_row(content, s.start_s, s.end_s, s.embedding, s.first_frame, name, duration_s) for s in segments])
     return content
 
 
 async def embed_windows(
-    service: ClassifyService, media: Path, window_s: float, frames: int, *, deadline: float, name: str | None = None
-) -> list[Segment]:
-    """The embeddings of ``media``'s windows of ``window_s`` seconds (stride = window, so they tile
-    the video), as the timeline computes them."""
-    plan = await service.plan_timeline(
+    flow: Embedder, media: Path, window_s: float, frames: int, *, deadline: float, name: str
+) -> tuple[list[EmbeddedWindow], float]:
+    """``media``'s windows of ``window_s`` seconds (stride = window: they tile the video), embedded
+    as the timeline embeds them; and the video's duration."""
+    plan = await flow.plan_timeline(
         media,
         window_s=window_s,
         stride_s=window_s,
         frames=frames,
         max_windows=MAX_WINDOWS,
-        timeout_s=max(deadline - time.monotonic(), 1e-3),
+        deadline=deadline,
         name=name,
     )
-    timeout = max(deadline - time.monotonic(), 1e-3)
-    return [s async for s in service.timeline(media, plan, None, timeout_s=timeout, name=name)]
+    windows = [w async for group in flow.embed_windows(media, plan, deadline=deadline, name=name) for w in group]
+    return windows, plan.duration_s
 
 
 async def index_file(
-    service: ClassifyService,
-    table: ArchiveTable,
+    flow: Embedder,
+    videos: ArchiveTable,
+    windows: ArchiveTable | None,
     media: Path,
     clip: ResolvedClip,
     *,
     name: str,
-    windows_s: float | None = None,
+    window_s: float | None = None,
     metadata: dict[str, Any] | None = None,
     timeout_s: float = 24 * 3600,
 ) -> Indexed:
-    """Embed and store one file (and its windows), unless it is stored already."""
+    """Embed and store one file in ``videos`` (and, with ``window_s``, its windows in
+    ``windows``), unless stored already: what is stored is not decoded again."""
     deadline = time.monotonic() + timeout_s
     content = await asyncio.to_thread(content_id, media)
-    if content in await asyncio.to_thread(table.stored, [content]):
-        windows = len(await asyncio.to_thread(table.windows_of, content)) if windows_s is not None else 0
-        return Indexed(name, content, 0, windows, skipped=True)
-    embedded = await service.embed(media, clip, deadline=deadline, name=name)
-    rows = [video_row(content, embedded.embedding, embedded.first_view[0], embedded.duration_s, name, metadata)]
-    if windows_s is not None:
-        segments = await embed_windows(service, media, windows_s, clip.frames, deadline=deadline, name=name)
-        rows += window_rows(content, segments, name, embedded.duration_s, metadata)
-    added = await asyncio.to_thread(table.add, rows)
-    return Indexed(name, content, added, len(rows) - 1, skipped=False)
-
-
-def index_files(
-    pipeline: VideoPipeline,
-    table: ArchiveTable,
-    paths: list[Path],
-    clip_spec: ClipSpec,
-    *,
-    windows_s: float | None = None,
-    in_flight: int = 4,
-    limits: RequestLimits | None = None,
-    on_done: Callable[[], None] | None = None,
-) -> list[Indexed | BaseException]:
-    """``t4v index``: every path through the offline flow (decode threads, shared encoder batches)
-    into ``table``. One result or exception per path, in order."""
-    limits = limits or RequestLimits()
-    clip = ClassifyRequest(labels=("-",), clip=clip_spec).resolved(limits)
-    if windows_s is not None:
-        check_window(windows_s, windows_s)
-    spec = table.spec
-    if (spec.frames, spec.views, spec.sampling) != (clip.frames, f"{clip.clips}x{clip.crops}", str(clip.sampling)):
-        raise InputError(f"the archive table {table.name} stores other frames, views or sampling than these")
-
-    async def one(service: ClassifyService, path: Path) -> Indexed:
-        return await index_file(service, table, path, clip, name=str(path), windows_s=windows_s)
-
-    return run_files(pipeline, None, paths, one, clip, in_flight=in_flight, limits=limits, on_done=on_done)
+    has_video = content in await asyncio.to_thread(videos.stored, [content])
+    stored_windows = 0
+    if windows is not None:
+        stored_windows = len(await asyncio.to_thread(windows.windows_of, content))
+    if has_video and (windows is None or stored_windows):
+        return Indexed(name, content, 0, stored_windows, skipped=True)
+    video: list[ArchiveRow] = []
+    duration: float | None = None
+    if not has_video:
+        embedded = await flow.embed(media, clip, deadline=deadline, name=name)
+        duration = embedded.duration_s
+        video = [video_row(content, embedded.embedding, embedded.first_view[0], duration, name, metadata)]
+    parts: list[ArchiveRow] = []
+    if windows is not None and window_s is not None and not stored_windows:
+        found, planned = await embed_windows(flow, media, window_s, clip.frames, deadline=deadline, name=name)
+        duration = duration if duration is not None else planned
+        parts = [
+            window_row(content, w.window.start_s, w.window.end_s, w.embedding, w.first_frame, name, duration, metadata)
+            for w in found
+        ]
+    if windows is videos:  # a 1x1 exact table holds both: one commit
+        added = await asyncio.to_thread(videos.add, parts + video)
+    else:
+        added = await asyncio.to_thread(windows.add, parts) if windows is not None and parts else 0
+        added += await asyncio.to_thread(videos.add, video) if video else 0
+    return Indexed(name, content, added, len(parts) or stored_windows, skipped=False)

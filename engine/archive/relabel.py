@@ -1,9 +1,9 @@
 """Re-label stored embeddings under a vocabulary, without decoding anything.
 
-The same numbers as ``/classify``: ``100 x normalize(v) @ W.T``, a softmax over every label,
-the top ``k`` (:func:`_top` says how exactly); "none of these" from the same rules (``engine/vocab/abstain.py``). Each
-batch of rows is one matrix product; the output is Arrow record batches, written as Parquet, CSV
-or JSON lines (:func:`write`) or streamed by the server.
+The same numbers as ``/classify``: the one scoring rule (``engine/vocab/scoring.py``: float64
+logits, the softmax over every label, the top ``k``) and "none of these" from the same policy.
+Each batch of rows is one matrix product; the output is Arrow record batches, written as
+Parquet, CSV or JSON lines (:func:`write`) or streamed by the server.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from text4vis.engine.request import ResolvedAbstain
-from text4vis.engine.vocab.abstain import decide
-from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.engine.vocab.classifier import Prediction
+from text4vis.engine.vocab.scoring import Ranked, ScoringPlan, abstentions, rank
 from text4vis.models.errors import InputError
-from text4vis.models.video_classifier import LOGIT_SCALE
 
 PREDICTION = pa.struct([("label", pa.string()), ("probability", pa.float64()), ("score", pa.float64())])
 OUTPUT_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s")
@@ -30,32 +28,17 @@ FORMATS = (".parquet", ".csv", ".jsonl")
 log = logging.getLogger(__name__)
 
 
-def _top(classifier: Classifier, emb: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices, probabilities and cosines of the top ``k`` labels of each row of ``emb [B, D]``:
-    the float64 logits serving computes (:func:`class_logits`; float32 products of this shape
-    differ from a single video's by up to ~1e-5 in a logit), their log-sum-exp, the top ``k``."""
-    wide = emb.double()
-    # class_logits' arithmetic, with the normalization folded into one scale per row (to 1e-15)
-    scale = LOGIT_SCALE / torch.linalg.vector_norm(wide, dim=-1, keepdim=True).clamp_min(1e-12)
-    logits = (wide @ classifier.matrix.double().T).mul_(scale)  # float64 [B, C]
-    top = torch.topk(logits, k, dim=-1)  # the softmax keeps the order
-    probs = torch.exp(top.values - torch.logsumexp(logits, dim=-1, keepdim=True))
-    return top.indices, probs, top.values / 100.0
-
-
-def _predictions(
-    labels: np.ndarray, idx: torch.Tensor, prob: torch.Tensor, score: torch.Tensor, finite: np.ndarray
-) -> pa.Array:
+def _predictions(labels: np.ndarray, ranked: Ranked, finite: np.ndarray) -> pa.Array:
     """A ``list<struct<label, probability, score>>`` column, built without a Python loop over
     rows; a row whose stored embedding is not ``finite`` gets an empty list (never a probability
     of NaN, which JSON would carry as null)."""
-    k = idx.shape[1]
+    k = ranked.indices.shape[1]
     keep = torch.from_numpy(finite)
     flat = pa.StructArray.from_arrays(
         [
-            pa.array(labels[idx[keep].reshape(-1).numpy()]),
-            pa.array(prob[keep].reshape(-1).numpy()),
-            pa.array(score[keep].reshape(-1).numpy()),
+            pa.array(labels[ranked.indices[keep].reshape(-1).numpy()]),
+            pa.array(ranked.probabilities[keep].reshape(-1).numpy()),
+            pa.array(ranked.cosines[keep].reshape(-1).numpy()),
         ],
         fields=list(PREDICTION),
     )
@@ -63,19 +46,11 @@ def _predictions(
     return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
-def relabel_batches(
-    batches: Iterable[pa.RecordBatch],
-    classifier: Classifier,
-    top_k: int = 5,
-    policy: ResolvedAbstain | None = None,
-    background: Classifier | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """Stored rows (the archive's :meth:`~ArchiveTable.embeddings`) -> their predictions: the
-    rows' fields, ``predictions`` (the top ``top_k``, 0 = every label) and, when the policy
-    decides, ``abstained`` and ``abstain_reason``."""
-    labels = np.array(classifier.labels, dtype=object)
-    k = len(labels) if top_k <= 0 else min(top_k, len(labels))
-    decides = policy is not None and policy.decides
+def relabel_batches(batches: Iterable[pa.RecordBatch], plan: ScoringPlan) -> Iterator[pa.RecordBatch]:
+    """Stored rows (an archive table's :meth:`~ArchiveTable.scan`) -> their predictions under
+    ``plan``: the rows' fields, ``predictions`` (the top ``plan.top_k``, 0 = every label) and, when
+    the policy decides, ``abstained`` and ``abstain_reason``."""
+    labels = np.array(plan.classifier.labels, dtype=object)
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -86,47 +61,32 @@ def relabel_batches(
         if not finite.all():  # stored before the archive refused such rows, or written by another tool
             log.warning("%d stored rows have a non-finite embedding: they get no predictions", int((~finite).sum()))
             emb[~torch.from_numpy(finite)] = 0.0
-        with torch.inference_mode():
-            idx, prob, score = _top(classifier, emb, k)
+        ranked = rank(plan.classifier, emb, plan.top_k)
         columns = {name: batch.column(name) for name in OUTPUT_FIELDS}
-        columns["predictions"] = _predictions(labels, idx, prob, score, finite)
-        if decides:
-            assert policy is not None
-            abstained, reasons = _abstain(emb, idx, prob, score, labels, policy, background)
+        columns["predictions"] = _predictions(labels, ranked, finite)
+        if plan.abstain.decides:
+            best = [
+                Prediction(labels[i], p, c)
+                for i, p, c in zip(
+                    ranked.indices[:, 0].tolist(),
+                    ranked.probabilities[:, 0].tolist(),
+                    ranked.cosines[:, 0].tolist(),
+                    strict=True,
+                )
+            ]
+            decisions = abstentions(plan, emb, best)
             columns["abstained"] = pa.array(
-                [a if ok else None for a, ok in zip(abstained, finite, strict=True)], pa.bool_()
+                [d.abstained if d is not None and ok else None for d, ok in zip(decisions, finite, strict=True)],
+                pa.bool_(),
             )
             columns["abstain_reason"] = pa.array(
-                [r if ok else "the stored embedding is not finite" for r, ok in zip(reasons, finite, strict=True)],
+                [
+                    (d.reason if d is not None else None) if ok else "the stored embedding is not finite"
+                    for d, ok in zip(decisions, finite, strict=True)
+                ],
                 pa.string(),
             )
         yield pa.RecordBatch.from_pydict(columns)
-
-
-def _abstain(
-    emb: torch.Tensor,
-    idx: torch.Tensor,
-    prob: torch.Tensor,
-    score: torch.Tensor,
-    labels: np.ndarray,
-    policy: ResolvedAbstain,
-    background: Classifier | None,
-) -> tuple[list[bool], list[str | None]]:
-    nearest: list[list[Prediction]] = [[] for _ in range(len(emb))]
-    if background is not None and background.labels:
-        bg_labels = np.array(background.labels, dtype=object)
-        b_idx, b_prob, b_score = _top(background, emb, min(3, len(bg_labels)))
-        nearest = [
-            [Prediction(bg_labels[j], p, s) for j, p, s in zip(i.tolist(), pr.tolist(), sc.tolist(), strict=True)]
-            for i, pr, sc in zip(b_idx, b_prob, b_score, strict=True)
-        ]
-    out_abstained, out_reasons = [], []
-    for row in range(len(emb)):
-        best = Prediction(labels[int(idx[row, 0])], float(prob[row, 0]), float(score[row, 0]))
-        decision = decide(best, nearest[row], policy.margin, policy.min_score)
-        out_abstained.append(decision.abstained)
-        out_reasons.append(decision.reason)
-    return out_abstained, out_reasons
 
 
 def output_format(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""Text -> the archive's nearest rows, and the table a runtime reads or writes."""
+"""Text -> the archive's nearest rows: the query encoded as a vocabulary row would be, and the
+stored embeddings ranked by their cosine with it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from text4vis.engine.archive.indexer import spec_for
-from text4vis.engine.archive.store import Archive, ArchiveTable, Hit
-from text4vis.engine.request import ResolvedClip
-from text4vis.engine.runtime.build import Runtime
+from text4vis.engine.archive.store import ArchiveTable, Hit
 from text4vis.engine.vocab.validation import validate_templates
 from text4vis.models.classifiers import text_classifier
 from text4vis.models.errors import InputError
@@ -18,12 +16,6 @@ from text4vis.models.text_encoder import TextEncoder
 
 MAX_K = 1_000
 MAX_QUERY_CHARS = 300
-
-
-def open_table(archive: Archive, runtime: Runtime, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
-    """The table of what ``runtime`` embeds with ``clip``'s frames and views (made when ``create``)."""
-    spec = spec_for(runtime.pipeline, runtime.info.model_id, runtime.info.weights_sha256, clip)
-    return archive.table(spec, create=create)
 
 
 def text_vector(encoder: TextEncoder, text: str, templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> torch.Tensor:

@@ -1,67 +1,33 @@
-"""The archive's storage: one LanceDB table per :class:`~text4vis.engine.archive.spec.ArchiveSpec`.
+"""The archive's storage contract: what the engine asks of a store of embeddings, whatever holds
+them (``lance.py`` is the implementation; another one, pgvector or Qdrant, is one module that
+passes ``tests/integration/test_archive_store.py``).
 
-LanceDB (embedded, columnar, versioned; a local directory or any URI it takes, ``s3://...``
-included) was chosen because it stores the embeddings, the rows' fields and a vector index in one
-place with atomic commits, scans a million rows in seconds for re-labelling, and needs no server.
-
-A row is a video (``kind`` video) or one timeline window of it (``kind`` window); its ``id`` is
-the file's SHA-256 (``content_id``), with ``@start-end`` for a window. Rows are written with
-``merge_insert`` on ``id`` declared as the table's (unenforced) primary key: writing a row again
-is a no-op, and two processes inserting the same new rows at once conflict at commit and retry,
-so every row is stored exactly once. A video and its windows commit together.
+An :class:`Archive` is a database of tables, one per
+:class:`~text4vis.engine.archive.spec.ArchiveSpec` (the fingerprint of how its embeddings were
+made); :meth:`Archive.table` is the one way to open one. A row is a video (``kind`` video) or one
+window of it (``kind`` window); its ``id`` is the file's SHA-256 (:func:`content_id`), with
+``@start-end`` for a window (:func:`window_id`). Writing a row again is a no-op, also when two
+processes write it at once: every row is stored exactly once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import hashlib
-import json
-import logging
-import math
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pyarrow as pa
 
 from text4vis.engine.archive.spec import ArchiveSpec
-from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
 
 if TYPE_CHECKING:
-    import lancedb
-    from lancedb.query import LanceVectorQueryBuilder
+    import pyarrow as pa
 
-log = logging.getLogger(__name__)
-
-SPEC_KEY = b"t4v.archive_spec"
-TABLE_PREFIX = "videos_"
-INDEX_MIN_ROWS = 100_000  # below this an exact scan answers a search in milliseconds; above, IVF-PQ pays
-ID_INDEX_MIN_ROWS = 1_000  # from here a BTree on id makes each keyed commit ~4x cheaper (24 -> 6 ms at 200k rows)
-MAINTAIN_EVERY = 200  # commits between maintenance (compaction, the id index brought up to date)
+# a row's fields as reads return them (besides its embedding, and its thumbnail when asked)
 ROW_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s", "duration_s", "metadata", "created_at")
-
-
-def schema(spec: ArchiveSpec) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.string(), nullable=False, metadata={"lance-schema:unenforced-primary-key": "true"}),
-            pa.field("content_id", pa.string(), nullable=False),
-            pa.field("name", pa.string()),
-            pa.field("kind", pa.string(), nullable=False),
-            pa.field("start_s", pa.float64()),
-            pa.field("end_s", pa.float64()),
-            pa.field("duration_s", pa.float64()),
-            pa.field("embedding", pa.list_(pa.float32(), spec.embed_dim), nullable=False),
-            pa.field("thumbnail", pa.binary()),
-            pa.field("metadata", pa.string()),
-            pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
-        ],
-        metadata={SPEC_KEY: spec.to_json().encode()},
-    )
+KINDS = ("video", "window")
 
 
 def content_id(path: Path) -> str:
@@ -97,258 +63,90 @@ class Hit:
     score: float  # cosine between the query and the row's embedding
 
 
-def _table_name(spec: ArchiveSpec) -> str:
-    return TABLE_PREFIX + spec.fingerprint
+@dataclass(frozen=True)
+class TableStats:
+    videos: int
+    windows: int
+    vector_index: bool  # whether searches read an approximate index (else an exact scan)
 
 
-class Archive:
-    """A LanceDB database (a directory or URI) holding one table per spec."""
+class ArchiveTable(Protocol):
+    """One fingerprint's rows. Thread-safe; every method blocks (call it off the event loop)."""
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        try:
-            import lancedb
+    spec: ArchiveSpec
 
-            self._db: lancedb.DBConnection = lancedb.connect(uri)
-            self._names()  # a URI that cannot be listed fails here, once, with one line
-        except Exception as exc:  # noqa: BLE001 - lancedb raises OSError, ValueError, RuntimeError ...
-            raise ArchiveUnavailable(f"the archive {uri} cannot be opened: {_one_line(exc)}") from None
+    @property
+    def name(self) -> str: ...
 
-    def _names(self) -> list[str]:
-        return [n for n in self._db.list_tables().tables if n.startswith(TABLE_PREFIX)]
+    def add(self, rows: list[ArchiveRow]) -> int:
+        """Store ``rows`` in one commit, once each (rows already stored are left as they are; a
+        non-finite embedding is :class:`NonFiniteOutput` and nothing is stored). How many were new."""
+        ...
+
+    def stored(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are stored."""
+        ...
+
+    def video_ids(self) -> frozenset[str]:
+        """Every stored video's content id."""
+        ...
+
+    def get(self, row_id: str, thumbnail: bool = False) -> dict[str, Any]:
+        """One row's fields (:class:`NotInArchive` when none has ``row_id``)."""
+        ...
+
+    def page(
+        self, kind: str | None = None, offset: int = 0, limit: int = 50, thumbnail: bool = False
+    ) -> list[dict[str, Any]]: ...
+
+    def windows_of(self, content: str) -> list[dict[str, Any]]:
+        """A video's window rows, by start."""
+        ...
+
+    def delete(self, content: str) -> int:
+        """A video and its windows; how many rows went (:class:`NotInArchive` when none)."""
+        ...
+
+    def count(self, kind: str | None = None) -> int: ...
+
+    def scan(self, kind: str | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Every row's fields (:data:`ROW_FIELDS`) and ``embedding`` (fixed-size list of float32), in
+        batches: never the whole table in memory."""
+        ...
+
+    def search(self, query: np.ndarray, k: int = 10, kind: str | None = None, thumbnail: bool = False) -> list[Hit]:
+        """The ``k`` rows nearest ``query [D]`` by cosine, best first."""
+        ...
+
+    def maintain(self) -> None:
+        """Bring the table's indices up to date and compact it (after a bulk write)."""
+        ...
+
+    def stats(self) -> TableStats: ...
+
+
+class Archive(Protocol):
+    """A database of tables, one per spec."""
+
+    uri: str
 
     def specs(self) -> list[ArchiveSpec]:
         """The specs of the tables it holds."""
-        out = []
-        for name in self._names():
-            with contextlib.suppress(Exception):  # a table another version wrote: not ours to read
-                out.append(ArchiveSpec.from_json(self._db.open_table(name).schema.metadata[SPEC_KEY]))
-        return out
+        ...
 
     def table(self, spec: ArchiveSpec, create: bool = False) -> ArchiveTable:
         """The table of ``spec``; ``create``: make it when missing (indexing). Reading an archive
         that holds only other specs' tables is :class:`ArchiveMismatch`, naming them."""
-        name = _table_name(spec)
-        try:
-            if name in self._names():
-                return ArchiveTable(self._db.open_table(name), spec)
-            if create:
-                try:
-                    table = self._db.create_table(name, schema=schema(spec), exist_ok=True)
-                except Exception:  # noqa: BLE001 - another process created it at the same moment
-                    table = self._db.open_table(name)
-                log.info("archive %s: new table for %s", self.uri, spec.describe())
-                return ArchiveTable(table, spec)
-        except (ArchiveMismatch, ArchiveUnavailable):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise ArchiveUnavailable(f"the archive {self.uri} cannot be read: {_one_line(exc)}") from None
-        others = self.specs()
-        if not others:
-            raise ArchiveMismatch(f"the archive {self.uri} holds no videos yet: index some first (t4v index)")
-        raise ArchiveMismatch(
-            f"the archive {self.uri} holds no embeddings of this model and sampling, {spec.describe()}; "
-            f"it holds {'; '.join(s.describe() for s in others)}: run with the options that made those, "
-            "or index the videos again under this model"
-        )
+        ...
+
+    def drop(self, fingerprint: str) -> int:
+        """Delete a table and its rows; how many rows went (:class:`NotInArchive` when none has it)."""
+        ...
 
 
-class ArchiveTable:
-    """One spec's rows. Thread-safe: LanceDB's table handles are; commits are atomic."""
+def open_archive(uri: str) -> Archive:
+    """The archive at ``uri`` (a directory, or any URI LanceDB takes: ``s3://...``).
+    :class:`ArchiveUnavailable` in one line when it cannot be opened."""
+    from text4vis.engine.archive.lance import LanceArchive
 
-    def __init__(self, table: lancedb.table.Table, spec: ArchiveSpec) -> None:
-        self._table = table
-        self.spec = spec
-        self._index_lock = threading.Lock()
-        self._commits = 0
-        self._building: threading.Thread | None = None
-
-    @property
-    def name(self) -> str:
-        return self._table.name
-
-    def stored(self, ids: Iterable[str]) -> set[str]:
-        """Which of ``ids`` are stored."""
-        found: set[str] = set()
-        ids = list(ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            quoted = ", ".join(_quote(x) for x in chunk)
-            rows = self._table.search().where(f"id IN ({quoted})").select(["id"]).limit(len(chunk)).to_arrow()
-            found.update(rows["id"].to_pylist())
-        return found
-
-    def video_ids(self) -> frozenset[str]:
-        """Every stored video's content id (one column scan: what a bulk run skips)."""
-        rows = self._table.search().where("kind = 'video'").select(["content_id"]).limit(None).to_arrow()
-        return frozenset(rows["content_id"].to_pylist())
-
-    def add(self, rows: list[ArchiveRow]) -> int:
-        """Store ``rows`` in one commit; rows already stored are left as they are. Returns how many were new."""
-        rows = list({row.id: row for row in reversed(rows)}.values())[
-            ::-1
-        ]  # one per id: the key checks the table, not the batch
-        if not rows:
-            return 0
-        now = dt.datetime.now(dt.UTC)
-        dim = self.spec.embed_dim
-        for row in rows:
-            if row.embedding.shape != (dim,):
-                raise ValueError(f"embedding of shape {row.embedding.shape}; this archive stores [{dim}]")
-            if not np.isfinite(row.embedding).all():  # a NaN row would be re-labelled as nothing, forever
-                raise NonFiniteOutput(f"the embedding of {row.name!r} is not finite (NaN or infinity): not stored")
-        data = pa.Table.from_pydict(
-            {
-                "id": [r.id for r in rows],
-                "content_id": [r.content_id for r in rows],
-                "name": [r.name for r in rows],
-                "kind": [r.kind for r in rows],
-                "start_s": [r.start_s for r in rows],
-                "end_s": [r.end_s for r in rows],
-                "duration_s": [r.duration_s for r in rows],
-                "embedding": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.stack([r.embedding for r in rows]).astype(np.float32).reshape(-1)), dim
-                ),
-                "thumbnail": [r.thumbnail for r in rows],
-                "metadata": [json.dumps(r.metadata) for r in rows],
-                "created_at": [now] * len(rows),
-            },
-            schema=self._table.schema,
-        )
-        result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
-        with self._index_lock:
-            self._commits += 1
-            due = self._commits % MAINTAIN_EVERY == 1  # the first commit of this process too
-        if due:
-            self.maintain()
-        return int(result.num_inserted_rows)
-
-    def maintain(self) -> None:
-        """A BTree index on ``id`` once the table has :data:`ID_INDEX_MIN_ROWS` (a keyed commit
-        then reads the index, not every id), and compaction of the small commits one row at a
-        time leaves (which also brings the indices up to date)."""
-        from lancedb.index import BTree
-
-        with self._index_lock:
-            names = {tuple(i.columns) for i in self._table.list_indices()}
-            if ("id",) not in names and self.count() >= ID_INDEX_MIN_ROWS:
-                log.info("archive table %s: indexing its ids", self.name)
-                self._table.create_index("id", config=BTree())
-            elif self._commits > 1:
-                self._table.optimize()
-            building = self._building is not None and self._building.is_alive()
-        if not building and not self.has_index() and self.count() >= INDEX_MIN_ROWS:
-            # minutes on a CPU: on a thread of its own, searches stay exact meanwhile
-            self._building = threading.Thread(target=self.ensure_index, name="archive-index", daemon=True)
-            self._building.start()
-
-    def append_new(self, rows: pa.Table) -> None:
-        """Append rows known to be new, without the id check (a bulk import, the benchmark)."""
-        self._table.add(rows.cast(self._table.schema))
-
-    def count(self, kind: str | None = None) -> int:
-        return int(self._table.count_rows(f"kind = {_quote(kind)}" if kind else None))
-
-    def get(self, row_id: str, thumbnail: bool = False) -> dict[str, Any]:
-        rows = self._select(f"id = {_quote(row_id)}", 1, 0, thumbnail)
-        if not rows:
-            raise NotInArchive(f"no stored video or window has id {row_id!r}")
-        return rows[0]
-
-    def page(
-        self, kind: str | None = None, offset: int = 0, limit: int = 50, thumbnail: bool = False
-    ) -> list[dict[str, Any]]:
-        where = f"kind = {_quote(kind)}" if kind else None
-        return self._select(where, limit, offset, thumbnail)
-
-    def windows_of(self, content: str) -> list[dict[str, Any]]:
-        rows = self._select(f"content_id = {_quote(content)} AND kind = 'window'", 100_000, 0, False)
-        return sorted(rows, key=lambda r: r["start_s"])
-
-    def _select(self, where: str | None, limit: int, offset: int, thumbnail: bool) -> list[dict[str, Any]]:
-        query = self._table.search()
-        if where:
-            query = query.where(where)
-        columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
-        out = query.select(columns).offset(offset).limit(limit).to_arrow().to_pylist()
-        return [_plain(row) for row in out]
-
-    def delete(self, content: str) -> int:
-        """A video and its windows; how many rows went."""
-        where = f"content_id = {_quote(content)}"
-        n = self.count_where(where)
-        if n == 0:
-            raise NotInArchive(f"no stored video has id {content!r}")
-        self._table.delete(where)
-        return n
-
-    def count_where(self, where: str) -> int:
-        return int(self._table.count_rows(where))
-
-    def embeddings(self, kind: str | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """Every row's fields and embedding, in batches (never the whole table in memory)."""
-        dataset = self._table.to_lance()
-        columns = [*ROW_FIELDS, "embedding"]
-        flt = f"kind = {_quote(kind)}" if kind else None
-        yield from dataset.to_batches(columns=columns, filter=flt, batch_size=batch_rows)
-
-    def has_index(self) -> bool:
-        return any(i.columns == ["embedding"] for i in self._table.list_indices())
-
-    def ensure_index(self, min_rows: int = INDEX_MIN_ROWS) -> bool:
-        """Build the vector index (IVF-PQ, cosine) once the table has ``min_rows``; True when it has one."""
-        with self._index_lock:
-            if self.has_index():
-                return True
-            rows = self.count()
-            if rows < min_rows:
-                return False
-            partitions = max(1, int(math.sqrt(rows)))
-            sub_vectors = max(1, self.spec.embed_dim // 16)
-            log.info("archive table %s: building its vector index over %d rows (IVF-PQ)", self.name, rows)
-            self._table.create_index(
-                metric="cosine",
-                vector_column_name="embedding",
-                index_type="IVF_PQ",
-                num_partitions=partitions,
-                num_sub_vectors=sub_vectors,
-            )
-            return True
-
-    def optimize(self) -> None:
-        """Compact small commits and bring the vector index up to date with new rows."""
-        self._table.optimize()
-
-    def search(self, query: np.ndarray, k: int = 10, kind: str | None = None, thumbnail: bool = False) -> list[Hit]:
-        """The ``k`` rows nearest ``query [D]`` by cosine: exact without the index; with it, IVF-PQ
-        candidates re-ranked by their exact cosine."""
-        vector = np.asarray(query, dtype=np.float32)
-        q = cast("LanceVectorQueryBuilder", self._table.search(vector, vector_column_name="embedding"))
-        q = q.distance_type("cosine")
-        if kind:
-            q = q.where(f"kind = {_quote(kind)}", prefilter=True)
-        if self.has_index():
-            # the k x 50 nearest by the PQ codes, re-ranked by their exact cosine: rows of one scene
-            # are near-duplicates the codes cannot order (refine 10: recall@10 0.55; 50: 1.0, ~10 ms
-            # at 300k rows, bench/archive.py)
-            q = q.nprobes(32).refine_factor(50)
-        columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
-        rows = q.select([*columns, "_distance"]).limit(k).to_arrow().to_pylist()
-        return [Hit(_plain({c: r[c] for c in columns}), 1.0 - float(r["_distance"])) for r in rows]
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    if row.get("metadata") is not None:
-        row["metadata"] = json.loads(row["metadata"])
-    if isinstance(row.get("created_at"), dt.datetime):
-        row["created_at"] = row["created_at"].isoformat()
-    return row
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+    return LanceArchive(uri)

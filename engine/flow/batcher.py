@@ -198,11 +198,11 @@ class DynamicBatcher:
                 item.future.set_exception(Overloaded("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def embed(self, pixels: torch.Tensor, timeout_s: float = 30.0) -> torch.Tensor:
-        """Embeddings ``[N, D]`` of ``pixels [N, ...]``. A full queue is waited on (in order) within
+    async def encode(self, pixels: torch.Tensor, timeout_s: float = 30.0) -> torch.Tensor:
+        """Frame embeddings ``[N, D]`` of ``pixels [N, ...]``. A full queue is waited on (in order) within
         ``timeout_s``; the request was admitted, and this bound is memory's, not admission's."""
         if int(pixels.shape[0]) == 0:
-            raise ValueError("no frames to embed")
+            raise ValueError("no frames to encode")
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
         item = _Item(pixels, loop.create_future(), deadline)

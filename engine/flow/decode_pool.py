@@ -29,7 +29,7 @@ import torch
 from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecoderLost, DecodeTimedOut, Overloaded
 from text4vis.engine.flow.decode_worker import DecodeJob, PlanJob, run, serve
 from text4vis.models.errors import MediaError
-from text4vis.models.video_input import SampledClip
+from text4vis.models.video_input import SampledFrames
 from text4vis.models.windows import TimelinePlan
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ KILL_GRACE_S = 2.0  # a worker's own alarm answers at the budget; silent this mu
 
 
 @dataclass
-class DecodedClip:
+class DecodedFrames:
     """A decode worker's result as tensors (the encoder's input and the views' rows)."""
 
     pixels: torch.Tensor  # uint8 [crops * U, 3, S, S]
@@ -50,7 +50,7 @@ class DecodedClip:
     duration_s: float | None = None  # the video's length, when its frame rate is known
 
 
-def _timed(job: DecodeJob | PlanJob) -> tuple[SampledClip | TimelinePlan, float]:
+def _timed(job: DecodeJob | PlanJob) -> tuple[SampledFrames | TimelinePlan, float]:
     """:func:`run` on a thread, and how long it took."""
     started = time.perf_counter()
     result = run(job)
@@ -145,18 +145,18 @@ class DecodePool:
         with self._lock:
             return sum(w.process.is_alive() for w in self._all)
 
-    async def decode(self, job: DecodeJob, timeout_s: float, admitted: bool = False) -> DecodedClip:
+    async def decode(self, job: DecodeJob, timeout_s: float, admitted: bool = False) -> DecodedFrames:
         """The job's frames as tensors. ``admitted``: the request already holds its place (a
         timeline's later windows), so the job waits for a worker instead of being refused."""
-        clip, busy_s = await self._submit(job, timeout_s, admitted)
-        assert isinstance(clip, SampledClip)
-        return DecodedClip(
-            torch.from_numpy(clip.pixels),
-            torch.from_numpy(clip.gather),
-            clip.frame_indices,
-            clip.timing_ms,
+        frames, busy_s = await self._submit(job, timeout_s, admitted)
+        assert isinstance(frames, SampledFrames)
+        return DecodedFrames(
+            torch.from_numpy(frames.pixels),
+            torch.from_numpy(frames.gather),
+            frames.frame_indices,
+            frames.timing_ms,
             busy_s,
-            clip.duration_s,
+            frames.duration_s,
         )
 
     async def plan(self, job: PlanJob, timeout_s: float) -> TimelinePlan:
@@ -167,7 +167,7 @@ class DecodePool:
 
     async def _submit(
         self, job: DecodeJob | PlanJob, timeout_s: float, admitted: bool
-    ) -> tuple[SampledClip | TimelinePlan, float]:
+    ) -> tuple[SampledFrames | TimelinePlan, float]:
         """The job's result and the seconds a worker was busy with it."""
         if self.pending >= self.max_pending and not admitted:
             raise Overloaded(f"{self.pending} uploads are waiting for a decoder; retry shortly")
@@ -183,7 +183,7 @@ class DecodePool:
         finally:
             self.pending -= 1
 
-    def _run_in_a_process(self, job: DecodeJob | PlanJob) -> tuple[SampledClip | TimelinePlan, float]:
+    def _run_in_a_process(self, job: DecodeJob | PlanJob) -> tuple[SampledFrames | TimelinePlan, float]:
         """On a waiting thread: take an idle worker, give it the job, wait for its answer; a worker
         that dies or stays silent past the budget is replaced and only this job fails."""
         assert job.deadline is not None

@@ -26,7 +26,7 @@ from text4vis.models.errors import MediaError, T4VError
 from text4vis.models.limits import MediaLimits
 from text4vis.models.media import Decoder
 from text4vis.models.preprocess import PreprocessConfig
-from text4vis.models.video_input import SampledClip, Sampling, sample_clip, sample_frames
+from text4vis.models.video_input import SampledFrames, Sampling, sample_clip, sample_frames
 from text4vis.models.windows import TimelinePlan, plan_timeline
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class DecodeJob:
     limits: MediaLimits | None = None  # None: MediaLimits' defaults
     rows: list[list[int]] | None = None  # these frames (a timeline's windows) instead of sampling
 
-    def work(self) -> SampledClip:
+    def work(self) -> SampledFrames:
         if self.rows is not None:
             return sample_frames(self.path, self.preprocess, self.rows, self.decoder, self.name, self.gpu, self.limits)
         return sample_clip(
@@ -115,7 +115,7 @@ def _alarm_at(deadline: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def run(job: DecodeJob | PlanJob) -> SampledClip | TimelinePlan:
+def run(job: DecodeJob | PlanJob) -> SampledFrames | TimelinePlan:
     """Do one job. A failure of a decoder that is not one of ours (a library's own exception
     on a hostile file) is the file's problem: a MediaError naming the file, never a server error."""
     with _alarm_at(job.deadline):

@@ -1,6 +1,6 @@
-"""A timeline's results: one :class:`Segment` per window (``models/windows.py`` plans them; the
-flow that decodes, encodes and scores them is :meth:`engine.service.ClassifyService.timeline`),
-and :func:`merge_events`, which joins consecutive windows that agree on their top label."""
+"""A timeline's results: one :class:`Segment` per window (``models/windows.py`` plans them,
+``flow/embedder.py`` embeds them, ``engine/facade.py`` scores them), and :func:`merge_events`,
+which joins consecutive windows that agree on their top label."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from text4vis.engine.flow.pipeline import VideoPipeline
 from text4vis.engine.options import ModelOptions
 from text4vis.engine.runtime.backends.base import BackendUnavailable, FrameEncoder, Precision
 from text4vis.engine.runtime.backends.onnx_backend import OnnxFrameEncoder
@@ -31,6 +30,7 @@ from text4vis.engine.runtime.backends.tensorrt_backend import (
 from text4vis.engine.runtime.backends.torch_backend import TorchFrameEncoder
 from text4vis.engine.runtime.export import Manifest, load_head, weights_digest
 from text4vis.engine.runtime.loading import load_clip_for, load_model
+from text4vis.engine.runtime.pipeline import VideoPipeline
 from text4vis.models.clip_loader import LoadedClip, load_text_tower
 from text4vis.models.errors import ModelLoadError
 from text4vis.models.media import Decoder, nvdec_problem
@@ -52,7 +52,8 @@ class ModelInfo:
     checkpoint: str | None
     text_device: str  # where prompts are encoded (PUT /vocab): the GPU when there is one
     selection: str  # why this backend, precision and decoder run, in words
-    weights_sha256: str = ""  # the visual encoder's and the head's weights (an engine's manifest has it too)
+    weights_sha256: str = ""  # the visual encoder's and the head's weights as they run (after any cast)
+    activation: str = ""  # quickgelu | gelu: the visual encoder's MLP activation
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -77,7 +78,8 @@ class VisualSource:
     visual: nn.Module | None = None  # the torch backend's
     engine_dir: Path | None = None
     manifest: Manifest | None = None
-    weights_sha256: str = ""
+    weights_sha256: str = ""  # an engine's (its manifest's); for weights, computed once the backend cast them
+    activation: str = ""
 
 
 def resolve_device(device: str) -> str:
@@ -242,7 +244,7 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
     and the head."""
     device = resolve_device(opts.device)
     clip = _engine_text(opts) or load_clip_for(opts)
-    source = _engine_source(opts, clip.model_id) if opts.engine_dir is not None else _weights_source(opts, clip)
+    source = _engine_source(opts, clip) if opts.engine_dir is not None else _weights_source(opts, clip)
     backend, why = choose_backend(opts.backend, source.manifest, device)
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -250,6 +252,8 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
         encoder, precision_why = BACKENDS[backend](opts, source, device, max_batch_size)
     except BackendUnavailable as exc:
         raise ModelLoadError(str(exc)) from None
+    if source.visual is not None:  # the weights as the backend runs them (cast to its precision): the fingerprint's
+        source.weights_sha256 = weights_digest(source.visual, source.head)
     text_encoder = TextEncoder(clip, device=device)
     decoder, gpu, decoder_why = choose_decoder(opts.decoder, device)
     info = ModelInfo(
@@ -264,6 +268,7 @@ def build_runtime(opts: ModelOptions, max_batch_size: int = 64) -> Runtime:
         text_device=str(text_encoder.device),
         selection=f"{why}; {precision_why}; {decoder_why}" + _SCALED_BY[opts.scaler],
         weights_sha256=source.weights_sha256,
+        activation=source.activation,
     )
     log.info(
         "model %s (%s head, %s preprocessing): %s on %s, %s; text encoder on %s. Why: %s",
@@ -291,21 +296,26 @@ def _weights_source(opts: ModelOptions, clip: LoadedClip) -> VisualSource:
         mode=model.mode.value,
         checkpoint=str(opts.text4vis_checkpoint) if opts.text4vis_checkpoint else None,
         visual=model.visual,
-        # before a backend casts the weights (fp16): the digest an engine exported from them records
-        weights_sha256=weights_digest(model.visual, model.head),
+        activation=model.clip.activation,
     )
 
 
-def _engine_source(opts: ModelOptions, text_model: str) -> VisualSource:
+def _engine_source(opts: ModelOptions, text: LoadedClip) -> VisualSource:
     """An exported visual encoder + head; the text encoder is the CLIP named by the options, and it
-    must be the one the engine was exported with (vocabularies are keyed on it)."""
+    must be the one the engine was exported with (vocabularies are keyed on it), with the same
+    activation."""
     directory = opts.engine_dir
     assert directory is not None
     manifest = Manifest.read(directory)
-    if manifest.text_model != text_model:
+    if manifest.text_model != text.model_id:
         raise ModelLoadError(
             f"engine {directory} was exported with text model {manifest.text_model}, but the CLIP loaded for "
-            f"text is {text_model}: refusing to pair them; load the CLIP the engine came from"
+            f"text is {text.model_id}: refusing to pair them; load the CLIP the engine came from"
+        )
+    if manifest.activation and manifest.activation != text.activation:
+        raise ModelLoadError(
+            f"engine {directory} runs {manifest.activation}, but the text encoder loaded beside it runs "
+            f"{text.activation}: refusing to pair them; load the CLIP the engine came from"
         )
     mode = opts.preprocess or manifest.preprocess
     mean, std = tuple(manifest.mean), tuple(manifest.std)
@@ -319,4 +329,5 @@ def _engine_source(opts: ModelOptions, text_model: str) -> VisualSource:
         engine_dir=directory,
         manifest=manifest,
         weights_sha256=manifest.weights_sha256,
+        activation=manifest.activation or text.activation,
     )

@@ -74,6 +74,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     notes: list[str] = field(default_factory=list)
     plans: dict[str, str] = field(default_factory=dict)  # plan_key() -> TensorRT plan file
+    activation: str = ""  # quickgelu | gelu (engines exported before it was recorded: "")
 
     def write(self, directory: Path) -> None:
         tmp = directory / f".{MANIFEST}.tmp"
@@ -142,6 +143,7 @@ def export_engine(
     *,
     architecture: str,
     text_model: str,
+    activation: str,
     input_size: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
@@ -164,8 +166,8 @@ def export_engine(
         require_tensorrt()
         plan_key()
     out.mkdir(parents=True, exist_ok=True)
-    visual = visual.eval()
-    digest = weights_digest(visual, head)
+    visual = visual.eval() if precision == "fp32" else _copy_as(visual.eval(), DTYPES[precision])
+    digest = weights_digest(visual, head)  # of the weights the graph holds (after the cast): the fingerprint's
     manifest = None if force else _reusable(out, digest, precision, max_batch, input_size, text_model)
     if manifest is None:
         manifest = _export_onnx_and_head(
@@ -175,6 +177,7 @@ def export_engine(
             digest,
             architecture=architecture,
             text_model=text_model,
+            activation=activation,
             input_size=input_size,
             mean=mean,
             std=std,
@@ -232,6 +235,7 @@ def _export_onnx_and_head(
     *,
     architecture: str,
     text_model: str,
+    activation: str,
     input_size: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
@@ -240,11 +244,11 @@ def _export_onnx_and_head(
     max_batch: int,
     source: dict[str, str | None],
 ) -> Manifest:
+    """``visual``: already in ``precision`` (its digest is ``digest``)."""
     for stale in [*out.glob("visual.*.plan"), out / "visual.onnx.data"]:
         stale.unlink(missing_ok=True)  # plans and weights of what this directory held before
     shutil.rmtree(out / "ort-trt-cache", ignore_errors=True)
-    onnx_visual = visual if precision == "fp32" else _copy_as(visual, DTYPES[precision])
-    encoder = PixelEncoder(onnx_visual, mean, std).eval()
+    encoder = PixelEncoder(visual, mean, std).eval()
     files = {"onnx": "visual.onnx", "head": "head.pt"}
     t0 = time.perf_counter()
     log.info("exporting the visual encoder to ONNX (%s); a ViT-B takes a minute or two on a CPU", precision)
@@ -276,6 +280,7 @@ def _export_onnx_and_head(
         source=source,
         tools=_versions(),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        activation=activation,
     )
 
 
@@ -340,6 +345,7 @@ def _export_visual(
         out,
         architecture=model.clip.arch,
         text_model=model.clip.model_id,
+        activation=model.clip.activation,
         input_size=cfg.crop,
         mean=cfg.mean,
         std=cfg.std,

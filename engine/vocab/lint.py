@@ -8,21 +8,21 @@ and labels that become the same words after normalisation (case, punctuation, a 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from text4vis.engine.errors import StoreUnavailable
+from text4vis.engine.vocab.record import LintWarning, VocabRecord
 from text4vis.models.prompts import format_prompts
 
 if TYPE_CHECKING:
-    from text4vis.engine.vocab.stores import VocabRecord, VocabStore
+    from text4vis.engine.vocab.stores.base import VocabStore
     from text4vis.models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -31,25 +31,6 @@ SIMILAR_COSINE = 0.95  # CLIP text embeddings of unrelated action names sit arou
 MAX_WARNINGS = 100
 MAX_MATRIX_LABELS = 500  # GET /vocab/{name}/similarity: beyond, a matrix is not readable anyway
 MAX_PAIR_SEARCH = 20_000  # beyond, only near duplicates (C^2 dot products would take minutes)
-
-
-@dataclass(frozen=True)
-class LintWarning:
-    kind: Literal["similar", "near_duplicate"]
-    labels: tuple[str, str]
-    cosine: float
-
-
-def warnings_to_json(warnings: list[LintWarning]) -> str:
-    """How a store keeps a version's lint (beside its matrix)."""
-    return json.dumps([[w.kind, *w.labels, w.cosine] for w in warnings], ensure_ascii=False)
-
-
-def warnings_from_json(text: str | bytes | None) -> tuple[LintWarning, ...] | None:
-    """None: not linted yet (a version stored before the lint was, or by an earlier release)."""
-    if not text:
-        return None
-    return tuple(LintWarning(kind, (a, b), float(c)) for kind, a, b, c in json.loads(text))
 
 
 def normalized(label: str) -> str:

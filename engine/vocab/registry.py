@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from text4vis.engine.errors import NonFiniteOutput, PreconditionFailed, StoreUnavailable, VocabNotFound
-from text4vis.engine.vocab.classifier import AbstainDefaults, Classifier
+from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.vocab.classifier import Classifier
 from text4vis.engine.vocab.lint import Linter
-from text4vis.engine.vocab.stores import VocabRecord, VocabStore, VocabSummary
+from text4vis.engine.vocab.record import VocabRecord, VocabSummary
+from text4vis.engine.vocab.stores.base import VocabStore
 from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
 from text4vis.models.classifiers import ensemble
 from text4vis.models.errors import InputError

@@ -1,66 +1,167 @@
-"""``/archive``: videos indexed once (their embeddings in LanceDB, ``engine/archive/``),
+"""``/archive``: videos indexed once (their embeddings in the archive, ``engine/archive/``),
 re-labelled under any vocabulary without decoding, and searched by text.
 
 Which table a route reads is chosen by ``frames``, ``views`` and ``sampling`` (the server's
 defaults when unset), with the running model: the archive's fingerprint. Writes (index, delete)
-need an API key where keys are configured, as vocabulary writes do.
+need an API key where keys are configured, as vocabulary writes do; reads need one where
+``auth_classify`` is set, as classify requests do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from text4vis.engine.archive.indexer import index_file
 from text4vis.engine.archive.relabel import write_jsonl
-from text4vis.engine.archive.search import search_text
-from text4vis.engine.archive.store import ArchiveTable
-from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, ResolvedClip
-from text4vis.engine.vocab.classifier import Classifier
+from text4vis.engine.facade import Engine
+from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, IndexRequest, ResolvedClip
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, T4VError
-from text4vis.server.deps import ClassifyDep, RuntimeDep, StateDep, require_key, require_key_to_classify
+from text4vis.models.windows import MAX_WINDOW_S
+from text4vis.server.deps import EngineDep, StateDep, require_key, require_key_to_classify
 from text4vis.server.errors import status_of
-from text4vis.server.forms import display_name, parse_form
-from text4vis.server.schemas import (
-    ArchiveForm,
-    ArchiveIndexOut,
-    ArchiveLabelsIn,
-    ArchivePage,
-    ArchiveRowOut,
-    ArchiveStatsOut,
-    ArchiveTableOut,
-    SearchHitOut,
-    SearchOut,
-    errors,
-)
-from text4vis.server.state import ServerState
+from text4vis.server.forms import Form, display_name, parse_form
 from text4vis.server.streaming import NDJSON, GuardedStream
+from text4vis.server.wire import errors, upload_body
 
 router = APIRouter(prefix="/archive", tags=["archive"])
 RowId = Annotated[str, Path(description="A row's id (a video's is its file's SHA-256).", max_length=200)]
 Frames = Annotated[int | None, Query(ge=1, description="Which table: frames per clip (unset: the server's).")]
 Views = Annotated[str, Query(max_length=8, description="Which table: CLIPSxCROPS.")]
 SamplingQ = Annotated[Sampling | None, Query(description="Which table: exact or fast (unset: the server's).")]
+READ = [Depends(require_key_to_classify)]  # reads follow auth_classify; writes always need a key
 
 
-def _clip(state: ServerState, frames: int | None, views: str, sampling: Sampling | None) -> ResolvedClip:
-    request = ClassifyRequest(labels=("-",), clip=ClipSpec(frames, views, sampling))
-    return request.resolved(state.settings.request_limits())
+class ArchiveForm(Form):
+    """The form fields of ``POST /archive/videos`` (beside the ``file`` part)."""
+
+    route: ClassVar[str] = "POST /archive/videos"
+
+    frames: int | None = Field(None, ge=1, description="Frames per clip (T); unset: the server's default_frames.")
+    views: str = Field("1x1", description="CLIPSxCROPS.")
+    sampling: Sampling | None = Field(None, description="exact or fast; unset: the server's default_sampling.")
+    window_s: float | None = Field(
+        None, gt=0, le=MAX_WINDOW_S, description="Also store one row per window of this many seconds."
+    )
+    metadata: str = Field("", description='User metadata stored with the row: a JSON object, e.g. {"camera": 3}.')
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @classmethod
+    def openapi_body(cls) -> dict[str, object]:
+        return upload_body(cls)
+
+    def to_request(self) -> IndexRequest:
+        return IndexRequest(ClipSpec(self.frames, self.views, self.sampling), self.window_s, _metadata(self.metadata))
 
 
-async def _table(state: ServerState, clip: ResolvedClip, create: bool = False) -> ArchiveTable:
-    """The table, once the rows index=true requests queued before this one are committed (a
-    client sees what it indexed)."""
-    await asyncio.to_thread(state.archive_writer.flush)
-    return await asyncio.to_thread(state.archive_table, clip, create)
+def _metadata(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError('metadata must be a JSON object, e.g. {"camera": 3}') from None
+    if not isinstance(value, dict) or len(text) > 16_384:
+        raise InputError('metadata must be a JSON object of at most 16 KiB, e.g. {"camera": 3}')
+    return value
+
+
+class ArchiveRowOut(BaseModel):
+    id: str = Field(description="The file's SHA-256; a window's adds @start-end.")
+    content_id: str = Field(description="The file's SHA-256.")
+    name: str
+    kind: Literal["video", "window"]
+    start_s: float
+    end_s: float
+    duration_s: float | None
+    metadata: dict[str, Any]
+    created_at: str
+    thumbnail: str | None = Field(None, description="A small JPEG data URL, when asked.")
+
+
+class ArchiveIndexOut(BaseModel):
+    video: ArchiveRowOut
+    windows: int = Field(description="Window rows stored with it.")
+    new: bool = Field(description="False when the same file was stored before (nothing was decoded).")
+
+
+class ArchivePage(BaseModel):
+    rows: list[ArchiveRowOut]
+    total: int
+    offset: int
+
+
+class ArchiveTableOut(BaseModel):
+    fingerprint: str
+    model: str = Field(description="The model and sampling its embeddings come from, in words.")
+    videos: int
+    windows: int
+    vector_index: bool
+    legacy: bool = Field(
+        description="Written before the fingerprint named the activation, precision and backend: its rows may "
+        "have been made differently (t4v archive check; index them again under the running model)."
+    )
+
+
+class ArchiveStatsOut(BaseModel):
+    uri: str
+    tables: list[ArchiveTableOut]
+
+
+class SearchHitOut(ArchiveRowOut):
+    score: float = Field(description="Cosine of the text and the row's embedding.")
+
+
+class SearchOut(BaseModel):
+    query: str
+    results: list[SearchHitOut]
+
+
+class ArchiveLabelsIn(BaseModel):
+    """``POST /archive/labels``: every stored row under a vocabulary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vocab: str | None = Field(None, description="A registered vocabulary (give vocab or labels).")
+    labels: list[str] | None = Field(None, description="Ad-hoc labels.")
+    templates: list[str] | None = Field(None, description="Ad-hoc labels' prompt templates.")
+    top_k: int = Field(5, ge=0, le=100_000, description="Predictions per row; 0 = all.")
+    kind: Literal["video", "window", "all"] = "video"
+    abstain: bool | None = None
+    abstain_margin: float | None = Field(None, ge=0.0, le=1.0)
+    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    background: str | None = None
+    frames: int | None = Field(None, ge=1, description="Which table: its frames (unset: the server's default).")
+    views: str = Field("1x1", description="Which table: its views.")
+    sampling: Sampling | None = None
+
+    def to_request(self) -> ClassifyRequest:
+        return ClassifyRequest(
+            vocab=self.vocab,
+            labels=tuple(self.labels) if self.labels is not None else None,
+            templates=tuple(self.templates) if self.templates else None,
+            clip=ClipSpec(self.frames, self.views, self.sampling),
+            top_k=self.top_k,
+            abstain=AbstainPolicy(self.abstain, self.abstain_margin, self.min_score, self.background),
+        )
+
+
+def _clip(engine: Engine, frames: int | None, views: str, sampling: Sampling | None) -> ResolvedClip:
+    return engine.clip(ClipSpec(frames, views, sampling))
 
 
 def _row_out(row: dict[str, Any]) -> dict[str, Any]:
@@ -77,45 +178,20 @@ def _row_out(row: dict[str, Any]) -> dict[str, Any]:
     openapi_extra=ArchiveForm.openapi_body(),
     dependencies=[Depends(require_key)],
 )
-async def add_video(request: Request, state: StateDep, flow: ClassifyDep) -> ArchiveIndexOut:
+async def add_video(request: Request, state: StateDep, engine: EngineDep) -> ArchiveIndexOut:
     """Upload a video and store its embedding (and its windows' with ``window_s``); a file stored
     before (same bytes) is not decoded again. Answers the stored row."""
-    async with state.admitted_upload(request, flow) as upload:
+    async with state.admitted_upload(request, engine) as upload:
         form, path = parse_form(ArchiveForm, upload)
-        metadata = _metadata(form.metadata)
-        clip = _clip(state, form.frames, form.views, form.sampling)
-        table = await _table(state, clip, create=True)
-        name = display_name(upload.filename)
-        done = await index_file(
-            flow,
-            table,
-            path,
-            clip,
-            name=name,
-            windows_s=form.window_s,
-            metadata=metadata,
-            timeout_s=state.time_left_s(upload),
-        )
-    row = await asyncio.to_thread(table.get, done.id, True)
+        index = form.to_request()
+        done = await engine.index(path, index, timeout_s=state.time_left_s(upload), name=display_name(upload.filename))
+    row = await engine.row(engine.clip(index.clip), done.id, thumbnail=True)
     return ArchiveIndexOut(video=ArchiveRowOut(**_row_out(row)), windows=done.windows, new=not done.skipped)
 
 
-def _metadata(text: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError('metadata must be a JSON object, e.g. {"camera": 3}') from None
-    if not isinstance(value, dict) or len(text) > 16_384:
-        raise InputError('metadata must be a JSON object of at most 16 KiB, e.g. {"camera": 3}')
-    return value
-
-
-@router.get("/videos", response_model=ArchivePage, responses=errors(409, 422, 503))
+@router.get("/videos", response_model=ArchivePage, responses=errors(401, 409, 422, 503), dependencies=READ)
 async def list_videos(
-    state: StateDep,
-    runtime: RuntimeDep,
+    engine: EngineDep,
     kind: Literal["video", "window"] | None = "video",
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -125,77 +201,48 @@ async def list_videos(
     sampling: SamplingQ = None,
 ) -> ArchivePage:
     """Stored rows, a page at a time."""
-    table = await _table(state, _clip(state, frames, views, sampling))
-    rows = await asyncio.to_thread(table.page, kind, offset, limit, thumbnails)
-    total = await asyncio.to_thread(table.count, kind)
+    rows, total = await engine.rows(_clip(engine, frames, views, sampling), kind, offset, limit, thumbnails)
     return ArchivePage(rows=[ArchiveRowOut(**_row_out(r)) for r in rows], total=total, offset=offset)
 
 
-@router.get("/videos/{row_id}", response_model=ArchiveRowOut, responses=errors(404, 409, 422, 503))
-async def get_video(
-    row_id: RowId,
-    state: StateDep,
-    runtime: RuntimeDep,
-    frames: Frames = None,
-    views: Views = "1x1",
-    sampling: SamplingQ = None,
-) -> ArchiveRowOut:
-    table = await _table(state, _clip(state, frames, views, sampling))
-    return ArchiveRowOut(**_row_out(await asyncio.to_thread(table.get, row_id, True)))
-
-
-@router.delete(
-    "/videos/{row_id}",
-    responses=errors(401, 404, 409, 422, 503),
-    dependencies=[Depends(require_key)],
+@router.get(
+    "/videos/{row_id}", response_model=ArchiveRowOut, responses=errors(401, 404, 409, 422, 503), dependencies=READ
 )
+async def get_video(
+    row_id: RowId, engine: EngineDep, frames: Frames = None, views: Views = "1x1", sampling: SamplingQ = None
+) -> ArchiveRowOut:
+    row = await engine.row(_clip(engine, frames, views, sampling), row_id, thumbnail=True)
+    return ArchiveRowOut(**_row_out(row))
+
+
+@router.delete("/videos/{row_id}", responses=errors(401, 404, 409, 422, 503), dependencies=[Depends(require_key)])
 async def delete_video(
-    row_id: RowId,
-    state: StateDep,
-    runtime: RuntimeDep,
-    frames: Frames = None,
-    views: Views = "1x1",
-    sampling: SamplingQ = None,
+    row_id: RowId, engine: EngineDep, frames: Frames = None, views: Views = "1x1", sampling: SamplingQ = None
 ) -> dict[str, int]:
     """A video and its windows."""
-    table = await _table(state, _clip(state, frames, views, sampling))
-    return {"deleted": await asyncio.to_thread(table.delete, row_id)}
+    return {"deleted": await engine.delete(_clip(engine, frames, views, sampling), row_id)}
 
 
-@router.get("/stats", response_model=ArchiveStatsOut, responses=errors(503))
-async def stats(state: StateDep, runtime: RuntimeDep) -> ArchiveStatsOut:
+@router.get("/stats", response_model=ArchiveStatsOut, responses=errors(401, 503), dependencies=READ)
+async def stats(engine: EngineDep) -> ArchiveStatsOut:
     """Every table of the archive: its model and sampling, rows, and whether it has a vector index."""
-    archive = state.archive
-    assert archive is not None
-    await asyncio.to_thread(state.archive_writer.flush)
-
-    def read() -> list[ArchiveTableOut]:
-        out = []
-        for spec in archive.specs():
-            table = archive.table(spec)
-            out.append(
-                ArchiveTableOut(
-                    fingerprint=spec.fingerprint,
-                    model=spec.describe(),
-                    videos=table.count("video"),
-                    windows=table.count("window"),
-                    vector_index=table.has_index(),
-                )
-            )
-        return out
-
-    return ArchiveStatsOut(uri=archive.uri, tables=await asyncio.to_thread(read))
+    tables = [
+        ArchiveTableOut(
+            fingerprint=spec.fingerprint,
+            model=spec.describe(),
+            videos=s.videos,
+            windows=s.windows,
+            vector_index=s.vector_index,
+            legacy=spec.legacy,
+        )
+        for spec, s in await engine.stats()
+    ]
+    return ArchiveStatsOut(uri=engine.archive_uri, tables=tables)
 
 
-@router.get(
-    "/search",
-    response_model=SearchOut,
-    responses=errors(401, 409, 422, 503),
-    dependencies=[Depends(require_key_to_classify)],
-)
+@router.get("/search", response_model=SearchOut, responses=errors(401, 409, 422, 503), dependencies=READ)
 async def search(
-    state: StateDep,
-    runtime: RuntimeDep,
+    engine: EngineDep,
     q: Annotated[str, Query(min_length=1, max_length=300, description="What to look for, e.g. surfing.")],
     k: Annotated[int, Query(ge=1, le=1000)] = 10,
     kind: Literal["video", "window"] = "video",
@@ -205,8 +252,7 @@ async def search(
     sampling: SamplingQ = None,
 ) -> SearchOut:
     """The stored videos (or windows, with their times) nearest a text, best first."""
-    table = await _table(state, _clip(state, frames, views, sampling))
-    hits = await asyncio.to_thread(search_text, table, runtime.text_encoder, q, k, kind, thumbnail=thumbnails)
+    hits = await engine.search(q, _clip(engine, frames, views, sampling), k=k, kind=kind, thumbnails=thumbnails)
     return SearchOut(query=q, results=[SearchHitOut(**_row_out(h.row), score=h.score) for h in hits])
 
 
@@ -216,39 +262,24 @@ async def search(
         200: {"description": "One JSON object per stored row (NDJSON), then a summary line.", "content": {NDJSON: {}}},
         **errors(401, 404, 409, 422, 503),
     },
-    dependencies=[Depends(require_key_to_classify)],
+    dependencies=READ,
 )
-async def labels(body: ArchiveLabelsIn, state: StateDep, flow: ClassifyDep) -> GuardedStream:
+async def labels(body: ArchiveLabelsIn, state: StateDep, engine: EngineDep) -> GuardedStream:
     """Every stored row under a vocabulary (or ad-hoc labels), without decoding anything: the
     predictions ``/classify`` gives the same files. NDJSON, streamed as it is computed: one line
     per row (its id, name, times, predictions and, with abstention, the decision), then
-    ``{"done": true, "rows": N}``, or ``{"error": ..., "status": ...}`` if it fails midway."""
-    from text4vis.engine.archive.relabel import relabel_batches
-
-    request = ClassifyRequest(
-        vocab=body.vocab,
-        labels=tuple(body.labels) if body.labels is not None else None,
-        templates=tuple(body.templates) if body.templates else None,
-        top_k=body.top_k,
-        abstain=AbstainPolicy(body.abstain, body.abstain_margin, body.min_score, body.background),
-    )
-    clip = _clip(state, body.frames, body.views, body.sampling)
-    request.resolved(state.settings.request_limits())
-    classifier, _ = await flow.classifier_for(request)
-    policy = request.abstain.resolved(classifier.abstain)
-    background: Classifier | None = None
-    if policy.score_background:
-        assert state.registry is not None
-        background = await asyncio.to_thread(state.registry.background, classifier, policy.background)
-    table = await _table(state, clip)
-    batches = relabel_batches(
-        table.embeddings(None if body.kind == "all" else body.kind), classifier, body.top_k, policy, background
-    )
+    ``{"done": true, "rows": N}``, or ``{"error": ..., "status": ...}`` if it fails midway. At
+    most ``max_archive_scans`` run at once (503 past them)."""
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(engine.scan())  # admission, held until the stream ends
+        batches = await engine.relabel(body.to_request(), None if body.kind == "all" else body.kind)
+        held = stack.pop_all()
     return GuardedStream(
         _ndjson(batches),
         error_line=_error_line,
         stall_s=state.settings.request_timeout_s,  # a client that reads nothing for this long is gone
         stopping=state.stopping,
+        held=held,
     )
 
 
@@ -259,7 +290,6 @@ def _error_line(status: int, detail: str) -> bytes:
 
 async def _ndjson(batches: Iterator[pa.RecordBatch]) -> AsyncIterator[bytes]:
     """Each batch's lines, computed in a thread (the event loop only sends)."""
-    import io
 
     def next_page() -> tuple[bytes, int] | None:
         batch = next(batches, None)

@@ -7,11 +7,32 @@ import asyncio
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from text4vis.server.deps import RuntimeDep, StateDep, require_key_for_metrics
-from text4vis.server.schemas import ModelOut, Status, errors
+from text4vis.server.wire import errors
 
 router = APIRouter(tags=["operations"])
+
+
+class ModelOut(BaseModel):
+    arch: str
+    model_id: str
+    temporal: str
+    preprocess: str
+    backend: str
+    device: str
+    precision: str
+    checkpoint: str | None
+    text_device: str = Field(description="Where vocabulary prompts are encoded.")
+    selection: str = Field(description="Why this backend and precision run (the same sentence as the start-up log).")
+    activation: str = Field(description="The visual encoder's activation: quickgelu or gelu.")
+    weights_sha256: str = Field(description="The visual encoder's and the head's weights as they run (after casting).")
+
+
+class Status(BaseModel):
+    status: str
+    detail: str | None = None
 
 
 @router.get("/health/live", response_model=Status)
@@ -26,9 +47,9 @@ async def ready(service: StateDep) -> Response:
     worker is alive (``detail`` says how many); 503 before, if start-up failed, after the encoder
     failed, with no decode worker, or while the vocabulary store fails (SQLite: a read or write failed
     and has not worked since)."""
-    engine = service.classify_service
+    engine = service.engine
     if service.ready and engine is not None:
-        workers = engine.decode_pool.capacity()
+        workers = engine.flow.decode_pool.capacity()
         store_problem = await asyncio.to_thread(service.registry.store.health) if service.registry else None
         if engine.healthy() and workers > 0 and store_problem is None:
             return JSONResponse(Status(status="ready", detail=f"{workers} decode workers").model_dump())
@@ -52,11 +73,12 @@ async def ready(service: StateDep) -> Response:
 )
 async def metrics(service: StateDep) -> Response:
     """Prometheus metrics."""
-    if service.classify_service is not None:
-        service.metrics.queue_frames.set(service.classify_service.batcher.queued_frames)
-        service.metrics.decode_pending.set(service.classify_service.decode_pool.pending)
-        service.metrics.decode_workers.set(service.classify_service.decode_pool.capacity())
-        admission = service.classify_service.admission
+    if service.engine is not None:
+        flow = service.engine.flow
+        service.metrics.queue_frames.set(flow.batcher.queued_frames)
+        service.metrics.decode_pending.set(flow.decode_pool.pending)
+        service.metrics.decode_workers.set(flow.decode_pool.capacity())
+        admission = flow.admission
         stalled = admission.stalled
         service.metrics.in_progress.labels("uploading").set(admission.uploading - stalled)
         service.metrics.in_progress.labels("stalled").set(stalled)

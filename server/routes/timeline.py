@@ -1,5 +1,5 @@
 """``POST /classify/timeline``: a long video as windows of time, each classified as a video of its
-own (``models/windows.py`` plans them, :meth:`engine.service.ClassifyService.timeline` runs them).
+own (``models/windows.py`` plans them, ``Engine.timeline`` embeds and scores them).
 
 One JSON answer at the end, or (``stream=true``) NDJSON: a start line, one line per window as it
 is scored, an end line with the merged events, or an error line if the file fails midway (or
@@ -14,38 +14,120 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from typing import ClassVar, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from text4vis.engine.archive.indexer import store_segments
+from text4vis.engine.facade import Timeline
 from text4vis.engine.flow.timeline import Event, Segment, merge_events
-from text4vis.engine.request import ClassifyRequest, ClipSpec
-from text4vis.models.choices import Sampling
+from text4vis.engine.request import WindowSpec
 from text4vis.models.errors import T4VError
-from text4vis.models.windows import check_window
-from text4vis.server.deps import ClassifyDep, StateDep, require_key_to_classify
+from text4vis.models.windows import MAX_WINDOW_S
+from text4vis.server.deps import EngineDep, StateDep, require_key_to_classify
 from text4vis.server.errors import status_of
 from text4vis.server.forms import display_name, parse_form
 from text4vis.server.routes.classify import predictions_out
-from text4vis.server.schemas import (
-    EventOut,
-    SegmentOut,
-    TimelineEndLine,
-    TimelineErrorLine,
-    TimelineForm,
-    TimelineOut,
-    TimelineSegmentLine,
-    TimelineStartLine,
-    VocabRef,
-    errors,
-)
 from text4vis.server.streaming import NDJSON, GuardedStream
+from text4vis.server.wire import PredictionOut, UploadForm, VocabRef, errors
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["classify"])
+
+
+class TimelineForm(UploadForm):
+    """The form fields of ``POST /classify/timeline`` (beside the ``file`` part, a video)."""
+
+    route: ClassVar[str] = "POST /classify/timeline"
+
+    top_k: int = Field(3, ge=0, le=100_000, description="Predictions per window; 0 = all.")
+    window_s: float = Field(
+        8.0,
+        gt=0,
+        le=MAX_WINDOW_S,
+        description="Seconds per window; each window is sampled as a video of its own (T frames).",
+    )
+    stride_s: float | None = Field(
+        None, gt=0, le=MAX_WINDOW_S, description="Seconds from one window's start to the next; unset: window_s."
+    )
+    stream: bool = Field(
+        False,
+        description="Answer application/x-ndjson, one line per window as it is scored "
+        "(first a start line, last an end line with the events).",
+    )
+    index: bool = Field(
+        False,
+        description="Also store each window's embedding in the archive (kind window; no extra decode or "
+        "encode); archive_id names the video. Needs an API key where keys are configured.",
+    )
+
+    def window(self, max_windows: int) -> WindowSpec:
+        return WindowSpec(self.window_s, self.stride_s or self.window_s, max_windows)
+
+
+class SegmentOut(BaseModel):
+    start_s: float = Field(description="Window start, seconds from the video's first frame.")
+    end_s: float = Field(description="Window end (the video's end for a last, shorter window).")
+    frame_indices: list[int] = Field(description="The window's sampled frames (indices in the whole video).")
+    times_s: list[float] = Field(description="When those frames are shown (from their timestamps).")
+    predictions: list[PredictionOut]
+
+
+class EventOut(BaseModel):
+    label: str = Field(description="The top label of consecutive windows that agree on it.")
+    start_s: float
+    end_s: float
+    probability: float = Field(description="Mean of the label's probability over the event's windows.")
+    windows: int
+
+
+class TimelineOut(BaseModel):
+    vocab: VocabRef | None = Field(description="The vocabulary used; null for ad-hoc labels.")
+    model: str = Field(description="Text model id the classifier was built with.")
+    duration_s: float
+    window_s: float
+    stride_s: float
+    frames: int = Field(description="Frames sampled per window (T).")
+    segments: list[SegmentOut]
+    events: list[EventOut]
+    timing_ms: dict[str, float]
+    archive_id: str | None = Field(None, description="With index=true: the video's content id (its windows' rows).")
+
+
+class TimelineStartLine(BaseModel):
+    """First line of a streamed timeline."""
+
+    type: Literal["start"] = "start"
+    vocab: VocabRef | None
+    model: str
+    duration_s: float
+    window_s: float
+    stride_s: float
+    frames: int
+    windows: int = Field(description="Segment lines to expect.")
+
+
+class TimelineSegmentLine(SegmentOut):
+    type: Literal["segment"] = "segment"
+
+
+class TimelineEndLine(BaseModel):
+    """Last line of a streamed timeline that completed."""
+
+    type: Literal["end"] = "end"
+    events: list[EventOut]
+    timing_ms: dict[str, float]
+    archive_id: str | None = Field(None, description="With index=true: the video's content id (its windows' rows).")
+
+
+class TimelineErrorLine(BaseModel):
+    """Last line of a streamed timeline that failed after it began (the HTTP status was already 200)."""
+
+    type: Literal["error"] = "error"
+    status: int = Field(description="The status the error would have had before the response began.")
+    detail: str
 
 
 def _line_schema(model: type[BaseModel]) -> dict[str, object]:
@@ -78,100 +160,68 @@ _STREAMED = {
     openapi_extra=TimelineForm.openapi_body(),
     dependencies=[Depends(require_key_to_classify)],
 )
-async def timeline(request: Request, state: StateDep, flow: ClassifyDep) -> TimelineOut | Response:
+async def timeline(request: Request, state: StateDep, engine: EngineDep) -> TimelineOut | Response:
     """Classify a video window by window: segments with their predictions, and merged events."""
     settings = state.settings
     async with contextlib.AsyncExitStack() as stack:
-        upload = await stack.enter_async_context(state.admitted_upload(request, flow))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() - upload.seconds + settings.timeline_timeout_s  # the whole answer's
+        upload = await stack.enter_async_context(state.admitted_upload(request, engine))
         t0 = time.perf_counter()
         form, path = parse_form(TimelineForm, upload)
         if form.index:  # a write to the archive needs a key, as a vocabulary write does
             state.api_keys.check(request)
-        stride_s = form.stride_s or form.window_s
-        check_window(form.window_s, stride_s)
-        classify_request = form.to_request()
-        frames = classify_request.resolved(flow.limits).frames
-        classifier, vocab = await flow.classifier_for(classify_request)
-        ref = VocabRef(name=vocab.name, version=vocab.version) if vocab else None
-        t1 = time.perf_counter()
-        name = display_name(upload.filename)
-        plan = await flow.plan_timeline(
+        timeout_s = settings.timeline_timeout_s - upload.seconds  # the whole answer's, the upload included
+        run = await engine.timeline(
             path,
-            window_s=form.window_s,
-            stride_s=stride_s,
-            frames=frames,
-            max_windows=settings.max_timeline_windows,
-            timeout_s=min(state.time_left_s(upload), deadline - loop.time()),
-            name=name,
+            form.to_request(),
+            form.window(settings.max_timeline_windows),
+            timeout_s=max(timeout_s, 1e-3),
+            name=display_name(upload.filename),
+            index=form.index,
         )
-        t2 = time.perf_counter()
-        segments = flow.timeline(
-            path, plan, classifier, top_k=form.top_k, timeout_s=max(deadline - loop.time(), 1e-3), name=name
-        )
-        timing = {"vocab": (t1 - t0) * 1e3, "plan": (t2 - t1) * 1e3}
-        store: Callable[[list[Segment]], Awaitable[str]] | None = None
-        if form.index:
-            clip = ClassifyRequest(labels=("-",), clip=ClipSpec(frames, "1x1", Sampling.EXACT)).resolved(flow.limits)
-            duration = plan.duration_s
-
-            async def store(done: list[Segment]) -> str:
-                table = await asyncio.to_thread(state.archive_table, clip, True)
-                return await asyncio.to_thread(store_segments, table, path, name, done, duration)
-
         if not form.stream:
-            done = [s async for s in segments]
-            archive_id = await store(done) if store is not None else None
-            timing["total"] = (time.perf_counter() - t0) * 1e3
-            return TimelineOut(
-                vocab=ref,
-                model=classifier.text_model,
-                duration_s=plan.duration_s,
-                window_s=form.window_s,
-                stride_s=stride_s,
-                frames=frames,
-                segments=[_segment(s) for s in done],
-                events=_events(merge_events(done)),
-                timing_ms=_rounded(timing),
-                archive_id=archive_id,
-            )
-        start = TimelineStartLine(
-            vocab=ref,
-            model=classifier.text_model,
-            duration_s=plan.duration_s,
-            window_s=form.window_s,
-            stride_s=stride_s,
-            frames=frames,
-            windows=len(plan.windows),
-        )
+            segments = [s async for s in run.segments()]
+            return _whole(run, segments, t0)
         held = stack.pop_all()  # the stream now owns the admission and the upload
     return GuardedStream(
-        _lines(start, segments, timing, t0, store),
+        _lines(run, t0),
         error_line=lambda status, detail: _line(TimelineErrorLine(status=status, detail=detail)),
         stall_s=settings.request_timeout_s,
-        deadline=deadline,
+        deadline=asyncio.get_running_loop().time() + run.seconds_left(),
         stopping=state.stopping,
         held=held,
     )
 
 
-async def _lines(
-    start: TimelineStartLine,
-    segments: AsyncIterator[Segment],
-    timing: dict[str, float],
-    t0: float,
-    store: Callable[[list[Segment]], Awaitable[str]] | None = None,
-) -> AsyncIterator[bytes]:
-    yield _line(start)
+def _head(run: Timeline) -> dict[str, object]:
+    vocab = run.scoring.vocab
+    return {
+        "vocab": VocabRef(name=vocab.name, version=vocab.version) if vocab else None,
+        "model": run.scoring.text_model,
+        "duration_s": run.plan.duration_s,
+        "window_s": run.window.window_s,
+        "stride_s": run.window.stride_s,
+        "frames": run.frames,
+    }
+
+
+def _whole(run: Timeline, segments: list[Segment], t0: float) -> TimelineOut:
+    return TimelineOut(
+        **_head(run),  # type: ignore[arg-type]
+        segments=[_segment(s) for s in segments],
+        events=_events(merge_events(segments)),
+        timing_ms=_timing(run, t0),
+        archive_id=run.archive_id,
+    )
+
+
+async def _lines(run: Timeline, t0: float) -> AsyncIterator[bytes]:
+    yield _line(TimelineStartLine(**_head(run), windows=len(run.plan.windows)))  # type: ignore[arg-type]
+    segments = run.segments()
     done: list[Segment] = []
-    archive_id = None
     try:
         async for segment in segments:
             done.append(segment)
             yield _line(TimelineSegmentLine(**_segment(segment).model_dump()))
-        if store is not None:  # the windows, once all are in (the upload is still held)
-            archive_id = await store(done)
     except T4VError as exc:  # the status line went out long ago: the error is the last line
         yield _line(TimelineErrorLine(status=status_of(exc), detail=str(exc)))
         return
@@ -181,8 +231,9 @@ async def _lines(
         return
     finally:
         await segments.aclose()  # type: ignore[attr-defined]
-    timing["total"] = (time.perf_counter() - t0) * 1e3
-    yield _line(TimelineEndLine(events=_events(merge_events(done)), timing_ms=_rounded(timing), archive_id=archive_id))
+    yield _line(
+        TimelineEndLine(events=_events(merge_events(done)), timing_ms=_timing(run, t0), archive_id=run.archive_id)
+    )
 
 
 def _line(model: BaseModel) -> bytes:
@@ -206,5 +257,6 @@ def _events(events: list[Event]) -> list[EventOut]:
     ]
 
 
-def _rounded(timing: dict[str, float]) -> dict[str, float]:
+def _timing(run: Timeline, t0: float) -> dict[str, float]:
+    timing = {**run.timing_ms, "total": (time.perf_counter() - t0) * 1e3}
     return {k: round(v, 2) for k, v in timing.items()}

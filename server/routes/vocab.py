@@ -6,29 +6,127 @@ import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from text4vis.engine.errors import VocabNotFound
-from text4vis.engine.vocab.classifier import AbstainDefaults
+from text4vis.engine.request import AbstainDefaults
 from text4vis.engine.vocab.lint import MAX_MATRIX_LABELS, clustered_order, heatmap_png
+from text4vis.engine.vocab.record import VocabRecord
 from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.stores import VocabRecord
 from text4vis.models.errors import InputError
 from text4vis.models.presets import preset_labels
 from text4vis.server.deps import RegistryDep, require_key
-from text4vis.server.schemas import (
-    AbstainIn,
-    LintWarningOut,
-    SimilarityOut,
-    VocabIn,
-    VocabList,
-    VocabOut,
-    VocabPresetIn,
-    VocabSummaryOut,
-    errors,
-)
+from text4vis.server.wire import Label, Template, VocabName, errors
 
 router = APIRouter(prefix="/vocab", tags=["vocabularies"])
 NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+_TEMPLATES = Field(
+    None,
+    min_length=1,
+    max_length=64,
+    description='Prompt templates with one "{}" (default: the reference\'s one, '
+    '"a video of a person {}."; several are averaged, CLIP\'s prompt ensemble, our extension).',
+)
+_CLEAN = Field(
+    False,
+    description="Prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); by default "
+    "labels are used as written, as the reference and its checkpoints do.",
+)
+
+
+class AbstainIn(BaseModel):
+    """A vocabulary's default for "none of these": classify requests naming it abstain as with
+    abstain=true and these values, unless they say otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+    margin: float = Field(0.0, ge=0.0, le=1.0, description="Cosine margin the background must win by.")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Abstain when the best cosine is below this.")
+    background: VocabName | None = Field(
+        None, description="A registered vocabulary to use as the background (default: the built-in Kinetics-400 names)."
+    )
+
+
+_ABSTAIN = Field(
+    None,
+    description='Default "none of these" for classify requests naming this vocabulary '
+    "(omitted: only when a request asks).",
+)
+
+
+class VocabLabelsIn(BaseModel):
+    """A vocabulary from class names."""
+
+    model_config = ConfigDict(extra="forbid")
+    labels: list[Label] = Field(
+        min_length=1,
+        max_length=100_000,
+        json_schema_extra={"uniqueItems": True},
+        description="Class names, unique, at most the server's max_labels; each prompt at most 77 tokens.",
+    )
+    templates: list[Template] | None = _TEMPLATES
+    clean_labels: bool = _CLEAN
+    abstain: AbstainIn | None = _ABSTAIN
+
+
+class VocabPresetIn(BaseModel):
+    """A vocabulary from a built-in label set."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["kinetics400"] = Field(description="A built-in label set.")
+    templates: list[Template] | None = _TEMPLATES
+    clean_labels: bool = _CLEAN
+    abstain: AbstainIn | None = _ABSTAIN
+
+
+VocabIn = VocabLabelsIn | VocabPresetIn
+
+
+class LintWarningOut(BaseModel):
+    kind: Literal["similar", "near_duplicate"] = Field(
+        description="similar: the two classifier rows are closer than the lint threshold (cosine); near_duplicate: "
+        "the same words after normalisation (case, punctuation, plural)."
+    )
+    labels: list[str] = Field(description="The two labels.")
+    cosine: float = Field(description="Cosine of their classifier rows.")
+
+
+class VocabOut(BaseModel):
+    name: str
+    version: int
+    labels: list[str]
+    templates: list[str]
+    clean_labels: bool = Field(description="Whether the prompts use cleaned-up labels.")
+    text_model: str
+    etag: str
+    abstain: AbstainIn | None = Field(None, description='The default "none of these", if it has one.')
+    warnings: list[LintWarningOut] = Field(
+        default_factory=list,
+        description="Label pairs the classifier will likely confuse (informative: nothing is "
+        "refused for them); at most 100, near duplicates first.",
+    )
+
+
+class SimilarityOut(BaseModel):
+    labels: list[str]
+    order: list[int] = Field(description="Label indices clustered so that similar labels are adjacent.")
+    matrix: list[list[float]] = Field(description="Cosine of each pair of classifier rows, in labels' order.")
+
+
+class VocabSummaryOut(BaseModel):
+    name: str
+    version: int
+    num_labels: int
+    text_model: str
+    etag: str
+    encoded_for_this_model: bool = Field(
+        description="Whether its embeddings are this server's text model's; if not, the first use encodes it again."
+    )
+
+
+class VocabList(BaseModel):
+    vocabularies: list[VocabSummaryOut]
 
 
 async def _out(record: VocabRecord, response: Response, registry: VocabRegistry) -> VocabOut:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import shared_path
 from tests.media import moving_square_frames, write_video
-from text4vis.engine.archive.store import TABLE_PREFIX
+from text4vis.engine.archive.lance import TABLE_PREFIX
 from text4vis.models.clip_loader import TINY_ARCH
 
 T4V = [sys.executable, "-m", "text4vis.server.cli"]
@@ -169,3 +169,43 @@ def test_ray_data_indexes_the_same_rows(model: list[str], tmp_path: Path) -> Non
     assert max(float(np.abs(got[k] - expected[k]).max()) for k in expected) < 1e-6
     again = t4v("index", videos, "--archive", str(on_ray), "--ray", "local", *model)
     assert again.returncode == 0 and "0 files indexed, 3 already stored" in again.stderr, again.stderr
+
+
+def test_archive_check_marks_tables_that_may_mix_rows_and_verifies(model: list[str], tmp_path: Path) -> None:
+    """An archive written before the fingerprint named activation, precision and backend: `t4v
+    archive check` lists it as such, and --verify finds the row made otherwise (here one stored
+    embedding nudged, as a bf16 run's would be) while the current table's rows all verify."""
+    from text4vis.engine.archive.lance import LanceArchive
+    from text4vis.engine.archive.spec import ArchiveSpec
+    from text4vis.engine.archive.store import ArchiveRow
+
+    archive = tmp_path / "archive"
+    videos = shared_path("videos")
+    assert t4v("index", str(videos), "--archive", str(archive), *model).returncode == 0
+    store = LanceArchive(str(archive))
+    (current,) = store.specs()
+    legacy = ArchiveSpec.from_json(
+        json.dumps({k: v for k, v in json.loads(current.to_json()).items() if k not in ("activation", "precision")})
+    )
+    assert legacy.legacy
+    rows = [store.table(current).get(r["id"]) for r in store.table(current).page("video")]
+    vectors = {
+        b_id: v
+        for b in store.table(current).scan()
+        for b_id, v in zip(b["id"].to_pylist(), b["embedding"].to_pylist(), strict=True)
+    }
+    old = []
+    for i, r in enumerate(rows):
+        vector = np.asarray(vectors[r["id"]], dtype=np.float32)
+        if i == 0:
+            vector = vector + np.float32(3e-3)  # made otherwise
+        old.append(ArchiveRow(r["id"], r["content_id"], r["name"], "video", 0.0, r["end_s"], r["duration_s"], vector))
+    store.table(legacy, create=True).add(old)
+
+    proc = t4v("archive", "check", "--archive", str(archive), "--verify", "3", *model)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"t4v archive drop {legacy.fingerprint}" in proc.stdout and "not recorded" in proc.stdout
+    assert "verify: 0 of 3 videos differ" in proc.stdout and "verify: 1 of 3 videos differ" in proc.stdout
+    drop = t4v("archive", "drop", legacy.fingerprint, "--archive", str(archive))
+    assert drop.returncode == 0 and "3 rows" in drop.stdout
+    assert t4v("archive", "check", "--archive", str(archive)).returncode == 0

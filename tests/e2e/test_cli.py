@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from tests.conftest import shared_path
-from text4vis.engine.flow.service import TIMING_KEYS
+from text4vis.engine.facade import TIMING_KEYS
 from text4vis.models.clip_loader import TINY_ARCH
 from text4vis.server.cli import app
 
@@ -49,7 +49,7 @@ def test_classify_json_on_real_clips(base_args: list[str], tmp_path: Path) -> No
     probs = [p["probability"] for p in first["predictions"]]
     assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
     assert out["model"]["arch"] == TINY_ARCH and out["model"]["temporal"] == "mean"
-    assert list(first["timing_ms"]) == list(TIMING_KEYS)  # the server's keys (engine/flow/service.py)
+    assert list(first["timing_ms"]) == list(TIMING_KEYS)  # the server's keys (engine/facade.py)
 
 
 def test_not_a_video(base_args: list[str], tmp_path: Path) -> None:

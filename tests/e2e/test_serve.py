@@ -213,7 +213,7 @@ def test_serve_exits_with_one_line_on_a_data_dir_it_cannot_use(tmp_path: Path) -
 def test_serve_exits_with_one_line_on_a_read_only_data_dir() -> None:
     """Permissions do not bind root: the server runs as an unprivileged user (setpriv) when the
     tests run as root."""
-    from text4vis.engine.vocab.stores import SQLiteStore
+    from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 
     top = Path(tempfile.mkdtemp(prefix="t4v-ro-"))
     try:

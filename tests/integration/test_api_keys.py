@@ -15,17 +15,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from tests.media import generated_videos
-from tests.server_helpers import make_app, running, tiny_runtime
+from tests.server_helpers import make_app, running
 from text4vis.engine.runtime.build import Runtime
 from text4vis.server.auth import CHECK_EVERY_S, ApiKeys, Unauthorized, key_digest
 from text4vis.server.settings import Settings
 
 KEY = "s3cret-key-for-tests"
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_clip_path: Path) -> Runtime:
-    return tiny_runtime(tiny_clip_path)
 
 
 def _upload() -> dict[str, tuple[str, bytes, str]]:

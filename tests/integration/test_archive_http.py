@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.media import generated_videos
-from tests.server_helpers import make_app, running, tiny_runtime
+from tests.server_helpers import make_app, running
 from text4vis.engine.runtime.build import Runtime
 
 LABELS = ["yoga", "surfing", "arm wrestling", "cooking"]
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_clip_path: Path) -> Runtime:
-    return tiny_runtime(tiny_clip_path)
 
 
 def upload(name: str) -> dict[str, tuple[str, bytes, str]]:

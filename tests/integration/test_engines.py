@@ -20,8 +20,10 @@ from tests.checkpoints import prefixed_state, trained_like
 from tests.conftest import GELU_ARCH, QUICK_TAG
 from tests.media import generated_videos
 from tests.server_helpers import classify_offline
-from text4vis.engine.flow.service import ClassifyResult
+from text4vis.engine.archive.spec import ArchiveSpec
+from text4vis.engine.facade import ClassifyResult
 from text4vis.engine.options import ModelOptions
+from text4vis.engine.request import ClipSpec, RequestLimits
 from text4vis.engine.runtime.backends.tensorrt_backend import tensorrt_available
 from text4vis.engine.runtime.build import Runtime, build_runtime
 from text4vis.engine.runtime.export import Manifest, export_from_options
@@ -162,6 +164,42 @@ def test_fp16_graph_keeps_direction(tmp_path: Path, tiny_clip_path: Path) -> Non
     x = _pixels(6)
     cos = F.cosine_similarity(half.pipeline.encoder.encode(x), ref.pipeline.encoder.encode(x))
     assert cos.min() >= 0.999
+    # its rows are not the fp32 ones: a table of their own, named by the weights the graph holds
+    clip = ClipSpec().resolve(RequestLimits())
+    assert Manifest.read(tmp_path / "fp16").weights_sha256 != ref.info.weights_sha256
+    spec, reference = ArchiveSpec.of(half, clip), ArchiveSpec.of(ref, clip)
+    assert (spec.precision, spec.backend) == ("fp16", "onnxruntime") and spec.fingerprint != reference.fingerprint
+
+
+def test_an_engine_is_refused_beside_a_text_tower_of_another_activation(
+    tmp_path: Path, quick_weights: Path, tiny_engine: Path, tiny_clip_path: Path
+) -> None:
+    """OpenAI-layout weights (QuickGELU) exported with --activation gelu: the engine's id says
+    GELU, and running it beside the file's own (QuickGELU) text tower is refused in one line."""
+    export_from_options(ModelOptions(clip_checkpoint=quick_weights, activation="gelu"), tmp_path / "gelu", max_batch=4)
+    manifest = Manifest.read(tmp_path / "gelu")
+    assert manifest.activation == "gelu" and manifest.text_model.split("/")[0].endswith("-gelu")
+    video = str(generated_videos()["clip_a.mp4"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            video,
+            "--labels",
+            "a,b",
+            "--clip-checkpoint",
+            str(quick_weights),
+            "--engine",
+            str(tmp_path / "gelu"),
+        ],
+    )
+    assert r.exit_code == 2 and "refusing to pair them" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # an engine and the torch backend of the same weights make rows of two tables
+    clip = ClipSpec().resolve(RequestLimits())
+    engine = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
+    torch_ = build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, device="cpu"))
+    assert engine.info.weights_sha256 == torch_.info.weights_sha256  # fp32: the same weights
+    assert ArchiveSpec.of(engine, clip).fingerprint != ArchiveSpec.of(torch_, clip).fingerprint
 
 
 def test_tensorrt_unavailable_is_a_clear_refusal(tiny_engine: Path, tiny_clip_path: Path, tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ import torch
 
 from text4vis.engine.errors import PreconditionFailed, VocabNotFound
 from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.stores import RedisStore, SQLiteStore, VocabStore
+from text4vis.engine.vocab.stores.base import VocabStore
+from text4vis.engine.vocab.stores.redis import RedisStore
+from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 from text4vis.models.classifiers import text_classifier
 from text4vis.models.clip_loader import TINY_ARCH, ClipSource, LoadedClip, load_clip
 from text4vis.models.errors import InputError
@@ -206,7 +208,7 @@ def test_a_vocabulary_follows_the_model(
     """Stored under one text model, used under another (a restart with other weights): encoded
     again once, from its labels, templates and options, stored as a new version that a second
     replica of the new model finds done; one log line says so."""
-    from text4vis.engine.vocab.classifier import AbstainDefaults
+    from text4vis.engine.request import AbstainDefaults
 
     old = VocabRegistry(store_factory(), TextEncoder(tiny_clip))
     abstain = AbstainDefaults(margin=0.05)
@@ -263,7 +265,7 @@ def test_clean_labels_is_stored_and_part_of_the_etag(registry: VocabRegistry) ->
 
 
 def test_abstention_default_is_stored_in_both_stores_and_part_of_the_etag(registry: VocabRegistry) -> None:
-    from text4vis.engine.vocab.classifier import AbstainDefaults
+    from text4vis.engine.request import AbstainDefaults
 
     plain, _ = registry.put("v", ["a", "b"])
     default = AbstainDefaults(0.05, 0.2, "kitchen")
@@ -382,7 +384,7 @@ def test_the_stored_text_embeddings_are_bounded_least_recently_used_out(
 ) -> None:
     """The embedding cache grew forever (138k rows after the test suite): past max_prompts, the
     least recently used prompts (written or read) are dropped; other text models are untouched."""
-    import text4vis.engine.vocab.stores as stores
+    import text4vis.engine.vocab.stores.base as stores
 
     monkeypatch.setattr(stores, "TOUCH_EVERY_S", 0.0)  # every read counts as a use (the hour would hide it)
     store = store_factory()

@@ -12,16 +12,11 @@ import numpy as np
 import pytest
 
 from tests.media import generated_videos
-from tests.server_helpers import classify_offline, make_app, running, tiny_runtime
-from text4vis.engine.flow.service import TIMING_KEYS
+from tests.server_helpers import classify_offline, make_app, running
+from text4vis.engine.facade import TIMING_KEYS
 from text4vis.engine.runtime.build import Runtime
 
 LABELS = ["yoga", "surfing", "arm wrestling", "ApplyEyeMakeup"]
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_clip_path: Path) -> Runtime:
-    return tiny_runtime(tiny_clip_path)
 
 
 def clip_bytes(name: str = "clip_a.mp4") -> bytes:
@@ -328,7 +323,7 @@ def test_concurrent_requests_are_batched_and_equal_alone(tmp_path: Path, runtime
                 return {p["label"]: p["probability"] for p in r.json()["predictions"]}
 
             alone = {name: await post(name) for name in set(clips)}
-            stats = app.state.server.classify_service.batcher.stats
+            stats = app.state.server.engine.flow.batcher.stats
             before = stats.batches
             together = await asyncio.gather(*(post(name) for name in clips))
             calls = stats.batches - before
@@ -505,7 +500,7 @@ def test_the_upload_is_written_once_into_the_spool_and_removed(
     async def go() -> None:
         app = make_app(tmp_path, runtime)
         async with running(app) as c:
-            engine = app.state.server.classify_service
+            engine = app.state.server.engine
             real = engine.classify
 
             async def spy(path: Path, *args: object, **kwargs: object):  # noqa: ANN202
@@ -579,7 +574,7 @@ def test_labels_are_prompted_as_written_and_clean_up_is_opt_in(tmp_path: Path, r
     import torch.nn.functional as F
 
     from text4vis.engine.vocab.registry import VocabRegistry
-    from text4vis.engine.vocab.stores import SQLiteStore
+    from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 
     encoder = runtime.text_encoder
 
@@ -618,7 +613,7 @@ def test_a_database_of_an_earlier_version_opens_and_keeps_its_vocabularies(tmp_p
 
     import numpy as np
 
-    from text4vis.engine.vocab.stores import SQLiteStore
+    from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 
     db = sqlite3.connect(tmp_path / "vocab.db")
     db.execute(
@@ -857,7 +852,7 @@ def test_the_list_says_which_vocabularies_are_encoded_for_this_model(tmp_path: P
     """Restarted with another model, the server lists the old vocabularies as not yet encoded for
     it; classifying with one encodes it again (no 422 asking to PUT it again)."""
     from text4vis.engine.vocab.registry import VocabRegistry
-    from text4vis.engine.vocab.stores import SQLiteStore
+    from text4vis.engine.vocab.stores.sqlite import SQLiteStore
     from text4vis.models.clip_loader import TINY_ARCH, ClipSource, load_clip
     from text4vis.models.text_encoder import TextEncoder
 

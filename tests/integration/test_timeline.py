@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,14 +16,11 @@ import pytest
 import torch
 
 from tests.media import joined_parts, moving_square_frames, write_frames
-from tests.server_helpers import tiny_runtime
+from text4vis.engine.flow.embedder import EmbeddedWindow, Embedder
 from text4vis.engine.flow.options import FlowOptions
-from text4vis.engine.flow.service import ClassifyService
 from text4vis.engine.flow.timeline import Event, Segment, merge_events
 from text4vis.engine.runtime.build import Runtime
-from text4vis.engine.vocab.classifier import Classifier, Prediction
-from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.stores import SQLiteStore
+from text4vis.engine.vocab.classifier import Prediction
 from text4vis.models.errors import InputError
 from text4vis.models.media import FrameTimes
 from text4vis.models.video_classifier import video_embedding
@@ -32,11 +30,6 @@ from text4vis.models.windows import plan_timeline, plan_windows, window_count
 
 def times(pts: list[int], base: Fraction, end: int, keys: list[int] | None = None) -> FrameTimes:
     return FrameTimes(np.array(pts, dtype=np.int64), keys or [0], base, end)
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_clip_path: Path) -> Runtime:
-    return tiny_runtime(tiny_clip_path)
 
 
 # ---- planning: pure arithmetic on timestamps ----
@@ -92,19 +85,22 @@ def test_events_join_consecutive_windows_that_agree() -> None:
 
 
 def _timeline(
-    runtime: Runtime, path: Path, classifier: Classifier, window_s: float, stride_s: float, frames: int, **kw: object
-) -> tuple[list[Segment], float]:
-    async def go() -> tuple[list[Segment], float]:
-        registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
-        service = ClassifyService(runtime.pipeline, registry, FlowOptions(decode_workers=0, max_batch_frames=32))
-        await service.start()
+    runtime: Runtime, path: Path, window_s: float, stride_s: float, frames: int, **kw: object
+) -> tuple[list[EmbeddedWindow], float]:
+    """The flow's windows of ``path`` (decoded in groups, encoded in shared batches)."""
+
+    async def go() -> tuple[list[EmbeddedWindow], float]:
+        flow = Embedder(runtime.pipeline, FlowOptions(decode_workers=0, max_batch_frames=32))
+        await flow.start()
         try:
-            plan = await service.plan_timeline(
-                path, window_s=window_s, stride_s=stride_s, frames=frames, max_windows=100, timeout_s=60
+            deadline = time.monotonic() + 60
+            plan = await flow.plan_timeline(
+                path, window_s=window_s, stride_s=stride_s, frames=frames, max_windows=100, deadline=deadline
             )
-            return [s async for s in service.timeline(path, plan, classifier, top_k=0, **kw)], plan.duration_s
+            groups = flow.embed_windows(path, plan, deadline=deadline, **kw)  # type: ignore[arg-type]
+            return [w async for group in groups for w in group], plan.duration_s
         finally:
-            await service.stop()
+            await flow.stop()
 
     return asyncio.run(go())
 
@@ -122,13 +118,12 @@ def test_concatenated_parts_give_the_parts_own_embeddings(tmp_path: Path, runtim
     gives three windows whose boundaries are where the parts meet and whose embeddings equal
     classifying each part as its own upload."""
     joined, files = joined_parts(tmp_path)
-    clf = Classifier.from_labels(runtime.text_encoder, ["dancing", "surfing", "cooking"])
     # two windows per decode job and two jobs in flight: the groups run concurrently and come back in order
-    segments, duration = _timeline(runtime, joined, clf, 4.0, 4.0, 8, windows_per_job=2, jobs_in_flight=2)
+    segments, duration = _timeline(runtime, joined, 4.0, 4.0, 8, windows_per_job=2, jobs_in_flight=2)
     assert duration == 12.0
-    assert [(s.start_s, s.end_s) for s in segments] == [(0, 4), (4, 8), (8, 12)]
+    assert [(s.window.start_s, s.window.end_s) for s in segments] == [(0, 4), (4, 8), (8, 12)]
     for k, (segment, part) in enumerate(zip(segments, files, strict=True)):
-        assert segment.frame_indices == [100 * k + i for i in (0, 12, 25, 37, 50, 62, 75, 87)]
+        assert segment.window.indices == [100 * k + i for i in (0, 12, 25, 37, 50, 62, 75, 87)]
         alone = _alone(runtime, part, 8)
         torch.testing.assert_close(segment.embedding, alone, atol=1e-5, rtol=0)
     # different parts really differ, so the check above could fail
@@ -170,9 +165,8 @@ def test_variable_frame_rate_gives_true_times(tmp_path: Path, runtime: Runtime) 
     with av.open(str(path)) as container:
         full = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     np.testing.assert_array_equal(got, full[plan.windows[1].indices])
-    clf = Classifier.from_labels(runtime.text_encoder, ["a", "b"])
-    segments, _ = _timeline(runtime, path, clf, 4.0, 4.0, 8)
-    assert [s.frame_indices for s in segments] == [w.indices for w in plan.windows]
+    segments, _ = _timeline(runtime, path, 4.0, 4.0, 8)
+    assert [s.window.indices for s in segments] == [w.indices for w in plan.windows]
 
 
 _RSS_SCRIPT = """

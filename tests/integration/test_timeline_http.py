@@ -11,16 +11,11 @@ from typing import Any
 import pytest
 
 from tests.media import generated_videos, joined_parts
-from tests.server_helpers import make_app, running, tiny_runtime
+from tests.server_helpers import make_app, running
 from text4vis.engine.runtime.build import Runtime
 from text4vis.models.errors import MediaError
 
 LABELS = ["yoga", "surfing", "arm wrestling", "cooking"]
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_clip_path: Path) -> Runtime:
-    return tiny_runtime(tiny_clip_path)
 
 
 @pytest.fixture(scope="module")

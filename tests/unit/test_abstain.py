@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from text4vis.engine.vocab.abstain import background_for, decide
 from text4vis.engine.vocab.classifier import Classifier, Prediction
+from text4vis.engine.vocab.scoring import predictions, rank
 
 
 def _classifier(labels: list[str], rows: torch.Tensor) -> Classifier:
@@ -22,9 +23,8 @@ def test_a_video_nearer_a_background_label_abstains() -> None:
     kept = background_for(vocab, background)
     assert kept.labels == ("cooking",)  # "surfing water" is within cosine 0.9 of surfing; "Basketball!" is its name
     video = F.normalize(0.9 * basis[2] + 0.3 * basis[1], dim=-1)  # mostly cooking, a little like surfing
-    logits_v, logits_b = 100 * video @ vocab.matrix.T, 100 * video @ kept.matrix.T
-    best = vocab.predictions(logits_v, 1)[0]
-    nearest = kept.predictions(logits_b, 3)
+    (best,) = predictions(vocab, rank(vocab, video[None], 1))[0]
+    nearest = predictions(kept, rank(kept, video[None], 3))[0]
     assert best.label == "surfing" and best.probability > 0.9  # the closed vocabulary is sure, and wrong
     verdict = decide(best, nearest)
     assert verdict.abstained and "cooking" in (verdict.reason or "") and verdict.background[0].label == "cooking"

@@ -81,7 +81,7 @@ class BlockingEncoder:
 
 async def _busy(batcher: DynamicBatcher, enc: BlockingEncoder) -> asyncio.Task[torch.Tensor]:
     """A first request, now inside the (blocked) encoder."""
-    first = asyncio.create_task(batcher.embed(torch.zeros(8, 3)))
+    first = asyncio.create_task(batcher.encode(torch.zeros(8, 3)))
     await asyncio.to_thread(enc.entered.wait, 30)
     return first
 
@@ -94,7 +94,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
         await batcher.start()
         first = await _busy(batcher, enc)
         inputs = [torch.full((8, 3), float(i)) for i in range(9)]
-        tasks = [asyncio.create_task(batcher.embed(x)) for x in inputs]
+        tasks = [asyncio.create_task(batcher.encode(x)) for x in inputs]
         await asyncio.sleep(0)
         assert batcher.queued_frames == 72  # all nine wait while the encoder is busy
         enc.release.set()
@@ -119,16 +119,16 @@ def test_a_full_queue_makes_admitted_work_wait_within_its_deadline() -> None:
         batcher = DynamicBatcher(enc, max_batch_frames=8, max_delay_ms=0, max_queue_frames=16)
         await batcher.start()
         first = await _busy(batcher, enc)
-        queued = [asyncio.create_task(batcher.embed(torch.zeros(8, 3))) for _ in range(2)]
+        queued = [asyncio.create_task(batcher.encode(torch.zeros(8, 3))) for _ in range(2)]
         await asyncio.sleep(0)
         assert batcher.queued_frames == 16
         with pytest.raises(DeadlineExceeded, match="no room for the frames"):
-            await batcher.embed(torch.zeros(8, 3), timeout_s=0.2)  # no room while the encoder is busy
-        waiting = asyncio.create_task(batcher.embed(torch.ones(8, 3), timeout_s=10))
+            await batcher.encode(torch.zeros(8, 3), timeout_s=0.2)  # no room while the encoder is busy
+        waiting = asyncio.create_task(batcher.encode(torch.ones(8, 3), timeout_s=10))
         await asyncio.sleep(0.05)
         assert not waiting.done() and batcher.queued_frames == 16
         with pytest.raises(Overloaded, match="more than the queue holds"):
-            await batcher.embed(torch.zeros(17, 3))
+            await batcher.encode(torch.zeros(17, 3))
         enc.release.set()
         await asyncio.gather(first, *queued)
         torch.testing.assert_close(await waiting, torch.full((8, 1), 6.0))  # it got its turn
@@ -146,7 +146,7 @@ def test_deadline() -> None:
         await batcher.start()
         first = await _busy(batcher, enc)
         with pytest.raises(DeadlineExceeded):
-            await batcher.embed(torch.zeros(4, 3), timeout_s=0.01)  # the encoder stays busy past it
+            await batcher.encode(torch.zeros(4, 3), timeout_s=0.01)  # the encoder stays busy past it
         enc.release.set()
         await first
         await batcher.stop()
@@ -162,7 +162,7 @@ def test_encoder_error_reaches_every_request() -> None:
     async def run() -> list[BaseException | torch.Tensor]:
         batcher = DynamicBatcher(broken, max_batch_frames=64, max_delay_ms=10)
         await batcher.start()
-        out = await asyncio.gather(*(batcher.embed(torch.zeros(2, 3)) for _ in range(3)), return_exceptions=True)
+        out = await asyncio.gather(*(batcher.encode(torch.zeros(2, 3)) for _ in range(3)), return_exceptions=True)
         await batcher.stop()
         return out
 

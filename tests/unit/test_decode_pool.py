@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.media import generated_videos
-from tests.processes import children_of
+from tests.processes import children_of, wait_until
 from text4vis.engine.errors import DeadlineExceeded, DecodeBudgetExceeded, DecoderLost, DecodeTimedOut, Overloaded
 from text4vis.engine.flow import decode_worker
-from text4vis.engine.flow.decode_pool import KILL_GRACE_S, DecodePool
+from text4vis.engine.flow.decode_pool import DecodePool
 from text4vis.engine.flow.decode_worker import DecodeJob
 from text4vis.engine.flow.decode_worker import run as _run
 from text4vis.models.errors import MediaError
@@ -182,7 +182,6 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
         try:
             await asyncio.to_thread(pool.warmup)
             assert pool.capacity() == 2
-            t0 = time.monotonic()
             results = await asyncio.gather(
                 pool.decode(job(tmp_path / "wedge.mp4", None), 30),
                 pool.decode(job(tmp_path / "crash.mp4", None), 30),
@@ -190,22 +189,19 @@ def test_a_wedged_or_crashing_decoder_fails_its_own_request_only(tmp_path: Path)
                 *[pool.decode(job(clip, None), 30) for _ in range(4)],
                 return_exceptions=True,
             )
-            took = time.monotonic() - t0
-            assert isinstance(results[0], DecodeBudgetExceeded), results[0]
+            assert isinstance(results[0], DecodeBudgetExceeded), results[0]  # its budget, not the 30 s deadline
             assert "per-file budget of 1 s (T4V_DECODE_BUDGET_S)" in str(results[0])
             assert isinstance(results[1], MediaError) and "crash.mp4: the decoder crashed" in str(results[1])
             assert isinstance(results[2], DecoderLost), results[2]  # 503: the server's fault, not the file's
             assert "killed by SIGKILL while it decoded killed.mp4" in str(results[2])
             assert all(getattr(r, "pixels", None) is not None for r in results[3:]), results[3:]
-            assert took < 1.0 + KILL_GRACE_S + 10  # the wedged file did not hold its worker to the deadline
             assert sorted(replaced) == ["crash", "killed", "timeout"] and pool.capacity() == 2
             assert (await pool.decode(job(clip, None), 30)).pixels.shape == (8, 3, 32, 32)
         finally:
             pool.close()
 
     asyncio.run(go())
-    time.sleep(0.2)
-    assert _children() - before == set(), "a decode worker outlived its pool"
+    assert wait_until(lambda: _children() - before == set(), 10), "a decode worker outlived its pool"
 
 
 def test_a_worker_ignores_ctrl_c_the_server_handles_it() -> None:

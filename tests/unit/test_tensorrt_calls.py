@@ -163,6 +163,7 @@ def test_export_keeps_one_plan_per_gpu_and_version_and_reuses_the_rest(
     args = dict(
         architecture="tiny",
         text_model="tiny/sha256:0",
+        activation="quickgelu",
         input_size=S,
         mean=(0.5, 0.5, 0.5),
         std=(0.25, 0.25, 0.25),

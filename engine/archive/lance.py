@@ -1,0 +1,318 @@
+"""The archive on LanceDB: one table per :class:`~text4vis.engine.archive.spec.ArchiveSpec`
+(named by its fingerprint, the spec in the schema's metadata), the contract of ``store.py``.
+
+LanceDB (embedded, columnar, versioned; a local directory or any URI it takes, ``s3://...``
+included) stores the embeddings, the rows' fields and a vector index in one place with atomic
+commits, scans a million rows in seconds for re-labelling, and needs no server.
+
+Rows are written with ``merge_insert`` on ``id``, declared as the table's (unenforced) primary
+key: writing a row again is a no-op, and two processes inserting the same new rows at once
+conflict at commit and retry, so every row is stored exactly once. A BTree on ``id`` (from
+:data:`ID_INDEX_MIN_ROWS` rows) keeps a keyed commit cheap; a vector index (IVF-PQ, from
+:data:`INDEX_MIN_ROWS` rows, built on a thread of its own) answers searches, its candidates
+re-ranked by their exact cosine. ``bench/archive.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pyarrow as pa
+
+from text4vis.engine.archive.spec import ArchiveSpec
+from text4vis.engine.archive.store import ROW_FIELDS, ArchiveRow, Hit, TableStats
+from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
+
+if TYPE_CHECKING:
+    import lancedb
+    from lancedb.query import LanceVectorQueryBuilder
+
+log = logging.getLogger(__name__)
+
+SPEC_KEY = b"t4v.archive_spec"
+TABLE_PREFIX = "videos_"
+INDEX_MIN_ROWS = 100_000  # below this an exact scan answers a search; above, IVF-PQ pays
+ID_INDEX_MIN_ROWS = 1_000  # from here a BTree on id makes each keyed commit cheaper
+MAINTAIN_EVERY = 200  # commits between maintenance (compaction, the id index brought up to date)
+
+
+def schema(spec: ArchiveSpec) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False, metadata={"lance-schema:unenforced-primary-key": "true"}),
+            pa.field("content_id", pa.string(), nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("start_s", pa.float64()),
+            pa.field("end_s", pa.float64()),
+            pa.field("duration_s", pa.float64()),
+            pa.field("embedding", pa.list_(pa.float32(), spec.embed_dim), nullable=False),
+            pa.field("thumbnail", pa.binary()),
+            pa.field("metadata", pa.string()),
+            pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+        ],
+        metadata={SPEC_KEY: spec.to_json().encode()},
+    )
+
+
+def _table_name(spec: ArchiveSpec) -> str:
+    return TABLE_PREFIX + spec.fingerprint
+
+
+class LanceArchive:
+    """A LanceDB database (a directory or URI) holding one table per spec."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        try:
+            import lancedb
+
+            self._db: lancedb.DBConnection = lancedb.connect(uri)
+            self._names()  # a URI that cannot be listed fails here, once, with one line
+        except Exception as exc:  # noqa: BLE001 - lancedb raises OSError, ValueError, RuntimeError ...
+            raise ArchiveUnavailable(f"the archive {uri} cannot be opened: {_one_line(exc)}") from None
+
+    def _names(self) -> list[str]:
+        return [n for n in self._db.list_tables().tables if n.startswith(TABLE_PREFIX)]
+
+    def specs(self) -> list[ArchiveSpec]:
+        out = []
+        for name in self._names():
+            with contextlib.suppress(Exception):  # a table another version wrote: not ours to read
+                out.append(ArchiveSpec.from_json(self._db.open_table(name).schema.metadata[SPEC_KEY]))
+        return out
+
+    def table(self, spec: ArchiveSpec, create: bool = False) -> LanceTable:
+        name = _table_name(spec)
+        try:
+            if name in self._names():
+                return LanceTable(self._db.open_table(name), spec)
+            if create:
+                try:
+                    table = self._db.create_table(name, schema=schema(spec), exist_ok=True)
+                except Exception:  # noqa: BLE001 - another process created it at the same moment
+                    table = self._db.open_table(name)
+                log.info("archive %s: new table for %s", self.uri, spec.describe())
+                return LanceTable(table, spec)
+        except (ArchiveMismatch, ArchiveUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ArchiveUnavailable(f"the archive {self.uri} cannot be read: {_one_line(exc)}") from None
+        others = self.specs()
+        if not others:
+            raise ArchiveMismatch(f"the archive {self.uri} holds no videos yet: index some first (t4v index)")
+        raise ArchiveMismatch(
+            f"the archive {self.uri} holds no embeddings of this model and sampling, {spec.describe()}; "
+            f"it holds {'; '.join(s.describe() for s in others)}: run with the options that made those, "
+            "or index the videos again under this model"
+        )
+
+    def drop(self, fingerprint: str) -> int:
+        name = TABLE_PREFIX + fingerprint
+        if name not in self._names():
+            raise NotInArchive(f"the archive {self.uri} has no table {fingerprint}")
+        rows = int(self._db.open_table(name).count_rows())
+        self._db.drop_table(name)
+        return rows
+
+
+class LanceTable:
+    """One spec's rows. Thread-safe: LanceDB's table handles are; commits are atomic."""
+
+    def __init__(self, table: lancedb.table.Table, spec: ArchiveSpec) -> None:
+        self._table = table
+        self.spec = spec
+        self._index_lock = threading.Lock()
+        self._commits = 0
+        self._building: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self._table.name
+
+    def stored(self, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            quoted = ", ".join(_quote(x) for x in chunk)
+            rows = self._table.search().where(f"id IN ({quoted})").select(["id"]).limit(len(chunk)).to_arrow()
+            found.update(rows["id"].to_pylist())
+        return found
+
+    def video_ids(self) -> frozenset[str]:
+        rows = self._table.search().where("kind = 'video'").select(["content_id"]).limit(None).to_arrow()
+        return frozenset(rows["content_id"].to_pylist())
+
+    def add(self, rows: list[ArchiveRow]) -> int:
+        rows = list({row.id: row for row in reversed(rows)}.values())[::-1]  # one per id: the key checks the table
+        if not rows:
+            return 0
+        dim = self.spec.embed_dim
+        for row in rows:
+            if row.embedding.shape != (dim,):
+                raise ValueError(f"embedding of shape {row.embedding.shape}; this archive stores [{dim}]")
+            if not np.isfinite(row.embedding).all():  # a NaN row would be re-labelled as nothing, forever
+                raise NonFiniteOutput(f"the embedding of {row.name!r} is not finite (NaN or infinity): not stored")
+        now = dt.datetime.now(dt.UTC)
+        data = pa.Table.from_pydict(
+            {
+                "id": [r.id for r in rows],
+                "content_id": [r.content_id for r in rows],
+                "name": [r.name for r in rows],
+                "kind": [r.kind for r in rows],
+                "start_s": [r.start_s for r in rows],
+                "end_s": [r.end_s for r in rows],
+                "duration_s": [r.duration_s for r in rows],
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.stack([r.embedding for r in rows]).astype(np.float32).reshape(-1)), dim
+                ),
+                "thumbnail": [r.thumbnail for r in rows],
+                "metadata": [json.dumps(r.metadata) for r in rows],
+                "created_at": [now] * len(rows),
+            },
+            schema=self._table.schema,
+        )
+        result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
+        with self._index_lock:
+            self._commits += 1
+            due = self._commits % MAINTAIN_EVERY == 1  # the first commit of this process too
+        if due:
+            self._upkeep()
+        return int(result.num_inserted_rows)
+
+    def _upkeep(self) -> None:
+        """A BTree index on ``id`` once the table has :data:`ID_INDEX_MIN_ROWS` (a keyed commit
+        then reads the index, not every id), compaction of the small commits one row at a time
+        leaves, and the vector index (on a thread) once the table is large enough."""
+        from lancedb.index import BTree
+
+        with self._index_lock:
+            names = {tuple(i.columns) for i in self._table.list_indices()}
+            if ("id",) not in names and self.count() >= ID_INDEX_MIN_ROWS:
+                log.info("archive table %s: indexing its ids", self.name)
+                self._table.create_index("id", config=BTree())
+            elif self._commits > 1:
+                self._table.optimize()
+            building = self._building is not None and self._building.is_alive()
+        if not building and not self._has_vector_index() and self.count() >= INDEX_MIN_ROWS:
+            # minutes on a CPU: on a thread of its own, searches stay exact meanwhile
+            self._building = threading.Thread(target=self.ensure_index, name="archive-index", daemon=True)
+            self._building.start()
+
+    def maintain(self) -> None:
+        """The vector index once the table has :data:`INDEX_MIN_ROWS` rows, then compaction (which
+        brings the indices up to date with new rows)."""
+        if self.ensure_index():
+            self._table.optimize()
+
+    def append_new(self, rows: pa.Table) -> None:
+        """Append rows known to be new, without the id check (a bulk import, the benchmark)."""
+        self._table.add(rows.cast(self._table.schema))
+
+    def count(self, kind: str | None = None) -> int:
+        return int(self._table.count_rows(f"kind = {_quote(kind)}" if kind else None))
+
+    def get(self, row_id: str, thumbnail: bool = False) -> dict[str, Any]:
+        rows = self._select(f"id = {_quote(row_id)}", 1, 0, thumbnail)
+        if not rows:
+            raise NotInArchive(f"no stored video or window has id {row_id!r}")
+        return rows[0]
+
+    def page(
+        self, kind: str | None = None, offset: int = 0, limit: int = 50, thumbnail: bool = False
+    ) -> list[dict[str, Any]]:
+        where = f"kind = {_quote(kind)}" if kind else None
+        return self._select(where, limit, offset, thumbnail)
+
+    def windows_of(self, content: str) -> list[dict[str, Any]]:
+        rows = self._select(f"content_id = {_quote(content)} AND kind = 'window'", 100_000, 0, False)
+        return sorted(rows, key=lambda r: r["start_s"])
+
+    def _select(self, where: str | None, limit: int, offset: int, thumbnail: bool) -> list[dict[str, Any]]:
+        query = self._table.search()
+        if where:
+            query = query.where(where)
+        columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
+        out = query.select(columns).offset(offset).limit(limit).to_arrow().to_pylist()
+        return [_plain(row) for row in out]
+
+    def delete(self, content: str) -> int:
+        where = f"content_id = {_quote(content)}"
+        n = int(self._table.count_rows(where))
+        if n == 0:
+            raise NotInArchive(f"no stored video has id {content!r}")
+        self._table.delete(where)
+        return n
+
+    def scan(self, kind: str | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        dataset = self._table.to_lance()
+        columns = [*ROW_FIELDS, "embedding"]
+        flt = f"kind = {_quote(kind)}" if kind else None
+        yield from dataset.to_batches(columns=columns, filter=flt, batch_size=batch_rows)
+
+    def _has_vector_index(self) -> bool:
+        return any(i.columns == ["embedding"] for i in self._table.list_indices())
+
+    def ensure_index(self, min_rows: int = INDEX_MIN_ROWS) -> bool:
+        """Build the vector index (IVF-PQ, cosine) once the table has ``min_rows``; True when it has one."""
+        with self._index_lock:
+            if self._has_vector_index():
+                return True
+            rows = self.count()
+            if rows < min_rows:
+                return False
+            partitions = max(1, int(math.sqrt(rows)))
+            sub_vectors = max(1, self.spec.embed_dim // 16)
+            log.info("archive table %s: building its vector index over %d rows (IVF-PQ)", self.name, rows)
+            self._table.create_index(
+                metric="cosine",
+                vector_column_name="embedding",
+                index_type="IVF_PQ",
+                num_partitions=partitions,
+                num_sub_vectors=sub_vectors,
+            )
+            return True
+
+    def stats(self) -> TableStats:
+        return TableStats(self.count("video"), self.count("window"), self._has_vector_index())
+
+    def search(self, query: np.ndarray, k: int = 10, kind: str | None = None, thumbnail: bool = False) -> list[Hit]:
+        """Exact without the vector index; with it, IVF-PQ candidates re-ranked by their exact cosine."""
+        vector = np.asarray(query, dtype=np.float32)
+        q = cast("LanceVectorQueryBuilder", self._table.search(vector, vector_column_name="embedding"))
+        q = q.distance_type("cosine")
+        if kind:
+            q = q.where(f"kind = {_quote(kind)}", prefilter=True)
+        if self._has_vector_index():
+            # the k x 50 nearest by the PQ codes, re-ranked by their exact cosine: rows of one scene
+            # are near-duplicates the codes alone cannot order
+            q = q.nprobes(32).refine_factor(50)
+        columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
+        rows = q.select([*columns, "_distance"]).limit(k).to_arrow().to_pylist()
+        return [Hit(_plain({c: r[c] for c in columns}), 1.0 - float(r["_distance"])) for r in rows]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    if row.get("metadata") is not None:
+        row["metadata"] = json.loads(row["metadata"])
+    if isinstance(row.get("created_at"), dt.datetime):
+        row["created_at"] = row["created_at"].isoformat()
+    return row
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -1,0 +1,157 @@
+"""The archive's storage contract (``engine/archive/store.py``), run against every implementation:
+a new store (pgvector, Qdrant) is one module and one entry in ``STORES``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from text4vis.engine.archive.spec import ArchiveSpec
+from text4vis.engine.archive.store import Archive, ArchiveRow
+from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
+
+
+def _lance(path: Path) -> Archive:
+    from text4vis.engine.archive.lance import LanceArchive
+
+    return LanceArchive(str(path))
+
+
+STORES: dict[str, Callable[[Path], Archive]] = {"lancedb": _lance}
+
+
+@pytest.fixture(params=sorted(STORES))
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Archive]:
+    """Opens the same archive (a new handle each call, as another process would)."""
+    return lambda: STORES[request.param](tmp_path / "archive")
+
+
+def spec(dim: int = 32, **changes: object) -> ArchiveSpec:
+    fields: dict[str, object] = {
+        "text_model": "t4v-tiny/random",
+        "weights_sha256": "ab" * 32,
+        "temporal": "mean",
+        "preprocess": "resize 224, crop 224",
+        "frames": 8,
+        "views": "1x1",
+        "sampling": "exact",
+        "embed_dim": dim,
+        "activation": "quickgelu",
+        "precision": "fp32",
+        "backend": "torch",
+    }
+    return ArchiveSpec(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def random_rows(n: int, dim: int, seed: int = 0) -> list[ArchiveRow]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [
+        ArchiveRow(f"{i:064x}", f"{i:064x}", f"v{i}.mp4", "video", 0.0, 1.0, 1.0, vectors[i], None, {"i": i})
+        for i in range(n)
+    ]
+
+
+def test_rows_are_stored_once_and_read_back(open_store: Callable[[], Archive]) -> None:
+    table = open_store().table(spec(), create=True)
+    rows = random_rows(40, 32)
+    window = ArchiveRow(rows[0].id + "@0.000-1.000", rows[0].id, "v0.mp4", "window", 0.0, 1.0, 1.0, rows[1].embedding)
+    assert table.add(rows) == 40 and table.add([*rows[:10], window]) == 1
+    assert table.count() == 41 and table.count("video") == 40 and table.count("window") == 1
+    assert table.stored([rows[3].id, "f" * 64]) == {rows[3].id}
+    assert table.video_ids() == {r.id for r in rows}
+    got = table.get(rows[5].id)
+    assert (got["name"], got["metadata"], got["kind"]) == ("v5.mp4", {"i": 5}, "video")
+    assert [w["id"] for w in table.windows_of(rows[0].id)] == [window.id]
+    assert len(table.page("video", 0, 15)) == 15 and len(table.page("video", 35, 15)) == 5
+    scanned = {
+        r: e for b in table.scan("video") for r, e in zip(b["id"].to_pylist(), b["embedding"].to_pylist(), strict=True)
+    }
+    assert np.allclose(scanned[rows[7].id], rows[7].embedding)
+    assert table.delete(rows[0].id) == 2 and table.count() == 39
+    with pytest.raises(NotInArchive):
+        table.get(rows[0].id)
+    again = open_store().table(spec())  # another handle sees the same rows
+    assert again.count() == 39 and again.stats().videos == 39
+
+
+def test_exact_search_equals_brute_force(open_store: Callable[[], Archive]) -> None:
+    table = open_store().table(spec(), create=True)
+    rows = random_rows(500, 32)
+    table.add(rows)
+    matrix = np.stack([r.embedding for r in rows])
+    query = np.random.default_rng(9).normal(size=32).astype(np.float32)
+    cosines = matrix @ (query / np.linalg.norm(query))
+    expected = np.argsort(-cosines)[:10]
+    hits = table.search(query, k=10, kind="video")
+    assert [h.row["name"] for h in hits] == [f"v{i}.mp4" for i in expected]
+    assert np.allclose([h.score for h in hits], cosines[expected], atol=1e-5)
+    assert hits[0].row["metadata"] == {"i": int(expected[0])}
+
+
+def test_a_non_finite_embedding_is_never_stored(open_store: Callable[[], Archive]) -> None:
+    table = open_store().table(spec(), create=True)
+    rows = random_rows(3, 32)
+    rows[1].embedding[4] = np.inf
+    with pytest.raises(NonFiniteOutput, match="'v1.mp4' is not finite"):
+        table.add(rows)
+    assert table.count() == 0
+
+
+def test_an_archive_of_another_model_is_refused_and_a_table_dropped(open_store: Callable[[], Archive]) -> None:
+    archive = open_store()
+    archive.table(spec(), create=True).add(random_rows(3, 32))
+    other = spec(precision="fp16")
+    with pytest.raises(ArchiveMismatch) as caught:
+        archive.table(other)
+    message = str(caught.value)
+    assert spec().fingerprint in message and other.fingerprint in message and "fp16" in message
+    assert archive.table(spec()).count() == 3  # the stored rows are untouched
+    assert [s.fingerprint for s in archive.specs()] == [spec().fingerprint]
+    assert archive.drop(spec().fingerprint) == 3 and archive.specs() == []
+    with pytest.raises(NotInArchive):
+        archive.drop(spec().fingerprint)
+
+
+def test_an_archive_that_cannot_be_opened_is_one_error(tmp_path: Path) -> None:
+    from text4vis.engine.archive.store import open_archive
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(ArchiveUnavailable, match="cannot be opened"):
+        open_archive(str(not_a_dir))
+
+
+def test_write_behind_commits_every_row_once_and_flush_waits(open_store: Callable[[], Archive]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from text4vis.engine.archive.writer import ArchiveWriter
+
+    table = open_store().table(spec(), create=True)
+    rows = random_rows(300, 32)
+    writer = ArchiveWriter()
+    with ThreadPoolExecutor(8) as pool:  # requests from many threads, some rows twice
+        futures = list(pool.map(lambda r: writer.submit(table, [r]), rows + rows[:50]))
+    writer.flush()
+    assert all(f.done() for f in futures) and table.count() == 300
+    assert sum(f.result() for f in futures) >= 300  # a group's count is shared by its requests
+
+    class Broken:
+        name = "broken"
+
+        def add(self, rows: list[ArchiveRow]) -> int:
+            raise OSError("disk full")
+
+    failed = writer.submit(Broken(), rows[:1])  # type: ignore[arg-type]
+    writer.flush()
+    with pytest.raises(OSError, match="disk full"):
+        failed.result()
+    (fresh,) = random_rows(1, 32, seed=5)
+    fresh.id = fresh.content_id = "f" * 64  # an id not stored yet
+    late = writer.submit(table, [fresh])
+    writer.close()  # commits what is queued
+    assert late.result() == 1 and table.count() == 301
