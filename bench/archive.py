@@ -26,15 +26,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from text4vis.engine.archive.lance import LanceArchive, LanceTable, schema
 from text4vis.engine.archive.relabel import relabel_batches, write
 from text4vis.engine.archive.spec import ArchiveSpec
-from text4vis.engine.archive.store import Archive, ArchiveTable, schema
+from text4vis.engine.request import AbstainPolicy
 from text4vis.engine.vocab.classifier import Classifier
+from text4vis.engine.vocab.scoring import ScoringPlan
 
 DIM = 512
 
 
-def append_rows(table: ArchiveTable, vectors: np.ndarray, start: int) -> None:
+def append_rows(table: LanceTable, vectors: np.ndarray, start: int) -> None:
     """Rows ``start...`` of unit ``vectors [n, D]``, appended without the id check (they are new)."""
     n, dim = vectors.shape
     ids = [f"{i:064x}" for i in range(start, start + n)]
@@ -58,7 +60,7 @@ def append_rows(table: ArchiveTable, vectors: np.ndarray, start: int) -> None:
     )
 
 
-def synthetic(table: ArchiveTable, rows: int, centres: int, seed: int = 0) -> np.ndarray:
+def synthetic(table: LanceTable, rows: int, centres: int, seed: int = 0) -> np.ndarray:
     """Rows that cluster as real embeddings do: around ``centres`` unit centres, with noise."""
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(centres, DIM)).astype(np.float32)
@@ -102,7 +104,7 @@ def http_figures(rows: int, labels: int, rounds: int) -> None:
 
     from tests.media import moving_square_frames, write_video
     from tests.server_helpers import make_app, running, tiny_runtime
-    from text4vis.engine.request import ClassifyRequest, ClipSpec
+    from text4vis.engine.request import ClipSpec
     from text4vis.models.clip_loader import TINY_ARCH
 
     torch.manual_seed(1234)
@@ -117,9 +119,8 @@ def http_figures(rows: int, labels: int, rounds: int) -> None:
     async def go() -> None:
         app = make_app(directory / "data", runtime, decode_workers=1)
         async with running(app) as client:
-            state = app.state.server
-            spec_clip = ClassifyRequest(labels=("-",), clip=ClipSpec()).resolved(state.settings.request_limits())
-            table = state.archive_table(spec_clip, create=True)
+            engine = app.state.server.engine
+            table = await engine.table(engine.clip(ClipSpec()), create=True)
             synthetic_rows(table, rows)
             t0 = time.perf_counter()
             n = 0
@@ -149,7 +150,7 @@ def http_figures(rows: int, labels: int, rounds: int) -> None:
     asyncio.run(go())
 
 
-def synthetic_rows(table: ArchiveTable, rows: int) -> None:
+def synthetic_rows(table: LanceTable, rows: int) -> None:
     """``rows`` random unit rows of the table's width (the HTTP figures)."""
     rng = np.random.default_rng(3)
     for start in range(0, rows, 100_000):
@@ -237,9 +238,9 @@ def main() -> None:
         return
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    spec = ArchiveSpec("bench/text", "00" * 32, "mean", "bench", 8, "1x1", "exact", DIM)
+    spec = ArchiveSpec("bench/text", "00" * 32, "mean", "bench", 8, "1x1", "exact", DIM, "quickgelu", "fp32", "torch")
     directory = Path(tempfile.mkdtemp(prefix="t4v-archive-bench-"))
-    table = Archive(str(directory / "archive")).table(spec, create=True)
+    table = LanceArchive(str(directory / "archive")).table(spec, create=True)
     t0 = time.perf_counter()
     matrix = synthetic(table, args.rows, args.centres)
     print(f"stored {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
@@ -250,7 +251,8 @@ def main() -> None:
     relabel, classify = [], []
     for run in range(args.runs):  # interleaved: relabel, then classify, each run
         t0 = time.perf_counter()
-        rows = write(relabel_batches(table.embeddings(), classifier, 5), directory / f"labels{run}.parquet")
+        plan = ScoringPlan(classifier, None, 5, AbstainPolicy().resolved(None))
+        rows = write(relabel_batches(table.scan(), plan), directory / f"labels{run}.parquet")
         relabel.append(rows / (time.perf_counter() - t0))
         classify.append(classify_rate(1))
     r, c = statistics.median(relabel), statistics.median(classify)

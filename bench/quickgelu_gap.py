@@ -19,7 +19,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from text4vis.engine.flow.service import classify_files
+from text4vis.engine.offline import classify_files
 from text4vis.engine.options import ModelOptions
 from text4vis.engine.request import ClassifyRequest
 from text4vis.engine.runtime.build import build_runtime
@@ -34,7 +34,7 @@ LABELS = ["arm wrestling", "surfing", "yoga", "skiing", "cooking"]
 def probabilities(opts: ModelOptions) -> tuple[dict[str, float], str]:
     runtime = build_runtime(opts)
     registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
-    (result,) = classify_files(runtime.pipeline, registry, ClassifyRequest(labels=tuple(LABELS), top_k=0), [CLIP])
+    (result,) = classify_files(runtime, registry, ClassifyRequest(labels=tuple(LABELS), top_k=0), [CLIP])
     assert not isinstance(result, BaseException), result
     return {p.label: p.probability for p in result.predictions}, runtime.info.model_id
 

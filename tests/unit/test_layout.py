@@ -151,7 +151,8 @@ def test_routes_read_as_decode_engine_encode() -> None:
                     long_routes.append(f"{path.name}:{node.name} ({length} lines)")
     assert not long_routes, long_routes
     once = {
-        "class_logits(": {"engine/vocab/scoring.py"},  # the one scoring rule
+        "class_logits(": set(),  # the one scoring rule is engine/vocab/scoring.py's rank()
+        "LOGIT_SCALE": {"engine/vocab/scoring.py"},
         ".abstain.resolved(": {"engine/facade.py"},  # the request's policy
         ".background(": {"engine/facade.py"},  # its background
         "registry.ad_hoc(": {"engine/facade.py"},
