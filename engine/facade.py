@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import torch
 
 from text4vis.engine.archive.indexer import Indexed, index_file, store_windows, video_row
@@ -37,7 +38,7 @@ from text4vis.engine.archive.search import search_text
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import Archive, ArchiveTable, Hit, TableStats, content_id
 from text4vis.engine.archive.writer import ArchiveWriter
-from text4vis.engine.errors import ArchiveUnavailable, Overloaded
+from text4vis.engine.errors import ArchiveUnavailable, NotInArchive, Overloaded
 from text4vis.engine.flow.admission import Ticket
 from text4vis.engine.flow.embedder import EmbeddedVideo, Embedder
 from text4vis.engine.flow.options import FlowHooks, FlowOptions
@@ -163,6 +164,31 @@ class ScanGate:
             self.running -= 1
 
 
+class ArchiveExamples:
+    """The archive as the source of a few-shot vocabulary's examples: the rows of the table of the
+    server's default frames and views under the running model (``vocab/few_shot.py``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._clip = engine.clip(ClipSpec())
+
+    @property
+    def fingerprint(self) -> str:
+        return self._engine.spec(self._clip).fingerprint
+
+    def lookup(self, ids: Sequence[str]) -> np.ndarray:
+        table = self._engine.table_blocking(self._clip)
+        found = table.vectors(ids)
+        missing = [row_id for row_id in ids if row_id not in found]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise NotInArchive(
+                f"no stored video or window has id {missing[0]!r}{more} in {table.spec.describe()}: "
+                "index the example first (t4v index, POST /archive/videos) under this model"
+            )
+        return np.stack([found[row_id] for row_id in ids])
+
+
 class Engine:
     """Start it once (``await start()``), call its operations from any number of tasks, ``stop()``.
 
@@ -189,6 +215,8 @@ class Engine:
         self._writer: ArchiveWriter | None = None  # index=true's write-behind, started on first use
         self._tables: dict[str, ArchiveTable] = {}
         self._tables_lock = threading.Lock()
+        if registry is not None and archive is not None:
+            registry.use_examples(ArchiveExamples(self))
 
     async def start(self) -> None:
         await self.flow.start()
@@ -401,9 +429,11 @@ class Engine:
         page = await asyncio.to_thread(table.page, kind, offset, limit, thumbnails)
         return page, await asyncio.to_thread(table.count, kind)
 
-    async def row(self, clip: ResolvedClip, row_id: str, thumbnail: bool = False) -> dict[str, Any]:
+    async def row(
+        self, clip: ResolvedClip, row_id: str, thumbnail: bool = False, embedding: bool = False
+    ) -> dict[str, Any]:
         table = await self.table(clip)
-        return await asyncio.to_thread(table.get, row_id, thumbnail)
+        return await asyncio.to_thread(table.get, row_id, thumbnail, embedding)
 
     async def delete(self, clip: ResolvedClip, content: str) -> int:
         """A video and its windows; how many rows went."""

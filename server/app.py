@@ -23,6 +23,11 @@ JSON_BODY_LIMIT = 8 * 2**20  # vocabularies are JSON; only the upload routes tak
 UPLOAD_PATHS = frozenset({"/classify", "/classify/timeline", "/archive/videos"})
 
 
+def _uploads(path: str) -> bool:
+    """Whether ``path`` takes a video upload (the large body limit)."""
+    return path in UPLOAD_PATHS or (path.startswith("/vocab/") and path.endswith("/examples"))
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. ``runtime`` may be given already loaded (``t4v serve`` loads it first to
     fail fast); otherwise it loads in the background after start-up."""
@@ -62,7 +67,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     limit = settings.max_upload_bytes
-    app.add_middleware(BodyLimit, limit_for=lambda path: limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT)
+    app.add_middleware(BodyLimit, limit_for=lambda path: limit if _uploads(path) else JSON_BODY_LIMIT)
     app.add_middleware(RelativeRedirects)
     if "*" not in settings.allowed_hosts:
         app.add_middleware(AllowedHosts, hosts=settings.allowed_hosts)

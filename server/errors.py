@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -115,8 +116,14 @@ def _shown(error: Any) -> dict[str, Any]:
     shown = {k: v for k, v in error.items() if k not in ("input", "url")}
     shown["loc"] = [part for part in error.get("loc", ()) if part not in _UNION_BRANCHES]
     value = error.get("input")
-    if isinstance(value, str | int | float | bool) and len(str(value)) <= MAX_INPUT_SHOWN:
+    if isinstance(value, float) and not math.isfinite(value):
+        shown["input"] = str(value)  # NaN and infinity are no JSON numbers: echoed as words, never a 500
+    elif isinstance(value, str | int | float | bool) and len(str(value)) <= MAX_INPUT_SHOWN:
         shown["input"] = value
+    if "ctx" in shown:
+        shown["ctx"] = {
+            k: v if not isinstance(v, float) or math.isfinite(v) else str(v) for k, v in shown["ctx"].items()
+        }
     return shown
 
 

@@ -221,11 +221,25 @@ class LanceTable:
     def count(self, kind: str | None = None) -> int:
         return int(self._table.count_rows(f"kind = {_quote(kind)}" if kind else None))
 
-    def get(self, row_id: str, thumbnail: bool = False) -> dict[str, Any]:
-        rows = self._select(f"id = {_quote(row_id)}", 1, 0, thumbnail)
+    def get(self, row_id: str, thumbnail: bool = False, embedding: bool = False) -> dict[str, Any]:
+        rows = self._select(f"id = {_quote(row_id)}", 1, 0, thumbnail, embedding)
         if not rows:
             raise NotInArchive(f"no stored video or window has id {row_id!r}")
         return rows[0]
+
+    def vectors(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        ids = list(dict.fromkeys(ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            quoted = ", ".join(_quote(x) for x in chunk)
+            rows = (
+                self._table.search().where(f"id IN ({quoted})").select(["id", "embedding"]).limit(len(chunk)).to_arrow()
+            )
+            dim = self.spec.embed_dim
+            matrix = rows["embedding"].combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+            found.update(zip(rows["id"].to_pylist(), matrix.astype(np.float32), strict=True))
+        return found
 
     def page(
         self, kind: str | None = None, offset: int = 0, limit: int = 50, thumbnail: bool = False
@@ -237,13 +251,19 @@ class LanceTable:
         rows = self._select(f"content_id = {_quote(content)} AND kind = 'window'", 100_000, 0, False)
         return sorted(rows, key=lambda r: r["start_s"])
 
-    def _select(self, where: str | None, limit: int, offset: int, thumbnail: bool) -> list[dict[str, Any]]:
+    def _select(
+        self, where: str | None, limit: int, offset: int, thumbnail: bool, embedding: bool = False
+    ) -> list[dict[str, Any]]:
         query = self._table.search()
         if where:
             query = query.where(where)
-        columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
+        columns = [*ROW_FIELDS, *(["thumbnail"] if thumbnail else []), *(["embedding"] if embedding else [])]
         out = query.select(columns).offset(offset).limit(limit).to_arrow().to_pylist()
-        return [_plain(row) for row in out]
+        rows = [_plain(row) for row in out]
+        if embedding:
+            for row in rows:
+                row["embedding"] = np.asarray(row["embedding"], dtype=np.float32)
+        return rows
 
     def delete(self, content: str) -> int:
         where = f"content_id = {_quote(content)}"

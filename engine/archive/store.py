@@ -91,8 +91,13 @@ class ArchiveTable(Protocol):
         """Every stored video's content id."""
         ...
 
-    def get(self, row_id: str, thumbnail: bool = False) -> dict[str, Any]:
-        """One row's fields (:class:`NotInArchive` when none has ``row_id``)."""
+    def get(self, row_id: str, thumbnail: bool = False, embedding: bool = False) -> dict[str, Any]:
+        """One row's fields, with its thumbnail and its embedding (a float32 array) when asked
+        (:class:`NotInArchive` when none has ``row_id``)."""
+        ...
+
+    def vectors(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The embeddings (float32 ``[D]``) of those of ``ids`` that are stored."""
         ...
 
     def page(

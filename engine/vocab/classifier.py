@@ -1,4 +1,5 @@
-"""A vocabulary ready to score against: labels and their frozen text-embedding matrix."""
+"""A vocabulary ready to score against: labels and their frozen text-embedding matrix (and, for a
+few-shot vocabulary, Tip-Adapter's cache of its examples: ``few_shot.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.vocab.few_shot import TipCache
 from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_templates
 from text4vis.models.classifiers import text_classifier
 from text4vis.models.prompts import DEFAULT_TEMPLATE
@@ -28,6 +30,7 @@ class Classifier:
     templates: tuple[str, ...] = (DEFAULT_TEMPLATE,)
     text_model: str = ""
     abstain: AbstainDefaults | None = None  # a stored vocabulary's default for "none of these"
+    cache: TipCache | None = None  # a few-shot vocabulary's examples, added to the logits (tip-adapter)
 
     def __post_init__(self) -> None:
         if self.matrix.ndim != 2 or self.matrix.shape[0] != len(self.labels):

@@ -2,7 +2,8 @@
 are encoded (the paper's Figure 1 is this correlation map for a text classifier).
 
 Warnings inform and never block a PUT: pairs whose classifier rows have a cosine above a threshold,
-and labels that become the same words after normalisation (case, punctuation, a plural "s").
+labels that become the same words after normalisation (case, punctuation, a plural "s"), and, in a
+few-shot vocabulary, labels whose examples sit closer to another label's examples than to their own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from text4vis.engine.errors import StoreUnavailable
+from text4vis.engine.vocab.few_shot import confused_examples
 from text4vis.engine.vocab.record import LintWarning, VocabRecord
 from text4vis.models.prompts import format_prompts
 
@@ -113,6 +115,11 @@ class Linter:
     def _lint(self, record: VocabRecord) -> list[LintWarning]:
         try:
             warnings = lint(record.labels, record.matrix)
+            if record.few_shot is not None:
+                warnings += [
+                    LintWarning("examples", (own, other), cosine)
+                    for own, other, cosine in confused_examples(record.labels, record.few_shot)
+                ]
             try:
                 self._store.put_lint(record.name, record.etag, warnings)
             except StoreUnavailable:

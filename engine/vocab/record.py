@@ -9,11 +9,12 @@ from typing import Literal
 import numpy as np
 
 from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.vocab.few_shot import FewShot
 
 
 @dataclass(frozen=True)
 class LintWarning:
-    kind: Literal["similar", "near_duplicate"]
+    kind: Literal["similar", "near_duplicate", "examples"]
     labels: tuple[str, str]
     cosine: float
 
@@ -43,6 +44,7 @@ class VocabRecord:
     clean_labels: bool = False  # prompts from cleaned-up labels (opt-in; labels as written by default)
     abstain: AbstainDefaults | None = None  # the default for "none of these" (None: off unless asked)
     lint: tuple[LintWarning, ...] | None = None  # computed once per version, then stored with it (None: not yet)
+    few_shot: FewShot | None = None  # examples and how they are used (few_shot.py)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,25 @@ from functools import partial
 import numpy as np
 import torch
 
-from text4vis.engine.errors import NonFiniteOutput, PreconditionFailed, StoreUnavailable, VocabNotFound
+from text4vis.engine.errors import (
+    ArchiveMismatch,
+    NonFiniteOutput,
+    NotInArchive,
+    PreconditionFailed,
+    StoreUnavailable,
+    VocabNotFound,
+)
 from text4vis.engine.request import AbstainDefaults
 from text4vis.engine.vocab.classifier import Classifier
+from text4vis.engine.vocab.few_shot import (
+    ExampleSource,
+    FewShotAsk,
+    by_label,
+    check_examples,
+    classifier_rows,
+    tip_cache,
+)
+from text4vis.engine.vocab.few_shot import build as few_shot_build
 from text4vis.engine.vocab.lint import Linter
 from text4vis.engine.vocab.record import VocabRecord, VocabSummary
 from text4vis.engine.vocab.stores.base import VocabStore
@@ -49,15 +65,19 @@ def vocab_etag(
     templates: Sequence[str],
     clean: bool = False,
     abstain: AbstainDefaults | None = None,
+    examples: tuple[list[tuple[int, str]], FewShotAsk, str] | None = None,
 ) -> str:
-    """Content hash: the same labels, templates, clean-up, abstention default and text model give
-    the same ETag anywhere (without the two options, the hash of earlier versions: stored ETags
-    stay valid)."""
+    """Content hash: the same labels, templates, clean-up, abstention default, examples (their ids,
+    the method asked and how their embeddings were made) and text model give the same ETag
+    anywhere (without the options, the hash of earlier versions: stored ETags stay valid)."""
     content: list[object] = [text_model, list(labels), list(templates)]
     if clean:
         content.append("clean_labels")
     if abstain is not None:
         content.append(["abstain", abstain.margin, abstain.min_score, abstain.background])
+    if examples is not None:
+        pairs, ask, made_under = examples
+        content.append(["examples", pairs, [ask.method, ask.alpha, ask.beta, ask.blend], made_under])
     blob = json.dumps(content, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
@@ -93,7 +113,12 @@ class VocabRegistry:
         self.linter = Linter(store)
         # (vocabulary, candidates) -> the background: once per pair of versions, not per request
         self._backgrounds: OrderedDict[tuple[int, int], tuple[Classifier, Classifier, Classifier]] = OrderedDict()
+        self.examples: ExampleSource | None = None  # where examples' embeddings come from (use_examples)
         store.subscribe(self._forget)
+
+    def use_examples(self, source: ExampleSource) -> None:
+        """Read examples' embeddings from ``source`` (the server's archive under its model)."""
+        self.examples = source
 
     # -- validation -------------------------------------------------------------------------
 
@@ -128,26 +153,90 @@ class VocabRegistry:
         if_match: str | None = None,
         clean_labels: bool = False,
         abstain: AbstainDefaults | None = None,
+        examples: dict[str, list[str]] | None = None,
+        few_shot: FewShotAsk | None = None,
     ) -> tuple[VocabRecord, bool]:
         """Store a new version (or nothing, for identical content). ``(record, changed)``.
         ``clean_labels``: prompts from cleaned-up labels (``ApplyEyeMakeup`` -> ``apply eye makeup``);
-        ``abstain``: the vocabulary's default for "none of these"."""
+        ``abstain``: the vocabulary's default for "none of these"; ``examples``: ``{label: [archive
+        row ids]}``, used as ``few_shot`` says (``few_shot.py``). Everything is checked before
+        anything is stored."""
         clean, temps, cached = self._prepare(name, labels, templates, clean_labels)
         if abstain is not None and abstain.background is not None:
             validate_name(abstain.background)
-        etag = vocab_etag(self.text_model, clean, temps, clean_labels, abstain)
+        shots = self._examples(tuple(clean), examples, few_shot)
+        etag = vocab_etag(
+            self.text_model, clean, temps, clean_labels, abstain, (shots[0], shots[1], shots[3]) if shots else None
+        )
         head = self.store.head(name)
         if head is not None and head[1] == etag and if_match in (None, etag):
             current = self.store.get(name)
             if current is not None and current.etag == etag:
                 return current, False  # idempotent: nothing encoded, nothing written
         matrix = self._encode(clean, temps, cached, clean_labels=clean_labels)
+        few = None
+        if shots is not None:
+            pairs, ask, embeddings, made_under = shots
+            labels_of = np.array([i for i, _ in pairs], dtype=np.int64)
+            ids = tuple(row_id for _, row_id in pairs)
+            few = few_shot_build(matrix.astype(np.float64), labels_of, ids, embeddings, ask, made_under)
         record = VocabRecord(
-            name, 0, etag, self.text_model, tuple(clean), tuple(temps), matrix, time.time(), clean_labels, abstain
+            name,
+            0,
+            etag,
+            self.text_model,
+            tuple(clean),
+            tuple(temps),
+            matrix,
+            time.time(),
+            clean_labels,
+            abstain,
+            few_shot=few,
         )
         stored, changed = self.store.put(record, if_match)
         self._forget(name)
         return stored, changed
+
+    def _examples(
+        self, labels: tuple[str, ...], examples: dict[str, list[str]] | None, ask: FewShotAsk | None
+    ) -> tuple[list[tuple[int, str]], FewShotAsk, np.ndarray, str] | None:
+        """The examples checked and their embeddings read: ``(pairs, ask, embeddings, made_under)``."""
+        if not examples:
+            if ask is not None:
+                raise InputError("few_shot needs examples: give {label: [archive row ids]}")
+            if examples is not None:
+                raise InputError("examples is empty: give {label: [row ids]} for at least one label")
+            return None
+        pairs = check_examples(labels, examples)
+        if self.examples is None:
+            raise InputError("this registry has no archive to read examples from")
+        source = self.examples
+        embeddings = source.lookup([row_id for _, row_id in pairs])
+        return pairs, ask or FewShotAsk(), embeddings, source.fingerprint
+
+    def check_label(self, name: str, label: str) -> None:
+        """:class:`InputError` unless ``label`` is one of vocabulary ``name``'s labels."""
+        if label not in self.get(name).labels:
+            raise InputError(f"{label!r} is not one of the labels of vocabulary {name!r}")
+
+    def add_examples(self, name: str, examples: dict[str, list[str]], if_match: str | None = None) -> VocabRecord:
+        """A new version of ``name`` with ``examples`` added to those it has (its few-shot method
+        and parameters as it asked them)."""
+        current = self.get(name)
+        merged = by_label(current.labels, current.few_shot) if current.few_shot else {}
+        for label, ids in examples.items():
+            merged[label] = [*merged.get(label, []), *(i for i in ids if i not in merged.get(label, []))]
+        stored, _ = self.put(
+            name,
+            current.labels,
+            current.templates,
+            if_match=if_match,
+            clean_labels=current.clean_labels,
+            abstain=current.abstain,
+            examples=merged,
+            few_shot=current.few_shot.ask if current.few_shot else None,
+        )
+        return stored
 
     def delete(self, name: str) -> bool:
         validate_name(name)
@@ -233,12 +322,20 @@ class VocabRegistry:
         if hit is not None and hit[:2] == head:
             return hit[2], hit[0]
         record = self.get(name)
-        if record.text_model != self.text_model:
+        if record.text_model != self.text_model or self._examples_stale(record):
             record = self._reencoded(record)
         clf = self.to_classifier(record)
         with self._cache_lock:
             self._cache[name] = (record.version, record.etag, clf)
         return clf, record.version
+
+    def _examples_stale(self, record: VocabRecord) -> bool:
+        """Its examples' embeddings were made under another fingerprint than the archive's now."""
+        return (
+            record.few_shot is not None
+            and self.examples is not None
+            and record.few_shot.made_under != self.examples.fingerprint
+        )
 
     def _reencoded(self, record: VocabRecord) -> VocabRecord:
         """A vocabulary is its labels, templates and options; its matrix is a cache of one text
@@ -247,27 +344,46 @@ class VocabRegistry:
         same ETag)."""
         with self._reencode_lock:  # one re-encoding at a time in this process; the others wait for it
             current = self.get(record.name)
-            if current.text_model == self.text_model:
+            if current.text_model == self.text_model and not self._examples_stale(current):
                 return current
             try:  # If-Match: a PUT that changed the vocabulary meanwhile wins over this re-encoding
-                stored, _ = self.put(
-                    record.name,
-                    current.labels,
-                    current.templates,
-                    clean_labels=current.clean_labels,
-                    abstain=current.abstain,
-                    if_match=current.etag,
-                )
+                stored, _ = self._put_again(current)
             except PreconditionFailed:
                 return self._reencoded(self.get(record.name))
-        log.info(
-            "vocabulary %r was encoded by %s: encoded again for %s (version %d)",
-            record.name,
-            record.text_model,
-            self.text_model,
-            stored.version,
-        )
+        if record.text_model != self.text_model:
+            log.info(
+                "vocabulary %r was encoded by %s: encoded again for %s (version %d)",
+                record.name,
+                record.text_model,
+                self.text_model,
+                stored.version,
+            )
+        else:
+            log.info(
+                "vocabulary %r: its examples read again under this model (version %d)", record.name, stored.version
+            )
         return stored
+
+    def _put_again(self, current: VocabRecord) -> tuple[VocabRecord, bool]:
+        """``current``'s content stored again under this model (its examples read again from the
+        archive: :class:`ArchiveMismatch` when it does not hold them under this model)."""
+        try:
+            return self.put(
+                current.name,
+                current.labels,
+                current.templates,
+                clean_labels=current.clean_labels,
+                abstain=current.abstain,
+                if_match=current.etag,
+                examples=by_label(current.labels, current.few_shot) if current.few_shot else None,
+                few_shot=current.few_shot.ask if current.few_shot else None,
+            )
+        except (NotInArchive, ArchiveMismatch):
+            raise ArchiveMismatch(
+                f"vocabulary {current.name!r} has examples made under another model, and the archive does not "
+                "hold them under this one: index its examples again (t4v index, POST /archive/videos) or PUT it "
+                "again"
+            ) from None
 
     def to_classifier(self, record: VocabRecord) -> Classifier:
         if record.text_model != self.text_model:
@@ -275,8 +391,17 @@ class VocabRegistry:
                 f"vocabulary {record.name!r} was encoded by {record.text_model}, this server runs "
                 f"{self.text_model}: PUT it again here"
             )
+        few = record.few_shot
+        if few is not None and few.method == "prototype":
+            matrix = torch.from_numpy(classifier_rows(record.matrix, few).astype(np.float32))
+            return Classifier(record.labels, matrix, record.templates, record.text_model, record.abstain)
         return Classifier(
-            record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model, record.abstain
+            record.labels,
+            torch.from_numpy(record.matrix),
+            record.templates,
+            record.text_model,
+            record.abstain,
+            cache=tip_cache(few) if few is not None else None,
         )
 
     def ad_hoc(

@@ -52,8 +52,8 @@ class Ranked:
     """The top ``k`` labels of each of ``N`` rows."""
 
     indices: torch.Tensor  # int64 [N, k]
-    probabilities: torch.Tensor  # float64 [N, k]: softmax over every label of 100 x cosine
-    cosines: torch.Tensor  # float64 [N, k]
+    probabilities: torch.Tensor  # float64 [N, k]: softmax over every label of 100 x cosine (+ the cache)
+    cosines: torch.Tensor  # float64 [N, k]: with the classifier's rows
 
 
 def rank(classifier: Classifier, embeddings: torch.Tensor, top_k: int) -> Ranked:
@@ -66,7 +66,10 @@ def rank(classifier: Classifier, embeddings: torch.Tensor, top_k: int) -> Ranked
     with torch.inference_mode():
         wide = embeddings.double()
         scale = LOGIT_SCALE / torch.linalg.vector_norm(wide, dim=-1, keepdim=True).clamp_min(1e-12)
-        logits = (wide @ classifier.matrix.double().T).mul_(scale)  # float64 [N, C]
+        text = (wide @ classifier.matrix.double().T).mul_(scale)  # float64 [N, C]: 100 x cosine
+        logits = text
+        if classifier.cache is not None:  # a few-shot vocabulary: Tip-Adapter's cache term
+            logits = text + classifier.cache.logits(wide * (scale / LOGIT_SCALE), len(classifier.labels))
         k = len(classifier.labels) if top_k <= 0 else min(top_k, len(classifier.labels))
         top = torch.topk(logits, k, dim=-1)
         total = torch.logsumexp(logits, dim=-1, keepdim=True)  # NaN or infinite when any logit is
@@ -76,7 +79,8 @@ def rank(classifier: Classifier, embeddings: torch.Tensor, top_k: int) -> Ranked
                 "server's engine, not of the file (see the log)"
             )
         probabilities = torch.exp(top.values - total)
-    return Ranked(top.indices, probabilities, top.values / LOGIT_SCALE)
+        cosines = text.gather(1, top.indices) / LOGIT_SCALE  # the text rows' cosines, whatever the cache adds
+    return Ranked(top.indices, probabilities, cosines)
 
 
 def predictions(classifier: Classifier, ranked: Ranked) -> list[list[Prediction]]:

@@ -91,6 +91,9 @@ class ArchiveRowOut(BaseModel):
     metadata: dict[str, Any]
     created_at: str
     thumbnail: str | None = Field(None, description="A small JPEG data URL, when asked.")
+    embedding: list[float] | None = Field(
+        None, description="The stored embedding (float32, normalized), when asked: what every vocabulary scores."
+    )
 
 
 class ArchiveIndexOut(BaseModel):
@@ -165,9 +168,11 @@ def _clip(engine: Engine, frames: int | None, views: str, sampling: Sampling | N
 
 
 def _row_out(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k != "thumbnail"}
+    out = {k: v for k, v in row.items() if k not in ("thumbnail", "embedding")}
     if row.get("thumbnail"):
         out["thumbnail"] = "data:image/jpeg;base64," + base64.b64encode(row["thumbnail"]).decode()
+    if row.get("embedding") is not None:
+        out["embedding"] = [float(x) for x in row["embedding"]]  # the float32 values, exact as JSON numbers
     return out
 
 
@@ -209,9 +214,14 @@ async def list_videos(
     "/videos/{row_id}", response_model=ArchiveRowOut, responses=errors(401, 404, 409, 422, 503), dependencies=READ
 )
 async def get_video(
-    row_id: RowId, engine: EngineDep, frames: Frames = None, views: Views = "1x1", sampling: SamplingQ = None
+    row_id: RowId,
+    engine: EngineDep,
+    embedding: Annotated[bool, Query(description="Also answer the stored float32 embedding.")] = False,
+    frames: Frames = None,
+    views: Views = "1x1",
+    sampling: SamplingQ = None,
 ) -> ArchiveRowOut:
-    row = await engine.row(_clip(engine, frames, views, sampling), row_id, thumbnail=True)
+    row = await engine.row(_clip(engine, frames, views, sampling), row_id, thumbnail=True, embedding=embedding)
     return ArchiveRowOut(**_row_out(row))
 
 

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+import functools
+from dataclasses import asdict
+from typing import Annotated, ClassVar, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from text4vis.engine.errors import VocabNotFound
-from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.request import AbstainDefaults, IndexRequest
+from text4vis.engine.vocab.few_shot import MAX_EXAMPLES, MAX_PER_LABEL, FewShotAsk, by_label
 from text4vis.engine.vocab.lint import MAX_MATRIX_LABELS, clustered_order, heatmap_png
 from text4vis.engine.vocab.record import VocabRecord
 from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.models.errors import InputError
 from text4vis.models.presets import preset_labels
-from text4vis.server.deps import RegistryDep, require_key
-from text4vis.server.wire import Label, Template, VocabName, errors
+from text4vis.server.deps import EngineDep, RegistryDep, StateDep, require_key
+from text4vis.server.forms import Form, display_name, parse_form
+from text4vis.server.wire import Label, Template, VocabName, errors, upload_body
 
 router = APIRouter(prefix="/vocab", tags=["vocabularies"])
 NamePath = Annotated[str, Path(description="Vocabulary name.", pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -54,6 +58,33 @@ _ABSTAIN = Field(
     "(omitted: only when a request asks).",
 )
 
+RowId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class FewShotIn(BaseModel):
+    """How a vocabulary uses its examples; a parameter left out is fitted by leave-one-out."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["tip-adapter", "prototype", "auto"] = Field(
+        "auto",
+        description="tip-adapter: Tip-Adapter's training-free cache; prototype: the classes' example means "
+        "blended with their text rows; auto: the better of the two by leave-one-out over the examples.",
+    )
+    alpha: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False, description="Tip-Adapter's cache weight.")
+    beta: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False, description="Tip-Adapter's sharpness.")
+    blend: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description="prototype: the weight of the examples' mean (1: it alone)."
+    )
+
+
+_EXAMPLES = Field(
+    None,
+    description="Examples per label: {label: [archive row ids]} (videos or windows stored under this server's "
+    f"model, default frames and views; at most {MAX_PER_LABEL} per label, {MAX_EXAMPLES} in all). A label "
+    "without examples keeps its text row.",
+)
+_FEW_SHOT = Field(None, description="How the examples are used (default: auto, parameters fitted).")
+
 
 class VocabLabelsIn(BaseModel):
     """A vocabulary from class names."""
@@ -68,6 +99,8 @@ class VocabLabelsIn(BaseModel):
     templates: list[Template] | None = _TEMPLATES
     clean_labels: bool = _CLEAN
     abstain: AbstainIn | None = _ABSTAIN
+    examples: dict[Label, list[RowId]] | None = _EXAMPLES
+    few_shot: FewShotIn | None = _FEW_SHOT
 
 
 class VocabPresetIn(BaseModel):
@@ -78,18 +111,39 @@ class VocabPresetIn(BaseModel):
     templates: list[Template] | None = _TEMPLATES
     clean_labels: bool = _CLEAN
     abstain: AbstainIn | None = _ABSTAIN
+    examples: dict[Label, list[RowId]] | None = _EXAMPLES
+    few_shot: FewShotIn | None = _FEW_SHOT
 
 
 VocabIn = VocabLabelsIn | VocabPresetIn
 
 
 class LintWarningOut(BaseModel):
-    kind: Literal["similar", "near_duplicate"] = Field(
+    kind: Literal["similar", "near_duplicate", "examples"] = Field(
         description="similar: the two classifier rows are closer than the lint threshold (cosine); near_duplicate: "
-        "the same words after normalisation (case, punctuation, plural)."
+        "the same words after normalisation (case, punctuation, plural); examples: most of the first label's "
+        "examples sit closer to the second label's than to their own."
     )
     labels: list[str] = Field(description="The two labels.")
     cosine: float = Field(description="Cosine of their classifier rows.")
+
+
+class FitOut(BaseModel):
+    zero_shot: float = Field(description="Leave-one-out accuracy over the examples of the text classifier alone.")
+    few_shot: float = Field(description="The same with the examples, as this version uses them.")
+    queries: int = Field(description="Examples scored (all, or a seeded draw of 2,000).")
+
+
+class FewShotOut(BaseModel):
+    method: Literal["tip-adapter", "prototype"]
+    alpha: float
+    beta: float
+    blend: float
+    asked: FewShotIn = Field(description="What the PUT asked (unset parameters were fitted).")
+    examples: dict[str, int] = Field(description="Examples per label.")
+    ids: dict[str, list[str]] = Field(description="The examples: {label: [archive row ids]}.")
+    made_under: str = Field(description="The archive fingerprint their embeddings were read under.")
+    fit: FitOut | None = Field(description="Leave-one-out accuracies over the examples.")
 
 
 class VocabOut(BaseModel):
@@ -106,6 +160,7 @@ class VocabOut(BaseModel):
         description="Label pairs the classifier will likely confuse (informative: nothing is "
         "refused for them); at most 100, near duplicates first.",
     )
+    few_shot: FewShotOut | None = Field(None, description="Its examples and how they are used, if it has any.")
 
 
 class SimilarityOut(BaseModel):
@@ -146,6 +201,24 @@ async def _out(record: VocabRecord, response: Response, registry: VocabRegistry)
         if record.abstain
         else None,
         warnings=[LintWarningOut(kind=w.kind, labels=list(w.labels), cosine=round(w.cosine, 4)) for w in warnings],
+        few_shot=_few_shot_out(record),
+    )
+
+
+def _few_shot_out(record: VocabRecord) -> FewShotOut | None:
+    few = record.few_shot
+    if few is None:
+        return None
+    return FewShotOut(
+        method=few.method,  # type: ignore[arg-type]
+        alpha=few.alpha,
+        beta=few.beta,
+        blend=few.blend,
+        asked=FewShotIn(**asdict(few.ask)),
+        examples=few.counts(record.labels),
+        ids=by_label(record.labels, few),
+        made_under=few.made_under,
+        fit=FitOut(**asdict(few.fit)) if few.fit else None,
     )
 
 
@@ -170,16 +243,67 @@ async def put_vocab(
     response: Response,
     if_match: Annotated[str | None, Header(description="Replace only if the stored ETag is this one.")] = None,
 ) -> VocabOut:
-    """Define a vocabulary: its labels are encoded (only those not cached) into a new version."""
+    """Define a vocabulary: its labels are encoded (only those not cached) into a new version; with
+    ``examples``, the stored embeddings of a few videos per label make it a few-shot vocabulary."""
     labels = preset_labels(body.preset) if isinstance(body, VocabPresetIn) else body.labels
     existed = await asyncio.to_thread(registry.store.head, name)
     abstain = (
         AbstainDefaults(body.abstain.margin, body.abstain.min_score, body.abstain.background) if body.abstain else None
     )
+    few_shot = FewShotAsk(**body.few_shot.model_dump()) if body.few_shot else None
     record, _ = await asyncio.to_thread(
-        registry.put, name, labels, body.templates, _unquote(if_match), body.clean_labels, abstain
+        functools.partial(
+            registry.put,
+            name,
+            labels,
+            body.templates,
+            _unquote(if_match),
+            body.clean_labels,
+            abstain,
+            examples=body.examples,
+            few_shot=few_shot,
+        )
     )
     response.status_code = 200 if existed is not None else 201
+    return await _out(record, response, registry)
+
+
+class ExampleForm(Form):
+    """The form fields of ``POST /vocab/{name}/examples`` (beside the ``file`` part)."""
+
+    route: ClassVar[str] = "POST /vocab/{name}/examples"
+    label: Label = Field(description="The vocabulary's label the uploaded video is an example of.")
+
+    @classmethod
+    def openapi_body(cls) -> dict[str, object]:
+        return upload_body(cls)
+
+
+@router.post(
+    "/{name}/examples",
+    response_model=VocabOut,
+    dependencies=[Depends(require_key)],
+    responses=errors(400, 401, 404, 409, 412, 413, 415, 422, 503),
+    openapi_extra=ExampleForm.openapi_body(),
+)
+async def add_example(
+    name: NamePath,
+    request: Request,
+    state: StateDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    response: Response,
+    if_match: Annotated[str | None, Header(description="Add only if the stored ETag is this one.")] = None,
+) -> VocabOut:
+    """Upload an example of one of the vocabulary's labels: it is stored in the archive (once,
+    under this server's model and default frames and views) and a new version of the vocabulary
+    uses it with the examples it had."""
+    async with state.admitted_upload(request, engine) as upload:
+        form, path = parse_form(ExampleForm, upload)
+        await asyncio.to_thread(registry.check_label, name, form.label)  # before anything is stored
+        name_ = display_name(upload.filename)
+        done = await engine.index(path, IndexRequest(), timeout_s=state.time_left_s(upload), name=name_)
+    record = await asyncio.to_thread(registry.add_examples, name, {form.label: [done.id]}, _unquote(if_match))
     return await _out(record, response, registry)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from text4vis.engine.errors import PreconditionFailed, StoreUnavailable
 from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.vocab.few_shot import FewShot
 from text4vis.engine.vocab.record import LintWarning, VocabRecord, VocabSummary, warnings_from_json, warnings_to_json
 from text4vis.engine.vocab.stores.base import VocabStore, vector
 from text4vis.engine.vocab.validation import STORED_PROMPTS
@@ -32,7 +33,7 @@ if cur == ARGV[2] then return {0, tonumber(redis.call('HGET', KEYS[1], 'version'
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'etag', ARGV[2], 'text_model', ARGV[3], 'labels', ARGV[4], 'templates', ARGV[5],
            'dim', ARGV[6], 'matrix', ARGV[7], 'updated_at', ARGV[8], 'clean_labels', ARGV[11], 'abstain', ARGV[12],
-           'lint', ARGV[13])
+           'lint', ARGV[13], 'few_shot', ARGV[14])
 redis.call('SADD', KEYS[2], ARGV[9])
 redis.call('PUBLISH', ARGV[10], ARGV[9])
 return {1, v}
@@ -156,6 +157,7 @@ class RedisStore(VocabStore):
                 h.get(b"clean_labels") == b"1",
                 AbstainDefaults.from_json(h.get(b"abstain")),
                 warnings_from_json(h.get(b"lint")),
+                FewShot.from_bytes(h.get(b"few_shot")),
             )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -181,6 +183,7 @@ class RedisStore(VocabStore):
                     "1" if record.clean_labels else "0",
                     record.abstain.to_json() if record.abstain else "",
                     "" if record.lint is None else warnings_to_json(list(record.lint)),
+                    b"" if record.few_shot is None else record.few_shot.to_bytes(),
                 ],
             )
             if status == -1:

@@ -18,6 +18,7 @@ import numpy as np
 
 from text4vis.engine.errors import PreconditionFailed, StoreUnavailable
 from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.vocab.few_shot import FewShot
 from text4vis.engine.vocab.record import LintWarning, VocabRecord, VocabSummary, warnings_from_json, warnings_to_json
 from text4vis.engine.vocab.stores import base
 from text4vis.engine.vocab.stores.base import VocabStore, vector
@@ -69,6 +70,8 @@ class SQLiteStore(VocabStore):
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN abstain TEXT")
             if "lint" not in columns:  # earlier versions: linted again once, then kept
                 self._db.execute("ALTER TABLE vocabs ADD COLUMN lint TEXT")
+            if "few_shot" not in columns:  # earlier versions: no examples
+                self._db.execute("ALTER TABLE vocabs ADD COLUMN few_shot BLOB")
             self._probe_write()  # a read-only file opens, and reads, fine: fail now, not at the first PUT
 
     def _probe_write(self) -> None:
@@ -107,14 +110,14 @@ class SQLiteStore(VocabStore):
         with self._guard():
             row = self._db.execute(
                 "SELECT name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean_labels, "
-                "abstain, lint FROM vocabs WHERE name = ?",
+                "abstain, lint, few_shot FROM vocabs WHERE name = ?",
                 (name,),
             ).fetchone()
         return None if row is None else self._record(row)
 
     @staticmethod
     def _record(row: tuple) -> VocabRecord:  # type: ignore[type-arg]
-        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean, abstain, lint = row
+        name, version, etag, text_model, labels, templates, dim, matrix, updated_at, clean, abstain, lint, few = row
         return VocabRecord(
             name,
             version,
@@ -127,6 +130,7 @@ class SQLiteStore(VocabStore):
             bool(clean),
             AbstainDefaults.from_json(abstain),
             warnings_from_json(lint),
+            FewShot.from_bytes(few),
         )
 
     def head(self, name: str) -> tuple[int, str] | None:
@@ -148,7 +152,8 @@ class SQLiteStore(VocabStore):
                     version = 1 if row is None else int(row[0]) + 1
                     self._db.execute(
                         "INSERT OR REPLACE INTO vocabs (name, version, etag, text_model, labels, templates, dim, "
-                        "matrix, updated_at, clean_labels, abstain, lint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "matrix, updated_at, clean_labels, abstain, lint, few_shot) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             record.name,
                             version,
@@ -162,6 +167,7 @@ class SQLiteStore(VocabStore):
                             int(record.clean_labels),
                             record.abstain.to_json() if record.abstain else None,
                             None if record.lint is None else warnings_to_json(list(record.lint)),
+                            None if record.few_shot is None else record.few_shot.to_bytes(),
                         ),
                     )
                     self._db.execute("COMMIT")
