@@ -251,6 +251,8 @@ class Engine:
             assert request.labels is not None
             templates = list(request.templates) if request.templates else None
             classifier = registry.ad_hoc(list(request.labels), templates, request.clean_labels)
+            if request.examples is not None:
+                classifier = registry.with_examples(classifier, request.examples)
         policy = request.abstain.resolved(classifier.abstain)
         background: Classifier | None = None
         if policy.score_background:
@@ -380,13 +382,16 @@ class Engine:
             timeout_s=timeout_s,
         )
 
-    def relabel_blocking(self, request: ClassifyRequest, kind: str | None = "video") -> Iterator[pa.RecordBatch]:
+    def relabel_blocking(
+        self, request: ClassifyRequest, kind: str | None = "video", with_embeddings: bool = False
+    ) -> Iterator[pa.RecordBatch]:
         """Every stored row (of ``kind``; None: all) of the table ``request.clip`` names, scored
         under the request, batch by batch, without decoding: the predictions :meth:`classify`
-        gives the same files. Blocking (the batches are computed as they are read)."""
+        gives the same files (and, ``with_embeddings``, the stored embeddings). Blocking (the
+        batches are computed as they are read)."""
         plan = self.resolve_blocking(request)
         table = self.table_blocking(self.clip(request.clip))
-        return relabel_batches(table.scan(kind), plan)
+        return relabel_batches(table.scan(kind), plan, with_embeddings)
 
     async def relabel(self, request: ClassifyRequest, kind: str | None = "video") -> Iterator[pa.RecordBatch]:
         """:meth:`relabel_blocking` once the rows ``index=true`` queued are committed; its

@@ -12,13 +12,19 @@ and :class:`IndexRequest` (storing a file in the archive) complete them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError
 from text4vis.models.sampling import MAX_FRAMES_PER_CLIP
 from text4vis.models.sampling import sample_indices as sample_indices  # re-exported: the method's arithmetic
+
+if TYPE_CHECKING:  # numpy for annotations only: this module stays light (settings, the CLI's arguments)
+    import numpy as np
+
+FEW_SHOT_METHODS = ("tip-adapter", "prototype")
 
 MAX_CLIPS = 16
 
@@ -118,6 +124,40 @@ class AbstainDefaults:
 
 
 @dataclass(frozen=True)
+class FewShotAsk:
+    """What a PUT asks: a method (``auto``: the better of the two by leave-one-out) and its
+    parameters; unset ones are fitted by leave-one-out."""
+
+    method: str = "auto"
+    alpha: float | None = None
+    beta: float | None = None
+    blend: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in (*FEW_SHOT_METHODS, "auto"):
+            raise InputError(f"few_shot method must be tip-adapter, prototype or auto; got {self.method!r}")
+        for name in ("alpha", "beta", "blend"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise InputError(f"few_shot {name} must be a finite number; got {value}")
+        if self.blend is not None and not 0.0 <= self.blend <= 1.0:
+            raise InputError(f"few_shot blend must be 0..1; got {self.blend}")
+        if (self.alpha is not None and self.alpha < 0) or (self.beta is not None and self.beta < 0):
+            raise InputError("few_shot alpha and beta must be 0 or more")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Examples given with ad-hoc labels (``t4v classify --examples``): each one's label and its
+    embedding (normalized float32 ``[D]``), used as ``ask`` says (``engine/vocab/few_shot.py``)."""
+
+    labels: tuple[str, ...]
+    embeddings: np.ndarray  # float32 [N, D]
+    ask: FewShotAsk = field(default_factory=FewShotAsk)
+    ids: tuple[str, ...] = ()  # where each came from (archive ids or paths), for messages
+
+
+@dataclass(frozen=True)
 class AbstainPolicy:
     """ "None of these" as asked: ``abstain`` None follows the vocabulary's default (off without
     one), False turns it off, True scores the background; unset values come from the default."""
@@ -164,6 +204,7 @@ class ClassifyRequest:
     clip: ClipSpec = field(default_factory=ClipSpec)
     top_k: int = 5
     abstain: AbstainPolicy = field(default_factory=AbstainPolicy)
+    examples: Examples | None = None  # ad-hoc labels only (a vocabulary has its own)
 
     def check(self, limits: RequestLimits) -> ResolvedClip:
         """Check the request against ``limits`` (:class:`InputError` naming what is wrong) and
@@ -172,6 +213,8 @@ class ClassifyRequest:
             raise InputError("give exactly one of vocab or labels")
         if self.templates is not None and self.vocab is not None:
             raise InputError("templates go with ad-hoc labels; a vocabulary has its own")
+        if self.examples is not None and self.vocab is not None:
+            raise InputError("examples go with ad-hoc labels; a vocabulary has its own")
         if self.top_k < 0:
             raise InputError("top_k must be 0 (all labels) or positive")
         return self.clip.resolve(limits)

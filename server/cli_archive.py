@@ -10,18 +10,30 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from text4vis.engine.options import ModelOptions
-from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, IndexRequest, RequestLimits, ResolvedClip
+from text4vis.engine.request import (
+    AbstainPolicy,
+    ClassifyRequest,
+    ClipSpec,
+    FewShotAsk,
+    IndexRequest,
+    RequestLimits,
+    ResolvedClip,
+)
 from text4vis.models.choices import Sampling
 from text4vis.models.cli_options import with_options
 from text4vis.models.errors import InputError, T4VError
 from text4vis.models.presets import LABEL_PRESETS
 from text4vis.server.cli_common import (
+    DEFAULT_ARCHIVE,
+    Examples_,
+    FewShot_,
     UsageProblem,
     error_line,
     fail,
@@ -30,13 +42,13 @@ from text4vis.server.cli_common import (
     template_args,
     validated,
 )
+from text4vis.server.cli_examples import load_examples
 
 if TYPE_CHECKING:
     from text4vis.engine.archive.store import Archive, ArchiveTable
     from text4vis.engine.facade import Engine
     from text4vis.engine.runtime.build import Runtime
 
-DEFAULT_ARCHIVE = "data/archive"  # where `t4v serve` keeps it with the default data_dir
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".gif", ".jpg", ".jpeg", ".png"}
 
 Archive_ = Annotated[str, typer.Option("--archive", help="LanceDB directory or URI (s3://...).")]
@@ -205,20 +217,30 @@ def relabel(
     out: Annotated[
         Path | None, typer.Option(help=".parquet, .csv or .jsonl, by the extension (default: JSON lines on stdout).")
     ] = None,
+    with_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--with-embeddings", help="Also write each row's stored embedding (Parquet: a fixed-size list; JSON lines)."
+        ),
+    ] = False,
+    examples: Examples_ = None,
+    few_shot: FewShot_ = "auto",
     frames: Frames = 8,
     views: Views = "1x1",
     sampling: Sampling_ = Sampling.EXACT,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Predictions for every stored video under a vocabulary, without decoding anything: the
-    probabilities /classify gives the same files."""
+    probabilities /classify gives the same files. With --examples, the labels and a few labelled
+    videos (few-shot)."""
     from text4vis.engine.archive.relabel import output_format, write, write_jsonl
 
     try:
         if kind not in ("video", "window", "all"):
             raise UsageProblem(f"--kind must be video, window or all; got {kind!r}")
-        if out is not None:
-            output_format(out)
+        if out is not None and output_format(out) == ".csv" and with_embeddings:
+            raise UsageProblem("--with-embeddings writes .parquet or .jsonl (a CSV cell holds no vector)")
+        ask = FewShotAsk(few_shot)
         request = ClassifyRequest(
             labels=tuple(label_args(labels, labels_file, preset)),
             templates=tuple(template_args(template, templates_file, template_set)),
@@ -226,9 +248,11 @@ def relabel(
             top_k=top_k,
             abstain=AbstainPolicy(abstain, None, min_score),
         )
-        _clip(frames, views, sampling)  # the options' own errors, before a model loads
+        clip = _clip(frames, views, sampling)  # the options' own errors, before a model loads
         engine = _engine(options, archive)
-        batches = engine.relabel_blocking(request, None if kind == "all" else kind)
+        if examples is not None:
+            request = replace(request, examples=load_examples(examples, engine.runtime, archive, clip, ask))
+        batches = engine.relabel_blocking(request, None if kind == "all" else kind, with_embeddings=with_embeddings)
     except (T4VError, ValueError) as exc:
         fail(exc)
     t0 = time.perf_counter()

@@ -4,6 +4,7 @@ engine (``engine/facade.py``): the same request object, decoders, batcher and sc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -12,12 +13,14 @@ import typer
 from text4vis.engine.options import ModelOptions
 from text4vis.models.choices import Sampling
 from text4vis.models.cli_options import with_options
-from text4vis.models.errors import InputError, ModelLoadError
+from text4vis.models.errors import InputError, T4VError
 from text4vis.models.media import open_media
 from text4vis.models.presets import LABEL_PRESETS
 from text4vis.models.prompts import DEFAULT_TEMPLATE, TEMPLATE_SETS
 from text4vis.server.cli_common import (
-    UsageProblem,
+    DEFAULT_ARCHIVE,
+    Examples_,
+    FewShot_,
     error_line,
     fail,
     files_progress,
@@ -26,6 +29,7 @@ from text4vis.server.cli_common import (
     template_args,
     validated,
 )
+from text4vis.server.cli_examples import load_examples
 
 if TYPE_CHECKING:
     from text4vis.engine.facade import ClassifyResult
@@ -72,11 +76,15 @@ def classify(
         float | None, typer.Option(help="Cosine margin the background must win by (default 0).")
     ] = None,
     min_score: Annotated[float | None, typer.Option(help="Abstain when the best label's cosine is below this.")] = None,
+    examples: Examples_ = None,
+    few_shot: FewShot_ = "auto",
+    archive: Annotated[str, typer.Option(help="Where --examples' archive ids are read.")] = DEFAULT_ARCHIVE,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     options: dict[str, Any] | None = None,
 ) -> None:
-    """Classify videos or images against class names given as text (zero-shot)."""
-    from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, RequestLimits
+    """Classify videos or images against class names given as text (zero-shot), or, with
+    --examples, against those names and a few labelled videos (few-shot, no training)."""
+    from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, FewShotAsk, RequestLimits
 
     try:
         label_list = label_args(labels, labels_file, preset)
@@ -101,10 +109,15 @@ def classify(
         from text4vis.engine.vocab.registry import VocabRegistry
         from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 
+        ask = FewShotAsk(few_shot)
         runtime = build_runtime(model_options)
         vocabularies = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
         vocabularies.ad_hoc(label_list, templates, clean_labels)  # refuses bad labels before any file decodes
-    except (UsageProblem, InputError, ModelLoadError, ValueError) as exc:
+        if examples is not None:
+            shots = load_examples(examples, runtime, archive, request.check(limits), ask)
+            request = replace(request, examples=shots)
+            vocabularies.with_examples(vocabularies.ad_hoc(label_list, templates, clean_labels), shots)
+    except (T4VError, ValueError) as exc:
         fail(exc)
     with files_progress(readable) as done:
         outcomes = classify_files(runtime, vocabularies, request, readable, limits=limits, on_done=done)

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -27,6 +27,24 @@ from text4vis.models.prompts import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+DEFAULT_ARCHIVE = "data/archive"  # where `t4v serve` keeps it with the default data_dir
+Examples_ = Annotated[
+    Path | None,
+    typer.Option(
+        "--examples",
+        help="A few labelled videos, 'label,id-or-path' per line (an archive row id, or a file embedded here): "
+        "the labels become a few-shot vocabulary.",
+    ),
+]
+FewShot_ = Annotated[
+    str,
+    typer.Option(
+        "--few-shot",
+        help="How --examples are used: tip-adapter | prototype | auto (the better by leave-one-out; "
+        "parameters fitted).",
+    ),
+]
+
 # model options that say where and how a model runs, not which weights: export and eval ignore them
 RUNTIME_ONLY = ("device", "precision", "decoder", "scaler", "engine_dir", "backend", "providers", "threads", "compile")
 

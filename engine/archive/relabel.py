@@ -46,10 +46,13 @@ def _predictions(labels: np.ndarray, ranked: Ranked, finite: np.ndarray) -> pa.A
     return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
-def relabel_batches(batches: Iterable[pa.RecordBatch], plan: ScoringPlan) -> Iterator[pa.RecordBatch]:
+def relabel_batches(
+    batches: Iterable[pa.RecordBatch], plan: ScoringPlan, with_embeddings: bool = False
+) -> Iterator[pa.RecordBatch]:
     """Stored rows (an archive table's :meth:`~ArchiveTable.scan`) -> their predictions under
-    ``plan``: the rows' fields, ``predictions`` (the top ``plan.top_k``, 0 = every label) and, when
-    the policy decides, ``abstained`` and ``abstain_reason``."""
+    ``plan``: the rows' fields, ``predictions`` (the top ``plan.top_k``, 0 = every label), when
+    the policy decides ``abstained`` and ``abstain_reason``, and ``with_embeddings`` the stored
+    ``embedding`` (float32, a fixed-size list)."""
     labels = np.array(plan.classifier.labels, dtype=object)
     for batch in batches:
         if batch.num_rows == 0:
@@ -86,6 +89,8 @@ def relabel_batches(batches: Iterable[pa.RecordBatch], plan: ScoringPlan) -> Ite
                 ],
                 pa.string(),
             )
+        if with_embeddings:
+            columns["embedding"] = batch.column("embedding")
         yield pa.RecordBatch.from_pydict(columns)
 
 

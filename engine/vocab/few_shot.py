@@ -24,7 +24,6 @@ zero-shot and of the fitted classifier.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,9 +32,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from text4vis.engine.request import FewShotAsk
 from text4vis.models.errors import InputError
 
-METHODS = ("tip-adapter", "prototype")
 MAX_PER_LABEL = 64
 MAX_EXAMPLES = 50_000
 TIP_ALPHA, TIP_BETA = 3.0, 1.0  # the reference's configs/ucf101.yaml: init_alpha, init_beta
@@ -63,29 +62,6 @@ class ExampleSource(Protocol):
         """The stored embeddings of ``ids`` (float32 ``[N, D]``, in order); an error naming the
         first id it does not hold."""
         ...
-
-
-@dataclass(frozen=True)
-class FewShotAsk:
-    """What a PUT asks: a method (``auto``: the better of the two by leave-one-out) and its
-    parameters; unset ones are fitted by leave-one-out."""
-
-    method: str = "auto"
-    alpha: float | None = None
-    beta: float | None = None
-    blend: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in (*METHODS, "auto"):
-            raise InputError(f"few_shot method must be tip-adapter, prototype or auto; got {self.method!r}")
-        for name in ("alpha", "beta", "blend"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise InputError(f"few_shot {name} must be a finite number; got {value}")
-        if self.blend is not None and not 0.0 <= self.blend <= 1.0:
-            raise InputError(f"few_shot blend must be 0..1; got {self.blend}")
-        if (self.alpha is not None and self.alpha < 0) or (self.beta is not None and self.beta < 0):
-            raise InputError("few_shot alpha and beta must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -257,7 +233,7 @@ def confused_examples(labels: tuple[str, ...], few_shot: FewShot) -> list[tuple[
     own_mean = own / np.maximum(np.linalg.norm(own, axis=1, keepdims=True), 1e-12)
     scores[np.arange(len(keys)), labels_of] = np.where(alone, -np.inf, np.sum(keys * own_mean, axis=1))
     nearest = np.argmax(scores, axis=1)
-    found = []
+    found: list[tuple[str, str, float]] = []
     for c in np.flatnonzero(counts > 1):
         rows = np.flatnonzero(labels_of == c)
         others = nearest[rows][nearest[rows] != c]

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -28,11 +28,13 @@ from text4vis.engine.errors import (
     StoreUnavailable,
     VocabNotFound,
 )
-from text4vis.engine.request import AbstainDefaults
+from text4vis.engine.request import AbstainDefaults, Examples, FewShotAsk
 from text4vis.engine.vocab.classifier import Classifier
 from text4vis.engine.vocab.few_shot import (
+    MAX_EXAMPLES,
+    MAX_PER_LABEL,
     ExampleSource,
-    FewShotAsk,
+    FewShot,
     by_label,
     check_examples,
     classifier_rows,
@@ -391,18 +393,25 @@ class VocabRegistry:
                 f"vocabulary {record.name!r} was encoded by {record.text_model}, this server runs "
                 f"{self.text_model}: PUT it again here"
             )
-        few = record.few_shot
-        if few is not None and few.method == "prototype":
-            matrix = torch.from_numpy(classifier_rows(record.matrix, few).astype(np.float32))
-            return Classifier(record.labels, matrix, record.templates, record.text_model, record.abstain)
-        return Classifier(
-            record.labels,
-            torch.from_numpy(record.matrix),
-            record.templates,
-            record.text_model,
-            record.abstain,
-            cache=tip_cache(few) if few is not None else None,
+        base = Classifier(
+            record.labels, torch.from_numpy(record.matrix), record.templates, record.text_model, record.abstain
         )
+        return with_few_shot(base, record.few_shot) if record.few_shot is not None else base
+
+    def with_examples(self, classifier: Classifier, examples: Examples) -> Classifier:
+        """``classifier`` (ad-hoc labels) with examples given as embeddings (``t4v classify
+        --examples``), used as they ask (``few_shot.py``)."""
+        index = {label: i for i, label in enumerate(classifier.labels)}
+        for label, source in zip(examples.labels, examples.ids or examples.labels, strict=True):
+            if label not in index:
+                raise InputError(f"the example {source!r} is of {label!r}, which is not one of the labels")
+        labels_of = np.array([index[label] for label in examples.labels], dtype=np.int64)
+        counts = np.bincount(labels_of, minlength=len(index))
+        if counts.max(initial=0) > MAX_PER_LABEL or len(labels_of) > MAX_EXAMPLES:
+            raise InputError(f"at most {MAX_PER_LABEL} examples per label and {MAX_EXAMPLES} in all")
+        text = classifier.matrix.numpy().astype(np.float64)
+        few = few_shot_build(text, labels_of, examples.ids, examples.embeddings, examples.ask, "")
+        return with_few_shot(classifier, few)
 
     def ad_hoc(
         self, labels: Sequence[str], templates: Sequence[str] | None = None, clean_labels: bool = False
@@ -458,6 +467,14 @@ class VocabRegistry:
     def _forget(self, name: str) -> None:
         with self._cache_lock:
             self._cache.pop(name, None)
+
+
+def with_few_shot(classifier: Classifier, few: FewShot) -> Classifier:
+    """``classifier`` as its examples make it: the prototype's blended rows, or Tip-Adapter's cache."""
+    if few.method == "prototype":
+        rows = classifier_rows(classifier.matrix.numpy().astype(np.float64), few).astype(np.float32)
+        return replace(classifier, matrix=torch.from_numpy(rows))
+    return replace(classifier, cache=tip_cache(few))
 
 
 def _check_finite(rows: np.ndarray, names: Sequence[str]) -> None:

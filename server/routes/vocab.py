@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from text4vis.engine.errors import VocabNotFound
-from text4vis.engine.request import AbstainDefaults, IndexRequest
-from text4vis.engine.vocab.few_shot import MAX_EXAMPLES, MAX_PER_LABEL, FewShotAsk, by_label
+from text4vis.engine.request import AbstainDefaults, FewShotAsk, IndexRequest
+from text4vis.engine.vocab.few_shot import MAX_EXAMPLES, MAX_PER_LABEL, by_label
 from text4vis.engine.vocab.lint import MAX_MATRIX_LABELS, clustered_order, heatmap_png
 from text4vis.engine.vocab.record import VocabRecord
 from text4vis.engine.vocab.registry import VocabRegistry

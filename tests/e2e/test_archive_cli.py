@@ -209,3 +209,78 @@ def test_archive_check_marks_tables_that_may_mix_rows_and_verifies(model: list[s
     drop = t4v("archive", "drop", legacy.fingerprint, "--archive", str(archive))
     assert drop.returncode == 0 and "3 rows" in drop.stdout
     assert t4v("archive", "check", "--archive", str(archive)).returncode == 0
+
+
+def test_examples_make_ad_hoc_labels_few_shot_offline(model: list[str], tmp_path: Path) -> None:
+    """`--examples` (archive window ids and a file) on `t4v classify` and `t4v relabel`: the same
+    few-shot classifier both ways (relabel of a stored video == classify of its file), and
+    `--with-embeddings` writes the stored vectors."""
+    from text4vis.engine.archive.lance import LanceArchive
+
+    archive = tmp_path / "archive"
+    videos = shared_path("videos")
+    assert t4v("index", str(videos), "--archive", str(archive), "--windows", "2", *model).returncode == 0
+    (spec,) = LanceArchive(str(archive)).specs()
+    table = LanceArchive(str(archive)).table(spec)
+    names = {r["content_id"]: Path(r["name"]).stem for r in table.page("video")}
+    words = dict(zip(sorted(names.values()), ("quartz", "velvet", "harbor"), strict=True))
+    lines = []
+    for content, stem in names.items():
+        for window in table.windows_of(content)[:2]:
+            lines.append(f"{words[stem]},{window['id']}")
+    clip = sorted(videos.glob("*"))[0]
+    lines.append(f"{words[clip.stem]},{clip}")  # a file, embedded here
+    examples = tmp_path / "examples.csv"
+    examples.write_text("# label,id-or-path\n" + "\n".join(lines) + "\n")
+    labels = ",".join(words.values())
+
+    out = tmp_path / "labels.parquet"
+    proc = t4v(
+        "relabel",
+        "--archive",
+        str(archive),
+        "--labels",
+        labels,
+        "--examples",
+        str(examples),
+        "--top-k",
+        "0",
+        "--with-embeddings",
+        "--out",
+        str(out),
+        *model,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in pq.read_table(out).to_pylist()}
+    assert all(len(r["embedding"]) == 64 for r in rows.values())
+    proc = t4v(
+        "classify",
+        str(clip),
+        "--labels",
+        labels,
+        "--examples",
+        str(examples),
+        "--archive",
+        str(archive),
+        "--top-k",
+        "0",
+        "--json",
+        *model,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (answer,) = json.loads(proc.stdout)["results"]
+    stored = {p["label"]: p["probability"] for p in rows[str(clip)]["predictions"]}
+    assert max(abs(stored[p["label"]] - p["probability"]) for p in answer["predictions"]) < 1e-6
+    assert answer["predictions"][0]["label"] == words[clip.stem]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("quartz\n")
+    proc = t4v("classify", str(clip), "--labels", labels, "--examples", str(bad), *model)
+    assert proc.returncode == 2 and "an example is a line 'label,id-or-path'" in proc.stderr
+    bad.write_text(f"granite,{clip}\n")
+    proc = t4v("classify", str(clip), "--labels", labels, "--examples", str(bad), *model)
+    assert proc.returncode == 2 and "'granite', which is not one of the labels" in proc.stderr
+    csv_out = t4v(
+        "relabel", "--archive", str(archive), "--labels", labels, "--with-embeddings", "--out", "x.csv", *model
+    )
+    assert csv_out.returncode == 2 and "--with-embeddings writes .parquet or .jsonl" in csv_out.stderr
