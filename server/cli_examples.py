@@ -6,6 +6,7 @@ views say."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
 from pathlib import Path
@@ -66,6 +67,26 @@ def load_examples(
         ask or FewShotAsk(),
         tuple(value for _, value in pairs),
     )
+
+
+def list_embeddings(runtime: Runtime, paths: list[Path], archive_uri: str, clip: ResolvedClip) -> Any:
+    """The embeddings (float32 ``[N, D]``) of ``paths``: those stored in the archive under this
+    model and ``clip`` read from it (by content), the others embedded here."""
+    import numpy as np
+
+    from text4vis.engine.archive.spec import ArchiveSpec
+    from text4vis.engine.archive.store import content_id, open_archive
+    from text4vis.engine.errors import ArchiveMismatch
+
+    contents = [content_id(p) for p in paths]
+    stored: dict[str, Any] = {}
+    with contextlib.suppress(ArchiveMismatch):  # nothing stored under this model: all are embedded here
+        stored = open_archive(archive_uri).table(ArchiveSpec.of(runtime, clip)).vectors(contents)
+    missing = [p for p, c in zip(paths, contents, strict=True) if c not in stored]
+    if missing:
+        embedded = _embedded(runtime, clip, missing)
+        stored.update({c: embedded[str(p)] for p, c in zip(paths, contents, strict=True) if str(p) in embedded})
+    return np.stack([stored[c] for c in contents]).astype(np.float32)
 
 
 def _embedded(runtime: Runtime, clip: ResolvedClip, paths: list[Path]) -> dict[str, Any]:

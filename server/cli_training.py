@@ -14,9 +14,18 @@ import typer
 from text4vis.engine.options import ModelOptions
 from text4vis.models.choices import ExportFormat, Precision
 from text4vis.models.cli_options import with_options
-from text4vis.models.errors import InputError, ModelLoadError
+from text4vis.models.errors import InputError, ModelLoadError, T4VError
 from text4vis.models.training.config import collect
-from text4vis.server.cli_common import RUNTIME_ONLY, UsageProblem, check_views, choice, fail, validated
+from text4vis.server.cli_common import (
+    DEFAULT_ARCHIVE,
+    RUNTIME_ONLY,
+    UsageProblem,
+    check_views,
+    choice,
+    fail,
+    validated,
+)
+from text4vis.server.cli_examples import list_embeddings
 
 
 def register(app: typer.Typer) -> None:
@@ -58,17 +67,23 @@ def train(**kwargs: Any) -> None:
 
 @with_options(ModelOptions, exclude=("text4vis_checkpoint", "temporal", "preprocess", *RUNTIME_ONLY))
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A Text4Vis-layout checkpoint (e.g. OUTPUT/last.pt).")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A Text4Vis-layout checkpoint (e.g. OUTPUT/last.pt); with --shots it may be left out (plain CLIP).",
+            show_default=False,
+        ),
+    ] = None,
     list_files: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
             "--list", help="'path label' lines or a folder per class; repeat it with --labels for several splits."
         ),
-    ],
+    ] = None,
     labels_files: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option("--labels", help="Class names (.csv id,name or .txt), one per --list, in the same order."),
-    ],
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="Prefix of relative paths in the list.")] = None,
     frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
     views: Annotated[str, typer.Option(help="CLIPSxCROPS: 1x1 or 4x3.")] = "1x1",
@@ -83,15 +98,37 @@ def evaluate_command(
             "(UCF-101/HMDB-51, as the reference)."
         ),
     ] = "standard",
+    shots: Annotated[
+        int,
+        typer.Option(
+            help="Few-shot: K examples per class drawn from the list, the rest scored: zero-shot vs prototype vs "
+            "tip-adapter (fitted by leave-one-out), mean +- std over --draws."
+        ),
+    ] = 0,
+    draws: Annotated[int, typer.Option(help="With --shots: how many seeded draws of the examples.")] = 5,
+    archive: Annotated[
+        str, typer.Option(help="With --shots: videos stored here under this model are not decoded again.")
+    ] = DEFAULT_ARCHIVE,
     options: dict[str, Any] | None = None,
 ) -> None:
     """Top-1, top-5 and mean class accuracy of a checkpoint (single view or multi-view). It sees the
     pixels the server sees: its probabilities are the server's for the same clip and checkpoint.
     Several --list/--labels pairs (the three 160-class Kinetics-600 zero-shot splits) print each
-    split and the mean +- std over them, as the paper reports them."""
+    split and the mean +- std over them, as the paper reports them. With --shots K: the few-shot
+    table (zero-shot, prototype, tip-adapter) from the videos' embeddings."""
     from text4vis.models.training.evaluate import evaluate_checkpoint
 
+    if not list_files or not labels_files:
+        fail(UsageProblem("give --list and --labels (one --labels per --list)"))
+    assert list_files is not None and labels_files is not None
+    if shots:
+        _few_shot_eval(
+            checkpoint, list_files, labels_files, root, frames, views, template, shots, draws, archive, options
+        )
+        return
     try:
+        if checkpoint is None:
+            raise UsageProblem("give the checkpoint to evaluate (it may be left out only with --shots)")
         clips, crops = check_views(views)
         if protocol not in ("standard", "zeroshot-halves"):
             raise UsageProblem(f"--protocol must be standard or zeroshot-halves; got {protocol!r}")
@@ -130,6 +167,55 @@ def evaluate_command(
         sys.stderr.write(
             f"zero-shot: full-class top-1 {100 * result['top1']:.2f}%; 10 half-class splits "
             f"{100 * result['half_splits_mean']:.2f} +- {100 * result['half_splits_std']:.2f}%\n"
+        )
+    typer.echo(json.dumps(result))
+
+
+def _few_shot_eval(
+    checkpoint: Path | None,
+    list_files: list[Path],
+    labels_files: list[Path],
+    root: Path | None,
+    frames: int,
+    views: str,
+    templates: list[str] | None,
+    shots: int,
+    draws: int,
+    archive: str,
+    options: dict[str, Any] | None,
+) -> None:
+    """``t4v eval --shots K``: the list's embeddings (from the archive when stored, else embedded
+    here), then the few-shot protocol (``engine/vocab/few_shot_eval.py``)."""
+    import numpy as np
+
+    from text4vis.engine.request import ClipSpec, RequestLimits
+    from text4vis.models.prompts import read_labels
+    from text4vis.models.training.data import read_samples
+
+    try:
+        if len(list_files) != 1 or len(labels_files) != 1:
+            raise UsageProblem("--shots takes one --list and one --labels")
+        clip = ClipSpec(frames, views).resolve(RequestLimits(max_frames=64, max_views="16x3"))
+        classes = read_labels(labels_files[0])
+        samples = read_samples(list_files[0], classes, root)
+        given = {**(options or {}), "text4vis_checkpoint": checkpoint} if checkpoint else (options or {})
+        from text4vis.engine.runtime.build import build_runtime
+        from text4vis.engine.vocab.few_shot_eval import evaluate_shots
+        from text4vis.engine.vocab.registry import VocabRegistry
+        from text4vis.engine.vocab.stores.sqlite import SQLiteStore
+
+        runtime = build_runtime(validated(ModelOptions, given))
+        registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
+        classifier = registry.ad_hoc(classes, templates)
+        embeddings = list_embeddings(runtime, [s.path for s in samples], archive, clip)
+        result = evaluate_shots(classifier, embeddings, np.array([s.label for s in samples]), shots, draws)
+    except (T4VError, ValueError, FileNotFoundError) as exc:
+        fail(exc)
+    for method in ("zero-shot", "prototype", "tip-adapter"):
+        m = result[method]
+        sys.stderr.write(
+            f"{method}: top-1 {100 * m['top1_mean']:.2f} +- {100 * m['top1_std']:.2f}%, "
+            f"top-5 {100 * m['top5_mean']:.2f} +- {100 * m['top5_std']:.2f}%\n"
         )
     typer.echo(json.dumps(result))
 

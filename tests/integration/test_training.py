@@ -484,3 +484,37 @@ def test_a_runs_checkpoint_finds_its_own_base(smoke_run: Path, data: tuple[Path,
     explicit = CliRunner().invoke(app, [*common, "--model", TINY_ARCH, "--random-init"])
     assert implicit.exit_code == 0 and explicit.exit_code == 0, implicit.stderr
     assert json.loads(implicit.stdout) == json.loads(explicit.stdout)
+
+
+def test_t4v_eval_shots_from_the_archive_and_from_files(
+    tmp_path: Path, tiny_clip_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`t4v eval --shots K` on a labelled list, without a checkpoint (plain CLIP): the videos the
+    archive holds are read from it (the same table as decoding them would give: the same figures),
+    and the examples lift the random text classifier."""
+    classes = ["moving right", "moving down", "moving left"]
+    root = tmp_path / "shots"
+    val_list, labels = make_dataset(root, classes, per_class=4, seed=7)
+    model = ["--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path), "--frames", "4"]
+    base = ["eval", "--list", str(val_list), "--labels", str(labels), "--root", str(root), "--shots", "2"]
+    archive = tmp_path / "archive"
+    cold = CliRunner().invoke(app, [*base, "--draws", "3", "--archive", str(archive), *model])
+    assert cold.exit_code == 0, cold.stderr
+    result = json.loads(cold.stdout)
+    assert result["examples_per_draw"] == 6 and result["videos"] == 12 and result["draws"] == 3
+    assert "tip-adapter: top-1" in cold.stderr and "prototype: top-1" in cold.stderr
+    assert result["prototype"]["top1_mean"] >= result["zero-shot"]["top1_mean"]
+    videos = [str(root / line.split()[0]) for line in val_list.read_text().splitlines()]
+    indexed = CliRunner().invoke(app, ["index", *videos, "--archive", str(archive), *model])
+    assert indexed.exit_code == 0, indexed.stderr
+    from text4vis.server import cli_examples
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("a stored video was decoded again")
+
+    monkeypatch.setattr(cli_examples, "_embedded", no_decoding)
+    warm = CliRunner().invoke(app, [*base, "--draws", "3", "--archive", str(archive), *model])
+    assert warm.exit_code == 0, warm.stderr
+    assert json.loads(warm.stdout) == result  # read from the archive: the same figures, nothing decoded
+    alone = CliRunner().invoke(app, ["eval", "--list", str(val_list), "--labels", str(labels), *model])
+    assert alone.exit_code == 2 and "give the checkpoint to evaluate" in alone.stderr
