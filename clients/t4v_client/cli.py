@@ -16,7 +16,15 @@ from rich.table import Table
 from t4v_client.client import Client
 from t4v_client.errors import T4VError
 from t4v_client.labels import LabelFileWarning, read_labels
-from t4v_client.models import AbstainDefault, ClassifyResult, Segment, TimelineEnd, TimelineStart
+from t4v_client.models import (
+    AbstainDefault,
+    ClassifyResult,
+    FewShotSettings,
+    Segment,
+    TimelineEnd,
+    TimelineStart,
+    Vocabulary,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
 vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
@@ -242,6 +250,11 @@ def vocab_put(
     abstain_margin: Annotated[float, typer.Option(help="With --abstain: the margin the background must win by.")] = 0.0,
     min_score: Annotated[float | None, typer.Option(help="With --abstain: abstain under this cosine.")] = None,
     background: Annotated[str | None, typer.Option(help="With --abstain: a vocabulary to abstain against.")] = None,
+    examples: Annotated[
+        Path | None,
+        typer.Option(help="A few stored videos per label: 'label,archive-row-id' lines (a few-shot vocabulary)."),
+    ] = None,
+    few_shot: Annotated[str, typer.Option(help="With --examples: tip-adapter | prototype | auto.")] = "auto",
     url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
@@ -249,6 +262,7 @@ def vocab_put(
     """Define or replace vocabulary NAME."""
     default = AbstainDefault(margin=abstain_margin, min_score=min_score, background=background) if abstain else None
     try:
+        shots = _examples(examples) if examples is not None else None
         with Client(_url(url), api_key=_key(api_key)) as client:
             v = client.put_vocab(
                 name,
@@ -258,15 +272,61 @@ def vocab_put(
                 preset,
                 clean_labels,
                 default,
+                examples=shots,
+                few_shot=FewShotSettings(method=few_shot) if shots is not None else None,
             )
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
-    typer.echo(v.model_dump_json() if as_json else f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}")
+    typer.echo(v.model_dump_json() if as_json else _vocab_line(v))
     if not as_json:
         for w in v.warnings:  # informative: the vocabulary is stored
             sys.stderr.write(
                 f"warning: {w.kind.replace('_', ' ')}: {w.labels[0]!r} and {w.labels[1]!r} (cosine {w.cosine:.3f})\n"
             )
+
+
+def _vocab_line(v: Vocabulary) -> str:
+    line = f"{v.name} v{v.version}: {len(v.labels)} labels, etag {v.etag}"
+    few = v.few_shot
+    if few is not None:
+        fit = f"; leave-one-out {few.fit.zero_shot:.2f} -> {few.fit.few_shot:.2f}" if few.fit else ""
+        line += f"; {sum(few.examples.values())} examples ({few.method}{fit})"
+    return line
+
+
+def _examples(path: Path) -> dict[str, list[str]]:
+    """``label,archive-row-id`` lines (blank lines and # comments skipped) as ``{label: [ids]}``."""
+    import csv
+
+    out: dict[str, list[str]] = {}
+    with path.open(newline="") as f:
+        for number, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                continue
+            if len(row) != 2:
+                raise ValueError(f"{path}:{number}: an example is a line 'label,archive-row-id'")
+            out.setdefault(row[0].strip(), []).append(row[1].strip())
+    return out
+
+
+@vocab_app.command("example")
+def vocab_example(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="A video of the label.")],
+    label: Annotated[str, typer.Option(help="Which of the vocabulary's labels it shows.")],
+    if_match: Annotated[str | None, typer.Option(help="Only add to this ETag.")] = None,
+    url: URL = None,
+    api_key: KEY = None,
+    as_json: JSON = False,
+) -> None:
+    """Add an example to vocabulary NAME: the video is stored in the server's archive and a new
+    version uses it."""
+    try:
+        with Client(_url(url), api_key=_key(api_key)) as client:
+            v = client.add_example(name, file, label, if_match=if_match)
+    except (T4VError, ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(v.model_dump_json() if as_json else _vocab_line(v))
 
 
 @vocab_app.command("similarity")
@@ -305,6 +365,10 @@ def vocab_get(name: str, url: URL = None, api_key: KEY = None, as_json: JSON = F
     else:
         out.print(f"{v.name} v{v.version} ({v.text_model}), etag {v.etag}\ntemplates: {v.templates}")
         out.print(", ".join(v.labels), markup=False)
+        if v.few_shot is not None:
+            out.print(_vocab_line(v), markup=False)
+            for label, count in v.few_shot.examples.items():
+                out.print(f"  {label}: {count} examples", markup=False)
 
 
 @vocab_app.command("list")

@@ -22,6 +22,7 @@ from t4v_client.models import (
     ArchivePage,
     ArchiveRow,
     ClassifyResult,
+    FewShotSettings,
     Health,
     SearchHit,
     Segment,
@@ -175,6 +176,8 @@ def _vocab_body(
     preset: str | None,
     clean_labels: bool = False,
     abstain: AbstainDefault | None = None,
+    examples: dict[str, list[str]] | None = None,
+    few_shot: FewShotSettings | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"preset": preset} if preset else {"labels": list(labels or [])}
     if templates:
@@ -183,6 +186,10 @@ def _vocab_body(
         body["clean_labels"] = True
     if abstain is not None:
         body["abstain"] = abstain.model_dump()
+    if examples is not None:
+        body["examples"] = {label: list(ids) for label, ids in examples.items()}
+    if few_shot is not None:
+        body["few_shot"] = few_shot.model_dump(exclude_none=True)
     return body
 
 
@@ -358,8 +365,10 @@ class Client:
         params = {"kind": kind, "offset": offset, "limit": limit, "thumbnails": thumbnails, **table}
         return ArchivePage.model_validate(self._request("GET", "/archive/videos", params=params).json())
 
-    def archive_video(self, row_id: str, **table: Any) -> ArchiveRow:
-        return ArchiveRow.model_validate(self._request("GET", f"/archive/videos/{row_id}", params=table).json())
+    def archive_video(self, row_id: str, embedding: bool = False, **table: Any) -> ArchiveRow:
+        """One stored row; ``embedding``: with its stored float32 embedding."""
+        params = {"embedding": embedding, **table}
+        return ArchiveRow.model_validate(self._request("GET", f"/archive/videos/{row_id}", params=params).json())
 
     def delete_archive_video(self, row_id: str, **table: Any) -> int:
         """A video and its windows; how many rows went."""
@@ -410,14 +419,26 @@ class Client:
         preset: str | None = None,
         clean_labels: bool = False,
         abstain: AbstainDefault | None = None,
+        examples: dict[str, list[str]] | None = None,
+        few_shot: FewShotSettings | None = None,
     ) -> Vocabulary:
         """Define (or replace) a vocabulary; ``if_match`` = the ETag you last saw, to avoid lost updates;
         ``clean_labels``: prompt cleaned-up labels (ApplyEyeMakeup -> apply eye makeup); ``abstain``:
-        its default for "none of these"."""
+        its default for "none of these"; ``examples``: ``{label: [archive row ids]}``, a few stored
+        videos per label, used as ``few_shot`` says (default: the better method, fitted)."""
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = self._request(
-            "PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels, abstain), headers=headers
-        )
+        body = _vocab_body(labels, templates, preset, clean_labels, abstain, examples, few_shot)
+        r = self._request("PUT", f"/vocab/{name}", json=body, headers=headers)
+        return Vocabulary.model_validate(r.json())
+
+    def add_example(
+        self, name: str, media: Media, label: str, filename: str | None = None, if_match: str | None = None
+    ) -> Vocabulary:
+        """Upload an example of one of the vocabulary's labels: stored in the archive, and a new
+        version of the vocabulary uses it."""
+        headers = {"If-Match": f'"{if_match}"'} if if_match else {}
+        files = {"file": _file(media, filename)}
+        r = self._request("POST", f"/vocab/{name}/examples", data={"label": label}, files=files, headers=headers)
         return Vocabulary.model_validate(r.json())
 
     def get_vocab(self, name: str) -> Vocabulary:
@@ -590,11 +611,22 @@ class AsyncClient:
         preset: str | None = None,
         clean_labels: bool = False,
         abstain: AbstainDefault | None = None,
+        examples: dict[str, list[str]] | None = None,
+        few_shot: FewShotSettings | None = None,
     ) -> Vocabulary:
+        """:meth:`Client.put_vocab`."""
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        r = await self._request(
-            "PUT", f"/vocab/{name}", json=_vocab_body(labels, templates, preset, clean_labels, abstain), headers=headers
-        )
+        body = _vocab_body(labels, templates, preset, clean_labels, abstain, examples, few_shot)
+        r = await self._request("PUT", f"/vocab/{name}", json=body, headers=headers)
+        return Vocabulary.model_validate(r.json())
+
+    async def add_example(
+        self, name: str, media: Media, label: str, filename: str | None = None, if_match: str | None = None
+    ) -> Vocabulary:
+        """:meth:`Client.add_example`."""
+        headers = {"If-Match": f'"{if_match}"'} if if_match else {}
+        files = {"file": _file(media, filename)}
+        r = await self._request("POST", f"/vocab/{name}/examples", data={"label": label}, files=files, headers=headers)
         return Vocabulary.model_validate(r.json())
 
     async def get_vocab(self, name: str) -> Vocabulary:

@@ -80,7 +80,7 @@ class TimelineEnd(BaseModel):
 
 
 class LintWarning(BaseModel):
-    kind: str  # similar | near_duplicate
+    kind: str  # similar | near_duplicate | examples
     labels: list[str]
     cosine: float
 
@@ -99,6 +99,33 @@ class AbstainDefault(BaseModel):
     background: str | None = None  # a registered vocabulary; None: the server's built-in background
 
 
+class FewShotSettings(BaseModel):
+    """How a vocabulary uses its examples; a parameter left out is fitted by leave-one-out."""
+
+    method: str = "auto"  # tip-adapter | prototype | auto
+    alpha: float | None = None  # tip-adapter's cache weight
+    beta: float | None = None  # tip-adapter's sharpness
+    blend: float | None = None  # prototype: the weight of the examples' mean
+
+
+class FewShotFit(BaseModel):
+    zero_shot: float  # leave-one-out accuracy over the examples of the text classifier alone
+    few_shot: float  # the same with the examples
+    queries: int
+
+
+class FewShot(BaseModel):
+    method: str
+    alpha: float
+    beta: float
+    blend: float
+    asked: FewShotSettings
+    examples: dict[str, int]  # per label
+    ids: dict[str, list[str]]  # the archive rows, per label
+    made_under: str
+    fit: FewShotFit | None = None
+
+
 class Vocabulary(BaseModel):
     name: str
     version: int
@@ -109,6 +136,7 @@ class Vocabulary(BaseModel):
     etag: str
     abstain: AbstainDefault | None = None
     warnings: list[LintWarning] = []  # label pairs the classifier will likely confuse (informative)
+    few_shot: FewShot | None = None  # its examples and how they are used
 
 
 class VocabularySummary(BaseModel):
@@ -139,6 +167,7 @@ class ArchiveRow(BaseModel):
     metadata: dict[str, object] = {}
     created_at: str
     thumbnail: str | None = None  # a JPEG data URL, when asked
+    embedding: list[float] | None = None  # the stored embedding, when asked
 
 
 class ArchiveIndexed(BaseModel):

@@ -209,3 +209,35 @@ def test_client_archive_calls(live_server: str) -> None:
         [*client, "relabel", "--labels", "surfing,yoga", "--url", live_server], capture_output=True, text=True
     )
     assert out.returncode == 0 and result.archive_id in out.stdout, out.stderr
+
+
+def test_few_shot_vocabularies_from_the_sdk_and_t4v_client(live_server: str, tmp_path: Path) -> None:
+    """Examples by archive id (put_vocab) and by upload (add_example, `t4v-client vocab example`),
+    the fitted method reported, the stored embedding read back."""
+    from t4v_client import FewShotSettings, InvalidInput
+
+    clips = generated_videos()
+    with Client(live_server) as c:
+        stored = {name: c.index_video(path).video.id for name, path in clips.items()}
+        row = c.archive_video(stored["clip_a.mp4"], embedding=True)
+        assert row.embedding is not None and len(row.embedding) == 64
+        v = c.put_vocab(
+            "shots",
+            ["quartz", "velvet"],
+            examples={"quartz": [stored["clip_a.mp4"]]},
+            few_shot=FewShotSettings(method="prototype", blend=1.0),
+        )
+        assert v.few_shot is not None and v.few_shot.examples == {"quartz": 1} and v.few_shot.blend == 1.0
+        v2 = c.add_example("shots", clips["clip_b.mp4"], label="velvet")
+        assert v2.version == 2 and v2.few_shot is not None and v2.few_shot.ids["velvet"] == [stored["clip_b.mp4"]]
+        assert c.classify(clips["clip_b.mp4"], vocab="shots").predictions[0].label == "velvet"
+        with pytest.raises(InvalidInput, match="'granite' is not one of the labels"):
+            c.add_example("shots", clips["clip_c.avi"], label="granite")
+    cli = [sys.executable, "-m", "t4v_client.cli", "--url", live_server]
+    done = subprocess.run(
+        [*cli, "vocab", "example", "shots", str(clips["clip_c.avi"]), "--label", "quartz"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "shots v3" in done.stdout and "3 examples (prototype" in done.stdout, done.stderr
