@@ -45,7 +45,7 @@ BETAS = tuple(round(0.1 + i * (7.0 - 0.1) / 11, 3) for i in range(12))
 ALPHAS = tuple(round(0.1 + i * (3.0 - 0.1) / 9, 3) for i in range(10))
 SPREAD_STEPS = (0.5, 1.0, 2.0, 4.0, 8.0)
 BLENDS = tuple(i / 10 for i in range(11))
-FIT_QUERIES = 2_000  # at most this many examples are the leave-one-out queries (a seeded draw)
+FIT_QUERIES = 1_000  # at most this many examples are the leave-one-out queries (a seeded draw)
 BLOCK_ELEMENTS = 1 << 22  # affinities computed in blocks of about this many (32 MB of float64)
 
 
@@ -249,7 +249,8 @@ def confused_examples(labels: tuple[str, ...], few_shot: FewShot) -> list[tuple[
 
 def _normalized(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.float64)
-    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    return rows / np.maximum(norms, 1e-12)
 
 
 def _queries(n: int) -> np.ndarray:
@@ -270,7 +271,8 @@ def _fit_tip(text: np.ndarray, keys: np.ndarray, labels: np.ndarray, ask: FewSho
     scaled_betas, scaled_alphas = _scaled_grids(text, keys, queries)
     betas = (ask.beta,) if ask.beta is not None else scaled_betas
     alphas = (ask.alpha,) if ask.alpha is not None else scaled_alphas
-    t_text, t_keys = torch.from_numpy(text.astype(np.float64)), torch.from_numpy(keys)
+    # float32: a fit picks parameters (its accuracies are counts); scoring itself runs in float64
+    t_text, t_keys = torch.from_numpy(text.astype(np.float32)), torch.from_numpy(keys.astype(np.float32))
     t_labels = torch.from_numpy(labels)
     correct = torch.zeros(len(betas), len(alphas), dtype=torch.int64)
     step = max(1, BLOCK_ELEMENTS // max(1, len(keys)))
@@ -282,7 +284,7 @@ def _fit_tip(text: np.ndarray, keys: np.ndarray, labels: np.ndarray, ask: FewSho
         for i, beta in enumerate(betas):
             weights = torch.exp(-beta * (1.0 - affinity))
             weights[torch.arange(len(rows)), rows] = 0.0  # leave itself out
-            cache = torch.zeros(len(rows), len(text), dtype=torch.float64).index_add_(1, t_labels, weights)  # @ V
+            cache = torch.zeros(len(rows), len(text)).index_add_(1, t_labels, weights)  # @ V
             for j, alpha in enumerate(alphas):
                 correct[i, j] += int((torch.argmax(text_logits + alpha * cache, dim=1) == own).sum())
     flat = int(torch.argmax(correct))  # the first best: the smaller beta, then the smaller alpha

@@ -131,7 +131,7 @@ class LintWarningOut(BaseModel):
 class FitOut(BaseModel):
     zero_shot: float = Field(description="Leave-one-out accuracy over the examples of the text classifier alone.")
     few_shot: float = Field(description="The same with the examples, as this version uses them.")
-    queries: int = Field(description="Examples scored (all, or a seeded draw of 2,000).")
+    queries: int = Field(description="Examples scored (all, or a seeded draw of 1,000).")
 
 
 class FewShotOut(BaseModel):
