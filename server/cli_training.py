@@ -188,7 +188,8 @@ def _few_shot_eval(
     here), then the few-shot protocol (``engine/vocab/few_shot_eval.py``)."""
     import numpy as np
 
-    from text4vis.engine.request import ClipSpec, RequestLimits
+    from text4vis.engine.facade import Engine
+    from text4vis.engine.request import ClassifyRequest, ClipSpec, RequestLimits
     from text4vis.models.prompts import read_labels
     from text4vis.models.training.data import read_samples
 
@@ -205,8 +206,9 @@ def _few_shot_eval(
         from text4vis.engine.vocab.stores.sqlite import SQLiteStore
 
         runtime = build_runtime(validated(ModelOptions, given))
-        registry = VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder)
-        classifier = registry.ad_hoc(classes, templates)
+        engine = Engine(runtime, VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder))
+        request = ClassifyRequest(labels=tuple(classes), templates=tuple(templates) if templates else None)
+        classifier = engine.resolve_blocking(request).classifier
         embeddings = list_embeddings(runtime, [s.path for s in samples], archive, clip)
         result = evaluate_shots(classifier, embeddings, np.array([s.label for s in samples]), shots, draws)
     except (T4VError, ValueError, FileNotFoundError) as exc:
