@@ -50,7 +50,8 @@ class GuardedStream(StreamingResponse):
         self._deadline = deadline
         self._stopping = stopping
         self._held = held or contextlib.AsyncExitStack()
-        super().__init__(self._until_stopped(), media_type=NDJSON)
+        # a proxy in front (nginx) passes each line on at once instead of buffering the answer
+        super().__init__(self._until_stopped(), media_type=NDJSON, headers={"X-Accel-Buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()

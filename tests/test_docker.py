@@ -12,6 +12,7 @@ from text4vis.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+NGINX = (ROOT / "docker" / "nginx.conf.template").read_text()
 
 
 def _seconds(value: str) -> int:
@@ -25,7 +26,7 @@ def test_compose_services_and_scaling() -> None:
     assert set(services) == {"engine", "server", "lb", "redis"}
     server = services["server"]
     assert "ports" not in server, "replicas publish no host port, so --scale works; nginx does"
-    assert services["lb"]["ports"] and "server" in (ROOT / "docker" / "nginx.conf").read_text()
+    assert services["lb"]["ports"] and "server" in NGINX
     gpu = server["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu", "video"]  # video: NVDEC
     assert "health/ready" in " ".join(server["healthcheck"]["test"])
@@ -110,9 +111,26 @@ def test_compose_is_v2_and_serves_the_engine_it_exports() -> None:
 
 
 def test_nginx_promises_no_retry_of_uploads() -> None:
-    conf = (ROOT / "docker" / "nginx.conf").read_text()
-    assert "proxy_request_buffering off" in conf and "non_idempotent" not in conf
-    assert "is NOT retried" in conf or "Nothing with a body" in conf
+    assert "proxy_request_buffering off" in NGINX and "non_idempotent" not in NGINX
+    assert "is NOT retried" in NGINX or "Nothing with a body" in NGINX
+
+
+def test_replicas_share_one_kept_archive_and_streams_are_not_buffered() -> None:
+    """The archive on a named volume every replica mounts (kept when containers are recreated);
+    nginx streams NDJSON unbuffered; its upload limit is the server's setting; the build context
+    leaves the virtual environment and data out."""
+    server, lb = COMPOSE["services"]["server"], COMPOSE["services"]["lb"]
+    uri = server["environment"]["T4V_ARCHIVE_URI"]
+    assert any(v == f"archive:{uri}" for v in server["volumes"]) and "archive" in COMPOSE["volumes"]
+    assert f"{uri} " in DOCKERFILES["Dockerfile"].split("USER")[0] + " "  # writable by the non-root user
+    streamed = re.search(r"location ~ \^/\((.+?)\)\$ \{(.+?)\}", NGINX, re.S)
+    assert streamed and set(streamed.group(1).split("|")) == {"classify/timeline", "archive/labels"}
+    assert "proxy_buffering off" in streamed.group(2)
+    assert "client_max_body_size ${T4V_MAX_UPLOAD_BYTES};" in NGINX
+    assert lb["environment"]["T4V_MAX_UPLOAD_BYTES"] == server["environment"]["T4V_MAX_UPLOAD_BYTES"]
+    assert any(v.endswith(":/etc/nginx/templates/default.conf.template:ro") for v in lb["volumes"])
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "data", ".git"} <= set(ignored)
 
 
 def test_one_cuda_major_version_in_the_gpu_image() -> None:

@@ -32,6 +32,7 @@ def test_index_true_then_labels_equal_classify(runtime: Runtime, tmp_path: Path,
                 answers[r.json()["archive_id"]] = {p["label"]: p["probability"] for p in r.json()["predictions"]}
             r = await c.post("/archive/labels", json={"labels": LABELS, "top_k": 0, "views": views})
             assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson"), r.text
+            assert r.headers["x-accel-buffering"] == "no"  # a proxy in front streams it line by line
             *rows, summary = [json.loads(line) for line in r.text.splitlines()]
             assert summary["done"] and summary["rows"] == 2
             for row in rows:
