@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -137,6 +137,7 @@ class Timeline:
                 self.archive_id = await asyncio.to_thread(
                     store_windows, table, self._media, name, self.done, self.plan.duration_s
                 )
+                await asyncio.to_thread(engine._archive().add_names, [(self.archive_id, name)])
         finally:
             await windows.aclose()  # type: ignore[attr-defined]
 
@@ -215,6 +216,7 @@ class Engine:
         self._writer: ArchiveWriter | None = None  # index=true's write-behind, started on first use
         self._tables: dict[str, ArchiveTable] = {}
         self._tables_lock = threading.Lock()
+        self._indexing: dict[str, asyncio.Future[None]] = {}  # content ids being indexed (event loop only)
         if registry is not None and archive is not None:
             registry.use_examples(ArchiveExamples(self))
 
@@ -317,8 +319,8 @@ class Engine:
         content = await asyncio.to_thread(content_id, media)
         row = video_row(content, video.embedding, video.first_view[0], video.duration_s, video.file)
         if self._writer is None:
-            self._writer = ArchiveWriter()
-        self._writer.submit(table, [row])
+            self._writer = ArchiveWriter(self.archive)
+        self._writer.submit(table, [row], [(content, video.file)])
         return content
 
     async def timeline(
@@ -370,17 +372,29 @@ class Engine:
         clip = self.clip(request.clip)
         video_table = await self.table(clip, create=True)
         window_table = await self.table(clip.windows(), create=True) if request.window_s is not None else None
-        return await index_file(
-            self.flow,
-            video_table,
-            window_table,
-            media,
-            clip,
-            name=name or str(media),
-            window_s=request.window_s,
-            metadata=request.metadata,
-            timeout_s=timeout_s,
-        )
+        name = name or str(media)
+        content = await asyncio.to_thread(content_id, media)
+        while content in self._indexing:  # the same bytes under another name, being indexed now: after it
+            await asyncio.shield(self._indexing[content])
+        self._indexing[content] = asyncio.get_running_loop().create_future()
+        try:
+            done = await index_file(
+                self.flow,
+                video_table,
+                window_table,
+                media,
+                clip,
+                content=content,
+                name=name,
+                window_s=request.window_s,
+                metadata=request.metadata,
+                replace_metadata=request.replace_metadata,
+                timeout_s=timeout_s,
+            )
+        finally:
+            self._indexing.pop(content).set_result(None)
+        added = await asyncio.to_thread(self._archive().add_names, [(done.id, name)])
+        return replace(done, names_added=added)
 
     def relabel_blocking(
         self, request: ClassifyRequest, kind: str | None = "video", with_embeddings: bool = False
@@ -391,7 +405,7 @@ class Engine:
         batches are computed as they are read)."""
         plan = self.resolve_blocking(request)
         table = self.table_blocking(self.clip(request.clip))
-        return relabel_batches(table.scan(kind), plan, with_embeddings)
+        return relabel_batches(table.scan(kind), plan, with_embeddings, self._archive().names_table())
 
     async def relabel(self, request: ClassifyRequest, kind: str | None = "video") -> Iterator[pa.RecordBatch]:
         """:meth:`relabel_blocking` once the rows ``index=true`` queued are committed; its
@@ -418,7 +432,9 @@ class Engine:
     ) -> list[Hit]:
         """The ``k`` stored rows nearest ``text`` (prompted with ``templates``), best first."""
         table = self.table_blocking(clip)
-        return search_text(table, self.runtime.text_encoder, text, k, kind, templates, thumbnail=thumbnails)
+        hits = search_text(table, self.runtime.text_encoder, text, k, kind, templates, thumbnail=thumbnails)
+        self._with_names([h.row for h in hits])
+        return hits
 
     async def search(
         self, text: str, clip: ResolvedClip, *, k: int = 10, kind: str | None = "video", thumbnails: bool = False
@@ -432,13 +448,22 @@ class Engine:
         """A page of stored rows, and how many there are."""
         table = await self.table(clip)
         page = await asyncio.to_thread(table.page, kind, offset, limit, thumbnails)
+        await asyncio.to_thread(self._with_names, page)
         return page, await asyncio.to_thread(table.count, kind)
 
     async def row(
         self, clip: ResolvedClip, row_id: str, thumbnail: bool = False, embedding: bool = False
     ) -> dict[str, Any]:
         table = await self.table(clip)
-        return await asyncio.to_thread(table.get, row_id, thumbnail, embedding)
+        row = await asyncio.to_thread(table.get, row_id, thumbnail, embedding)
+        await asyncio.to_thread(self._with_names, [row])
+        return row
+
+    def _with_names(self, rows: list[dict[str, Any]]) -> None:
+        """Each row's ``names``: every name its file was seen under (its own name when none is recorded)."""
+        found = self._archive().names({r["content_id"] for r in rows})
+        for row in rows:
+            row["names"] = [s.name for s in found.get(row["content_id"], [])] or [row["name"]]
 
     async def delete(self, clip: ResolvedClip, content: str) -> int:
         """A video and its windows; how many rows went."""

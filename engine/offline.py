@@ -117,6 +117,6 @@ def index_files(
     engine = offline_engine(runtime, None, archive, clip=clip, in_flight=in_flight, limits=limits)
 
     async def one(engine: Engine, path: Path) -> Indexed:
-        return await engine.index(path, request, name=str(path))
+        return await engine.index(path, request, name=str(path.resolve()))  # a path the row leads back to
 
     return run_files(engine, paths, one, in_flight=in_flight, on_done=on_done)

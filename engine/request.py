@@ -232,8 +232,10 @@ class WindowSpec:
 @dataclass(frozen=True)
 class IndexRequest:
     """Store a file in the archive: its video row (``clip``: which frames and views, hence which
-    table), with ``window_s`` its windows' rows too, ``metadata`` on each."""
+    table), with ``window_s`` its windows' rows too, ``metadata`` on each. A file stored already
+    is not decoded again: the windows it lacks are added, the metadata merged into its own."""
 
     clip: ClipSpec = field(default_factory=ClipSpec)
     window_s: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    replace_metadata: bool = False  # a stored file's metadata replaced by these, not merged with them

@@ -94,9 +94,11 @@ def _engine(options: dict[str, Any] | None, uri: str) -> Engine:
 
 
 def _files(paths: list[Path]) -> list[Path]:
-    """Files as given; folders walked for videos and images (sorted)."""
+    """Files as given; folders walked for videos and images (sorted); absolute, so a row leads back
+    to its file from anywhere."""
     found: list[Path] = []
     for path in paths:
+        path = path.resolve()
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
         elif path.is_file():
@@ -142,28 +144,51 @@ def index(
     except (T4VError, ValueError) as exc:
         fail(exc)
     t0 = time.perf_counter()
-    with files_progress(files, "indexed") as done:
-        if runtime is not None:
-            outcomes = index_files(runtime, store, files, request, on_done=done)
-            table = store.table(ArchiveSpec.of(runtime, clip))
-        else:
-            assert ray is not None
-            outcomes, table = _on_ray(ray, options, store, files, clip, request, done)
+    try:
+        with files_progress(files, "indexed") as done:
+            if runtime is not None:
+                outcomes = index_files(runtime, store, files, request, on_done=done)
+                table = store.table(ArchiveSpec.of(runtime, clip))
+            else:
+                assert ray is not None
+                outcomes, table = _on_ray(ray, options, store, files, clip, request, done)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "interrupted: the files indexed before the stop are stored (each with its windows); run the same "
+            "command again to go on: stored files are skipped, not decoded again\n"
+        )
+        raise typer.Exit(130) from None
     table.maintain()  # from INDEX_MIN_ROWS rows on: the vector index (once; later runs bring it up to date)
     failed = [(p, o) for p, o in zip(files, outcomes, strict=True) if isinstance(o, BaseException)]
     for path, problem in failed:
         if not isinstance(problem, InputError | ValueError):
             raise problem
         error_line(problem if path.name in str(problem) else InputError(f"{path}: {problem}"))
-    new = sum(o.rows for o in outcomes if not isinstance(o, BaseException))
-    skipped = sum(1 for o in outcomes if not isinstance(o, BaseException) and o.skipped)
-    seconds = time.perf_counter() - t0
-    sys.stderr.write(
-        f"{len(files) - len(failed) - skipped} files indexed, {skipped} already stored, {len(failed)} failed; "
-        f"{new} new rows in {table.name} ({table.count()} in all) in {seconds:.1f} s\n"
-    )
+    sys.stderr.write(_summary(files, outcomes, table, time.perf_counter() - t0) + "\n")
     if failed:
         raise typer.Exit(1)
+
+
+def _summary(files: list[Path], outcomes: list[Any], table: ArchiveTable, seconds: float) -> str:
+    """What the run did, in one line: files indexed, skipped (already stored) and failed; rows
+    added; what was added to stored files (windows, names, metadata) without decoding them."""
+    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    skipped = [o for o in done if o.skipped]
+    windowed = sum(1 for o in done if not o.skipped and o.rows and o.rows == o.windows)  # stored: only windows added
+    failed = len(outcomes) - len(done)
+    parts = [
+        f"{len(done) - len(skipped) - windowed} files indexed, {len(skipped)} already stored, {failed} failed",
+        f"{sum(o.rows for o in done)} new rows ({table.count()} in {table.name})",
+    ]
+    if windowed:
+        parts.append(f"windows added to {windowed} stored files")
+    names = sum(o.names_added for o in skipped)
+    if names:
+        parts.append(f"{names} stored files seen under a new name (recorded, not decoded)")
+    updated = sum(1 for o in done if o.metadata_updated)
+    if updated:
+        parts.append(f"metadata of {updated} stored files updated")
+    return "; ".join(parts) + f"; {seconds:.1f} s"
 
 
 def _on_ray(

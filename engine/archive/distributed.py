@@ -242,7 +242,21 @@ def index_on_ray(
                 on_done()
         committer.commit(COMMIT_ROWS)
     committer.commit(0)
+    _record_names(archive, per_file)
     return [per_file.get(str(path), RuntimeError(f"{path}: no result from the Ray pipeline")) for path in files], videos
+
+
+def _record_names(archive: Archive, per_file: dict[str, Indexed | BaseException]) -> None:
+    """Every file's path as a name of its content (after its rows: a stored row has its name);
+    a stored file seen under a new path says so in its result."""
+    seen = {name: done.id for name, done in per_file.items() if isinstance(done, Indexed)}
+    known = archive.names(set(seen.values()))
+    new = [(content, name) for name, content in seen.items() if name not in {s.name for s in known.get(content, [])}]
+    archive.add_names(new)
+    for _, name in new:
+        done = per_file[name]
+        assert isinstance(done, Indexed)
+        per_file[name] = replace(done, names_added=1)
 
 
 class _Committer:

@@ -37,6 +37,8 @@ class Indexed:
     rows: int  # rows new in the archive (0: it was already there)
     windows: int  # the video's window rows (stored now or before)
     skipped: bool  # stored before this run: not decoded again
+    metadata_updated: bool = False  # a stored file's metadata changed (merged or replaced)
+    names_added: int = 0  # names (paths, upload names) it was not yet known under
 
 
 def thumbnail(frame: torch.Tensor, size: int = THUMBNAIL_PX) -> bytes:
@@ -132,20 +134,30 @@ async def index_file(
     clip: ResolvedClip,
     *,
     name: str,
+    content: str | None = None,
     window_s: float | None = None,
     metadata: dict[str, Any] | None = None,
+    replace_metadata: bool = False,
     timeout_s: float = 24 * 3600,
 ) -> Indexed:
     """Embed and store one file in ``videos`` (and, with ``window_s``, its windows in
-    ``windows``), unless stored already: what is stored is not decoded again."""
+    ``windows``), unless stored already: what is stored is not decoded again; the windows a
+    stored file lacks are added, and new ``metadata`` is merged into its rows' (replaces it with
+    ``replace_metadata``). ``content``: the file's content id when already known."""
     deadline = time.monotonic() + timeout_s
-    content = await asyncio.to_thread(content_id, media)
+    if content is None:
+        content = await asyncio.to_thread(content_id, media)
     has_video = content in await asyncio.to_thread(videos.stored, [content])
     stored_windows = 0
     if windows is not None:
         stored_windows = len(await asyncio.to_thread(windows.windows_of, content))
+    updated = False
+    if has_video and (metadata or replace_metadata):
+        updated = await asyncio.to_thread(videos.set_metadata, content, metadata or {}, replace_metadata)
+        if windows is not None and windows is not videos and stored_windows:
+            await asyncio.to_thread(windows.set_metadata, content, metadata or {}, replace_metadata)
     if has_video and (windows is None or stored_windows):
-        return Indexed(name, content, 0, stored_windows, skipped=True)
+        return Indexed(name, content, 0, stored_windows, skipped=True, metadata_updated=updated)
     video: list[ArchiveRow] = []
     duration: float | None = None
     if not has_video:
@@ -165,4 +177,4 @@ async def index_file(
     else:
         added = await asyncio.to_thread(windows.add, parts) if windows is not None and parts else 0
         added += await asyncio.to_thread(videos.add, video) if video else 0
-    return Indexed(name, content, added, len(parts) or stored_windows, skipped=False)
+    return Indexed(name, content, added, len(parts) or stored_windows, skipped=False, metadata_updated=updated)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from text4vis.engine.archive.spec import ArchiveSpec
-from text4vis.engine.archive.store import ROW_FIELDS, ArchiveRow, Hit, TableStats
+from text4vis.engine.archive.store import ROW_FIELDS, ArchiveRow, Hit, Sighting, TableStats
 from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
 
 if TYPE_CHECKING:
@@ -67,6 +68,33 @@ def _table_name(spec: ArchiveSpec) -> str:
     return TABLE_PREFIX + spec.fingerprint
 
 
+SIGHTINGS = "names"
+SIGHTINGS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False, metadata={"lance-schema:unenforced-primary-key": "true"}),
+        pa.field("content_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("seen_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def _sighting_key(content: str, name: str) -> str:
+    return hashlib.sha256(f"{content}\0{name}".encode()).hexdigest()[:32]
+
+
+def _collect(out: dict[str, list[Sighting]], rows: pa.Table) -> None:
+    for content, name, seen in zip(
+        rows["content_id"].to_pylist(), rows["name"].to_pylist(), rows["seen_at"].to_pylist(), strict=True
+    ):
+        out.setdefault(content, []).append(Sighting(name, seen.isoformat() if seen else ""))
+
+
+def _ordered(out: dict[str, list[Sighting]]) -> dict[str, list[Sighting]]:
+    """Each content's names, the first seen first."""
+    return {k: sorted(v, key=lambda s: (s.seen_at, s.name)) for k, v in out.items()}
+
+
 class LanceArchive:
     """A LanceDB database (a directory or URI) holding one table per spec."""
 
@@ -75,13 +103,69 @@ class LanceArchive:
         try:
             import lancedb
 
-            self._db: lancedb.DBConnection = lancedb.connect(uri)
+            # every read checks for commits made through other handles (another process, another
+            # replica, t4v index beside the server): without it an open table is a snapshot
+            self._db: lancedb.DBConnection = lancedb.connect(uri, read_consistency_interval=dt.timedelta(0))
             self._names()  # a URI that cannot be listed fails here, once, with one line
+            self._sightings_table: lancedb.table.Table | None = None
+            self._sightings_lock = threading.Lock()
         except Exception as exc:  # noqa: BLE001 - lancedb raises OSError, ValueError, RuntimeError ...
             raise ArchiveUnavailable(f"the archive {uri} cannot be opened: {_one_line(exc)}") from None
 
     def _names(self) -> list[str]:
         return [n for n in self._db.list_tables().tables if n.startswith(TABLE_PREFIX)]
+
+    def _sightings(self, create: bool) -> lancedb.table.Table | None:
+        """The table of every name a content was seen under (one for the archive: names are the
+        files', not a model's)."""
+        with self._sightings_lock:
+            if self._sightings_table is None:
+                if SIGHTINGS in self._db.list_tables().tables:
+                    self._sightings_table = self._db.open_table(SIGHTINGS)
+                elif create:
+                    try:
+                        self._sightings_table = self._db.create_table(SIGHTINGS, schema=SIGHTINGS_SCHEMA, exist_ok=True)
+                    except Exception:  # noqa: BLE001 - another process created it at the same moment
+                        self._sightings_table = self._db.open_table(SIGHTINGS)
+            return self._sightings_table
+
+    def add_names(self, seen: Iterable[tuple[str, str]]) -> int:
+        pairs = list(dict.fromkeys((content, name) for content, name in seen if name))
+        if not pairs:
+            return 0
+        table = self._sightings(create=True)
+        assert table is not None
+        now = dt.datetime.now(dt.UTC)
+        data = pa.Table.from_pydict(
+            {
+                "key": [_sighting_key(c, n) for c, n in pairs],
+                "content_id": [c for c, _ in pairs],
+                "name": [n for _, n in pairs],
+                "seen_at": [now] * len(pairs),
+            },
+            schema=SIGHTINGS_SCHEMA,
+        )
+        return int(table.merge_insert("key").when_not_matched_insert_all().execute(data).num_inserted_rows)
+
+    def names(self, contents: Iterable[str]) -> dict[str, list[Sighting]]:
+        table = self._sightings(create=False)
+        out: dict[str, list[Sighting]] = {}
+        if table is None:
+            return out
+        ids = list(dict.fromkeys(contents))
+        for i in range(0, len(ids), 2_000):
+            chunk = ", ".join(_quote(x) for x in ids[i : i + 2_000])
+            rows = table.search().where(f"content_id IN ({chunk})").limit(None).to_arrow()
+            _collect(out, rows)
+        return _ordered(out)
+
+    def names_table(self) -> pa.Table:
+        table = self._sightings(create=False)
+        if table is None:
+            return pa.table({"content_id": pa.array([], pa.string()), "names": pa.array([], pa.list_(pa.string()))})
+        rows = table.to_lance().to_table(columns=["content_id", "name", "seen_at"]).sort_by([("seen_at", "ascending")])
+        grouped = rows.group_by("content_id", use_threads=False).aggregate([("name", "list")])
+        return grouped.rename_columns(["content_id", "names"])
 
     def specs(self) -> list[ArchiveSpec]:
         out = []
@@ -272,6 +356,18 @@ class LanceTable:
             raise NotInArchive(f"no stored video has id {content!r}")
         self._table.delete(where)
         return n
+
+    def set_metadata(self, content: str, metadata: dict[str, Any], replace: bool = False) -> bool:
+        where = f"content_id = {_quote(content)}"
+        rows = self._table.search().where(where).select(["id", "metadata"]).limit(None).to_arrow().to_pylist()
+        changed = False
+        for row in rows:
+            old = json.loads(row["metadata"] or "{}")
+            new = dict(metadata) if replace else {**old, **metadata}
+            if new != old:
+                self._table.update(where=f"id = {_quote(row['id'])}", values={"metadata": json.dumps(new)})
+                changed = True
+        return changed
 
     def scan(self, kind: str | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         dataset = self._table.to_lance()

@@ -46,12 +46,26 @@ def _predictions(labels: np.ndarray, ranked: Ranked, finite: np.ndarray) -> pa.A
     return pa.ListArray.from_arrays(pa.array(offsets), flat)
 
 
+def _names_of(contents: pa.Array, own: pa.Array, names: pa.Table) -> pa.Array:
+    """Each row's names (a join on the content id, not a loop): those recorded, else its own."""
+    import pyarrow.compute as pc
+
+    keys = names.column("content_id").combine_chunks()
+    found = pc.take(names.column("names").combine_chunks(), pc.index_in(contents, value_set=keys))
+    fallback = pa.ListArray.from_arrays(pa.array(range(len(own) + 1), pa.int32()), own)
+    return pc.if_else(pc.is_null(found), fallback, found)
+
+
 def relabel_batches(
-    batches: Iterable[pa.RecordBatch], plan: ScoringPlan, with_embeddings: bool = False
+    batches: Iterable[pa.RecordBatch],
+    plan: ScoringPlan,
+    with_embeddings: bool = False,
+    names: pa.Table | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stored rows (an archive table's :meth:`~ArchiveTable.scan`) -> their predictions under
-    ``plan``: the rows' fields, ``predictions`` (the top ``plan.top_k``, 0 = every label), when
-    the policy decides ``abstained`` and ``abstain_reason``, and ``with_embeddings`` the stored
+    ``plan``: the rows' fields, with ``names`` (the archive's ``names_table``) every name the file
+    was seen under, ``predictions`` (the top ``plan.top_k``, 0 = every label), when the policy
+    decides ``abstained`` and ``abstain_reason``, and ``with_embeddings`` the stored
     ``embedding`` (float32, a fixed-size list)."""
     labels = np.array(plan.classifier.labels, dtype=object)
     for batch in batches:
@@ -66,6 +80,8 @@ def relabel_batches(
             emb[~torch.from_numpy(finite)] = 0.0
         ranked = rank(plan.classifier, emb, plan.top_k)
         columns = {name: batch.column(name) for name in OUTPUT_FIELDS}
+        if names is not None:
+            columns["names"] = _names_of(batch.column("content_id"), batch.column("name"), names)
         columns["predictions"] = _predictions(labels, ranked, finite)
         if plan.abstain.decides:
             best = [
@@ -134,11 +150,13 @@ def _write_csv(batch: pa.RecordBatch, f: IO[str], header: bool) -> None:
 
     out = csv.writer(f)
     k = len(batch.column("predictions")[0]) if batch.num_rows else 0
-    extra = [c for c in ("abstained", "abstain_reason") if c in batch.schema.names]
+    extra = [c for c in ("names", "abstained", "abstain_reason") if c in batch.schema.names]
     if header:
         ranks = [f"{name}_{r}" for r in range(1, k + 1) for name in ("label", "probability", "score")]
         out.writerow([*OUTPUT_FIELDS, *extra, *ranks])
     for row in batch.to_pylist():
+        if "names" in row:
+            row["names"] = json.dumps(row["names"])  # a JSON list in one cell: a path may hold any separator
         cells = [row[c] for c in (*OUTPUT_FIELDS, *extra)]
         for p in row["predictions"]:
             cells += [p["label"], f"{p['probability']:.6g}", f"{p['score']:.6f}"]

@@ -64,6 +64,14 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Sighting:
+    """A name (an absolute path, a URI, an upload's name) a content was seen under, and when."""
+
+    name: str
+    seen_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
 class TableStats:
     videos: int
     windows: int
@@ -112,6 +120,11 @@ class ArchiveTable(Protocol):
         """A video and its windows; how many rows went (:class:`NotInArchive` when none)."""
         ...
 
+    def set_metadata(self, content: str, metadata: dict[str, Any], replace: bool = False) -> bool:
+        """``metadata`` merged into (``replace``: instead of) the metadata of a video's rows, with
+        nothing decoded; whether anything changed."""
+        ...
+
     def count(self, kind: str | None = None) -> int: ...
 
     def scan(self, kind: str | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
@@ -146,6 +159,20 @@ class Archive(Protocol):
 
     def drop(self, fingerprint: str) -> int:
         """Delete a table and its rows; how many rows went (:class:`NotInArchive` when none has it)."""
+        ...
+
+    def add_names(self, seen: Iterable[tuple[str, str]]) -> int:
+        """Record ``(content id, name)`` sightings (once each, whatever table holds the content);
+        how many were new. Names are the files', not a model's: one record for the archive."""
+        ...
+
+    def names(self, contents: Iterable[str]) -> dict[str, list[Sighting]]:
+        """Every name each of ``contents`` was seen under, the first seen first."""
+        ...
+
+    def names_table(self) -> pa.Table:
+        """Every content's names, the first seen first: columns ``content_id`` and ``names``
+        (a list of strings); a re-labelling of the whole archive joins it to its rows."""
         ...
 
 

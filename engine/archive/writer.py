@@ -15,28 +15,37 @@ import queue
 import threading
 from concurrent.futures import Future
 
-from text4vis.engine.archive.store import ArchiveRow, ArchiveTable
+from text4vis.engine.archive.store import Archive, ArchiveRow, ArchiveTable
 
 log = logging.getLogger(__name__)
 MAX_GROUP_ROWS = 512
 
 
+Job = tuple[ArchiveTable | None, list[ArchiveRow], Future[int], list[tuple[str, str]]]
+
+
 class ArchiveWriter:
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[ArchiveTable | None, list[ArchiveRow], Future[int]] | None] = queue.Queue()
+    """``archive``: where the names the rows were seen under are recorded (with the rows)."""
+
+    def __init__(self, archive: Archive | None = None) -> None:
+        self._archive = archive
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, table: ArchiveTable, rows: list[ArchiveRow]) -> Future[int]:
-        """Queue ``rows`` for ``table``; the future says how many were new once committed."""
+    def submit(
+        self, table: ArchiveTable, rows: list[ArchiveRow], names: list[tuple[str, str]] | None = None
+    ) -> Future[int]:
+        """Queue ``rows`` for ``table`` (and the ``(content id, name)`` sightings of their files);
+        the future says how many rows were new once committed."""
         done: Future[int] = Future()
-        self._jobs.put((table, rows, done))
+        self._jobs.put((table, rows, done, names or []))
         return done
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every row submitted before this call is committed."""
         marker: Future[int] = Future()
-        self._jobs.put((None, [], marker))
+        self._jobs.put((None, [], marker, []))
         marker.result(timeout=timeout_s)
 
     def close(self) -> None:
@@ -64,10 +73,15 @@ class ArchiveWriter:
                 rows += len(job[1])
             self._commit(group)
 
-    @staticmethod
-    def _commit(group: list[tuple[ArchiveTable | None, list[ArchiveRow], Future[int]]]) -> None:
+    def _commit(self, group: list[Job]) -> None:
         tables: dict[int, tuple[ArchiveTable, list[ArchiveRow], list[Future[int]]]] = {}
-        for table, rows, done in group:
+        names = [pair for job in group for pair in job[3]]
+        if names and self._archive is not None:
+            try:  # before the rows: a stored row always has its name
+                self._archive.add_names(names)
+            except Exception:  # noqa: BLE001 - logged; the rows are still committed
+                log.exception("archive: recording %d names failed", len(names))
+        for table, rows, done, _ in group:
             if table is not None:
                 entry = tables.setdefault(id(table), (table, [], []))
                 entry[1].extend(rows)
@@ -82,6 +96,6 @@ class ArchiveWriter:
                 continue
             for f in futures:
                 f.set_result(added)
-        for table, _, done in group:
+        for table, _, done, _ in group:
             if table is None:
                 done.set_result(0)  # a flush marker: everything before it is committed

@@ -53,7 +53,12 @@ class ArchiveForm(Form):
     window_s: float | None = Field(
         None, gt=0, le=MAX_WINDOW_S, description="Also store one row per window of this many seconds."
     )
-    metadata: str = Field("", description='User metadata stored with the row: a JSON object, e.g. {"camera": 3}.')
+    metadata: str = Field(
+        "",
+        description='User metadata stored with the row: a JSON object, e.g. {"camera": 3}; a file stored already '
+        "gets it merged into its own (nothing decoded).",
+    )
+    replace_metadata: bool = Field(False, description="A file stored already: replace its metadata instead of merging.")
 
     @field_validator("sampling", mode="before")
     @classmethod
@@ -65,7 +70,8 @@ class ArchiveForm(Form):
         return upload_body(cls)
 
     def to_request(self) -> IndexRequest:
-        return IndexRequest(ClipSpec(self.frames, self.views, self.sampling), self.window_s, _metadata(self.metadata))
+        clip = ClipSpec(self.frames, self.views, self.sampling)
+        return IndexRequest(clip, self.window_s, _metadata(self.metadata), self.replace_metadata)
 
 
 def _metadata(text: str) -> dict[str, Any]:
@@ -83,7 +89,11 @@ def _metadata(text: str) -> dict[str, Any]:
 class ArchiveRowOut(BaseModel):
     id: str = Field(description="The file's SHA-256; a window's adds @start-end.")
     content_id: str = Field(description="The file's SHA-256.")
-    name: str
+    name: str = Field(description="The name it was first stored under.")
+    names: list[str] = Field(
+        default_factory=list,
+        description="Every name (absolute path, URI, upload name) the same content was seen under, the first first.",
+    )
     kind: Literal["video", "window"]
     start_s: float
     end_s: float
@@ -98,8 +108,11 @@ class ArchiveRowOut(BaseModel):
 
 class ArchiveIndexOut(BaseModel):
     video: ArchiveRowOut
-    windows: int = Field(description="Window rows stored with it.")
-    new: bool = Field(description="False when the same file was stored before (nothing was decoded).")
+    windows: int = Field(description="Window rows stored with it (now or before).")
+    new: bool = Field(description="False when the same file was stored before (its video was not decoded again).")
+    rows_added: int = Field(description="Rows new in the archive: the video and the windows it lacked.")
+    metadata_updated: bool = Field(description="A stored file's metadata changed (merged, or replaced).")
+    name_added: bool = Field(description="The upload's name is new for this content.")
 
 
 class ArchivePage(BaseModel):
@@ -191,7 +204,14 @@ async def add_video(request: Request, state: StateDep, engine: EngineDep) -> Arc
         index = form.to_request()
         done = await engine.index(path, index, timeout_s=state.time_left_s(upload), name=display_name(upload.filename))
     row = await engine.row(engine.clip(index.clip), done.id, thumbnail=True)
-    return ArchiveIndexOut(video=ArchiveRowOut(**_row_out(row)), windows=done.windows, new=not done.skipped)
+    return ArchiveIndexOut(
+        video=ArchiveRowOut(**_row_out(row)),
+        windows=done.windows,
+        new=not done.skipped,
+        rows_added=done.rows,
+        metadata_updated=done.metadata_updated,
+        name_added=done.names_added > 0,
+    )
 
 
 @router.get("/videos", response_model=ArchivePage, responses=errors(401, 409, 422, 503), dependencies=READ)

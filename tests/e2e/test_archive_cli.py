@@ -83,7 +83,7 @@ def test_index_relabel_search(model: list[str], tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     header, *lines = csv_out.read_text().splitlines()
-    assert header.startswith("id,content_id,name,kind,start_s,end_s,label_1,probability_1,score_1")
+    assert header.startswith("id,content_id,name,kind,start_s,end_s,names,label_1,probability_1,score_1")
     assert len(lines) == len(stored_ids(tmp_path / "archive")) > 3  # videos and windows
     proc = t4v("relabel", "--archive", archive, "--labels", "a,b", "--top-k", "0", *model)
     rows = [json.loads(line) for line in proc.stdout.splitlines()]

@@ -160,3 +160,40 @@ def test_windows_asked_for_a_stored_video_are_added(runtime: Runtime, tmp_path: 
     assert not isinstance(again, BaseException) and not again.skipped and (again.rows, again.windows) == (3, 3)
     assert not isinstance(third, BaseException) and third.skipped and third.rows == 0
     assert table_for(runtime, archive, ClipSpec()).count("window") == 3
+
+
+def test_every_name_a_content_was_seen_under_is_kept(runtime: Runtime, tmp_path: Path) -> None:
+    """A copy under another name and a moved folder add names, not rows, and nothing is decoded
+    again; re-labelling answers every name of each row."""
+    video = generated_videos()["clip_a.mp4"]
+    first, moved = tmp_path / "clips", tmp_path / "moved" / "clips"
+    first.mkdir()
+    (first / "game.mp4").write_bytes(video.read_bytes())
+    (first / "game copy.mp4").write_bytes(video.read_bytes())
+    archive = open_archive(str(tmp_path / "archive"))
+    done = index_files(runtime, archive, sorted(first.iterdir()), IndexRequest(), limits=LIMITS)
+    # the same bytes twice in one run: decoded once (the second waits for the first), stored once
+    assert sorted((d.rows, d.skipped, d.names_added) for d in done) == [(0, True, 1), (1, False, 1)]  # type: ignore[union-attr]
+    moved.parent.mkdir()
+    first.rename(moved)
+    (again,) = index_files(runtime, archive, [moved / "game.mp4"], IndexRequest(), limits=LIMITS)
+    assert not isinstance(again, BaseException) and again.skipped and again.names_added == 1
+    engine = Engine(runtime, VocabRegistry(SQLiteStore(Path(":memory:")), runtime.text_encoder), archive)
+    (row,) = [r for b in engine.relabel_blocking(ClassifyRequest(labels=tuple(LABELS))) for r in b.to_pylist()]
+    assert set(row["names"][:2]) == {str(first / "game copy.mp4"), str(first / "game.mp4")}  # the same run
+    assert row["names"][2] == str(moved / "game.mp4")  # seen last
+
+
+def test_metadata_given_for_a_stored_file_is_merged_or_replaced(runtime: Runtime, tmp_path: Path) -> None:
+    video = generated_videos()["clip_a.mp4"]
+    archive = open_archive(str(tmp_path / "archive"))
+    index_files(runtime, archive, [video], IndexRequest(metadata={"camera": 3}), limits=LIMITS)
+    (merged,) = index_files(runtime, archive, [video], IndexRequest(metadata={"site": "north"}), limits=LIMITS)
+    table = table_for(runtime, archive, ClipSpec())
+    assert merged.metadata_updated and merged.skipped  # type: ignore[union-attr]
+    assert table.page("video")[0]["metadata"] == {"camera": 3, "site": "north"}
+    (same,) = index_files(runtime, archive, [video], IndexRequest(metadata={"site": "north"}), limits=LIMITS)
+    assert not same.metadata_updated  # type: ignore[union-attr]
+    replaced = IndexRequest(metadata={"lens": "wide"}, replace_metadata=True)
+    index_files(runtime, archive, [video], replaced, limits=LIMITS)
+    assert table.page("video")[0]["metadata"] == {"lens": "wide"}

@@ -155,3 +155,24 @@ def test_write_behind_commits_every_row_once_and_flush_waits(open_store: Callabl
     late = writer.submit(table, [fresh])
     writer.close()  # commits what is queued
     assert late.result() == 1 and table.count() == 301
+
+
+def test_names_metadata_and_reads_across_handles(open_store: Callable[[], Archive]) -> None:
+    """Every name a content was seen under, once each, first seen first; metadata merged or
+    replaced in place; a handle opened before another one's commits reads them."""
+    archive, other = open_store(), open_store()
+    reader = other.table(spec(), create=True)  # opened before anything is written
+    table = archive.table(spec(), create=True)
+    rows = random_rows(2, 32)
+    table.add(rows)
+    assert reader.count() == 2  # another handle's commit is seen
+    assert archive.add_names([(rows[0].id, "/a/x.mp4"), (rows[0].id, "/b/x copy.mp4")]) == 2
+    assert other.add_names([(rows[0].id, "/a/x.mp4"), (rows[1].id, "y.mp4")]) == 1
+    names = archive.names([rows[0].id, rows[1].id, "f" * 64])
+    assert [s.name for s in names[rows[0].id]] == ["/a/x.mp4", "/b/x copy.mp4"] and "f" * 64 not in names
+    grouped = {r["content_id"]: r["names"] for r in archive.names_table().to_pylist()}
+    assert grouped == {rows[0].id: ["/a/x.mp4", "/b/x copy.mp4"], rows[1].id: ["y.mp4"]}
+    assert table.set_metadata(rows[0].id, {"site": "north"}) and not table.set_metadata(rows[0].id, {"site": "north"})
+    assert reader.get(rows[0].id)["metadata"] == {"i": 0, "site": "north"}
+    assert table.set_metadata(rows[0].id, {"lens": "wide"}, replace=True)
+    assert reader.get(rows[0].id)["metadata"] == {"lens": "wide"}
