@@ -25,6 +25,7 @@ from t4v_client.models import (
     TimelineStart,
     Vocabulary,
 )
+from t4v_client.output import write_rows
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Client for a text4vis-serve server.")
 vocab_app = typer.Typer(no_args_is_help=True, help="Define, read, list and delete vocabularies.")
@@ -423,6 +424,8 @@ def search(
         else:
             times = f" {hit.start_s:.1f}-{hit.end_s:.1f} s" if hit.kind == "window" else ""
             typer.echo(f"{hit.score:.4f}  {hit.name}{times}  {hit.id[:12]}")
+    if not hits:  # an answer, not silence: nothing stored (under this server's model) to search
+        sys.stderr.write(f"no {'windows' if windows else 'videos'} in the server's archive to search\n")
 
 
 @app.command()
@@ -430,17 +433,27 @@ def relabel(
     vocab: VOCAB = None,
     labels: LABELS = None,
     top_k: Annotated[int, typer.Option(help="Predictions per video; 0 = all.")] = 5,
+    kind: Annotated[str, typer.Option(help="video | window | all: which rows.")] = "video",
+    out: Annotated[
+        Path | None,
+        typer.Option(help=".jsonl, .csv or .parquet (pyarrow needed), by the extension; default JSON lines on stdout."),
+    ] = None,
     url: URL = None,
     api_key: KEY = None,
 ) -> None:
-    """Every video in the server's archive under --vocab NAME or --labels: one JSON line each."""
+    """Every video in the server's archive under --vocab NAME or --labels: one JSON line each (or a
+    file, as ``t4v relabel --out`` writes them)."""
     try:
+        if out is not None and out.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+            raise ValueError(f"--out {out}: the extension picks the format, one of .jsonl, .csv, .parquet")
         with Client(_url(url), api_key=_key(api_key)) as client:
             label_list = _labels(labels, None) if labels else None
-            for row in client.relabel_archive(vocab=vocab, labels=label_list, top_k=top_k):
-                typer.echo(json.dumps(row))
+            rows = client.relabel_archive(vocab=vocab, labels=label_list, top_k=top_k, kind=kind)
+            written = write_rows(rows, out)
     except (T4VError, ValueError, OSError) as exc:
         _fail(exc)
+    if out is not None:
+        sys.stderr.write(f"relabelled {written} rows to {out}\n")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from t4v_client.models import (
     ClassifyResult,
     FewShotSettings,
     Health,
+    RelabelledRow,
     SearchHit,
     Segment,
     Similarity,
@@ -191,6 +192,28 @@ def _vocab_body(
     if few_shot is not None:
         body["few_shot"] = few_shot.model_dump(exclude_none=True)
     return body
+
+
+def _labels_body(
+    vocab: str | None, labels: Sequence[str] | None, top_k: int, kind: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "vocab": vocab,
+        "labels": list(labels) if labels is not None else None,
+        "top_k": top_k,
+        "kind": kind,
+        **options,
+    }
+
+
+def _relabelled(line: str) -> RelabelledRow | None:
+    """One line of ``POST /archive/labels``: a row, the summary (None) or the error that ended it."""
+    if not line.strip():
+        return None
+    item = json.loads(line)
+    if "error" in item:
+        raise error_for(int(item.get("status", 500)), item["error"])
+    return None if item.get("done") else RelabelledRow.model_validate(item)
 
 
 def _auth(api_key: str | None) -> dict[str, str]:
@@ -393,22 +416,18 @@ class Client:
         top_k: int = 5,
         kind: str = "video",
         **options: Any,
-    ) -> Iterator[dict[str, Any]]:
-        """Every stored row under a vocabulary, as the server streams it (one dict per row, with
+    ) -> Iterator[RelabelledRow]:
+        """Every stored row under a vocabulary, as the server streams it (one typed row each, with
         ``predictions`` as /classify's); ``options``: abstain, min_score, templates, frames, views..."""
-        body = {"vocab": vocab, "labels": list(labels) if labels is not None else None, "top_k": top_k, "kind": kind}
-        with self._http.stream("POST", "/archive/labels", json={**body, **options}) as r:
+        body = _labels_body(vocab, labels, top_k, kind, options)
+        with self._http.stream("POST", "/archive/labels", json=body) as r:
             if not r.is_success:
                 r.read()
                 _raise_for(r)
             for line in r.iter_lines():
-                if not line.strip():
-                    continue
-                item = json.loads(line)
-                if "error" in item:
-                    raise error_for(int(item.get("status", 500)), item["error"])
-                if not item.get("done"):
-                    yield item
+                row = _relabelled(line)
+                if row is not None:
+                    yield row
 
     def put_vocab(
         self,
@@ -601,6 +620,70 @@ class AsyncClient:
                     raise Unavailable(f"cannot reach the server: {exc}") from None
                 wait = _wait_s(None, attempt, self.max_wait_s)
             await asyncio.sleep(wait)
+
+    # --- the archive ---
+
+    async def index_video(
+        self,
+        media: Media,
+        filename: str | None = None,
+        frames: int | None = None,
+        views: str | None = None,
+        sampling: str | None = None,
+        window_s: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ArchiveIndexed:
+        """:meth:`Client.index_video`."""
+        form = _archive_form(frames, views, sampling, window_s, metadata)
+        r = await self._request("POST", "/archive/videos", data=form, files={"file": _file(media, filename)})
+        return ArchiveIndexed.model_validate(r.json())
+
+    async def archive_videos(
+        self, kind: str = "video", offset: int = 0, limit: int = 50, thumbnails: bool = False, **table: Any
+    ) -> ArchivePage:
+        """:meth:`Client.archive_videos`."""
+        params = {"kind": kind, "offset": offset, "limit": limit, "thumbnails": thumbnails, **table}
+        return ArchivePage.model_validate((await self._request("GET", "/archive/videos", params=params)).json())
+
+    async def archive_video(self, row_id: str, embedding: bool = False, **table: Any) -> ArchiveRow:
+        """:meth:`Client.archive_video`."""
+        r = await self._request("GET", f"/archive/videos/{row_id}", params={"embedding": embedding, **table})
+        return ArchiveRow.model_validate(r.json())
+
+    async def delete_archive_video(self, row_id: str, **table: Any) -> int:
+        """:meth:`Client.delete_archive_video`."""
+        return int((await self._request("DELETE", f"/archive/videos/{row_id}", params=table)).json()["deleted"])
+
+    async def archive_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._request("GET", "/archive/stats")).json()
+        return result
+
+    async def search(
+        self, q: str, k: int = 10, kind: str = "video", thumbnails: bool = False, **table: Any
+    ) -> list[SearchHit]:
+        """:meth:`Client.search`."""
+        params = {"q": q, "k": k, "kind": kind, "thumbnails": thumbnails, **table}
+        data = (await self._request("GET", "/archive/search", params=params)).json()["results"]
+        return [SearchHit.model_validate(h) for h in data]
+
+    async def relabel_archive(
+        self,
+        vocab: str | None = None,
+        labels: Sequence[str] | None = None,
+        top_k: int = 5,
+        kind: str = "video",
+        **options: Any,
+    ) -> AsyncIterator[RelabelledRow]:
+        """:meth:`Client.relabel_archive`."""
+        body = _labels_body(vocab, labels, top_k, kind, options)
+        async with self._http.stream("POST", "/archive/labels", json=body) as r:
+            if not r.is_success:
+                await r.aread()
+                _raise_for(r)
+            async for line in r.aiter_lines():
+                row = _relabelled(line)
+                if row is not None:
+                    yield row
 
     async def put_vocab(
         self,

@@ -160,6 +160,7 @@ class ArchiveRow(BaseModel):
     id: str
     content_id: str  # the file's SHA-256
     name: str
+    names: list[str] = []  # every name (path, upload name) the same content was seen under
     kind: str  # video | window
     start_s: float
     end_s: float
@@ -174,6 +175,9 @@ class ArchiveIndexed(BaseModel):
     video: ArchiveRow
     windows: int
     new: bool  # False: the same file was stored before
+    rows_added: int = 0
+    metadata_updated: bool = False
+    name_added: bool = False
 
 
 class ArchivePage(BaseModel):
@@ -184,3 +188,18 @@ class ArchivePage(BaseModel):
 
 class SearchHit(ArchiveRow):
     score: float  # cosine of the text and the row
+
+
+class RelabelledRow(BaseModel):
+    """One stored row under a vocabulary (``relabel_archive``): what /classify answers the same file."""
+
+    id: str
+    content_id: str
+    name: str
+    names: list[str] = []
+    kind: str
+    start_s: float
+    end_s: float
+    predictions: list[Prediction]
+    abstained: bool | None = None
+    abstain_reason: str | None = None

@@ -183,7 +183,7 @@ def test_client_abstention_defaults_and_named_background(live_server: str) -> No
     assert off.returncode == 0 and "none of these:" not in off.stdout, off.stderr
 
 
-def test_client_archive_calls(live_server: str) -> None:
+def test_client_archive_calls(live_server: str, tmp_path: Path) -> None:
     """index_video, classify(index=True), search, relabel_archive, the page and delete calls; and
     ``t4v-client search`` / ``relabel`` print what the SDK returns."""
     videos = generated_videos()
@@ -196,7 +196,7 @@ def test_client_archive_calls(live_server: str) -> None:
         assert {h.id for h in c.search("surfing", k=50)} >= ids
         assert all(h.kind == "window" for h in c.search("surfing", kind="window"))
         rows = list(c.relabel_archive(labels=["surfing", "yoga"], top_k=1))
-        assert ids <= {r["id"] for r in rows} and all(len(r["predictions"]) == 1 for r in rows)
+        assert ids <= {r.id for r in rows} and all(len(r.predictions) == 1 for r in rows)  # typed rows
         assert c.archive_video(stored.video.id).name == "clip_b.mp4"
         assert c.archive_videos(limit=1).total >= 2
         assert c.delete_archive_video(stored.video.id) == 4
@@ -209,6 +209,27 @@ def test_client_archive_calls(live_server: str) -> None:
         [*client, "relabel", "--labels", "surfing,yoga", "--url", live_server], capture_output=True, text=True
     )
     assert out.returncode == 0 and result.archive_id in out.stdout, out.stderr
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        target = tmp_path / f"labels{suffix}"
+        out = subprocess.run(
+            [*client, "relabel", "--labels", "surfing,yoga", "--out", str(target), "--url", live_server],
+            capture_output=True,
+            text=True,
+        )
+        assert (
+            out.returncode == 0
+            and "rows to" in out.stderr
+            and result.archive_id in target.read_bytes().decode("latin-1")
+        ), out.stderr
+
+    async def from_async() -> list[str]:
+        async with AsyncClient(live_server) as a:
+            hits = await a.search("surfing", k=50)
+            assert (await a.archive_stats())["tables"] and (await a.archive_videos(limit=1)).total >= 1
+            assert (await a.archive_video(result.archive_id or "")).id == result.archive_id
+            return [r.id async for r in a.relabel_archive(labels=["surfing", "yoga"])] + [h.id for h in hits]
+
+    assert result.archive_id in asyncio.run(from_async())
 
 
 def test_few_shot_vocabularies_from_the_sdk_and_t4v_client(live_server: str, tmp_path: Path) -> None:
