@@ -34,7 +34,7 @@ import torch
 
 from text4vis.engine.archive.indexer import Indexed, index_file, store_windows, video_row
 from text4vis.engine.archive.relabel import relabel_batches
-from text4vis.engine.archive.search import search_text
+from text4vis.engine.archive.search import search_text, search_vector, text_vector
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import Archive, ArchiveTable, Hit, TableStats, content_id
 from text4vis.engine.archive.writer import ArchiveWriter
@@ -49,7 +49,7 @@ from text4vis.engine.vocab.abstain import Abstention
 from text4vis.engine.vocab.classifier import Classifier, Prediction
 from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.engine.vocab.scoring import ScoringPlan, VocabVersion, score
-from text4vis.models.errors import InputError
+from text4vis.models.errors import InputError, T4VError
 from text4vis.models.prompts import DEFAULT_TEMPLATE
 from text4vis.models.windows import TimelinePlan, check_window
 
@@ -142,6 +142,26 @@ class Timeline:
             await windows.aclose()  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Reindexed:
+    """One video of a reindex: ``status`` indexed (embedded again), stored (already there),
+    missing (no file at its names) or failed (``detail`` says why)."""
+
+    id: str
+    path: str | None
+    status: str
+    detail: str | None
+
+
+def _still_there(content: str, names: list[str]) -> Path | None:
+    """The first of ``names`` that is a file with the bytes of ``content``."""
+    for name in names:
+        path = Path(name)
+        if path.is_file() and content_id(path) == content:
+            return path
+    return None
+
+
 class ScanGate:
     """Admission for the streamed scans of the archive (``relabel`` over HTTP): at most ``limit``
     at once; one more is refused at once (503) instead of slowing every other request down."""
@@ -217,6 +237,7 @@ class Engine:
         self._tables: dict[str, ArchiveTable] = {}
         self._tables_lock = threading.Lock()
         self._indexing: dict[str, asyncio.Future[None]] = {}  # content ids being indexed (event loop only)
+        self._elsewhere: tuple[object, dict[str, int]] | None = None
         if registry is not None and archive is not None:
             registry.use_examples(ArchiveExamples(self))
 
@@ -429,12 +450,38 @@ class Engine:
         kind: str | None = "video",
         thumbnails: bool = False,
         templates: Sequence[str] = (DEFAULT_TEMPLATE,),
+        vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """The ``k`` stored rows nearest ``text`` (prompted with ``templates``), best first."""
+        """The ``k`` stored rows nearest ``text`` (prompted with ``templates``; ``vector``: its
+        query embedding, when already known), best first."""
         table = self.table_blocking(clip)
-        hits = search_text(table, self.runtime.text_encoder, text, k, kind, templates, thumbnail=thumbnails)
+        if vector is None:
+            hits = search_text(table, self.runtime.text_encoder, text, k, kind, templates, thumbnail=thumbnails)
+        else:
+            hits = search_vector(table, vector, k, kind, thumbnail=thumbnails)
         self._with_names([h.row for h in hits])
         return hits
+
+    def query_vector(self, text: str, templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> np.ndarray:
+        """A search text as the vocabulary row it is scored as (normalized ``[D]``)."""
+        return text_vector(self.runtime.text_encoder, text, templates).numpy()
+
+    def elsewhere(self, clip: ResolvedClip) -> dict[str, int]:
+        """Videos of this archive stored under other fingerprints and not under this one's, by
+        fingerprint: what a model change left behind (``t4v archive reindex`` embeds them again)."""
+        archive, here = self._archive(), self.spec(clip)
+        mine = (
+            self.table_blocking(clip).video_ids()
+            if here.fingerprint in {s.fingerprint for s in archive.specs()}
+            else frozenset()
+        )
+        out = {}
+        for spec in archive.specs():
+            if spec.fingerprint != here.fingerprint:
+                missing = len(archive.table(spec).video_ids() - mine)
+                if missing:
+                    out[spec.fingerprint] = missing
+        return out
 
     async def search(
         self, text: str, clip: ResolvedClip, *, k: int = 10, kind: str | None = "video", thumbnails: bool = False
@@ -489,6 +536,41 @@ class Engine:
     def spec(self, clip: ResolvedClip) -> ArchiveSpec:
         """The fingerprint of what this runtime embeds with ``clip``'s frames and views."""
         return ArchiveSpec.of(self.runtime, clip)
+
+    def left_behind(self, clip: ResolvedClip, only: str | None = None) -> list[tuple[str, list[str]]]:
+        """The videos stored under other fingerprints (or fingerprint ``only``) and not under this
+        one's, each with the names it was seen under: what a reindex embeds again."""
+        archive, here = self._archive(), self.spec(clip)
+        tables = {spec.fingerprint: archive.table(spec) for spec in archive.specs()}
+        if only is not None and only not in tables:
+            raise NotInArchive(f"the archive {archive.uri} has no table {only}")
+        mine = tables[here.fingerprint].video_ids() if here.fingerprint in tables else frozenset()
+        wanted: set[str] = set()
+        for fingerprint, table in tables.items():
+            if fingerprint != here.fingerprint and only in (None, fingerprint):
+                wanted |= table.video_ids() - mine
+        names = archive.names(wanted)
+        return [(content, [s.name for s in names.get(content, [])]) for content in sorted(wanted)]
+
+    async def reindex(
+        self, clip: ResolvedClip, only: str | None = None, window_s: float | None = None
+    ) -> AsyncIterator[Reindexed]:
+        """Embed again, under this runtime, the videos a model change left behind, from the first
+        of their names that is still a file with the same bytes; one result per video, as it is
+        done. Stored ones are skipped, so a reindex that stopped goes on where it was."""
+        wanted = await asyncio.to_thread(self.left_behind, clip, only)
+        request = IndexRequest(ClipSpec(clip.frames, f"{clip.clips}x{clip.crops}", clip.sampling), window_s)
+        for content, names in wanted:
+            path = await asyncio.to_thread(_still_there, content, names)
+            if path is None:
+                yield Reindexed(content, None, "missing", "no file at any of its names has its bytes any more")
+                continue
+            try:
+                done = await self.index(path, request, name=str(path))
+            except T4VError as exc:
+                yield Reindexed(content, str(path), "failed", str(exc))
+                continue
+            yield Reindexed(content, str(path), "indexed" if not done.skipped else "stored", None)
 
     async def _flush(self) -> None:
         """Wait for the rows ``index=true`` queued before: a client sees what it indexed."""

@@ -7,12 +7,18 @@ Each opens the archive's table of the model the options name and the frames and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -55,6 +61,12 @@ Archive_ = Annotated[str, typer.Option("--archive", help="LanceDB directory or U
 Frames = Annotated[int, typer.Option(help="Frames sampled per clip (T): part of the archive's fingerprint.")]
 Views = Annotated[str, typer.Option(help="CLIPSxCROPS: part of the archive's fingerprint.")]
 Sampling_ = Annotated[Sampling, typer.Option(help="exact | fast: part of the archive's fingerprint.")]
+Url_ = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="Ask a running server (its model and its archive) instead: http://host:8000 (T4V_API_KEY: a key)."
+    ),
+]
 
 
 archive_app = typer.Typer(no_args_is_help=True, help="The archive's tables: check them, drop one.")
@@ -124,7 +136,7 @@ def index(
         str | None,
         typer.Option(
             help='Index on Ray Data: a Ray cluster\'s address, or "local" to start Ray on this machine '
-            "(pip install 'text4vis-serve[distributed]')."
+            "(pip install 'text4vis-serve\\[distributed]')."
         ),
     ] = None,
     options: dict[str, Any] | None = None,
@@ -191,6 +203,35 @@ def _summary(files: list[Path], outcomes: list[Any], table: ArchiveTable, second
     return "; ".join(parts) + f"; {seconds:.1f} s"
 
 
+@contextlib.contextmanager
+def _ray_quiet() -> Iterator[IO[str] | None]:
+    """What Ray and Ray Data print (their token notice, execution lines, the core worker's C++ log
+    lines, the forked helpers' lancedb warning) kept off the terminal unless -v asked for it:
+    standard error goes to a file meanwhile, and this command's own lines (progress) are written
+    to the stream it yields (the terminal). When the run fails, the end of what Ray said is
+    shown: it may say why."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:  # t4v -v: everything
+        yield None
+        return
+    with tempfile.TemporaryFile("w+") as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        ours = os.fdopen(os.dup(saved), "w", buffering=1)
+        os.dup2(sink.fileno(), 2)  # the C++ side and Ray's handlers (made now) write to the descriptor
+        try:
+            yield ours
+        except BaseException:
+            sink.seek(0)
+            ours.write(sink.read()[-4000:])
+            raise
+        finally:
+            sys.stderr.flush()
+            ours.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _on_ray(
     address: str,
     options: dict[str, Any] | None,
@@ -207,13 +248,17 @@ def _on_ray(
     model_options = validated(ModelOptions, options or {})
     started, first = time.perf_counter(), list[float]()
 
+    terminal: list[IO[str] | None] = [None]
+
     def each() -> None:
         if not first:
             first.append(time.perf_counter())
-        done()
+        with contextlib.redirect_stderr(terminal[0] or sys.stderr):  # past Ray's muffle
+            done()
 
     try:
-        outcomes, table = index_on_ray(address, model_options, archive, files, clip, request, on_done=each)
+        with _ray_quiet() as terminal[0]:
+            outcomes, table = index_on_ray(address, model_options, archive, files, clip, request, on_done=each)
     except (T4VError, ValueError, ConnectionError) as exc:
         fail(exc)
     if first:  # Ray's start, its workers' imports and the actors' model loads, then the steady rate
@@ -250,6 +295,7 @@ def relabel(
     ] = False,
     examples: Examples_ = None,
     few_shot: FewShot_ = "auto",
+    url: Url_ = None,
     frames: Frames = 8,
     views: Views = "1x1",
     sampling: Sampling_ = Sampling.EXACT,
@@ -257,7 +303,7 @@ def relabel(
 ) -> None:
     """Predictions for every stored video under a vocabulary, without decoding anything: the
     probabilities /classify gives the same files. With --examples, the labels and a few labelled
-    videos (few-shot)."""
+    videos (few-shot); --url asks a running server instead."""
     from text4vis.engine.archive.relabel import output_format, write, write_jsonl
 
     try:
@@ -274,10 +320,17 @@ def relabel(
             abstain=AbstainPolicy(abstain, None, min_score),
         )
         clip = _clip(frames, views, sampling)  # the options' own errors, before a model loads
-        engine = _engine(options, archive)
-        if examples is not None:
-            request = replace(request, examples=load_examples(examples, engine.runtime, archive, clip, ask))
-        batches = engine.relabel_blocking(request, None if kind == "all" else kind, with_embeddings=with_embeddings)
+        if url is not None:
+            if examples is not None or with_embeddings:
+                raise UsageProblem("--url re-labels with the server's vocabularies: no --examples or --with-embeddings")
+            batches = _relabel_remote(url, request, kind)
+        else:
+            engine = _engine(options, archive)
+            if examples is not None:
+                request = replace(request, examples=load_examples(examples, engine.runtime, archive, clip, ask))
+            which = None if kind == "all" else kind
+            batches = engine.relabel_blocking(request, which, with_embeddings=with_embeddings)
+            _note_elsewhere(engine.elsewhere(clip))
     except (T4VError, ValueError) as exc:
         fail(exc)
     t0 = time.perf_counter()
@@ -301,19 +354,27 @@ def search(
     windows: Annotated[bool, typer.Option("--windows", help="Search windows (with times), not videos.")] = False,
     template: Annotated[str | None, typer.Option(help="Prompt template for the text.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    url: Url_ = None,
     frames: Frames = 8,
     views: Views = "1x1",
     sampling: Sampling_ = Sampling.EXACT,
     options: dict[str, Any] | None = None,
 ) -> None:
-    """The stored videos (or windows) nearest a text, by the cosine of their embeddings."""
+    """The stored videos (or windows) nearest a text, by the cosine of their embeddings. A search
+    the same options ran before (their table known, the query's embedding cached) loads no model;
+    --url asks a running server instead."""
     try:
         templates = template_args(template, None, None)
         clip = _clip(frames, views, sampling)
-        engine = _engine(options, archive)
         kind = "window" if windows else "video"
-        hits = engine.search_blocking(text, clip, k=k, kind=kind, templates=templates)
-        table = engine.table_blocking(clip)
+        found: tuple[list[Any], str, dict[str, int]] | None = None
+        if url is not None:
+            found = _search_remote(url, text, k, kind, frames, views, sampling)
+        else:
+            found = _search_cached(text, archive, templates, clip, k, kind, options or {})
+        if found is None:
+            found = _search_loaded(text, archive, templates, clip, k, kind, options or {})
+        hits, table_name, elsewhere = found
     except (T4VError, ValueError) as exc:
         fail(exc)
     for hit in hits:
@@ -324,7 +385,128 @@ def search(
             times = f" {row['start_s']:.1f}-{row['end_s']:.1f} s" if row["kind"] == "window" else ""
             typer.echo(f"{hit.score:.4f}  {row['name']}{times}  {row['id'][:12]}")
     if not hits:
-        sys.stderr.write(f"the archive's table {table.name} is empty\n")
+        sys.stderr.write(f"the archive's table {table_name} is empty\n")
+    _note_elsewhere(elsewhere)
+
+
+def _search_remote(
+    url: str, text: str, k: int, kind: str, frames: int, views: str, sampling: Sampling
+) -> tuple[list[Any], str, dict[str, int]]:
+    """``GET /archive/search`` of a running server (its model, its archive)."""
+    from text4vis.engine.archive.store import Hit
+
+    params = {"q": text, "k": k, "kind": kind, "thumbnails": "false", "frames": frames, "views": views}
+    answer = _remote(url).get("/archive/search", params={**params, "sampling": str(sampling)}).json()
+    hits = [Hit({k: v for k, v in r.items() if k != "score"}, float(r["score"])) for r in answer["results"]]
+    return hits, url, answer.get("elsewhere") or {}
+
+
+def _relabel_remote(url: str, request: ClassifyRequest, kind: str) -> Iterator[Any]:
+    """``POST /archive/labels`` of a running server, as record batches of 1,000 rows."""
+    import pyarrow as pa
+
+    body = {
+        "labels": list(request.labels or ()),
+        "templates": list(request.templates) if request.templates else None,
+        "top_k": request.top_k,
+        "kind": kind,
+        "abstain": request.abstain.abstain,
+        "min_score": request.abstain.min_score,
+        "frames": request.clip.frames,
+        "views": request.clip.views,
+        "sampling": str(request.clip.sampling) if request.clip.sampling else None,
+    }
+    rows: list[dict[str, Any]] = []
+    with _remote(url) as client, client.stream("POST", "/archive/labels", json=body) as answer:
+        for line in answer.iter_lines():
+            item = json.loads(line) if line.strip() else {}
+            if "error" in item:
+                raise UsageProblem(f"{url}: {item['error']}")
+            if "id" in item:
+                rows.append(item)
+            if len(rows) >= 1_000 or (item.get("done") and rows):
+                yield pa.RecordBatch.from_pylist(rows)
+                rows = []
+
+
+def _remote(url: str) -> Any:
+    """An HTTP client for ``url`` (the API key from T4V_API_KEY), raising one line on an error answer."""
+    import httpx
+
+    key = os.environ.get("T4V_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def check(response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            response.read()
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise UsageProblem(f"{url} answered {response.status_code}: {detail}")
+
+    try:
+        return httpx.Client(base_url=url, headers=headers, timeout=600, event_hooks={"response": [check]})
+    except httpx.HTTPError as exc:
+        raise UsageProblem(f"cannot reach {url}: {exc}") from None
+
+
+def _clip_key(clip: ResolvedClip) -> str:
+    return f"{clip.frames}/{clip.clips}x{clip.crops}/{clip.sampling}"
+
+
+def _search_cached(
+    text: str, archive: str, templates: list[str], clip: ResolvedClip, k: int, kind: str, options: dict[str, Any]
+) -> tuple[list[Any], str, dict[str, int]] | None:
+    """The search with no model loaded, when these options' table and this query's embedding are
+    cached (``server/cli_cache.py``) and the archive is a local directory; else None."""
+    from text4vis.engine.archive.search import check_search
+    from text4vis.engine.archive.spec import ArchiveSpec
+    from text4vis.server.cli_cache import QueryCache, SpecCache, spec_key
+
+    check_search(k, kind)
+    known = SpecCache().get(spec_key(options, _clip_key(clip)))
+    vector = QueryCache().get(known["text_model"], templates, text) if known else None
+    if known is None or vector is None:
+        return None
+    from text4vis.engine.archive.lance import LanceReader
+
+    spec = ArchiveSpec.from_json(known["spec"])
+    reader = LanceReader.open(archive, spec)
+    if reader is None:
+        return None
+    hits = reader.search(vector, k, kind)
+    names = reader.names({h.row["content_id"] for h in hits})
+    for hit in hits:
+        hit.row["names"] = [s.name for s in names.get(hit.row["content_id"], [])] or [hit.row["name"]]
+    return hits, f"videos_{spec.fingerprint}", reader.elsewhere(spec)
+
+
+def _search_loaded(
+    text: str, archive: str, templates: list[str], clip: ResolvedClip, k: int, kind: str, options: dict[str, Any]
+) -> tuple[list[Any], str, dict[str, int]]:
+    """The search with the model loaded; what it learns is cached for the next one."""
+    from text4vis.server.cli_cache import QueryCache, SpecCache, spec_key
+
+    engine = _engine(options, archive)
+    vector = engine.query_vector(text, templates)
+    hits = engine.search_blocking(text, clip, k=k, kind=kind, templates=templates, vector=vector)
+    table = engine.table_blocking(clip)
+    text_model = engine.runtime.info.model_id
+    SpecCache().put(spec_key(options, _clip_key(clip)), table.spec.to_json(), text_model)
+    QueryCache().put(text_model, templates, text, vector)
+    return hits, table.name, engine.elsewhere(clip)
+
+
+def _note_elsewhere(elsewhere: dict[str, int]) -> None:
+    """What a model change left behind, said once after the answer."""
+    if elsewhere:
+        total = sum(elsewhere.values())
+        tables = ", ".join(f"{n} in {fp}" for fp, n in elsewhere.items())
+        sys.stderr.write(
+            f"note: {total} more videos of this archive are stored under other models ({tables}), not under "
+            "this one: t4v archive reindex embeds them again under it\n"
+        )
 
 
 @archive_app.command("check")
@@ -415,6 +597,64 @@ def _stored_vectors(table: ArchiveTable, ids: set[str]) -> dict[str, Any]:
             if row_id in ids:
                 out[row_id] = np.asarray(vector, dtype=np.float32)
     return out
+
+
+@archive_app.command("reindex")
+@with_options(ModelOptions)
+def archive_reindex(
+    archive: Archive_ = DEFAULT_ARCHIVE,
+    source: Annotated[
+        str | None, typer.Option("--from", help="Only the videos of this table (a fingerprint); default: every other.")
+    ] = None,
+    windows: Annotated[float | None, typer.Option(help="Also store their windows of this many seconds.")] = None,
+    frames: Frames = 8,
+    views: Views = "1x1",
+    sampling: Sampling_ = Sampling.EXACT,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Embed again, under the model the options name, the videos stored under other models (a
+    model change leaves them behind), from the names they were seen under: files moved or deleted
+    since are counted, not guessed. Stored ones are skipped: a reindex that stopped goes on where
+    it was; the old tables stay until t4v archive drop."""
+    import asyncio
+
+    try:
+        clip = _clip(frames, views, sampling)
+        store = _archive(archive)
+        runtime = _runtime(options)
+    except (T4VError, ValueError) as exc:
+        fail(exc)
+    from text4vis.engine.offline import offline_engine
+
+    engine = offline_engine(runtime, None, store, clip=clip)
+    counts: dict[str, int] = {}
+
+    async def run() -> None:
+        await engine.start()
+        try:
+            async for done in engine.reindex(clip, source, windows):
+                counts[done.status] = counts.get(done.status, 0) + 1
+                if done.status == "failed":
+                    sys.stderr.write(f"error: {done.path}: {done.detail}\n")
+                elif done.status == "indexed":
+                    sys.stderr.write(f"indexed {done.path}\n")
+        finally:
+            await engine.stop()
+
+    try:
+        asyncio.run(run())
+    except T4VError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: what was embedded again is stored; run it again to go on\n")
+        raise typer.Exit(130) from None
+    sys.stderr.write(
+        f"{counts.get('indexed', 0)} videos embedded again under {engine.spec(clip).fingerprint}, "
+        f"{counts.get('stored', 0)} already there, {counts.get('missing', 0)} skipped: no file at any of their "
+        f"names has their bytes any more, {counts.get('failed', 0)} failed\n"
+    )
+    if counts.get("failed"):
+        raise typer.Exit(1)
 
 
 @archive_app.command("drop")

@@ -196,7 +196,9 @@ def index_on_ray(
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     gpus = int(ray.cluster_resources().get("GPU", 0))
     actors = encoders or max(1, gpus)
     video_json, window_json, preprocess = ray.get(
@@ -219,7 +221,7 @@ def index_on_ray(
         EncodeActor,
         fn_constructor_kwargs={"options": options, "clip": clip},
         batch_size=4,
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if gpus else 0,
         # reserves no CPU: a CPU actor's torch uses the node's cores whatever Ray reserves, and
         # reserving one would leave a 2-core machine one decode task at a time

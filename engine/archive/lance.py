@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -196,7 +197,7 @@ class LanceArchive:
         raise ArchiveMismatch(
             f"the archive {self.uri} holds no embeddings of this model and sampling, {spec.describe()}; "
             f"it holds {'; '.join(s.describe() for s in others)}: run with the options that made those, "
-            "or index the videos again under this model"
+            "or embed them again under this model (t4v archive reindex, POST /archive/reindex)"
         )
 
     def drop(self, fingerprint: str) -> int:
@@ -415,6 +416,69 @@ class LanceTable:
         columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
         rows = q.select([*columns, "_distance"]).limit(k).to_arrow().to_pylist()
         return [Hit(_plain({c: r[c] for c in columns}), 1.0 - float(r["_distance"])) for r in rows]
+
+
+class LanceReader:
+    """A local archive read without lancedb (whose import alone takes seconds): the search and the
+    names ``t4v search`` needs, through Lance's own datasets, answering as :class:`LanceTable`
+    and :class:`LanceArchive` do. ``None`` from :meth:`open` when it cannot serve (an object-store
+    URI, no such table): the caller goes the whole way."""
+
+    def __init__(self, uri: str, dataset: Any, names: Any) -> None:
+        self.uri, self._dataset, self._names = uri, dataset, names
+
+    @classmethod
+    def open(cls, uri: str, spec: ArchiveSpec) -> LanceReader | None:
+        if "://" in uri:
+            return None
+        path = Path(uri) / f"{_table_name(spec)}.lance"
+        if not path.is_dir():
+            return None
+        import lance
+
+        names = Path(uri) / f"{SIGHTINGS}.lance"
+        return cls(uri, lance.dataset(str(path)), lance.dataset(str(names)) if names.is_dir() else None)
+
+    def search(self, query: np.ndarray, k: int = 10, kind: str | None = None, thumbnail: bool = False) -> list[Hit]:
+        vector = np.asarray(query, np.float32)
+        nearest: dict[str, Any] = {"column": "embedding", "q": vector, "k": k, "metric": "cosine"}
+        if self._dataset.list_indices():
+            nearest.update(nprobes=32, refine_factor=50)  # as LanceTable.search
+        columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
+        rows = self._dataset.to_table(
+            nearest=nearest,
+            filter=f"kind = {_quote(kind)}" if kind else None,
+            prefilter=True,
+            columns=[*columns, "_distance"],
+        ).to_pylist()
+        return [Hit(_plain({c: r[c] for c in columns}), 1.0 - float(r["_distance"])) for r in rows]
+
+    def elsewhere(self, spec: ArchiveSpec) -> dict[str, int]:
+        """As ``Engine.elsewhere``: videos of the other tables not in this one, by fingerprint."""
+        import lance
+
+        mine = _video_ids(self._dataset)
+        out = {}
+        for path in sorted(Path(self.uri).glob(f"{TABLE_PREFIX}*.lance")):
+            fingerprint = path.name[len(TABLE_PREFIX) : -len(".lance")]
+            if fingerprint != spec.fingerprint:
+                missing = len(_video_ids(lance.dataset(str(path))) - mine)
+                if missing:
+                    out[fingerprint] = missing
+        return out
+
+    def names(self, contents: Iterable[str]) -> dict[str, list[Sighting]]:
+        out: dict[str, list[Sighting]] = {}
+        ids = list(dict.fromkeys(contents))
+        if self._names is None or not ids:
+            return out
+        quoted = ", ".join(_quote(x) for x in ids)
+        _collect(out, self._names.to_table(filter=f"content_id IN ({quoted})"))
+        return _ordered(out)
+
+
+def _video_ids(dataset: Any) -> frozenset[str]:
+    return frozenset(dataset.to_table(columns=["content_id"], filter="kind = 'video'")["content_id"].to_pylist())
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import io
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -23,7 +24,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from text4vis.engine.archive.relabel import write_jsonl
-from text4vis.engine.facade import Engine
+from text4vis.engine.facade import Engine, Reindexed
 from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, IndexRequest, ResolvedClip
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, T4VError
@@ -136,6 +137,10 @@ class ArchiveTableOut(BaseModel):
 class ArchiveStatsOut(BaseModel):
     uri: str
     tables: list[ArchiveTableOut]
+    current: str = Field(description="The fingerprint of what this server makes with its default frames and views.")
+    elsewhere: dict[str, int] = Field(
+        default_factory=dict, description="Videos stored only under other fingerprints than the current one."
+    )
 
 
 class SearchHitOut(ArchiveRowOut):
@@ -145,6 +150,11 @@ class SearchHitOut(ArchiveRowOut):
 class SearchOut(BaseModel):
     query: str
     results: list[SearchHitOut]
+    elsewhere: dict[str, int] = Field(
+        default_factory=dict,
+        description="Videos of this archive stored only under other models (by fingerprint), so not searched: "
+        "t4v archive reindex (or POST /archive/reindex) embeds them under this one.",
+    )
 
 
 class ArchiveLabelsIn(BaseModel):
@@ -267,7 +277,11 @@ async def stats(engine: EngineDep) -> ArchiveStatsOut:
         )
         for spec, s in await engine.stats()
     ]
-    return ArchiveStatsOut(uri=engine.archive_uri, tables=tables)
+    clip = engine.clip(ClipSpec())
+    elsewhere = await asyncio.to_thread(engine.elsewhere, clip)
+    return ArchiveStatsOut(
+        uri=engine.archive_uri, tables=tables, current=engine.spec(clip).fingerprint, elsewhere=elsewhere
+    )
 
 
 @router.get("/search", response_model=SearchOut, responses=errors(401, 409, 422, 503), dependencies=READ)
@@ -282,8 +296,12 @@ async def search(
     sampling: SamplingQ = None,
 ) -> SearchOut:
     """The stored videos (or windows, with their times) nearest a text, best first."""
-    hits = await engine.search(q, _clip(engine, frames, views, sampling), k=k, kind=kind, thumbnails=thumbnails)
-    return SearchOut(query=q, results=[SearchHitOut(**_row_out(h.row), score=h.score) for h in hits])
+    clip = _clip(engine, frames, views, sampling)
+    hits = await engine.search(q, clip, k=k, kind=kind, thumbnails=thumbnails)
+    elsewhere = await asyncio.to_thread(engine.elsewhere, clip)
+    return SearchOut(
+        query=q, results=[SearchHitOut(**_row_out(h.row), score=h.score) for h in hits], elsewhere=elsewhere
+    )
 
 
 @router.post(
@@ -311,6 +329,58 @@ async def labels(body: ArchiveLabelsIn, state: StateDep, engine: EngineDep) -> G
         stopping=state.stopping,
         held=held,
     )
+
+
+class ReindexIn(BaseModel):
+    """``POST /archive/reindex``: embed again under this server's model what other models left."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str | None = Field(None, description="Only this table's videos (a fingerprint); default: every other.")
+    window_s: float | None = Field(None, gt=0, le=MAX_WINDOW_S, description="Also store their windows.")
+    frames: int | None = Field(None, ge=1, description="Which table to fill: its frames (unset: the server's).")
+    views: str = Field("1x1", description="Which table to fill: its views.")
+    sampling: Sampling | None = None
+
+
+@router.post(
+    "/reindex",
+    responses={
+        200: {
+            "description": "One JSON line per video (id, path, status), then a summary line.",
+            "content": {NDJSON: {}},
+        },
+        **errors(401, 404, 409, 422, 503),
+    },
+    dependencies=[Depends(require_key)],
+)
+async def reindex(body: ReindexIn, state: StateDep, engine: EngineDep) -> GuardedStream:
+    """Embed again, under this server's model, the videos stored under other models, from the
+    names they were seen under (a file moved since is counted, not guessed); NDJSON, a line per
+    video as it is done (status indexed, stored, missing or failed), then the counts. Resumable:
+    what is stored is skipped. Counts as a scan of the archive (``max_archive_scans``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(engine.scan())
+        runs = engine.reindex(_clip(engine, body.frames, body.views, body.sampling), body.source, body.window_s)
+        held = stack.pop_all()
+    return GuardedStream(
+        _reindex_lines(runs),
+        error_line=_error_line,
+        stall_s=state.settings.request_timeout_s,
+        stopping=state.stopping,
+        held=held,
+    )
+
+
+async def _reindex_lines(runs: AsyncIterator[Reindexed]) -> AsyncIterator[bytes]:
+    counts: dict[str, int] = {}
+    try:
+        async for done in runs:
+            counts[done.status] = counts.get(done.status, 0) + 1
+            yield (json.dumps(asdict(done)) + "\n").encode()
+    except T4VError as exc:
+        yield _error_line(status_of(exc), str(exc))
+        return
+    yield (json.dumps({"done": True, **counts}) + "\n").encode()
 
 
 def _error_line(status: int, detail: str) -> bytes:

@@ -134,3 +134,49 @@ def test_timeline_index_stores_its_windows(runtime: Runtime, tmp_path: Path, str
                 assert max(abs(stored[k] - v) for k, v in answered.items()) < 1e-6
 
     asyncio.run(go())
+
+
+def test_a_model_change_is_said_and_reindexed_from_the_stored_paths(
+    runtime: Runtime, tmp_path: Path, tiny_clip_path: Path
+) -> None:
+    """Three files indexed (absolute paths) under fp32; a server running bf16 says they are stored
+    under another model (stats, search), and POST /archive/reindex embeds again the two whose file
+    is still there, counts the deleted one, and skips them all on a rerun."""
+    import shutil
+
+    from tests.server_helpers import settings
+    from text4vis.engine.archive.store import open_archive
+    from text4vis.engine.offline import index_files
+    from text4vis.engine.request import IndexRequest
+    from text4vis.models.clip_loader import TINY_ARCH
+    from text4vis.server.app import create_app
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    paths = [Path(shutil.copy(p, folder / p.name)) for p in generated_videos().values()]
+    archive = tmp_path / "archive"
+    index_files(runtime, open_archive(str(archive)), paths, IndexRequest())
+    paths[2].unlink()
+    app = create_app(
+        settings(tmp_path, model=TINY_ARCH, clip_checkpoint=tiny_clip_path, precision="bf16", archive_uri=str(archive))
+    )
+
+    async def go() -> None:
+        async with running(app) as c:
+            stats = (await c.get("/archive/stats")).json()
+            (old,) = [t["fingerprint"] for t in stats["tables"]]
+            assert stats["elsewhere"] == {old: 3} and stats["current"] != old
+            found = await c.get("/archive/search", params={"q": "surfing"})  # no table of this model yet
+            assert found.status_code == 409 and "t4v archive reindex" in found.json()["detail"]
+            r = await c.post("/archive/reindex", json={})
+            *lines, summary = [json.loads(line) for line in r.text.splitlines()]
+            assert summary == {"done": True, "indexed": 2, "missing": 1}, summary
+            assert {line["path"] for line in lines if line["status"] == "indexed"} == {str(p) for p in paths[:2]}
+            assert (await c.get("/archive/stats")).json()["elsewhere"] == {old: 1}  # the deleted file's
+            again = (await c.post("/archive/reindex", json={})).text.splitlines()
+            assert json.loads(again[-1]) == {"done": True, "missing": 1}
+            found = (await c.get("/archive/search", params={"q": "surfing"})).json()
+            assert len(found["results"]) == 2 and found["elsewhere"] == {old: 1}  # said beside the answer
+            assert all(h["names"] == [h["name"]] for h in found["results"])
+
+    asyncio.run(go())
