@@ -284,3 +284,38 @@ def test_examples_make_ad_hoc_labels_few_shot_offline(model: list[str], tmp_path
         "relabel", "--archive", str(archive), "--labels", labels, "--with-embeddings", "--out", "x.csv", *model
     )
     assert csv_out.returncode == 2 and "--with-embeddings writes .parquet or .jsonl" in csv_out.stderr
+
+
+def test_a_search_run_before_loads_no_model_and_answers_the_same(
+    model: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_server: str
+) -> None:
+    """The second `t4v search` with the same options reads the cached table and query embedding
+    (no model: loading one would fail here) and answers what the first did; --url asks a server."""
+    from typer.testing import CliRunner
+
+    from text4vis.server import cli_archive
+    from text4vis.server.cli import app
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    archive = str(tmp_path / "archive")
+    assert t4v("index", str(shared_path("videos")), "--archive", archive, *model).returncode == 0
+    args = ["search", "arm wrestling", "--archive", archive, "--json", *model]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and len(first.stdout.splitlines()) == 3, first.output
+
+    def no_model(*_: object) -> None:
+        raise AssertionError("a model was loaded for a search run before")
+
+    monkeypatch.setattr(cli_archive, "_engine", no_model)
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert [json.loads(x) for x in second.stdout.splitlines()] == [json.loads(x) for x in first.stdout.splitlines()]
+    windows = CliRunner().invoke(app, [*args, "--windows"])  # the same query over windows: still no model
+    assert windows.exit_code == 0, windows.output
+    other = CliRunner().invoke(app, ["search", "yoga", *args[2:]])  # a new query: its embedding needs the model
+    assert other.exit_code != 0 and "a model was loaded" in str(other.exception)
+
+    remote = CliRunner().invoke(app, ["search", "surfing", "--url", live_server, "--json"])
+    assert remote.exit_code == 0, remote.output  # the server's archive (whatever it holds now)
+    bad = CliRunner().invoke(app, ["search", "surfing", "--url", live_server, "--k", "0"])
+    assert bad.exit_code == 2 and "answered 422" in bad.stderr
