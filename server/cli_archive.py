@@ -36,6 +36,7 @@ from text4vis.models.choices import Sampling
 from text4vis.models.cli_options import with_options
 from text4vis.models.errors import InputError, T4VError
 from text4vis.models.presets import LABEL_PRESETS
+from text4vis.server.cli_cache import SpecCache, spec_key
 from text4vis.server.cli_common import (
     DEFAULT_ARCHIVE,
     Examples_,
@@ -203,6 +204,43 @@ def _summary(files: list[Path], outcomes: list[Any], table: ArchiveTable, second
     return "; ".join(parts) + f"; {seconds:.1f} s"
 
 
+def _unchanged(
+    archive: Archive, files: list[Path], key: str, request: IndexRequest
+) -> tuple[list[Any], ArchiveTable] | None:
+    """A Ray rerun's answer without Ray, when every file is known: each one's path recorded after
+    its last change, its content stored in the table these options made on the cluster last time
+    (and its windows, when asked). None when anything may be new."""
+    import datetime as dt
+
+    from text4vis.engine.archive.indexer import Indexed
+    from text4vis.engine.archive.spec import ArchiveSpec
+    from text4vis.engine.errors import ArchiveMismatch
+
+    known = SpecCache().get(key)
+    if known is None:
+        return None
+    try:
+        table = archive.table(ArchiveSpec.from_json(known["spec"]))
+    except ArchiveMismatch:
+        return None
+    seen = archive.by_names(str(p) for p in files)
+    outcomes: list[Any] = []
+    for path in files:
+        if str(path) not in seen:
+            return None
+        content, when = seen[str(path)]
+        changed = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat()
+        if changed >= when:
+            return None
+        outcomes.append(Indexed(str(path), content, 0, 0, skipped=True))
+    stored = table.stored(o.id for o in outcomes)
+    if len(stored) != len({o.id for o in outcomes}):
+        return None
+    if request.window_s is not None and any(not table.windows_of(o.id) for o in outcomes):
+        return None  # windows asked where there are none (windows of a 1x1 exact table only; else Ray decides)
+    return outcomes, table
+
+
 @contextlib.contextmanager
 def _ray_quiet() -> Iterator[IO[str] | None]:
     """What Ray and Ray Data print (their token notice, execution lines, the core worker's C++ log
@@ -256,11 +294,19 @@ def _on_ray(
         with contextlib.redirect_stderr(terminal[0] or sys.stderr):  # past Ray's muffle
             done()
 
+    key = spec_key({**(options or {}), "ray": address}, _clip_key(clip))
+    unchanged = _unchanged(archive, files, key, request)
+    if unchanged is not None:  # a rerun with nothing new: Ray is not even started
+        for _ in files:
+            done()
+        sys.stderr.write("Ray: nothing new (every file stored since its last change): Ray was not started\n")
+        return unchanged
     try:
         with _ray_quiet() as terminal[0]:
             outcomes, table = index_on_ray(address, model_options, archive, files, clip, request, on_done=each)
     except (T4VError, ValueError, ConnectionError) as exc:
         fail(exc)
+    SpecCache().put(key, table.spec.to_json(), table.spec.text_model)
     if first:  # Ray's start, its workers' imports and the actors' model loads, then the steady rate
         steady = time.perf_counter() - first[0]
         sys.stderr.write(

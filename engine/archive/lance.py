@@ -160,6 +160,22 @@ class LanceArchive:
             _collect(out, rows)
         return _ordered(out)
 
+    def by_names(self, names: Iterable[str]) -> dict[str, tuple[str, str]]:
+        table = self._sightings(create=False)
+        out: dict[str, tuple[str, str]] = {}
+        wanted = list(dict.fromkeys(names))
+        if table is None:
+            return out
+        for i in range(0, len(wanted), 2_000):
+            chunk = ", ".join(_quote(x) for x in wanted[i : i + 2_000])
+            rows = table.search().where(f"name IN ({chunk})").limit(None).to_arrow()
+            for content, name, seen in zip(
+                rows["content_id"].to_pylist(), rows["name"].to_pylist(), rows["seen_at"].to_pylist(), strict=True
+            ):
+                if name not in out or out[name][1] < seen.isoformat():  # the latest content seen at that name
+                    out[name] = (content, seen.isoformat())
+        return out
+
     def names_table(self) -> pa.Table:
         table = self._sightings(create=False)
         if table is None:

@@ -170,6 +170,10 @@ class Archive(Protocol):
         """Every name each of ``contents`` was seen under, the first seen first."""
         ...
 
+    def by_names(self, names: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """For each of ``names`` seen before: the content last seen there and when (ISO 8601, UTC)."""
+        ...
+
     def names_table(self) -> pa.Table:
         """Every content's names, the first seen first: columns ``content_id`` and ``names``
         (a list of strings); a re-labelling of the whole archive joins it to its rows."""

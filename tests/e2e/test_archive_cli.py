@@ -169,6 +169,17 @@ def test_ray_data_indexes_the_same_rows(model: list[str], tmp_path: Path) -> Non
     assert max(float(np.abs(got[k] - expected[k]).max()) for k in expected) < 1e-6
     again = t4v("index", videos, "--archive", str(on_ray), "--ray", "local", *model)
     assert again.returncode == 0 and "0 files indexed, 3 already stored" in again.stderr, again.stderr
+    assert "Ray was not started" in again.stderr and "Token authentication" not in proc.stderr  # quiet
+    touched = shared_path("videos", "arm_wrestling.mp4")
+    copy = tmp_path / "more" / touched.name
+    copy.parent.mkdir()
+    copy.write_bytes(touched.read_bytes())  # a known content under a new path: Ray runs, decodes nothing
+    third = t4v("index", videos, str(copy.parent), "--archive", str(on_ray), "--ray", "local", *model)
+    assert (
+        third.returncode == 0
+        and "4 already stored" in third.stderr
+        and "1 stored files seen under a new name" in third.stderr
+    ), third.stderr
 
 
 def test_archive_check_marks_tables_that_may_mix_rows_and_verifies(model: list[str], tmp_path: Path) -> None:
