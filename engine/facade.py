@@ -462,6 +462,17 @@ class Engine:
         self._with_names([h.row for h in hits])
         return hits
 
+    async def similar(
+        self, clip: ResolvedClip, row_id: str, *, k: int = 10, kind: str | None = "video", thumbnails: bool = False
+    ) -> list[Hit]:
+        """The ``k`` stored rows nearest a stored row's own embedding ("more like this"), best first
+        (the row itself first, at cosine 1)."""
+        row = await self.row(clip, row_id, embedding=True)
+        table = await self.table(clip)
+        hits = await asyncio.to_thread(search_vector, table, row["embedding"], k, kind, thumbnails)
+        await asyncio.to_thread(self._with_names, [h.row for h in hits])
+        return hits
+
     def query_vector(self, text: str, templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> np.ndarray:
         """A search text as the vocabulary row it is scored as (normalized ``[D]``)."""
         return text_vector(self.runtime.text_encoder, text, templates).numpy()

@@ -304,6 +304,24 @@ async def search(
     )
 
 
+@router.get(
+    "/videos/{row_id}/similar", response_model=SearchOut, responses=errors(401, 404, 409, 422, 503), dependencies=READ
+)
+async def similar(
+    row_id: RowId,
+    engine: EngineDep,
+    k: Annotated[int, Query(ge=1, le=1000)] = 10,
+    kind: Literal["video", "window"] = "video",
+    thumbnails: bool = True,
+    frames: Frames = None,
+    views: Views = "1x1",
+    sampling: SamplingQ = None,
+) -> SearchOut:
+    """More like this: the stored rows nearest a stored row's own embedding (the row itself first)."""
+    hits = await engine.similar(_clip(engine, frames, views, sampling), row_id, k=k, kind=kind, thumbnails=thumbnails)
+    return SearchOut(query=row_id, results=[SearchHitOut(**_row_out(h.row), score=h.score) for h in hits])
+
+
 @router.post(
     "/labels",
     responses={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -207,4 +208,73 @@ def test_api_docs_render_offline(live_server: str) -> None:
         assert page.locator(".opblock").count() >= 8  # every operation of the API
         assert "PUT" in page.locator(".opblock-summary-method").all_inner_texts()
         assert requested and all(url.startswith(live_server) for url in requested), requested
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium)")
+def test_archive_tab_search_browse_label_and_csv(live_server: str, tmp_path: Path) -> None:
+    """The Archive tab: the tables with the one this server reads marked, a search drawn as a grid
+    of thumbnails with cosines, "more like this" from a card (the row itself first), browsing with
+    a metadata filter, and the archive labelled by a vocabulary as a table sortable by label and
+    probability, with the CSV it shows."""
+    from playwright.sync_api import sync_playwright
+
+    clips = generated_videos()
+    for name, camera in (("clip_a.mp4", "north"), ("clip_b.mp4", "south")):
+        httpx.post(
+            f"{live_server}/archive/videos",
+            files={"file": (f"web-{name}", clips[name].read_bytes())},
+            data={"metadata": json.dumps({"camera": camera})},
+            timeout=120,
+        ).raise_for_status()
+    httpx.put(f"{live_server}/vocab/web-archive", json={"labels": ["surfing", "yoga", "cooking"]}, timeout=60)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 1200}, accept_downloads=True)
+        page.goto(f"{live_server}/", wait_until="networkidle")
+        page.click("#tab-archive")
+        assert page.locator("#classify-tab").is_hidden() and page.locator("#archive-tab").is_visible()
+        page.wait_for_selector("#archive-tables tbody tr.current")
+        assert "yes (this server's model)" in page.locator("#archive-tables tr.current").inner_text()
+
+        page.fill("#archive-q", "surfing")
+        page.press("#archive-q", "Enter")
+        page.wait_for_selector("#archive-grid .card")
+        cards = page.locator("#archive-grid .card")
+        assert cards.count() >= 2 and "cosine" in cards.first.inner_text()
+        page.wait_for_function("[...document.querySelectorAll('#archive-grid img')].every(i => i.complete)")
+        assert cards.first.locator("img").evaluate("img => img.naturalWidth") == 128  # the stored thumbnail
+        shot(page, "archive-search")
+
+        mine = page.locator("#archive-grid .card", has_text="web-clip_b.mp4").first
+        mine.get_by_role("button", name="More like this").click()
+        page.wait_for_function("document.getElementById('archive-note').textContent.includes('nearest web-clip_b.mp4')")
+        assert "web-clip_b.mp4" in cards.first.inner_text() and "cosine 1.000" in cards.first.inner_text()
+
+        page.click("#archive-browse")
+        page.wait_for_function("document.getElementById('archive-note').textContent.startsWith('videos 1–')")
+        page.fill("#archive-filter", "camera=south")
+        page.wait_for_function(
+            "document.getElementById('archive-note').textContent.includes('hidden by the metadata filter')"
+        )
+        assert [c.split("\n")[0] for c in cards.all_inner_texts()] == ["web-clip_b.mp4"]
+        shot(page, "archive-browse")
+
+        page.select_option("#archive-vocab", "web-archive")
+        page.click("#archive-label")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Labelled')")
+        rows = page.locator("#archive-labels tbody tr")
+        probabilities = [
+            float(t.rstrip("%")) for t in page.locator("#archive-labels tbody tr td:nth-child(3)").all_inner_texts()
+        ]
+        assert rows.count() >= 2 and probabilities == sorted(probabilities, reverse=True)
+        page.click("#archive-labels th button[data-sort=label]")
+        labels = page.locator("#archive-labels tbody tr td:nth-child(2)").all_inner_texts()
+        assert labels == sorted(labels)
+        with page.expect_download() as download:
+            page.click("#archive-csv")
+        text = Path(download.value.path()).read_text()
+        assert text.startswith("id,name,names,label,probability\n") and "web-clip_a.mp4" in text
+        assert len(text.strip().splitlines()) == rows.count() + 1
+        shot(page, "archive-labels")
         browser.close()
