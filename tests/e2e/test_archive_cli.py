@@ -330,3 +330,46 @@ def test_a_search_run_before_loads_no_model_and_answers_the_same(
     assert remote.exit_code == 0, remote.output  # the server's archive (whatever it holds now)
     bad = CliRunner().invoke(app, ["search", "surfing", "--url", live_server, "--k", "0"])
     assert bad.exit_code == 2 and "answered 422" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_newcomer_with_a_folder_of_videos(model: list[str], tmp_path: Path) -> None:
+    """The first hour of a user who keeps a collection: duplicates under other names, a sub-folder,
+    a broken file, a text file; a rerun asking for windows; another model for some of them."""
+    clips = shared_path("videos")
+    folder = tmp_path / "collection"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "game.mp4").write_bytes((clips / "arm_wrestling.mp4").read_bytes())
+    (folder / "game copy.mp4").write_bytes((clips / "arm_wrestling.mp4").read_bytes())
+    (folder / "sub" / "match.mp4").write_bytes((clips / "k400_sample_340x256.mp4").read_bytes())
+    (folder / "broken.mp4").write_bytes(b"\x00" * 4000)
+    (folder / "notes.txt").write_text("not a video\n")
+    archive = str(tmp_path / "archive")
+
+    first = t4v("index", str(folder), "--archive", archive, *model)
+    assert first.returncode == 1 and "broken.mp4" in first.stderr and "Traceback" not in first.stderr
+    assert "1 files indexed" not in first.stderr  # the copy is the same content: stored once
+    assert "2 files indexed, 1 already stored, 1 failed" in first.stderr, first.stderr
+
+    labelled = t4v("relabel", "--archive", archive, "--labels", "arm wrestling,dancing", *model)
+    rows = {Path(r["name"]).name: r for r in map(json.loads, labelled.stdout.splitlines())}
+    assert len(rows) == 2, labelled.stdout
+    game = next(r for r in rows.values() if "game" in r["name"])
+    assert sorted(Path(n).name for n in game["names"]) == ["game copy.mp4", "game.mp4"]
+    assert all(Path(n).is_absolute() for n in game["names"])  # a row leads back to its files from anywhere
+
+    windows = t4v("index", str(folder), "--archive", archive, "--windows", "4", *model)
+    assert "windows added to 2 stored files" in windows.stderr, windows.stderr
+    found = t4v("search", "arm wrestling", "--archive", archive, "--windows", "--json", *model)
+    assert found.returncode == 0 and len(found.stdout.splitlines()) >= 3
+
+    half = [*model, "--precision", "bf16"]  # another model (its precision) for one of them
+    assert t4v("index", str(folder / "sub"), "--archive", archive, *half).returncode == 0
+    other = t4v("search", "arm wrestling", "--archive", archive, *half)
+    assert "1 more videos of this archive are stored under other models" in other.stderr, other.stderr
+    moved = tmp_path / "moved"
+    (folder / "game copy.mp4").rename(moved)  # one name gone; the other still leads to the bytes
+    again = t4v("archive", "reindex", "--archive", archive, *half)
+    assert again.returncode == 0 and "1 videos embedded again" in again.stderr, again.stderr
+    after = t4v("search", "arm wrestling", "--archive", archive, "--json", *half)
+    assert len(after.stdout.splitlines()) == 2 and "stored under other models" not in after.stderr
