@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -501,13 +501,20 @@ class Engine:
         return await asyncio.to_thread(self.search_blocking, text, clip, k=k, kind=kind, thumbnails=thumbnails)
 
     async def rows(
-        self, clip: ResolvedClip, kind: str | None, offset: int, limit: int, thumbnails: bool
+        self,
+        clip: ResolvedClip,
+        kind: str | None,
+        offset: int,
+        limit: int,
+        thumbnails: bool,
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of stored rows, and how many there are."""
+        """A page of stored rows (only those whose metadata has every ``key: value`` of
+        ``metadata``), and how many there are."""
         table = await self.table(clip)
-        page = await asyncio.to_thread(table.page, kind, offset, limit, thumbnails)
+        page = await asyncio.to_thread(table.page, kind, offset, limit, thumbnails, metadata)
         await asyncio.to_thread(self._with_names, page)
-        return page, await asyncio.to_thread(table.count, kind)
+        return page, await asyncio.to_thread(table.count, kind, metadata)
 
     async def row(
         self, clip: ResolvedClip, row_id: str, thumbnail: bool = False, embedding: bool = False

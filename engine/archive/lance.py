@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -319,7 +319,9 @@ class LanceTable:
         """Append rows known to be new, without the id check (a bulk import, the benchmark)."""
         self._table.add(rows.cast(self._table.schema))
 
-    def count(self, kind: str | None = None) -> int:
+    def count(self, kind: str | None = None, metadata: Mapping[str, str] | None = None) -> int:
+        if metadata:
+            return len(self._matching(kind, metadata))
         return int(self._table.count_rows(f"kind = {_quote(kind)}" if kind else None))
 
     def get(self, row_id: str, thumbnail: bool = False, embedding: bool = False) -> dict[str, Any]:
@@ -343,10 +345,36 @@ class LanceTable:
         return found
 
     def page(
-        self, kind: str | None = None, offset: int = 0, limit: int = 50, thumbnail: bool = False
+        self,
+        kind: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        thumbnail: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        where = f"kind = {_quote(kind)}" if kind else None
-        return self._select(where, limit, offset, thumbnail)
+        if not metadata:
+            return self._select(f"kind = {_quote(kind)}" if kind else None, limit, offset, thumbnail)
+        ids = self._matching(kind, metadata)[offset : offset + limit]
+        if not ids:
+            return []
+        found = {r["id"]: r for r in self._select(f"id IN ({', '.join(map(_quote, ids))})", len(ids), 0, thumbnail)}
+        return [found[i] for i in ids if i in found]
+
+    def _matching(self, kind: str | None, metadata: Mapping[str, str]) -> list[str]:
+        """The ids of the rows whose metadata has every ``key: value`` (compared as text; an empty
+        value: has the key), in table order. Only the ``id`` and ``metadata`` columns are read, the
+        keys narrowing it in SQL first."""
+        where = [f"kind = {_quote(kind)}"] if kind else []
+        where += [f"metadata LIKE {_quote('%' + json.dumps(key) + ': %')}" for key in metadata]
+        query = self._table.search().select(["id", "metadata"]).limit(None)
+        if where:
+            query = query.where(" AND ".join(where))
+        out = []
+        for row in query.to_arrow().to_pylist():
+            stored = json.loads(row["metadata"] or "{}")
+            if all(key in stored and value in ("", _as_text(stored[key])) for key, value in metadata.items()):
+                out.append(row["id"])
+        return out
 
     def windows_of(self, content: str) -> list[dict[str, Any]]:
         rows = self._select(f"content_id = {_quote(content)} AND kind = 'window'", 100_000, 0, False)
@@ -504,6 +532,11 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     if isinstance(row.get("created_at"), dt.datetime):
         row["created_at"] = row["created_at"].isoformat()
     return row
+
+
+def _as_text(value: Any) -> str:
+    """A metadata value as a filter compares it: strings as they are, the rest as JSON (3, true)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _quote(value: str) -> str:

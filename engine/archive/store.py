@@ -13,7 +13,7 @@ processes write it at once: every row is stored exactly once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -109,8 +109,16 @@ class ArchiveTable(Protocol):
         ...
 
     def page(
-        self, kind: str | None = None, offset: int = 0, limit: int = 50, thumbnail: bool = False
-    ) -> list[dict[str, Any]]: ...
+        self,
+        kind: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        thumbnail: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows in table order; with ``metadata``, only those whose metadata has every ``key: value``
+        (values compared as text: ``"3"`` matches ``3``; an empty value: has the key)."""
+        ...
 
     def windows_of(self, content: str) -> list[dict[str, Any]]:
         """A video's window rows, by start."""
@@ -125,7 +133,7 @@ class ArchiveTable(Protocol):
         nothing decoded; whether anything changed."""
         ...
 
-    def count(self, kind: str | None = None) -> int: ...
+    def count(self, kind: str | None = None, metadata: Mapping[str, str] | None = None) -> int: ...
 
     def scan(self, kind: str | None = None, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Every row's fields (:data:`ROW_FIELDS`) and ``embedding`` (fixed-size list of float32), in

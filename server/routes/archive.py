@@ -15,7 +15,7 @@ import contextlib
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -73,6 +73,25 @@ class ArchiveForm(Form):
     def to_request(self) -> IndexRequest:
         clip = ClipSpec(self.frames, self.views, self.sampling)
         return IndexRequest(clip, self.window_s, _metadata(self.metadata), self.replace_metadata)
+
+
+MetaFilter = Annotated[
+    Sequence[str],
+    Query(
+        max_length=8,
+        description="key=value: rows whose metadata has that value (compared as text); key: rows with that key.",
+    ),
+]
+
+
+def _meta_filter(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not key.strip() or len(pair) > 300:
+            raise InputError(f"meta must be key=value or key (e.g. meta=camera=3), not {pair[:60]!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _metadata(text: str) -> dict[str, Any]:
@@ -234,9 +253,11 @@ async def list_videos(
     frames: Frames = None,
     views: Views = "1x1",
     sampling: SamplingQ = None,
+    meta: MetaFilter = (),
 ) -> ArchivePage:
-    """Stored rows, a page at a time."""
-    rows, total = await engine.rows(_clip(engine, frames, views, sampling), kind, offset, limit, thumbnails)
+    """Stored rows, a page at a time (only those whose metadata matches every ``meta=key=value``)."""
+    clip = _clip(engine, frames, views, sampling)
+    rows, total = await engine.rows(clip, kind, offset, limit, thumbnails, _meta_filter(meta))
     return ArchivePage(rows=[ArchiveRowOut(**_row_out(r)) for r in rows], total=total, offset=offset)
 
 

@@ -42,7 +42,8 @@ function clock2(seconds) {
 }
 
 function matchesFilter(row) {
-  // "key=value": rows whose metadata has that key with that value (as text); empty: every row
+  // "key=value": rows whose metadata has that key with that value (as text); empty: every row.
+  // Browsing asks the server for matching rows; search results (the top k) are filtered here.
   const filter = $("archive-filter").value.trim();
   if (!filter) return true;
   const [key, ...rest] = filter.split("=");
@@ -115,13 +116,16 @@ async function similar(id, name) {
 async function browse(offset) {
   browseOffset = Math.max(0, offset);
   const kind = $("archive-kind").value;
-  const page = await archiveGet(`/archive/videos?kind=${kind}&offset=${browseOffset}&limit=${PAGE}&thumbnails=true`, "Loading…");
+  const filter = $("archive-filter").value.trim();
+  const meta = filter ? `&meta=${encodeURIComponent(filter)}` : "";  // the whole archive filtered, on the server
+  const page = await archiveGet(`/archive/videos?kind=${kind}&offset=${browseOffset}&limit=${PAGE}&thumbnails=true${meta}`, "Loading…");
   if (!page) return;
   $("archive-pager").hidden = false;
   $("archive-prev").disabled = browseOffset === 0;
   $("archive-next").disabled = browseOffset + page.rows.length >= page.total;
   const last = browseOffset + page.rows.length;
-  showRows(page.rows, page.total ? `${kind}s ${browseOffset + 1}–${last} of ${page.total}` : "nothing stored yet");
+  const what = filter ? ` with ${filter}` : "";
+  showRows(page.rows, page.total ? `${kind}s ${browseOffset + 1}–${last} of ${page.total}${what}` : (filter ? `no ${kind}s with ${filter}` : "nothing stored yet"));
 }
 
 async function loadArchiveVocabs() {
@@ -200,7 +204,7 @@ $("archive-browse").addEventListener("click", () => browse(0));
 $("archive-prev").addEventListener("click", () => browse(browseOffset - PAGE));
 $("archive-next").addEventListener("click", () => browse(browseOffset + PAGE));
 $("archive-label").addEventListener("click", labelArchive);
-$("archive-filter").addEventListener("input", () => { if (!$("archive-pager").hidden) browse(browseOffset); });
+$("archive-filter").addEventListener("change", () => { if (!$("archive-pager").hidden) browse(0); });
 for (const button of document.querySelectorAll("#archive-labels th button")) {
   button.addEventListener("click", () => sortBy(button.dataset.sort));
 }

@@ -67,6 +67,11 @@ def test_upload_list_get_search_delete(runtime: Runtime, tmp_path: Path) -> None
             assert windows["total"] == 3 and all(w["content_id"] == video_id for w in windows["rows"])
             assert (await c.get(f"/archive/videos/{video_id}")).json()["name"] == "clip_b.mp4"
             assert (await c.get("/archive/videos/nope")).status_code == 404
+            filtered = (await c.get("/archive/videos", params={"meta": "camera=3", "limit": 1})).json()
+            assert filtered["total"] == 1 and filtered["rows"][0]["id"] == video_id  # over the whole table
+            assert (await c.get("/archive/videos", params={"meta": ["camera=3", "site=x"]})).json()["total"] == 0
+            bad = await c.get("/archive/videos", params={"meta": "=3"})
+            assert bad.status_code == 422 and "meta must be key=value" in bad.json()["detail"]
 
             hits = (await c.get("/archive/search", params={"q": "surfing", "k": 5})).json()["results"]
             assert len(hits) == 2 and hits[0]["score"] >= hits[1]["score"] and hits[0]["thumbnail"]

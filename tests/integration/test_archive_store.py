@@ -51,7 +51,9 @@ def random_rows(n: int, dim: int, seed: int = 0) -> list[ArchiveRow]:
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [
-        ArchiveRow(f"{i:064x}", f"{i:064x}", f"v{i}.mp4", "video", 0.0, 1.0, 1.0, vectors[i], None, {"i": i})
+        ArchiveRow(
+            f"{i:064x}", f"{i:064x}", f"v{i}.mp4", "video", 0.0, 1.0, 1.0, vectors[i], None, {"i": i, "odd": i % 2 == 1}
+        )
         for i in range(n)
     ]
 
@@ -65,9 +67,16 @@ def test_rows_are_stored_once_and_read_back(open_store: Callable[[], Archive]) -
     assert table.stored([rows[3].id, "f" * 64]) == {rows[3].id}
     assert table.video_ids() == {r.id for r in rows}
     got = table.get(rows[5].id)
-    assert (got["name"], got["metadata"], got["kind"]) == ("v5.mp4", {"i": 5}, "video")
+    assert (got["name"], got["metadata"], got["kind"]) == ("v5.mp4", {"i": 5, "odd": True}, "video")
     assert [w["id"] for w in table.windows_of(rows[0].id)] == [window.id]
     assert len(table.page("video", 0, 15)) == 15 and len(table.page("video", 35, 15)) == 5
+    odd = [r.id for r in rows if r.metadata["odd"]]  # a filter over the whole table, paged after
+    assert table.count("video", {"i": "5"}) == 1 and table.page("video", metadata={"i": "5"})[0]["id"] == rows[5].id
+    assert table.count("video", {"i": ""}) == 40 and table.count("video", {"lens": ""}) == 0
+    assert (
+        table.page("video", 0, 3, metadata={"odd": "true"})[2]["id"] == odd[2]
+        and table.count("video", {"odd": "true"}) == 20
+    )
     scanned = {
         r: e for b in table.scan("video") for r, e in zip(b["id"].to_pylist(), b["embedding"].to_pylist(), strict=True)
     }
