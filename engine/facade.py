@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from text4vis.engine.archive.indexer import Indexed, index_file, store_windows, video_row
+from text4vis.engine.archive.maintenance import Maintainer
 from text4vis.engine.archive.relabel import relabel_batches
 from text4vis.engine.archive.search import search_text, search_vector, text_vector
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import Archive, ArchiveTable, Hit, TableStats, content_id
 from text4vis.engine.archive.writer import ArchiveWriter
-from text4vis.engine.errors import ArchiveUnavailable, NotInArchive, Overloaded
+from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NotInArchive, Overloaded
 from text4vis.engine.flow.admission import Ticket
 from text4vis.engine.flow.embedder import EmbeddedVideo, Embedder
 from text4vis.engine.flow.options import FlowHooks, FlowOptions
@@ -226,6 +227,7 @@ class Engine:
         limits: RequestLimits | None = None,
         hooks: FlowHooks | None = None,
         max_scans: int = 2,
+        maintain_every_s: float = 0.0,
     ) -> None:
         self.runtime = runtime
         self.registry = registry
@@ -238,14 +240,22 @@ class Engine:
         self._tables_lock = threading.Lock()
         self._indexing: dict[str, asyncio.Future[None]] = {}  # content ids being indexed (event loop only)
         self._elsewhere: tuple[object, dict[str, int]] | None = None
+        # the archive's upkeep (indices, compaction) on a thread of its own; 0: none (a CLI run
+        # maintains once at its end)
+        maintained = archive is not None and maintain_every_s > 0
+        self.maintainer = Maintainer(archive, maintain_every_s) if maintained and archive is not None else None
         if registry is not None and archive is not None:
             registry.use_examples(ArchiveExamples(self))
 
     async def start(self) -> None:
         await self.flow.start()
+        if self.maintainer is not None:
+            self.maintainer.start()
 
     async def stop(self) -> None:
         await self.flow.stop()
+        if self.maintainer is not None:
+            await asyncio.to_thread(self.maintainer.stop)
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)  # index=true rows still queued are committed
 
@@ -479,20 +489,28 @@ class Engine:
 
     def elsewhere(self, clip: ResolvedClip) -> dict[str, int]:
         """Videos of this archive stored under other fingerprints and not under this one's, by
-        fingerprint: what a model change left behind (``t4v archive reindex`` embeds them again)."""
+        fingerprint: what a model change left behind (``t4v archive reindex`` embeds them again).
+        Nothing to read when the archive has one table; otherwise counted once per set of table
+        versions (every search answers it: it must not scan the ids each time)."""
         archive, here = self._archive(), self.spec(clip)
-        mine = (
-            self.table_blocking(clip).video_ids()
-            if here.fingerprint in {s.fingerprint for s in archive.specs()}
-            else frozenset()
-        )
+        others = [s for s in archive.specs() if s.fingerprint != here.fingerprint]
+        if not others:
+            return {}
+        tables = {s.fingerprint: archive.table(s) for s in others}
+        with contextlib.suppress(ArchiveMismatch):
+            tables[here.fingerprint] = self.table_blocking(clip)
+        key = (here.fingerprint, tuple(sorted((f, t.version) for f, t in tables.items())))
+        cached = self._elsewhere
+        if cached is not None and cached[0] == key:
+            return dict(cached[1])
+        mine = tables[here.fingerprint].video_ids() if here.fingerprint in tables else frozenset()
         out = {}
-        for spec in archive.specs():
-            if spec.fingerprint != here.fingerprint:
-                missing = len(archive.table(spec).video_ids() - mine)
-                if missing:
-                    out[spec.fingerprint] = missing
-        return out
+        for spec in others:
+            missing = len(tables[spec.fingerprint].video_ids() - mine)
+            if missing:
+                out[spec.fingerprint] = missing
+        self._elsewhere = (key, out)
+        return dict(out)
 
     async def search(
         self, text: str, clip: ResolvedClip, *, k: int = 10, kind: str | None = "video", thumbnails: bool = False

@@ -70,7 +70,9 @@ Url_ = Annotated[
 ]
 
 
-archive_app = typer.Typer(no_args_is_help=True, help="The archive's tables: check them, drop one.")
+archive_app = typer.Typer(
+    no_args_is_help=True, help="The archive's tables: check them, maintain them, embed them again, drop one."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -171,7 +173,7 @@ def index(
             "command again to go on: stored files are skipped, not decoded again\n"
         )
         raise typer.Exit(130) from None
-    table.maintain()  # from INDEX_MIN_ROWS rows on: the vector index (once; later runs bring it up to date)
+    _maintain(table)
     failed = [(p, o) for p, o in zip(files, outcomes, strict=True) if isinstance(o, BaseException)]
     for path, problem in failed:
         if not isinstance(problem, InputError | ValueError):
@@ -701,6 +703,33 @@ def archive_reindex(
     )
     if counts.get("failed"):
         raise typer.Exit(1)
+
+
+def _maintain(table: ArchiveTable) -> None:
+    """The table's indices brought up to date and its commits compacted, saying what it does (an
+    index build takes minutes on a CPU from a few hundred thousand rows)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status(f"bringing the indices of {table.name} up to date (ids, vectors, compaction)…"):
+        done = table.maintain()
+    if done:
+        sys.stderr.write(f"archive table {table.name}: {'; '.join(done)}\n")
+
+
+@archive_app.command("maintain")
+def archive_maintain(archive: Archive_ = DEFAULT_ARCHIVE) -> None:
+    """Bring every table's indices up to date and compact it now (a server does it every
+    --archive-maintain-s seconds on a thread of its own; run this after a bulk import, or when
+    the server's upkeep is off)."""
+    try:
+        store = _archive(archive)
+        tables = [store.table(spec) for spec in store.specs()]
+    except T4VError as exc:
+        fail(exc)
+    for table in tables:
+        _maintain(table)
+    typer.echo(f"{len(tables)} tables up to date")
 
 
 @archive_app.command("drop")

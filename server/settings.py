@@ -199,6 +199,13 @@ class ServingOptions(BaseModel):
         le=24 * 3600,
         description="Deadline of one timeline, all its windows together (each group of windows is one decode job).",
     )
+    archive_maintain_s: float = Field(
+        60.0,
+        ge=0,
+        le=24 * 3600,
+        description="Seconds between rounds of archive upkeep (id and vector indices, compaction) on a thread "
+        "of its own; 0: none (run t4v archive maintain).",
+    )
     max_archive_scans: int = Field(
         2,
         ge=1,

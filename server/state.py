@@ -95,6 +95,7 @@ class ServerState:
                     on_batch=m.on_batch, on_decoded=m.decode_seconds.observe, on_worker_replaced=m.on_worker_replaced
                 ),
                 max_scans=s.max_archive_scans,
+                maintain_every_s=s.archive_maintain_s,
             )
             log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
             await self.engine.start()

@@ -9,8 +9,9 @@ Rows are written with ``merge_insert`` on ``id``, declared as the table's (unenf
 key: writing a row again is a no-op, and two processes inserting the same new rows at once
 conflict at commit and retry, so every row is stored exactly once. A BTree on ``id`` (from
 :data:`ID_INDEX_MIN_ROWS` rows) keeps a keyed commit cheap; a vector index (IVF-PQ, from
-:data:`INDEX_MIN_ROWS` rows, built on a thread of its own) answers searches, its candidates
-re-ranked by their exact cosine. ``bench/archive.py`` measures both.
+:data:`INDEX_MIN_ROWS` rows) answers searches, its candidates re-ranked by their exact cosine.
+Both are built and kept up to date by :meth:`LanceTable.maintain`, never inside a commit or a
+read (``maintenance.py`` runs it on a thread of its own). ``bench/archive.py`` measures both.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ SPEC_KEY = b"t4v.archive_spec"
 TABLE_PREFIX = "videos_"
 INDEX_MIN_ROWS = 100_000  # below this an exact scan answers a search; above, IVF-PQ pays
 ID_INDEX_MIN_ROWS = 1_000  # from here a BTree on id makes each keyed commit cheaper
-MAINTAIN_EVERY = 200  # commits between maintenance (compaction, the id index brought up to date)
+REBUILD_GROWTH = 4  # the vector index is trained again once the table has this many times its rows
+COMPACT_FRAGMENTS = 16  # small fragments (commits of a few rows) that make compaction worth its while
+TRAINED_KEY = "t4v.vector_index_trained_rows"
 
 
 def schema(spec: ArchiveSpec) -> pa.Schema:
@@ -232,8 +235,6 @@ class LanceTable:
         self._table = table
         self.spec = spec
         self._index_lock = threading.Lock()
-        self._commits = 0
-        self._building: threading.Thread | None = None
 
     @property
     def name(self) -> str:
@@ -252,6 +253,16 @@ class LanceTable:
     def video_ids(self) -> frozenset[str]:
         rows = self._table.search().where("kind = 'video'").select(["content_id"]).limit(None).to_arrow()
         return frozenset(rows["content_id"].to_pylist())
+
+    def video_id_batches(self, batch_rows: int = 262_144) -> Iterator[pa.Array]:
+        for batch in self._table.to_lance().to_batches(
+            columns=["content_id"], filter="kind = 'video'", batch_size=batch_rows
+        ):
+            yield batch.column(0)
+
+    @property
+    def version(self) -> int:
+        return int(self._table.version)
 
     def add(self, rows: list[ArchiveRow]) -> int:
         rows = list({row.id: row for row in reversed(rows)}.values())[::-1]  # one per id: the key checks the table
@@ -283,37 +294,57 @@ class LanceTable:
             schema=self._table.schema,
         )
         result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
-        with self._index_lock:
-            self._commits += 1
-            due = self._commits % MAINTAIN_EVERY == 1  # the first commit of this process too
-        if due:
-            self._upkeep()
         return int(result.num_inserted_rows)
 
-    def _upkeep(self) -> None:
-        """A BTree index on ``id`` once the table has :data:`ID_INDEX_MIN_ROWS` (a keyed commit
-        then reads the index, not every id), compaction of the small commits one row at a time
-        leaves, and the vector index (on a thread) once the table is large enough."""
+    def maintain(self) -> list[str]:
+        """Bring the indices up to date and compact the table, off the request path (the
+        :class:`~text4vis.engine.archive.maintenance.Maintainer`'s thread, or after a bulk write);
+        what it did, a phrase each. Readers and writers go on meanwhile: each step is one commit
+        of its own, and reads see the version before it until it lands.
+
+        - a BTree on ``id`` from :data:`ID_INDEX_MIN_ROWS` rows (a keyed commit reads it, not
+          every id);
+        - the vector index from :data:`INDEX_MIN_ROWS` rows; built again from scratch only once
+          the table has grown :data:`REBUILD_GROWTH` times past the rows it was trained on (its
+          partitions would no longer fit the data); otherwise new rows join the trained partitions;
+        - compaction of the small fragments commits leave, which also adds new rows to the
+          indices, once rows are unindexed or small fragments pile up."""
         from lancedb.index import BTree
 
+        done: list[str] = []
         with self._index_lock:
-            names = {tuple(i.columns) for i in self._table.list_indices()}
-            if ("id",) not in names and self.count() >= ID_INDEX_MIN_ROWS:
-                log.info("archive table %s: indexing its ids", self.name)
+            rows = self.count()
+            indices = {tuple(i.columns): i.name for i in self._table.list_indices()}
+            if ("id",) not in indices and rows >= ID_INDEX_MIN_ROWS:
+                log.info("archive table %s: indexing its ids (%d rows)", self.name, rows)
                 self._table.create_index("id", config=BTree())
-            elif self._commits > 1:
+                done.append("ids indexed")
+            vector = indices.get(("embedding",))
+            trained = self._trained_rows(vector)
+            if rows >= INDEX_MIN_ROWS and (vector is None or rows >= REBUILD_GROWTH * trained):
+                self._build_vector_index(rows, again=vector is not None)
+                done.append(f"vector index {'rebuilt' if vector else 'built'} over {rows} rows")
+            small = int(cast("dict[str, Any]", self._table.stats())["fragment_stats"]["num_small_fragments"])
+            unindexed = self._unindexed()
+            if unindexed or small >= COMPACT_FRAGMENTS:
                 self._table.optimize()
-            building = self._building is not None and self._building.is_alive()
-        if not building and not self._has_vector_index() and self.count() >= INDEX_MIN_ROWS:
-            # minutes on a CPU: on a thread of its own, searches stay exact meanwhile
-            self._building = threading.Thread(target=self.ensure_index, name="archive-index", daemon=True)
-            self._building.start()
+                done.append(f"compacted ({unindexed} rows joined the indices)")
+        return done
 
-    def maintain(self) -> None:
-        """The vector index once the table has :data:`INDEX_MIN_ROWS` rows, then compaction (which
-        brings the indices up to date with new rows)."""
-        if self.ensure_index():
-            self._table.optimize()
+    def _trained_rows(self, index: str | None) -> int:
+        """How many rows the vector index was trained on (recorded in the table's config by
+        :meth:`_build_vector_index`; an index built before it was recorded: the rows now); 0
+        without an index."""
+        if index is None:
+            return 0
+        return int(self._table.to_lance().config().get(TRAINED_KEY, 0)) or self.count()
+
+    def _unindexed(self) -> int:
+        out = 0
+        for index in self._table.list_indices():
+            stats = self._table.index_stats(index.name)
+            out = max(out, int(stats.num_unindexed_rows) if stats else 0)
+        return out
 
     def append_new(self, rows: pa.Table) -> None:
         """Append rows known to be new, without the id check (a bulk import, the benchmark)."""
@@ -424,24 +455,31 @@ class LanceTable:
         return any(i.columns == ["embedding"] for i in self._table.list_indices())
 
     def ensure_index(self, min_rows: int = INDEX_MIN_ROWS) -> bool:
-        """Build the vector index (IVF-PQ, cosine) once the table has ``min_rows``; True when it has one."""
+        """Build the vector index once the table has ``min_rows``; True when it has one."""
         with self._index_lock:
             if self._has_vector_index():
                 return True
             rows = self.count()
             if rows < min_rows:
                 return False
-            partitions = max(1, int(math.sqrt(rows)))
-            sub_vectors = max(1, self.spec.embed_dim // 16)
-            log.info("archive table %s: building its vector index over %d rows (IVF-PQ)", self.name, rows)
-            self._table.create_index(
-                metric="cosine",
-                vector_column_name="embedding",
-                index_type="IVF_PQ",
-                num_partitions=partitions,
-                num_sub_vectors=sub_vectors,
-            )
+            self._build_vector_index(rows, again=False)
             return True
+
+    def _build_vector_index(self, rows: int, again: bool) -> None:
+        """IVF-PQ, cosine, sqrt(rows) partitions; the rows it was trained on recorded in the
+        table's config (what :meth:`maintain` compares the table's growth with)."""
+        from lancedb.index import IvfPq
+
+        partitions = max(1, int(math.sqrt(rows)))
+        sub_vectors = max(1, self.spec.embed_dim // 16)
+        verb = "rebuilding" if again else "building"
+        log.info("archive table %s: %s its vector index over %d rows (IVF-PQ)", self.name, verb, rows)
+        self._table.create_index(
+            "embedding",
+            config=IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors),
+            replace=True,
+        )
+        self._table.to_lance().update_config({TRAINED_KEY: str(rows)})
 
     def stats(self) -> TableStats:
         return TableStats(self.count("video"), self.count("window"), self._has_vector_index())

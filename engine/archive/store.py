@@ -99,6 +99,16 @@ class ArchiveTable(Protocol):
         """Every stored video's content id."""
         ...
 
+    def video_id_batches(self, batch_rows: int = 262_144) -> Iterator[pa.Array]:
+        """Every stored video's content id, as string arrays of at most ``batch_rows`` (never the
+        whole set in memory as Python strings)."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """Grows with every commit (any process's): what a cache of the table's contents keys on."""
+        ...
+
     def get(self, row_id: str, thumbnail: bool = False, embedding: bool = False) -> dict[str, Any]:
         """One row's fields, with its thumbnail and its embedding (a float32 array) when asked
         (:class:`NotInArchive` when none has ``row_id``)."""
@@ -144,8 +154,10 @@ class ArchiveTable(Protocol):
         """The ``k`` rows nearest ``query [D]`` by cosine, best first."""
         ...
 
-    def maintain(self) -> None:
-        """Bring the table's indices up to date and compact it (after a bulk write)."""
+    def maintain(self) -> list[str]:
+        """Bring the table's indices up to date and compact it, off the request path (the
+        maintenance thread, or after a bulk write); what it did, a phrase each. Commits and reads
+        go on meanwhile and never wait for it."""
         ...
 
     def stats(self) -> TableStats: ...

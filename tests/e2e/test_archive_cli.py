@@ -220,6 +220,8 @@ def test_archive_check_marks_tables_that_may_mix_rows_and_verifies(model: list[s
     drop = t4v("archive", "drop", legacy.fingerprint, "--archive", str(archive))
     assert drop.returncode == 0 and "3 rows" in drop.stdout
     assert t4v("archive", "check", "--archive", str(archive)).returncode == 0
+    upkeep = t4v("archive", "maintain", "--archive", str(archive))
+    assert upkeep.returncode == 0 and "1 tables up to date" in upkeep.stdout  # t4v index maintained it already
 
 
 def test_examples_make_ad_hoc_labels_few_shot_offline(model: list[str], tmp_path: Path) -> None:

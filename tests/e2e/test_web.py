@@ -251,13 +251,15 @@ def test_archive_tab_search_browse_label_and_csv(live_server: str, tmp_path: Pat
         page.fill("#archive-filter", "camera=south")
         page.press("#archive-filter", "Enter")
         page.wait_for_function("document.getElementById('archive-note').textContent.endsWith('with camera=south')")
-        assert [c.split("\n")[0] for c in cards.all_inner_texts()] == ["web-clip_b.mp4"]
+        # the same bytes may be stored already by another test as clip_b.mp4: one row, both names
+        (card,) = cards.all_inner_texts()
+        assert card.split("\n")[0].endswith("clip_b.mp4")
         shot(page, "archive-browse")
 
         cards.first.get_by_role("button", name="More like this").click()
-        page.wait_for_function("document.getElementById('archive-note').textContent.includes('nearest web-clip_b.mp4')")
+        page.wait_for_function("document.getElementById('archive-note').textContent.includes('rows nearest')")
         page.fill("#archive-filter", "")
-        assert "web-clip_b.mp4" in cards.first.inner_text() and "cosine 1.000" in cards.first.inner_text()
+        assert card.split("\n")[0] in cards.first.inner_text() and "cosine 1.000" in cards.first.inner_text()
 
         page.select_option("#archive-vocab", "web-archive")
         page.click("#archive-label")

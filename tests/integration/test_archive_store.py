@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.processes import wait_until
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import Archive, ArchiveRow
 from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
@@ -99,7 +100,7 @@ def test_exact_search_equals_brute_force(open_store: Callable[[], Archive]) -> N
     hits = table.search(query, k=10, kind="video")
     assert [h.row["name"] for h in hits] == [f"v{i}.mp4" for i in expected]
     assert np.allclose([h.score for h in hits], cosines[expected], atol=1e-5)
-    assert hits[0].row["metadata"] == {"i": int(expected[0])}
+    assert hits[0].row["metadata"]["i"] == int(expected[0])
 
 
 def test_a_non_finite_embedding_is_never_stored(open_store: Callable[[], Archive]) -> None:
@@ -182,6 +183,53 @@ def test_names_metadata_and_reads_across_handles(open_store: Callable[[], Archiv
     grouped = {r["content_id"]: r["names"] for r in archive.names_table().to_pylist()}
     assert grouped == {rows[0].id: ["/a/x.mp4", "/b/x copy.mp4"], rows[1].id: ["y.mp4"]}
     assert table.set_metadata(rows[0].id, {"site": "north"}) and not table.set_metadata(rows[0].id, {"site": "north"})
-    assert reader.get(rows[0].id)["metadata"] == {"i": 0, "site": "north"}
+    assert reader.get(rows[0].id)["metadata"] == {"i": 0, "odd": False, "site": "north"}
     assert table.set_metadata(rows[0].id, {"lens": "wide"}, replace=True)
     assert reader.get(rows[0].id)["metadata"] == {"lens": "wide"}
+
+
+def test_upkeep_runs_off_the_commits_and_keeps_the_answers(
+    open_store: Callable[[], Archive], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits build no index and compact nothing (a commit once ran a compaction of tens of
+    seconds); a maintenance round indexes the ids and the vectors, joins new rows to the trained
+    index without training it again, trains it again only once the table has grown 4x, and a
+    search answers the same rows before and after each round."""
+    from text4vis.engine.archive import lance
+    from text4vis.engine.archive.maintenance import Maintainer
+
+    monkeypatch.setattr(lance, "ID_INDEX_MIN_ROWS", 50)
+    monkeypatch.setattr(lance, "INDEX_MIN_ROWS", 400)
+    archive = open_store()
+    table = archive.table(spec(), create=True)
+    rows = random_rows(1_700, 32)
+    for i in range(0, 400, 20):  # 20 commits
+        table.add(rows[i : i + 20])
+    assert not table.stats().vector_index and table.maintain() == [
+        "ids indexed",
+        "vector index built over 400 rows",
+        "compacted (0 rows joined the indices)",
+    ]
+    queries = [rows[i].embedding for i in range(0, 1_700, 170)]
+
+    def answers_exactly(stored: int) -> bool:
+        matrix = np.stack([r.embedding for r in rows[:stored]])
+        exact = [[rows[i].id for i in np.argsort(-(matrix @ q))[:5]] for q in queries]
+        return [[h.row["id"] for h in table.search(q, k=5)] for q in queries] == exact
+
+    assert answers_exactly(400)
+    table.add(rows[400:900])
+    assert answers_exactly(900)  # rows not yet in the index are searched too
+    assert table.maintain() == ["compacted (500 rows joined the indices)"]  # 900 < 4 x 400: not trained again
+    assert answers_exactly(900)
+    assert table.maintain() == []  # nothing to do
+    table.add(rows[900:])
+    maintainer = Maintainer(archive, every_s=3600, first_s=0.0)  # its thread: a round at once
+    maintainer.start()
+    assert wait_until(lambda: maintainer.rounds >= 1, 120)
+    maintainer.stop()
+    assert table.maintain() == [] and table.stats().vector_index  # the thread's round rebuilt it (1,700 >= 4 x 400)
+    assert archive.table(spec())._table.to_lance().config()[lance.TRAINED_KEY] == "1700"  # type: ignore[attr-defined]
+    # IVF-PQ over 41 partitions of random 32-d rows is not exact; each stored row still finds itself
+    picked = range(0, 1_700, 170)
+    assert all(table.search(q, k=5)[0].row["id"] == rows[i].id for i, q in zip(picked, queries, strict=True))
