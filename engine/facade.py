@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from text4vis.engine.archive.relabel import relabel_batches
 from text4vis.engine.archive.search import search_text, search_vector, text_vector
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import Archive, ArchiveTable, Hit, TableStats, content_id
+from text4vis.engine.archive.vectors import SearchedTable, VectorIndexes
 from text4vis.engine.archive.writer import ArchiveWriter
 from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NotInArchive, Overloaded
 from text4vis.engine.flow.admission import Ticket
@@ -228,6 +229,7 @@ class Engine:
         hooks: FlowHooks | None = None,
         max_scans: int = 2,
         maintain_every_s: float = 0.0,
+        search_in_memory: bool = False,
     ) -> None:
         self.runtime = runtime
         self.registry = registry
@@ -242,6 +244,9 @@ class Engine:
         self._elsewhere: tuple[object, dict[str, int]] | None = None
         # the archive's upkeep (indices, compaction) on a thread of its own; 0: none (a CLI run
         # maintains once at its end)
+        # the archive's search index in memory (vectors.py): a server's; a one-shot CLI run reads
+        # the table's own
+        self.vectors = VectorIndexes() if archive is not None and search_in_memory else None
         maintained = archive is not None and maintain_every_s > 0
         self.maintainer = Maintainer(archive, maintain_every_s) if maintained and archive is not None else None
         if registry is not None and archive is not None:
@@ -256,6 +261,8 @@ class Engine:
         await self.flow.stop()
         if self.maintainer is not None:
             await asyncio.to_thread(self.maintainer.stop)
+        if self.vectors is not None:
+            self.vectors.stop()
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)  # index=true rows still queued are committed
 
@@ -633,5 +640,8 @@ class Engine:
             table = self._tables.get(spec.fingerprint)
             if table is None:
                 create = create or not archive.specs()
-                table = self._tables[spec.fingerprint] = archive.table(spec, create=create)
+                table = archive.table(spec, create=create)
+                if self.vectors is not None:  # searched in memory; this process's writes join at once
+                    table = cast("ArchiveTable", SearchedTable(table, self.vectors.of(table, spec.embed_dim)))
+                self._tables[spec.fingerprint] = table
             return table

@@ -96,6 +96,7 @@ class ServerState:
                 ),
                 max_scans=s.max_archive_scans,
                 maintain_every_s=s.archive_maintain_s,
+                search_in_memory=True,
             )
             log.info("starting the encoder (warm-up batch) and %d decode workers", s.decode_workers)
             await self.engine.start()

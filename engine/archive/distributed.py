@@ -74,7 +74,7 @@ class StoredFilter:
     def keys(table: ArchiveTable) -> np.ndarray:
         """The sorted keys of a table's stored videos, read a batch of ids at a time (8 bytes a
         video in the driver, not a Python set of strings: ~70 bytes a video pickled)."""
-        parts = [_prefixes(batch) for batch in table.video_id_batches()]
+        parts = [_prefixes(batch) for batch in table.id_batches("content_id", "video")]
         return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
 
     def __contains__(self, content: str) -> bool:

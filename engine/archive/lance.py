@@ -31,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from text4vis.engine.archive.spec import ArchiveSpec
-from text4vis.engine.archive.store import ROW_FIELDS, ArchiveRow, Hit, Sighting, TableStats
+from text4vis.engine.archive.store import ROW_FIELDS, UNKNOWN_LOCATOR, ArchiveRow, Hit, Sighting, TableStats
+from text4vis.engine.archive.store import plain as _plain
 from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
 
 if TYPE_CHECKING:
@@ -254,11 +255,54 @@ class LanceTable:
         rows = self._table.search().where("kind = 'video'").select(["content_id"]).limit(None).to_arrow()
         return frozenset(rows["content_id"].to_pylist())
 
-    def video_id_batches(self, batch_rows: int = 262_144) -> Iterator[pa.Array]:
-        for batch in self._table.to_lance().to_batches(
-            columns=["content_id"], filter="kind = 'video'", batch_size=batch_rows
-        ):
+    def id_batches(self, column: str = "id", kind: str | None = None) -> Iterator[pa.Array]:
+        flt = f"kind = {_quote(kind)}" if kind else None
+        for batch in self._table.to_lance().to_batches(columns=[column], filter=flt, batch_size=262_144):
             yield batch.column(0)
+
+    def rows(self, ids: Iterable[str], thumbnail: bool = False, embedding: bool = False) -> list[dict[str, Any]]:
+        wanted = list(dict.fromkeys(ids))
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(wanted), 2_000):
+            chunk = wanted[i : i + 2_000]
+            out += self._select(f"id IN ({', '.join(map(_quote, chunk))})", len(chunk), 0, thumbnail, embedding)
+        return out
+
+    def new_rows(self, mark: object | None) -> tuple[object, Iterator[pa.RecordBatch]]:
+        """The mark: the ids of the table's fragments. Commits add fragments; a compaction or an
+        update replaces some by others, whose rows come again (the reader skips those it holds,
+        or takes their new fields). The locator: Lance's row address (valid until a compaction
+        moves the row)."""
+        dataset = self._table.to_lance()
+        fragments = dataset.get_fragments()
+        seen = cast("frozenset[int]", mark) if mark is not None else frozenset()
+        fresh = [f for f in fragments if f.fragment_id not in seen]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            if fresh:
+                columns = [*ROW_FIELDS, "embedding"]
+                for batch in dataset.to_batches(
+                    columns=columns, fragments=fresh, batch_size=65_536, with_row_address=True
+                ):
+                    yield batch.rename_columns([*columns, "locator"])
+
+        return frozenset(f.fragment_id for f in fragments), batches()
+
+    def thumbnails(self, ids: list[str], locators: list[int]) -> dict[str, bytes | None]:
+        """Read where the locators point (a take, no search), the ids checked; those moved
+        since by key."""
+        out: dict[str, bytes | None] = {}
+        known = [(i, at) for i, at in zip(ids, locators, strict=True) if at != UNKNOWN_LOCATOR]
+        if known:
+            with contextlib.suppress(Exception):  # a fragment compacted away: by key below
+                taken = self._table.to_lance()._take_rows([at for _, at in known], columns=["id", "thumbnail"])
+                for row_id, thumb in zip(taken["id"].to_pylist(), taken["thumbnail"].to_pylist(), strict=True):
+                    out[row_id] = thumb
+        rest = [i for i in ids if i not in out]
+        if rest:
+            for row in self.rows(rest, thumbnail=True):
+                out[row["id"]] = row.get("thumbnail")
+        return out
 
     @property
     def version(self) -> int:
@@ -561,15 +605,6 @@ class LanceReader:
 
 def _video_ids(dataset: Any) -> frozenset[str]:
     return frozenset(dataset.to_table(columns=["content_id"], filter="kind = 'video'")["content_id"].to_pylist())
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    if row.get("metadata") is not None:
-        row["metadata"] = json.loads(row["metadata"])
-    if isinstance(row.get("created_at"), dt.datetime):
-        row["created_at"] = row["created_at"].isoformat()
-    return row
 
 
 def _as_text(value: Any) -> str:

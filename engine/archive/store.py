@@ -12,7 +12,9 @@ processes write it at once: every row is stored exactly once.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,20 @@ if TYPE_CHECKING:
 
 # a row's fields as reads return them (besides its embedding, and its thumbnail when asked)
 ROW_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s", "duration_s", "metadata", "created_at")
+UNKNOWN_LOCATOR = 2**64 - 1
+
+
+def plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as stored (``metadata`` JSON text, ``created_at`` a datetime) as reads answer it
+    (``metadata`` a dict, ``created_at`` ISO 8601)."""
+    row = dict(row)
+    if row.get("metadata") is not None:
+        row["metadata"] = json.loads(row["metadata"])
+    if isinstance(row.get("created_at"), dt.datetime):
+        row["created_at"] = row["created_at"].isoformat()
+    return row
+
+
 KINDS = ("video", "window")
 
 
@@ -99,9 +115,27 @@ class ArchiveTable(Protocol):
         """Every stored video's content id."""
         ...
 
-    def video_id_batches(self, batch_rows: int = 262_144) -> Iterator[pa.Array]:
-        """Every stored video's content id, as string arrays of at most ``batch_rows`` (never the
-        whole set in memory as Python strings)."""
+    def id_batches(self, column: str = "id", kind: str | None = None) -> Iterator[pa.Array]:
+        """A column of ids (``id`` or ``content_id``) of every row (of ``kind``), as string
+        arrays a batch at a time: never the whole set in memory as Python strings."""
+        ...
+
+    def rows(self, ids: Iterable[str], thumbnail: bool = False, embedding: bool = False) -> list[dict[str, Any]]:
+        """The stored rows among ``ids`` (any order), as :meth:`get` answers each."""
+        ...
+
+    def new_rows(self, mark: object | None) -> tuple[object, Iterator[pa.RecordBatch]]:
+        """The rows committed since ``mark`` (every row when None; rows seen before may come
+        again, with their fields as they are now) and the mark to pass next time: what an index
+        kept in memory reads to stay in step with commits of other processes. Columns: the
+        :data:`ROW_FIELDS` as stored (``metadata`` JSON text, ``created_at`` a timestamp; see
+        :func:`plain`), ``embedding``, and ``locator`` (uint64: where :meth:`thumbnails` finds
+        the row fastest; :data:`UNKNOWN_LOCATOR` for none)."""
+        ...
+
+    def thumbnails(self, ids: list[str], locators: list[int]) -> dict[str, bytes | None]:
+        """The thumbnails of those of ``ids`` still stored, read at their ``locators`` where
+        those still hold them."""
         ...
 
     @property
