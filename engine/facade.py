@@ -50,7 +50,7 @@ from text4vis.engine.runtime.build import Runtime
 from text4vis.engine.vocab.abstain import Abstention
 from text4vis.engine.vocab.classifier import Classifier, Prediction
 from text4vis.engine.vocab.registry import VocabRegistry
-from text4vis.engine.vocab.scoring import ScoringPlan, VocabVersion, score
+from text4vis.engine.vocab.scoring import Scoring, ScoringPlan, VocabVersion, score
 from text4vis.models.errors import InputError, T4VError
 from text4vis.models.prompts import DEFAULT_TEMPLATE
 from text4vis.models.windows import TimelinePlan, check_window
@@ -435,21 +435,29 @@ class Engine:
         return replace(done, names_added=added)
 
     def relabel_blocking(
-        self, request: ClassifyRequest, kind: str | None = "video", with_embeddings: bool = False
+        self,
+        request: ClassifyRequest,
+        kind: str | None = "video",
+        with_embeddings: bool = False,
+        scoring: Scoring = "float64",
     ) -> Iterator[pa.RecordBatch]:
         """Every stored row (of ``kind``; None: all) of the table ``request.clip`` names, scored
         under the request, batch by batch, without decoding: the predictions :meth:`classify`
-        gives the same files (and, ``with_embeddings``, the stored embeddings). Blocking (the
-        batches are computed as they are read)."""
+        gives the same files (and, ``with_embeddings``, the stored embeddings; ``scoring``
+        float32: the cheaper arithmetic, see :func:`rank`). Blocking (the batches are computed
+        as they are read)."""
         plan = self.resolve_blocking(request)
         table = self.table_blocking(self.clip(request.clip))
-        return relabel_batches(table.scan(kind), plan, with_embeddings, self._archive().names_table())
+        names = self._archive().names_table()
+        return relabel_batches(table.scan(kind), plan, with_embeddings, names, scoring)
 
-    async def relabel(self, request: ClassifyRequest, kind: str | None = "video") -> Iterator[pa.RecordBatch]:
+    async def relabel(
+        self, request: ClassifyRequest, kind: str | None = "video", scoring: Scoring = "float64"
+    ) -> Iterator[pa.RecordBatch]:
         """:meth:`relabel_blocking` once the rows ``index=true`` queued are committed; its
         batches block as they are read (read them off the event loop)."""
         await self._flush()
-        return await asyncio.to_thread(self.relabel_blocking, request, kind)
+        return await asyncio.to_thread(self.relabel_blocking, request, kind, False, scoring)
 
     @contextlib.contextmanager
     def scan(self) -> Iterator[None]:

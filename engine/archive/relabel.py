@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 
 from text4vis.engine.vocab.classifier import Prediction
-from text4vis.engine.vocab.scoring import Ranked, ScoringPlan, abstentions, rank
+from text4vis.engine.vocab.scoring import Ranked, Scoring, ScoringPlan, abstentions, rank
 from text4vis.models.errors import InputError
 
 PREDICTION = pa.struct([("label", pa.string()), ("probability", pa.float64()), ("score", pa.float64())])
@@ -61,12 +61,15 @@ def relabel_batches(
     plan: ScoringPlan,
     with_embeddings: bool = False,
     names: pa.Table | None = None,
+    scoring: Scoring = "float64",
 ) -> Iterator[pa.RecordBatch]:
     """Stored rows (an archive table's :meth:`~ArchiveTable.scan`) -> their predictions under
     ``plan``: the rows' fields, with ``names`` (the archive's ``names_table``) every name the file
     was seen under, ``predictions`` (the top ``plan.top_k``, 0 = every label), when the policy
     decides ``abstained`` and ``abstain_reason``, and ``with_embeddings`` the stored
-    ``embedding`` (float32, a fixed-size list)."""
+    ``embedding`` (float32, a fixed-size list). ``scoring`` float32: :func:`rank`'s opt-in (the
+    default float64 equals ``/classify``)."""
+    dtype = torch.float32 if scoring == "float32" else torch.float64
     labels = np.array(plan.classifier.labels, dtype=object)
     for batch in batches:
         if batch.num_rows == 0:
@@ -78,7 +81,7 @@ def relabel_batches(
         if not finite.all():  # stored before the archive refused such rows, or written by another tool
             log.warning("%d stored rows have a non-finite embedding: they get no predictions", int((~finite).sum()))
             emb[~torch.from_numpy(finite)] = 0.0
-        ranked = rank(plan.classifier, emb, plan.top_k)
+        ranked = rank(plan.classifier, emb, plan.top_k, dtype)
         columns = {name: batch.column(name) for name in OUTPUT_FIELDS}
         if names is not None:
             columns["names"] = _names_of(batch.column("content_id"), batch.column("name"), names)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from text4vis.engine.archive.relabel import write_jsonl
 from text4vis.engine.facade import Engine, Reindexed
 from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, IndexRequest, ResolvedClip
+from text4vis.engine.vocab.scoring import Scoring
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, T4VError
 from text4vis.models.windows import MAX_WINDOW_S
@@ -193,6 +194,11 @@ class ArchiveLabelsIn(BaseModel):
     frames: int | None = Field(None, ge=1, description="Which table: its frames (unset: the server's default).")
     views: str = Field("1x1", description="Which table: its views.")
     sampling: Sampling | None = None
+    scoring: Scoring = Field(
+        "float64",
+        description="float64 equals /classify; float32 costs about half the CPU (probabilities within ~1e-5, "
+        "near-tied labels may swap).",
+    )
 
     def to_request(self) -> ClassifyRequest:
         return ClassifyRequest(
@@ -359,7 +365,7 @@ async def labels(body: ArchiveLabelsIn, state: StateDep, engine: EngineDep) -> G
     most ``max_archive_scans`` run at once (503 past them)."""
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(engine.scan())  # admission, held until the stream ends
-        batches = await engine.relabel(body.to_request(), None if body.kind == "all" else body.kind)
+        batches = await engine.relabel(body.to_request(), None if body.kind == "all" else body.kind, body.scoring)
         held = stack.pop_all()
     return GuardedStream(
         _ndjson(batches),
