@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -469,6 +471,98 @@ def admission(args: argparse.Namespace) -> None:
         )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds of a process and its children that have exited, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU-seconds of the server and its decode workers."""
+    total = _cpu_seconds(pid)
+    for child in Path(f"/proc/{pid}/task").iterdir():
+        children = child / "children"
+        if children.exists():
+            for c in children.read_text().split():
+                with contextlib.suppress(OSError):
+                    total += _cpu_seconds(int(c))
+    return total
+
+
+def index_cost(args: argparse.Namespace) -> None:
+    """What index=true costs under load: one server (the tiny model), --clients concurrent
+    clients, rounds of --requests uploads with index=false and with index=true alternating (each
+    upload a new file: a file stored already is not stored again); throughput, p50 latency and
+    the server's CPU-seconds per video of each, median of --runs pairs."""
+    from tests.media import moving_square_frames, write_video
+    from text4vis.models.clip_loader import TINY_ARCH
+
+    serve_args = argparse.Namespace(
+        model=TINY_ARCH, decode_workers=args.decode_workers, max_batch_frames=64, max_delay_ms=5.0
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "clips"
+        folder.mkdir()
+        files = [
+            write_video(folder / f"c{i}.mp4", moving_square_frames(48, 160, 120, seed=i)).read_bytes()
+            for i in range(2 * args.runs * args.requests + args.requests)
+        ]
+        port = free_port()
+        proc = start_server(serve_args, Path(tmp) / "data", port)
+        url = f"http://127.0.0.1:{port}"
+        stats: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+        used = 0
+
+        async def round_(index: bool, bodies: list[bytes]) -> tuple[float, float]:
+            latencies: list[float] = []
+            todo = list(enumerate(bodies))
+
+            async def client(c: httpx.AsyncClient) -> None:
+                while todo:
+                    i, body = todo.pop()
+                    t0 = time.perf_counter()
+                    r = await c.post(
+                        f"{url}/classify",
+                        files={"file": (f"v{i}.mp4", body)},
+                        data={"labels": json.dumps(["a", "b", "c"]), "index": str(index).lower()},
+                    )
+                    r.raise_for_status()
+                    latencies.append(time.perf_counter() - t0)
+
+            async with httpx.AsyncClient(timeout=300) as c:
+                t0 = time.perf_counter()
+                await asyncio.gather(*(client(c) for _ in range(args.clients)))
+                return len(bodies) / (time.perf_counter() - t0), statistics.median(latencies)
+
+        try:
+            asyncio.run(round_(True, files[: args.requests]))  # warm-up: the table, its first commits
+            used = args.requests
+            for run in range(args.runs):
+                for index in (False, True) if run % 2 == 0 else (True, False):
+                    bodies = files[used : used + args.requests]
+                    used += args.requests
+                    cpu0 = _tree_cpu(proc.pid)
+                    rate, p50 = asyncio.run(round_(index, bodies))
+                    stats[index].append((rate, p50, (_tree_cpu(proc.pid) - cpu0) / len(bodies)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in stats.items()}
+    print(
+        f"index=true under load: {TINY_ARCH}, {args.clients} clients, {args.requests} new files per round, "
+        f"median of {args.runs} interleaved pairs"
+    )
+    for index in (False, True):
+        rate, p50, cpu = med[index]
+        name = f"index={str(index).lower()}"
+        print(f"  {name:12s} {rate:6.2f} videos/s  p50 {p50 * 1e3:6.0f} ms  {cpu * 1e3:6.1f} CPU-ms/video")
+    (rate1, p501, cpu1), (rate0, p500, cpu0) = med[True], med[False]
+    print(
+        f"  index=true / index=false: throughput x{rate1 / rate0:.3f}, p50 x{p501 / p500:.3f}, "
+        f"+{(cpu1 - cpu0) * 1e3:.1f} server CPU-ms per video"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32")
@@ -478,7 +572,7 @@ def main() -> None:
     parser.add_argument("--max-batch-frames", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--scenario", choices=("default", "decode-bound", "admission"), default="default")
+    parser.add_argument("--scenario", choices=("default", "decode-bound", "admission", "index"), default="default")
     parser.add_argument("--overload", type=int, default=10, help="admission scenario: clients per decode worker")
     parser.add_argument("--seconds", type=float, default=30.0, help="admission scenario: seconds of sustained load")
     args = parser.parse_args()
@@ -487,6 +581,9 @@ def main() -> None:
         return
     if args.scenario == "admission":
         admission(args)
+        return
+    if args.scenario == "index":
+        index_cost(args)
         return
     videos = clips()
     med = statistics.median

@@ -371,9 +371,19 @@ class LanceTable:
             small = int(cast("dict[str, Any]", self._table.stats())["fragment_stats"]["num_small_fragments"])
             unindexed = self._unindexed()
             if unindexed or small >= COMPACT_FRAGMENTS:
-                self._table.optimize()
+                self._compact()
                 done.append(f"compacted ({unindexed} rows joined the indices)")
         return done
+
+    def _compact(self) -> None:
+        """LanceDB's ``optimize`` a step at a time, on one thread: compaction, new rows joined to
+        the indices, versions older than a week removed. Its default takes every core, and
+        requests on a 2-core machine then waited up to a second; one thread leaves them the rest."""
+        dataset = self._table.to_lance()
+        dataset.optimize.compact_files(num_threads=1, batch_size=8_192)
+        dataset = self._table.to_lance()
+        dataset.optimize.optimize_indices(num_threads=1)
+        dataset.cleanup_old_versions(older_than=dt.timedelta(days=7))
 
     def _trained_rows(self, index: str | None) -> int:
         """How many rows the vector index was trained on (recorded in the table's config by

@@ -50,6 +50,7 @@ IVF_MIN_ROWS = 100_000  # below: exact; from here an IVF index answers in millis
 NPROBE = 64  # lists probed: recall@10 0.998 on text-like queries at 1M rows (bench/archive.py)
 RETRAIN_GROWTH = 4  # an IVF index is trained again once its kind has this many times its rows
 SYNC_EVERY_S = 2.0  # how often other processes' commits are read in
+LOCK_ROWS = 2_048  # rows joined under the lock at a time (a search waits for one such slice at most)
 
 
 @dataclass
@@ -201,17 +202,21 @@ class VectorIndex:
         self.remove(ids)
 
     def _add_batch(self, batch: pa.RecordBatch) -> None:
+        """A batch's rows joined, :data:`LOCK_ROWS` at a time: a search waits for one slice at
+        most, never for a compaction's worth of rows."""
         state = self._state
         assert state is not None
-        vectors: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
-        labels: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
-        with self._lock:
-            self._collect(state, batch, vectors, labels)
-            for kind in KINDS:
-                if vectors[kind]:
-                    entry = state.kinds[kind]
-                    entry.index.add_with_ids(np.concatenate(vectors[kind]), np.concatenate(labels[kind]))
-                    entry.alive += sum(len(x) for x in labels[kind])
+        for start in range(0, batch.num_rows, LOCK_ROWS):
+            part = batch.slice(start, LOCK_ROWS)
+            vectors: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
+            labels: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
+            with self._lock:
+                self._collect(state, part, vectors, labels)
+                for kind in KINDS:
+                    if vectors[kind]:
+                        entry = state.kinds[kind]
+                        entry.index.add_with_ids(np.concatenate(vectors[kind]), np.concatenate(labels[kind]))
+                        entry.alive += sum(len(x) for x in labels[kind])
 
     def _collect(
         self,
@@ -245,7 +250,9 @@ class VectorIndex:
         row_in = {i: r for r, i in enumerate(kept)}
         for i, position in changed:
             state.at_batch[position], state.at_row[position] = b, row_in[i]
-        matrix = batch.column("embedding").values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+        matrix = (
+            batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+        )  # flatten: a slice's own rows
         for kind in KINDS:
             picked = [i for i in fresh if kinds[i] == kind]
             if not picked:
