@@ -352,8 +352,10 @@ class Engine:
         )
 
     async def _store_video(self, media: Path, video: EmbeddedVideo, clip: ResolvedClip) -> str:
-        """``index=true``: the row goes to the write-behind thread (``archive/writer.py``); its id."""
-        table = await self.table(clip, create=True)
+        """``index=true``: the row goes to the write-behind thread (``archive/writer.py``); its id.
+        No flush first (a read's ``table()`` waits for the writer; a write must not: every
+        request then waited for a commit of its own, and none were grouped)."""
+        table = await asyncio.to_thread(self.table_blocking, clip, True)
         content = await asyncio.to_thread(content_id, media)
         row = video_row(content, video.embedding, video.first_view[0], video.duration_s, video.file)
         if self._writer is None:

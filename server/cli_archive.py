@@ -739,6 +739,9 @@ def archive_maintain(archive: Archive_ = DEFAULT_ARCHIVE) -> None:
         fail(exc)
     for table in tables:
         _maintain(table)
+    names = store.maintain()
+    if names:
+        sys.stderr.write(f"archive names: {'; '.join(names)}\n")
     typer.echo(f"{len(tables)} tables up to date")
 
 

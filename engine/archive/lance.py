@@ -152,6 +152,30 @@ class LanceArchive:
         )
         return int(table.merge_insert("key").when_not_matched_insert_all().execute(data).num_inserted_rows)
 
+    def maintain(self) -> list[str]:
+        """The names table's upkeep: a BTree on its key (each commit of names is keyed on it) and
+        on ``content_id`` (reads by content) from :data:`ID_INDEX_MIN_ROWS` rows, compaction of
+        its small commits."""
+        from lancedb.index import BTree
+
+        table = self._sightings(create=False)
+        if table is None:
+            return []
+        done = []
+        indexed = {tuple(i.columns) for i in table.list_indices()}
+        if table.count_rows() >= ID_INDEX_MIN_ROWS:
+            for column in ("key", "content_id"):
+                if (column,) not in indexed:
+                    table.create_index(column, config=BTree())
+                    done.append(f"names indexed by {column}")
+        small = int(cast("dict[str, Any]", table.stats())["fragment_stats"]["num_small_fragments"])
+        if small >= COMPACT_FRAGMENTS:
+            dataset = table.to_lance()
+            dataset.optimize.compact_files(num_threads=1)
+            table.to_lance().optimize.optimize_indices(num_threads=1)
+            done.append("names compacted")
+        return done
+
     def names(self, contents: Iterable[str]) -> dict[str, list[Sighting]]:
         table = self._sightings(create=False)
         out: dict[str, list[Sighting]] = {}

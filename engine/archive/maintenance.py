@@ -43,6 +43,14 @@ class Maintainer:
         """One round over the tables: what was done to each (by name); a table that fails is
         logged and left for the next round."""
         out: dict[str, list[str]] = {}
+        try:
+            names = self.archive.maintain()
+        except Exception:  # noqa: BLE001 - as a table's: next round
+            log.warning("archive maintenance of the names failed; retried next round", exc_info=True)
+            names = []
+        if names:
+            log.info("archive names: %s", "; ".join(names))
+            out["names"] = names
         for spec in self.archive.specs():
             if self._stop.is_set():
                 break

@@ -202,6 +202,10 @@ class Archive(Protocol):
 
     uri: str
 
+    def maintain(self) -> list[str]:
+        """Upkeep of what the archive keeps beside its tables (the names); what it did."""
+        ...
+
     def specs(self) -> list[ArchiveSpec]:
         """The specs of the tables it holds."""
         ...
