@@ -150,6 +150,21 @@ def test_write_behind_commits_every_row_once_and_flush_waits(open_store: Callabl
     assert all(f.done() for f in futures) and table.count() == 300
     assert sum(f.result() for f in futures) >= 300  # a group's count is shared by its requests
 
+    commits = []
+
+    class Counted:
+        name = "counted"
+
+        def add(self, rows: list[ArchiveRow]) -> int:
+            commits.append(len(rows))
+            return len(rows)
+
+    counted = Counted()
+    for row in random_rows(20, 32, seed=9):  # requests arriving one after the other: one commit
+        writer.submit(counted, [row])  # type: ignore[arg-type]
+    writer.flush()
+    assert commits == [20]
+
     class Broken:
         name = "broken"
 
