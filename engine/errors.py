@@ -51,7 +51,8 @@ class PreconditionFailed(T4VError):
 
 
 class ArchiveUnavailable(T4VError):
-    """The archive's storage cannot be opened or read (a bad URI, a corrupt table): 503."""
+    """The archive's storage cannot be opened, read or written (a bad URI, a corrupt table, a
+    read-only or full disk): 503."""
 
 
 class ArchiveMismatch(T4VError):

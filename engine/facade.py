@@ -82,6 +82,7 @@ class ClassifyResult:
     embedding: torch.Tensor | None = None  # the video embedding [D] the predictions scored
     duration_s: float | None = None
     archive_id: str | None = None  # with index: the row stored (committed behind the answer)
+    archive_problem: str | None = None  # with index, while the archive cannot be written: why (the row is kept)
 
 
 class Timeline:
@@ -322,10 +323,16 @@ class Engine:
         timeout_s: float = 60.0,
         name: str | None = None,
         index: bool = False,
+        index_required: bool = False,
     ) -> ClassifyResult:
         """Classify one video or image file as ``request`` asks; ``timeout_s`` bounds every stage
         together. :class:`InputError` for a request outside the limits, before anything is decoded.
-        ``index``: also store its embedding in the archive (committed behind the answer)."""
+        ``index``: also store its embedding in the archive (committed behind the answer; while
+        the archive cannot be written the row is kept and the result says so, or with
+        ``index_required`` :class:`ArchiveUnavailable` before anything is decoded)."""
+        problem = self.archive_problem() if index else None
+        if problem is not None and index_required:
+            raise ArchiveUnavailable(f"the archive cannot be written now ({problem}); nothing was classified")
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         clip = self.clip(request.clip)
@@ -349,7 +356,18 @@ class Engine:
             embedding=video.embedding,
             duration_s=video.duration_s,
             archive_id=archive_id,
+            archive_problem=self.archive_problem() if index else None,
         )
+
+    def archive_backlog(self) -> tuple[int, int]:
+        """``index=true`` rows kept for a retry now, and dropped since start (a full keep)."""
+        writer = self._writer
+        return (writer.kept_rows, writer.dropped) if writer is not None else (0, 0)
+
+    def archive_problem(self) -> str | None:
+        """Why the archive cannot be written now (its write-behind's last commit failed and its
+        rows wait to be tried again), or None."""
+        return self._writer.problem if self._writer is not None else None
 
     async def _store_video(self, media: Path, video: EmbeddedVideo, clip: ResolvedClip) -> str:
         """``index=true``: the row goes to the write-behind thread (``archive/writer.py``); its id.
@@ -463,9 +481,11 @@ class Engine:
 
     @contextlib.contextmanager
     def scan(self) -> Iterator[None]:
-        """Admission for a long scan of the archive (a streamed re-labelling): at most
-        ``max_scans`` at once, one more is :class:`Overloaded`."""
-        with self.scans.admit():
+        """Admission for a long scan of the archive (a streamed re-labelling): as a classify
+        request is admitted (by predicted wait, counted in progress while it runs), and at most
+        ``max_scans`` at once; past either, :class:`Overloaded`."""
+        with self.admit() as ticket, self.scans.admit():
+            ticket.uploaded()  # nothing to upload: it is work from the start
             yield
 
     def search_blocking(

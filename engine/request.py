@@ -229,6 +229,53 @@ class WindowSpec:
     max_windows: int = 2_000
 
 
+MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 16
+
+
+def parse_metadata(text: str) -> dict[str, Any]:
+    """User metadata sent as JSON text: an object, checked by :func:`check_metadata` (NaN and
+    Infinity, which JSON has not, are refused as they are read)."""
+    if not text:
+        return {}
+
+    def no_constant(name: str) -> None:
+        raise InputError(f"metadata may hold finite numbers only, not {name}")
+
+    try:
+        value = json.loads(text, parse_constant=no_constant)
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError('metadata must be a JSON object, e.g. {"camera": 3}') from None
+    return check_metadata(value)
+
+
+def check_metadata(value: object) -> dict[str, Any]:
+    """``value`` when it is metadata every read can send back: a JSON object of at most
+    :data:`MAX_METADATA_BYTES` bytes and :data:`MAX_METADATA_DEPTH` levels, with string keys and
+    finite numbers; :class:`InputError` otherwise (an object nested 300 deep was stored and every
+    page that reached it answered 500)."""
+    if not isinstance(value, dict):
+        raise InputError('metadata must be a JSON object, e.g. {"camera": 3}')
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_METADATA_DEPTH:
+            raise InputError(f"metadata may be nested {MAX_METADATA_DEPTH} levels deep at most")
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                raise InputError("metadata's keys must be strings")
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InputError(f"metadata may hold finite numbers only, not {item}")
+        elif item is not None and not isinstance(item, str | int | float | bool):
+            raise InputError(f"metadata may hold JSON values only, not {type(item).__name__}")
+    if len(json.dumps(value, allow_nan=False).encode()) > MAX_METADATA_BYTES:
+        raise InputError(f"metadata must be at most {MAX_METADATA_BYTES // 1024} KiB as JSON")
+    return value
+
+
 @dataclass(frozen=True)
 class IndexRequest:
     """Store a file in the archive: its video row (``clip``: which frames and views, hence which
@@ -239,3 +286,6 @@ class IndexRequest:
     window_s: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     replace_metadata: bool = False  # a stored file's metadata replaced by these, not merged with them
+
+    def __post_init__(self) -> None:
+        check_metadata(self.metadata)

@@ -13,7 +13,8 @@ from fastapi_offline import FastAPIOffline
 
 from text4vis.engine.runtime.build import Runtime
 from text4vis.server import errors
-from text4vis.server.middleware import AllowedHosts, BodyLimit, RelativeRedirects, RequestMetrics
+from text4vis.server.deps import KEY_GUARDS
+from text4vis.server.middleware import AllowedHosts, BodyLimit, KeyFirst, RelativeRedirects, RequestMetrics
 from text4vis.server.routes import archive, classify, health, timeline, vocab
 from text4vis.server.settings import Settings
 from text4vis.server.state import ServerState
@@ -66,8 +67,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def favicon() -> FileResponse:  # browsers ask for it whatever the page's <link rel=icon> says
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
-    limit = settings.max_upload_bytes
-    app.add_middleware(BodyLimit, limit_for=lambda path: limit if _uploads(path) else JSON_BODY_LIMIT)
+    limit, pace = settings.max_upload_bytes, settings.upload_pace()
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: limit if _uploads(path) else JSON_BODY_LIMIT,
+        pace_for=lambda path: None if _uploads(path) else pace,  # an upload's pace is kept as it is parsed
+    )
+    app.add_middleware(KeyFirst, router=app.router, guards=KEY_GUARDS, state=service)
     app.add_middleware(RelativeRedirects)
     if "*" not in settings.allowed_hosts:
         app.add_middleware(AllowedHosts, hosts=settings.allowed_hosts)

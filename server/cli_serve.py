@@ -67,19 +67,49 @@ def serve(options: dict[str, Any] | None = None) -> None:
             app.state.server.begin_shutdown()  # streamed answers end with an error line
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    from text4vis.server.connections import head_deadline_protocol
+    from text4vis.server.connections import ConnectionLimits, RateLimitedRecords, bounded_protocol
 
+    _fit_descriptors(settings.max_connections)
+    # asyncio logs each failed accept (out of file descriptors) with a traceback: a line per 10 s
+    logging.getLogger("asyncio").addFilter(RateLimitedRecords())
+    limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_client)
+    app.state.server.connections = limits  # /metrics reads what it refused
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=head_deadline_protocol(settings.header_timeout_s),  # h11, with a deadline for each request's head
+        # h11, with a deadline for each request's head and a bound on the open connections
+        http=bounded_protocol(settings.header_timeout_s, limits),
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         log_level="info",
     )
     if hasattr(signal, "SIGHUP"):  # read the API key file again (a revoked key), as nginx reloads
         signal.signal(signal.SIGHUP, lambda _sig, _frame: app.state.server.reload_keys())
     Server(config).run()
+
+
+SPARE_DESCRIPTORS = 512  # files the server opens beside its connections: spool files, the stores, workers' pipes
+
+
+def _fit_descriptors(max_connections: int) -> None:
+    """Raise the soft file-descriptor limit to hold ``max_connections`` and the server's own files
+    (as nginx's ``worker_rlimit_nofile``); a hard limit below that is said at start."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + SPARE_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            logging.getLogger(__name__).warning(
+                "the file-descriptor limit (%d) is below max_connections + %d: lower max_connections or raise "
+                "the hard limit (ulimit -Hn)",
+                new,
+                SPARE_DESCRIPTORS,
+            )
 
 
 def _check_port(host: str, port: int) -> None:

@@ -57,6 +57,8 @@ def require_key_for_metrics(request: Request, service: StateDep) -> None:
         service.api_keys.check(request)
 
 
+KEY_GUARDS = (require_key, require_key_to_classify, require_key_for_metrics)  # run before a body is read (KeyFirst)
+
 RegistryDep = Annotated[VocabRegistry, Depends(get_registry)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -53,6 +53,20 @@ class Metrics:
         self.embedding_cache = Counter(
             "t4v_text_embedding_cache", "Text-embedding cache lookups", ["result"], registry=r
         )
+        self.archive_kept = Gauge(
+            "t4v_archive_rows_kept",
+            "index=true rows the archive could not take, kept in memory and tried again every 5 s",
+            registry=r,
+        )
+        self.archive_dropped = Gauge(
+            "t4v_archive_rows_dropped", "Kept rows dropped since start (more than 50,000 waited)", registry=r
+        )
+        self.connections = Gauge("t4v_connections_open", "Open HTTP connections (t4v serve)", registry=r)
+        self.connections_refused = Gauge(
+            "t4v_connections_refused",
+            "Connections refused with a 503 since start: max_connections or max_connections_per_client",
+            registry=r,
+        )
         self.decode_seconds = Histogram(
             "t4v_decode_seconds",
             "Decode + resize + crop time per request",

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from text4vis.engine.flow.options import FlowOptions
 from text4vis.engine.options import ModelOptions, model_options_of
 from text4vis.engine.request import RequestLimits, parse_views
-from text4vis.engine.vocab.validation import MAX_LABELS, STORED_PROMPTS
+from text4vis.engine.vocab.validation import MAX_LABELS, MAX_TEMPLATES, STORED_PROMPTS
 from text4vis.models.choices import Sampling
 from text4vis.models.limits import MediaLimits
 from text4vis.models.presets import LABEL_PRESETS
@@ -89,6 +89,20 @@ class ServingOptions(BaseModel):
         None, description="The archive: a LanceDB directory or URI (s3://... to share it); unset: data_dir/archive."
     )
     max_labels: int = Field(5000, ge=1, le=MAX_LABELS, description="Labels per vocabulary.")
+    max_prompts: int = Field(
+        65_536,
+        ge=1,
+        le=MAX_LABELS * MAX_TEMPLATES,
+        description="Labels x templates of one vocabulary at most (PUT /vocab): what one write may ask the "
+        "text encoder for.",
+    )
+    max_ad_hoc_prompts: int = Field(
+        8192,
+        ge=1,
+        le=MAX_LABELS * MAX_TEMPLATES,
+        description="Labels x templates of the ad-hoc labels one request may send (/classify, timelines, "
+        "/archive/labels) at most; larger sets belong in a stored vocabulary.",
+    )
     presets: list[str] = Field(
         default_factory=list,
         description="Built-in vocabularies to register at start-up.",
@@ -129,6 +143,20 @@ class ServingOptions(BaseModel):
         le=600,
         description="A request's line and headers must arrive within this many seconds (from connecting, or "
         "from its first byte on a kept-alive connection); slower: 408 and the connection closed.",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        le=1_000_000,
+        description="Open connections at most; one more is answered 503 and closed (the server raises its "
+        "file-descriptor limit to fit).",
+    )
+    max_connections_per_client: int = Field(
+        512,
+        ge=1,
+        le=1_000_000,
+        description="Open connections from one client address at most (behind a proxy every client is the "
+        "proxy: raise it to max_connections there); one more: 503.",
     )
     default_frames: int = Field(
         _REQUEST.default_frames,
@@ -253,6 +281,11 @@ class Settings(ServingOptions, ModelOptions, BaseSettings):
             raise ValueError(f"unknown label preset {unknown[0]!r}; known: {', '.join(LABEL_PRESETS)}")
         if self.vocab_file is not None and not self.vocab_file.is_file():
             raise ValueError(f"file not found: {self.vocab_file}")
+        if self.archive_uri is not None and self.archive_uri.lower().startswith("memory:"):
+            raise ValueError(
+                f"--archive-uri {self.archive_uri} keeps nothing once the server stops (every indexed video lost): "
+                "give a directory or an object-store URI (s3://...), or leave it unset for data_dir/archive"
+            )
         return self
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -19,13 +20,16 @@ from text4vis.engine.vocab.registry import VocabRegistry
 from text4vis.engine.vocab.stores.base import VocabStore
 from text4vis.engine.vocab.stores.redis import RedisStore
 from text4vis.engine.vocab.stores.sqlite import SQLiteStore
+from text4vis.engine.vocab.text_gate import TextGate
 from text4vis.models.presets import preset_labels
 from text4vis.server.auth import ApiKeys
+from text4vis.server.connections import ConnectionLimits
 from text4vis.server.metrics import Metrics
 from text4vis.server.settings import Settings
 from text4vis.server.uploads import Upload, admitted_upload
 
 log = logging.getLogger(__name__)
+BLOCKING_THREADS = 64
 
 
 class ServerState:
@@ -42,6 +46,7 @@ class ServerState:
         self.api_keys = ApiKeys(settings.api_keys, settings.api_key_file)
         self.stopping = asyncio.Event()  # set at SIGTERM: streamed answers end with an error line
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections: ConnectionLimits | None = None  # t4v serve's bounds (server/connections.py)
 
     def begin_shutdown(self) -> None:
         """The server was told to stop (callable from a signal handler)."""
@@ -56,6 +61,9 @@ class ServerState:
     async def start(self) -> None:
         """Begin loading in the background: /health/live answers at once, /health/ready when warm."""
         self._loop = asyncio.get_running_loop()
+        # threads for the blocking calls (to_thread): asyncio's default of cores + 4 let six requests
+        # waiting on the text encoder hold every one, and uploads, health checks and reads waited
+        self._loop.set_default_executor(ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
         s = self.settings
         if self.api_keys.enabled:
             needs = ["PUT/DELETE /vocab", "archive writes"]
@@ -83,6 +91,9 @@ class ServerState:
                 on_embedding_cache=self.metrics.on_embedding_cache,
                 ad_hoc_cache_prompts=self.settings.ad_hoc_cache_prompts,
                 on_prompts_encoded=self.metrics.prompts_encoded.inc,
+                max_prompts=self.settings.max_prompts,
+                max_ad_hoc_prompts=self.settings.max_ad_hoc_prompts,
+                text_gate=TextGate(self.settings.max_queue_wait_s),
             )
             s, m = self.settings, self.metrics
             self.engine = Engine(

@@ -70,7 +70,12 @@ class GuardedStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, timed_send)
         except _Stalled as why:
-            # cut the connection (the server closes it when an answer ends unfinished), free the slot
+            # cut the connection at once: aborted, so the bytes queued for a client that reads
+            # nothing are dropped with it (a graceful close keeps the socket and its buffer until
+            # they are sent, which they never are), and free the slot
+            abort = scope.get("extensions", {}).get("t4v.abort")
+            if abort is not None:
+                abort()
             log.warning("%s %s: %s; closed it", scope.get("method"), scope.get("path"), why)
         finally:
             await self._held.aclose()  # first: its exits wait on nothing, so a cancellation cannot skip them

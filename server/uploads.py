@@ -132,6 +132,8 @@ async def admitted_upload(request: Request, engine: Engine, spool: Path, pace: U
     body is read; an admitted one counts as uploading (stalled while it sends nothing) until its
     body is in, then as work, until the block ends."""
     with engine.admit() as ticket:
+        length = request.headers.get("content-length", "")
+        ticket.expect(int(length) if length.isdigit() else None, pace.max_s)
         async with receive_upload(request, spool, pace, on_chunk=ticket.progress) as upload:
             ticket.uploaded()
             yield upload
@@ -142,12 +144,13 @@ async def receive_upload(
     request: Request,
     spool: Path,
     pace: UploadPace,
-    on_chunk: Callable[[], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
     file_field: str = "file",
 ) -> AsyncIterator[Upload]:
     """Parse ``request``'s multipart body; the file part is written once, into ``spool``, and
     removed when the block ends (whatever happens). ``pace``: the body's deadline
-    (:class:`UploadTimedOut` past it); ``on_chunk``: called as each piece arrives."""
+    (:class:`UploadTimedOut` past it); ``on_chunk``: called with the bytes received so far as each
+    piece arrives."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InputError("send the upload as multipart/form-data")
@@ -174,7 +177,7 @@ async def receive_upload(
                     received += len(chunk)
                     deadline.reschedule(began + pace.allowed_s(received))
                     if on_chunk is not None:
-                        on_chunk()
+                        on_chunk(received)
                     _parse(parser.write, chunk)
                     await asyncio.to_thread(receiver.flush)
         except TimeoutError:

@@ -119,6 +119,10 @@ def classify(
     index: Annotated[
         bool, typer.Option("--index", help="Also store each video's embedding in the server's archive.")
     ] = False,
+    index_required: Annotated[
+        bool,
+        typer.Option("--index-required", help="With --index: fail (503) while the archive cannot be written."),
+    ] = False,
     url: URL = None,
     api_key: KEY = None,
     as_json: JSON = False,
@@ -144,6 +148,7 @@ def classify(
                         min_score=min_score,
                         background=background,
                         index=index,
+                        index_required=index_required,
                     )
                 except (T4VError, OSError) as exc:
                     if len(files) == 1:

@@ -81,6 +81,7 @@ def _classify_form(
     sampling: str | None = None,
     clean_labels: bool = False,
     index: bool = False,
+    index_required: bool = False,
 ) -> dict[str, str]:
     if (vocab is None) == (labels is None):
         raise ValueError("give exactly one of vocab or labels")
@@ -109,6 +110,8 @@ def _classify_form(
         form["clean_labels"] = "true"
     if index:
         form["index"] = "true"
+    if index_required:
+        form["index_required"] = "true"
     return form
 
 
@@ -280,12 +283,14 @@ class Client:
         sampling: str | None = None,
         clean_labels: bool = False,
         index: bool = False,
+        index_required: bool = False,
     ) -> ClassifyResult:
         """Classify a video or image (a path or bytes) against a vocabulary or ad-hoc labels;
         ``abstain`` / ``min_score`` / ``background`` (a vocabulary to abstain against): may answer
         "none of these" (``result.abstained``). Unset, the vocabulary's default applies;
         ``abstain=False`` turns it off. ``index``: also store the video's embedding in the
-        server's archive (``result.archive_id``)."""
+        server's archive (``result.archive_id``; ``result.archive_stored`` is False while the
+        archive cannot be written, or with ``index_required`` the call fails then)."""
         form = _classify_form(
             vocab,
             labels,
@@ -300,6 +305,7 @@ class Client:
             sampling,
             clean_labels,
             index,
+            index_required,
         )
         r = self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())
@@ -547,6 +553,7 @@ class AsyncClient:
         sampling: str | None = None,
         clean_labels: bool = False,
         index: bool = False,
+        index_required: bool = False,
     ) -> ClassifyResult:
         form = _classify_form(
             vocab,
@@ -562,6 +569,7 @@ class AsyncClient:
             sampling,
             clean_labels,
             index,
+            index_required,
         )
         r = await self._request("POST", "/classify", data=form, files={"file": _file(media, filename)})
         return ClassifyResult.model_validate(r.json())

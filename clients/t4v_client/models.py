@@ -27,6 +27,8 @@ class ClassifyResult(BaseModel):
     abstain_reason: str | None = None
     background: list[Prediction] | None = None  # with abstain: the nearest background labels
     archive_id: str | None = None  # with index=True: the archive row's id
+    archive_stored: bool | None = None  # with index=True: False while the archive cannot be written (kept, retried)
+    archive_error: str | None = None  # why it cannot
 
 
 class Segment(BaseModel):

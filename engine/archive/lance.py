@@ -34,6 +34,7 @@ from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.archive.store import ROW_FIELDS, UNKNOWN_LOCATOR, ArchiveRow, Hit, Sighting, TableStats
 from text4vis.engine.archive.store import plain as _plain
 from text4vis.engine.errors import ArchiveMismatch, ArchiveUnavailable, NonFiniteOutput, NotInArchive
+from text4vis.engine.request import check_metadata
 
 if TYPE_CHECKING:
     import lancedb
@@ -150,7 +151,10 @@ class LanceArchive:
             },
             schema=SIGHTINGS_SCHEMA,
         )
-        return int(table.merge_insert("key").when_not_matched_insert_all().execute(data).num_inserted_rows)
+        try:
+            return int(table.merge_insert("key").when_not_matched_insert_all().execute(data).num_inserted_rows)
+        except (OSError, RuntimeError) as exc:
+            raise ArchiveUnavailable(f"the archive {self.uri} cannot be written: {_one_line(exc)}") from None
 
     def maintain(self) -> list[str]:
         """The names table's upkeep: a BTree on its key (each commit of names is keyed on it) and
@@ -361,7 +365,10 @@ class LanceTable:
             },
             schema=self._table.schema,
         )
-        result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
+        try:
+            result = self._table.merge_insert("id").when_not_matched_insert_all().execute(data)
+        except (OSError, RuntimeError) as exc:  # storage: a read-only or full disk, a lost bucket
+            raise ArchiveUnavailable(f"the archive's table {self.name} cannot be written: {_one_line(exc)}") from None
         return int(result.num_inserted_rows)
 
     def maintain(self) -> list[str]:
@@ -517,7 +524,7 @@ class LanceTable:
         changed = False
         for row in rows:
             old = json.loads(row["metadata"] or "{}")
-            new = dict(metadata) if replace else {**old, **metadata}
+            new = check_metadata(dict(metadata) if replace else {**old, **metadata})  # the merge within the limits too
             if new != old:
                 self._table.update(where=f"id = {_quote(row['id'])}", values={"metadata": json.dumps(new)})
                 changed = True

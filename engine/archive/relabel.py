@@ -56,6 +56,18 @@ def _names_of(contents: pa.Array, own: pa.Array, names: pa.Table) -> pa.Array:
     return pc.if_else(pc.is_null(found), fallback, found)
 
 
+PREDICTIONS_PER_BATCH = 65_536  # rows x predictions per output batch at most: about 5 MB of JSON lines
+
+
+def _bounded(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` cut to at most ``rows`` rows each (at least one): an answer of every label of a
+    large vocabulary is made, and sent, a bounded piece at a time."""
+    step = max(1, rows)
+    for batch in batches:
+        for start in range(0, batch.num_rows, step):
+            yield batch.slice(start, step)
+
+
 def relabel_batches(
     batches: Iterable[pa.RecordBatch],
     plan: ScoringPlan,
@@ -71,11 +83,9 @@ def relabel_batches(
     default float64 equals ``/classify``)."""
     dtype = torch.float32 if scoring == "float32" else torch.float64
     labels = np.array(plan.classifier.labels, dtype=object)
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
+    for batch in _bounded(batches, PREDICTIONS_PER_BATCH // (plan.top_k or len(labels))):
         dim = batch.schema.field("embedding").type.list_size
-        values = batch.column("embedding").values.to_numpy(zero_copy_only=False)
+        values = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
         emb = torch.from_numpy(np.array(values, copy=True).reshape(-1, dim))  # writable: torch wants it so
         finite = torch.isfinite(emb).all(dim=1).numpy()
         if not finite.all():  # stored before the archive refused such rows, or written by another tool

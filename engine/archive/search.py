@@ -24,7 +24,7 @@ MAX_QUERY_CHARS = 300
 def text_vector(encoder: TextEncoder, text: str, templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> torch.Tensor:
     """A query as a vocabulary row: ``text`` in the prompt template(s), encoded and normalized ``[D]``
     (so a search scores rows as a one-label classify would)."""
-    from text4vis.engine.vocab.validation import validate_templates
+    from text4vis.engine.vocab.validation import check_prompt_lengths, validate_templates
     from text4vis.models.classifiers import text_classifier
 
     text = " ".join(text.split())
@@ -32,7 +32,9 @@ def text_vector(encoder: TextEncoder, text: str, templates: Sequence[str] = (DEF
         raise InputError("the search text is empty")
     if len(text) > MAX_QUERY_CHARS:
         raise InputError(f"the search text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
-    return text_classifier(encoder, [text], validate_templates(list(templates)))[0]
+    checked = validate_templates(list(templates))
+    check_prompt_lengths(encoder, [text], checked)  # as /classify: a longer query was cut silently
+    return text_classifier(encoder, [text], checked)[0]
 
 
 def search_text(

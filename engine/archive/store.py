@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from text4vis.engine.archive.spec import ArchiveSpec
+from text4vis.engine.request import check_metadata
+from text4vis.models.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 # a row's fields as reads return them (besides its embedding, and its thumbnail when asked)
 ROW_FIELDS = ("id", "content_id", "name", "kind", "start_s", "end_s", "duration_s", "metadata", "created_at")
 UNKNOWN_LOCATOR = 2**64 - 1
+log = logging.getLogger(__name__)
 
 
 def plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -37,10 +41,21 @@ def plain(row: dict[str, Any]) -> dict[str, Any]:
     (``metadata`` a dict, ``created_at`` ISO 8601)."""
     row = dict(row)
     if row.get("metadata") is not None:
-        row["metadata"] = json.loads(row["metadata"])
+        row["metadata"] = _readable(row.get("id"), row["metadata"])
     if isinstance(row.get("created_at"), dt.datetime):
         row["created_at"] = row["created_at"].isoformat()
     return row
+
+
+def _readable(row_id: object, text: str) -> dict[str, Any]:
+    """A stored row's metadata, or, when it is none a read could send back (stored before the
+    archive checked it, or by another tool), an error entry in its place: one row never fails
+    a page or a search (it is logged)."""
+    try:
+        return check_metadata(json.loads(text, parse_constant=float))
+    except (InputError, ValueError, RecursionError) as exc:
+        log.warning("archive row %s: its stored metadata cannot be answered (%s); shown as an error entry", row_id, exc)
+        return {"error": f"the stored metadata cannot be answered: {exc}"}
 
 
 KINDS = ("video", "window")

@@ -16,25 +16,53 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from text4vis.engine.archive.store import Archive, ArchiveRow, ArchiveTable
 
 log = logging.getLogger(__name__)
 MAX_GROUP_ROWS = 512
 GROUP_WINDOW_S = 0.5  # how long a group gathers rows after its first (a read's flush cuts it short)
+RETRY_S = 5.0  # how often rows that could not be committed are tried again
+MAX_KEPT_ROWS = 50_000  # rows kept for a retry at most (the oldest are dropped past it, and counted)
 
 
 Job = tuple[ArchiveTable | None, list[ArchiveRow], Future[int], list[tuple[str, str]]]
 
 
+@dataclass
+class _Kept:
+    """Rows (and their names) a commit failed on, kept to be tried again."""
+
+    table: ArchiveTable
+    rows: list[ArchiveRow]
+    names: list[tuple[str, str]]
+
+
 class ArchiveWriter:
-    """``archive``: where the names the rows were seen under are recorded (with the rows)."""
+    """``archive``: where the names the rows were seen under are recorded (with the rows).
+
+    A commit that fails (a read-only or full disk, a lost bucket) does not lose its rows: they
+    are kept, in memory, and tried again every :data:`RETRY_S` until the archive takes them (at
+    most :data:`MAX_KEPT_ROWS`; what a stop finds still kept is lost, and logged). Meanwhile
+    :attr:`problem` says why (``/health/ready``, and ``index=true`` answers say their row is
+    not stored yet)."""
 
     def __init__(self, archive: Archive | None = None) -> None:
         self._archive = archive
         self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._kept: list[_Kept] = []
+        self._lock = threading.Lock()  # _kept and problem, read by other threads
+        self.problem: str | None = None
+        self.dropped = 0  # rows dropped from a full keep (counted in /metrics)
         self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
         self._thread.start()
+
+    @property
+    def kept_rows(self) -> int:
+        """Rows waiting for the archive to take them again."""
+        with self._lock:
+            return sum(len(k.rows) for k in self._kept)
 
     def submit(
         self, table: ArchiveTable, rows: list[ArchiveRow], names: list[tuple[str, str]] | None = None
@@ -46,20 +74,28 @@ class ArchiveWriter:
         return done
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every row submitted before this call is committed."""
+        """Wait until every row submitted before this call has been tried (committed, or kept)."""
         marker: Future[int] = Future()
         self._jobs.put((None, [], marker, []))
         marker.result(timeout=timeout_s)
 
     def close(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued (and what is kept, once more), then stop."""
         self._jobs.put(None)
         self._thread.join(timeout=60)
+        if self._kept:
+            self._retry()
+        if self._kept:
+            log.error("archive: %d rows could not be committed before the server stopped: lost", self.kept_rows)
 
     def _run(self) -> None:
         stop = False
         while not stop:
-            first = self._jobs.get()
+            try:
+                first = self._jobs.get(timeout=RETRY_S if self._kept else None)
+            except queue.Empty:
+                self._retry()
+                continue
             if first is None:
                 return
             group = [first]
@@ -82,23 +118,18 @@ class ArchiveWriter:
             self._commit(group)
 
     def _commit(self, group: list[Job]) -> None:
-        tables: dict[int, tuple[ArchiveTable, list[ArchiveRow], list[Future[int]]]] = {}
-        names = [pair for job in group for pair in job[3]]
-        if names and self._archive is not None:
-            try:  # before the rows: a stored row always has its name
-                self._archive.add_names(names)
-            except Exception:  # noqa: BLE001 - logged; the rows are still committed
-                log.exception("archive: recording %d names failed", len(names))
-        for table, rows, done, _ in group:
+        tables: dict[int, tuple[_Kept, list[Future[int]]]] = {}
+        for table, rows, done, names in group:
             if table is not None:
-                entry = tables.setdefault(id(table), (table, [], []))
-                entry[1].extend(rows)
-                entry[2].append(done)
-        for table, rows, futures in tables.values():
+                entry = tables.setdefault(id(table), (_Kept(table, [], []), []))
+                entry[0].rows.extend(rows)
+                entry[0].names.extend(names)
+                entry[1].append(done)
+        for batch, futures in tables.values():
             try:
-                added = table.add(rows)
-            except Exception as exc:  # noqa: BLE001 - reported on each request's future and logged
-                log.exception("archive: committing %d rows to %s failed", len(rows), table.name)
+                added = self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - kept, retried, reported on each future and logged
+                self._keep(batch, exc)
                 for f in futures:
                     f.set_exception(exc)
                 continue
@@ -106,4 +137,49 @@ class ArchiveWriter:
                 f.set_result(added)
         for table, _, done, _ in group:
             if table is None:
-                done.set_result(0)  # a flush marker: everything before it is committed
+                done.set_result(0)  # a flush marker: everything before it has been tried
+
+    def _write(self, batch: _Kept) -> int:
+        if batch.names and self._archive is not None:
+            self._archive.add_names(batch.names)  # before the rows: a stored row always has its name
+        added = batch.table.add(batch.rows)
+        with self._lock:
+            if not self._kept:
+                self.problem = None
+        return added
+
+    def _keep(self, batch: _Kept, exc: Exception) -> None:
+        log.error(
+            "archive: committing %d rows to %s failed (%s); kept, tried again every %g s",
+            len(batch.rows),
+            batch.table.name,
+            exc,
+            RETRY_S,
+        )
+        with self._lock:
+            self.problem = f"{exc}; {sum(len(k.rows) for k in self._kept) + len(batch.rows)} rows wait to be stored"
+            self._kept.append(batch)
+            while sum(len(k.rows) for k in self._kept) > MAX_KEPT_ROWS:
+                dropped = self._kept.pop(0)
+                self.dropped += len(dropped.rows)
+                log.error("archive: %d kept rows dropped (more than %d wait)", len(dropped.rows), MAX_KEPT_ROWS)
+
+    def _retry(self) -> None:
+        with self._lock:
+            kept, self._kept = self._kept, []
+        stored = 0
+        for i, batch in enumerate(kept):
+            try:
+                stored += len(batch.rows)
+                self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - still failing: keep this one and the rest
+                stored -= len(batch.rows)
+                with self._lock:
+                    self._kept = [*kept[i:], *self._kept]
+                    self.problem = f"{exc}; {sum(len(k.rows) for k in self._kept)} rows wait to be stored"
+                break
+        if stored:
+            log.info("archive: %d kept rows committed now that the archive takes them", stored)
+        with self._lock:
+            if not self._kept:
+                self.problem = None

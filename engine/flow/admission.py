@@ -17,6 +17,8 @@ Requests whose upload is still arriving count too while it arrives: in a burst, 
 is admitted while its body streams in, before any reaches a decoder, and leaving them out would
 admit the whole burst. An upload that has sent nothing for ``STALLED_S`` is *stalled*: it leaves
 the prediction and the cap (a client trickling a byte every few seconds holds no decode slot;
+so does one whose rate, after ``STALLED_S``, cannot bring the rest of its Content-Length before
+its deadline;
 the server's upload deadline, ``server/uploads.py``, ends it) and is capped apart, at
 ``STALLED_PER_SLOT x max_in_flight`` stalled uploads. ``uploading`` and ``working`` are counted apart (``/metrics``),
 and ``max_in_flight`` caps working and live uploads together whatever the prediction, which
@@ -95,9 +97,10 @@ class Admission:
 
     @property
     def stalled(self) -> int:
-        """Uploads that have sent nothing for ``STALLED_S``."""
-        since = self.clock() - STALLED_S
-        return sum(1 for t in self._uploads if t.last_progress < since)
+        """Uploads that have sent nothing for ``STALLED_S``, or arrive too slowly to be whole
+        before their deadline (:meth:`Ticket.doomed`)."""
+        now = self.clock()
+        return sum(1 for t in self._uploads if t.doomed(now))
 
     @property
     def in_flight(self) -> int:
@@ -159,11 +162,34 @@ class Ticket:
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self.is_working = False
-        self.last_progress = admission.clock()
+        self.began = self.last_progress = admission.clock()
+        self.received = 0
+        self.expected: int | None = None  # the upload's length (Content-Length), when known
+        self.must_end_by = math.inf  # when the upload's deadline comes (the clock's time)
 
-    def progress(self) -> None:
-        """Some of the upload arrived (it is not stalled)."""
+    def expect(self, total_bytes: int | None, within_s: float) -> None:
+        """The upload will be ``total_bytes`` long and must be whole within ``within_s``."""
+        self.expected = total_bytes
+        self.must_end_by = self.began + within_s
+
+    def progress(self, received: int | None = None) -> None:
+        """Some of the upload arrived (``received`` bytes so far)."""
         self.last_progress = self._admission.clock()
+        if received is not None:
+            self.received = received
+
+    def doomed(self, now: float) -> bool:
+        """Silent for ``STALLED_S``, or, after ``STALLED_S``, arriving at a rate that cannot bring
+        the rest before the deadline: a client trickling a byte a second is never silent for
+        two, yet will never finish, and it held a decode slot and the prediction (70 of them
+        turned every other request into a 503)."""
+        if now - self.last_progress >= STALLED_S:
+            return True
+        elapsed = now - self.began
+        if self.expected is None or elapsed < STALLED_S:
+            return False
+        rate = self.received / elapsed
+        return self.expected - self.received > rate * max(0.0, self.must_end_by - now)
 
     def uploaded(self) -> None:
         """The upload is complete: the request is now work the stages will do."""

@@ -44,6 +44,7 @@ from text4vis.engine.vocab.few_shot import build as few_shot_build
 from text4vis.engine.vocab.lint import Linter
 from text4vis.engine.vocab.record import VocabRecord, VocabSummary
 from text4vis.engine.vocab.stores.base import VocabStore
+from text4vis.engine.vocab.text_gate import TextGate
 from text4vis.engine.vocab.validation import check_prompt_lengths, validate_labels, validate_name, validate_templates
 from text4vis.models.classifiers import ensemble
 from text4vis.models.errors import InputError
@@ -95,17 +96,24 @@ class VocabRegistry:
         on_embedding_cache: Callable[[int, int], None] | None = None,
         ad_hoc_cache_prompts: int = 20_000,
         on_prompts_encoded: Callable[[int], None] | None = None,
+        max_prompts: int | None = None,
+        max_ad_hoc_prompts: int | None = None,
+        text_gate: TextGate | None = None,
     ) -> None:
         """``ad_hoc_cache_prompts``: how many prompt embeddings of ad-hoc labels (sent with a
         classify request) are kept, in this process, least recently used first out; they are
-        never written to the store, which keeps the embeddings of stored vocabularies only."""
+        never written to the store, which keeps the embeddings of stored vocabularies only.
+        ``max_prompts`` / ``max_ad_hoc_prompts``: labels x templates of a vocabulary / of a
+        request's ad-hoc labels at most (None: no bound); ``text_gate``: the encoder's fair share
+        and admission (``text_gate.py``)."""
         self.store = store
         self.text_encoder = text_encoder
         self.text_model = text_encoder.model_id
         self.max_labels = max_labels
         self._on_embedding_cache = on_embedding_cache
         self._on_prompts_encoded = on_prompts_encoded
-        self._encode_lock = threading.Lock()
+        self.max_prompts, self.max_ad_hoc_prompts = max_prompts, max_ad_hoc_prompts
+        self.text_gate = text_gate or TextGate()
         self._reencode_lock = threading.RLock()
         self._cache: dict[str, tuple[int, str, Classifier]] = {}
         self._cache_lock = threading.Lock()
@@ -134,6 +142,7 @@ class VocabRegistry:
     ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
         """Validated labels and templates, and the cached embeddings of their prompts."""
         clean, temps = self._clean(name, labels, templates)
+        _check_prompt_count(len(clean), len(temps), self.max_prompts, "a vocabulary", "max_prompts")
         cached = self._cached_embeddings(_prompts(clean, temps, clean_labels))
         check_prompt_lengths(self.text_encoder, clean, temps, known=cached, clean=clean_labels)
         return clean, temps, cached
@@ -263,8 +272,7 @@ class VocabRegistry:
         if self._on_embedding_cache is not None:
             self._on_embedding_cache(len(prompts) - len(missing), len(missing))
         if missing:
-            with self._encode_lock:
-                fresh = self.text_encoder.encode(missing, progress=self._progress(len(missing))).numpy()
+            fresh = self.text_gate.encode(self.text_encoder, missing, self._progress(len(missing)))
             _check_finite(fresh, missing)  # before anything is cached
             new = dict(zip(missing, fresh, strict=True))
             with contextlib.suppress(StoreUnavailable):  # not cached this time; the result is the same
@@ -419,6 +427,7 @@ class VocabRegistry:
         """A classifier for labels sent with the request: embeddings from the store (stored
         vocabularies' prompts) or the bounded in-process cache; new ones go to that cache only."""
         clean, temps = self._clean("ad-hoc", labels, templates)
+        _check_prompt_count(len(clean), len(temps), self.max_ad_hoc_prompts, "ad-hoc labels", "max_ad_hoc_prompts")
         prompts = _prompts(clean, temps, clean_labels)
         cached = self._cached_embeddings(prompts)
         cached.update(self.ad_hoc_embeddings.get_many(p for p in prompts if p not in cached))
@@ -514,3 +523,13 @@ class LRUEmbeddings:
 
 def _prompts(labels: Sequence[str], templates: Sequence[str], clean: bool = False) -> list[str]:
     return [p for label in labels for p in format_prompts(label, templates, clean)]
+
+
+def _check_prompt_count(labels: int, templates: int, limit: int | None, what: str, setting: str) -> None:
+    """:class:`InputError` when ``labels x templates`` prompts pass ``limit`` (a prompt bomb: one
+    request of 5,000 labels x 64 templates held the text encoder for two minutes)."""
+    if limit is not None and labels * templates > limit:
+        raise InputError(
+            f"{labels} labels x {templates} templates = {labels * templates} prompts; this server encodes at most "
+            f"{limit} for {what} ({setting}): send fewer labels or templates"
+        )

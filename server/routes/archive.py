@@ -25,7 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from text4vis.engine.archive.relabel import write_jsonl
 from text4vis.engine.facade import Engine, Reindexed
-from text4vis.engine.request import AbstainPolicy, ClassifyRequest, ClipSpec, IndexRequest, ResolvedClip
+from text4vis.engine.request import (
+    AbstainPolicy,
+    ClassifyRequest,
+    ClipSpec,
+    IndexRequest,
+    ResolvedClip,
+    parse_metadata,
+)
 from text4vis.engine.vocab.scoring import Scoring
 from text4vis.models.choices import Sampling
 from text4vis.models.errors import InputError, T4VError
@@ -73,7 +80,7 @@ class ArchiveForm(Form):
 
     def to_request(self) -> IndexRequest:
         clip = ClipSpec(self.frames, self.views, self.sampling)
-        return IndexRequest(clip, self.window_s, _metadata(self.metadata), self.replace_metadata)
+        return IndexRequest(clip, self.window_s, parse_metadata(self.metadata), self.replace_metadata)
 
 
 MetaFilter = Annotated[
@@ -93,18 +100,6 @@ def _meta_filter(pairs: Sequence[str]) -> dict[str, str]:
             raise InputError(f"meta must be key=value or key (e.g. meta=camera=3), not {pair[:60]!r}")
         out[key.strip()] = value.strip()
     return out
-
-
-def _metadata(text: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError('metadata must be a JSON object, e.g. {"camera": 3}') from None
-    if not isinstance(value, dict) or len(text) > 16_384:
-        raise InputError('metadata must be a JSON object of at most 16 KiB, e.g. {"camera": 3}')
-    return value
 
 
 class ArchiveRowOut(BaseModel):

@@ -63,6 +63,11 @@ class ClassifyForm(UploadForm):
         description="Also store the video's embedding in the archive (no extra decode or encode); "
         "the answer's archive_id names the row. Needs an API key where keys are configured.",
     )
+    index_required: bool = Field(
+        False,
+        description="With index=true, while the archive cannot be written: a 503 (nothing classified) instead "
+        "of an answer whose row is only kept in memory to be stored later.",
+    )
 
     @field_validator("sampling", mode="before")
     @classmethod
@@ -92,6 +97,12 @@ class ClassifyOut(BaseModel):
     abstain_reason: str | None = Field(None, description="Why it abstained, in words.")
     background: list[PredictionOut] | None = Field(None, description="With abstain: the nearest background labels.")
     archive_id: str | None = Field(None, description="With index=true: the archive row's id (the file's SHA-256).")
+    archive_stored: bool | None = Field(
+        None,
+        description="With index=true: false while the archive cannot be written; the row is then kept in memory "
+        "and stored once it can (lost if the server stops first); archive_error says why.",
+    )
+    archive_error: str | None = Field(None, description="With index=true: why the archive cannot be written now.")
 
 
 @router.post(
@@ -114,6 +125,7 @@ async def classify(request: Request, state: StateDep, engine: EngineDep) -> Clas
             timeout_s=state.time_left_s(upload),
             name=display_name(upload.filename),
             index=form.index,
+            index_required=form.index_required,
         )
         thumbnails = await asyncio.to_thread(_thumbnails, result.first_view) if form.thumbnails else None
     return classify_out(result, thumbnails)
@@ -132,6 +144,8 @@ def classify_out(result: ClassifyResult, thumbnails: list[str] | None = None) ->
         abstain_reason=abstention.reason if abstention else None,
         background=predictions_out(abstention.background) if abstention and abstention.background else None,
         archive_id=result.archive_id,
+        archive_stored=None if result.archive_id is None else result.archive_problem is None,
+        archive_error=result.archive_problem,
     )
 
 

@@ -45,20 +45,23 @@ async def live() -> Status:
 async def ready(service: StateDep) -> Response:
     """200 once the model is loaded and warmed up, while its encoder works and at least one decode
     worker is alive (``detail`` says how many); 503 before, if start-up failed, after the encoder
-    failed, with no decode worker, or while the vocabulary store fails (SQLite: a read or write failed
-    and has not worked since)."""
+    failed, with no decode worker, while the vocabulary store fails (SQLite: a read or write failed
+    and has not worked since), or while the archive cannot be written (rows wait to be stored)."""
     engine = service.engine
     if service.ready and engine is not None:
         workers = engine.flow.decode_pool.capacity()
         store_problem = await asyncio.to_thread(service.registry.store.health) if service.registry else None
-        if engine.healthy() and workers > 0 and store_problem is None:
+        archive_problem = engine.archive_problem()
+        if engine.healthy() and workers > 0 and store_problem is None and archive_problem is None:
             return JSONResponse(Status(status="ready", detail=f"{workers} decode workers").model_dump())
         if not engine.healthy():
             detail = "the encoder failed on its last batch (see the log)"
         elif workers == 0:
             detail = "no decode worker is alive (see the log)"
-        else:
+        elif store_problem is not None:
             detail = str(store_problem)
+        else:
+            detail = f"the archive cannot be written: {archive_problem}"
         status = Status(status="failed", detail=detail)
     else:
         status = Status(status="failed" if service.error else "loading", detail=service.error)
@@ -84,6 +87,13 @@ async def metrics(service: StateDep) -> Response:
         service.metrics.in_progress.labels("stalled").set(stalled)
         service.metrics.in_progress.labels("working").set(admission.working)
         service.metrics.predicted_wait.set(admission.predicted_wait_s() or 0.0)
+    if service.engine is not None:
+        kept, dropped = service.engine.archive_backlog()
+        service.metrics.archive_kept.set(kept)
+        service.metrics.archive_dropped.set(dropped)
+    if service.connections is not None:
+        service.metrics.connections.set(service.connections.total)
+        service.metrics.connections_refused.set(service.connections.refused)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -167,3 +167,57 @@ def test_the_client_sends_its_key(tmp_path: Path, runtime: Runtime) -> None:
             await keyed.close()
 
     asyncio.run(go())
+
+
+# Routes anyone may call whatever the settings: health, the model's description, the docs and the
+# page, and vocabulary reads (their names and labels: what the page shows before any key is typed).
+OPEN = {
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/models"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/"),
+    ("GET", "/favicon.ico"),
+    ("GET", "/vocab"),
+    ("GET", "/vocab/{name}"),
+    ("GET", "/vocab/{name}/similarity"),
+}
+
+
+def test_every_route_needs_a_key_unless_it_is_listed_open(tmp_path: Path) -> None:
+    """With keys, --auth-classify and --auth-metrics, every route of the app, enumerated (a route
+    added later is checked too), answers 401 without a key, before its body is read and before
+    the model is even loaded, unless it is in OPEN; the archive's reads among them (they answered
+    200 with names, metadata and thumbnails)."""
+    from fastapi.routing import iter_route_contexts
+
+    from text4vis.server.app import create_app
+
+    app = create_app(
+        Settings(data_dir=tmp_path, api_keys=[KEY], auth_classify=True, auth_metrics=True, decode_workers=0)
+    )
+    routes = [
+        (method, ctx.path)
+        for ctx in iter_route_contexts(app.routes)
+        for method in sorted(ctx.methods or ())
+        if method != "HEAD"
+    ]
+    assert ("GET", "/archive/videos") in routes and ("GET", "/archive/stats") in routes
+
+    async def go() -> dict[tuple[str, str], int]:
+        transport = httpx.ASGITransport(app=app)  # no lifespan: nothing loads, the key comes first
+        async with httpx.AsyncClient(transport=transport, base_url="http://t4v") as c:
+            return {
+                (method, path): (
+                    await c.request(method, path.replace("{name}", "v").replace("{row_id}", "r"))
+                ).status_code
+                for method, path in routes
+                if (method, path) not in OPEN
+            }
+
+    answered = asyncio.run(go())
+    assert len(answered) >= 15
+    assert {route: status for route, status in answered.items() if status != 401} == {}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import generated_videos
+from tests.media import generated_videos, moving_square_frames, write_frames
 from tests.server_helpers import make_app, running
+from text4vis.engine.request import ClipSpec
 from text4vis.engine.runtime.build import Runtime
 
 LABELS = ["yoga", "surfing", "arm wrestling", "cooking"]
@@ -183,5 +184,130 @@ def test_a_model_change_is_said_and_reindexed_from_the_stored_paths(
             found = (await c.get("/archive/search", params={"q": "surfing"})).json()
             assert len(found["results"]) == 2 and found["elsewhere"] == {old: 1}  # said beside the answer
             assert all(h["names"] == [h["name"]] for h in found["results"])
+
+    asyncio.run(go())
+
+
+def test_metadata_that_cannot_be_answered_is_refused_and_a_poisoned_row_fails_nothing(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Metadata nested 300 deep was stored (and the POST answered 500); from then on every page
+    and search that reached the row answered 500. Now: deep, non-finite (NaN, 1e999) and
+    non-object metadata is a 422 naming the rule, nothing is stored; a row poisoned by another
+    writer is answered with an error entry in its metadata, the rest of the page intact."""
+    deep = "[" * 300 + "]" * 300
+
+    async def go() -> None:
+        app = make_app(tmp_path, runtime)
+        async with running(app) as c:
+            for bad, says in (
+                (f'{{"x": {deep}}}', "nested 16 levels"),
+                ('{"x": NaN}', "finite numbers only"),
+                ('{"x": 1e999}', "finite numbers only"),
+                ('{"x": [1, {"y": -Infinity}]}', "finite numbers only"),
+                ("[1, 2]", "a JSON object"),
+            ):
+                r = await c.post("/archive/videos", files=upload("clip_a.mp4"), data={"metadata": bad})
+                assert r.status_code == 422 and says in r.json()["detail"], (bad[:40], r.text)
+            assert (await c.get("/archive/stats")).json()["tables"] == []  # nothing stored
+            for name in ("clip_a.mp4", "clip_b.mp4"):
+                r = await c.post("/archive/videos", files=upload(name), data={"metadata": '{"ok": true}'})
+                assert r.status_code == 200, r.text
+            poisoned = r.json()["video"]["id"]
+            engine = app.state.server.engine
+            table = engine.table_blocking(engine.clip(ClipSpec()))
+            table._table.update(where=f"id = '{poisoned}'", values={"metadata": '{"x": ' + deep + "}"})
+            page = await c.get("/archive/videos")
+            assert page.status_code == 200, page.text
+            by_id = {row["id"]: row["metadata"] for row in page.json()["rows"]}
+            assert "cannot be answered" in by_id[poisoned]["error"] and len(by_id) == 2
+            assert list(by_id.values()).count({"ok": True}) == 1
+            assert (await c.get(f"/archive/videos/{poisoned}")).status_code == 200
+            merged = await c.post("/archive/videos", files=upload("clip_a.mp4"), data={"metadata": '{"n": 1e999}'})
+            assert merged.status_code == 422
+
+    asyncio.run(go())
+
+
+class _Unwritable:
+    """A LanceDB table whose commits fail as on a read-only disk; reads pass through."""
+
+    def __init__(self, table: object) -> None:
+        self._inner = table
+
+    def merge_insert(self, *_: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_an_archive_that_cannot_be_written_loses_no_acknowledged_row(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the archive's directory read-only, index=true answered 200 with an archive_id and the
+    row was dropped for good; POST /archive/videos answered 500; /health/ready said 200. Now the
+    row is kept and committed once the archive takes it again; the answers, readiness and
+    /metrics say so meanwhile, and index_required / POST /archive/videos are 503s naming it."""
+    from text4vis.engine.archive import writer
+
+    monkeypatch.setattr(writer, "RETRY_S", 0.3)
+
+    async def go() -> None:
+        app = make_app(tmp_path, runtime)
+        async with running(app) as c:
+            data = {"labels": json.dumps(LABELS), "index": "true"}
+            first = await c.post("/classify", files=upload("clip_a.mp4"), data=data)
+            assert first.status_code == 200 and first.json()["archive_stored"] is True, first.text
+            assert (await c.get("/archive/videos")).json()["total"] == 1  # a read commits what is queued
+            engine = app.state.server.engine
+            table = engine.table_blocking(engine.clip(ClipSpec())).table  # the LanceTable under the search index
+            healthy = table._table
+            table._table = _Unwritable(healthy)
+
+            second = await c.post("/classify", files=upload("clip_b.mp4"), data=data)
+            assert second.status_code == 200, second.text  # answered before its commit was tried
+            for _ in range(50):
+                ready = await c.get("/health/ready")
+                if ready.status_code == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert ready.status_code == 503 and "cannot be written" in ready.json()["detail"], ready.text
+            third = await c.post("/classify", files=upload("clip_c.avi"), data=data)
+            assert third.status_code == 200 and third.json()["archive_stored"] is False, third.text
+            assert "Read-only file system" in third.json()["archive_error"]
+            strict = await c.post("/classify", files=upload("clip_a.mp4"), data={**data, "index_required": "true"})
+            assert strict.status_code == 503 and "cannot be written" in strict.json()["detail"], strict.text
+            fresh = write_frames(tmp_path / "fresh.mp4", moving_square_frames(30, 96, 64, seed=7), 25)
+            direct = await c.post("/archive/videos", files={"file": ("fresh.mp4", fresh.read_bytes(), "video/mp4")})
+            assert direct.status_code == 503 and "cannot be written" in direct.json()["detail"], direct.text
+            metrics = (await c.get("/metrics")).text
+            assert "t4v_archive_rows_kept 2.0" in metrics, [m for m in metrics.splitlines() if "kept" in m]
+
+            table._table = healthy  # writable again: the kept rows are committed
+            for _ in range(50):
+                if (await c.get("/health/ready")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            page = (await c.get("/archive/videos")).json()
+            assert {r["id"] for r in page["rows"]} == {
+                first.json()["archive_id"],
+                second.json()["archive_id"],
+                third.json()["archive_id"],
+            }
+            assert "t4v_archive_rows_kept 0.0" in (await c.get("/metrics")).text
+
+    asyncio.run(go())
+
+
+def test_a_search_text_too_long_for_the_encoder_is_refused(runtime: Runtime, tmp_path: Path) -> None:
+    """A query of 200 tokens was cut to the encoder's 77 silently (classify refuses such prompts)."""
+
+    async def go() -> None:
+        async with running(make_app(tmp_path, runtime)) as c:
+            assert (await c.post("/archive/videos", files=upload("clip_a.mp4"))).status_code == 200
+            r = await c.get("/archive/search", params={"q": " ".join(["x"] * 140)})
+            assert r.status_code == 422 and "tokens" in r.json()["detail"], r.text
+            assert (await c.get("/archive/search", params={"q": "a dog"})).status_code == 200
 
     asyncio.run(go())

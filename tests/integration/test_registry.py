@@ -403,3 +403,18 @@ def test_the_stored_text_embeddings_are_bounded_least_recently_used_out(
     assert sorted(left, key=lambda p: int(p[1:])) == ["p0", "p1", *[f"p{i}" for i in range(6, 14)]]
     assert np.array_equal(left["p12"], vec * 12)
     assert set(store.get_embeddings("other-model", ["kept"])) == {"kept"}
+
+
+def test_a_vocabulary_s_embeddings_are_one_transaction(tmp_path: Path) -> None:
+    """5,000 new prompt embeddings were 5,000 autocommit inserts (each a commit and an fsync)
+    under the store's lock, and every read waited for them; now they are one transaction (Redis:
+    one MULTI/EXEC pipeline already)."""
+    store = SQLiteStore(tmp_path / "v.db")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    embeddings = {f"a video of a person doing {i}.": np.full(8, i, dtype=np.float32) for i in range(5000)}
+    store.put_embeddings("m", embeddings)
+    commits = [s for s in statements if s.strip().upper() in ("COMMIT", "BEGIN IMMEDIATE")]
+    assert commits == ["BEGIN IMMEDIATE", "COMMIT"], commits[:6]
+    assert len(store.get_embeddings("m", list(embeddings))) == 5000
+    store.close()

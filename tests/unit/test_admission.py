@@ -119,3 +119,30 @@ def test_a_stalled_upload_holds_no_slot_and_stalled_ones_are_capped_apart() -> N
     for cm in held:
         cm.__exit__(None, None, None)
     assert admission.uploading == 0 and admission.stalled == 0
+
+
+def test_an_upload_too_slow_to_finish_in_time_holds_no_slot() -> None:
+    """A client trickling a byte a second is never silent for 2 s, so it stayed live, in the
+    prediction and the cap (70 of them made every other request a 503). Once its rate says the
+    rest of its Content-Length cannot arrive before its deadline, it counts as stalled; an upload
+    on a slow but sufficient link stays live."""
+    now = [0.0]
+    admission = Admission(workers=2, max_wait_s=10.0, max_in_flight=2, clock=lambda: now[0])
+    with admission.admit() as trickle, admission.admit() as slow_but_fine:
+        trickle.expect(100_000, 60.0)
+        slow_but_fine.expect(100_000, 60.0)
+        with pytest.raises(Overloaded, match="2 classify requests are in progress"):
+            admission.check()
+        for second in range(1, 4):
+            now[0] = float(second)
+            trickle.progress(second)  # 1 B/s: 100 kB would take a day
+            slow_but_fine.progress(3_000 * second)  # 3 kB/s: whole in 33 s, within its 60
+        assert trickle.doomed(now[0]) and not slow_but_fine.doomed(now[0])
+        assert admission.stalled == 1 and admission.in_flight == 1
+        admission.check()  # room for a request that will finish
+        unknown = admission.admit()
+        ticket = unknown.__enter__()  # no Content-Length: judged by its silences only
+        now[0] += 1.0
+        ticket.progress(10)
+        assert not ticket.doomed(now[0])
+        unknown.__exit__(None, None, None)
