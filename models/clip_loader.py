@@ -6,9 +6,11 @@ Weights are never random unless the caller asks for it by name (``random_init=Tr
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -201,11 +203,16 @@ TEXT_FILE = "text.pt"
 def save_text_tower(clip: LoadedClip, path: Path) -> None:
     """CLIP's text tower (every weight outside ``visual``) with what rebuilds it: enough to encode
     vocabularies beside an exported visual engine, without the hub or the base checkpoint."""
-    text = {k: v.detach().cpu() for k, v in clip.model.state_dict().items() if not k.startswith("visual.")}
+    whole = clip.model.state_dict()
+    text = {k: v.detach().cpu() for k, v in whole.items() if not k.startswith("visual.")}
+    name = clip.arch.removeprefix("openai-")
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
             "arch": clip.arch,
+            # what builds the architecture, whatever open_clip knows by name: an OpenAI-layout
+            # file's architecture is read from its shapes and has no open_clip config of its own
+            "model_cfg": open_clip.get_model_config(name) or _openai_model_cfg(whole),
             "quick_gelu": clip.quick_gelu,
             "model_id": clip.model_id,
             "image_size": clip.image_size,
@@ -228,10 +235,12 @@ def load_text_tower(path: Path) -> LoadedClip:
         raise ModelLoadError(f"cannot read the text encoder {path}: {_one_line(exc)}") from None
     name = arch.removeprefix("openai-")  # an OpenAI file's inferred name: open_clip's config of that name
     if name not in open_clip.list_models():
-        raise ModelLoadError(
-            f"{path}: open_clip has no architecture {name!r} to rebuild the text encoder; "
-            "export the engine again with --model ARCH"
-        )
+        if not isinstance(saved.get("model_cfg"), dict):  # written before the config was stored with it
+            raise ModelLoadError(
+                f"{path}: open_clip has no architecture {name!r} to rebuild the text encoder; "
+                "export the engine again (it now stores the architecture)"
+            )
+        _register(name, saved["model_cfg"])
     with _quiet(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="QuickGELU mismatch")
         model = open_clip.create_model(name, pretrained=None, device="meta", force_quick_gelu=quick)
@@ -254,6 +263,48 @@ def load_text_tower(path: Path) -> LoadedClip:
         std=(float(saved["std"][0]), float(saved["std"][1]), float(saved["std"][2])),
         quick_gelu=quick,
     )
+
+
+def _openai_model_cfg(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The open_clip model config of an OpenAI-layout CLIP, read from its shapes as open_clip's
+    ``build_model_from_openai_state_dict`` reads them."""
+    if "visual.proj" in state:
+        patch = int(state["visual.conv1.weight"].shape[-1])
+        grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision: dict[str, Any] = {
+            "layers": len([k for k in state if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")]),
+            "width": int(state["visual.conv1.weight"].shape[0]),
+            "patch_size": patch,
+            "image_size": patch * grid,
+        }
+    else:
+        blocks = [len({k.split(".")[2] for k in state if k.startswith(f"visual.layer{b}")}) for b in (1, 2, 3, 4)]
+        side = round((state["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = {
+            "layers": blocks,
+            "width": int(state["visual.layer1.0.conv1.weight"].shape[0]),
+            "image_size": side * 32,
+        }
+    width = int(state["ln_final.weight"].shape[0])
+    return {
+        "embed_dim": int(state["text_projection"].shape[1]),
+        "vision_cfg": vision,
+        "text_cfg": {
+            "context_length": int(state["positional_embedding"].shape[0]),
+            "vocab_size": int(state["token_embedding.weight"].shape[0]),
+            "width": width,
+            "heads": width // 64,
+            "layers": len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks")}),
+        },
+    }
+
+
+def _register(name: str, cfg: dict[str, Any]) -> None:
+    """Make ``cfg`` open_clip's architecture ``name`` (its public way: a JSON file of that name)."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / f"{name}.json"
+        config.write_text(json.dumps(cfg))
+        open_clip.add_model_config(config)
 
 
 def _causal_masks(model: nn.Module) -> None:

@@ -166,7 +166,8 @@ def evaluate_command(
     elif protocol == "zeroshot-halves":
         sys.stderr.write(
             f"zero-shot: full-class top-1 {100 * result['top1']:.2f}%; 10 half-class splits "
-            f"{100 * result['half_splits_mean']:.2f} +- {100 * result['half_splits_std']:.2f}%\n"
+            f"top-1 {100 * result['half_splits_mean']:.2f} +- {100 * result['half_splits_std']:.2f}%, "
+            f"top-5 {100 * result['half_splits_top5_mean']:.2f} +- {100 * result['half_splits_top5_std']:.2f}%\n"
         )
     typer.echo(json.dumps(result))
 

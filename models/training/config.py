@@ -44,6 +44,13 @@ class TrainConfig(DeviceOption, WeightOptions):
     other_text_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", description="For classifier=text-other.")
     unfreeze_classifier: bool = Field(False, description="Train the classifier too (the paper's ablation).")
 
+    min_list_frames: int = Field(
+        8,
+        ge=0,
+        description="A 3-column training list drops the videos it says have fewer frames than this (the "
+        "reference's fixed 8, whatever the frames per clip).",
+    )
+
     # optimization
     epochs: int = Field(30, ge=1, description="Epochs.")
     warmup_epochs: int = Field(5, ge=0, description="Linear warm-up epochs of the cosine schedule.")

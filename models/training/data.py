@@ -71,8 +71,10 @@ def read_samples(source: Path, classes: list[str], root: Path | None = None) -> 
 
 
 def enough_frames(samples: list[Sample], frames: int, source: Path | str) -> list[Sample]:
-    """Training lists without the videos whose stated frame count is under ``frames`` (the
-    reference filters its 3-column lists so; a 2-column list states no count and keeps all)."""
+    """Training lists without the videos whose stated frame count is under ``frames``: the
+    reference filters its 3-column training lists so, with a fixed 8 whatever the clip's T
+    (``datasets.py``: ``int(item[1]) >= 8``; ``min_list_frames``); a 2-column list states no
+    count and keeps all."""
     kept = [s for s in samples if s.frames is None or s.frames >= frames]
     if len(kept) < len(samples):
         log.info(
@@ -104,7 +106,7 @@ def reference_crop_box(width: int, height: int, draw: random.Random) -> tuple[in
 class ReferenceSizedCrop(T.Transform):
     """A clip ``[T, 3, H, W]`` cropped by :func:`reference_crop_box` and resized to ``size`` square
     (bilinear, as the reference's PIL resize); when no try fits, the short side scaled to ``size``
-    and a random ``size`` crop (the reference's fallback). One draw for the whole clip."""
+    (bilinear too) and a random ``size`` crop (the reference's fallback). One draw for the whole clip."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -122,7 +124,8 @@ class ReferenceSizedCrop(T.Transform):
                 interpolation=T.InterpolationMode.BILINEAR,
                 antialias=True,
             )
-        scaled = T.functional.resize(clip, [self.size], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+        # the fallback's GroupScale is given the crop's own interpolation: bilinear
+        scaled = T.functional.resize(clip, [self.size], interpolation=T.InterpolationMode.BILINEAR, antialias=True)
         height, width = scaled.shape[-2:]
         x, y = draw.randint(0, width - self.size), draw.randint(0, height - self.size)
         return scaled[..., y : y + self.size, x : x + self.size]

@@ -9,7 +9,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -36,6 +35,7 @@ from text4vis.models.training.config import TrainConfig, head_kind, parse_args
 from text4vis.models.training.data import Sample, VideoDataset, enough_frames, few_shot, read_samples
 from text4vis.models.training.evaluate import evaluate
 from text4vis.models.training.plot import plot_metrics
+from text4vis.models.training.schedule import WarmupCosine, sets_rate
 from text4vis.models.video_classifier import VideoClassifier
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,10 @@ def _distributed(device: str) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _lr_lambda(warmup: int, total: int):  # noqa: ANN202
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+def training_list(cfg: TrainConfig, classes: list[str]) -> list[Sample]:
+    """The training list without the videos a 3-column list says have fewer than
+    ``min_list_frames`` frames (the few-shot draw and the LDA initialization draw from it)."""
+    return enough_frames(read_samples(cfg.train_list, classes, cfg.root), cfg.min_list_frames, cfg.train_list)
 
 
 def _param_groups(model: VideoClassifier, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -142,7 +138,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     classes = read_labels(cfg.labels)
     clip = load_clip(cfg.clip_source(seed=cfg.seed))
-    full = enough_frames(read_samples(cfg.train_list, classes, cfg.root), cfg.frames, cfg.train_list)
+    full = training_list(cfg, classes)
     samples = repeated_few_shot(full, cfg.shots, cfg.seed) if cfg.shots else full
     batch_size = cfg.batch_size
     micro = max(1, batch_size // world // cfg.accumulate)
@@ -168,8 +164,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = model.to(device).train()
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), betas=cfg.betas, eps=1e-8)
-    total = cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_epochs * steps_per_epoch, total))
+    scheduler = WarmupCosine(optimizer, cfg.epochs, cfg.warmup_epochs)  # the reference's rule (schedule.py)
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch = 0
@@ -210,7 +205,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             net.train()
             t0 = time.perf_counter()
             losses = _train_epoch(
-                Step(net, optimizer, scheduler, scaler, use_amp, cfg.clip_grad, device, world),
+                Step(net, optimizer, scheduler, scaler, use_amp, cfg.clip_grad, device, world, epoch),
                 plan,
                 iter(loader),
                 functools.partial(_advance, progress, task),
@@ -250,12 +245,13 @@ class Step:
 
     net: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: WarmupCosine
     scaler: torch.amp.GradScaler
     use_amp: bool
     clip_grad: float | None
     device: str
     world: int
+    epoch: int = 0
 
 
 def _train_epoch(
@@ -268,10 +264,15 @@ def _train_epoch(
     the last), the loss being this process's mean as in the reference; the global mean loss of each step."""
     losses: list[float] = []
     done, t0 = 0, time.perf_counter()
+    iterations = sum(len(parts) for parts in plan)  # the loader's batches this epoch (micro-batches)
+    i = 0
     for parts in plan:
         loss_sum = torch.zeros((), dtype=torch.float64)
         mine = sum(len(part) for part in parts)
         for k in range(len(parts)):
+            if sets_rate(i):  # the reference sets the rate at an iteration's start, every 10th
+                step.scheduler.step(step.epoch + i / iterations)
+            i += 1
             pixels, labels = next(batches)
             pixels, labels = pixels.to(step.device), labels.to(step.device)
             ctx: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
@@ -287,7 +288,6 @@ def _train_epoch(
         step.scaler.step(step.optimizer)
         step.scaler.update()
         step.optimizer.zero_grad(set_to_none=True)
-        step.scheduler.step()
         if step.world > 1:
             dist.all_reduce(loss_sum)
         losses.append(float(loss_sum) / (mine * step.world))

@@ -250,3 +250,33 @@ def test_server_runs_an_engine(tiny_engine: Path, tiny_clip_path: Path, tmp_path
             assert r.status_code == 200 and len(r.json()["predictions"]) == 5
 
     asyncio.run(go())
+
+
+def test_an_engine_of_an_openai_layout_file_of_any_shape_stands_alone(tmp_path: Path, quick_weights: Path) -> None:
+    """An OpenAI-layout file read without --model has an architecture read from its shapes, which
+    open_clip has no config for (``ViT-w...``): ``t4v classify --engine DIR`` alone failed ("open_clip
+    has no architecture ... to rebuild the text encoder"). The text tower now carries its
+    architecture's config; a fresh process answers as the file itself does."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "engine"
+    export_from_options(ModelOptions(clip_checkpoint=quick_weights), out, max_batch=4)
+    saved = torch.load(out / "text.pt", weights_only=True)
+    name = str(saved["arch"]).removeprefix("openai-")
+    assert name not in open_clip.list_models() and "text_cfg" in saved["model_cfg"]
+    video = str(generated_videos()["clip_a.mp4"])
+    alone = subprocess.run(
+        [sys.executable, "-m", "text4vis.server.cli", "classify", video, "--labels", "a,b,c", "--engine", str(out)]
+        + ["--json", "--top-k", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert alone.returncode == 0, alone.stderr
+    (answer,) = json.loads(alone.stdout)["results"]
+    got = {p["label"]: p["probability"] for p in answer["predictions"]}
+    runtime = build_runtime(ModelOptions(clip_checkpoint=quick_weights, device="cpu"))
+    (own,) = classify_offline(runtime, ["a", "b", "c"], [Path(video)], top_k=3)
+    assert isinstance(own, ClassifyResult)
+    assert max(abs(got[p.label] - p.probability) for p in own.predictions) < 1e-4

@@ -52,7 +52,9 @@ def args(data: tuple[Path, Path, Path], out: Path, *extra: str) -> list[str]:
         "--epochs",
         "4",
         "--warmup-epochs",
-        "1",
+        # the reference's warm-up starts at lr 0 and sets the rate every 10 iterations: a
+        # 1-epoch warm-up of 2 steps would train nothing
+        "0",
         "--batch-size",
         "6",
         "--lr",
@@ -366,13 +368,15 @@ def test_t4v_eval_zero_shot_halves_protocol(smoke_run: Path, tmp_path: Path) -> 
     )
     truth = np.array([classes.index(row["label"]) for row in rows])
     accuracies = []
-    for split in range(10):
+    for split in range(10):  # the reference's rule: among the drawn classes the kept videos have
         np.random.seed(split)
-        kept = np.random.permutation(len(classes))[: len(classes) // 2]
-        rows_kept = np.isin(truth, kept)
-        predicted = kept[probs[rows_kept][:, kept].argmax(axis=1)]
+        drawn = np.random.permutation(len(classes))[: len(classes) // 2]
+        rows_kept = np.isin(truth, drawn)
+        subclasses = np.unique(truth[rows_kept])
+        predicted = subclasses[probs[rows_kept][:, subclasses].argmax(axis=1)]
         accuracies.append(float((predicted == truth[rows_kept]).mean()))
     assert out["half_splits_top1"] == pytest.approx(accuracies)
+    assert len(out["half_splits_top5"]) == 10 and out["half_splits_top5_mean"] >= out["half_splits_mean"]
     assert out["half_splits_mean"] == pytest.approx(np.mean(accuracies))
     assert out["half_splits_std"] == pytest.approx(np.std(accuracies))
     assert out["top1"] == pytest.approx(float((probs.argmax(axis=1) == truth).mean()))

@@ -92,34 +92,73 @@ def test_augmentation_is_the_reference_one(tmp_path: Path) -> None:
     assert out.shape == (8, 3, 224, 224) and torch.equal(out[:, 0], out[:, 1])  # one draw for the whole clip
 
 
+def _reference_multi_split_test(vis_embs: torch.Tensor, text_embs: torch.Tensor, true_label: torch.Tensor):  # noqa: ANN202
+    """The reference's ``multi_split_test`` and ``compute_accuracy`` (test_zeroshot.py) with its
+    ``accuracy`` (utils/utils.py), transcribed line by line (percentages, as it prints them)."""
+    import numpy as np
+
+    def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1,)) -> list[torch.Tensor]:
+        maxk = max(topk)
+        batch_size = target.size(0)
+        _, pred = output.topk(maxk, 1, True, True)
+        pred = pred.t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        return [correct[:k].reshape(-1).float().sum(0).mul_(100.0 / batch_size) for k in topk]
+
+    def compute_accuracy(vis_emb: torch.Tensor, text_emb: torch.Tensor, label: torch.Tensor) -> tuple:
+        n_class = len(text_emb)
+        n_samples = len(vis_emb)
+        similarity = 100.0 * vis_emb @ text_emb.T
+        similarity = similarity.view(n_samples, -1, n_class).softmax(dim=-1)
+        similarity = similarity.mean(dim=1, keepdim=False)
+        prec = accuracy(similarity, label, topk=(1, 5))
+        return prec[0], prec[1]
+
+    true_label = true_label.numpy()
+    accuracy_split, accuracy_split_top5 = np.zeros(10), np.zeros(10)
+    for split in range(len(accuracy_split)):
+        np.random.seed(split)
+        sel_classes = np.random.permutation(len(text_embs))[: len(text_embs) // 2]
+        sel = [lab in sel_classes for lab in true_label]
+        subclasses = np.unique(true_label[sel])
+        tl = np.array([int(np.where(lab == subclasses)[0][0]) for lab in true_label[sel]])
+        tl = torch.from_numpy(tl)
+        acc, acc5 = compute_accuracy(vis_embs[sel], text_embs[subclasses], tl)
+        accuracy_split[split] = acc
+        accuracy_split_top5[split] = acc5
+    return accuracy_split, accuracy_split_top5
+
+
 def test_half_splits_follow_the_reference_rule() -> None:
-    """The zero-shot script's half-class protocol: split ``s`` seeds numpy with ``s``, keeps the first
-    half of a permutation of the classes, and classifies those classes' videos among them by the
-    softmax of ``100 * cosine`` of the fused video embedding (views averaged before normalization:
-    the script's softmax runs over a view axis of size 1)."""
+    """The zero-shot script's half-class protocol, compared with a transcription of the reference's
+    own functions on the same embeddings: split ``s`` seeds numpy with ``s``, draws half of every
+    class, keeps the videos of drawn classes and scores them among the drawn classes those videos
+    have (``subclasses = np.unique(true_label[sel])``); top-1 and top-5. The evaluated videos
+    here lack a third of the classes: scoring against every drawn class (the old rule) differs."""
     import numpy as np
 
     from text4vis.models.training.evaluate import half_class_splits
 
     rng = np.random.default_rng(0)
-    view_embeddings = rng.normal(size=(40, 3, 16))
-    text = rng.normal(size=(10, 16))
-    text /= np.linalg.norm(text, axis=-1, keepdims=True)
-    labels = rng.integers(0, 10, size=40)
-    fused = view_embeddings.mean(axis=1)
-    fused /= np.linalg.norm(fused, axis=-1, keepdims=True)
-    expected = []
+    text = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(30, 16))).float(), dim=-1)
+    labels = torch.from_numpy(rng.integers(0, 20, size=200))  # classes 20..29 have no video
+    vis = torch.nn.functional.normalize(
+        text[labels] + 1.2 * torch.from_numpy(rng.normal(size=(200, 16))).float(), dim=-1
+    )
+    top1_ref, top5_ref = _reference_multi_split_test(vis, text, labels)
+    top1, top5 = half_class_splits((100.0 * vis @ text.T).double(), labels)
+    assert [round(100 * a, 3) for a in top1] == [round(float(a), 3) for a in top1_ref]
+    assert [round(100 * a, 3) for a in top5] == [round(float(a), 3) for a in top5_ref]
+    assert len(set(top1)) > 1 and min(top5) < 1.0  # the splits differ; top-5 is no formality
+    # the old rule, every drawn class a candidate, gives other numbers on this list
+    old = []
     for split in range(10):
         np.random.seed(split)
-        kept = np.random.permutation(10)[:5]
-        rows = np.isin(labels, kept)
-        similarity = 100 * fused[rows] @ text[kept].T
-        probs = np.exp(similarity - similarity.max(-1, keepdims=True))
-        probs = (probs / probs.sum(-1, keepdims=True)).reshape(int(rows.sum()), 1, 5).mean(axis=1)
-        expected.append(float((kept[probs.argmax(axis=1)] == labels[rows]).mean()))
-    got = half_class_splits(torch.from_numpy(100 * fused @ text.T), torch.from_numpy(labels))
-    assert got == pytest.approx(expected)
-    assert len(set(expected)) > 1  # the splits differ: the test can tell a wrong seed or half
+        kept = np.random.permutation(30)[:15]
+        rows = np.isin(labels.numpy(), kept)
+        scores = (vis @ text.T)[torch.from_numpy(rows)][:, torch.from_numpy(kept)]
+        old.append(float((torch.from_numpy(kept)[scores.argmax(-1)] == labels[torch.from_numpy(rows)]).double().mean()))
+    assert old != top1
 
 
 def _reference_sized_crop_box(width: int, height: int, rnd: random.Random) -> tuple[int, int, int, int] | None:
@@ -204,3 +243,107 @@ def test_shipped_fine_tuning_config() -> None:
     path = Path(__file__).parents[2] / "models" / "training" / "configs" / "k400_vitb16_f8.yaml"
     cfg = TrainConfig.load(path, {"train_list": Path("t.txt"), "labels": Path("l.txt")})
     assert (cfg.model, cfg.temporal, cfg.batch_size, cfg.frames) == ("ViT-B-16", "transf", 256, 8)
+
+
+def test_the_schedule_is_the_reference_s_as_its_train_py_steps_it() -> None:
+    """The rate at every iteration of three epochs of 23 micro-batches (two per optimizer step,
+    warm-up 1 epoch, two groups as the reference's) equals a transcription of the reference's
+    WarmupLR / WarmupCosineAnnealingLR stepped as its train.py does: at the first iteration of
+    an epoch and every 10th, with ``epoch + i / len(train_loader)``; the warm-up starts at 0."""
+    import math
+    import warnings
+
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from text4vis.models.training.schedule import WarmupCosine
+    from text4vis.models.training.train import Step, _train_epoch
+
+    class ReferenceWarmupCosine(LRScheduler):  # utils/lr_scheduler.py, defaults as utils/solver.py uses them
+        def __init__(self, optimizer: torch.optim.Optimizer, total_epoch: int, warmup_epochs: int) -> None:
+            self.total_epoch, self.final_factor = total_epoch, 0
+            self.num_groups = len(optimizer.param_groups)
+            self.warmup_epochs = (warmup_epochs,) * self.num_groups
+            self.warmup_powers, self.warmup_lrs = (1,) * self.num_groups, (0,) * self.num_groups
+            super().__init__(optimizer, -1)
+
+        def get_lr(self) -> list[float]:
+            curr_lrs = []
+            for g in range(self.num_groups):
+                if self.last_epoch < self.warmup_epochs[g]:
+                    progress = self.last_epoch / self.warmup_epochs[g]
+                    factor = progress ** self.warmup_powers[g]
+                    lr_gap = self.base_lrs[g] - self.warmup_lrs[g]
+                    curr_lrs.append(factor * lr_gap + self.warmup_lrs[g])
+                else:
+                    warmup_epoch = self.warmup_epochs[g]
+                    progress = (self.last_epoch - warmup_epoch) / (self.total_epoch - warmup_epoch)
+                    progress = min(progress, 1.0)
+                    cosine_progress = (math.cos(math.pi * progress) + 1) / 2
+                    factor = cosine_progress * (1 - self.final_factor) + self.final_factor
+                    curr_lrs.append(self.base_lrs[g] * factor)
+            return curr_lrs
+
+    def groups(net: torch.nn.Module) -> list[dict[str, object]]:
+        return [{"params": [net.weight], "lr": 1e-5}, {"params": [net.bias], "lr": 1e-3}]
+
+    epochs, warmup, iterations = 3, 1, 23
+    ref_net = torch.nn.Linear(4, 3)
+    ref_opt = torch.optim.AdamW(groups(ref_net))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # step(epoch) is deprecated in torch; the reference calls it so
+        reference = ReferenceWarmupCosine(ref_opt, epochs, warmup)
+        expected = []
+        for epoch in range(epochs):
+            for i in range(iterations):
+                if (i + 1) == 1 or (i + 1) % 10 == 0:
+                    reference.step(epoch + i / iterations)
+                expected.append([g["lr"] for g in ref_opt.param_groups])
+
+    net = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(groups(net))
+    schedule = WarmupCosine(optimizer, epochs, warmup)
+    assert schedule.get_last_lr() == [0.0, 0.0]  # the warm-up starts at lr 0
+    seen: list[list[float]] = []
+    net.register_forward_hook(lambda *_: seen.append([g["lr"] for g in optimizer.param_groups]))
+    plan = [[[0, 1], [2, 3]] for _ in range(iterations // 2)] + [[[0, 1]]]  # 23 micro-batches
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    for epoch in range(epochs):
+        batches = iter([(torch.randn(2, 4), torch.tensor([0, 2])) for _ in range(iterations)])
+        _train_epoch(
+            Step(net, optimizer, schedule, scaler, False, None, "cpu", 1, epoch), plan, batches, lambda _: None
+        )
+    assert len(seen) == len(expected) == epochs * iterations
+    flat_seen, flat_expected = [x for row in seen for x in row], [x for row in expected for x in row]
+    assert flat_seen == pytest.approx(flat_expected, rel=1e-12, abs=0.0)
+    assert len({tuple(x) for x in expected}) > 5  # the rate moves: warm-up and cosine both seen
+
+
+def test_a_3_column_list_keeps_videos_of_8_frames_whatever_t(tmp_path: Path) -> None:
+    """The reference drops from a 3-column training list the videos of fewer than 8 frames, a
+    fixed 8 (datasets.py), also at T = 16: a 10-frame video is trained on. (The threshold was T.)"""
+    from text4vis.models.training.config import TrainConfig
+    from text4vis.models.training.train import training_list
+
+    listing = tmp_path / "train.txt"
+    listing.write_text("a 10 0\nb 7 1\nc 300 1\n")
+    cfg = TrainConfig(train_list=listing, labels=tmp_path / "l.txt", root=tmp_path, frames=16, random_init=True)
+    assert [s.frames for s in training_list(cfg, ["x", "y"])] == [10, 300]
+    strict = cfg.model_copy(update={"min_list_frames": 16})
+    assert [s.frames for s in training_list(strict, ["x", "y"])] == [300]
+
+
+def test_the_sized_crop_falls_back_to_a_bilinear_scale() -> None:
+    """A frame no try fits (10 x 1000 pixels): the reference's fallback scales the short side with
+    the crop's own interpolation, bilinear (it was bicubic here), then crops at random."""
+    from text4vis.models.training.data import ReferenceSizedCrop
+
+    torch.manual_seed(0)
+    clip = torch.randint(0, 256, (2, 3, 10, 1000), dtype=torch.uint8)
+    out = ReferenceSizedCrop(8)(clip)
+    assert out.shape == (2, 3, 8, 8)
+
+    def found_in(mode: T.InterpolationMode) -> bool:
+        scaled = T.functional.resize(clip, [8], interpolation=mode, antialias=True)
+        return any(torch.equal(out, scaled[..., :, x : x + 8]) for x in range(scaled.shape[-1] - 7))
+
+    assert found_in(T.InterpolationMode.BILINEAR) and not found_in(T.InterpolationMode.BICUBIC)
