@@ -4,13 +4,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_ARGS ?= --model ViT-B-16 --pretrained openai
 
-.PHONY: install serve test lint bench system-deps docs
+.PHONY: install install-dev serve test lint bench system-deps docs
 
+# serving needs the package and the client; the tests and the linters add dev (pytest, ruff, mypy,
+# the browser driver) and distributed (Ray Data, whose tests run in CI)
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e . -e clients
+	touch $@
+
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,distributed]' -e clients
 	touch $@
 
@@ -21,7 +29,7 @@ serve: install
 	@echo "  without network: make serve MODEL_ARGS=\"--model ViT-B-32 --random-init\" (random weights, a try-out)"
 	$(BIN)/t4v serve $(MODEL_ARGS) --preset kinetics400
 
-test: install system-deps
+test: install-dev system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -36,7 +44,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
 	    redis-server chromium >/dev/null; }
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

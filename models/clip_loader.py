@@ -377,8 +377,8 @@ def _from_hub(arch: str, tag: str, activation: Activation) -> tuple[Any, bool]:
         raise ModelLoadError(
             f"cannot reach the hub ({HUB_HOST}) to fetch the pretrained weights {arch}/{tag}; "
             "pass a local file with --clip-checkpoint PATH (open_clip or OpenAI format), "
-            "or set HF_HUB_OFFLINE=1 to use weights already in the local hub cache; to try the server "
-            'without weights: --model ViT-B-32 --random-init (make serve MODEL_ARGS="--model ViT-B-32 --random-init")'
+            "or set HF_HUB_OFFLINE=1 to use weights already in the local hub cache; to try it without weights: "
+            "--model ViT-B-32 --random-init (random weights, answers of no meaning)"
         )
     try:
         with _quiet("huggingface_hub"):

@@ -39,7 +39,7 @@ def keys_new() -> None:
 
 @with_options(Settings, env=True)
 def serve(options: dict[str, Any] | None = None) -> None:
-    """Start the HTTP server. Options override the T4V_* environment; see the README's table."""
+    """Start the HTTP server. Options override the T4V_* environment; every one is in docs/configuration.md."""
     import uvicorn
 
     from text4vis.engine.runtime.build import build_runtime

@@ -46,6 +46,7 @@ def train(**kwargs: Any) -> None:
     logging.getLogger("text4vis.models.training").setLevel(logging.INFO)  # each epoch's loss, without -v
     try:
         cfg = collect(**kwargs)
+        cfg.check_files()  # a missing file or conflicting weights: said now, before a model loads
         metrics = run(cfg)
     except (ModelLoadError, InputError, ValueError, FileNotFoundError) as exc:
         fail(exc)

@@ -140,3 +140,35 @@ def test_make_serve_says_where_to_go_next() -> None:
     recipe = ROOT.joinpath("Makefile").read_text().split("\nserve:")[1].split("\n\n")[0]
     assert "http://127.0.0.1:8000/" in recipe and "source $(VENV)/bin/activate" in recipe
     assert "--model ViT-B-32 --random-init" in recipe
+
+
+def test_documented_exit_codes_and_model_ids_are_true(tmp_path: Path) -> None:
+    """The README's exit codes are what ``t4v classify`` does (a bad option 2, a file that cannot be
+    classified 1: it said 2 for both), every model id the docs show is one the loader makes
+    (``ViT-B-16/openai`` is ``ViT-B-16-quickgelu/openai``: OpenAI's weights run QuickGELU), and
+    ``t4v serve --help`` names a file that exists."""
+    import open_clip
+
+    from text4vis.models.clip_loader import _spelled
+
+    readme = ROOT.joinpath("README.md").read_text()
+    said = " ".join(readme.split("### Offline: `t4v classify`")[1].split("## ")[0].split())
+    assert "exit 2 with one line on stderr" in said and "the run exits 1" in said
+    bad_option = CliRunner().invoke(app, ["classify", "x.mp4", "--labels", "a", "--views", "0x0"])
+    assert bad_option.exit_code == 2
+    missing = CliRunner().invoke(app, ["classify", str(tmp_path / "nope.mp4"), "--labels", "a", "--random-init"])
+    assert missing.exit_code == 1, missing.output
+    shown = set()
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        shown |= set(re.findall(r'"(?:text_)?model"\s*:\s*"([^"]+/[^"]+)"', doc.read_text()))
+    assert shown, "the docs show no model id to check"
+    for model_id in shown:
+        arch, tag = model_id.rsplit("/", 1)
+        if tag.startswith(("sha256:", "random-seed")):
+            continue
+        base = arch.removesuffix("-quickgelu")
+        quick = bool(open_clip.get_pretrained_cfg(base, tag).get("quick_gelu", False))
+        assert model_id == f"{_spelled(base, quick)}/{tag}", model_id
+    help_text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "300"}).output
+    named = re.search(r"(docs/[a-z-]+\.md)", help_text)
+    assert named and (ROOT / named.group(1)).is_file() and "README's table" not in help_text

@@ -71,9 +71,13 @@ def _key(api_key: str | None) -> str | None:
 VOCAB = Annotated[str | None, typer.Option(help="A registered vocabulary.")]
 LABELS = Annotated[str | None, typer.Option(help='Ad-hoc labels: "a,b,c".')]
 out = Console()
+RANDOM_MARK = "/random-seed"  # in the model id of a server that runs random weights
 
 
 def _fail(exc: Exception) -> None:
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`--json | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit too
+        raise typer.Exit(0)
     sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
     raise typer.Exit(1 if isinstance(exc, T4VError) and (exc.status or 500) >= 500 else 2)
 
@@ -150,6 +154,8 @@ def classify(
                         index=index,
                         index_required=index_required,
                     )
+                except BrokenPipeError:
+                    raise
                 except (T4VError, OSError) as exc:
                     if len(files) == 1:
                         raise
@@ -175,8 +181,11 @@ def _print_result(file: Path, result: ClassifyResult, as_json: bool) -> None:
     for p in result.predictions:
         table.add_row(p.label, f"{p.probability:.4f}", f"{p.score:.4f}")
     out.print(table)
+    out.print(f"model {result.model}", soft_wrap=True)
     if result.abstained:
         out.print(f"none of these: {result.abstain_reason}")
+    if RANDOM_MARK in result.model:  # the web page says so too: never let random answers pass for real ones
+        sys.stderr.write("warning: the server runs RANDOM weights (--random-init): these predictions mean nothing\n")
 
 
 @app.command()

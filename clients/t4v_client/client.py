@@ -64,7 +64,15 @@ def _file(media: Media, filename: str | None) -> tuple[str, bytes]:
     if isinstance(media, bytes):
         return filename or "upload", media
     path = Path(media)
-    return filename or path.name, path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path} is a directory, not a video or image file") from None
+    except OSError as exc:
+        raise OSError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return filename or path.name, data
 
 
 def _classify_form(
@@ -256,7 +264,7 @@ class Client:
                 response = self._http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise Unavailable(f"cannot reach the server: {exc}") from None
+                    raise Unavailable(f"cannot reach the server at {self._http.base_url}: {exc}") from None
                 time.sleep(_wait_s(None, attempt, self.max_wait_s))
                 continue
             if response.status_code not in RETRY_STATUS or attempt == self.retries:
@@ -366,7 +374,7 @@ class Client:
                         return
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise Unavailable(f"cannot reach the server: {exc}") from None
+                    raise Unavailable(f"cannot reach the server at {self._http.base_url}: {exc}") from None
                 wait = _wait_s(None, attempt, self.max_wait_s)
             time.sleep(wait)
 
@@ -526,7 +534,7 @@ class AsyncClient:
                 response = await self._http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise Unavailable(f"cannot reach the server: {exc}") from None
+                    raise Unavailable(f"cannot reach the server at {self._http.base_url}: {exc}") from None
                 await asyncio.sleep(_wait_s(None, attempt, self.max_wait_s))
                 continue
             if response.status_code not in RETRY_STATUS or attempt == self.retries:
@@ -625,7 +633,7 @@ class AsyncClient:
                         return
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise Unavailable(f"cannot reach the server: {exc}") from None
+                    raise Unavailable(f"cannot reach the server at {self._http.base_url}: {exc}") from None
                 wait = _wait_s(None, attempt, self.max_wait_s)
             await asyncio.sleep(wait)
 

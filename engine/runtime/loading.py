@@ -27,7 +27,19 @@ class LoadedModel:
 def load_clip_for(opts: ModelOptions) -> LoadedClip:
     """The CLIP ``opts`` names (or, naming none, the base a training run's checkpoint was trained
     from), on the CPU (the runtime moves what runs)."""
-    return load_clip(opts.clip_source(checkpoint=opts.text4vis_checkpoint), device="cpu")
+    source = opts.clip_source(checkpoint=opts.text4vis_checkpoint)
+    try:
+        return load_clip(source, device="cpu")
+    except ModelLoadError as exc:
+        if opts.text4vis_checkpoint is None or opts.names_a_clip():
+            raise
+        base = source.resolved()
+        named = f"{base.arch}/{base.pretrained}" if base.pretrained else f"{base.arch} ({base.checkpoint})"
+        raise ModelLoadError(
+            f"{opts.text4vis_checkpoint} is a Text4Vis checkpoint: it holds the visual encoder and the temporal "
+            f"head but no text tower, so it runs on its base CLIP, {named}, which could not "
+            f"be loaded ({exc}); give the base as a file: --model {base.arch} --clip-checkpoint PATH"
+        ) from None
 
 
 def load_model(opts: ModelOptions, clip: LoadedClip | None = None) -> LoadedModel:

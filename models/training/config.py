@@ -80,11 +80,39 @@ class TrainConfig(DeviceOption, WeightOptions):
 
     @classmethod
     def load(cls, path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+        """The file's fields, then ``overrides`` (the flags given) on top. A flag that names the
+        weights (``--clip-checkpoint``, ``--pretrained``, ``--random-init``) replaces the file's
+        other ways of naming them (a config's ``pretrained: openai`` gives way to a
+        ``--clip-checkpoint``), and an empty flag (``--pretrained ""``) unsets the file's value."""
         data: dict[str, Any] = {}
         if path is not None:
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read the config {path}: {exc.strerror or exc} (--config)") from None
             data = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
-        return cls(**{**data, **overrides})
+        for key, value in overrides.items():
+            for other in WEIGHT_SOURCES.get(key, ()) if value not in ("", False) else ():
+                data.pop(other, None)
+        merged = {**data, **overrides}
+        return cls(**{k: v for k, v in merged.items() if v != ""})
+
+    def check_files(self) -> None:
+        """Every file the run reads exists (``ValueError`` naming the first that does not) and the
+        weights are named one way (``ModelLoadError``): said before a model is loaded, not after."""
+        for name in ("train_list", "labels", "val_list", "val_labels", "clip_checkpoint", "resume"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).exists():
+                raise ValueError(f"{name} {path} does not exist (--{name.replace('_', '-')})")
+        self.clip_source(seed=self.seed).resolved()  # weights named two ways: refused before anything loads
+
+
+# a flag naming the weights one way replaces the config's other ways (they cannot be combined)
+WEIGHT_SOURCES = {
+    "clip_checkpoint": ("pretrained", "random_init"),
+    "pretrained": ("clip_checkpoint", "random_init"),
+    "random_init": ("pretrained", "clip_checkpoint"),
+}
 
 
 def head_kind(cfg: TrainConfig) -> TemporalHead:
@@ -109,4 +137,5 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     result = typer.main.get_command(app).main(argv, prog_name="t4v train", standalone_mode=False)
     if not isinstance(result, TrainConfig):  # --help answered
         raise SystemExit(0)
+    result.check_files()
     return result

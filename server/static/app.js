@@ -130,10 +130,38 @@ function preview() {
   if (!file) return;
   const url = URL.createObjectURL(file);
   const media = document.createElement(file.type.startsWith("image/") ? "img" : "video");
-  media.src = url;
-  if (media.tagName === "VIDEO") { media.controls = true; media.muted = true; }
   media.alt = file.name;
+  if (media.tagName === "VIDEO") {
+    media.controls = true;
+    media.muted = true;
+    // a format the browser cannot play (AVI, some MP4 codecs) is a black box: say so, and show
+    // the first frame the server decodes once the file is classified (render())
+    const unplayable = () => {
+      box.innerHTML = "";
+      const note = document.createElement("p");
+      note.id = "preview-note";
+      note.textContent = `This browser cannot play ${file.name}; the server can: classify it to see its frames.`;
+      box.appendChild(note);
+      box.dataset.fromServer = "wanted";
+    };
+    media.addEventListener("error", unplayable);
+    media.addEventListener("loadedmetadata", () => { if (!media.videoWidth) unplayable(); });
+  }
+  media.src = url;
+  box.dataset.fromServer = "";
   box.appendChild(media);
+}
+
+function serverFrame(result, fileName) {
+  // the preview of a file the browser could not play: the first frame the server decoded
+  const box = $("preview");
+  if (box.dataset.fromServer !== "wanted" || !(result.thumbnails || []).length) return;
+  box.innerHTML = "";
+  const img = document.createElement("img");
+  img.id = "preview-frame";
+  img.src = result.thumbnails[0];
+  img.alt = `${fileName}: frame ${result.frame_indices[0]}, decoded by the server`;
+  box.appendChild(img);
 }
 
 function render(result, fileName) {
@@ -167,8 +195,10 @@ function render(result, fileName) {
   abstained.hidden = !result.abstained;
   if (result.abstained) {
     const near = (result.background || []).map((p) => p.label).join(", ");
-    abstained.textContent = `None of these: ${result.abstain_reason}` + (near ? ` Nearest everyday actions: ${near}.` : "");
+    const reason = result.abstain_reason.replace(/\s*$/, "").replace(/([^.!?])$/, "$1.");
+    abstained.textContent = `None of these: ${reason}` + (near ? ` Nearest everyday actions: ${near}.` : "");
   }
+  serverFrame(result, fileName);
   const thumbs = $("thumbs");
   thumbs.innerHTML = "";
   (result.thumbnails || []).forEach((src, i) => {
@@ -256,6 +286,8 @@ async function timeline() {
   form.append("window_s", $("window-s").value || "8");
   form.append("top_k", "3");
   form.append("stream", "true");
+  // "none of these" is a classify answer: a timeline shows every window's best labels, and says so
+  $("timeline-note").hidden = !$("abstain").checked;
   $("status").textContent = "Reading the video's timestamps…";
   $("results").hidden = true;
   $("timeline-results").hidden = true;

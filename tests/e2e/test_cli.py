@@ -198,3 +198,45 @@ def test_vocab_lint_offline(tiny_clip_path: Path, tmp_path: Path) -> None:
         app, ["vocab", "lint", str(clean), "--model", TINY_ARCH, "--clip-checkpoint", str(tiny_clip_path)]
     )
     assert ok.exit_code == 0 and ok.stdout.strip() == "2 labels: 0 warnings, 0 prompts too long"
+
+
+def test_a_text4vis_checkpoint_alone_says_it_needs_its_base(tmp_path: Path) -> None:
+    """``t4v classify --text4vis-checkpoint X`` alone answered the hub's error; now one line says
+    the checkpoint holds no text tower, which base it runs on, and how to give that base."""
+    ckpt = tmp_path / "t4v.pt"
+    torch.save({"epoch": 1, "model_state_dict": {"module.visual.proj": torch.zeros(3, 3)}}, ckpt)
+    clip = shared_path("videos", "arm_wrestling.mp4")
+    result = invoke(str(clip), "--labels", "a,b", "--text4vis-checkpoint", str(ckpt))
+    assert_clean_failure(result, "holds the visual encoder and the temporal head but no text tower")
+    assert "ViT-B-16/openai" in result.stderr and "--clip-checkpoint PATH" in result.stderr
+
+
+def test_without_weights_the_advice_fits_the_command(tmp_path: Path) -> None:
+    """``t4v vocab lint`` without weights (no hub here) suggested ``make serve``; the advice now
+    names the flags of the command that was run."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("running\nwalking\n")
+    result = CliRunner().invoke(app, ["vocab", "lint", str(labels)])
+    assert_clean_failure(result, "--model ViT-B-32 --random-init")
+    assert "make serve" not in result.stderr
+
+
+def test_the_sample_clip_is_what_the_readme_sends(tmp_path: Path, live_server: str) -> None:
+    """The README's first request needs a clip a newcomer may not have: ``t4v sample`` writes one,
+    and the README's curl classifies it (a file already there is not overwritten)."""
+    import httpx
+
+    clip = tmp_path / "clip.mp4"
+    made = CliRunner().invoke(app, ["sample", str(clip)])
+    assert made.exit_code == 0 and clip.stat().st_size > 1000, made.output
+    again = CliRunner().invoke(app, ["sample", str(clip)])
+    assert again.exit_code == 2 and "exists already" in again.stderr
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "t4v sample clip.mp4" in readme and "curl -F file=@clip.mp4 -F vocab=sports" in readme
+    httpx.put(f"{live_server}/vocab/sports", json={"labels": ["arm wrestling", "surfing", "yoga"]}).raise_for_status()
+    r = httpx.post(
+        f"{live_server}/classify",
+        files={"file": ("clip.mp4", clip.read_bytes())},
+        data={"vocab": "sports", "top_k": "3"},
+    )
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 3, r.text

@@ -262,3 +262,59 @@ def test_few_shot_vocabularies_from_the_sdk_and_t4v_client(live_server: str, tmp
         timeout=120,
     )
     assert done.returncode == 0 and "shots v3" in done.stdout and "3 examples (prototype" in done.stdout, done.stderr
+
+
+def test_t4v_client_says_what_a_newcomer_needs(live_server: str, tmp_path: Path) -> None:
+    """The first hour with t4v-client: a missing file is named as such (it read ``[Errno 2] No
+    such file or directory``), an unreachable server is named by its URL, ``--json | head``
+    ends quietly (it ended with ``error: [Errno 32] Broken pipe``), and the table says which model
+    answered."""
+    cli = [sys.executable, "-m", "t4v_client.cli"]
+    clip = str(generated_videos()["clip_a.mp4"])
+    missing = subprocess.run(
+        [*cli, "classify", str(tmp_path / "nope.mp4"), "--labels", "a,b", "--url", live_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: no such file: {tmp_path / 'nope.mp4'}"
+    down = subprocess.run(
+        [*cli, "classify", clip, "--labels", "a,b", "--url", "http://127.0.0.1:9"], capture_output=True, text=True
+    )
+    assert down.returncode == 1 and "cannot reach the server at http://127.0.0.1:9" in down.stderr, down.stderr
+    piped = subprocess.run(
+        [
+            "bash",
+            "-c",
+            " ".join([*cli, "classify", *[clip] * 6, "--labels", "a,b", "--json", "--url", live_server])
+            + " | head -c 10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stderr == "" and len(piped.stdout) == 10, piped.stderr
+    table = subprocess.run(
+        [*cli, "classify", clip, "--labels", "a,b", "--url", live_server], capture_output=True, text=True, timeout=60
+    )
+    assert table.returncode == 0 and "model t4v-tiny-vit" in table.stdout, table.stdout
+    assert "RANDOM" not in table.stderr
+
+
+def test_t4v_client_warns_of_random_weights(capsys: pytest.CaptureFixture[str]) -> None:
+    """A server run with --random-init answers with a model id that says so; the table warns."""
+    from t4v_client.cli import _print_result
+    from t4v_client.models import ClassifyResult
+
+    result = ClassifyResult.model_validate(
+        {
+            "vocab": None,
+            "predictions": [{"label": "a", "probability": 0.6, "score": 0.2}],
+            "model": "ViT-B-32/random-seed0",
+            "frame_indices": [0],
+            "timing_ms": {},
+        }
+    )
+    _print_result(Path("clip.mp4"), result, as_json=False)
+    captured = capsys.readouterr()
+    assert "model ViT-B-32/random-seed0" in captured.out and "RANDOM weights" in captured.err

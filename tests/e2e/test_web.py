@@ -156,8 +156,12 @@ def test_timeline_band_and_none_of_these(live_server: str, tmp_path: Path) -> No
         assert page.locator("#timeline-header").inner_text().startswith("joined.mp4 — 0:12.0 — 3 windows of 4 s")
         shot(page, "timeline")
 
+        page.check("#abstain")  # a timeline does not abstain: the page says so instead of ignoring the box
+        page.click("#timeline")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Timeline done')")
+        assert page.locator("#timeline-note").is_visible()
+
         page.set_input_files("#file", str(generated_videos()["clip_a.mp4"]))
-        page.check("#abstain")
         page.click("#classify")
         page.wait_for_selector("#results:not([hidden]) .bar")
         assert page.locator("#timeline-results").is_hidden()
@@ -171,9 +175,19 @@ def test_timeline_band_and_none_of_these(live_server: str, tmp_path: Path) -> No
         box = page.locator("#abstained")
         assert box.is_visible() == answer["abstained"]
         if answer["abstained"]:
-            assert box.inner_text().startswith(f"None of these: {answer['abstain_reason']}")
+            assert box.inner_text().startswith(f"None of these: {answer['abstain_reason'].rstrip('.')}.")
             assert answer["background"][0]["label"] in box.inner_text()
+            assert ". Nearest everyday actions: " in box.inner_text()
         shot(page, "abstained")
+
+        # an AVI the browser cannot play: a sentence instead of a black box, then a frame the server decoded
+        page.set_input_files("#file", str(generated_videos()["clip_c.avi"]))
+        page.wait_for_selector("#preview-note")
+        assert "cannot play clip_c.avi" in page.locator("#preview-note").inner_text()
+        page.click("#classify")
+        page.wait_for_selector("#preview-frame")
+        assert page.locator("#preview-frame").get_attribute("src").startswith("data:image/jpeg;base64,")
+        shot(page, "avi-preview")
 
         from PIL import Image
 

@@ -280,3 +280,28 @@ def test_an_engine_of_an_openai_layout_file_of_any_shape_stands_alone(tmp_path: 
     (own,) = classify_offline(runtime, ["a", "b", "c"], [Path(video)], top_k=3)
     assert isinstance(own, ClassifyResult)
     assert max(abs(got[p.label] - p.probability) for p in own.predictions) < 1e-4
+
+
+def test_onnx_on_a_cpu_host_says_what_runs_without_a_warning(
+    tiny_engine: Path, tiny_clip_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every ONNX run on a CPU-only host printed a WARNING for the GPU providers of the default
+    order; the default order takes what the host has and one INFO line says what runs. A
+    provider asked for by name and missing is still a warning."""
+    import logging
+
+    from text4vis.engine.runtime.backends.onnx_backend import OnnxFrameEncoder
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the GPU providers run")
+    caplog.set_level(logging.INFO, logger="text4vis.engine.runtime.backends.onnx_backend")
+    build_runtime(ModelOptions(model=TINY_ARCH, clip_checkpoint=tiny_clip_path, engine_dir=tiny_engine))
+    lines = [r for r in caplog.records if r.name.endswith("onnx_backend")]
+    assert [r.levelname for r in lines] == ["INFO"], [r.getMessage() for r in lines]
+    assert "CPUExecutionProvider" in lines[0].getMessage()
+    caplog.clear()
+    manifest = Manifest.read(tiny_engine)
+    OnnxFrameEncoder(
+        tiny_engine / manifest.files["onnx"], manifest.embed_dim, manifest.input_size, providers=("cuda", "cpu")
+    )
+    assert [r.levelname for r in caplog.records if r.name.endswith("onnx_backend")] == ["WARNING"]

@@ -347,3 +347,25 @@ def test_the_sized_crop_falls_back_to_a_bilinear_scale() -> None:
         return any(torch.equal(out, scaled[..., :, x : x + 8]) for x in range(scaled.shape[-1] - 7))
 
     assert found_in(T.InterpolationMode.BILINEAR) and not found_in(T.InterpolationMode.BICUBIC)
+
+
+def test_a_flag_naming_the_weights_replaces_the_config_s_and_files_are_checked_first(tmp_path: Path) -> None:
+    """``t4v train --config ucf101_few_shot.yaml --clip-checkpoint X`` failed after loading for 15 s
+    ("give either a pretrained tag or a CLIP checkpoint file, not both"), and ``--pretrained ""``
+    did not unset the config's tag. The flag now wins and the config's other way gives way; a
+    missing file is said before anything loads."""
+    from text4vis.models.training.config import TrainConfig, parse_args
+
+    config = Path(__file__).parents[2] / "models" / "training" / "configs" / "ucf101_few_shot.yaml"
+    listing, labels, weights = tmp_path / "t.txt", tmp_path / "l.txt", tmp_path / "w.pt"
+    for f in (listing, labels, weights):
+        f.write_text("x")
+    base = ["--config", str(config), "--train-list", str(listing), "--labels", str(labels)]
+    cfg = parse_args([*base, "--clip-checkpoint", str(weights)])
+    assert cfg.clip_checkpoint == weights and cfg.pretrained is None and cfg.shots == 2
+    assert parse_args([*base, "--pretrained", ""]).pretrained is None
+    assert parse_args(base).pretrained == "openai"  # the config's, with no flag against it
+    with pytest.raises(ValueError, match="checkpoint file not found: .*nope.pt"):
+        parse_args([*base, "--clip-checkpoint", str(tmp_path / "nope.pt")])
+    with pytest.raises(ValueError, match="train_list .* does not exist"):
+        TrainConfig.load(config, {"train_list": tmp_path / "none.txt", "labels": labels}).check_files()

@@ -137,12 +137,14 @@ class OnnxFrameEncoder(ChunkedEncoder):
         self.session = ort.InferenceSession(str(onnx_path), session_options(threads, full), providers=chosen)
         running = self.session.get_providers()[0]
         skipped = [PROVIDERS[p] for p in providers if p not in names]
-        log.warning(
-            "onnxruntime runs %s (asked %s%s)",
-            running,
-            ", ".join(providers),
-            f"; not available here (library or GPU missing): {', '.join(skipped)}" if skipped else "",
-        )
+        if skipped and tuple(providers) != tuple(DEFAULT_PROVIDERS):  # asked for by name and not here
+            log.warning(
+                "onnxruntime runs %s: %s asked for but not available here (library or GPU missing)",
+                running,
+                ", ".join(skipped),
+            )
+        else:  # the default order takes what the host has: one line says what runs
+            log.info("onnxruntime runs %s%s", running, " (no CUDA GPU on this host)" if skipped else "")
         self.device = "cpu" if running == "CPUExecutionProvider" else f"cuda:{device_id}"
         self.precision: Precision = precision
         self.embed_dim = embed_dim
