@@ -75,7 +75,7 @@ class BodyLimit:
                     async with asyncio.timeout_at(began + pace.allowed_s(received)):
                         message = await receive()
                 except TimeoutError:
-                    refused = _Refused(408, _too_slow(received, loop.time() - began, pace))
+                    refused = _Refused(408, pace.too_slow(received, loop.time() - began, "the request body"))
                     log.info("%s %s: %s", scope.get("method"), scope.get("path"), refused.detail)
                     raise refused from None
             if message["type"] == "http.request":
@@ -103,15 +103,6 @@ class BodyLimit:
         except _Refused as why:
             if not started:
                 await _send_json(send, why.status, why.detail)
-
-
-def _too_slow(received: int, seconds: float, pace: UploadPace) -> str:
-    if seconds >= pace.max_s - 1e-3:
-        return f"the body took longer than the request's deadline of {pace.max_s:g} s ({received} bytes arrived)"
-    return (
-        f"the request body arrived too slowly ({received} bytes in {seconds:.0f} s); this server waits "
-        f"{pace.timeout_s:g} s plus 1 s per {pace.min_rate / 1024:g} KiB sent"
-    )
 
 
 class KeyFirst:

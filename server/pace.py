@@ -19,3 +19,12 @@ class UploadPace:
 
     def allowed_s(self, received: int) -> float:
         return min(self.max_s, self.timeout_s + received / self.min_rate)
+
+    def too_slow(self, received: int, seconds: float, what: str = "the upload") -> str:
+        """Why ``what`` was cut after ``seconds`` with ``received`` bytes in (the 408's sentence)."""
+        if seconds >= self.max_s - 1e-3:
+            return f"{what} took longer than the request's deadline of {self.max_s:g} s ({received} bytes arrived)"
+        return (
+            f"{what} arrived too slowly ({received} bytes in {seconds:.0f} s); this server waits "
+            f"{self.timeout_s:g} s plus 1 s per {self.min_rate / 1024:g} KiB sent"
+        )

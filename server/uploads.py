@@ -181,7 +181,7 @@ async def receive_upload(
                     _parse(parser.write, chunk)
                     await asyncio.to_thread(receiver.flush)
         except TimeoutError:
-            raise UploadTimedOut(_too_slow(received, loop.time() - began, pace)) from None
+            raise UploadTimedOut(pace.too_slow(received, loop.time() - began)) from None
         receiver.upload.seconds = loop.time() - began
         _parse(parser.finalize)
         if parser.state != MultipartState.END:  # a cut connection: never classify a file missing its end
@@ -212,15 +212,6 @@ async def drain(request: Request, seconds: float = DRAIN_S, max_bytes: int = DRA
     except (TimeoutError, RuntimeError, ClientDisconnect):  # RuntimeError: the body was already read
         return False
     return True
-
-
-def _too_slow(received: int, seconds: float, pace: UploadPace) -> str:
-    if seconds >= pace.max_s - 1e-3:
-        return f"the upload took longer than the request's deadline of {pace.max_s:g} s ({received} bytes arrived)"
-    return (
-        f"the upload arrived too slowly ({received} bytes in {seconds:.0f} s); this server waits "
-        f"{pace.timeout_s:g} s plus 1 s per {pace.min_rate / 1024:g} KiB sent"
-    )
 
 
 def _parse(step: Callable[..., object], *args: bytes) -> None:
