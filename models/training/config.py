@@ -137,5 +137,4 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     result = typer.main.get_command(app).main(argv, prog_name="t4v train", standalone_mode=False)
     if not isinstance(result, TrainConfig):  # --help answered
         raise SystemExit(0)
-    result.check_files()
     return result

@@ -132,6 +132,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(
             f"batch_size {cfg.batch_size} must divide by processes x accumulate = {world * cfg.accumulate}"
         )
+    cfg.check_files()  # a missing file or weights named twice: said before anything loads
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
