@@ -71,6 +71,7 @@ class _State:
     at_batch: array.array[int] = field(default_factory=lambda: array.array("q"))  # a position's batch...
     at_row: array.array[int] = field(default_factory=lambda: array.array("q"))  # ...and row in it
     locators: array.array[int] = field(default_factory=lambda: array.array("Q"))
+    meta_hash: array.array[int] = field(default_factory=lambda: array.array("q"))  # hash of its metadata's JSON text
     mark: object = None  # the table's position the rows were read up to (store-defined)
 
     def row(self, position: int) -> dict[str, Any]:
@@ -172,12 +173,14 @@ class VectorIndex:
             ],
             schema=state.fields[0].schema,
         )
+        texts = fields.column("metadata").to_pylist()
         with self._lock:
             state.fields.append(fields)
             for i, row in enumerate(rows):
                 position = state.where.get(row["id"])
                 if position is not None:
                     state.at_batch[position], state.at_row[position] = len(state.fields) - 1, i
+                    state.meta_hash[position] = hash(texts[i])
 
     def remove(self, row_ids: Iterable[str]) -> None:
         """Rows deleted (by this process, or found gone)."""
@@ -210,8 +213,12 @@ class VectorIndex:
             part = batch.slice(start, LOCK_ROWS)
             vectors: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
             labels: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
+            # the per-row reading (ids, metadata texts and their hashes) before the lock: after a
+            # compaction every row comes back with a new place, and a search must not wait for it
+            texts = part.column("metadata").to_pylist()
+            hashes = [hash(t) for t in texts]
             with self._lock:
-                self._collect(state, part, vectors, labels)
+                self._collect(state, part, vectors, labels, hashes)
                 for kind in KINDS:
                     if vectors[kind]:
                         entry = state.kinds[kind]
@@ -224,23 +231,23 @@ class VectorIndex:
         batch: pa.RecordBatch,
         vectors: dict[str, list[np.ndarray]],
         labels: dict[str, list[np.ndarray]],
+        hashes: list[int] | None = None,
     ) -> None:
         """The rows of ``batch`` not held yet, by kind, at new positions (normalized float32);
-        rows held already get their new locator, and their new fields when these changed."""
+        rows held already get their new locator, and their new fields when their metadata
+        changed (told by ``hashes``, the hashes of the batch's metadata texts)."""
         ids, kinds = batch.column("id").to_pylist(), batch.column("kind").to_pylist()
         locators = batch.column("locator").to_numpy(zero_copy_only=False)
+        if hashes is None:
+            hashes = [hash(t) for t in batch.column("metadata").to_pylist()]
         fresh, changed = [], []
-        metadata = None
         for i, row_id in enumerate(ids):
             position = state.where.get(row_id)
             if position is None:
                 fresh.append(i)
                 continue
             state.locators[position] = int(locators[i])
-            if metadata is None:
-                metadata = batch.column("metadata").to_pylist()
-            held = state.fields[state.at_batch[position]].column("metadata")[state.at_row[position]].as_py()
-            if metadata[i] != held:
+            if hashes[i] != state.meta_hash[position]:
                 changed.append((i, position))
         kept = sorted(fresh + [i for i, _ in changed])
         if not kept:
@@ -250,6 +257,7 @@ class VectorIndex:
         row_in = {i: r for r, i in enumerate(kept)}
         for i, position in changed:
             state.at_batch[position], state.at_row[position] = b, row_in[i]
+            state.meta_hash[position] = hashes[i]
         matrix = (
             batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim)
         )  # flatten: a slice's own rows
@@ -264,6 +272,7 @@ class VectorIndex:
                 state.at_batch.append(b)
                 state.at_row.append(row_in[i])
                 state.locators.append(int(locators[i]))
+                state.meta_hash.append(hashes[i])
             vectors[kind].append(_normalized(matrix[picked]))
             labels[kind].append(positions)
 
