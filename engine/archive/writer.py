@@ -129,10 +129,18 @@ class ArchiveWriter:
             try:
                 added = self._write(batch)
             except Exception as exc:  # noqa: BLE001 - kept, retried, reported on each future and logged
-                self._keep(batch, exc)
+                log.error(
+                    "archive: committing %d rows to %s failed (%s); kept, tried again every %g s",
+                    len(batch.rows),
+                    batch.table.name,
+                    exc,
+                    RETRY_S,
+                )
+                self._keep([batch], exc, ahead=False)
                 for f in futures:
                     f.set_exception(exc)
                 continue
+            self._settled()
             for f in futures:
                 f.set_result(added)
         for table, _, done, _ in group:
@@ -142,27 +150,28 @@ class ArchiveWriter:
     def _write(self, batch: _Kept) -> int:
         if batch.names and self._archive is not None:
             self._archive.add_names(batch.names)  # before the rows: a stored row always has its name
-        added = batch.table.add(batch.rows)
+        return batch.table.add(batch.rows)
+
+    def _waiting(self) -> int:
+        """Rows kept (call with the lock held)."""
+        return sum(len(k.rows) for k in self._kept)
+
+    def _settled(self) -> None:
+        """Nothing kept any more: the archive takes rows again."""
         with self._lock:
             if not self._kept:
                 self.problem = None
-        return added
 
-    def _keep(self, batch: _Kept, exc: Exception) -> None:
-        log.error(
-            "archive: committing %d rows to %s failed (%s); kept, tried again every %g s",
-            len(batch.rows),
-            batch.table.name,
-            exc,
-            RETRY_S,
-        )
+    def _keep(self, batches: list[_Kept], exc: Exception, *, ahead: bool) -> None:
+        """``batches`` wait for the next try: ``ahead`` of those kept already (older ones put back
+        by a retry) or after them (the oldest are tried, and dropped past the bound, first)."""
         with self._lock:
-            self.problem = f"{exc}; {sum(len(k.rows) for k in self._kept) + len(batch.rows)} rows wait to be stored"
-            self._kept.append(batch)
-            while sum(len(k.rows) for k in self._kept) > MAX_KEPT_ROWS:
+            self._kept = [*batches, *self._kept] if ahead else [*self._kept, *batches]
+            while self._waiting() > MAX_KEPT_ROWS:
                 dropped = self._kept.pop(0)
                 self.dropped += len(dropped.rows)
                 log.error("archive: %d kept rows dropped (more than %d wait)", len(dropped.rows), MAX_KEPT_ROWS)
+            self.problem = f"{exc}; {self._waiting()} rows wait to be stored"
 
     def _retry(self) -> None:
         with self._lock:
@@ -170,16 +179,11 @@ class ArchiveWriter:
         stored = 0
         for i, batch in enumerate(kept):
             try:
-                stored += len(batch.rows)
                 self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - still failing: keep this one and the rest
-                stored -= len(batch.rows)
-                with self._lock:
-                    self._kept = [*kept[i:], *self._kept]
-                    self.problem = f"{exc}; {sum(len(k.rows) for k in self._kept)} rows wait to be stored"
+            except Exception as exc:  # noqa: BLE001 - still failing: this one and the rest wait again
+                self._keep(kept[i:], exc, ahead=True)
                 break
+            stored += len(batch.rows)
         if stored:
             log.info("archive: %d kept rows committed now that the archive takes them", stored)
-        with self._lock:
-            if not self._kept:
-                self.problem = None
+        self._settled()
