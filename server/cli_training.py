@@ -46,8 +46,7 @@ def train(**kwargs: Any) -> None:
     logging.getLogger("text4vis.models.training").setLevel(logging.INFO)  # each epoch's loss, without -v
     try:
         cfg = collect(**kwargs)
-        cfg.check_files()  # a missing file or conflicting weights: said now, before a model loads
-        metrics = run(cfg)
+        metrics = run(cfg)  # checks its files and weights first, before anything loads
     except (ModelLoadError, InputError, ValueError, FileNotFoundError) as exc:
         fail(exc)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "step_losses"}))

@@ -119,7 +119,7 @@ class KeyFirst:
         self._routes: list[tuple[Any, list[Callable[..., None]]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.state.api_keys.enabled:  # no keys: no route to match
             try:
                 for guard in self._guards_of(scope):
                     guard(request=Request(scope), service=self.state)
