@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -139,13 +139,15 @@ class ArchiveTable(Protocol):
         """The stored rows among ``ids`` (any order), as :meth:`get` answers each."""
         ...
 
-    def new_rows(self, mark: object | None) -> tuple[object, Iterator[pa.RecordBatch]]:
+    def new_rows(self, mark: object | None, held: Container[str] = ()) -> tuple[object, Iterator[pa.RecordBatch]]:
         """The rows committed since ``mark`` (every row when None; rows seen before may come
-        again, with their fields as they are now) and the mark to pass next time: what an index
-        kept in memory reads to stay in step with commits of other processes. Columns: the
-        :data:`ROW_FIELDS` as stored (``metadata`` JSON text, ``created_at`` a timestamp; see
-        :func:`plain`), ``embedding``, and ``locator`` (uint64: where :meth:`thumbnails` finds
-        the row fastest; :data:`UNKNOWN_LOCATOR` for none)."""
+        again, with their fields as they are now: after a compaction, every row) and the mark to
+        pass next time: what an index kept in memory reads to stay in step with commits of other
+        processes. Columns: the :data:`ROW_FIELDS` as stored (``metadata`` JSON text,
+        ``created_at`` a timestamp; see :func:`plain`), ``locator`` (uint64: where
+        :meth:`thumbnails` finds the row fastest; :data:`UNKNOWN_LOCATOR` for none) and
+        ``embedding``, except in batches that hold only rows whose id is in ``held`` (the reader
+        has their vectors: a compaction's worth of rows is not read twice)."""
         ...
 
     def thumbnails(self, ids: list[str], locators: list[int]) -> dict[str, bytes | None]:
@@ -203,10 +205,11 @@ class ArchiveTable(Protocol):
         """The ``k`` rows nearest ``query [D]`` by cosine, best first."""
         ...
 
-    def maintain(self) -> list[str]:
+    def maintain(self, keys_only: bool = False) -> list[str]:
         """Bring the table's indices up to date and compact it, off the request path (the
         maintenance thread, or after a bulk write); what it did, a phrase each. Commits and reads
-        go on meanwhile and never wait for it."""
+        go on meanwhile and never wait for it. ``keys_only``: only the key index, and only once
+        enough rows lag it to slow a keyed commit (the cheap step, run every few seconds)."""
         ...
 
     def stats(self) -> TableStats: ...
@@ -217,8 +220,9 @@ class Archive(Protocol):
 
     uri: str
 
-    def maintain(self) -> list[str]:
-        """Upkeep of what the archive keeps beside its tables (the names); what it did."""
+    def maintain(self, keys_only: bool = False) -> list[str]:
+        """Upkeep of what the archive keeps beside its tables (the names); what it did.
+        ``keys_only``: as :meth:`ArchiveTable.maintain`'s."""
         ...
 
     def specs(self) -> list[ArchiveSpec]:

@@ -121,7 +121,7 @@ class VectorIndex:
         state = self._state
         if state is None:
             return
-        mark, batches = self.table.new_rows(state.mark)
+        mark, batches = self.table.new_rows(state.mark, held=state.where)
         for batch in batches:
             self._add_batch(batch)
         state.mark = mark
@@ -235,8 +235,10 @@ class VectorIndex:
     ) -> None:
         """The rows of ``batch`` not held yet, by kind, at new positions (normalized float32);
         rows held already get their new locator, and their new fields when their metadata
-        changed (told by ``hashes``, the hashes of the batch's metadata texts)."""
+        changed (told by ``hashes``, the hashes of the batch's metadata texts). A batch without
+        embeddings holds rows read as held: one not held now was deleted since, and is skipped."""
         ids, kinds = batch.column("id").to_pylist(), batch.column("kind").to_pylist()
+        has_vectors = "embedding" in batch.schema.names
         locators = batch.column("locator").to_numpy(zero_copy_only=False)
         if hashes is None:
             hashes = [hash(t) for t in batch.column("metadata").to_pylist()]
@@ -244,7 +246,8 @@ class VectorIndex:
         for i, row_id in enumerate(ids):
             position = state.where.get(row_id)
             if position is None:
-                fresh.append(i)
+                if has_vectors:
+                    fresh.append(i)
                 continue
             state.locators[position] = int(locators[i])
             if hashes[i] != state.meta_hash[position]:
@@ -258,6 +261,8 @@ class VectorIndex:
         for i, position in changed:
             state.at_batch[position], state.at_row[position] = b, row_in[i]
             state.meta_hash[position] = hashes[i]
+        if not fresh:
+            return
         matrix = (
             batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim)
         )  # flatten: a slice's own rows
