@@ -17,6 +17,7 @@ Synthetic rows that cluster as real embeddings do (around --centres centres, wit
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -341,11 +342,47 @@ def search_figures(table: LanceTable, matrix: np.ndarray, centres: int, n_querie
         f"{len(read_ms)} searches, p50 {np.median(read_ms):.1f} ms, longest {read_ms.max():.0f} ms; "
         f"{len(commit_ms)} one-row commits, p50 {np.median(commit_ms):.0f} ms, longest {commit_ms.max():.0f} ms"
     )
+    beside_a_compaction(table, api, queries)
     matrix = np.concatenate([matrix, extra, probe[None], extra[:i]])
     truth = [set(np.argpartition(-(matrix @ q), 10)[:10].tolist()) for q in queries]
     line("the API's search after maintenance", measured(api, queries, truth))
     line("LanceDB IVF-PQ after maintenance", measured(lance, queries, truth))
     indexes.stop()
+
+
+def beside_a_compaction(table: LanceTable, search: Any, queries: np.ndarray) -> None:
+    """Searches while another process compacts a copy of the table into one fragment: nothing in
+    this process runs but the searches, so their stalls are what a compaction's load does to a
+    search on this machine (wall and the searching thread's own CPU, which a wait does not use)."""
+    import subprocess
+    import sys
+
+    source = Path(table._table.to_lance().uri)  # type: ignore[attr-defined]
+    copy = Path(tempfile.mkdtemp(prefix="t4v-compaction-")) / source.name
+    shutil.copytree(source, copy)
+    script = (
+        "import lance, sys; lance.dataset(sys.argv[1]).optimize.compact_files("
+        "target_rows_per_fragment=1 << 22, num_threads=1, batch_size=8192)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(copy)])
+    took: list[tuple[float, float]] = []
+    i = 0
+    while child.poll() is None:
+        cpu, t0 = time.thread_time(), time.perf_counter()
+        search(queries[i % len(queries)])
+        took.append((1e3 * (time.perf_counter() - t0), 1e3 * (time.thread_time() - cpu)))
+        i += 1
+        time.sleep(0.01)
+    shutil.rmtree(copy.parent, ignore_errors=True)
+    if child.returncode:
+        print(f"beside a compaction of a copy in another process: the compaction failed (exit {child.returncode})")
+        return
+    took.sort(reverse=True)
+    print(
+        f"beside a compaction of a copy in another process: {len(took)} searches, p50 "
+        f"{np.median([w for w, _ in took]):.1f} ms, the longest (wall, own CPU ms): "
+        f"{[(round(w), round(c)) for w, c in took[:3]]}"
+    )
 
 
 def main() -> None:
@@ -371,33 +408,36 @@ def main() -> None:
 
     spec = ArchiveSpec("bench/text", "00" * 32, "mean", "bench", 8, "1x1", "exact", DIM, "quickgelu", "fp32", "torch")
     directory = Path(tempfile.mkdtemp(prefix="t4v-archive-bench-"))
-    table = LanceArchive(str(directory / "archive")).table(spec, create=True)
-    t0 = time.perf_counter()
-    matrix = synthetic(table, args.rows, args.centres)
-    print(f"stored {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
-    if args.only_search:
-        search_figures(table, matrix, args.centres, args.queries)
-        return
-
-    g = torch.Generator().manual_seed(1)
-    vocab = torch.nn.functional.normalize(torch.randn(args.labels, DIM, generator=g), dim=-1)
-    classifier = Classifier(tuple(f"label {i}" for i in range(args.labels)), vocab)
-    relabel, classify = [], []
-    for run in range(args.runs):  # interleaved: relabel, then classify, each run
+    try:  # 2-5 GB of table a run: removed after
+        table = LanceArchive(str(directory / "archive")).table(spec, create=True)
         t0 = time.perf_counter()
-        plan = ScoringPlan(classifier, None, 5, AbstainPolicy().resolved(None))
-        rows = write(relabel_batches(table.scan(), plan), directory / f"labels{run}.parquet")
-        relabel.append(rows / (time.perf_counter() - t0))
-        classify.append(classify_rate(1))
-    r, c = statistics.median(relabel), statistics.median(classify)
-    print(
-        f"relabel: {r:,.0f} rows/s ({args.rows:,} rows, {args.labels} labels, Parquet); "
-        f"runs: {[round(x) for x in relabel]}"
-    )
-    print(f"classify from files: {c:.1f} videos/s (tiny model, shared clips); relabel / classify = {r / c:,.0f}x")
+        matrix = synthetic(table, args.rows, args.centres)
+        print(f"stored {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
+        if args.only_search:
+            search_figures(table, matrix, args.centres, args.queries)
+            return
 
-    search_figures(table, matrix, args.centres, args.queries)
-    http_figures(args.http_rows, args.labels, args.rounds)
+        g = torch.Generator().manual_seed(1)
+        vocab = torch.nn.functional.normalize(torch.randn(args.labels, DIM, generator=g), dim=-1)
+        classifier = Classifier(tuple(f"label {i}" for i in range(args.labels)), vocab)
+        relabel, classify = [], []
+        for run in range(args.runs):  # interleaved: relabel, then classify, each run
+            t0 = time.perf_counter()
+            plan = ScoringPlan(classifier, None, 5, AbstainPolicy().resolved(None))
+            rows = write(relabel_batches(table.scan(), plan), directory / f"labels{run}.parquet")
+            relabel.append(rows / (time.perf_counter() - t0))
+            classify.append(classify_rate(1))
+        r, c = statistics.median(relabel), statistics.median(classify)
+        print(
+            f"relabel: {r:,.0f} rows/s ({args.rows:,} rows, {args.labels} labels, Parquet); "
+            f"runs: {[round(x) for x in relabel]}"
+        )
+        print(f"classify from files: {c:.1f} videos/s (tiny model, shared clips); relabel / classify = {r / c:,.0f}x")
+
+        search_figures(table, matrix, args.centres, args.queries)
+        http_figures(args.http_rows, args.labels, args.rounds)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -231,8 +231,9 @@ class ServingOptions(BaseModel):
         60.0,
         ge=0,
         le=24 * 3600,
-        description="Seconds between rounds of archive upkeep (id and vector indices, compaction) on a thread "
-        "of its own; 0: none (run t4v archive maintain).",
+        description="Seconds between full rounds of archive upkeep (id and vector indices, compaction) on a "
+        "thread of its own, which also runs a light round every 5 s (the id index caught up, small fragments "
+        "merged); 0: none (run t4v archive maintain).",
     )
     max_archive_scans: int = Field(
         2,
