@@ -129,5 +129,7 @@ def test_ivf_above_its_threshold_finds_text_like_queries_and_trains_again(
     searched.add(more)
     rows += more
     assert recall() >= 0.95  # rows joined the trained lists
+    # each joined the list its nearest centroid heads (assigned before the lock, appended under it)
+    assert all(searched.search(r.embedding, k=1, kind="video")[0].row["id"] == r.id for r in more[::300])
     assert wait_until(lambda: index._state is not None and index._state.kinds["video"].trained_rows == 12_000, 120)
     assert recall() >= 0.95  # trained again at 4x: as good
