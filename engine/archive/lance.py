@@ -51,9 +51,12 @@ COMPACT_FRAGMENTS = 16  # fragments under half FRAGMENT_ROWS that make a full ro
 FRAGMENT_ROWS = 262_144  # compaction's target: a fragment this large is never rewritten (bounded work a round)
 MAX_VECTOR_DELTAS = 8  # vector index deltas (rows added since training) merged with one another past this
 KEYS_BEHIND = 1_000  # rows a key index may lag before a light round brings it up to date
+KEYS_BEHIND_FRAGMENTS = 16  # or fragments (a keyed commit reads each its key index lacks: ~0.2 ms a fragment)
+MAX_KEY_DELTAS = 8  # key index deltas merged into one past this (each adds ~0.4 ms to a keyed commit at 1M rows)
 LIGHT_COMPACT_FRAGMENTS = 32  # small fragments that make a light round merge them (each adds ~0.2 ms to a keyed commit)
 LIGHT_FRAGMENT_ROWS = 65_536  # a light round merges fragments below this many rows, and leaves the others
 TRAINED_KEY = "t4v.vector_index_trained_rows"
+BATCH_ROWS = 65_536  # the rows of a batch read for the in-memory index; small fragments' joined to 1/16 of it
 
 
 def schema(spec: ArchiveSpec) -> pa.Schema:
@@ -120,6 +123,8 @@ class LanceArchive:
             self._names()  # a URI that cannot be listed fails here, once, with one line
             self._sightings_table: lancedb.table.Table | None = None
             self._sightings_lock = threading.Lock()
+            self._upkeep_lock = threading.Lock()  # the names' light and full rounds, one at a time
+            self._upkeeps: dict[str, Upkeep] = {}  # each table's, shared by every handle on it
         except Exception as exc:  # noqa: BLE001 - lancedb raises OSError, ValueError, RuntimeError ...
             raise ArchiveUnavailable(f"the archive {uri} cannot be opened: {_one_line(exc)}") from None
 
@@ -163,26 +168,29 @@ class LanceArchive:
 
     def maintain(self, keys_only: bool = False) -> list[str]:
         """The names table's upkeep: a BTree on its key (each commit of names is keyed on it) and
-        on ``content_id`` (reads by content) from :data:`ID_INDEX_MIN_ROWS` rows, kept up to date
-        (``keys_only``: only that, and only once :data:`KEYS_BEHIND` rows are not in them),
-        compaction of its small commits."""
+        on ``content_id`` (reads by content) from :data:`ID_INDEX_MIN_ROWS` rows, kept up to date,
+        compaction of its small commits. ``keys_only``: the light round (the key indices' deltas,
+        small fragments merged), skipped while a full round runs."""
         from lancedb.index import BTree
 
         table = self._sightings(create=False)
-        if table is None:
+        if table is None or not self._upkeep_lock.acquire(blocking=not keys_only):
             return []
-        done = _catch_up_keys(table, keys_only)
-        if keys_only:
-            return done + [f"names: {x}" for x in _merge_small(table)]
-        indexed = {tuple(i.columns) for i in table.list_indices()}
-        if table.count_rows() >= ID_INDEX_MIN_ROWS:
-            for column in ("key", "content_id"):
-                if (column,) not in indexed:
-                    table.create_index(column, config=BTree())
-                    done.append(f"names indexed by {column}")
-        if _compact(table, FRAGMENT_ROWS, under=FRAGMENT_ROWS // 2, at_least=COMPACT_FRAGMENTS):
-            done.append("names compacted")
-        return done
+        try:
+            done = _catch_up_keys(table, light=keys_only)
+            if keys_only:
+                return done + [f"names: {x}" for x in _merge_small(table)]
+            indexed = {tuple(i.columns) for i in table.list_indices()}
+            if table.count_rows() >= ID_INDEX_MIN_ROWS:
+                for column in ("key", "content_id"):
+                    if (column,) not in indexed:
+                        table.create_index(column, config=BTree())
+                        done.append(f"names indexed by {column}")
+            if _compact(table, FRAGMENT_ROWS, under=FRAGMENT_ROWS // 2, at_least=COMPACT_FRAGMENTS):
+                done.append("names compacted")
+            return done
+        finally:
+            self._upkeep_lock.release()
 
     def names(self, contents: Iterable[str]) -> dict[str, list[Sighting]]:
         table = self._sightings(create=False)
@@ -230,15 +238,16 @@ class LanceArchive:
     def table(self, spec: ArchiveSpec, create: bool = False) -> LanceTable:
         name = _table_name(spec)
         try:
+            upkeep = self._upkeeps.setdefault(name, Upkeep())
             if name in self._names():
-                return LanceTable(self._db.open_table(name), spec)
+                return LanceTable(self._db.open_table(name), spec, upkeep)
             if create:
                 try:
                     table = self._db.create_table(name, schema=schema(spec), exist_ok=True)
                 except Exception:  # noqa: BLE001 - another process created it at the same moment
                     table = self._db.open_table(name)
                 log.info("archive %s: new table for %s", self.uri, spec.describe())
-                return LanceTable(table, spec)
+                return LanceTable(table, spec, upkeep)
         except (ArchiveMismatch, ArchiveUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001
@@ -261,13 +270,23 @@ class LanceArchive:
         return rows
 
 
+class Upkeep:
+    """What keeps one table's upkeep steps apart in this process, shared by every handle on it:
+    steps whose commits would conflict (a compaction rewrites what an index covers) never run
+    at once. ``round``: one full round at a time; ``layout``: key-index commits and compactions;
+    ``vector``: the vector index and the light round's merges."""
+
+    def __init__(self) -> None:
+        self.round, self.layout, self.vector = threading.Lock(), threading.Lock(), threading.Lock()
+
+
 class LanceTable:
     """One spec's rows. Thread-safe: LanceDB's table handles are; commits are atomic."""
 
-    def __init__(self, table: lancedb.table.Table, spec: ArchiveSpec) -> None:
+    def __init__(self, table: lancedb.table.Table, spec: ArchiveSpec, upkeep: Upkeep | None = None) -> None:
         self._table = table
         self.spec = spec
-        self._index_lock = threading.Lock()
+        self._upkeep = upkeep or Upkeep()
 
     @property
     def name(self) -> str:
@@ -312,15 +331,27 @@ class LanceTable:
         seen = cast("frozenset[int]", mark) if mark is not None else frozenset()
         fresh = [f for f in fragments if f.fragment_id not in seen]
         names = [*ROW_FIELDS, "locator"]
+        wanted = [*ROW_FIELDS, "embedding"] if not held else list(ROW_FIELDS)
+
+        def read() -> Iterator[pa.RecordBatch]:
+            """The scanner's batches, those of small fragments joined (a commit of one row is a
+            fragment of one row: a take and a join to the reader's index each; a sync after 60
+            one-row commits took 68 ms, 43 of its own CPU, now 35 and 14)."""
+            # Dataset.to_batches takes ``fragments`` into **kwargs and reads every fragment: the scanner obeys it
+            scanner = dataset.scanner(columns=wanted, fragments=fresh, batch_size=BATCH_ROWS, with_row_address=True)
+            pending: list[pa.RecordBatch] = []
+            for batch in scanner.to_batches():
+                pending.append(batch.rename_columns([*wanted, "locator"]))
+                if sum(b.num_rows for b in pending) >= BATCH_ROWS // 16:
+                    yield pa.concat_batches(pending)
+                    pending = []
+            if pending:
+                yield pa.concat_batches(pending)
 
         def batches() -> Iterator[pa.RecordBatch]:
             if not fresh:
                 return
-            # Dataset.to_batches takes ``fragments`` into **kwargs and reads every fragment: the scanner obeys it
-            wanted = [*ROW_FIELDS, "embedding"] if not held else list(ROW_FIELDS)
-            scanner = dataset.scanner(columns=wanted, fragments=fresh, batch_size=65_536, with_row_address=True)
-            for batch in scanner.to_batches():
-                batch = batch.rename_columns([*wanted, "locator"])
+            for batch in read():
                 if not held:
                     yield batch
                     continue
@@ -404,8 +435,9 @@ class LanceTable:
         of its own, and reads see the version before it until it lands. Every step's work is
         bounded by what changed, not by the table (figures at 1M rows, D=512, 2 cores):
 
-        - rows committed since join the id index (a keyed commit reads every id not in it: 0.4 s
-          with 100,000 of them, 10 ms with none; the step takes 0.3 s);
+        - rows committed since join the id index as a delta (a keyed commit reads every id not
+          in it: 0.4 s with 100,000 of them, 10 ms with none; the step takes 11-62 ms, merging
+          the deltas into one once :data:`MAX_KEY_DELTAS` pile up 0.3 s);
         - a BTree on ``id`` from :data:`ID_INDEX_MIN_ROWS` rows;
         - the vector index from :data:`INDEX_MIN_ROWS` rows, trained again from scratch only
           once the table has grown :data:`REBUILD_GROWTH` times past the rows it was trained on
@@ -418,34 +450,56 @@ class LanceTable:
           under half that pile up (fragments of that size are never rewritten, so a round's
           work does not grow with the table), and versions older than a week removed.
 
-        ``keys_only``: the light round, every few seconds: the id index once :data:`KEYS_BEHIND`
-        rows lag it, and the small fragments merged once :data:`LIGHT_COMPACT_FRAGMENTS` pile up
-        (a keyed commit opens each: 16 ms at 25 fragments, 110 ms at 600; merging 600 one-row
-        fragments takes 1 s)."""
+        ``keys_only``: the light round, every few seconds, also while a full round builds its
+        vector index (their commits do not conflict; a compaction's would): rows committed since
+        join the id index as a delta once :data:`KEYS_BEHIND` rows or :data:`KEYS_BEHIND_FRAGMENTS`
+        fragments lag it (11-62 ms), and the small fragments are merged once
+        :data:`LIGHT_COMPACT_FRAGMENTS` pile up (a keyed commit opens each: 16 ms at 25 fragments,
+        110 ms at 600; merging 600 one-row fragments takes 1 s), unless a full round is at its
+        vector index (a merge committed meanwhile makes the index's commit fail). A light round
+        that finds a full round compacting does nothing."""
+        if keys_only:
+            return self._light_round()
         from lancedb.index import BTree
 
-        with self._index_lock:
-            done = _catch_up_keys(self._table, keys_only, columns=("id",))
-            if keys_only:
-                return done + _merge_small(self._table)
-            rows = self.count()
-            indices = {tuple(i.columns): i.name for i in self._table.list_indices()}
-            if ("id",) not in indices and rows >= ID_INDEX_MIN_ROWS:
-                log.info("archive table %s: indexing its ids (%d rows)", self.name, rows)
-                self._table.create_index("id", config=BTree())
-                done.append("ids indexed")
-            vector = indices.get(("embedding",))
-            trained = self._trained_rows(vector)
-            if rows >= INDEX_MIN_ROWS and (vector is None or rows >= REBUILD_GROWTH * trained):
-                self._build_vector_index(rows, again=vector is not None)
-                done.append(f"vector index {'rebuilt' if vector else 'built'} over {rows} rows")
-            elif vector is not None:
-                done += self._index_new_vectors(vector)
-            metrics = _compact(self._table, FRAGMENT_ROWS, under=FRAGMENT_ROWS // 2, at_least=COMPACT_FRAGMENTS)
-            if metrics is not None:
-                self._table.to_lance().cleanup_old_versions(older_than=dt.timedelta(days=7))
-                done.append(f"compacted ({metrics.fragments_removed} fragments into {metrics.fragments_added})")
+        with self._upkeep.round:
+            with self._upkeep.layout:
+                done = _catch_up_keys(self._table, light=False, columns=("id",))
+                rows = self.count()
+                indices = {tuple(i.columns): i.name for i in self._table.list_indices()}
+                if ("id",) not in indices and rows >= ID_INDEX_MIN_ROWS:
+                    log.info("archive table %s: indexing its ids (%d rows)", self.name, rows)
+                    self._table.create_index("id", config=BTree())
+                    done.append("ids indexed")
+            with self._upkeep.vector:
+                vector = indices.get(("embedding",))
+                trained = self._trained_rows(vector)
+                if rows >= INDEX_MIN_ROWS and (vector is None or rows >= REBUILD_GROWTH * trained):
+                    self._build_vector_index(rows, again=vector is not None)
+                    done.append(f"vector index {'rebuilt' if vector else 'built'} over {rows} rows")
+                elif vector is not None:
+                    done += self._index_new_vectors(vector)
+            with self._upkeep.layout:
+                metrics = _compact(self._table, FRAGMENT_ROWS, under=FRAGMENT_ROWS // 2, at_least=COMPACT_FRAGMENTS)
+                if metrics is not None:
+                    self._table.to_lance().cleanup_old_versions(older_than=dt.timedelta(days=7))
+                    done.append(f"compacted ({metrics.fragments_removed} fragments into {metrics.fragments_added})")
         return done
+
+    def _light_round(self) -> list[str]:
+        upkeep = self._upkeep
+        if not upkeep.layout.acquire(blocking=False):  # a full round compacting: next time
+            return []
+        try:
+            done = _catch_up_keys(self._table, light=True, columns=("id",))
+            if upkeep.vector.acquire(blocking=False):  # no full round at its vector index
+                try:
+                    done += _merge_small(self._table)
+                finally:
+                    upkeep.vector.release()
+            return done
+        finally:
+            upkeep.layout.release()
 
     def _index_new_vectors(self, index: str) -> list[str]:
         """Rows not in the vector index join it as a delta (no training, the base untouched);
@@ -583,7 +637,7 @@ class LanceTable:
 
     def ensure_index(self, min_rows: int = INDEX_MIN_ROWS) -> bool:
         """Build the vector index once the table has ``min_rows``; True when it has one."""
-        with self._index_lock:
+        with self._upkeep.round, self._upkeep.vector:
             if self._has_vector_index():
                 return True
             rows = self.count()
@@ -687,22 +741,39 @@ class LanceReader:
 
 
 def _catch_up_keys(
-    table: lancedb.table.Table, keys_only: bool, columns: tuple[str, ...] = ("key", "content_id")
+    table: lancedb.table.Table, light: bool, columns: tuple[str, ...] = ("key", "content_id")
 ) -> list[str]:
-    """Rows committed since joined the scalar (key) indices on ``columns`` they lag: a keyed
-    commit (``merge_insert``) reads each id its index lacks, ~4 us a row, so a lag of 100,000
-    rows made every commit 0.4 s at 1M rows. ``keys_only``: only once :data:`KEYS_BEHIND` lag."""
-    names = [i.name for i in table.list_indices() if len(i.columns) == 1 and i.columns[0] in columns]
-    lagging = []
-    for name in names:
-        stats = table.index_stats(name)
-        behind = int(stats.num_unindexed_rows) if stats else 0
-        if behind and (not keys_only or behind >= KEYS_BEHIND):
-            lagging.append((name, behind))
-    if not lagging:
+    """Rows committed since joined the scalar (key) indices on ``columns`` as a delta of their
+    own (11-62 ms at 1M rows; merging them into the index rewrites it: 0.3 s): a keyed commit
+    (``merge_insert``) reads each id its index lacks, ~4 us a row and ~0.2 ms a fragment, so a
+    lag of 100,000 rows made every commit 0.4 s at 1M rows. ``light``: only once
+    :data:`KEYS_BEHIND` rows or :data:`KEYS_BEHIND_FRAGMENTS` fragments lag. Past
+    :data:`MAX_KEY_DELTAS` deltas, every piece is merged into one."""
+    dataset = table.to_lance()
+    pieces = {
+        index.name: [set(segment.fragment_ids) for segment in index.segments]
+        for index in dataset.describe_indices()
+        if len(index.field_names) == 1 and index.field_names[0] in columns
+    }
+    if not pieces:
         return []
-    table.to_lance().optimize.optimize_indices(index_names=[n for n, _ in lagging], num_threads=1)
-    return [f"{behind} rows joined {name}" for name, behind in lagging]
+    fragments = {f.fragment_id: f.physical_rows for f in dataset.get_fragments()}
+    done = []
+    for name, covered in pieces.items():
+        behind = fragments.keys() - set().union(*covered)
+        rows = sum(fragments[f] for f in behind)
+        if len(covered) > MAX_KEY_DELTAS:
+            merge = len(covered)  # every piece (and the rows behind) into one
+        elif behind and (not light or rows >= KEYS_BEHIND or len(behind) >= KEYS_BEHIND_FRAGMENTS):
+            merge = 0  # a delta of their own: no piece rewritten
+        else:
+            continue
+        dataset.optimize.optimize_indices(index_names=[name], num_indices_to_merge=merge, num_threads=1)
+        if behind:
+            done.append(f"{rows} rows joined {name}")
+        if merge > 1:
+            done.append(f"{merge} pieces of {name} merged")
+    return done
 
 
 def _merge_small(table: lancedb.table.Table) -> list[str]:

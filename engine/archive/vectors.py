@@ -91,6 +91,12 @@ class VectorIndex:
     def ready(self) -> bool:
         return self._state is not None
 
+    @property
+    def rows(self) -> int:
+        """The rows it answers for (0 until built)."""
+        state = self._state
+        return sum(k.alive for k in state.kinds.values()) if state is not None else 0
+
     # -- building and keeping in step (the sync thread) -------------------------------------
 
     def build(self) -> None:
@@ -114,7 +120,7 @@ class VectorIndex:
             state.kinds[kind] = _new_index(matrix, at, self.dim)
         with self._lock:
             self._state = state
-        rows = sum(k.alive for k in state.kinds.values())
+        rows = self.rows
         seconds = time.perf_counter() - t0
         log.info("archive table %s: search index of %d rows built in %.1f s", self.table.name, rows, seconds)
 
