@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -728,21 +729,57 @@ def _maintain(table: ArchiveTable) -> None:
 
 
 @archive_app.command("maintain")
-def archive_maintain(archive: Archive_ = DEFAULT_ARCHIVE) -> None:
+def archive_maintain(
+    archive: Archive_ = DEFAULT_ARCHIVE,
+    every: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Keep at it until interrupted: a full round every this many seconds, the light round every 2 s "
+            "(upkeep on a machine of its own; the server's off with T4V_ARCHIVE_MAINTAIN_S=0). 0: once.",
+        ),
+    ] = 0.0,
+) -> None:
     """Bring every table's indices up to date and compact it now (a server does it every
     --archive-maintain-s seconds on a thread of its own; run this after a bulk import, or when
-    the server's upkeep is off)."""
+    the server's upkeep is off, with --every to keep at it)."""
     try:
         store = _archive(archive)
         tables = [store.table(spec) for spec in store.specs()]
     except T4VError as exc:
         fail(exc)
+    if every > 0:
+        _keep_maintaining(store, every)
+        return
     for table in tables:
         _maintain(table)
     names = store.maintain()
     if names:
         sys.stderr.write(f"archive names: {'; '.join(names)}\n")
     typer.echo(f"{len(tables)} tables up to date")
+
+
+def _keep_maintaining(store: Archive, every_s: float) -> None:
+    """The server's upkeep (``engine/archive/maintenance.py``) in the foreground, each round's
+    work logged, until Ctrl-C or SIGTERM."""
+    import signal
+
+    from text4vis.engine.archive.maintenance import Maintainer
+
+    logging.getLogger("text4vis.engine.archive").setLevel(logging.INFO)  # what each round did
+    maintainer = Maintainer(store, every_s=every_s, first_s=0.0)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sys.stderr.write(f"maintaining {store.uri}: a full round every {every_s:g} s; Ctrl-C stops\n")
+    maintainer.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    sys.stderr.write("stopping after the step in progress\n")
+    maintainer.stop(timeout_s=600)
+    typer.echo(f"{maintainer.rounds} full rounds")
 
 
 @archive_app.command("drop")

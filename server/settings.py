@@ -232,8 +232,8 @@ class ServingOptions(BaseModel):
         ge=0,
         le=24 * 3600,
         description="Seconds between full rounds of archive upkeep (id and vector indices, compaction) on a "
-        "thread of its own, which also runs a light round every 5 s (the id index caught up, small fragments "
-        "merged); 0: none (run t4v archive maintain).",
+        "thread of its own, beside a light round every 2 s (the id index caught up, small fragments merged), "
+        "in Lance's threads at a lower CPU priority; 0: none (run t4v archive maintain --every S elsewhere).",
     )
     max_archive_scans: int = Field(
         2,

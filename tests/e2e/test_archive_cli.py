@@ -375,3 +375,28 @@ def test_a_newcomer_with_a_folder_of_videos(model: list[str], tmp_path: Path) ->
     assert again.returncode == 0 and "1 videos embedded again" in again.stderr, again.stderr
     after = t4v("search", "arm wrestling", "--archive", archive, "--json", *half)
     assert len(after.stdout.splitlines()) == 2 and "stored under other models" not in after.stderr
+
+
+def test_maintain_keeps_at_it_until_interrupted(model: list[str], tmp_path: Path) -> None:
+    """`t4v archive maintain --every S`: the server's upkeep on a machine of its own (the
+    server's off): rounds logged as they run, a clean stop on SIGINT or SIGTERM."""
+    import signal
+    import time
+
+    archive = tmp_path / "archive"
+    assert t4v("index", str(shared_path("videos")), "--archive", str(archive), *model).returncode == 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [*T4V, "archive", "maintain", "--archive", str(archive), "--every", "0.3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(4)  # imports, then a round every 0.3 s
+        assert proc.poll() is None  # still at it
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert f"maintaining {archive}" in err and "stopping after the step in progress" in err
+        rounds = int(out.split()[0])
+        assert rounds >= 2 and out.strip().endswith("full rounds"), out
