@@ -54,7 +54,8 @@ KEYS_BEHIND = 1_000  # rows a key index may lag before a light round brings it u
 KEYS_BEHIND_FRAGMENTS = 16  # or fragments (a keyed commit reads each its key index lacks: ~0.2 ms a fragment)
 MAX_KEY_DELTAS = 8  # key index deltas merged into one past this (each adds ~0.4 ms to a keyed commit at 1M rows)
 LIGHT_COMPACT_FRAGMENTS = 32  # small fragments that make a light round merge them (each adds ~0.2 ms to a keyed commit)
-LIGHT_FRAGMENT_ROWS = 65_536  # a light round merges fragments below this many rows, and leaves the others
+LIGHT_FRAGMENT_ROWS = 4_096  # a light round merges fragments below this many rows (commits'); bulk writes' wait
+# for the full round (merged at 65,536 they moved twice, and the search index read their rows twice)
 TRAINED_KEY = "t4v.vector_index_trained_rows"
 BATCH_ROWS = 65_536  # the rows of a batch read for the in-memory index; small fragments' joined to 1/16 of it
 
