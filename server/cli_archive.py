@@ -743,13 +743,14 @@ def archive_maintain(
     """Bring every table's indices up to date and compact it now (a server does it every
     --archive-maintain-s seconds on a thread of its own; run this after a bulk import, or when
     the server's upkeep is off, with --every to keep at it)."""
+    stop = _stop_on_signals() if every > 0 else None
     try:
         store = _archive(archive)
         tables = [store.table(spec) for spec in store.specs()]
     except T4VError as exc:
         fail(exc)
-    if every > 0:
-        _keep_maintaining(store, every)
+    if stop is not None:
+        _keep_maintaining(store, every, stop)
         return
     for table in tables:
         _maintain(table)
@@ -759,23 +760,30 @@ def archive_maintain(
     typer.echo(f"{len(tables)} tables up to date")
 
 
-def _keep_maintaining(store: Archive, every_s: float) -> None:
-    """The server's upkeep (``engine/archive/maintenance.py``) in the foreground, each round's
-    work logged, until Ctrl-C or SIGTERM."""
+def _stop_on_signals() -> threading.Event:
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets, handled from here on (a signal that came as
+    a KeyboardInterrupt could land anywhere, in the middle of starting the rounds' threads); and
+    ``kill -USR1`` writes every thread's stack to stderr (where a round is, if one seems stuck)."""
+    import faulthandler
     import signal
 
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    return stop
+
+
+def _keep_maintaining(store: Archive, every_s: float, stop: threading.Event) -> None:
+    """The server's upkeep (``engine/archive/maintenance.py``) in the foreground, each round's
+    work logged, until ``stop`` is set."""
     from text4vis.engine.archive.maintenance import Maintainer
 
     logging.getLogger("text4vis.engine.archive").setLevel(logging.INFO)  # what each round did
     maintainer = Maintainer(store, every_s=every_s, first_s=0.0)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sys.stderr.write(f"maintaining {store.uri}: a full round every {every_s:g} s; Ctrl-C stops\n")
+    sys.stderr.write(f"maintaining {store.uri}: a full round every {every_s:g} s; Ctrl-C stops (pid {os.getpid()})\n")
     maintainer.start()
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
+    while not stop.wait(1.0):
         pass
     sys.stderr.write("stopping after the step in progress\n")
     maintainer.stop(timeout_s=600)

@@ -379,8 +379,10 @@ def test_a_newcomer_with_a_folder_of_videos(model: list[str], tmp_path: Path) ->
 
 def test_maintain_keeps_at_it_until_interrupted(model: list[str], tmp_path: Path) -> None:
     """`t4v archive maintain --every S`: the server's upkeep on a machine of its own (the
-    server's off): rounds logged as they run, a clean stop on SIGINT or SIGTERM."""
+    server's off): rounds logged as they run, a clean stop on SIGINT or SIGTERM (one that
+    does not stop shows every thread's stack, which ``kill -USR1`` writes)."""
     import signal
+    import threading
     import time
 
     archive = tmp_path / "archive"
@@ -392,11 +394,29 @@ def test_maintain_keeps_at_it_until_interrupted(model: list[str], tmp_path: Path
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(4)  # imports, then a round every 0.3 s
+        assert proc.stderr is not None and proc.stdout is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lines.extend, args=(proc.stderr,), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120  # imports on a loaded machine
+        while not any(line.startswith(f"maintaining {archive}") for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        time.sleep(1.5)  # a round every 0.3 s
         assert proc.poll() is None  # still at it
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the stacks, to stderr
+            time.sleep(2)
+            proc.kill()
+            proc.wait()
+            reader.join(5)
+            raise AssertionError(f"still running 60 s after {sig.name}:\n{''.join(lines)}") from None
+        reader.join(5)
+        err, out = "".join(lines), proc.stdout.read()
         assert proc.returncode == 0, err
-        assert f"maintaining {archive}" in err and "stopping after the step in progress" in err
+        assert "stopping after the step in progress" in err
         rounds = int(out.split()[0])
         assert rounds >= 2 and out.strip().endswith("full rounds"), out
