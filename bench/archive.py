@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from text4vis.engine.archive.lance import FRAGMENT_ROWS, LanceArchive, LanceTable, schema
+from text4vis.engine.archive.lance import FRAGMENT_ROWS, NPROBES, REFINE_FACTOR, LanceArchive, LanceTable, schema
 from text4vis.engine.archive.relabel import relabel_batches, write
 from text4vis.engine.archive.spec import ArchiveSpec
 from text4vis.engine.request import AbstainPolicy
@@ -295,7 +295,10 @@ def search_figures(table: LanceTable, matrix: np.ndarray, centres: int, n_querie
     first = table.maintain()  # the state a server's upkeep keeps the table in (the id index)
     print(f"a first maintenance round ({'; '.join(first) or 'nothing'}): {time.perf_counter() - t0:.0f} s")
     lance = lambda q: ids(table.search(q, k=10, kind="video"))  # noqa: E731
-    line("LanceDB IVF-PQ, kind prefilter, nprobes 32, refine 50 (before; the CLI's)", measured(lance, queries, truth))
+    line(
+        f"LanceDB IVF-PQ, kind prefilter, nprobes {NPROBES}, refine {REFINE_FACTOR} (before; the CLI's)",
+        measured(lance, queries, truth),
+    )
 
     # rows another process wrote (work for the search index and for maintenance), then the two
     # windows a server goes through: its search index taking them in, and a maintenance round
