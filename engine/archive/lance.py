@@ -9,7 +9,8 @@ Rows are written with ``merge_insert`` on ``id``, declared as the table's (unenf
 key: writing a row again is a no-op, and two processes inserting the same new rows at once
 conflict at commit and retry, so every row is stored exactly once. A BTree on ``id`` (from
 :data:`ID_INDEX_MIN_ROWS` rows) keeps a keyed commit cheap; a vector index (IVF-PQ, from
-:data:`INDEX_MIN_ROWS` rows) answers searches, its candidates re-ranked by their exact cosine.
+:data:`INDEX_MIN_ROWS` rows, partitioned by faiss's k-means: :func:`ivf_centroids`) answers
+searches, its candidates re-ranked by their exact cosine.
 Both are built and kept up to date by :meth:`LanceTable.maintain`, never inside a commit or a
 read (``maintenance.py`` runs it on a thread of its own). ``bench/archive.py`` measures both.
 """
