@@ -2,7 +2,7 @@
 per kind (a search for videos never filters windows out), kept in step with the table.
 
 Why not LanceDB's own index: on text-like queries (a CLIP text embedding sits at cosine ~0.3
-from the videos it describes) it answers in 40-70 ms at 1M rows (PQ codes, then the candidates
+from the videos it describes) it answers in 40-100 ms at 1M rows (PQ codes, then the candidates
 re-ranked from the table), recall@10 0.94-0.98 on its faiss-trained partitions (0.42-0.60 on
 Lance's own k-means), where faiss's IVF in memory finds 1.00 in ~4 ms (``bench/archive.py``
 prints both). LanceDB stays the store of record; this is a cache of its embeddings that a
