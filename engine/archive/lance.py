@@ -681,7 +681,8 @@ class LanceTable:
         if self._has_vector_index():
             # the k x 100 nearest by the PQ codes, re-ranked by their exact cosine: rows of one scene
             # are near-duplicates the codes alone cannot order; recall@10 of text-like queries at
-            # 1M rows 0.943 at 32 probes x 50, 0.959 at 64 x 50, 0.981 at 128 x 100 (39-52 ms)
+            # 1M rows 0.943 at 32 probes x 50, 0.959 at 64 x 50, 0.981 at 128 x 100 (bench run 12:
+            # 0.984, p50 98 ms)
             q = q.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
         columns = [*ROW_FIELDS, "thumbnail"] if thumbnail else list(ROW_FIELDS)
         rows = q.select([*columns, "_distance"]).limit(k).to_arrow().to_pylist()
@@ -691,22 +692,20 @@ class LanceTable:
 def ivf_centroids(dataset: Any, partitions: int, dim: int) -> np.ndarray:
     """The vector index's IVF partitions: spherical k-means (faiss, 20 iterations) over a sample
     of the table's embeddings (256 a partition, what faiss itself would keep). Lance's own
-    k-means (hierarchical, splitting a few clusters at a time) made partitions in which text-like
-    queries (cosine ~0.3 from the videos they describe) found 0.59 of their 10 nearest at 1M rows
-    with 32 probes, IVF-SQ or IVF-PQ alike; the same index on these centroids finds 0.995
-    (``bench/archive.py`` prints it)."""
+    k-means (hierarchical at 1,000 partitions) made partitions in which text-like queries (cosine
+    ~0.3 from the videos they describe) found 0.40-0.60 of their 10 nearest at 1M rows; on these
+    the same index finds 0.94-0.995 at 32 probes and 0.98 at :data:`NPROBES` (``bench/archive.py``
+    prints it)."""
     import faiss
 
+    from text4vis.engine.archive.vectors import unit_embeddings, unit_rows
+
     rows = int(dataset.count_rows())
-    n = min(rows, 256 * partitions)
-    picked = np.sort(np.random.default_rng(0).choice(rows, n, replace=False))
-    column = dataset.take(picked, columns=["embedding"]).column("embedding").combine_chunks()
-    sample = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-    sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)
+    picked = np.sort(np.random.default_rng(0).choice(rows, min(rows, 256 * partitions), replace=False))
+    sample = dataset.take(picked, columns=["embedding"]).combine_chunks().to_batches()[0]
     kmeans = faiss.Kmeans(dim, partitions, niter=20, spherical=True, seed=1)
-    kmeans.train(sample)
-    centroids = np.asarray(kmeans.centroids, dtype=np.float32)
-    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    kmeans.train(unit_embeddings(sample, dim))
+    return unit_rows(np.asarray(kmeans.centroids))
 
 
 class LanceReader:

@@ -110,7 +110,7 @@ class VectorIndex:
         labels: dict[str, list[np.ndarray]] = {kind: [] for kind in KINDS}
         for batch in batches:
             picked = self._collect(state, batch, [hash(t) for t in batch.column("metadata").to_pylist()])
-            matrix = _embeddings(batch, self.dim) if picked else None
+            matrix = unit_embeddings(batch, self.dim) if picked else None
             for kind, (picked_rows, positions) in picked.items():
                 assert matrix is not None
                 vectors[kind].append(matrix[picked_rows])
@@ -228,7 +228,7 @@ class VectorIndex:
         for start in range(0, batch.num_rows, LOCK_ROWS):
             part = batch.slice(start, LOCK_ROWS)
             hashes = [hash(t) for t in part.column("metadata").to_pylist()]
-            matrix = _embeddings(part, self.dim) if "embedding" in part.schema.names else None
+            matrix = unit_embeddings(part, self.dim) if "embedding" in part.schema.names else None
             lists = _lists(state, part, matrix)
             with self._lock:
                 for kind, (rows, positions) in self._collect(state, part, hashes).items():
@@ -298,7 +298,7 @@ class VectorIndex:
         state = self._state
         if state is None:
             return self.table.search(query, k=k, kind=kind, thumbnail=thumbnail)
-        q = _normalized(np.asarray(query, np.float32)[None])
+        q = unit_rows(np.asarray(query, np.float32)[None])
         found: list[tuple[float, int]] = []
         with self._lock:
             for name in (kind,) if kind else KINDS:
@@ -402,9 +402,9 @@ def _new_index(matrix: np.ndarray, labels: np.ndarray, dim: int) -> KindIndex:
     return entry
 
 
-def _embeddings(batch: pa.RecordBatch, dim: int) -> np.ndarray:
+def unit_embeddings(batch: pa.RecordBatch, dim: int) -> np.ndarray:
     """A batch's embeddings as unit float32 rows (flatten: a slice's own rows)."""
-    return _normalized(batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
+    return unit_rows(batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
 
 
 def _lists(state: _State, batch: pa.RecordBatch, matrix: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -429,7 +429,7 @@ def _ptr(array: np.ndarray) -> Any:
     return faiss.swig_ptr(array)
 
 
-def _normalized(rows: np.ndarray) -> np.ndarray:
+def unit_rows(rows: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
